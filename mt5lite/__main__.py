@@ -1,0 +1,3 @@
+from mt5lite.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""Validate and load a local Hugging Face T5/mT5 checkpoint directory, safely.
+
+Weights load from safetensors by default; pickle checkpoints (``pytorch_model.bin``) only with ``allow_pickle``;
+``trust_remote_code`` is never used. Every problem with a directory is reported at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mt5lite.errors import CheckpointError
+
+SUPPORTED_MODEL_TYPES = ("t5", "mt5")
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILE = "spiece.model"
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """The files of a validated checkpoint directory."""
+
+    root: Path
+    config: dict
+    weights: Path
+    uses_pickle: bool
+    tokenizer: Path
+
+
+def inspect_checkpoint(path: str | os.PathLike, allow_pickle: bool = False) -> CheckpointFiles:
+    """Check that ``path`` is a loadable T5/mT5 checkpoint and return its files; list every problem at once."""
+    root = Path(path)
+    if not root.exists():
+        raise CheckpointError(f"{root}: no such directory; give a Hugging Face T5/mT5 checkpoint directory")
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: not a directory; give a Hugging Face T5/mT5 checkpoint directory")
+    problems: list[str] = []
+    config: dict = {}
+    config_path = root / "config.json"
+    if not config_path.is_file():
+        problems.append("no config.json")
+    else:
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            problems.append(f"config.json is not valid JSON ({exc})")
+        else:
+            model_type = config.get("model_type") if isinstance(config, dict) else None
+            if model_type not in SUPPORTED_MODEL_TYPES:
+                known = ", ".join(SUPPORTED_MODEL_TYPES)
+                problems.append(f"config.json model_type is {model_type!r}; supported: {known}")
+
+    weights = next((root / name for name in SAFE_WEIGHTS if (root / name).is_file()), None)
+    uses_pickle = False
+    if weights is None:
+        pickled = next((root / name for name in PICKLE_WEIGHTS if (root / name).is_file()), None)
+        if pickled is None:
+            problems.append(f"no weights (expected {SAFE_WEIGHTS[0]})")
+        elif not allow_pickle:
+            problems.append(
+                f"only a pickle checkpoint ({pickled.name}) was found; pickle files can run code when loaded. "
+                "Convert it to safetensors, or pass --allow-pickle if you trust its source"
+            )
+        else:
+            weights, uses_pickle = pickled, True
+
+    tokenizer = root / TOKENIZER_FILE
+    if not tokenizer.is_file():
+        problems.append(f"no {TOKENIZER_FILE} (the sentencepiece tokenizer of T5/mT5)")
+
+    if problems:
+        raise CheckpointError(f"{root} is not a usable T5/mT5 checkpoint: " + "; ".join(problems))
+    return CheckpointFiles(root, config, weights, uses_pickle, tokenizer)
+
+
+def load_model(path: str | os.PathLike, allow_pickle: bool = False):
+    """Load a checkpoint as a ``T5ForConditionalGeneration``/``MT5ForConditionalGeneration`` in eval mode (fp32)."""
+    files = inspect_checkpoint(path, allow_pickle=allow_pickle)
+    from transformers import AutoModelForSeq2SeqLM
+
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(
+            files.root,
+            use_safetensors=not files.uses_pickle,
+            trust_remote_code=False,
+            local_files_only=True,
+            torch_dtype="float32",
+        )
+    except (OSError, ValueError, RuntimeError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{files.root}: the weights could not be loaded ({first_line})") from None
+    model.eval()
+    return model

@@ -1,0 +1,200 @@
+"""Train the bundled demo model: a scaled-down MT5ForConditionalGeneration on the numbers <-> words task.
+
+``make demo-model`` runs ``python -m mt5lite.demo_model --output models/demo``. Everything is seeded, so the same
+machine reproduces the same weights. The model keeps mT5's quirks: gated-GELU FFN, untied ``lm_head``,
+relative-position buckets, ``d_kv`` that is not ``d_model / heads``, and more embedding rows than tokenizer pieces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import sentencepiece as spm
+import torch
+from tqdm import tqdm
+from transformers import GenerationConfig, MT5Config, MT5ForConditionalGeneration, T5Tokenizer
+
+from mt5lite.data import CALIBRATION_SENTENCES, HELDOUT_TASK, read_sentences, read_task_pairs
+from mt5lite.demo_config import DemoConfig
+from mt5lite.demo_task import TASK_LANGUAGES, heldout_numbers, training_pairs
+from mt5lite.paths import DEMO_MODEL
+
+
+def train_tokenizer(config: DemoConfig, texts: list[str], output_dir: Path) -> spm.SentencePieceProcessor:
+    """Train a unigram sentencepiece model with T5's special ids (pad 0, eos 1, unk 2) and byte fallback."""
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=model,
+        model_type="unigram",
+        vocab_size=config.vocab_pieces,
+        character_coverage=0.9995,
+        byte_fallback=True,  # any text round-trips, even characters the pieces do not cover
+        split_digits=True,  # without it the model does not learn digits -> words (see the issue)
+        normalization_rule_name="identity",  # decode(encode(text)) == text
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        num_threads=config.threads,
+        minloglevel=2,
+    )
+    (output_dir / "spiece.model").write_bytes(model.getvalue())
+    return spm.SentencePieceProcessor(model_proto=model.getvalue())
+
+
+def build_model(config: DemoConfig, pieces: int) -> MT5ForConditionalGeneration:
+    """A randomly initialised mT5 of the demo's shape."""
+    rows = math.ceil(pieces / config.embedding_multiple) * config.embedding_multiple
+    mt5_config = MT5Config(
+        vocab_size=rows,
+        d_model=config.d_model,
+        d_kv=config.d_kv,
+        d_ff=config.d_ff,
+        num_layers=config.num_layers,
+        num_decoder_layers=config.num_decoder_layers,
+        num_heads=config.num_heads,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        dropout_rate=0.0,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    return MT5ForConditionalGeneration(mt5_config)
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def learning_rate(config: DemoConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to ``final_lr_fraction`` of the peak."""
+    if step < config.warmup_steps:
+        return config.peak_lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    floor = config.final_lr_fraction
+    return config.peak_lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(config: DemoConfig, output_dir: Path) -> dict:
+    """Train the tokenizer and the model into ``output_dir`` (a Hugging Face checkpoint directory)."""
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+
+    pairs = list(training_pairs(heldout_numbers()))
+    sentences = [s.text for s in read_sentences(CALIBRATION_SENTENCES)]
+    texts = [p.source for p in pairs] + [p.target for p in pairs] + sentences
+    random.Random(config.seed).shuffle(texts)
+    sp = train_tokenizer(config, texts, output_dir)
+
+    sources = [sp.encode(p.source) + [1] for p in pairs]
+    targets = [sp.encode(p.target) + [1] for p in pairs]
+    # Draw numbers with a uniform count of digits, so 1- and 2-digit numbers are not drowned out by 4-digit ones.
+    weights = np.array([1.0 / _digit_bucket_size(p) for p in pairs])
+    weights /= weights.sum()
+
+    model = build_model(config, sp.get_piece_size())
+    model.train()
+    decay = [p for n, p in model.named_parameters() if "layer_norm" not in n]
+    no_decay = [p for n, p in model.named_parameters() if "layer_norm" in n]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.peak_lr,
+    )
+    rng = np.random.default_rng(config.seed)
+    started = time.time()
+    losses: list[float] = []
+    progress = tqdm(range(config.steps), desc="training demo model", mininterval=5)
+    for step in progress:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
+        batch = rng.choice(len(pairs), size=config.batch_size, p=weights)
+        input_ids = _pad([sources[i] for i in batch], 0)
+        labels = _pad([targets[i] for i in batch], -100)
+        loss = model(input_ids=input_ids, attention_mask=(input_ids != 0).long(), labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        if step % 100 == 0:
+            progress.set_postfix(loss=f"{np.mean(losses[-100:]):.4f}")
+    model.eval()
+    return {
+        "model": model,
+        "train_seconds": round(time.time() - started, 1),
+        "final_loss": float(np.mean(losses[-200:])),
+    }
+
+
+def _digit_bucket_size(pair) -> float:
+    number = pair.target if pair.source.startswith("number") else pair.source.split(": ", 1)[1]
+    digits = len(number)
+    return 10.0 if digits == 1 else 9 * 10 ** (digits - 1)
+
+
+def save_checkpoint(model: MT5ForConditionalGeneration, output_dir: Path) -> None:
+    """Write the model, the Hugging Face tokenizer files and the generation config (safetensors)."""
+    model.save_pretrained(output_dir, safe_serialization=True)
+    tokenizer = T5Tokenizer(vocab_file=str(output_dir / "spiece.model"), extra_ids=0, legacy=False)
+    tokenizer.save_pretrained(output_dir)
+    GenerationConfig(
+        decoder_start_token_id=0, eos_token_id=1, pad_token_id=0, max_new_tokens=32
+    ).save_pretrained(output_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train the demo model and write it, with its model card, to ``--output``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--output", type=Path, default=DEMO_MODEL)
+    parser.add_argument("--steps", type=int, default=DemoConfig.steps)
+    parser.add_argument("--force", action="store_true", help="replace an existing output directory")
+    args = parser.parse_args(argv)
+    if args.output.exists() and not args.force:
+        parser.error(f"{args.output} already exists; use --force to replace it")
+    config = DemoConfig(steps=args.steps)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=args.output.parent, prefix=".demo-") as tmp:
+        staging = Path(tmp) / "model"
+        staging.mkdir()
+        result = train(config, staging)
+        save_checkpoint(result["model"], staging)
+        from mt5lite.evaluation import evaluate_checkpoint, write_evaluation_report
+        from mt5lite.model_card import write_model_card
+
+        report = evaluate_checkpoint(staging, read_task_pairs(HELDOUT_TASK))
+        report["model"] = "models/demo"
+        report["parameters"] = sum(p.numel() for p in result["model"].parameters())
+        report["vocab_size"] = result["model"].config.vocab_size
+        pieces = spm.SentencePieceProcessor(model_file=str(staging / "spiece.model")).get_piece_size()
+        report["tokenizer_pieces"] = pieces
+        report["training"] = {**asdict(config), "train_seconds": result["train_seconds"],
+                              "final_loss": result["final_loss"], "languages": list(TASK_LANGUAGES)}
+        write_evaluation_report(report, staging / "eval_report.json")
+        write_model_card(staging, report)
+        if args.output.exists():
+            shutil.rmtree(args.output)
+        staging.rename(args.output)
+    print(json.dumps({k: report[k] for k in ("exact_match", "chrf")}, indent=2))
+    print(f"demo model written to {args.output} in {result['train_seconds']} s of training")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,22 @@
+"""Typed errors. Libraries raise them; the CLI turns them into one-line messages and exit code 2.
+
+This module has no dependencies, so the lean runtimes import it too.
+"""
+
+from __future__ import annotations
+
+
+class Mt5LiteError(Exception):
+    """Base class of every error the toolkit raises on purpose."""
+
+
+class InputError(Mt5LiteError, ValueError):
+    """Bad user input: empty or over-long text, invalid UTF-8, a malformed data file, a bad option value."""
+
+
+class CheckpointError(Mt5LiteError):
+    """A model directory that is missing, incomplete, unsafe to load or not a T5/mT5 checkpoint."""
+
+
+class ModelFileError(Mt5LiteError):
+    """An exported model file that is missing, unreadable, truncated or does not belong to its manifest."""

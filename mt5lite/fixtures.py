@@ -1,0 +1,98 @@
+"""Random-weight models derived from real configs, for tests and benchmarks (no model hub needed).
+
+``REAL_CONFIGS`` holds the published configs of ``google/mt5-small`` and ``t5-small``. ``tiny_config`` shrinks one
+to a few layers and a small vocabulary while keeping its quirks (``d_kv`` != ``d_model / heads``, gated-GELU or
+ReLU FFN, tied or untied ``lm_head``), so tests run the real code path in seconds. ``mt5_small_random`` builds a
+model with ``google/mt5-small``'s exact shape once and caches it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from mt5lite.paths import BUILD_DIR, DEMO_MODEL
+
+REAL_CONFIGS: dict[str, dict] = {
+    "google/mt5-small": {
+        "model_type": "mt5",
+        "vocab_size": 250112,
+        "d_model": 512,
+        "d_kv": 64,
+        "d_ff": 1024,
+        "num_layers": 8,
+        "num_decoder_layers": 8,
+        "num_heads": 6,
+        "relative_attention_num_buckets": 32,
+        "relative_attention_max_distance": 128,
+        "dropout_rate": 0.1,
+        "layer_norm_epsilon": 1e-6,
+        "feed_forward_proj": "gated-gelu",
+        "tie_word_embeddings": False,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "decoder_start_token_id": 0,
+    },
+    "t5-small": {
+        "model_type": "t5",
+        "vocab_size": 32128,
+        "d_model": 512,
+        "d_kv": 64,
+        "d_ff": 2048,
+        "num_layers": 6,
+        "num_decoder_layers": 6,
+        "num_heads": 8,
+        "relative_attention_num_buckets": 32,
+        "relative_attention_max_distance": 128,
+        "dropout_rate": 0.1,
+        "layer_norm_epsilon": 1e-6,
+        "feed_forward_proj": "relu",
+        "tie_word_embeddings": True,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "decoder_start_token_id": 0,
+    },
+}
+
+
+def tiny_config(name: str, vocab_size: int = 1280) -> dict:
+    """``name``'s real config shrunk to 2+2 layers, d_model 64 and ``vocab_size`` rows, its quirks kept."""
+    if name not in REAL_CONFIGS:
+        raise KeyError(f"unknown config {name!r}; known: {', '.join(REAL_CONFIGS)}")
+    config = dict(REAL_CONFIGS[name])
+    config.update(vocab_size=vocab_size, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2,
+                  num_heads=2, dropout_rate=0.0)  # 2 heads x 16 = 32 != d_model, as mT5's 6 x 64 != 512
+    return config
+
+
+def build_random_model(config: dict, output_dir: Path, seed: int = 0, tokenizer_from: Path = DEMO_MODEL) -> Path:
+    """Write a randomly initialised checkpoint of ``config`` (safetensors) with ``tokenizer_from``'s tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+    torch.manual_seed(seed)
+    config = dict(config)
+    hf_config = AutoConfig.for_model(config.pop("model_type"), **config)
+    model = AutoModelForSeq2SeqLM.from_config(hf_config)
+    model.eval()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir, safe_serialization=True)
+    for name in ("spiece.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
+        if (tokenizer_from / name).is_file():
+            shutil.copy2(tokenizer_from / name, output_dir / name)
+    return output_dir
+
+
+def mt5_small_random(cache_dir: Path = BUILD_DIR / "fixtures") -> Path:
+    """A random-init model with ``google/mt5-small``'s exact config (about 1.2 GB), built once and cached."""
+    target = Path(cache_dir) / "mt5-small-random"
+    if (target / "model.safetensors").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".mt5-small-") as tmp:
+        build_random_model(REAL_CONFIGS["google/mt5-small"], Path(tmp) / "model")
+        shutil.rmtree(target, ignore_errors=True)
+        (Path(tmp) / "model").rename(target)
+    return target

@@ -1,0 +1,81 @@
+"""The PyTorch reference: the original model run by transformers, the yardstick for every exported stage."""
+
+from __future__ import annotations
+
+import os
+
+from mt5lite.errors import InputError
+from runtimes.options import DecodingOptions
+from runtimes.tokenizer import Overflow, Tokenizer
+
+
+class TorchReference:
+    """Tokenize and generate with a Hugging Face T5/mT5 checkpoint (greedy or beam search)."""
+
+    def __init__(self, model_dir: str | os.PathLike, allow_pickle: bool = False, threads: int | None = None):
+        import torch
+
+        from mt5lite.checkpoint import inspect_checkpoint, load_model
+
+        files = inspect_checkpoint(model_dir, allow_pickle=allow_pickle)
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = load_model(files.root, allow_pickle=allow_pickle)
+        self.tokenizer = Tokenizer(files.tokenizer)
+        vocab = self.model.config.vocab_size
+        # Embedding rows past the tokenizer's pieces cannot be decoded: never emit them.
+        self.undecodable_ids = list(range(self.tokenizer.piece_count, vocab))
+
+    def encode_batch(self, texts: list[str], max_source_length: int | None = None,
+                     overflow: Overflow = Overflow.ERROR):
+        """Tokenize and right-pad a batch; returns ``(input_ids, attention_mask)`` tensors."""
+        import torch
+
+        if not texts:
+            raise InputError("no inputs given")
+        rows = []
+        for index, text in enumerate(texts):
+            try:
+                rows.append(self.tokenizer.encode(text, max_source_length, overflow))
+            except InputError as exc:
+                if len(texts) == 1:
+                    raise
+                raise InputError(f"input {index}: {exc}") from None
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([r + [self.tokenizer.pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long)
+        return ids, mask
+
+    def generate_ids(self, texts: list[str], options: DecodingOptions | None = None,
+                     max_source_length: int | None = None, overflow: Overflow = Overflow.ERROR) -> list[list[int]]:
+        """Generated ids per input, without the decoder start token, up to and including eos."""
+        import torch
+
+        options = (options or DecodingOptions()).validate()
+        input_ids, attention_mask = self.encode_batch(texts, max_source_length, overflow)
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=options.max_new_tokens,
+                num_beams=options.num_beams,
+                length_penalty=options.length_penalty,
+                early_stopping=options.early_stopping,
+                do_sample=False,
+                suppress_tokens=self.undecodable_ids or None,
+                decoder_start_token_id=self.model.config.decoder_start_token_id,
+                eos_token_id=self.tokenizer.eos_id,
+                pad_token_id=self.tokenizer.pad_id,
+            )
+        results = []
+        for row in out.tolist():
+            row = row[1:]  # drop the decoder start token
+            if self.tokenizer.eos_id in row:
+                row = row[: row.index(self.tokenizer.eos_id) + 1]
+            results.append(row)
+        return results
+
+    def generate(self, texts: list[str], options: DecodingOptions | None = None,
+                 max_source_length: int | None = None, overflow: Overflow = Overflow.ERROR) -> list[str]:
+        """Generated text per input."""
+        return [self.tokenizer.decode(ids) for ids in self.generate_ids(texts, options, max_source_length, overflow)]

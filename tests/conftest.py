@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny random models derived from real configs, the demo model, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mt5lite.fixtures import build_random_model, tiny_config
+from mt5lite.paths import DEMO_MODEL, REPO_ROOT
+
+os.environ.setdefault("USE_TF", "0")
+
+TINY_CONFIGS = ("google/mt5-small", "t5-small")
+
+
+@pytest.fixture(scope="session")
+def demo_model() -> Path:
+    """The bundled, trained demo model."""
+    return DEMO_MODEL
+
+
+@pytest.fixture(scope="session", params=TINY_CONFIGS, ids=["tiny-mt5", "tiny-t5"])
+def tiny_model(request, tmp_path_factory) -> Path:
+    """A tiny random model derived from each real config (mT5: untied, gated-GELU; T5: tied, ReLU)."""
+    out = tmp_path_factory.mktemp(request.param.replace("/", "_"))
+    return build_random_model(tiny_config(request.param), out / "model", seed=7)
+
+
+@pytest.fixture(scope="session")
+def tiny_mt5(tmp_path_factory) -> Path:
+    """A tiny random model derived from google/mt5-small's config."""
+    return build_random_model(tiny_config("google/mt5-small"), tmp_path_factory.mktemp("tiny_mt5") / "m", seed=3)
+
+
+def run_cli(*args: str | bytes, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m mt5lite ARGS`` in a subprocess; return the completed process (bytes output)."""
+    env = dict(os.environ, USE_TF="0", PYTHONIOENCODING="utf-8")
+    return subprocess.run(
+        [sys.executable, "-m", "mt5lite", *args],
+        input=stdin,
+        capture_output=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=300,
+    )

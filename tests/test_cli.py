@@ -1,0 +1,92 @@
+"""The mt5lite command line: subcommands, generation, evaluation, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+def assert_clean_error(result, *fragments: str) -> None:
+    stderr = result.stderr.decode("utf-8", "replace")
+    assert result.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_help_lists_the_subcommands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("generate", "evaluate", "train-demo"):
+        assert command in result.stdout.decode()
+
+
+def test_generate_with_the_default_model():
+    result = run_cli("generate", "words es: 21", "number ja: 三百")
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode("utf-8").splitlines() == ["veintiuno", "300"]
+
+
+def test_evaluate_writes_json_and_markdown(tmp_path):
+    data = tmp_path / "pairs.tsv"
+    data.write_text("en\twords en: 7\tseven\nru\twords ru: 2\tдва\n", encoding="utf-8")
+    report = tmp_path / "out" / "eval.json"
+    result = run_cli("evaluate", "--data", str(data), "--report", str(report))
+    assert result.returncode == 0, result.stderr.decode()
+    loaded = json.loads(report.read_text())
+    assert loaded["exact_match"] == 1.0 and set(loaded["per_language"]) == {"en", "ru"}
+    assert (tmp_path / "out" / "eval.md").is_file()
+
+
+@pytest.mark.parametrize("text", ["", "   "])
+def test_empty_or_whitespace_text(text):
+    assert_clean_error(run_cli("generate", text), "empty or whitespace-only")
+
+
+def test_invalid_utf8_argument():
+    assert_clean_error(run_cli("generate", b"words en: \xff\xfe"), "invalid UTF-8")
+
+
+def test_invalid_utf8_input_file(tmp_path):
+    bad = tmp_path / "in.txt"
+    bad.write_bytes(b"words en: 1\nwords en: \xc3\x28\n")
+    assert_clean_error(run_cli("generate", "--input-file", str(bad)), "in.txt:2: invalid UTF-8")
+
+
+def test_lone_surrogate_from_stdin_is_invalid_utf8():
+    surrogate = "\ud800".encode("utf-8", "surrogatepass")
+    assert_clean_error(run_cli("generate", "--input-file", "-", stdin=b"words en: " + surrogate), "invalid UTF-8")
+
+
+def test_directory_that_is_not_a_checkpoint(tmp_path):
+    assert_clean_error(run_cli("generate", "--model", str(tmp_path), "words en: 1"),
+                       "not a usable T5/mT5 checkpoint", "no config.json")
+
+
+def test_pickle_only_checkpoint_without_the_flag(tmp_path, tiny_mt5):
+    import torch
+
+    target = tmp_path / "pickled"
+    shutil.copytree(tiny_mt5, target)
+    from safetensors.torch import load_file
+
+    torch.save(load_file(target / "model.safetensors"), target / "pytorch_model.bin")
+    (target / "model.safetensors").unlink()
+    assert_clean_error(run_cli("generate", "--model", str(target), "words en: 1"), "--allow-pickle")
+    allowed = run_cli("generate", "--model", str(target), "--allow-pickle", "words en: 1")
+    assert allowed.returncode == 0, allowed.stderr.decode()
+
+
+def test_bad_flag_value():
+    assert_clean_error(run_cli("generate", "--max-new-tokens", "0", "words en: 1"), "max_new_tokens")
+
+
+def test_unknown_flag_exits_2():
+    result = run_cli("generate", "--no-such-flag")
+    assert result.returncode == 2 and b"Traceback" not in result.stderr
