@@ -1,0 +1,1 @@
+"""Compression passes, each ``(model, config) -> (model, report)``. None is built yet."""

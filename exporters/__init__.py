@@ -1,0 +1,1 @@
+"""Exporters: the deployment contract's graphs, ONNX export and its validation."""

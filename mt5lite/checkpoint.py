@@ -79,6 +79,8 @@ def inspect_checkpoint(path: str | os.PathLike, allow_pickle: bool = False) -> C
 def load_model(path: str | os.PathLike, allow_pickle: bool = False):
     """Load a checkpoint as a ``T5ForConditionalGeneration``/``MT5ForConditionalGeneration`` in eval mode (fp32)."""
     files = inspect_checkpoint(path, allow_pickle=allow_pickle)
+    import torch
+    from safetensors import SafetensorError
     from transformers import AutoModelForSeq2SeqLM
 
     try:
@@ -87,9 +89,9 @@ def load_model(path: str | os.PathLike, allow_pickle: bool = False):
             use_safetensors=not files.uses_pickle,
             trust_remote_code=False,
             local_files_only=True,
-            torch_dtype="float32",
+            dtype=torch.float32,
         )
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{files.root}: the weights could not be loaded ({first_line})") from None
     model.eval()

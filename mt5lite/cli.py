@@ -23,10 +23,10 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=DEMO_MODEL,
-                        help="a local Hugging Face T5/mT5 checkpoint directory")
+                        help="a local Hugging Face T5/mT5 checkpoint directory (generate: or an mt5lite export)")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="allow loading pickle weights (pytorch_model.bin); only for checkpoints you trust")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: the library's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (None: the engine decides)")
 
 
 def _add_decoding_args(parser: argparse.ArgumentParser) -> None:
@@ -81,16 +81,61 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    """Generate text for each input with the PyTorch reference."""
+    """Generate text for each input: with ONNX Runtime when --model is an export directory (it has a
+    manifest.json), with the PyTorch reference when it is a Hugging Face checkpoint."""
+    from runtimes.manifest import MANIFEST_NAME
     from runtimes.tokenizer import Overflow
-    from runtimes.torch_reference import TorchReference
 
     texts = _read_inputs(args)
     options = _decoding_options(args)
-    reference = TorchReference(args.model, allow_pickle=args.allow_pickle, threads=args.threads)
     overflow = Overflow.TRUNCATE if args.truncate else Overflow.ERROR
-    for output in reference.generate(texts, options, args.max_source_length, overflow):
+    if (Path(args.model) / MANIFEST_NAME).is_file():
+        from runtimes.onnx_runtime import OnnxGenerator
+
+        outputs = OnnxGenerator(args.model, threads=args.threads).generate(texts, options, overflow)
+    else:
+        from runtimes.torch_reference import TorchReference
+
+        reference = TorchReference(args.model, allow_pickle=args.allow_pickle, threads=args.threads)
+        outputs = reference.generate(texts, options, args.max_source_length, overflow)
+    for output in outputs:
         print(output)
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    """Export a checkpoint as encoder.onnx + decoder.onnx (decoder step over a fixed-size KV cache), with the
+    tokenizer and manifest.json, validated against PyTorch before it is written."""
+    from exporters.onnx_export import OnnxExportConfig, export_onnx
+
+    config = OnnxExportConfig(max_source_length=args.max_source_length, max_target_length=args.max_target_length,
+                              static_shapes=args.static_shapes, opset=args.opset,
+                              validate_samples=args.validate_samples)
+    result = export_onnx(args.model, args.output, config, force=args.force, allow_pickle=args.allow_pickle,
+                         progress=True)
+    for row in result["validation"]["rows"]:
+        print(f"  {row['output']}: max |diff| {row['max_abs_diff']:.2e} (atol {row['atol']:g})")
+    print(f"validated on {result['validation']['samples']} held-out inputs in "
+          f"{len(result['validation']['languages'])} languages")
+    print(f"export written to {args.output}")
+    return 0
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    """Compare PyTorch with an export on a held-out set: logits, greedy and beam ids, exact match and chrF."""
+    from mt5lite.data import read_task_pairs
+    from mt5lite.parity import parity_report, write_parity_report
+
+    options = _decoding_options(args)
+    report = parity_report(args.model, args.export, read_task_pairs(args.data), threads=args.threads,
+                           max_new_tokens=options.max_new_tokens, num_beams=args.num_beams,
+                           beam_samples=args.beam_samples, allow_pickle=args.allow_pickle, progress=True)
+    json_path, md_path = write_parity_report(report, args.report)
+    print(f"max |logit diff| {report['max_abs_logit_diff']:.2e}  greedy agreement {report['greedy_agreement']:.3f}  "
+          f"token agreement {report['token_agreement']:.3f}  beam agreement {report['beam_agreement']:.3f}")
+    print(f"exact match: reference {report['exact_match']['reference']:.3f}, "
+          f"candidate {report['exact_match']['candidate']:.3f}")
+    print(f"report: {json_path} and {md_path}")
     return 0
 
 
@@ -135,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mt5lite {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    gen = sub.add_parser("generate", help="generate text with a checkpoint (PyTorch reference)",
+    gen = sub.add_parser("generate", help="generate text with a checkpoint (PyTorch) or an export (ONNX Runtime)",
                          formatter_class=_Formatter, description=cmd_generate.__doc__)
     gen.add_argument("text", nargs="*", help="input texts, e.g. 'words fr: 1234'")
     gen.add_argument("--input-file", type=Path, help="read one input per line from this UTF-8 file ('-': stdin)")
@@ -155,6 +200,33 @@ def build_parser() -> argparse.ArgumentParser:
                     help="JSON report to write (a Markdown twin is written beside it)")
     ev.add_argument("--batch-size", type=int, default=64)
     ev.set_defaults(func=cmd_evaluate)
+
+    export = sub.add_parser("export", help="export a checkpoint (onnx)", formatter_class=_Formatter)
+    targets = export.add_subparsers(dest="target", metavar="TARGET", required=True)
+    onnx = targets.add_parser("onnx", help="split encoder / decoder-step ONNX graphs + manifest",
+                              formatter_class=_Formatter, description=cmd_export_onnx.__doc__)
+    _add_model_args(onnx)
+    onnx.add_argument("--output", type=Path, required=True, help="export directory to create")
+    onnx.add_argument("--max-source-length", type=int, default=128, help="longest input in tokens (eos included)")
+    onnx.add_argument("--max-target-length", type=int, default=64, help="positions in the decoder's KV cache")
+    onnx.add_argument("--static-shapes", action="store_true",
+                      help="fix batch 1 and the source length (for TFLite); default: dynamic, for ONNX Runtime")
+    onnx.add_argument("--opset", type=int, default=17)
+    onnx.add_argument("--validate-samples", type=int, default=16, help="held-out inputs compared with PyTorch")
+    onnx.add_argument("--force", action="store_true", help="overwrite an existing output directory")
+    onnx.set_defaults(func=cmd_export_onnx)
+
+    parity = sub.add_parser("parity", help="compare PyTorch with an export on a held-out set",
+                            formatter_class=_Formatter, description=cmd_parity.__doc__)
+    _add_model_args(parity)
+    parity.add_argument("--export", type=Path, required=True, help="an mt5lite export directory")
+    parity.add_argument("--data", type=Path, default=HELDOUT_TASK, help="held-out pairs: lang<TAB>source<TAB>target")
+    parity.add_argument("--report", type=Path, default=Path("build/parity.json"),
+                        help="JSON report to write (a Markdown twin is written beside it)")
+    parity.add_argument("--num-beams", type=int, default=4, help="beams for the beam-search comparison")
+    parity.add_argument("--max-new-tokens", type=int, default=32)
+    parity.add_argument("--beam-samples", type=int, default=None, help="compare beam search on the first N inputs")
+    parity.set_defaults(func=cmd_parity, length_penalty=1.0, early_stopping=False)
 
     train = sub.add_parser("train-demo", help="train the bundled demo model from scratch (fixed seeds)",
                            formatter_class=_Formatter, description=cmd_train_demo.__doc__)

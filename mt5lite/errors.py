@@ -20,3 +20,17 @@ class CheckpointError(Mt5LiteError):
 
 class ModelFileError(Mt5LiteError):
     """An exported model file that is missing, unreadable, truncated or does not belong to its manifest."""
+
+
+class ParityError(Mt5LiteError):
+    """Exported outputs differ from PyTorch beyond the tolerance; one line per output with the numbers."""
+
+    def __init__(self, stage: str, rows: list[dict]):
+        self.stage = stage
+        self.rows = rows
+        lines = [f"{stage}: outputs differ from PyTorch beyond the tolerance"]
+        for row in rows:
+            verdict = "FAIL" if row["max_abs_diff"] > row["atol"] else "ok"
+            lines.append(f"  {row['output']}: shape {row['shape']}, max |diff| {row['max_abs_diff']:.3g} "
+                         f"(atol {row['atol']:g}) {verdict}")
+        super().__init__("\n".join(lines))

@@ -1,0 +1,1 @@
+"""Runtimes: the tokenizer, the manifest, the decoding loop and its backends (ONNX Runtime, PyTorch reference)."""

@@ -90,3 +90,67 @@ def test_bad_flag_value():
 def test_unknown_flag_exits_2():
     result = run_cli("generate", "--no-such-flag")
     assert result.returncode == 2 and b"Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def cli_export(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "onnx"
+    result = run_cli("export", "onnx", "--output", str(out), "--max-source-length", "48", "--max-target-length", "32")
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"export written to" in result.stdout
+    return out
+
+
+def test_generate_with_an_onnx_export(cli_export):
+    result = run_cli("generate", "--model", str(cli_export), "--num-beams", "2", "words es: 21", "number ja: 三百")
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode("utf-8").splitlines() == ["veintiuno", "300"]
+
+
+def test_export_refuses_an_existing_output_without_force(cli_export):
+    assert_clean_error(run_cli("export", "onnx", "--output", str(cli_export)), "already exists; use --force")
+
+
+def test_parity_report(cli_export, tmp_path):
+    data = tmp_path / "pairs.tsv"
+    data.write_text("en\twords en: 7\tseven\nko\tnumber ko: 오십팔\t58\nth\twords th: 300\tสามร้อย\n", encoding="utf-8")
+    report = tmp_path / "parity.json"
+    result = run_cli("parity", "--export", str(cli_export), "--data", str(data), "--report", str(report))
+    assert result.returncode == 0, result.stderr.decode()
+    loaded = json.loads(report.read_text())
+    for key in ("max_abs_logit_diff", "greedy_agreement", "token_agreement", "beam_agreement", "exact_match", "chrf"):
+        assert key in loaded
+    assert loaded["max_abs_logit_diff"] <= 1e-4
+    assert loaded["greedy_agreement"] == loaded["beam_agreement"] == 1.0
+    assert set(loaded["exact_match"]) == {"reference", "candidate"}
+    assert (tmp_path / "parity.md").is_file()
+
+
+def test_generate_refuses_a_tampered_export(cli_export, tmp_path):
+    copy = tmp_path / "tampered"
+    shutil.copytree(cli_export, copy)
+    with open(copy / "decoder.onnx", "ab") as handle:
+        handle.write(b"\0")
+    assert_clean_error(run_cli("generate", "--model", str(copy), "words en: 1"), "decoder.onnx: sha256 does not match")
+
+
+def test_killed_export_leaves_no_output_directory(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mt5lite.paths import REPO_ROOT
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "mt5lite", "export", "onnx", "--output", str(out)],
+                               cwd=REPO_ROOT, env=dict(os.environ, USE_TF="0"), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob(".killed.tmp-*/*.onnx")):
+        time.sleep(0.05)
+    assert list(tmp_path.glob(".killed.tmp-*")), "the export never started writing"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not out.exists()

@@ -10,14 +10,17 @@ from mt5lite.data import read_task_pairs
 from mt5lite.demo_task import TaskPair
 from mt5lite.evaluation import evaluate_checkpoint, score, write_evaluation_report
 
-PAIRS = [TaskPair("en", "words en: 1", "one"), TaskPair("en", "words en: 2", "two"), TaskPair("fr", "words fr: 1", "un")]
+PAIRS = [
+    TaskPair("en", "words en: 1", "one"),
+    TaskPair("en", "words en: 2", "two"),
+    TaskPair("fr", "words fr: 1", "un"),
+]
 
 
 def test_score_exact_match_and_per_language():
     report = score(["one", "three", "un"], PAIRS)
     assert report["exact_match"] == pytest.approx(2 / 3)
-    assert report["per_language"]["en"] == {"exact_match": 0.5, "chrf": pytest.approx(report["per_language"]["en"]
-                                                                                       ["chrf"]), "n": 2}
+    assert report["per_language"]["en"]["exact_match"] == 0.5 and report["per_language"]["en"]["n"] == 2
     assert report["per_language"]["fr"]["exact_match"] == 1.0
     assert report["per_language"]["fr"]["chrf"] == pytest.approx(100.0)
     assert 0 < report["chrf"] < 100

@@ -1,0 +1,108 @@
+"""The two graphs of the deployment contract, as torch modules over a Hugging Face T5/mT5 model's own weights.
+
+``EncoderGraph``: ``input_ids [B,S]``, ``attention_mask [B,S]`` -> ``encoder_hidden_states [B,S,D]`` and the
+cross-attention keys and values of every decoder layer, ``cross_k``/``cross_v [L,B,H,S,d_kv]``, computed once.
+
+``DecoderStepGraph``: one token per sequence ``[B,1]``, its ``position [1]``, the encoder mask, the cross K/V and a
+fixed-size self-attention cache ``[L,B,H,T_max,d_kv]`` -> ``logits [B,V]`` and the step's ``new_self_k``/
+``new_self_v [L,B,H,1,d_kv]``, which the host writes into the cache at ``position``. No growing concat and no
+control flow: the cache write is a one-hot select, the causal mask comes from ``arange(T_max) <= position``, and
+T5's relative position bias is a constant ``[T_max, H, T_max]`` table gathered by position, exact at every
+position up to ``T_max``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: Added to attention scores of masked keys. Finite, so no graph (fp16 included) ever sees inf - inf.
+MASK_VALUE = -1e9
+
+
+def _split_heads(x: torch.Tensor, heads: int, d_kv: int) -> torch.Tensor:
+    """``[B,T,H*d_kv]`` -> ``[B,H,T,d_kv]``."""
+    return x.reshape(x.shape[0], x.shape[1], heads, d_kv).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """``[B,H,T,d_kv]`` -> ``[B,T,H*d_kv]``."""
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], x.shape[1] * x.shape[3])
+
+
+class EncoderGraph(nn.Module):
+    """The encoder and the decoder's cross-attention K/V projections, run once per input."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.encoder = model.get_encoder()
+        self.cross_attention = nn.ModuleList(block.layer[1].EncDecAttention for block in model.decoder.block)
+        self.heads = model.config.num_heads
+        self.d_kv = model.config.d_kv
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        keys = [_split_heads(attn.k(hidden), self.heads, self.d_kv) for attn in self.cross_attention]
+        values = [_split_heads(attn.v(hidden), self.heads, self.d_kv) for attn in self.cross_attention]
+        return hidden, torch.stack(keys), torch.stack(values)
+
+
+class DecoderStepGraph(nn.Module):
+    """One decoding step over a fixed-size self-attention cache."""
+
+    def __init__(self, model, max_target_length: int):
+        super().__init__()
+        config = model.config
+        self.embed = model.decoder.embed_tokens
+        self.blocks = model.decoder.block
+        self.final_layer_norm = model.decoder.final_layer_norm
+        self.lm_head = model.lm_head
+        self.heads = config.num_heads
+        self.d_kv = config.d_kv
+        self.t_max = max_target_length
+        # T5 scales the decoder output before a tied lm_head; mT5 (untied) does not.
+        self.output_scale = config.d_model**-0.5 if config.tie_word_embeddings else 1.0
+        with torch.no_grad():
+            bias = self.blocks[0].layer[0].SelfAttention.compute_bias(max_target_length, max_target_length)
+        # [1,H,T_query,T_key] -> [T_query,H,T_key]: row p is the bias of a query at position p.
+        self.register_buffer("position_bias", bias[0].permute(1, 0, 2).contiguous(), persistent=False)
+        self.register_buffer("positions", torch.arange(max_target_length, dtype=torch.int64), persistent=False)
+
+    def forward(self, decoder_input_ids, position, encoder_attention_mask, cross_k, cross_v, self_k_cache,
+                self_v_cache):
+        hidden = self.embed(decoder_input_ids)  # [B,1,D]
+        is_position = torch.eq(self.positions, position).reshape(1, 1, self.t_max, 1)  # where this step's K/V go
+        visible = torch.le(self.positions, position).reshape(1, 1, 1, self.t_max)  # causal: keys 0..position
+        self_bias = torch.index_select(self.position_bias, 0, position).unsqueeze(2)  # [1,H,1,T]
+        self_bias = torch.where(visible, self_bias, torch.full_like(self_bias, MASK_VALUE))
+        cross_bias = (1.0 - encoder_attention_mask.to(hidden.dtype))[:, None, None, :] * MASK_VALUE  # [B,1,1,S]
+
+        new_keys, new_values = [], []
+        for index, block in enumerate(self.blocks):
+            self_layer, cross_layer, feed_forward = block.layer[0], block.layer[1], block.layer[-1]
+            attn = self_layer.SelfAttention
+            normed = self_layer.layer_norm(hidden)
+            query = _split_heads(attn.q(normed), self.heads, self.d_kv)
+            key = _split_heads(attn.k(normed), self.heads, self.d_kv)  # [B,H,1,d_kv]
+            value = _split_heads(attn.v(normed), self.heads, self.d_kv)
+            new_keys.append(key)
+            new_values.append(value)
+            keys = torch.where(is_position, key, self_k_cache[index])  # [B,H,T,d_kv]
+            values = torch.where(is_position, value, self_v_cache[index])
+            hidden = hidden + attn.o(_merge_heads(self._attend(query, keys, values, self_bias)))
+
+            attn = cross_layer.EncDecAttention
+            query = _split_heads(attn.q(cross_layer.layer_norm(hidden)), self.heads, self.d_kv)
+            hidden = hidden + attn.o(_merge_heads(self._attend(query, cross_k[index], cross_v[index], cross_bias)))
+
+            hidden = feed_forward(hidden)  # T5LayerFF: hidden + FFN(layer_norm(hidden))
+
+        hidden = self.final_layer_norm(hidden) * self.output_scale
+        logits = self.lm_head(hidden)[:, 0, :]  # [B,V]
+        return logits, torch.stack(new_keys), torch.stack(new_values)
+
+    @staticmethod
+    def _attend(query, keys, values, bias):
+        # T5 does not scale scores by 1/sqrt(d_kv): its initialisation folds that into the query projection.
+        scores = torch.matmul(query, keys.transpose(-1, -2)) + bias
+        return torch.matmul(torch.softmax(scores.float(), dim=-1).to(values.dtype), values)

@@ -1,0 +1,217 @@
+"""Export a T5/mT5 checkpoint as the contract's two ONNX graphs, validate them, and write the export atomically.
+
+Pipeline (one function, readable top to bottom): load -> trace both graphs -> check (ONNX checker with full shape
+inference) -> stamp metadata -> copy the tokenizer -> manifest with hashes -> validate against PyTorch -> rename
+into place. Nothing is written at the output path unless every step passed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mt5lite import __version__
+from mt5lite.errors import InputError
+from runtimes.manifest import FORMAT, FORMAT_VERSION, sha256_file, write_manifest
+
+TWO_GB = 2**31
+ENCODER_FILE, DECODER_FILE = "encoder.onnx", "decoder.onnx"
+TOKENIZER_FILES = ("spiece.model", "tokenizer_config.json", "special_tokens_map.json")
+
+
+@dataclass(frozen=True)
+class OnnxExportConfig:
+    """What to export and how to check it."""
+
+    max_source_length: int = 128  # S: longest input in tokens (eos included); fixed in static graphs
+    max_target_length: int = 64  # T_max: positions in the self-attention cache
+    static_shapes: bool = False  # batch 1 and S fixed, for TFLite; otherwise batch and S are dynamic
+    opset: int = 17
+    validate_samples: int = 16  # held-out multilingual inputs compared with PyTorch before the export is kept
+    atol: float = 1e-4  # max |difference| allowed on logits and encoder outputs (fp32)
+    external_data_bytes: int = TWO_GB  # weights at least this large go to one external-data file beside the graph
+
+    def validate(self) -> OnnxExportConfig:
+        """Raise ``InputError`` naming every bad value."""
+        problems = []
+        if self.max_source_length < 2:
+            problems.append(f"max_source_length must be at least 2, got {self.max_source_length}")
+        if self.max_target_length < 1:
+            problems.append(f"max_target_length must be at least 1, got {self.max_target_length}")
+        if not 11 <= self.opset <= 21:
+            problems.append(f"opset must be between 11 and 21, got {self.opset}")
+        if self.validate_samples < 1:
+            problems.append(f"validate_samples must be at least 1, got {self.validate_samples}")
+        if problems:
+            raise InputError("; ".join(problems))
+        return self
+
+
+def _tensor(name: str, dtype: str, shape: list) -> dict:
+    return {"name": name, "dtype": dtype, "shape": shape}
+
+
+def graph_specs(model_config, config: OnnxExportConfig) -> dict:
+    """Names, dtypes and shapes of both graphs; symbolic dimensions are strings."""
+    batch = 1 if config.static_shapes else "batch"
+    source = config.max_source_length if config.static_shapes else "source_length"
+    layers, heads, d_kv = model_config.num_decoder_layers, model_config.num_heads, model_config.d_kv
+    cross = [layers, batch, heads, source, d_kv]
+    cache = [layers, batch, heads, config.max_target_length, d_kv]
+    step_kv = [layers, batch, heads, 1, d_kv]
+    return {
+        "encoder": {
+            "file": ENCODER_FILE,
+            "inputs": [_tensor("input_ids", "int64", [batch, source]),
+                       _tensor("attention_mask", "int64", [batch, source])],
+            "outputs": [_tensor("encoder_hidden_states", "float32", [batch, source, model_config.d_model]),
+                        _tensor("cross_k", "float32", cross), _tensor("cross_v", "float32", cross)],
+        },
+        "decoder": {
+            "file": DECODER_FILE,
+            "inputs": [_tensor("decoder_input_ids", "int64", [batch, 1]), _tensor("position", "int64", [1]),
+                       _tensor("encoder_attention_mask", "int64", [batch, source]),
+                       _tensor("cross_k", "float32", cross), _tensor("cross_v", "float32", cross),
+                       _tensor("self_k_cache", "float32", cache), _tensor("self_v_cache", "float32", cache)],
+            "outputs": [_tensor("logits", "float32", [batch, model_config.vocab_size]),
+                        _tensor("new_self_k", "float32", step_kv), _tensor("new_self_v", "float32", step_kv)],
+        },
+    }
+
+
+def _dynamic_axes(spec: dict) -> dict:
+    return {t["name"]: {axis: dim for axis, dim in enumerate(t["shape"]) if isinstance(dim, str)}
+            for t in spec["inputs"] + spec["outputs"]}
+
+
+def _sample_inputs(spec: dict, pad_id: int = 0) -> tuple:
+    """Zero-filled example inputs for tracing (symbolic dims set to 2); ``position`` is 0, ids are ``pad_id``."""
+    import torch
+
+    def make(t):
+        shape = [2 if isinstance(d, str) else d for d in t["shape"]]
+        dtype = torch.int64 if t["dtype"] == "int64" else torch.float32
+        if t["name"].endswith("attention_mask"):
+            return torch.ones(shape, dtype=dtype)
+        return torch.full(shape, pad_id, dtype=dtype) if dtype == torch.int64 else torch.zeros(shape, dtype=dtype)
+
+    return tuple(make(t) for t in spec["inputs"])
+
+
+def _export_graph(module, spec: dict, path: Path, config: OnnxExportConfig, metadata: dict[str, str]) -> list[str]:
+    """Trace ``module`` into ``path``, stamp ``metadata_props``, move the weights to one external-data file inside
+    the folder when they reach ``config.external_data_bytes`` (2 GB by default), and check the result with full
+    shape inference. Returns the files the graph consists of."""
+    import onnx
+    import torch
+
+    scratch = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.stem}-"))
+    try:
+        traced = scratch / path.name  # torch scatters > 2 GB weights into one file per tensor beside it
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
+            torch.onnx.export(
+                module, _sample_inputs(spec), str(traced), dynamo=False, opset_version=config.opset,
+                input_names=[t["name"] for t in spec["inputs"]], output_names=[t["name"] for t in spec["outputs"]],
+                dynamic_axes=_dynamic_axes(spec) or None, do_constant_folding=True,
+            )
+        model = onnx.load(str(traced), load_external_data=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
+    files = [path.name]
+    if sum(t.ByteSize() for t in model.graph.initializer) >= config.external_data_bytes:
+        files.append(path.name + ".data")
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=files[1], size_threshold=1024)
+    else:
+        onnx.save_model(model, str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+    return files
+
+
+def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, config: OnnxExportConfig | None = None,
+                force: bool = False, allow_pickle: bool = False, progress: bool = False) -> dict:
+    """Export ``model_dir`` into ``output_dir`` (encoder.onnx, decoder.onnx, tokenizer, manifest.json).
+
+    Raises ``InputError`` for bad options or an existing output without ``force``, ``CheckpointError`` for a bad
+    checkpoint and ``ParityError`` when ONNX Runtime and PyTorch disagree beyond ``config.atol``. Returns the
+    manifest together with the validation numbers.
+    """
+    from exporters.graphs import DecoderStepGraph, EncoderGraph
+    from exporters.validation import validate_export
+    from mt5lite.checkpoint import inspect_checkpoint, load_model
+
+    config = (config or OnnxExportConfig()).validate()
+    output = Path(output_dir)
+    if output.exists() and not force:
+        raise InputError(f"{output} already exists; use --force to overwrite it")
+    files = inspect_checkpoint(model_dir, allow_pickle=allow_pickle)
+    model = load_model(files.root, allow_pickle=allow_pickle)
+    specs = graph_specs(model.config, config)
+    export_id = uuid.uuid4().hex
+    metadata = {
+        "mt5lite.export_id": export_id, "mt5lite.version": __version__,
+        "mt5lite.max_source_length": str(config.max_source_length),
+        "mt5lite.max_target_length": str(config.max_target_length),
+        "mt5lite.vocab_size": str(model.config.vocab_size), "mt5lite.precision": "fp32",
+        "mt5lite.pad_id": "0", "mt5lite.eos_id": str(model.config.eos_token_id),
+        "mt5lite.decoder_start_id": str(model.config.decoder_start_token_id),
+    }
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.tmp-"))
+    try:
+        steps = [("encoder", EncoderGraph(model).eval()),
+                 ("decoder", DecoderStepGraph(model, config.max_target_length).eval())]
+        written: list[str] = []
+        for role, module in _progress(steps, progress, "exporting graphs"):
+            path = staging / specs[role]["file"]
+            written += _export_graph(module, specs[role], path, config, {**metadata, "mt5lite.graph": role})
+        for name in TOKENIZER_FILES:
+            if (files.root / name).is_file():
+                shutil.copy2(files.root / name, staging / name)
+                written.append(name)
+        manifest = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "export_id": export_id, "toolkit_version": __version__,
+            "source": {"checkpoint": files.root.name, "model_type": model.config.model_type,
+                       "config_sha256": sha256_file(files.root / "config.json")},
+            "precision": "fp32", "quantization": None, "opset": config.opset,
+            "static_shapes": config.static_shapes, "batch_size": 1 if config.static_shapes else None,
+            "max_source_length": config.max_source_length, "max_target_length": config.max_target_length,
+            "vocab_size": model.config.vocab_size,
+            "model": {key: getattr(model.config, key) for key in
+                      ("d_model", "d_kv", "d_ff", "num_heads", "num_layers", "num_decoder_layers",
+                       "feed_forward_proj", "tie_word_embeddings")},
+            "tokenizer": {"file": "spiece.model"},
+            "special_tokens": {"pad": 0, "eos": model.config.eos_token_id,
+                               "decoder_start": model.config.decoder_start_token_id},
+            "graphs": specs,
+            "export_config": asdict(config),
+            "files": {name: sha256_file(staging / name) for name in written},
+        }
+        from runtimes.tokenizer import Tokenizer
+
+        manifest["tokenizer"]["pieces"] = Tokenizer(staging / "spiece.model").piece_count
+        write_manifest(staging, manifest)
+        validation = validate_export(model, staging, config, progress=progress)
+        if force and output.exists():
+            shutil.rmtree(output)
+        staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {"manifest": manifest, "validation": validation}
+
+
+def _progress(items, enabled: bool, description: str):
+    from tqdm import tqdm
+
+    return tqdm(items, desc=description, disable=not enabled, unit="graph")

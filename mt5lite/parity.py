@@ -1,0 +1,178 @@
+"""Numerical parity between the PyTorch reference and an exported backend, and the parity report.
+
+Two levels, as the best verification suites do: logits close (teacher-forced on PyTorch's own greedy output), then
+generated ids identical (greedy and beam search), then task quality for both.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mt5lite.errors import ParityError
+from mt5lite.reports import markdown_table, write_report
+
+
+def torch_greedy(model, input_ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, suppressed: list[int],
+                 num_beams: int = 1) -> list[list[int]]:
+    """PyTorch ``generate`` ids per row (without the start token), up to and including eos."""
+    import torch
+
+    with torch.inference_mode():
+        out = model.generate(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(mask),
+                             max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                             suppress_tokens=suppressed or None)
+    eos = model.config.eos_token_id
+    rows = []
+    for row in out[:, 1:].tolist():
+        rows.append(row[: row.index(eos) + 1] if eos in row else row)
+    return rows
+
+
+def teacher_forced_diffs(model, backend, input_ids: np.ndarray, mask: np.ndarray, targets: list[list[int]],
+                         static_batch: bool) -> dict[str, float]:
+    """Max |difference| of encoder outputs and of every step's logits, feeding both the same target tokens."""
+    import torch
+
+    start = model.config.decoder_start_token_id
+    diffs = {"encoder_hidden_states": 0.0, "cross_k": 0.0, "cross_v": 0.0, "logits": 0.0}
+    rows = range(len(targets))
+    groups = [[r] for r in rows] if static_batch else [list(rows)]
+    for group in groups:
+        ids, m = input_ids[group], mask[group]
+        length = max(len(targets[r]) for r in group)
+        decoder_ids = np.zeros((len(group), length), dtype=np.int64)
+        decoder_ids[:, 0] = start
+        for i, r in enumerate(group):
+            decoder_ids[i, 1 : len(targets[r])] = targets[r][: length - 1]
+        with torch.inference_mode():
+            out = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(m),
+                        decoder_input_ids=torch.from_numpy(decoder_ids))
+            ref_logits = out.logits.float().numpy()
+            ref_hidden = out.encoder_last_hidden_state.numpy()
+            ref_cross = [[layer.layer[1].EncDecAttention.k(out.encoder_last_hidden_state),
+                          layer.layer[1].EncDecAttention.v(out.encoder_last_hidden_state)]
+                         for layer in model.decoder.block]
+        enc = backend.encoder_outputs(ids, m)
+        valid = m.astype(bool)
+        diffs["encoder_hidden_states"] = max(diffs["encoder_hidden_states"],
+                                             float(np.abs(enc["encoder_hidden_states"] - ref_hidden)[valid].max()))
+        heads, d_kv = model.config.num_heads, model.config.d_kv
+        for name, index in (("cross_k", 0), ("cross_v", 1)):
+            ref = np.stack([c[index].reshape(len(group), -1, heads, d_kv).transpose(1, 2).numpy() for c in ref_cross])
+            got = enc[name]
+            per_position = np.abs(got - ref).max(axis=(0, 2, 4))  # [B,S]
+            diffs[name] = max(diffs[name], float(per_position[valid].max()))
+        cross_k, cross_v = enc["cross_k"], enc["cross_v"]
+        layers, _, heads_, _, dkv = cross_k.shape
+        cache_k = np.zeros((layers, len(group), heads_, backend.max_target_length, dkv), np.float32)
+        cache_v = np.zeros_like(cache_k)
+        for position in range(length):
+            logits, new_k, new_v = backend.step(decoder_ids[:, position : position + 1], position, m, cross_k,
+                                                cross_v, cache_k, cache_v)
+            cache_k[:, :, :, position] = new_k[:, :, :, 0]
+            cache_v[:, :, :, position] = new_v[:, :, :, 0]
+            for i, r in enumerate(group):
+                if position < len(targets[r]):
+                    diffs["logits"] = max(diffs["logits"], float(np.abs(logits[i] - ref_logits[i, position]).max()))
+    return diffs
+
+
+def check_diffs(stage: str, diffs: dict[str, float], atol: float, shapes: dict[str, list]) -> list[dict]:
+    """Rows of (output, shape, max diff, atol); raises ``ParityError`` listing all of them if any is over."""
+    rows = [{"output": name, "shape": shapes.get(name), "max_abs_diff": value, "atol": atol}
+            for name, value in diffs.items()]
+    if any(not (row["max_abs_diff"] <= atol) for row in rows):  # NaN fails too
+        raise ParityError(stage, rows)
+    return rows
+
+
+def _agreement(a: list[list[int]], b: list[list[int]]) -> tuple[float, float]:
+    """(fraction of identical sequences, fraction of identical tokens over aligned positions)."""
+    same = sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
+    total = sum(max(len(x), len(y)) for x, y in zip(a, b, strict=True))
+    equal = sum(sum(p == q for p, q in zip(x, y, strict=False)) for x, y in zip(a, b, strict=True))
+    return same, (equal / total if total else 1.0)
+
+
+def parity_report(model_dir: str | os.PathLike, export_dir: str | os.PathLike, pairs, threads: int | None = None,
+                  max_new_tokens: int = 32, num_beams: int = 4, beam_samples: int | None = None,
+                  batch_size: int = 32, allow_pickle: bool = False, progress: bool = False) -> dict:
+    """Compare PyTorch with an export on ``pairs``: logits, greedy and beam ids, exact match and chrF."""
+    from tqdm import tqdm
+
+    from mt5lite.checkpoint import load_model
+    from mt5lite.evaluation import score
+    from runtimes.onnx_runtime import OnnxGenerator
+    from runtimes.options import DecodingOptions
+
+    generator = OnnxGenerator(export_dir, threads=threads)
+    model = load_model(model_dir, allow_pickle=allow_pickle)
+    suppressed = list(range(generator.tokenizer.piece_count, model.config.vocab_size))
+    pairs = list(pairs)
+    greedy = DecodingOptions(max_new_tokens=max_new_tokens)
+    beam = DecodingOptions(max_new_tokens=max_new_tokens, num_beams=num_beams)
+    beam_pairs = pairs[: beam_samples or len(pairs)]
+    ref_greedy, cand_greedy, ref_beam, cand_beam = [], [], [], []
+    max_diffs: dict[str, float] = {}
+    for start in tqdm(range(0, len(pairs), batch_size), desc="parity", disable=not progress, unit="batch"):
+        batch = [p.source for p in pairs[start : start + batch_size]]
+        ids, mask = generator.encode_batch(batch)
+        reference = torch_greedy(model, ids, mask, max_new_tokens, suppressed)
+        ref_greedy += reference
+        cand_greedy += generator.generate_ids(batch, greedy)
+        diffs = teacher_forced_diffs(model, generator.backend, ids, mask, reference, generator.static_shapes)
+        max_diffs = {k: max(v, max_diffs.get(k, 0.0)) for k, v in diffs.items()}
+        in_beam = [p.source for p in beam_pairs[start : start + batch_size]]
+        if in_beam:
+            b_ids, b_mask = generator.encode_batch(in_beam)
+            ref_beam += torch_greedy(model, b_ids, b_mask, max_new_tokens, suppressed, num_beams)
+            cand_beam += generator.generate_ids(in_beam, beam)
+    greedy_agreement, token_agreement = _agreement(ref_greedy, cand_greedy)
+    beam_agreement, _ = _agreement(ref_beam, cand_beam)
+    decode = generator.tokenizer.decode
+    reference_scores = score([decode(r) for r in ref_greedy], pairs)
+    candidate_scores = score([decode(c) for c in cand_greedy], pairs)
+    return {
+        "reference": str(model_dir), "candidate": str(export_dir),
+        "candidate_precision": generator.manifest.get("precision"),
+        "n": len(pairs), "beam_n": len(beam_pairs), "num_beams": num_beams, "max_new_tokens": max_new_tokens,
+        "max_abs_logit_diff": max_diffs["logits"],
+        "max_abs_diff": max_diffs,
+        "greedy_agreement": greedy_agreement, "token_agreement": token_agreement, "beam_agreement": beam_agreement,
+        "exact_match": {"reference": reference_scores["exact_match"], "candidate": candidate_scores["exact_match"]},
+        "chrf": {"reference": reference_scores["chrf"], "candidate": candidate_scores["chrf"]},
+        "per_language": {lang: {"reference": reference_scores["per_language"][lang],
+                                "candidate": candidate_scores["per_language"][lang]}
+                         for lang in reference_scores["per_language"]},
+        "greedy_mismatches": [{"source": p.source, "reference": decode(r), "candidate": decode(c)}
+                              for p, r, c in zip(pairs, ref_greedy, cand_greedy, strict=True) if r != c][:20],
+    }
+
+
+def parity_markdown(report: dict) -> str:
+    """The Markdown twin of a parity report."""
+    rows = [[lang, r["reference"]["n"], r["reference"]["exact_match"], r["candidate"]["exact_match"],
+             r["reference"]["chrf"], r["candidate"]["chrf"]] for lang, r in report["per_language"].items()]
+    summary = markdown_table(["measure", "value"], [
+        ["max abs logit diff", f"{report['max_abs_logit_diff']:.3g}"],
+        ["greedy agreement", report["greedy_agreement"]], ["token agreement", report["token_agreement"]],
+        [f"beam agreement ({report['num_beams']} beams, n={report['beam_n']})", report["beam_agreement"]],
+        ["exact match (reference / candidate)",
+         f"{report['exact_match']['reference']:.3f} / {report['exact_match']['candidate']:.3f}"],
+        ["chrF (reference / candidate)", f"{report['chrf']['reference']:.1f} / {report['chrf']['candidate']:.1f}"],
+    ])
+    return "\n\n".join([
+        "# Parity: PyTorch vs export",
+        f"Reference `{report['reference']}`, candidate `{report['candidate']}` ({report['candidate_precision']}), "
+        f"{report['n']} held-out inputs.",
+        summary,
+        markdown_table(["language", "n", "EM ref", "EM cand", "chrF ref", "chrF cand"], rows),
+    ])
+
+
+def write_parity_report(report: dict, path: str | os.PathLike) -> tuple[Path, Path]:
+    """Write a parity report as JSON plus its Markdown twin."""
+    return write_report(report, path, parity_markdown(report))

@@ -1,0 +1,177 @@
+"""The one decoding loop: greedy and beam search over a step backend, with the fixed-size cache bookkeeping.
+
+A backend (ONNX Runtime, LiteRT) only runs the two graphs of the contract:
+
+- ``encode(input_ids, attention_mask) -> (cross_k, cross_v)`` with ``cross_* [L,B,H,S,d_kv]``;
+- ``step(tokens [B,1], position, attention_mask, cross_k, cross_v, self_k, self_v) -> (logits [B,V], new_k, new_v)``
+  with ``self_* [L,B,H,T_max,d_kv]`` and ``new_* [L,B,H,1,d_kv]``.
+
+This module owns everything else: the cache (the host writes each step's K/V at its position), beam bookkeeping
+and stopping. Beam search follows transformers' vectorised implementation step for step (top ``2 x beams``
+candidates, length-normalised finished hypotheses, the same early-stopping heuristic), so that greedy and beam
+outputs can be compared token for token with PyTorch ``generate``. numpy only.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from mt5lite.errors import InputError
+from runtimes.options import DecodingOptions
+
+NEG = np.float32(-1.0e9)
+
+
+class StepBackend(Protocol):
+    """What a runtime must provide: the two graphs, plus the shapes the loop needs."""
+
+    max_target_length: int  # T_max: the cache holds positions 0 .. T_max - 1
+    vocab_size: int  # logits width (embedding rows)
+
+    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def step(self, tokens: np.ndarray, position: int, attention_mask: np.ndarray, cross_k: np.ndarray,
+             cross_v: np.ndarray, self_k: np.ndarray, self_v: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float32)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _topk(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` along the last axis, largest first (ties: lower index first)."""
+    order = np.argsort(-values, axis=-1, kind="stable")[..., :k]
+    return np.take_along_axis(values, order, axis=-1), order
+
+
+def _gather_beams(tensor: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """``tensor[b, indices[b, j], ...]`` for every batch item ``b``."""
+    expanded = indices.reshape(indices.shape + (1,) * (tensor.ndim - indices.ndim))
+    return np.take_along_axis(tensor, expanded, axis=1)
+
+
+class Decoder:
+    """Greedy and beam search over a ``StepBackend``."""
+
+    def __init__(self, backend: StepBackend, eos_id: int, decoder_start_id: int, suppressed_ids: list[int]):
+        self.backend = backend
+        self.eos_id = eos_id
+        self.decoder_start_id = decoder_start_id
+        self.suppressed = np.asarray(suppressed_ids, dtype=np.int64)
+
+    def _new_cache(self, cross_k: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        layers, _, heads, _, d_kv = cross_k.shape
+        shape = (layers, batch, heads, self.backend.max_target_length, d_kv)
+        return np.zeros(shape, cross_k.dtype), np.zeros(shape, cross_k.dtype)
+
+    def _step(self, tokens, position, mask, cross_k, cross_v, cache_k, cache_v) -> np.ndarray:
+        """Run one step, write its K/V into the cache, return float32 logits with undecodable ids suppressed."""
+        logits, new_k, new_v = self.backend.step(tokens.reshape(-1, 1).astype(np.int64), position, mask,
+                                                 cross_k, cross_v, cache_k, cache_v)
+        cache_k[:, :, :, position] = new_k[:, :, :, 0]
+        cache_v[:, :, :, position] = new_v[:, :, :, 0]
+        return logits.astype(np.float32)
+
+    def generate(self, input_ids: np.ndarray, attention_mask: np.ndarray, options: DecodingOptions
+                 ) -> list[list[int]]:
+        """Generated ids per input (without the decoder start token), each ending at eos if one was produced."""
+        options.validate()
+        if options.max_new_tokens > self.backend.max_target_length:
+            raise InputError(f"max_new_tokens is {options.max_new_tokens}, beyond this export's cache of "
+                             f"{self.backend.max_target_length} positions (max_target_length); lower it or "
+                             "re-export with a larger --max-target-length")
+        cross_k, cross_v = self.backend.encode(input_ids, attention_mask)
+        if options.num_beams == 1:
+            return self._greedy(attention_mask, cross_k, cross_v, options)
+        return self._beam(attention_mask, cross_k, cross_v, options)
+
+    def _greedy(self, mask, cross_k, cross_v, options) -> list[list[int]]:
+        batch = mask.shape[0]
+        cache_k, cache_v = self._new_cache(cross_k, batch)
+        tokens = np.full(batch, self.decoder_start_id, dtype=np.int64)
+        outputs: list[list[int]] = [[] for _ in range(batch)]
+        finished = np.zeros(batch, dtype=bool)
+        for position in range(options.max_new_tokens):
+            logits = self._step(tokens, position, mask, cross_k, cross_v, cache_k, cache_v)
+            logits[:, self.suppressed] = -np.inf
+            tokens = logits.argmax(axis=-1).astype(np.int64)
+            for row in np.flatnonzero(~finished):
+                outputs[row].append(int(tokens[row]))
+            finished |= tokens == self.eos_id
+            if finished.all():
+                break
+        return outputs
+
+    def _beam(self, mask, cross_k, cross_v, options) -> list[list[int]]:
+        beams, vocab = options.num_beams, self.backend.vocab_size
+        batch = mask.shape[0]
+        keep = 2 * beams  # candidates per step: enough to leave `beams` unfinished ones
+        top_beam_mask = np.arange(keep) < beams
+        max_length = 1 + options.max_new_tokens  # decoder start token + new tokens
+        # Every beam of an input shares its encoder outputs: repeat them along the batch axis.
+        mask = np.repeat(mask, beams, axis=0)
+        cross_k, cross_v = np.repeat(cross_k, beams, axis=1), np.repeat(cross_v, beams, axis=1)
+        cache_k, cache_v = self._new_cache(cross_k, batch * beams)
+
+        running = np.full((batch, beams, max_length), self.eos_id, dtype=np.int64)
+        running[:, :, 0] = self.decoder_start_id
+        finished_seqs = running.copy()
+        running_scores = np.zeros((batch, beams), np.float32)
+        running_scores[:, 1:] = NEG
+        finished_scores = np.full((batch, beams), NEG, np.float32)
+        is_finished = np.zeros((batch, beams), dtype=bool)
+        improvable = np.ones((batch, 1), dtype=bool)
+        finished_lengths = np.zeros((batch, beams), dtype=np.int64)
+
+        for cur_len in range(1, max_length):
+            position = cur_len - 1
+            logits = self._step(running[:, :, position].reshape(-1), position, mask, cross_k, cross_v,
+                                cache_k, cache_v)
+            log_probs = _log_softmax(logits)
+            log_probs[:, self.suppressed] = -np.inf
+            log_probs = log_probs.reshape(batch, beams, vocab) + running_scores[:, :, None]
+            top_scores, top_indices = _topk(log_probs.reshape(batch, beams * vocab), keep)
+            source_beams, top_ids = top_indices // vocab, top_indices % vocab
+            candidates = _gather_beams(running, source_beams)
+            candidates[:, :, cur_len] = top_ids
+            hits = (top_ids == self.eos_id) | (cur_len + 1 >= max_length)
+
+            # Continue with the best candidates that did not stop.
+            _, next_beams = _topk(top_scores + hits.astype(np.float32) * NEG, beams)
+            running = _gather_beams(candidates, next_beams)
+            running_scores = _gather_beams(top_scores + hits.astype(np.float32) * NEG, next_beams)
+            flat_source = (_gather_beams(source_beams, next_beams) + np.arange(batch)[:, None] * beams).reshape(-1)
+            cache_k, cache_v = cache_k[:, flat_source], cache_v[:, flat_source]
+
+            # Candidates among the top `beams` that stopped join the finished hypotheses, length-normalised.
+            just_finished = hits & top_beam_mask[None, :]
+            normalised = top_scores / np.float32((cur_len + 1 - 1) ** options.length_penalty)
+            full = is_finished.all(axis=-1, keepdims=True) & (options.early_stopping is True)
+            normalised = normalised + full.astype(np.float32) * NEG + (~improvable).astype(np.float32) * NEG
+            normalised = normalised + (~just_finished).astype(np.float32) * NEG
+            merged_scores = np.concatenate([finished_scores, normalised], axis=1)
+            _, best = _topk(merged_scores, beams)
+            finished_seqs = _gather_beams(np.concatenate([finished_seqs, candidates], axis=1), best)
+            finished_scores = _gather_beams(merged_scores, best)
+            is_finished = _gather_beams(np.concatenate([is_finished, just_finished], axis=1), best)
+            lengths = np.concatenate([finished_lengths, np.full((batch, keep), cur_len)], axis=1)
+            finished_lengths = _gather_beams(lengths, best)
+
+            # transformers' heuristic: can a running beam still beat the worst finished one?
+            best_possible = running_scores[:, :1] / np.float32((cur_len + 1 - 1) ** options.length_penalty)
+            worst = np.where(is_finished, finished_scores.min(axis=1, keepdims=True), NEG)
+            improvable = improvable & np.any(best_possible > worst, axis=-1, keepdims=True)
+            all_full = is_finished.all() and options.early_stopping is True
+            if not improvable.any() or all_full or hits.all():
+                break
+
+        results = []
+        for row in range(batch):
+            ids = finished_seqs[row, 0, 1 : finished_lengths[row, 0] + 1].tolist()
+            results.append(ids[: ids.index(self.eos_id) + 1] if self.eos_id in ids else ids)
+        return results

@@ -1,0 +1,75 @@
+"""``manifest.json``: the contract between an export and every runtime (lean: standard library only).
+
+The exporter writes it; runtimes read every tensor name, shape, length and special id from it, and refuse files
+whose sha256 does not match before any engine opens them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from mt5lite.errors import ModelFileError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "mt5lite-export"
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format", "format_version", "export_id", "graphs", "files", "tokenizer", "special_tokens",
+                 "max_source_length", "max_target_length", "vocab_size", "model")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """The sha256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def inside(root: Path, name: str) -> Path:
+    """``root / name``, refusing absolute names and names that escape ``root`` (``..``, symlinks)."""
+    candidate = (root / name).resolve()
+    if Path(name).is_absolute() or not candidate.is_relative_to(root.resolve()):
+        raise ModelFileError(f"{root}: file name {name!r} points outside the model folder; refusing it")
+    return candidate
+
+
+def write_manifest(directory: Path, manifest: dict) -> Path:
+    """Write ``manifest.json`` into ``directory``."""
+    path = Path(directory) / MANIFEST_NAME
+    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def load_manifest(directory: str | Path, verify_hashes: bool = True) -> dict:
+    """Read and check ``manifest.json`` in ``directory``: its keys, that every file is there, inside the folder,
+    and (by default) has the recorded sha256. Raises ``ModelFileError`` naming each bad file."""
+    root = Path(directory)
+    path = root / MANIFEST_NAME
+    if not root.is_dir():
+        raise ModelFileError(f"{root}: no such export directory")
+    if not path.is_file():
+        raise ModelFileError(f"{root}: no {MANIFEST_NAME}; is this an mt5lite export directory?")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
+    missing = [key for key in REQUIRED_KEYS if key not in manifest] if isinstance(manifest, dict) else ["all"]
+    if missing:
+        raise ModelFileError(f"{path}: missing keys {', '.join(missing)}; re-export the model")
+    if manifest["format"] != FORMAT or manifest["format_version"] != FORMAT_VERSION:
+        raise ModelFileError(f"{path}: format {manifest['format']!r} version {manifest['format_version']!r}; "
+                             f"this runtime reads {FORMAT!r} version {FORMAT_VERSION}")
+    problems = []
+    for name, expected in manifest["files"].items():
+        file = inside(root, name)
+        if not file.is_file():
+            problems.append(f"{name}: missing")
+        elif verify_hashes and sha256_file(file) != expected:
+            problems.append(f"{name}: sha256 does not match the manifest (truncated, modified, or from another "
+                            "export)")
+    if problems:
+        raise ModelFileError(f"{root}: " + "; ".join(problems))
+    return manifest

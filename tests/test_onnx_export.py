@@ -1,0 +1,172 @@
+"""The split ONNX export: graphs, manifest, validation, atomic writes, and parity of the ONNX Runtime generator."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from exporters.onnx_export import OnnxExportConfig, export_onnx
+from mt5lite.data import read_task_pairs
+from mt5lite.errors import InputError, ParityError
+from mt5lite.parity import teacher_forced_diffs
+from runtimes.onnx_runtime import OnnxGenerator
+from runtimes.options import DecodingOptions
+from runtimes.torch_reference import TorchReference
+
+# Ops that TFLite has as builtins (after onnx2tf); no If, Loop or Scan.
+TFLITE_FRIENDLY_OPS = {
+    "Add", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Div", "Equal", "Expand", "Gather", "Greater",
+    "Less", "LessOrEqual", "Log", "MatMul", "Mul", "Neg", "Pow", "ReduceMean", "Reshape", "Shape", "Slice",
+    "Softmax", "Sqrt", "Sub", "Tanh", "Transpose", "Unsqueeze", "Squeeze", "Where", "Abs", "Min", "Max", "Erf",
+    "Relu", "Range", "Not", "And", "Or", "Identity", "Gemm",
+}
+FP32_ATOL = 1e-4  # fp32 ONNX Runtime vs PyTorch, on logits and encoder outputs
+
+
+@pytest.fixture(scope="session")
+def demo_export(demo_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exports") / "demo"
+    export_onnx(demo_model, out, OnnxExportConfig(max_source_length=64, max_target_length=32))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exports") / "tiny"
+    export_onnx(tiny_model, out, OnnxExportConfig(max_source_length=32, max_target_length=12))
+    return out
+
+
+def test_export_layout_and_manifest(demo_export):
+    names = {p.name for p in demo_export.iterdir()}
+    assert {"encoder.onnx", "decoder.onnx", "spiece.model", "manifest.json"} <= names
+    manifest = json.loads((demo_export / "manifest.json").read_text())
+    assert set(manifest["files"]) >= {"encoder.onnx", "decoder.onnx", "spiece.model"}
+    assert manifest["max_target_length"] == 32 and manifest["special_tokens"] == {"pad": 0, "eos": 1,
+                                                                                  "decoder_start": 0}
+    assert manifest["vocab_size"] == 1280 and manifest["tokenizer"]["pieces"] == 1200
+    decoder_inputs = [t["name"] for t in manifest["graphs"]["decoder"]["inputs"]]
+    assert decoder_inputs == ["decoder_input_ids", "position", "encoder_attention_mask", "cross_k", "cross_v",
+                              "self_k_cache", "self_v_cache"]
+
+
+@pytest.mark.parametrize("graph", ["encoder.onnx", "decoder.onnx"])
+def test_graphs_pass_the_checker_and_use_only_tflite_friendly_ops(demo_export, graph):
+    path = demo_export / graph
+    onnx.checker.check_model(str(path), full_check=True)
+    model = onnx.load(str(path))
+    ops = {node.op_type for node in model.graph.node}
+    assert not ops & {"If", "Loop", "Scan"}
+    assert ops <= TFLITE_FRIENDLY_OPS, ops - TFLITE_FRIENDLY_OPS
+    metadata = {p.key: p.value for p in model.metadata_props}
+    manifest = json.loads((demo_export / "manifest.json").read_text())
+    assert metadata["mt5lite.export_id"] == manifest["export_id"]
+    assert metadata["mt5lite.max_target_length"] == "32"
+
+
+def test_greedy_and_beam_match_pytorch_on_held_out_inputs(demo_model, demo_export):
+    pairs = read_task_pairs()[::10]  # 60 inputs, every language and both directions
+    sources = [p.source for p in pairs]
+    generator, reference = OnnxGenerator(demo_export), TorchReference(demo_model)
+    for options in (DecodingOptions(max_new_tokens=32), DecodingOptions(max_new_tokens=32, num_beams=4)):
+        assert generator.generate_ids(sources, options) == reference.generate_ids(sources, options)
+
+
+def test_tiny_models_greedy_and_beam_match_pytorch(tiny_model, tiny_export):
+    sources = ["words en: 12", "number fr: douze", "Привет, мир! 👋", "東京は近い"]
+    generator, reference = OnnxGenerator(tiny_export), TorchReference(tiny_model)
+    for options in (DecodingOptions(max_new_tokens=12), DecodingOptions(max_new_tokens=12, num_beams=3)):
+        assert generator.generate_ids(sources, options) == reference.generate_ids(sources, options)
+
+
+def test_padded_batch_equals_single_inputs(demo_export):
+    generator = OnnxGenerator(demo_export)
+    sources = ["words de: 9", "number ko: 구천구백구십구", "words th: 4711", "number en: one thousand and one"]
+    batched = generator.generate_ids(sources)
+    assert batched == [generator.generate_ids([s])[0] for s in sources]
+
+
+def test_every_cache_position_matches_pytorch_up_to_the_last(tiny_model, tiny_export):
+    from mt5lite.checkpoint import load_model
+
+    generator = OnnxGenerator(tiny_export)
+    model = load_model(tiny_model)
+    ids, mask = generator.encode_batch(["words en: 1234", "number ru: сто"])
+    t_max = generator.backend.max_target_length
+    rng = np.random.default_rng(0)
+    targets = [rng.integers(3, 1000, size=t_max).tolist() for _ in range(2)]  # fill positions 0 .. T_max - 1
+    diffs = teacher_forced_diffs(model, generator.backend, ids, mask, targets, static_batch=False)
+    assert max(diffs.values()) <= FP32_ATOL, diffs
+
+
+def test_static_shapes_export(demo_model, tmp_path):
+    out = tmp_path / "static"
+    export_onnx(demo_model, out, OnnxExportConfig(max_source_length=24, max_target_length=16, static_shapes=True))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["graphs"]["encoder"]["inputs"][0]["shape"] == [1, 24]
+    model = onnx.load(str(out / "decoder.onnx"))
+    for tensor in model.graph.input:
+        assert all(d.HasField("dim_value") for d in tensor.type.tensor_type.shape.dim), tensor.name
+    sources = ["words es: 15", "number ja: 三百"]
+    options = DecodingOptions(max_new_tokens=16)
+    assert OnnxGenerator(out).generate_ids(sources, options) == TorchReference(demo_model).generate_ids(sources,
+                                                                                                        options)
+
+
+def test_refuses_to_overwrite_without_force(demo_model, tmp_path):
+    out = tmp_path / "exists"
+    out.mkdir()
+    with pytest.raises(InputError, match="already exists; use --force"):
+        export_onnx(demo_model, out)
+
+
+def test_failed_validation_leaves_nothing_behind(tiny_mt5, tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(ParityError) as info:
+        export_onnx(tiny_mt5, out, OnnxExportConfig(max_source_length=16, max_target_length=8, atol=0.0))
+    assert "logits: shape" in str(info.value) and "max |diff|" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_force_replaces_an_export(tiny_mt5, tmp_path):
+    out = tmp_path / "again"
+    config = OnnxExportConfig(max_source_length=16, max_target_length=8)
+    first = export_onnx(tiny_mt5, out, config)["manifest"]["export_id"]
+    second = export_onnx(tiny_mt5, out, config, force=True)["manifest"]["export_id"]
+    assert first != second and json.loads((out / "manifest.json").read_text())["export_id"] == second
+    assert [p.name for p in tmp_path.iterdir()] == ["again"]
+
+
+def test_external_data_stays_inside_the_folder(tiny_mt5, tmp_path):
+    out = tmp_path / "external"
+    export_onnx(tiny_mt5, out, OnnxExportConfig(max_source_length=16, max_target_length=8, external_data_bytes=1))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"encoder.onnx.data", "decoder.onnx.data"} <= set(manifest["files"])
+    assert OnnxGenerator(out).generate(["words en: 5"], DecodingOptions(max_new_tokens=4))
+
+
+def test_bad_export_options_are_named(tiny_mt5, tmp_path):
+    with pytest.raises(InputError, match="max_source_length must be at least 2.*max_target_length must be"):
+        export_onnx(tiny_mt5, tmp_path / "x", OnnxExportConfig(max_source_length=1, max_target_length=0))
+    assert not (tmp_path / "x").exists()
+
+
+def test_over_long_input_errors_or_truncates(demo_export):
+    generator = OnnxGenerator(demo_export)
+    long_text = "words en: " + "1 " * 100
+    with pytest.raises(InputError, match="more than the maximum of 64"):
+        generator.generate([long_text])
+    from runtimes.tokenizer import Overflow
+
+    with pytest.warns(UserWarning, match="truncated to 64 tokens"):
+        assert len(generator.generate([long_text], overflow=Overflow.TRUNCATE)) == 1
+
+
+def test_copy_of_an_export_is_usable_elsewhere(demo_export, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(demo_export, moved)
+    assert OnnxGenerator(moved).generate(["words en: 42"]) == ["forty-two"]
