@@ -23,7 +23,8 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=DEMO_MODEL,
-                        help="a local Hugging Face T5/mT5 checkpoint directory (generate: or an mt5lite export)")
+                        help="a local Hugging Face T5/mT5 checkpoint directory "
+                        "(generate and evaluate also take an mt5lite export)")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="allow loading pickle weights (pytorch_model.bin); only for checkpoints you trust")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (None: the engine decides)")
@@ -83,22 +84,14 @@ def _read_bytes(path: Path) -> bytes:
 def cmd_generate(args: argparse.Namespace) -> int:
     """Generate text for each input: with ONNX Runtime when --model is an export directory (it has a
     manifest.json), with the PyTorch reference when it is a Hugging Face checkpoint."""
-    from runtimes.manifest import MANIFEST_NAME
+    from runtimes.generators import open_generator
     from runtimes.tokenizer import Overflow
 
     texts = _read_inputs(args)
     options = _decoding_options(args)
     overflow = Overflow.TRUNCATE if args.truncate else Overflow.ERROR
-    if (Path(args.model) / MANIFEST_NAME).is_file():
-        from runtimes.onnx_runtime import OnnxGenerator
-
-        outputs = OnnxGenerator(args.model, threads=args.threads).generate(texts, options, overflow)
-    else:
-        from runtimes.torch_reference import TorchReference
-
-        reference = TorchReference(args.model, allow_pickle=args.allow_pickle, threads=args.threads)
-        outputs = reference.generate(texts, options, args.max_source_length, overflow)
-    for output in outputs:
+    generator = open_generator(args.model, args.allow_pickle, args.threads, args.max_source_length)
+    for output in generator.generate(texts, options, overflow):
         print(output)
     return 0
 
@@ -140,16 +133,16 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Score a checkpoint on a held-out set with references and write the report."""
+    """Score a checkpoint or an export on a held-out set with references and write the report."""
     from mt5lite.data import read_task_pairs
-    from mt5lite.evaluation import evaluate_checkpoint, write_evaluation_report
+    from mt5lite.evaluation import evaluate_model, write_evaluation_report
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     options = _decoding_options(args)
     pairs = read_task_pairs(args.data)
-    report = evaluate_checkpoint(args.model, pairs, allow_pickle=args.allow_pickle, batch_size=args.batch_size,
-                                 num_beams=options.num_beams, max_new_tokens=options.max_new_tokens, progress=True)
+    report = evaluate_model(args.model, pairs, options, allow_pickle=args.allow_pickle, threads=args.threads,
+                            batch_size=args.batch_size, progress=True)
     report["data"] = str(args.data)
     json_path, md_path = write_evaluation_report(report, args.report)
     print(f"exact_match {report['exact_match']:.3f}  chrF {report['chrf']:.1f}  (n={report['n']})")

@@ -164,6 +164,23 @@ def save_checkpoint(model: MT5ForConditionalGeneration, output_dir: Path) -> Non
     ).save_pretrained(output_dir)
 
 
+def write_demo_report(model_dir: Path, model, config: DemoConfig, train_seconds: float, final_loss: float) -> dict:
+    """Evaluate the trained model on the held-out task set; write ``eval_report.json``/``.md`` and the model card."""
+    from mt5lite.evaluation import evaluate_model, write_evaluation_report
+    from mt5lite.model_card import write_model_card
+
+    report = evaluate_model(model_dir, read_task_pairs(HELDOUT_TASK))
+    report["model"] = "models/demo"
+    report["parameters"] = sum(p.numel() for p in model.parameters())
+    report["vocab_size"] = model.config.vocab_size
+    report["tokenizer_pieces"] = spm.SentencePieceProcessor(model_file=str(model_dir / "spiece.model")).get_piece_size()
+    report["training"] = {**asdict(config), "train_seconds": train_seconds, "final_loss": final_loss,
+                          "languages": list(TASK_LANGUAGES)}
+    write_evaluation_report(report, model_dir / "eval_report.json")
+    write_model_card(model_dir, report)
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train the demo model and write it, with its model card, to ``--output``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -180,19 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         staging.mkdir()
         result = train(config, staging)
         save_checkpoint(result["model"], staging)
-        from mt5lite.evaluation import evaluate_checkpoint, write_evaluation_report
-        from mt5lite.model_card import write_model_card
-
-        report = evaluate_checkpoint(staging, read_task_pairs(HELDOUT_TASK))
-        report["model"] = "models/demo"
-        report["parameters"] = sum(p.numel() for p in result["model"].parameters())
-        report["vocab_size"] = result["model"].config.vocab_size
-        pieces = spm.SentencePieceProcessor(model_file=str(staging / "spiece.model")).get_piece_size()
-        report["tokenizer_pieces"] = pieces
-        report["training"] = {**asdict(config), "train_seconds": result["train_seconds"],
-                              "final_loss": result["final_loss"], "languages": list(TASK_LANGUAGES)}
-        write_evaluation_report(report, staging / "eval_report.json")
-        write_model_card(staging, report)
+        report = write_demo_report(staging, result["model"], config, result["train_seconds"], result["final_loss"])
         if args.output.exists():
             shutil.rmtree(args.output)
         staging.rename(args.output)

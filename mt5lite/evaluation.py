@@ -68,18 +68,18 @@ def evaluate(generate: GenerateFn, pairs: Sequence[TaskPair], batch_size: int = 
     return report
 
 
-def evaluate_checkpoint(model_dir: str | os.PathLike, pairs: Sequence[TaskPair], allow_pickle: bool = False,
-                        batch_size: int = 64, num_beams: int = 1, max_new_tokens: int = 32,
-                        progress: bool = False) -> dict:
-    """Evaluate a Hugging Face checkpoint with the PyTorch reference."""
+def evaluate_model(model_dir: str | os.PathLike, pairs: Sequence[TaskPair], options=None,
+                   allow_pickle: bool = False, threads: int | None = None, batch_size: int = 64,
+                   progress: bool = False) -> dict:
+    """Evaluate a Hugging Face checkpoint (PyTorch reference) or an mt5lite export (ONNX Runtime)."""
+    from runtimes.generators import open_generator
     from runtimes.options import DecodingOptions
-    from runtimes.torch_reference import TorchReference
 
-    reference = TorchReference(model_dir, allow_pickle=allow_pickle)
-    options = DecodingOptions(max_new_tokens=max_new_tokens, num_beams=num_beams).validate()
-    report = evaluate(lambda batch: reference.generate(batch, options), pairs, batch_size, progress)
+    options = (options or DecodingOptions()).validate()
+    generator = open_generator(model_dir, allow_pickle=allow_pickle, threads=threads)
+    report = evaluate(lambda batch: generator.generate(batch, options), pairs, batch_size, progress)
     report["model"] = str(Path(model_dir))
-    report["decoding"] = {"num_beams": num_beams, "max_new_tokens": max_new_tokens}
+    report["decoding"] = {"num_beams": options.num_beams, "max_new_tokens": options.max_new_tokens}
     return report
 
 

@@ -46,7 +46,8 @@ def teacher_forced_diffs(model, backend, input_ids: np.ndarray, mask: np.ndarray
         decoder_ids = np.zeros((len(group), length), dtype=np.int64)
         decoder_ids[:, 0] = start
         for i, r in enumerate(group):
-            decoder_ids[i, 1 : len(targets[r])] = targets[r][: length - 1]
+            fed = targets[r][:-1]  # the step at position p is fed token p - 1 of the target
+            decoder_ids[i, 1 : 1 + len(fed)] = fed
         with torch.inference_mode():
             out = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(m),
                         decoder_input_ids=torch.from_numpy(decoder_ids))

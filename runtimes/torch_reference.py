@@ -12,7 +12,8 @@ from runtimes.tokenizer import Overflow, Tokenizer
 class TorchReference:
     """Tokenize and generate with a Hugging Face T5/mT5 checkpoint (greedy or beam search)."""
 
-    def __init__(self, model_dir: str | os.PathLike, allow_pickle: bool = False, threads: int | None = None):
+    def __init__(self, model_dir: str | os.PathLike, allow_pickle: bool = False, threads: int | None = None,
+                 max_source_length: int | None = 512):
         import torch
 
         from mt5lite.checkpoint import inspect_checkpoint, load_model
@@ -22,12 +23,12 @@ class TorchReference:
             torch.set_num_threads(threads)
         self.model = load_model(files.root, allow_pickle=allow_pickle)
         self.tokenizer = Tokenizer(files.tokenizer)
+        self.max_source_length = max_source_length  # longer inputs raise, or are truncated on request
         vocab = self.model.config.vocab_size
         # Embedding rows past the tokenizer's pieces cannot be decoded: never emit them.
         self.undecodable_ids = list(range(self.tokenizer.piece_count, vocab))
 
-    def encode_batch(self, texts: list[str], max_source_length: int | None = None,
-                     overflow: Overflow = Overflow.ERROR):
+    def encode_batch(self, texts: list[str], overflow: Overflow = Overflow.ERROR):
         """Tokenize and right-pad a batch; returns ``(input_ids, attention_mask)`` tensors."""
         import torch
 
@@ -36,7 +37,7 @@ class TorchReference:
         rows = []
         for index, text in enumerate(texts):
             try:
-                rows.append(self.tokenizer.encode(text, max_source_length, overflow))
+                rows.append(self.tokenizer.encode(text, self.max_source_length, overflow))
             except InputError as exc:
                 if len(texts) == 1:
                     raise
@@ -47,12 +48,12 @@ class TorchReference:
         return ids, mask
 
     def generate_ids(self, texts: list[str], options: DecodingOptions | None = None,
-                     max_source_length: int | None = None, overflow: Overflow = Overflow.ERROR) -> list[list[int]]:
+                     overflow: Overflow = Overflow.ERROR) -> list[list[int]]:
         """Generated ids per input, without the decoder start token, up to and including eos."""
         import torch
 
         options = (options or DecodingOptions()).validate()
-        input_ids, attention_mask = self.encode_batch(texts, max_source_length, overflow)
+        input_ids, attention_mask = self.encode_batch(texts, overflow)
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=input_ids,
@@ -76,6 +77,6 @@ class TorchReference:
         return results
 
     def generate(self, texts: list[str], options: DecodingOptions | None = None,
-                 max_source_length: int | None = None, overflow: Overflow = Overflow.ERROR) -> list[str]:
+                 overflow: Overflow = Overflow.ERROR) -> list[str]:
         """Generated text per input."""
-        return [self.tokenizer.decode(ids) for ids in self.generate_ids(texts, options, max_source_length, overflow)]
+        return [self.tokenizer.decode(ids) for ids in self.generate_ids(texts, options, overflow)]

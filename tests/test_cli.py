@@ -154,3 +154,12 @@ def test_killed_export_leaves_no_output_directory(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not out.exists()
+
+
+def test_evaluate_an_onnx_export(cli_export, tmp_path):
+    data = tmp_path / "pairs.tsv"
+    data.write_text("fr\twords fr: 80\tquatre-vingts\nhe\twords he: 2\tשתיים\n", encoding="utf-8")
+    report = tmp_path / "eval.json"
+    result = run_cli("evaluate", "--model", str(cli_export), "--data", str(data), "--report", str(report))
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(report.read_text())["exact_match"] == 1.0

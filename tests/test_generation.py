@@ -76,5 +76,14 @@ def test_bad_inputs_are_named(demo):
         demo.generate(["ok", "bad \udc80"])
     with pytest.raises(InputError, match="max_new_tokens must be at least 1"):
         demo.generate(["words en: 1"], DecodingOptions(max_new_tokens=0))
+
+
+
+def test_over_long_input_errors_or_truncates(demo_model):
+    from runtimes.tokenizer import Overflow
+
+    short = TorchReference(demo_model, max_source_length=4)
     with pytest.raises(InputError, match="more than the maximum of 4"):
-        demo.generate(["words en: 123456"], max_source_length=4)
+        short.generate(["words en: 123456"])
+    with pytest.warns(UserWarning, match="truncated to 4 tokens"):
+        assert len(short.generate(["words en: 123456"], overflow=Overflow.TRUNCATE)) == 1
