@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mt5lite.errors import InputError, ModelFileError
+from mt5lite.errors import ModelFileError
 from runtimes.decoding import Decoder
 from runtimes.manifest import inside, load_manifest
 from runtimes.options import DecodingOptions
@@ -90,23 +90,8 @@ class OnnxGenerator:
 
     def encode_batch(self, texts: list[str], overflow: Overflow = Overflow.ERROR) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and mask, right-padded (to ``max_source_length`` for a static-shape export)."""
-        if not texts:
-            raise InputError("no inputs given")
-        rows = []
-        for index, text in enumerate(texts):
-            try:
-                rows.append(self.tokenizer.encode(text, self.max_source_length, overflow))
-            except InputError as exc:
-                if len(texts) == 1:
-                    raise
-                raise InputError(f"input {index}: {exc}") from None
-        width = self.max_source_length if self.static_shapes else max(len(r) for r in rows)
-        ids = np.zeros((len(rows), width), dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for row, tokens in enumerate(rows):
-            ids[row, : len(tokens)] = tokens
-            mask[row, : len(tokens)] = 1
-        return ids, mask
+        pad_to = self.max_source_length if self.static_shapes else None
+        return self.tokenizer.encode_batch(texts, self.max_source_length, overflow, pad_to)
 
     def generate_ids(self, texts: list[str], options: DecodingOptions | None = None,
                      overflow: Overflow = Overflow.ERROR) -> list[list[int]]:

@@ -11,6 +11,7 @@ import warnings
 from enum import Enum
 from pathlib import Path
 
+import numpy as np
 import sentencepiece as spm
 
 from mt5lite.errors import InputError
@@ -85,6 +86,28 @@ class Tokenizer:
             warnings.warn(f"{message}; truncated to {max_length} tokens", stacklevel=2)
             ids = ids[: max_length - 1] + [self.eos_id]
         return ids
+
+    def encode_batch(self, texts: list[str], max_length: int | None = None, overflow: Overflow = Overflow.ERROR,
+                     pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Encode and right-pad a batch: ``(input_ids, attention_mask)``, int64 ``[B, width]``; the width is the
+        longest input, or ``pad_to`` (static-shape graphs). Errors name the input they concern."""
+        if not texts:
+            raise InputError("no inputs given")
+        rows = []
+        for index, text in enumerate(texts):
+            try:
+                rows.append(self.encode(text, max_length, overflow))
+            except InputError as exc:
+                if len(texts) == 1:
+                    raise
+                raise InputError(f"input {index}: {exc}") from None
+        width = pad_to or max(len(r) for r in rows)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for row, tokens in enumerate(rows):
+            ids[row, : len(tokens)] = tokens
+            mask[row, : len(tokens)] = 1
+        return ids, mask
 
     def decode(self, ids: list[int]) -> str:
         """Text of ``ids``, stopping at the first ``eos`` and skipping pad and undecodable ids."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-from mt5lite.errors import InputError
 from runtimes.options import DecodingOptions
 from runtimes.tokenizer import Overflow, Tokenizer
 
@@ -32,20 +31,8 @@ class TorchReference:
         """Tokenize and right-pad a batch; returns ``(input_ids, attention_mask)`` tensors."""
         import torch
 
-        if not texts:
-            raise InputError("no inputs given")
-        rows = []
-        for index, text in enumerate(texts):
-            try:
-                rows.append(self.tokenizer.encode(text, self.max_source_length, overflow))
-            except InputError as exc:
-                if len(texts) == 1:
-                    raise
-                raise InputError(f"input {index}: {exc}") from None
-        width = max(len(r) for r in rows)
-        ids = torch.tensor([r + [self.tokenizer.pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long)
-        return ids, mask
+        ids, mask = self.tokenizer.encode_batch(texts, self.max_source_length, overflow)
+        return torch.from_numpy(ids), torch.from_numpy(mask)
 
     def generate_ids(self, texts: list[str], options: DecodingOptions | None = None,
                      overflow: Overflow = Overflow.ERROR) -> list[list[int]]:
