@@ -107,7 +107,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     result = export_onnx(args.model, args.output, config, force=args.force, allow_pickle=args.allow_pickle,
                          progress=True)
     for row in result["validation"]["rows"]:
-        print(f"  {row['output']}: max |diff| {row['max_abs_diff']:.2e} (atol {row['atol']:g})")
+        print(f"  {row['output']}: max |diff| {row['max_abs_diff']:.2e} (tolerance {row['tolerance']:.2e})")
     print(f"validated on {result['validation']['samples']} held-out inputs in "
           f"{len(result['validation']['languages'])} languages")
     print(f"export written to {args.output}")

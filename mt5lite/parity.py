@@ -31,17 +31,40 @@ def torch_greedy(model, input_ids: np.ndarray, mask: np.ndarray, max_new_tokens:
     return rows
 
 
+class Differences:
+    """Running max |candidate - reference| and max |reference| per output."""
+
+    def __init__(self):
+        self.max_abs_diff: dict[str, float] = {}
+        self.max_abs_reference: dict[str, float] = {}
+
+    def add(self, name: str, candidate: np.ndarray, reference: np.ndarray) -> None:
+        """Fold in one comparison (arrays of the same shape, already restricted to valid entries)."""
+        diff = float(np.abs(candidate - reference).max()) if reference.size else 0.0
+        scale = float(np.abs(reference).max()) if reference.size else 0.0
+        self.max_abs_diff[name] = max(diff, self.max_abs_diff.get(name, 0.0))
+        self.max_abs_reference[name] = max(scale, self.max_abs_reference.get(name, 0.0))
+
+    def merge(self, other: Differences) -> None:
+        """Fold in another set of differences."""
+        for name, value in other.max_abs_diff.items():
+            self.max_abs_diff[name] = max(value, self.max_abs_diff.get(name, 0.0))
+            self.max_abs_reference[name] = max(other.max_abs_reference[name], self.max_abs_reference.get(name, 0.0))
+
+
 def teacher_forced_diffs(model, backend, input_ids: np.ndarray, mask: np.ndarray, targets: list[list[int]],
-                         static_batch: bool) -> dict[str, float]:
-    """Max |difference| of encoder outputs and of every step's logits, feeding both the same target tokens."""
+                         static_batch: bool) -> Differences:
+    """Differences of encoder outputs and of every step's logits, feeding both sides the same target tokens
+    (only real positions count: not padding, not past a target's end)."""
     import torch
 
     start = model.config.decoder_start_token_id
-    diffs = {"encoder_hidden_states": 0.0, "cross_k": 0.0, "cross_v": 0.0, "logits": 0.0}
+    heads, d_kv = model.config.num_heads, model.config.d_kv
+    found = Differences()
     rows = range(len(targets))
-    groups = [[r] for r in rows] if static_batch else [list(rows)]
-    for group in groups:
+    for group in [[r] for r in rows] if static_batch else [list(rows)]:
         ids, m = input_ids[group], mask[group]
+        valid = m.astype(bool)
         length = max(len(targets[r]) for r in group)
         decoder_ids = np.zeros((len(group), length), dtype=np.int64)
         decoder_ids[:, 0] = start
@@ -51,22 +74,19 @@ def teacher_forced_diffs(model, backend, input_ids: np.ndarray, mask: np.ndarray
         with torch.inference_mode():
             out = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(m),
                         decoder_input_ids=torch.from_numpy(decoder_ids))
+            hidden = out.encoder_last_hidden_state
             ref_logits = out.logits.float().numpy()
-            ref_hidden = out.encoder_last_hidden_state.numpy()
-            ref_cross = [[layer.layer[1].EncDecAttention.k(out.encoder_last_hidden_state),
-                          layer.layer[1].EncDecAttention.v(out.encoder_last_hidden_state)]
-                         for layer in model.decoder.block]
-        enc = backend.encoder_outputs(ids, m)
-        valid = m.astype(bool)
-        diffs["encoder_hidden_states"] = max(diffs["encoder_hidden_states"],
-                                             float(np.abs(enc["encoder_hidden_states"] - ref_hidden)[valid].max()))
-        heads, d_kv = model.config.num_heads, model.config.d_kv
-        for name, index in (("cross_k", 0), ("cross_v", 1)):
-            ref = np.stack([c[index].reshape(len(group), -1, heads, d_kv).transpose(1, 2).numpy() for c in ref_cross])
-            got = enc[name]
-            per_position = np.abs(got - ref).max(axis=(0, 2, 4))  # [B,S]
-            diffs[name] = max(diffs[name], float(per_position[valid].max()))
-        cross_k, cross_v = enc["cross_k"], enc["cross_v"]
+            ref_cross = {
+                name: np.stack([getattr(block.layer[1].EncDecAttention, proj)(hidden)
+                                .reshape(len(group), -1, heads, d_kv).transpose(1, 2).numpy()
+                                for block in model.decoder.block])
+                for name, proj in (("cross_k", "k"), ("cross_v", "v"))
+            }
+        encoded = backend.encoder_outputs(ids, m)
+        found.add("encoder_hidden_states", encoded["encoder_hidden_states"][valid], hidden.numpy()[valid])
+        for name, reference in ref_cross.items():  # [L,B,H,S,d_kv]: compare real source positions only
+            found.add(name, encoded[name].transpose(1, 3, 0, 2, 4)[valid], reference.transpose(1, 3, 0, 2, 4)[valid])
+        cross_k, cross_v = encoded["cross_k"], encoded["cross_v"]
         layers, _, heads_, _, dkv = cross_k.shape
         cache_k = np.zeros((layers, len(group), heads_, backend.max_target_length, dkv), np.float32)
         cache_v = np.zeros_like(cache_k)
@@ -75,17 +95,20 @@ def teacher_forced_diffs(model, backend, input_ids: np.ndarray, mask: np.ndarray
                                                 cross_v, cache_k, cache_v)
             cache_k[:, :, :, position] = new_k[:, :, :, 0]
             cache_v[:, :, :, position] = new_v[:, :, :, 0]
-            for i, r in enumerate(group):
-                if position < len(targets[r]):
-                    diffs["logits"] = max(diffs["logits"], float(np.abs(logits[i] - ref_logits[i, position]).max()))
-    return diffs
+            live = [i for i, r in enumerate(group) if position < len(targets[r])]
+            found.add("logits", logits[live], ref_logits[live, position])
+    return found
 
 
-def check_diffs(stage: str, diffs: dict[str, float], atol: float, shapes: dict[str, list]) -> list[dict]:
-    """Rows of (output, shape, max diff, atol); raises ``ParityError`` listing all of them if any is over."""
-    rows = [{"output": name, "shape": shapes.get(name), "max_abs_diff": value, "atol": atol}
-            for name, value in diffs.items()]
-    if any(not (row["max_abs_diff"] <= atol) for row in rows):  # NaN fails too
+def check_diffs(stage: str, found: Differences, atol: float, rtol: float, shapes: dict[str, list]) -> list[dict]:
+    """Rows of (output, shape, max |diff|, tolerance), the tolerance being ``atol + rtol * max |reference|``;
+    raises ``ParityError`` listing all of them if any output is over (NaN is over)."""
+    rows = []
+    for name, value in found.max_abs_diff.items():
+        tolerance = atol + rtol * found.max_abs_reference[name]
+        rows.append({"output": name, "shape": shapes.get(name), "max_abs_diff": value,
+                     "max_abs_reference": found.max_abs_reference[name], "tolerance": tolerance})
+    if any(not (row["max_abs_diff"] <= row["tolerance"]) for row in rows):
         raise ParityError(stage, rows)
     return rows
 
@@ -117,15 +140,14 @@ def parity_report(model_dir: str | os.PathLike, export_dir: str | os.PathLike, p
     beam = DecodingOptions(max_new_tokens=max_new_tokens, num_beams=num_beams)
     beam_pairs = pairs[: beam_samples or len(pairs)]
     ref_greedy, cand_greedy, ref_beam, cand_beam = [], [], [], []
-    max_diffs: dict[str, float] = {}
+    found = Differences()
     for start in tqdm(range(0, len(pairs), batch_size), desc="parity", disable=not progress, unit="batch"):
         batch = [p.source for p in pairs[start : start + batch_size]]
         ids, mask = generator.encode_batch(batch)
         reference = torch_greedy(model, ids, mask, max_new_tokens, suppressed)
         ref_greedy += reference
         cand_greedy += generator.generate_ids(batch, greedy)
-        diffs = teacher_forced_diffs(model, generator.backend, ids, mask, reference, generator.static_shapes)
-        max_diffs = {k: max(v, max_diffs.get(k, 0.0)) for k, v in diffs.items()}
+        found.merge(teacher_forced_diffs(model, generator.backend, ids, mask, reference, generator.static_shapes))
         in_beam = [p.source for p in beam_pairs[start : start + batch_size]]
         if in_beam:
             b_ids, b_mask = generator.encode_batch(in_beam)
@@ -140,8 +162,9 @@ def parity_report(model_dir: str | os.PathLike, export_dir: str | os.PathLike, p
         "reference": str(model_dir), "candidate": str(export_dir),
         "candidate_precision": generator.manifest.get("precision"),
         "n": len(pairs), "beam_n": len(beam_pairs), "num_beams": num_beams, "max_new_tokens": max_new_tokens,
-        "max_abs_logit_diff": max_diffs["logits"],
-        "max_abs_diff": max_diffs,
+        "max_abs_logit_diff": found.max_abs_diff["logits"],
+        "max_abs_logit": found.max_abs_reference["logits"],
+        "max_abs_diff": found.max_abs_diff,
         "greedy_agreement": greedy_agreement, "token_agreement": token_agreement, "beam_agreement": beam_agreement,
         "exact_match": {"reference": reference_scores["exact_match"], "candidate": candidate_scores["exact_match"]},
         "chrf": {"reference": reference_scores["chrf"], "candidate": candidate_scores["chrf"]},
