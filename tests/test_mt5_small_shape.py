@@ -31,5 +31,7 @@ def test_mt5_small_random_onnx_export_matches_pytorch(tmp_path):
     out = tmp_path / "onnx"
     export_onnx(model, out, OnnxExportConfig(max_source_length=64, max_target_length=32, validate_samples=4))
     report = parity_report(model, out, read_task_pairs()[::60], max_new_tokens=32, num_beams=4, beam_samples=4)
-    assert report["max_abs_logit_diff"] <= 1e-4
+    # Logits reach ~135 on this random model, where fp32 PyTorch itself is 1.3e-4 from fp64: the tolerance scales.
+    config = OnnxExportConfig()
+    assert report["max_abs_logit_diff"] <= config.atol + config.rtol * report["max_abs_logit"]
     assert report["greedy_agreement"] == 1.0 and report["beam_agreement"] == 1.0
