@@ -145,8 +145,8 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
     """Export ``model_dir`` into ``output_dir`` (encoder.onnx, decoder.onnx, tokenizer, manifest.json).
 
     Raises ``InputError`` for bad options or an existing output without ``force``, ``CheckpointError`` for a bad
-    checkpoint and ``ParityError`` when ONNX Runtime and PyTorch disagree beyond ``config.atol``. Returns the
-    manifest together with the validation numbers.
+    checkpoint and ``ParityError`` when ONNX Runtime and PyTorch disagree beyond ``atol + rtol * max |reference|``.
+    Returns the manifest together with the validation numbers.
     """
     from exporters.graphs import DecoderStepGraph, EncoderGraph
     from exporters.validation import validate_export
