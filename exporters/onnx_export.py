@@ -106,12 +106,16 @@ def _sample_inputs(spec: dict, pad_id: int = 0) -> tuple:
     return tuple(make(t) for t in spec["inputs"])
 
 
-def _export_graph(module, spec: dict, path: Path, config: OnnxExportConfig, metadata: dict[str, str]) -> list[str]:
-    """Trace ``module`` into ``path``, stamp ``metadata_props``, move the weights to one external-data file inside
+def _export_graph(module, spec: dict, path: Path, config: OnnxExportConfig, metadata: dict[str, str],
+                  fingerprints: dict[tuple, str]) -> list[str]:
+    """Trace ``module`` into ``path``, name its weight nodes after their modules, stamp ``metadata_props``, move
+    the weights to one external-data file inside
     the folder when they reach ``config.external_data_bytes`` (2 GB by default), and check the result with full
     shape inference. Returns the files the graph consists of."""
     import onnx
     import torch
+
+    from exporters.node_names import name_nodes_by_parameter
 
     scratch = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.stem}-"))
     try:
@@ -126,6 +130,7 @@ def _export_graph(module, spec: dict, path: Path, config: OnnxExportConfig, meta
         model = onnx.load(str(traced), load_external_data=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    name_nodes_by_parameter(model.graph, fingerprints)
     del model.metadata_props[:]
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
@@ -149,13 +154,14 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
     Returns the manifest together with the validation numbers.
     """
     from exporters.graphs import DecoderStepGraph, EncoderGraph
+    from exporters.node_names import parameter_fingerprints
+    from exporters.staging import refuse_existing, staged_directory
     from exporters.validation import validate_export
     from mt5lite.checkpoint import inspect_checkpoint, load_model
 
     config = (config or OnnxExportConfig()).validate()
     output = Path(output_dir)
-    if output.exists() and not force:
-        raise InputError(f"{output} already exists; use --force to overwrite it")
+    refuse_existing(output, force)
     files = inspect_checkpoint(model_dir, allow_pickle=allow_pickle)
     model = load_model(files.root, allow_pickle=allow_pickle)
     specs = graph_specs(model.config, config)
@@ -169,15 +175,15 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
         "mt5lite.decoder_start_id": str(model.config.decoder_start_token_id),
     }
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.tmp-"))
-    try:
+    with staged_directory(output, force) as staging:
         steps = [("encoder", EncoderGraph(model).eval()),
                  ("decoder", DecoderStepGraph(model, config.max_target_length).eval())]
         written: list[str] = []
+        fingerprints = parameter_fingerprints(model)
         for role, module in _progress(steps, progress, "exporting graphs"):
             path = staging / specs[role]["file"]
-            written += _export_graph(module, specs[role], path, config, {**metadata, "mt5lite.graph": role})
+            written += _export_graph(module, specs[role], path, config, {**metadata, "mt5lite.graph": role},
+                                     fingerprints)
         for name in TOKENIZER_FILES:
             if (files.root / name).is_file():
                 shutil.copy2(files.root / name, staging / name)
@@ -205,12 +211,6 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
         manifest["tokenizer"]["pieces"] = Tokenizer(staging / "spiece.model").piece_count
         write_manifest(staging, manifest)
         validation = validate_export(model, staging, config, progress=progress)
-        if force and output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return {"manifest": manifest, "validation": validation}
 
 

@@ -6,8 +6,10 @@ Libraries raise typed errors; this module turns them into one-line messages and 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from mt5lite import __version__
@@ -132,6 +134,64 @@ def cmd_parity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quantize_config(args: argparse.Namespace):
+    from exporters.quantize import QuantizeConfig
+
+    return QuantizeConfig(recipe=args.recipe, method=args.method, per_channel=args.per_channel, format=args.format,
+                          groups=tuple(args.groups) if args.groups else None, exclude=tuple(args.exclude),
+                          calibration=args.calibration, samples=args.samples,
+                          max_decoder_steps=args.max_decoder_steps).validate()
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    """Quantize an fp32 ONNX export into a new export (same contract, manifest naming the recipe), then compare
+    it with the fp32 export on a held-out set: agreement, exact match per language, size and decoding speed."""
+    from exporters.quantize import quantize_export
+    from mt5lite.data import read_task_pairs
+    from mt5lite.export_comparison import compare_exports, quality_gate, write_comparison_report
+
+    config = _quantize_config(args)
+    pairs = read_task_pairs(args.data)  # read before any work, so a bad file fails fast
+    result = quantize_export(args.export, args.output, config, force=args.force, progress=True)
+    nodes = result["manifest"]["quantization"]["quantized_nodes"]
+    counts = ", ".join(f"{role}: {n} quantized nodes" for role, n in nodes.items())
+    print(f"{result['manifest']['quantization']['recipe']} export written to {args.output} ({counts})")
+    report = compare_exports(args.export, args.output, pairs, threads=args.threads, progress=True)
+    failures = quality_gate(report)
+    report["gate"] = {"failures": failures, "passed": not failures}
+    report_path = args.report or Path("build/reports") / f"quantize-{report['recipe']}.json"
+    json_path, md_path = write_comparison_report(report, report_path)
+    print(f"greedy agreement {report['greedy_agreement']:.3f}  exact match {report['exact_match']:.3f} "
+          f"(fp32 {report['exact_match_reference']:.3f})  size {report['size_bytes'] / 1e6:.2f} MB "
+          f"({report['size_bytes'] / report['size_bytes_reference']:.1%} of fp32)  "
+          f"speed {report['speed']['speedup']:.2f}x fp32")
+    print("quality gate: " + ("passed" if not failures else "FAILED: " + "; ".join(failures)))
+    print(f"report: {json_path} and {md_path}")
+    return 0
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    """Quantize one node group at a time (static int8) and measure each against the fp32 export: greedy
+    agreement and teacher-forced logit error. The default static recipe is chosen from this table."""
+    from exporters.calibration import draw_samples
+    from exporters.sensitivity import sensitivity_analysis, write_sensitivity_report
+    from mt5lite.data import read_tagged_texts
+
+    args.recipe, args.groups, args.exclude = "static-int8", None, []
+    config = _quantize_config(args)
+    texts = [s.text for s in draw_samples(read_tagged_texts(args.data), args.eval_samples, source=str(args.data))]
+    report = sensitivity_analysis(args.export, texts, config, threads=args.threads, progress=True)
+    json_path, md_path = write_sensitivity_report(report, args.report)
+    for row in report["rows"]:
+        if "error" in row:
+            print(f"  {row['variant']:>16}: {row['error']}")
+        else:
+            print(f"  {row['variant']:>16}: greedy agreement {row['greedy_agreement']:.3f}  mean relative logit "
+                  f"error {row['mean_relative_logit_error']:.4f}")
+    print(f"report: {json_path} and {md_path}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a checkpoint or an export on a held-out set with references and write the report."""
     from mt5lite.data import read_task_pairs
@@ -160,9 +220,29 @@ def cmd_train_demo(args: argparse.Namespace) -> int:
     return train_main(argv)
 
 
+def _add_quantize_args(parser: argparse.ArgumentParser) -> None:
+    from exporters.quantize import Format, Method, QuantizeConfig
+    from mt5lite.data import CALIBRATION_SENTENCES
+
+    parser.add_argument("--calibration", type=Path, default=CALIBRATION_SENTENCES,
+                        help="calibration inputs: lang<TAB>text sentences or lang<TAB>source<TAB>target pairs")
+    parser.add_argument("--samples", type=int, default=QuantizeConfig.samples,
+                        help="calibration samples drawn, balanced across languages (at least 100)")
+    parser.add_argument("--max-decoder-steps", type=int, default=QuantizeConfig.max_decoder_steps,
+                        help="decoder-step inputs kept from decoding the samples")
+    parser.add_argument("--method", choices=[m.value for m in Method], default=Method.MINMAX.value,
+                        help="static calibration of activation ranges")
+    parser.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
+                        help="one weight scale per output channel")
+    parser.add_argument("--format", choices=[f.value for f in Format], default=Format.QDQ.value,
+                        help="qdq: Q/DQ pairs (ONNX Runtime fuses them); qoperator: QLinear* ops")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``mt5lite`` argument parser with all subcommands."""
-    from mt5lite.data import HELDOUT_TASK
+    from exporters.quant_groups import GROUPS
+    from exporters.quantize import Recipe
+    from mt5lite.data import DEV_TASK, HELDOUT_TASK
     from mt5lite.demo_config import DemoConfig
 
     parser = argparse.ArgumentParser(
@@ -221,6 +301,39 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument("--beam-samples", type=int, default=None, help="compare beam search on the first N inputs")
     parity.set_defaults(func=cmd_parity, length_penalty=1.0, early_stopping=False)
 
+    quantize = sub.add_parser("quantize", help="quantize an fp32 ONNX export (static int8, dynamic int8, fp16)",
+                              formatter_class=_Formatter, description=cmd_quantize.__doc__)
+    quantize.add_argument("--export", type=Path, required=True, help="the fp32 mt5lite ONNX export to quantize")
+    quantize.add_argument("--output", type=Path, required=True, help="export directory to create")
+    _add_quantize_args(quantize)
+    quantize.add_argument("--recipe", choices=[r.value for r in Recipe], default=Recipe.STATIC_INT8.value,
+                          help="static-int8: calibrated int8; dynamic-int8: int8 weights only; fp16: wo and layer "
+                          "norms kept in fp32")
+    quantize.add_argument("--groups", nargs="+", choices=list(GROUPS), default=None,
+                          help="node groups to quantize (default: the recipe's, chosen by `mt5lite sensitivity`)")
+    quantize.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN",
+                          help="glob patterns of node names to leave in float, e.g. '*DenseReluDense.wo*'")
+    quantize.add_argument("--data", type=Path, default=HELDOUT_TASK,
+                          help="held-out pairs (lang<TAB>source<TAB>target) to compare fp32 and quantized on")
+    quantize.add_argument("--report", type=Path, default=None,
+                          help="JSON report (default build/reports/quantize-<recipe>.json; Markdown twin beside it)")
+    quantize.add_argument("--threads", type=int, default=None, help="CPU threads for the comparison")
+    quantize.add_argument("--force", action="store_true", help="overwrite an existing output directory")
+    quantize.set_defaults(func=cmd_quantize)
+
+    sens = sub.add_parser("sensitivity", help="quantize one node group at a time and measure each",
+                          formatter_class=_Formatter, description=cmd_sensitivity.__doc__)
+    sens.add_argument("--export", type=Path, required=True, help="the fp32 mt5lite ONNX export")
+    _add_quantize_args(sens)
+    sens.add_argument("--data", type=Path, default=DEV_TASK,
+                      help="inputs to measure on (lang<TAB>text or task pairs): use your model's own task; the "
+                      "default is the demo task's development set, disjoint from its held-out set")
+    sens.add_argument("--eval-samples", type=int, default=200, help="inputs drawn from --data, balanced by language")
+    sens.add_argument("--report", type=Path, default=Path("build/reports/sensitivity.json"),
+                      help="JSON report to write (a Markdown twin is written beside it)")
+    sens.add_argument("--threads", type=int, default=None, help="CPU threads")
+    sens.set_defaults(func=cmd_sensitivity)
+
     train = sub.add_parser("train-demo", help="train the bundled demo model from scratch (fixed seeds)",
                            formatter_class=_Formatter, description=cmd_train_demo.__doc__)
     train.add_argument("--output", type=Path, default=DEMO_MODEL)
@@ -236,6 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.showwarning = lambda message, *_, **__: print(f"mt5lite {args.command}: warning: {message}",
+                                                           file=sys.stderr)
+    # ONNX Runtime's quantizer advises shape-inference pre-processing on every call; mt5lite skips it on purpose
+    # (its graph optimizations would fuse and rename the nodes the recipes select).
+    logging.getLogger().addFilter(lambda record: "pre-processing" not in record.getMessage())
     try:
         return args.func(args)
     except Mt5LiteError as exc:

@@ -71,6 +71,22 @@ def heldout_pairs(seed: int = 20261123, per_language: int = 30) -> list[TaskPair
     return [make_pair(n, lang, d) for lang in TASK_LANGUAGES for n in numbers[lang] for d in DIRECTIONS]
 
 
+def dev_pairs(seed: int = 7, per_language: int = 20) -> list[TaskPair]:
+    """A development set for tuning (quantization sensitivity, calibration): numbers outside the held-out set,
+    each in both directions, so choices made on it never see the held-out evaluation."""
+    rng = random.Random(seed)
+    held = {lang: set(numbers) for lang, numbers in heldout_numbers().items()}
+    pairs = []
+    for lang in TASK_LANGUAGES:
+        picked: set[int] = set()
+        while len(picked) < per_language:
+            n = sample_number(rng)
+            if n not in held[lang]:
+                picked.add(n)
+        pairs += [make_pair(n, lang, d) for n in sorted(picked) for d in DIRECTIONS]
+    return pairs
+
+
 def training_pairs(excluded: dict[str, list[int]]) -> Iterator[TaskPair]:
     """Every (number, language, direction) example that is not held out."""
     for lang in TASK_LANGUAGES:

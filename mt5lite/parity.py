@@ -113,7 +113,7 @@ def check_diffs(stage: str, found: Differences, atol: float, rtol: float, shapes
     return rows
 
 
-def _agreement(a: list[list[int]], b: list[list[int]]) -> tuple[float, float]:
+def agreement(a: list[list[int]], b: list[list[int]]) -> tuple[float, float]:
     """(fraction of identical sequences, fraction of identical tokens over aligned positions)."""
     same = sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
     total = sum(max(len(x), len(y)) for x, y in zip(a, b, strict=True))
@@ -153,8 +153,8 @@ def parity_report(model_dir: str | os.PathLike, export_dir: str | os.PathLike, p
             b_ids, b_mask = generator.encode_batch(in_beam)
             ref_beam += torch_greedy(model, b_ids, b_mask, max_new_tokens, suppressed, num_beams)
             cand_beam += generator.generate_ids(in_beam, beam)
-    greedy_agreement, token_agreement = _agreement(ref_greedy, cand_greedy)
-    beam_agreement, _ = _agreement(ref_beam, cand_beam)
+    greedy_agreement, token_agreement = agreement(ref_greedy, cand_greedy)
+    beam_agreement, _ = agreement(ref_beam, cand_beam)
     decode = generator.tokenizer.decode
     reference_scores = score([decode(r) for r in ref_greedy], pairs)
     candidate_scores = score([decode(c) for c in cand_greedy], pairs)

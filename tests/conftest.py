@@ -36,6 +36,26 @@ def tiny_mt5(tmp_path_factory) -> Path:
     return build_random_model(tiny_config("google/mt5-small"), tmp_path_factory.mktemp("tiny_mt5") / "m", seed=3)
 
 
+@pytest.fixture(scope="session")
+def demo_export(demo_model, tmp_path_factory):
+    """The demo model's fp32 ONNX export (dynamic shapes, S=64, T_max=32)."""
+    from exporters.onnx_export import OnnxExportConfig, export_onnx
+
+    out = tmp_path_factory.mktemp("exports") / "demo"
+    export_onnx(demo_model, out, OnnxExportConfig(max_source_length=64, max_target_length=32))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_model, tmp_path_factory):
+    """Each tiny model's fp32 ONNX export (S=32, T_max=12)."""
+    from exporters.onnx_export import OnnxExportConfig, export_onnx
+
+    out = tmp_path_factory.mktemp("exports") / "tiny"
+    export_onnx(tiny_model, out, OnnxExportConfig(max_source_length=32, max_target_length=12))
+    return out
+
+
 def run_cli(*args: str | bytes, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m mt5lite ARGS`` in a subprocess; return the completed process (bytes output)."""
     env = dict(os.environ, USE_TF="0", PYTHONIOENCODING="utf-8")

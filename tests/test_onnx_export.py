@@ -27,20 +27,6 @@ TFLITE_FRIENDLY_OPS = {
 FP32_ATOL = 1e-4  # fp32 ONNX Runtime vs PyTorch, on logits and encoder outputs
 
 
-@pytest.fixture(scope="session")
-def demo_export(demo_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("exports") / "demo"
-    export_onnx(demo_model, out, OnnxExportConfig(max_source_length=64, max_target_length=32))
-    return out
-
-
-@pytest.fixture(scope="session")
-def tiny_export(tiny_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("exports") / "tiny"
-    export_onnx(tiny_model, out, OnnxExportConfig(max_source_length=32, max_target_length=12))
-    return out
-
-
 def test_export_layout_and_manifest(demo_export):
     names = {p.name for p in demo_export.iterdir()}
     assert {"encoder.onnx", "decoder.onnx", "spiece.model", "manifest.json"} <= names

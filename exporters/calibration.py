@@ -1,0 +1,152 @@
+"""Calibration data for static quantization: real encoder inputs and real decoder-step inputs.
+
+The encoder sees tokenized multilingual samples. The decoder-step graph sees what it sees in deployment: the
+tokens, positions, encoder mask, cross K/V and self-attention caches captured while the fp32 export greedily
+decodes those same samples. Both reach ONNX Runtime's quantizer as iterables of feed dicts
+(``CalibrationDataReader``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mt5lite.data import Sentence
+from mt5lite.errors import InputError
+
+MIN_SAMPLES = 100
+MIN_LANGUAGE_SHARE = 0.05
+
+
+class CalibrationWarning(UserWarning):
+    """The calibration draw under-represents a language."""
+
+
+def draw_samples(sentences: list[Sentence], count: int, seed: int = 0, source: str = "calibration data"
+                 ) -> list[Sentence]:
+    """``count`` samples balanced across languages: each language's lines are shuffled (fixed ``seed``), then
+    taken round-robin. Raises ``InputError`` when fewer than ``MIN_SAMPLES`` can be drawn; warns
+    (``CalibrationWarning``) for each language under 5% of the draw, or, when so many languages share it that
+    an even split is itself under 5%, under half of an even share."""
+    if count < MIN_SAMPLES:
+        raise InputError(f"--samples is {count}: static calibration needs at least {MIN_SAMPLES} samples "
+                         f"({MIN_SAMPLES - count} more)")
+    if len(sentences) < MIN_SAMPLES:
+        raise InputError(f"{source} has {len(sentences)} samples, {MIN_SAMPLES - len(sentences)} short of the "
+                         f"{MIN_SAMPLES} static calibration needs; add lines or use the default data")
+    rng = np.random.default_rng(seed)
+    by_language: dict[str, list[Sentence]] = {}
+    for sentence in sentences:
+        by_language.setdefault(sentence.lang, []).append(sentence)
+    queues = [[group[i] for i in rng.permutation(len(group))] for group in by_language.values()]
+    drawn: list[Sentence] = []
+    while len(drawn) < count and any(queues):
+        for queue in queues:
+            if queue and len(drawn) < count:
+                drawn.append(queue.pop())
+    counts = Counter(s.lang for s in drawn)
+    threshold = min(MIN_LANGUAGE_SHARE, 0.5 / len(counts))
+    for lang, n in sorted(counts.items()):
+        if n / len(drawn) < threshold:
+            warnings.warn(CalibrationWarning(
+                f"calibration language {lang!r} is only {n / len(drawn):.1%} of the draw ({n} of {len(drawn)} "
+                f"samples); add {lang} lines to {source} so its activations are calibrated"), stacklevel=2)
+    return drawn
+
+
+class FeedReader:
+    """A list of feed dicts as ONNX Runtime's ``CalibrationDataReader`` (``get_next``, ``rewind``)."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self.feeds = feeds
+        self._next = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        """The next feed dict, or None at the end."""
+        if self._next >= len(self.feeds):
+            return None
+        self._next += 1
+        return self.feeds[self._next - 1]
+
+    def rewind(self) -> None:
+        """Start again from the first feed."""
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+
+class _StepRecorder:
+    """A step backend that runs the wrapped backend and keeps a uniform random subset (reservoir) of the step
+    feeds it sees, copied, since the decoding loop writes into its caches in place."""
+
+    def __init__(self, backend, names: list[str], keep: int, seed: int):
+        self.backend = backend
+        self.names = names
+        self.keep = keep
+        self.kept: list[dict[str, np.ndarray]] = []
+        self.seen = 0
+        self.rng = np.random.default_rng(seed)
+        self.max_target_length = backend.max_target_length
+        self.vocab_size = backend.vocab_size
+
+    def encode(self, input_ids, attention_mask):
+        return self.backend.encode(input_ids, attention_mask)
+
+    def step(self, tokens, position, attention_mask, cross_k, cross_v, self_k, self_v):
+        slot = self.seen if self.seen < self.keep else int(self.rng.integers(0, self.seen + 1))
+        self.seen += 1
+        if slot < self.keep:
+            values = (tokens.astype(np.int64), np.array([position], dtype=np.int64), attention_mask.astype(np.int64),
+                      cross_k, cross_v, self_k, self_v)
+            feed = {name: np.array(value, copy=True) for name, value in zip(self.names, values, strict=True)}
+            if slot < len(self.kept):
+                self.kept[slot] = feed
+            else:
+                self.kept.append(feed)
+        return self.backend.step(tokens, position, attention_mask, cross_k, cross_v, self_k, self_v)
+
+
+@dataclass
+class CalibrationData:
+    """Feeds for both graphs and where they came from."""
+
+    encoder: FeedReader
+    decoder: FeedReader
+    languages: dict[str, int]
+    decoder_steps_seen: int
+
+
+def capture_calibration_data(export_dir: Path, samples: list[Sentence], max_decoder_steps: int = 512,
+                             max_new_tokens: int = 32, seed: int = 0, progress: bool = False) -> CalibrationData:
+    """Tokenize ``samples`` for the encoder and greedily decode them with the fp32 export in ``export_dir``,
+    keeping up to ``max_decoder_steps`` decoder-step feeds drawn uniformly from every step taken."""
+    from tqdm import tqdm
+
+    from runtimes.onnx_runtime import OnnxGenerator
+    from runtimes.options import DecodingOptions
+    from runtimes.tokenizer import Overflow
+
+    generator = OnnxGenerator(export_dir)
+    encoder_names = [t["name"] for t in generator.manifest["graphs"]["encoder"]["inputs"]]
+    decoder_names = [t["name"] for t in generator.manifest["graphs"]["decoder"]["inputs"]]
+    recorder = _StepRecorder(generator.backend, decoder_names, max_decoder_steps, seed)
+    generator.decoder.backend = recorder
+    options = DecodingOptions(max_new_tokens=min(max_new_tokens, generator.backend.max_target_length))
+    encoder_feeds = []
+    with warnings.catch_warnings():  # long samples are cut to the export's source length on purpose
+        warnings.simplefilter("ignore")
+        # Every sample is padded to one length (the export's, if static; else the longest sample's), as a batch
+        # would be: histogram calibration (entropy, percentile) needs tensors of one shape.
+        longest = generator.encode_batch([s.text for s in samples], Overflow.TRUNCATE)[0].shape[1]
+        for sample in tqdm(samples, desc="capturing calibration inputs", disable=not progress, unit="sample"):
+            ids, mask = generator.tokenizer.encode_batch([sample.text], generator.max_source_length,
+                                                         Overflow.TRUNCATE, pad_to=longest)
+            encoder_feeds.append(dict(zip(encoder_names, (ids.astype(np.int64), mask.astype(np.int64)), strict=True)))
+            generator.decoder.generate(ids, mask, options)
+    return CalibrationData(FeedReader(encoder_feeds), FeedReader(recorder.kept),
+                           dict(sorted(Counter(s.lang for s in samples).items())), recorder.seen)

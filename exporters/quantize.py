@@ -1,0 +1,319 @@
+"""Quantize an fp32 mt5lite ONNX export into a new export under the same contract.
+
+Recipes (``Recipe``):
+
+- ``static-int8``: int8 weights and uint8 activations whose ranges are calibrated on real multilingual inputs,
+  the encoder on tokenized samples and the decoder-step graph on steps captured while the fp32 export decodes
+  them. Which node groups are quantized comes from the sensitivity analysis (``exporters.sensitivity``).
+- ``dynamic-int8``: int8 weights, activations quantized on the fly (no calibration).
+- ``fp16``: fp16 weights and compute, with the FFN output projections (``wo``) and the layer norms kept in fp32,
+  where mT5's activations overflow fp16.
+
+Pipeline: check options -> read the fp32 export (hashes verified) -> calibrate -> quantize each graph -> copy the
+tokenizer -> manifest naming the recipe -> rename into place. Nothing is written at the output path unless every
+step passed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from exporters.staging import refuse_existing, staged_directory
+from mt5lite.data import CALIBRATION_SENTENCES
+from mt5lite.errors import InputError
+from runtimes.manifest import MANIFEST_NAME, inside, load_manifest, sha256_file, write_manifest
+
+
+class Recipe(str, Enum):
+    STATIC_INT8 = "static-int8"
+    DYNAMIC_INT8 = "dynamic-int8"
+    FP16 = "fp16"
+
+
+class Method(str, Enum):
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+class Format(str, Enum):
+    QDQ = "qdq"
+    QOPERATOR = "qoperator"
+
+
+#: The precision each recipe's manifest records.
+PRECISION = {Recipe.STATIC_INT8: "int8", Recipe.DYNAMIC_INT8: "int8", Recipe.FP16: "fp16"}
+
+#: Groups the static recipe quantizes by default, chosen from the sensitivity analysis on the demo model
+#: (build/reports/sensitivity.md; numbers in the README): every weight group, attention MatMuls included, is
+#: harmless alone; the FFN output projection ``wo`` is the one group that moves logits most.
+DEFAULT_STATIC_GROUPS = ("embeddings", "lm_head", "attention_qkv", "attention_out", "ffn_in", "ffn_out")
+#: Dynamic quantization covers the weight MatMuls and the embeddings (no calibration, nothing else to quantize).
+DYNAMIC_GROUPS = ("embeddings", "lm_head", "attention_qkv", "attention_out", "ffn_in", "ffn_out")
+#: Node-name patterns fp16 keeps in fp32: every FFN output projection and every layer-norm op.
+FP16_KEEP_FP32 = ("*DenseReluDense.wo*", "*layer_norm*")
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """How to quantize an export."""
+
+    recipe: Recipe = Recipe.STATIC_INT8
+    method: Method = Method.MINMAX  # static: how activation ranges are calibrated
+    per_channel: bool = True  # one weight scale per output channel instead of one per tensor
+    format: Format = Format.QDQ  # QDQ: Q/DQ pairs around float ops (ORT fuses them); QOperator: QLinear* ops
+    groups: tuple[str, ...] | None = None  # node groups to quantize (None: the recipe's default)
+    exclude: tuple[str, ...] = ()  # glob patterns of node names left in float
+    calibration: Path = field(default=CALIBRATION_SENTENCES)  # lang<TAB>text or task-pair TSV
+    samples: int = 256  # calibration samples, balanced across languages
+    max_decoder_steps: int = 512  # captured decoder-step feeds kept for calibration
+    seed: int = 0
+
+    def validate(self) -> QuantizeConfig:
+        """Raise ``InputError`` naming every bad value."""
+        from exporters.quant_groups import check_groups
+
+        problems = []
+        for name, kind in (("recipe", Recipe), ("method", Method), ("format", Format)):
+            value = getattr(self, name)
+            if value not in {k.value for k in kind}:
+                problems.append(f"unknown {name} {value!r}; choose from {', '.join(k.value for k in kind)}")
+        if self.max_decoder_steps < 1:
+            problems.append(f"max_decoder_steps must be at least 1, got {self.max_decoder_steps}")
+        if problems:
+            raise InputError("; ".join(problems))
+        if self.groups is not None:
+            check_groups(self.groups)
+        return self
+
+    @property
+    def chosen_groups(self) -> tuple[str, ...]:
+        """The groups this config quantizes."""
+        if self.groups is not None:
+            return tuple(self.groups)
+        return DYNAMIC_GROUPS if Recipe(self.recipe) is Recipe.DYNAMIC_INT8 else DEFAULT_STATIC_GROUPS
+
+
+def _graph_files(manifest: dict, role: str) -> list[str]:
+    name = manifest["graphs"][role]["file"]
+    return [f for f in manifest["files"] if f == name or f.startswith(name + ".")]
+
+
+def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike,
+                    config: QuantizeConfig | None = None, force: bool = False, progress: bool = False,
+                    calibration=None) -> dict:
+    """Quantize the fp32 export in ``export_dir`` into ``output_dir`` with ``config``'s recipe.
+
+    ``calibration`` (a ``CalibrationData`` from ``calibration_for``) reuses captured calibration feeds, as the
+    sensitivity analysis does for its many variants; by default they are drawn and captured here.
+
+    Raises ``InputError`` for bad options, too little calibration data or an existing output without ``force``,
+    and ``ModelFileError`` for a broken or non-fp32 export. Returns the new manifest and what was quantized.
+    """
+    config = (config or QuantizeConfig()).validate()
+    recipe = Recipe(config.recipe)
+    source = Path(export_dir)
+    output = Path(output_dir)
+    manifest = load_manifest(source)
+    if manifest.get("precision") != "fp32":
+        raise InputError(f"{source} is already quantized (precision {manifest.get('precision')}); quantize the fp32 "
+                         "export instead")
+    refuse_existing(output, force)
+    if output.resolve() == source.resolve():
+        raise InputError(f"--output {output} is the source export; choose a new directory")
+
+    if recipe is not Recipe.STATIC_INT8:
+        calibration = None
+    elif calibration is None:
+        calibration = calibration_for(source, config, progress)
+
+    with staged_directory(output, force) as staging:
+        export_id = uuid.uuid4().hex
+        summary = {}
+        for role in ("encoder", "decoder"):
+            path = inside(source, manifest["graphs"][role]["file"])
+            feeds = None if calibration is None else getattr(calibration, role)
+            summary[role] = _quantize_graph(path, staging / path.name, config, feeds,
+                                            {"mt5lite.export_id": export_id, "mt5lite.precision": PRECISION[recipe],
+                                             "mt5lite.recipe": recipe.value})
+        if not any(s["quantized_nodes"] for s in summary.values()):
+            raise InputError(f"nothing to quantize: no node of groups {', '.join(config.chosen_groups)} is left "
+                             f"after --exclude {' '.join(config.exclude) or '(none)'}")
+        graph_files = {f for role in ("encoder", "decoder") for f in _graph_files(manifest, role)}
+        for name in manifest["files"]:
+            if name not in graph_files:
+                shutil.copy2(inside(source, name), staging / name)
+        new_manifest = dict(manifest)
+        new_manifest.update({
+            "export_id": export_id,
+            "precision": PRECISION[recipe],
+            "quantization": {
+                "recipe": recipe.value,
+                "method": Method(config.method).value if recipe is Recipe.STATIC_INT8 else None,
+                "per_channel": config.per_channel if recipe is not Recipe.FP16 else None,
+                "format": Format(config.format).value if recipe is not Recipe.FP16 else None,
+                "groups": list(config.chosen_groups) if recipe is not Recipe.FP16 else None,
+                "kept_fp32": list(FP16_KEEP_FP32) if recipe is Recipe.FP16 else None,
+                "exclude": list(config.exclude),
+                "quantized_nodes": {role: s["quantized_nodes"] for role, s in summary.items()},
+                "calibration": None if calibration is None else {
+                    "file": Path(config.calibration).name, "samples": len(calibration.encoder),
+                    "languages": calibration.languages, "decoder_steps": len(calibration.decoder),
+                    "decoder_steps_seen": calibration.decoder_steps_seen, "seed": config.seed},
+                "source_export_id": manifest["export_id"],
+            },
+        })
+        new_files = [name for name in os.listdir(staging) if name != MANIFEST_NAME]
+        new_manifest["files"] = {name: sha256_file(staging / name) for name in sorted(new_files)}
+        write_manifest(staging, new_manifest)
+    return {"manifest": new_manifest, "graphs": summary, "config": _config_dict(config)}
+
+
+def calibration_for(export_dir: Path, config: QuantizeConfig, progress: bool = False):
+    """Draw ``config.samples`` balanced calibration samples from ``config.calibration`` and capture the feeds of
+    both graphs of the fp32 export in ``export_dir``."""
+    from exporters.calibration import capture_calibration_data, draw_samples
+    from mt5lite.data import read_tagged_texts
+
+    samples = draw_samples(read_tagged_texts(config.calibration), config.samples, config.seed,
+                           source=str(config.calibration))
+    return capture_calibration_data(Path(export_dir), samples, config.max_decoder_steps, seed=config.seed,
+                                    progress=progress)
+
+
+def _config_dict(config: QuantizeConfig) -> dict:
+    values = asdict(config)
+    values["calibration"] = str(config.calibration)
+    values["groups"] = list(config.chosen_groups)
+    return {k: (v.value if isinstance(v, Enum) else v) for k, v in values.items()}
+
+
+def _quantize_graph(source: Path, target: Path, config: QuantizeConfig, feeds, metadata: dict[str, str]) -> dict:
+    """Quantize one graph file into ``target``, stamp ``metadata``, check it; returns its quantization summary."""
+    import onnx
+
+    from exporters.quant_groups import op_types, select_nodes
+
+    recipe = Recipe(config.recipe)
+    model = onnx.load(str(source), load_external_data=True)
+    external = sum(t.ByteSize() for t in model.graph.initializer) >= 2**31
+    if recipe is Recipe.FP16:
+        from exporters.fp16 import convert_to_fp16
+
+        quantized = convert_to_fp16(model, FP16_KEEP_FP32)
+    else:
+        nodes = select_nodes(model, config.chosen_groups, config.exclude)
+        # A graph without nodes of the chosen groups (the encoder has no lm_head) stays as it is.
+        quantized = _to_int8(source, target, config, nodes, op_types(config.chosen_groups), feeds, external) \
+            if nodes else model
+    del quantized.metadata_props[:]
+    for prop in model.metadata_props:
+        quantized.metadata_props.add(key=prop.key, value=metadata.get(prop.key, prop.value))
+    for key, value in metadata.items():
+        if key not in {p.key for p in model.metadata_props}:
+            quantized.metadata_props.add(key=key, value=value)
+    if external:
+        onnx.save_model(quantized, str(target), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=target.name + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(quantized, str(target))
+    onnx.checker.check_model(str(target), full_check=True)
+    return quantization_summary(quantized)
+
+
+def _to_int8(source: Path, target: Path, config: QuantizeConfig, nodes: list[str], ops: list[str], feeds,
+             external: bool):
+    """Run ONNX Runtime's static (with ``feeds``) or dynamic quantizer; returns the quantized model."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=".quantize-"))
+    if feeds is not None:
+        feeds.rewind()
+    try:
+        out = scratch / target.name
+        if Recipe(config.recipe) is Recipe.DYNAMIC_INT8:
+            quantize_dynamic(str(source), str(out), op_types_to_quantize=ops, per_channel=config.per_channel,
+                             weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
+                             use_external_data_format=external, extra_options={"MatMulConstBOnly": True})
+        else:
+            method = {Method.MINMAX: CalibrationMethod.MinMax, Method.ENTROPY: CalibrationMethod.Entropy,
+                      Method.PERCENTILE: CalibrationMethod.Percentile}[Method(config.method)]
+            quantize_static(
+                str(source), str(out), feeds,
+                quant_format=QuantFormat.QDQ if Format(config.format) is Format.QDQ else QuantFormat.QOperator,
+                op_types_to_quantize=ops, per_channel=config.per_channel, reduce_range=False,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
+                calibrate_method=method, use_external_data_format=external,
+                # MatMul outputs stay float (the logits above all); not CalibMaxIntermediateOutputs: ORT 1.31 drops
+                # every full batch of collected outputs without computing its ranges (calibrate.py collect_data).
+                extra_options={"CalibPercentile": 99.999, "OpTypesToExcludeOutputQuantization": ["MatMul"]},
+            )
+        return onnx.load(str(out), load_external_data=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+QUANTIZED_OPS = {"QLinearMatMul", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul", "QLinearSoftmax",
+                 "MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
+QUANTIZABLE_OPS = {"MatMul", "Gather", "Softmax", "Mul", "Add"}  # float ops that run quantized in QDQ form
+INT8_TYPES = {2, 3}  # onnx.TensorProto.UINT8, INT8
+
+
+def quantization_summary(model) -> dict:
+    """What a graph holds after quantization: quantized nodes (QLinear*/MatMulInteger ops, float ops whose data
+    inputs are all dequantized, or for fp16 the nodes computing in fp16), Q/DQ node counts, int8 and fp16
+    weights."""
+    producers = {out: node.op_type for node in model.graph.node for out in node.output}
+    quantized = 0
+    counts = {"QuantizeLinear": 0, "DequantizeLinear": 0, "DynamicQuantizeLinear": 0, "Cast": 0}
+    for node in model.graph.node:
+        if node.op_type in counts:
+            counts[node.op_type] += 1
+            continue
+        # A float op runs quantized in QDQ form when all its data inputs come from DequantizeLinear (for Gather:
+        # the table, not the indices); a node merely reading a dequantized activation is not counted.
+        data_inputs = node.input[:1] if node.op_type == "Gather" else [i for i in node.input if i]
+        fed_by_dq = (node.op_type in QUANTIZABLE_OPS and bool(data_inputs)
+                     and all(producers.get(i) == "DequantizeLinear" for i in data_inputs))
+        if node.op_type in QUANTIZED_OPS or fed_by_dq:
+            quantized += 1
+    inits = model.graph.initializer
+    fp16_nodes = _fp16_compute_nodes(model)
+    return {
+        "quantized_nodes": quantized if fp16_nodes == 0 else fp16_nodes,
+        "qdq_nodes": counts["QuantizeLinear"] + counts["DequantizeLinear"],
+        "dynamic_quantize_nodes": counts["DynamicQuantizeLinear"],
+        "int8_weights": sum(1 for t in inits if t.data_type in INT8_TYPES and len(t.dims) >= 2),
+        "int8_weight_elements": sum(_elements(t) for t in inits if t.data_type in INT8_TYPES and len(t.dims) >= 2),
+        "fp16_weights": sum(1 for t in inits if t.data_type == 10),
+        "float_weights": sum(1 for t in inits if t.data_type == 1 and len(t.dims) >= 2),
+        "nodes": len(model.graph.node),
+    }
+
+
+def _elements(tensor) -> int:
+    count = 1
+    for dim in tensor.dims:
+        count *= dim
+    return count
+
+
+def _fp16_compute_nodes(model) -> int:
+    """Nodes (other than Cast) that read an fp16 weight or the output of a Cast to fp16."""
+    fp16 = {t.name for t in model.graph.initializer if t.data_type == 10}
+    for node in model.graph.node:
+        if node.op_type == "Cast" and any(a.name == "to" and a.i == 10 for a in node.attribute):
+            fp16.update(node.output)
+    count = 0
+    for node in model.graph.node:
+        if node.op_type != "Cast" and any(i in fp16 for i in node.input):
+            count += 1
+            fp16.update(node.output)
+    return count

@@ -1,0 +1,194 @@
+"""Compare a quantized (or otherwise derived) export with its fp32 export: outputs, quality, size and speed.
+
+Both exports run through the same ONNX Runtime generator on the same held-out pairs, so every difference in the
+report comes from the graphs. Speed is measured in the same run, alternating the two exports.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mt5lite.evaluation import score
+from mt5lite.parity import agreement
+from mt5lite.reports import markdown_table, write_report
+
+#: The quality gate of a quantized export against its fp32 export (DESIGN.md, "What good means").
+MIN_GREEDY_AGREEMENT = 0.97
+MAX_EXACT_MATCH_DROP = 0.01
+MAX_LANGUAGE_EXACT_MATCH_DROP = 0.03
+#: An output "loops" when it fills ``max_new_tokens`` without eos and its last tokens are one token repeated.
+LOOP_TAIL = 4
+
+
+class _FiniteCheck:
+    """A step backend that counts the steps whose logits hold NaN or Inf."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.max_target_length = backend.max_target_length
+        self.vocab_size = backend.vocab_size
+        self.nonfinite_steps = 0
+
+    def encode(self, input_ids, attention_mask):
+        return self.backend.encode(input_ids, attention_mask)
+
+    def step(self, *args):
+        logits, new_k, new_v = self.backend.step(*args)
+        if not np.isfinite(logits).all():
+            self.nonfinite_steps += 1
+        return logits, new_k, new_v
+
+
+def graph_bytes(export_dir: str | os.PathLike, manifest: dict) -> int:
+    """Bytes of an export's model files (the graphs and their external data, not the tokenizer or manifest)."""
+    graph_names = [g["file"] for g in manifest["graphs"].values()]
+    return sum((Path(export_dir) / name).stat().st_size for name in manifest["files"]
+               if any(name == g or name.startswith(g + ".") for g in graph_names))
+
+
+def loops(ids: list[int], max_new_tokens: int, eos_id: int) -> bool:
+    """Whether ``ids`` ran to ``max_new_tokens`` without eos, ending in one token repeated ``LOOP_TAIL`` times."""
+    return (len(ids) >= max_new_tokens and eos_id not in ids and len(ids) >= LOOP_TAIL
+            and len(set(ids[-LOOP_TAIL:])) == 1)
+
+
+def _decode_all(generator, texts: list[str], options, batch_size: int) -> list[list[int]]:
+    ids: list[list[int]] = []
+    for start in range(0, len(texts), batch_size):
+        ids += generator.generate_ids(texts[start : start + batch_size], options)
+    return ids
+
+
+def time_per_token(generators: dict, texts: list[str], options, rounds: int = 2) -> dict[str, dict]:
+    """Greedy decoding time per generated token of each generator, one input at a time, the generators taking
+    turns on each input (so drift in machine load hits both alike); the best of ``rounds`` per generator."""
+    best = {name: float("inf") for name in generators}
+    tokens = {name: 0 for name in generators}
+    for _ in range(rounds):
+        spent = {name: 0.0 for name in generators}
+        counted = {name: 0 for name in generators}
+        for text in texts:
+            for name, generator in generators.items():
+                start = time.perf_counter()
+                out = generator.generate_ids([text], options)[0]
+                spent[name] += time.perf_counter() - start
+                counted[name] += len(out)
+        for name in generators:
+            if spent[name] < best[name]:
+                best[name], tokens[name] = spent[name], counted[name]
+    return {name: {"seconds": best[name], "tokens": tokens[name], "ms_per_token": 1000 * best[name] / tokens[name]}
+            for name in generators}
+
+
+def compare_exports(reference_dir: str | os.PathLike, candidate_dir: str | os.PathLike, pairs,
+                    threads: int | None = None, max_new_tokens: int = 32, batch_size: int = 32, speed_samples: int = 64,
+                    progress: bool = False) -> dict:
+    """Decode ``pairs`` with both exports; report agreement, quality per language, loops, non-finite logits,
+    sizes, quantized node counts and decoding speed per token."""
+    from tqdm import tqdm
+
+    from runtimes.onnx_runtime import OnnxGenerator
+    from runtimes.options import DecodingOptions
+
+    pairs = list(pairs)
+    options = DecodingOptions(max_new_tokens=max_new_tokens)
+    generators = {"reference": OnnxGenerator(reference_dir, threads=threads),
+                  "candidate": OnnxGenerator(candidate_dir, threads=threads)}
+    checks = {}
+    for name, generator in generators.items():
+        checks[name] = _FiniteCheck(generator.backend)
+        generator.decoder.backend = checks[name]
+    texts = [p.source for p in pairs]
+    ids = {name: _decode_all(g, texts, options, batch_size)
+           for name, g in tqdm(generators.items(), desc="decoding held-out set", disable=not progress, unit="export")}
+    eos = int(generators["reference"].manifest["special_tokens"]["eos"])
+    decode = generators["reference"].tokenizer.decode
+    scores = {name: score([decode(x) for x in ids[name]], pairs) for name in ids}
+    looping = {name: [i for i, x in enumerate(ids[name]) if loops(x, max_new_tokens, eos)] for name in ids}
+    greedy, tokens = agreement(ids["reference"], ids["candidate"])
+    speed = time_per_token(generators, texts[:speed_samples], options) if speed_samples else None
+    manifests = {name: g.manifest for name, g in generators.items()}
+    quantization = manifests["candidate"].get("quantization") or {}
+    per_graph = quantization.get("quantized_nodes", {})
+    return {
+        "recipe": quantization.get("recipe", manifests["candidate"].get("precision")),
+        "reference": str(reference_dir), "candidate": str(candidate_dir), "n": len(pairs),
+        "max_new_tokens": max_new_tokens,
+        "size_bytes": graph_bytes(candidate_dir, manifests["candidate"]),
+        "size_bytes_reference": graph_bytes(reference_dir, manifests["reference"]),
+        "quantized_nodes": sum(per_graph.values()), "quantized_nodes_per_graph": per_graph,
+        "greedy_agreement": greedy, "token_agreement": tokens,
+        "exact_match": scores["candidate"]["exact_match"], "exact_match_reference": scores["reference"]["exact_match"],
+        "chrf": scores["candidate"]["chrf"], "chrf_reference": scores["reference"]["chrf"],
+        "per_language": {
+            lang: {"n": row["n"], "exact_match": row["exact_match"],
+                   "exact_match_reference": scores["reference"]["per_language"][lang]["exact_match"],
+                   "chrf": row["chrf"], "chrf_reference": scores["reference"]["per_language"][lang]["chrf"]}
+            for lang, row in scores["candidate"]["per_language"].items()},
+        "loops": {"reference": len(looping["reference"]), "candidate": len(looping["candidate"]),
+                  "new": len(set(looping["candidate"]) - set(looping["reference"]))},
+        "nonfinite_steps": {name: check.nonfinite_steps for name, check in checks.items()},
+        "speed": speed and {**speed, "threads": threads, "samples": min(speed_samples, len(texts)),
+                            "speedup": speed["reference"]["ms_per_token"] / speed["candidate"]["ms_per_token"]},
+        "quantization": quantization,
+        "mismatches": [{"source": p.source, "reference": decode(r), "candidate": decode(c)}
+                       for p, r, c in zip(pairs, ids["reference"], ids["candidate"], strict=True) if r != c][:20],
+    }
+
+
+def quality_gate(report: dict) -> list[str]:
+    """The ways ``report`` misses the quantization quality gate (empty when it passes)."""
+    failures = []
+    if report["greedy_agreement"] < MIN_GREEDY_AGREEMENT:
+        failures.append(f"greedy agreement {report['greedy_agreement']:.3f} < {MIN_GREEDY_AGREEMENT}")
+    drop = report["exact_match_reference"] - report["exact_match"]
+    if drop > MAX_EXACT_MATCH_DROP + 1e-9:
+        failures.append(f"exact match {drop * 100:.1f} points below fp32 (> {MAX_EXACT_MATCH_DROP * 100:.0f})")
+    for lang, row in report["per_language"].items():
+        drop = row["exact_match_reference"] - row["exact_match"]
+        if drop > MAX_LANGUAGE_EXACT_MATCH_DROP + 1e-9:
+            failures.append(f"{lang}: exact match {drop * 100:.1f} points below fp32 "
+                            f"(> {MAX_LANGUAGE_EXACT_MATCH_DROP * 100:.0f})")
+    if report["loops"]["new"]:
+        failures.append(f"{report['loops']['new']} outputs loop on one token where fp32 did not")
+    if any(report["nonfinite_steps"].values()):
+        failures.append(f"non-finite logits: {report['nonfinite_steps']}")
+    return failures
+
+
+def comparison_markdown(report: dict) -> str:
+    """The Markdown twin of a comparison report."""
+    speed = report["speed"]
+    measures = [
+        ["size (MB)", f"{report['size_bytes_reference'] / 1e6:.2f}", f"{report['size_bytes'] / 1e6:.2f}"],
+        ["exact match", report["exact_match_reference"], report["exact_match"]],
+        ["chrF", f"{report['chrf_reference']:.1f}", f"{report['chrf']:.1f}"],
+        ["outputs looping on one token", report["loops"]["reference"], report["loops"]["candidate"]],
+    ]
+    if speed:
+        measures.append(["ms per token (greedy, batch 1)", f"{speed['reference']['ms_per_token']:.2f}",
+                         f"{speed['candidate']['ms_per_token']:.2f}"])
+    summary = markdown_table(["measure", "fp32", report["recipe"]], measures)
+    rows = [[lang, r["n"], r["exact_match_reference"], r["exact_match"], f"{r['chrf_reference']:.1f}",
+             f"{r['chrf']:.1f}"] for lang, r in report["per_language"].items()]
+    pace = f", {speed['speedup']:.2f}x fp32's decoding speed" if speed else ""
+    failures = report.get("gate", {}).get("failures")
+    verdict = "passed" if failures == [] else ("failed: " + "; ".join(failures) if failures else "not evaluated")
+    return "\n\n".join([
+        f"# Quantization report: {report['recipe']}",
+        f"`{report['candidate']}` against fp32 `{report['reference']}` on {report['n']} held-out inputs: "
+        f"greedy agreement {report['greedy_agreement']:.3f}, token agreement {report['token_agreement']:.3f}, "
+        f"{report['quantized_nodes']} quantized nodes, size "
+        f"{report['size_bytes'] / report['size_bytes_reference']:.1%} of fp32{pace}. Quality gate: {verdict}.",
+        summary,
+        markdown_table(["language", "n", "EM fp32", "EM", "chrF fp32", "chrF"], rows),
+    ])
+
+
+def write_comparison_report(report: dict, path: str | os.PathLike) -> tuple[Path, Path]:
+    """Write a comparison report as JSON plus its Markdown twin."""
+    return write_report(report, path, comparison_markdown(report))

@@ -1,0 +1,238 @@
+"""Quantization: node groups, calibration data, what the quantized graphs hold, the contract, and the quality gate
+on the trained demo model."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from exporters.calibration import MIN_SAMPLES, CalibrationWarning, draw_samples
+from exporters.quant_groups import node_groups, select_nodes
+from exporters.quantize import QuantizeConfig, Recipe, quantize_export
+from mt5lite.data import Sentence, read_tagged_texts, read_task_pairs
+from mt5lite.errors import InputError, ModelFileError
+from mt5lite.export_comparison import compare_exports, quality_gate
+from runtimes.onnx_runtime import OnnxGenerator
+from runtimes.options import DecodingOptions
+from tests.conftest import run_cli
+
+WEIGHT_GROUPS = ("embeddings", "lm_head", "attention_qkv", "attention_out", "ffn_in", "ffn_out")
+
+
+def _sentences(counts: dict[str, int]) -> list[Sentence]:
+    return [Sentence(lang, f"{lang} sentence {i}") for lang, n in counts.items() for i in range(n)]
+
+
+@pytest.fixture(scope="session")
+def demo_int8(demo_export, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("quantized") / "int8"
+    quantize_export(demo_export, out, QuantizeConfig())
+    return out
+
+
+def _graph(export: Path, role: str) -> onnx.ModelProto:
+    manifest = json.loads((export / "manifest.json").read_text())
+    return onnx.load(str(export / manifest["graphs"][role]["file"]))
+
+
+# --- node groups -----------------------------------------------------------------------------------------------
+
+def test_node_groups_find_every_layer(demo_export):
+    config = json.loads((demo_export / "manifest.json").read_text())["model"]
+    encoder, decoder = (node_groups(_graph(demo_export, role)) for role in ("encoder", "decoder"))
+    layers, decoder_layers = config["num_layers"], config["num_decoder_layers"]
+    assert len(encoder["ffn_out"]) == layers and len(decoder["ffn_out"]) == decoder_layers
+    assert len(encoder["ffn_in"]) == 2 * layers  # gated GELU: wi_0 and wi_1
+    # encoder: self q, k, v per layer + the decoder's cross k, v; decoder: self q, k, v + cross q per layer
+    assert len(encoder["attention_qkv"]) == 3 * layers + 2 * decoder_layers
+    assert len(decoder["attention_qkv"]) == 4 * decoder_layers
+    assert decoder["lm_head"] == ["lm_head/MatMul"] and encoder["lm_head"] == []
+    assert len(decoder["embeddings"]) == 1 and len(decoder["softmax"]) == 2 * decoder_layers
+    assert all(name.startswith("decoder.block.") for name in decoder["ffn_out"])
+
+
+def test_exclude_patterns_remove_nodes(demo_export):
+    model = _graph(demo_export, "decoder")
+    every = select_nodes(model, WEIGHT_GROUPS)
+    kept = select_nodes(model, WEIGHT_GROUPS, exclude=("*DenseReluDense.wo*", "lm_head/*"))
+    assert len(every) - len(kept) == 3 + 1
+    with pytest.raises(InputError, match="unknown quantization group.*known: embeddings"):
+        select_nodes(model, ("attention",))
+
+
+# --- calibration data ------------------------------------------------------------------------------------------
+
+def test_draw_is_balanced_across_languages():
+    drawn = draw_samples(_sentences({"en": 300, "th": 60, "ja": 60}), 150)
+    counts = {lang: sum(s.lang == lang for s in drawn) for lang in ("en", "th", "ja")}
+    assert counts == {"en": 50, "th": 50, "ja": 50}
+    assert drawn == draw_samples(_sentences({"en": 300, "th": 60, "ja": 60}), 150)  # fixed seed
+
+
+def test_feed_reader_is_an_onnx_runtime_calibration_reader():
+    from onnxruntime.quantization import CalibrationDataReader
+
+    from exporters.calibration import FeedReader
+
+    reader = FeedReader([{"x": np.zeros(1)}, {"x": np.ones(1)}])
+    assert isinstance(reader, CalibrationDataReader)
+    assert [feed["x"][0] for feed in iter(reader.get_next, None)] == [0.0, 1.0]
+    reader.rewind()
+    assert reader.get_next()["x"][0] == 0.0
+
+
+def test_too_few_samples_is_an_error_naming_the_gap(demo_export, tmp_path):
+    with pytest.raises(InputError, match=r"has 99 samples, 1 short of the 100"):
+        draw_samples(_sentences({"en": 60, "fr": 39}), 256, source="mine.tsv")
+    with pytest.raises(InputError, match=r"--samples is 40: .*at least 100 samples \(60 more\)"):
+        draw_samples(_sentences({"en": 200}), 40)
+    path = tmp_path / "small.tsv"
+    path.write_text("".join(f"en\tsentence {i}\n" for i in range(MIN_SAMPLES - 10)), encoding="utf-8")
+    result = run_cli("quantize", "--export", str(demo_export), "--output", str(tmp_path / "out"),
+                     "--calibration", str(path))
+    assert result.returncode == 2 and b"10 short of the 100" in result.stderr and b"Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_rare_language_warns_by_name():
+    with pytest.warns(CalibrationWarning, match="'th' is only 2.0% of the draw"):
+        draw_samples(_sentences({"en": 120, "fr": 120, "th": 5}), 245)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CalibrationWarning)
+        draw_samples(_sentences({"en": 60, "fr": 60, "th": 60}), 180)  # balanced: no warning
+        # 23 languages share the project's data evenly (4.3% each): only under half an even share warns
+        draw_samples(read_tagged_texts(), 256)
+
+
+# --- what the quantized graphs hold ----------------------------------------------------------------------------
+
+def test_static_int8_holds_int8_weights_and_qdq_nodes(demo_export, demo_int8):
+    manifest = json.loads((demo_int8 / "manifest.json").read_text())
+    quantization = manifest["quantization"]
+    assert manifest["precision"] == "int8" and quantization["recipe"] == "static-int8"
+    assert quantization["source_export_id"] == json.loads((demo_export / "manifest.json").read_text())["export_id"]
+    assert quantization["calibration"]["samples"] == 256 and quantization["calibration"]["decoder_steps"] > 100
+    for role in ("encoder", "decoder"):
+        expected = len(select_nodes(_graph(demo_export, role), WEIGHT_GROUPS))
+        model = _graph(demo_int8, role)
+        ops = [n.op_type for n in model.graph.node]
+        int8_weights = [t for t in model.graph.initializer  # the embedding table is quantized like an activation
+                        if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) and len(t.dims) == 2]
+        float_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT
+                         and len(t.dims) == 2 and t.dims[0] * t.dims[1] > 1000]
+        assert quantization["quantized_nodes"][role] == expected
+        assert len(int8_weights) == expected and ops.count("DequantizeLinear") >= expected
+        assert ops.count("QuantizeLinear") > 0
+        assert all(t.name.startswith("position_bias") or "relative_attention_bias" in t.name for t in float_weights)
+        metadata = {p.key: p.value for p in model.metadata_props}
+        assert metadata["mt5lite.export_id"] == manifest["export_id"] and metadata["mt5lite.precision"] == "int8"
+
+
+@pytest.mark.parametrize("recipe,expected_op", [(Recipe.DYNAMIC_INT8, "DynamicQuantizeLinear"),
+                                                (Recipe.STATIC_INT8, "QLinearMatMul")])
+def test_other_int8_forms(demo_export, tmp_path, recipe, expected_op):
+    config = QuantizeConfig(recipe=recipe, format="qoperator" if recipe is Recipe.STATIC_INT8 else "qdq")
+    quantize_export(demo_export, tmp_path / "q", config)
+    ops = [n.op_type for n in _graph(tmp_path / "q", "decoder").graph.node]
+    assert expected_op in ops and ("MatMulInteger" in ops or "QLinearMatMul" in ops)
+    generator = OnnxGenerator(tmp_path / "q")
+    assert generator.generate(["words fr: 1234"]) == ["mille deux cent trente-quatre"]
+
+
+def test_fp16_keeps_wo_and_layer_norms_in_fp32(demo_export, tmp_path):
+    quantize_export(demo_export, tmp_path / "fp16", QuantizeConfig(recipe=Recipe.FP16))
+    model = _graph(tmp_path / "fp16", "decoder")
+    dtypes = {t.name: t.data_type for t in model.graph.initializer}
+    for node in model.graph.node:
+        weights = [dtypes[i] for i in node.input if i in dtypes and node.op_type in ("MatMul", "Mul")]
+        if "DenseReluDense.wo" in node.name or "layer_norm" in node.name:
+            assert all(d == onnx.TensorProto.FLOAT for d in weights), node.name
+        elif node.op_type == "MatMul" and weights:
+            assert weights == [onnx.TensorProto.FLOAT16], node.name
+    io = [t.type.tensor_type.elem_type for t in list(model.graph.input) + list(model.graph.output)]
+    assert onnx.TensorProto.FLOAT16 not in io  # the contract's dtypes are unchanged
+    report = compare_exports(demo_export, tmp_path / "fp16", read_task_pairs()[::6], speed_samples=0)
+    assert report["nonfinite_steps"] == {"reference": 0, "candidate": 0}
+    assert report["greedy_agreement"] >= 0.99
+
+
+# --- contract, refusals, atomic output ---------------------------------------------------------------------------
+
+def test_quantized_export_runs_unchanged_and_is_verified(demo_int8, tmp_path):
+    generator = OnnxGenerator(demo_int8)
+    outputs = generator.generate(["words ja: 4821", "number ru: триста семь"], DecodingOptions(num_beams=4))
+    assert outputs == ["四千八百二十一", "307"]
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    for path in demo_int8.iterdir():
+        (tampered / path.name).write_bytes(path.read_bytes())
+    data = bytearray((tampered / "decoder.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tampered / "decoder.onnx").write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="decoder.onnx: sha256 does not match"):
+        OnnxGenerator(tampered)
+
+
+def test_refuses_quantized_source_existing_output_and_bad_options(demo_export, demo_int8, tmp_path):
+    with pytest.raises(InputError, match="already quantized"):
+        quantize_export(demo_int8, tmp_path / "again")
+    with pytest.raises(InputError, match="already exists; use --force"):
+        quantize_export(demo_export, demo_int8)
+    with pytest.raises(InputError, match="unknown method 'kl'"):
+        QuantizeConfig(method="kl").validate()
+    with pytest.raises(InputError, match="nothing to quantize"):
+        quantize_export(demo_export, tmp_path / "none", QuantizeConfig(groups=("lm_head",), exclude=("lm_head*",)))
+    assert not (tmp_path / "none").exists()
+
+
+def test_failed_quantization_leaves_nothing(demo_export, tmp_path, monkeypatch):
+    import exporters.quantize as quantize
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated crash inside the quantizer")
+
+    monkeypatch.setattr(quantize, "_to_int8", broken)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        quantize_export(demo_export, tmp_path / "out", QuantizeConfig(recipe=Recipe.DYNAMIC_INT8))
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- the quality gate on the trained demo model ------------------------------------------------------------------
+
+def test_static_int8_passes_the_quality_gate_on_the_demo_model(demo_export, demo_int8):
+    report = compare_exports(demo_export, demo_int8, read_task_pairs(), speed_samples=0)
+    assert quality_gate(report) == []
+    assert report["greedy_agreement"] >= 0.97
+    assert report["exact_match"] >= report["exact_match_reference"] - 0.01
+    assert report["loops"]["new"] == 0
+    assert report["size_bytes"] <= 0.30 * report["size_bytes_reference"]
+
+
+def test_quality_gate_catches_regressions():
+    report = {"greedy_agreement": 0.96, "exact_match": 0.90, "exact_match_reference": 0.93,
+              "per_language": {"th": {"exact_match": 0.80, "exact_match_reference": 0.90}},
+              "loops": {"new": 2}, "nonfinite_steps": {"reference": 0, "candidate": 3}}
+    failures = " | ".join(quality_gate(report))
+    for expected in ("greedy agreement 0.960", "3.0 points below fp32", "th: exact match 10.0 points",
+                     "2 outputs loop", "non-finite"):
+        assert expected in failures
+
+
+def test_quantize_cli_writes_export_and_report(demo_export, tmp_path):
+    report = tmp_path / "report.json"
+    result = run_cli("quantize", "--export", str(demo_export), "--output", str(tmp_path / "int8"),
+                     "--recipe", "dynamic-int8", "--report", str(report))
+    assert result.returncode == 0, result.stderr.decode()
+    data = json.loads(report.read_text())
+    for key in ("recipe", "size_bytes", "size_bytes_reference", "quantized_nodes", "greedy_agreement",
+                "exact_match", "exact_match_reference", "per_language"):
+        assert key in data
+    assert data["recipe"] == "dynamic-int8" and data["gate"]["passed"] is True
+    assert set(data["per_language"]["th"]) >= {"exact_match", "exact_match_reference", "chrf", "chrf_reference"}
+    assert report.with_suffix(".md").is_file() and b"quality gate: passed" in result.stdout
+    assert np.isfinite(data["speed"]["speedup"])
