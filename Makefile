@@ -10,15 +10,18 @@ BUILD ?= build
 export USE_TF := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help install test test-slow lint export-tflite evaluate demo-model mt5-small-fixture parity-mt5-small clean
+.PHONY: help install test test-slow lint export-tflite sensitivity bench-quantization evaluate demo-model \
+	mt5-small-fixture parity-mt5-small clean
 
 help:
 	@echo "make export-tflite   run the pipeline on MODEL (default: the bundled demo model) into $(BUILD)/"
-	@echo "                     (today: ONNX export, validation, parity; quantization and TFLite come next)"
+	@echo "                     (today: ONNX export, validation, parity, QUANTIZE=int8 quantization; TFLite next)"
 	@echo "make test            run the test suite (make test-slow: the mt5-small-sized checks too)"
 	@echo "make evaluate        score MODEL on the demo task's held-out set"
-	@echo "make demo-model      retrain the bundled demo model from scratch (about 22 minutes on 2 cores)"
+	@echo "make demo-model      retrain the bundled demo model from scratch (about 20 minutes on 2 cores)"
 	@echo "make parity-mt5-small ONNX parity on a random model of google/mt5-small's shape"
+	@echo "make sensitivity     quantize one node group at a time and measure each (the default recipe's basis)"
+	@echo "make bench-quantization  int8 vs fp32 vs PyTorch speed and size, mt5-small shape"
 	@echo "make lint            ruff"
 
 install: $(STAMP)
@@ -38,15 +41,37 @@ test-slow: install
 lint: install
 	$(BIN)/ruff check .
 
-# The main job. Int8 quantization and TFLite conversion are not built yet (issues 4, 5): until they land, this
-# runs the furthest stage that exists (ONNX export, its validation against PyTorch, and the parity report) and
-# says so.
+# The main job. TFLite conversion is not built yet (issue 5): until it lands, this runs the furthest stages that
+# exist (ONNX export, its validation against PyTorch, the parity report, quantization with its quality report)
+# and says so. QUANTIZE: int8 (static, calibrated), dynamic-int8, fp16 or fp32 (no quantization).
+QUANTIZE ?= int8
+RECIPE_int8 := static-int8
+RECIPE_dynamic-int8 := dynamic-int8
+RECIPE_fp16 := fp16
 export-tflite: install
-	@echo "export-tflite: int8 quantization and TFLite conversion are not implemented yet;"
-	@echo "export-tflite: running the furthest stage that exists: ONNX export + validation + parity report."
+	@case "$(QUANTIZE)" in int8|dynamic-int8|fp16|fp32) ;; \
+	  *) echo "export-tflite: unknown QUANTIZE=$(QUANTIZE); choose int8, dynamic-int8, fp16 or fp32" >&2; exit 2;; esac
+	@echo "export-tflite: TFLite conversion is not implemented yet; running the stages that exist:"
+	@echo "export-tflite: ONNX export + validation, parity report, $(QUANTIZE) quantization + quality report."
 	$(BIN)/mt5lite export onnx --model $(MODEL) --output $(BUILD)/onnx --force
 	$(BIN)/mt5lite parity --model $(MODEL) --export $(BUILD)/onnx --report $(BUILD)/reports/parity-onnx.json
-	@echo "export-tflite: ONNX export in $(BUILD)/onnx/, parity report in $(BUILD)/reports/parity-onnx.{json,md}"
+ifneq ($(QUANTIZE),fp32)
+	$(BIN)/mt5lite quantize --export $(BUILD)/onnx --output $(BUILD)/onnx-$(QUANTIZE) --recipe $(RECIPE_$(QUANTIZE)) \
+		--report $(BUILD)/reports/quantize-$(QUANTIZE).json --force
+	@echo "export-tflite: fp32 export in $(BUILD)/onnx/, $(QUANTIZE) export in $(BUILD)/onnx-$(QUANTIZE)/"
+	@echo "export-tflite: reports in $(BUILD)/reports/parity-onnx.{json,md} and quantize-$(QUANTIZE).{json,md}"
+else
+	@echo "export-tflite: fp32 export in $(BUILD)/onnx/, parity report in $(BUILD)/reports/parity-onnx.{json,md}"
+endif
+
+# The sensitivity analysis the default static int8 recipe is chosen from (one node group quantized at a time).
+sensitivity: install
+	$(BIN)/mt5lite export onnx --model $(MODEL) --output $(BUILD)/onnx --force
+	$(BIN)/mt5lite sensitivity --export $(BUILD)/onnx --report $(BUILD)/reports/sensitivity.json
+
+# int8 vs fp32 vs PyTorch decoding speed and size on a random model of google/mt5-small's shape (side by side).
+bench-quantization: mt5-small-fixture
+	$(BIN)/python benchmarks/bench_quantization.py --threads 2 --output $(BUILD)/reports/bench-quantization.json
 
 evaluate: install
 	$(BIN)/mt5lite evaluate --model $(MODEL) --report $(BUILD)/eval_report.json
