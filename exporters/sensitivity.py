@@ -22,7 +22,8 @@ from mt5lite.reports import markdown_table, write_report
 def teacher_forced_logit_error(reference, candidate, input_ids, attention_mask, targets: list[list[int]],
                                start_id: int) -> dict:
     """Feed both step backends the same tokens (``targets``, the reference's greedy output) and compare logits
-    at every real step: max |difference| and the mean relative error ``||candidate - reference|| / ||reference||``."""
+    at every real step: max |difference|, max |reference| and the mean relative error
+    ``||candidate - reference|| / ||reference||``."""
     batch, length = len(targets), max(len(t) for t in targets)
     tokens = np.zeros((batch, length), dtype=np.int64)
     tokens[:, 0] = start_id
@@ -33,7 +34,7 @@ def teacher_forced_logit_error(reference, candidate, input_ids, attention_mask, 
         cross_k, cross_v = backend.encode(input_ids, attention_mask)
         shape = (cross_k.shape[0], batch, cross_k.shape[2], backend.max_target_length, cross_k.shape[4])
         state[name] = [backend, cross_k, cross_v, np.zeros(shape, np.float32), np.zeros(shape, np.float32)]
-    max_diff, relative = 0.0, []
+    max_diff, max_reference, relative = 0.0, 0.0, []
     for position in range(length):
         logits = {}
         for name, (backend, cross_k, cross_v, cache_k, cache_v) in state.items():
@@ -45,8 +46,10 @@ def teacher_forced_logit_error(reference, candidate, input_ids, attention_mask, 
         live = [row for row, target in enumerate(targets) if position < len(target)]
         diff = logits["candidate"][live] - logits["reference"][live]
         max_diff = max(max_diff, float(np.abs(diff).max()))
+        max_reference = max(max_reference, float(np.abs(logits["reference"][live]).max()))
         relative += list(np.linalg.norm(diff, axis=-1) / np.linalg.norm(logits["reference"][live], axis=-1))
-    return {"max_abs_logit_diff": max_diff, "mean_relative_logit_error": float(np.mean(relative))}
+    return {"max_abs_logit_diff": max_diff, "max_abs_logit": max_reference,
+            "mean_relative_logit_error": float(np.mean(relative))}
 
 
 def _measure(reference, candidate_dir: Path, texts: list[str], options, batch_size: int) -> dict:

@@ -116,6 +116,22 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_tflite(args: argparse.Namespace) -> int:
+    """Convert a static-shape fp32 ONNX export (mt5lite export onnx --static-shapes) into encoder.tflite +
+    decoder.tflite for LiteRT: same tensor names and shapes, manifest with hashes and op lists, each model loaded
+    and run once in a child process, then validated against the ONNX export."""
+    from exporters.tflite_export import export_tflite
+
+    result = export_tflite(args.export, args.output, args.quantize, force=args.force, allow_flex=args.allow_flex)
+    for row in result["validation"]["rows"]:
+        print(f"  {row['output']} vs ONNX fp32: max |diff| {row['max_abs_diff']:.2e} (tolerance {row['tolerance']:.2e}"
+              f"{', checked' if result['validation']['checked_against_tolerance'] else ', reported only'})")
+    for role, ops in result["manifest"]["tflite"]["ops"].items():
+        print(f"  {role}.tflite ops: {' '.join(ops)}")
+    print(f"{args.quantize} TFLite export written to {args.output}")
+    return 0
+
+
 def cmd_parity(args: argparse.Namespace) -> int:
     """Compare PyTorch with an export on a held-out set: logits, greedy and beam ids, exact match and chrF."""
     from mt5lite.data import read_task_pairs
@@ -242,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``mt5lite`` argument parser with all subcommands."""
     from exporters.quant_groups import GROUPS
     from exporters.quantize import Recipe
+    from exporters.tflite_export import TfliteQuantize
     from mt5lite.data import DEV_TASK, HELDOUT_TASK
     from mt5lite.demo_config import DemoConfig
 
@@ -274,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=64)
     ev.set_defaults(func=cmd_evaluate)
 
-    export = sub.add_parser("export", help="export a checkpoint (onnx)", formatter_class=_Formatter)
+    export = sub.add_parser("export", help="export a checkpoint (onnx), or convert an ONNX export (tflite)",
+                            formatter_class=_Formatter)
     targets = export.add_subparsers(dest="target", metavar="TARGET", required=True)
     onnx = targets.add_parser("onnx", help="split encoder / decoder-step ONNX graphs + manifest",
                               formatter_class=_Formatter, description=cmd_export_onnx.__doc__)
@@ -289,10 +307,21 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("--force", action="store_true", help="overwrite an existing output directory")
     onnx.set_defaults(func=cmd_export_onnx)
 
+    tflite = targets.add_parser("tflite", help="convert a static-shape ONNX export to TFLite (LiteRT)",
+                                formatter_class=_Formatter, description=cmd_export_tflite.__doc__)
+    tflite.add_argument("--export", type=Path, required=True, help="a static-shape fp32 mt5lite ONNX export")
+    tflite.add_argument("--output", type=Path, required=True, help="TFLite export directory to create")
+    tflite.add_argument("--quantize", choices=[q.value for q in TfliteQuantize], default="fp32",
+                        help="fp32, fp16 weights, or dynamic-range int8 (full int8: not implemented yet)")
+    tflite.add_argument("--allow-flex", action="store_true",
+                        help="allow Flex (SELECT_TF) ops; the Android app then needs the select-tf-ops library")
+    tflite.add_argument("--force", action="store_true", help="overwrite an existing output directory")
+    tflite.set_defaults(func=cmd_export_tflite)
+
     parity = sub.add_parser("parity", help="compare PyTorch with an export on a held-out set",
                             formatter_class=_Formatter, description=cmd_parity.__doc__)
     _add_model_args(parity)
-    parity.add_argument("--export", type=Path, required=True, help="an mt5lite export directory")
+    parity.add_argument("--export", type=Path, required=True, help="an mt5lite export directory (ONNX or TFLite)")
     parity.add_argument("--data", type=Path, default=HELDOUT_TASK, help="held-out pairs: lang<TAB>source<TAB>target")
     parity.add_argument("--report", type=Path, default=Path("build/parity.json"),
                         help="JSON report to write (a Markdown twin is written beside it)")

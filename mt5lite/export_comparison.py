@@ -91,13 +91,13 @@ def compare_exports(reference_dir: str | os.PathLike, candidate_dir: str | os.Pa
     sizes, quantized node counts and decoding speed per token."""
     from tqdm import tqdm
 
-    from runtimes.onnx_runtime import OnnxGenerator
+    from runtimes.generators import open_export
     from runtimes.options import DecodingOptions
 
     pairs = list(pairs)
     options = DecodingOptions(max_new_tokens=max_new_tokens)
-    generators = {"reference": OnnxGenerator(reference_dir, threads=threads),
-                  "candidate": OnnxGenerator(candidate_dir, threads=threads)}
+    generators = {"reference": open_export(reference_dir, threads=threads),
+                  "candidate": open_export(candidate_dir, threads=threads)}
     checks = {}
     for name, generator in generators.items():
         checks[name] = _FiniteCheck(generator.backend)

@@ -129,10 +129,10 @@ def parity_report(model_dir: str | os.PathLike, export_dir: str | os.PathLike, p
 
     from mt5lite.checkpoint import load_model
     from mt5lite.evaluation import score
-    from runtimes.onnx_runtime import OnnxGenerator
+    from runtimes.generators import open_export
     from runtimes.options import DecodingOptions
 
-    generator = OnnxGenerator(export_dir, threads=threads)
+    generator = open_export(export_dir, threads=threads)
     model = load_model(model_dir, allow_pickle=allow_pickle)
     suppressed = list(range(generator.tokenizer.piece_count, model.config.vocab_size))
     pairs = list(pairs)

@@ -15,10 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from mt5lite.errors import ModelFileError
-from runtimes.decoding import Decoder
-from runtimes.manifest import inside, load_manifest
-from runtimes.options import DecodingOptions
-from runtimes.tokenizer import Overflow, Tokenizer
+from runtimes.export_generator import ExportGenerator
+from runtimes.manifest import inside
 
 
 class OnnxBackend:
@@ -73,36 +71,8 @@ class OnnxBackend:
         return outputs["logits"], outputs["new_self_k"], outputs["new_self_v"]
 
 
-class OnnxGenerator:
-    """Tokenize, decode (greedy or beam search) and detokenize with an ONNX export."""
+class OnnxGenerator(ExportGenerator):
+    """Tokenize, decode (greedy or beam search) and detokenize with an ONNX export on ONNX Runtime."""
 
-    def __init__(self, export_dir: str | os.PathLike, threads: int | None = None):
-        self.root = Path(export_dir)
-        self.manifest = load_manifest(self.root)  # verifies every file's sha256 before any session exists
-        self.tokenizer = Tokenizer(inside(self.root, self.manifest["tokenizer"]["file"]))
-        self.backend = OnnxBackend(self.root, self.manifest, threads)
-        special = self.manifest["special_tokens"]
-        vocab = int(self.manifest["vocab_size"])
-        self.decoder = Decoder(self.backend, eos_id=int(special["eos"]), decoder_start_id=int(special["decoder_start"]),
-                               suppressed_ids=list(range(self.tokenizer.piece_count, vocab)))
-        self.max_source_length = int(self.manifest["max_source_length"])
-        self.static_shapes = bool(self.manifest.get("static_shapes"))
-
-    def encode_batch(self, texts: list[str], overflow: Overflow = Overflow.ERROR) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids and mask, right-padded (to ``max_source_length`` for a static-shape export)."""
-        pad_to = self.max_source_length if self.static_shapes else None
-        return self.tokenizer.encode_batch(texts, self.max_source_length, overflow, pad_to)
-
-    def generate_ids(self, texts: list[str], options: DecodingOptions | None = None,
-                     overflow: Overflow = Overflow.ERROR) -> list[list[int]]:
-        """Generated ids per input, up to and including eos."""
-        options = (options or DecodingOptions()).validate()
-        ids, mask = self.encode_batch(texts, overflow)
-        if self.static_shapes:  # the graphs take batch 1
-            return [self.decoder.generate(ids[i : i + 1], mask[i : i + 1], options)[0] for i in range(len(texts))]
-        return self.decoder.generate(ids, mask, options)
-
-    def generate(self, texts: list[str], options: DecodingOptions | None = None,
-                 overflow: Overflow = Overflow.ERROR) -> list[str]:
-        """Generated text per input."""
-        return [self.tokenizer.decode(ids) for ids in self.generate_ids(texts, options, overflow)]
+    def _backend(self, manifest: dict, threads: int | None) -> OnnxBackend:
+        return OnnxBackend(self.root, manifest, threads)

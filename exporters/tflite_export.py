@@ -1,0 +1,166 @@
+"""Convert a static-shape fp32 ONNX export into a TFLite (LiteRT) export under the same contract.
+
+Pipeline: check options -> read the ONNX export (hashes verified) -> per graph, in child processes: translate and
+convert (``exporters.tflite_worker convert``), then load and run once (``check``), refusing Flex ops unless
+allowed and any output whose shape differs from the contract -> tokenizer -> manifest -> validate against the
+ONNX export -> rename into place.
+
+Precisions: ``fp32``; ``fp16`` (fp16 weights); ``dynamic-int8`` (int8 weights, dynamic-range kernels). Full-integer
+``int8`` is not built yet and is refused with an error saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+import warnings
+from enum import Enum
+from pathlib import Path
+
+from exporters.onnx_to_tf import ConversionError
+from exporters.staging import refuse_existing, staged_directory
+from mt5lite.errors import InputError, ParityError
+from runtimes.manifest import MANIFEST_NAME, inside, load_manifest, sha256_file, write_manifest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: What an Android app must link to run a model with Flex (SELECT_TF) ops.
+FLEX_ANDROID_LIBRARY = "org.tensorflow:tensorflow-lite-select-tf-ops"
+
+
+class TfliteQuantize(str, Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    DYNAMIC_INT8 = "dynamic-int8"
+    INT8 = "int8"
+
+
+def _worker(command: str, spec: dict, scratch: Path) -> dict:
+    """Run one ``exporters.tflite_worker`` step in a child process; its crash (even SIGABRT) becomes an error."""
+    spec_path = scratch / f"{command}-{Path(spec['output']).stem}.json"
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run([sys.executable, "-m", "exporters.tflite_worker", command, str(spec_path)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, env=env)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        why = f"signal {-done.returncode}" if done.returncode < 0 else (lines[-1] if lines else "no message")
+        raise ConversionError(f"{Path(spec['onnx']).name}: TFLite {command} failed ({why})")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _graph_spec(manifest: dict, role: str, onnx_dir: Path, output: Path, quantize: str, allow_flex: bool) -> dict:
+    graph = manifest["graphs"][role]
+    return {"onnx": str(inside(onnx_dir, graph["file"])), "output": str(output), "quantize": quantize,
+            "allow_flex": allow_flex, "inputs": graph["inputs"], "outputs": graph["outputs"]}
+
+
+def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, quantize: str = "fp32",
+                  force: bool = False, allow_flex: bool = False, validate_samples: int = 16) -> dict:
+    """Convert the static-shape fp32 ONNX export in ``onnx_dir`` to ``output_dir`` (encoder.tflite,
+    decoder.tflite, tokenizer, manifest.json). Returns the manifest and the validation numbers."""
+    try:
+        precision = TfliteQuantize(quantize)
+    except ValueError:
+        raise InputError(f"unknown --quantize {quantize!r}; choose from "
+                         f"{', '.join(q.value for q in TfliteQuantize)}") from None
+    if precision is TfliteQuantize.INT8:
+        raise InputError("full-integer int8 TFLite conversion is not implemented yet; use fp32, fp16 or "
+                         "dynamic-int8 (int8 ONNX export: mt5lite quantize)")
+    source, output = Path(onnx_dir), Path(output_dir)
+    manifest = load_manifest(source)
+    if not manifest.get("static_shapes"):
+        raise InputError(f"{source} has dynamic shapes; TFLite needs a static export: mt5lite export onnx "
+                         "--static-shapes")
+    if manifest.get("precision") != "fp32":
+        raise InputError(f"{source} is a {manifest.get('precision')} export; convert the fp32 ONNX export")
+    refuse_existing(output, force)
+
+    with staged_directory(output, force) as staging, tempfile.TemporaryDirectory() as scratch:
+        graphs, ops = json.loads(json.dumps(manifest["graphs"])), {}
+        for role in ("encoder", "decoder"):
+            target = staging / f"{role}.tflite"
+            spec = _graph_spec(manifest, role, source, target, precision.value, allow_flex)
+            _worker("convert", spec, Path(scratch))
+            checked = _worker("check", spec, Path(scratch))
+            _check_outputs(role, spec, checked, allow_flex)
+            graphs[role]["file"] = target.name
+            ops[role] = checked["ops"]
+        for name in manifest["files"]:
+            if not name.endswith(".onnx") and ".onnx." not in name:
+                shutil.copy2(inside(source, name), staging / name)
+        flex = sorted({op for role_ops in ops.values() for op in role_ops if _is_flex(op)})
+        new_manifest = dict(manifest)
+        new_manifest.update({
+            "export_id": uuid.uuid4().hex, "engine": "litert", "precision": precision.value, "graphs": graphs,
+            "quantization": {"recipe": f"tflite-{precision.value}", "source_export_id": manifest["export_id"],
+                             "quantized_nodes": {}},
+            "tflite": {"signature_key": "serving_default", "converter": "mt5lite onnx_to_tf + TFLiteConverter",
+                       "ops": ops, "flex_ops": flex,
+                       "android_library": FLEX_ANDROID_LIBRARY if flex else None},
+        })
+        new_manifest["files"] = {name: sha256_file(staging / name) for name in sorted(os.listdir(staging))
+                                 if name != MANIFEST_NAME}
+        write_manifest(staging, new_manifest)
+        validation = validate_tflite(source, staging, precision, manifest, validate_samples)
+    return {"manifest": new_manifest, "validation": validation}
+
+
+def _is_flex(op: str) -> bool:
+    return op.startswith("Flex") or op == "CUSTOM"
+
+
+def _check_outputs(role: str, spec: dict, checked: dict, allow_flex: bool) -> None:
+    """Refuse Flex ops (unless allowed) and any output whose shape is not the contract's."""
+    flex = [op for op in checked["ops"] if _is_flex(op)]
+    if flex and not allow_flex:
+        raise ConversionError(f"{role}.tflite needs Flex ops {', '.join(flex)}; pass --allow-flex (the Android "
+                              f"app then needs {FLEX_ANDROID_LIBRARY})")
+    problems = []
+    for tensor in spec["outputs"]:
+        got = checked["outputs"].get(tensor["name"])
+        if got is None:
+            problems.append(f"{tensor['name']}: missing")
+        elif got["shape"] != tensor["shape"]:
+            problems.append(f"{tensor['name']}: shape {got['shape']}, contract {tensor['shape']}")
+    if problems:
+        raise ConversionError(f"{role}.tflite does not keep the contract: " + "; ".join(problems))
+
+
+def validate_tflite(onnx_dir: Path, tflite_dir: Path, precision: TfliteQuantize, manifest: dict,
+                    samples: int = 16) -> dict:
+    """Teacher-forced logits of the TFLite export against the ONNX export on held-out multilingual sentences.
+    fp32 must stay within the export's tolerance (``ParityError`` otherwise); other precisions report numbers."""
+    from exporters.sensitivity import teacher_forced_logit_error
+    from exporters.validation import balanced_sample
+    from mt5lite.data import HELDOUT_SENTENCES, read_sentences
+    from runtimes.litert import LiteRTGenerator
+    from runtimes.onnx_runtime import OnnxGenerator
+    from runtimes.options import DecodingOptions
+    from runtimes.tokenizer import Overflow
+
+    reference, candidate = OnnxGenerator(onnx_dir), LiteRTGenerator(tflite_dir)
+    texts = [s.text for s in balanced_sample(read_sentences(HELDOUT_SENTENCES), samples)]
+    options = DecodingOptions(max_new_tokens=min(16, reference.backend.max_target_length))
+    worst = {"max_abs_logit_diff": 0.0, "max_abs_logit": 0.0}
+    for text in texts:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ids, mask = reference.encode_batch([text], Overflow.TRUNCATE)
+        target = reference.decoder.generate(ids, mask, options)
+        found = teacher_forced_logit_error(reference.backend, candidate.backend, ids, mask, target,
+                                           reference.decoder.decoder_start_id)
+        for key in worst:
+            worst[key] = max(worst[key], found[key])
+    config = manifest.get("export_config", {})
+    tolerance = config.get("atol", 1e-4) + config.get("rtol", 4e-6) * worst["max_abs_logit"]
+    row = {"output": "logits", "shape": manifest["graphs"]["decoder"]["outputs"][0]["shape"],
+           "max_abs_diff": worst["max_abs_logit_diff"], "max_abs_reference": worst["max_abs_logit"],
+           "tolerance": tolerance}
+    if precision is TfliteQuantize.FP32 and not row["max_abs_diff"] <= tolerance:
+        raise ParityError("TFLite fp32 validation against the ONNX export", [row])
+    return {"samples": len(texts), "rows": [row], "checked_against_tolerance": precision is TfliteQuantize.FP32}

@@ -1,0 +1,92 @@
+"""Child-process steps of the TFLite export, kept out of the caller's process on purpose.
+
+TensorFlow and the LiteRT interpreter abort a process that imports both, and a broken .tflite can abort (SIGABRT)
+whatever loads it, so each step runs alone:
+
+    python -m exporters.tflite_worker convert SPEC.json   # ONNX graph -> .tflite (imports TensorFlow only)
+    python -m exporters.tflite_worker check SPEC.json     # load, allocate, run once; print ops and shapes (LiteRT)
+
+SPEC.json holds the paths and the graph's tensor specs from the manifest. Results go to stdout as one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SIGNATURE_KEY = "serving_default"
+
+
+def _named_function(names: list[str], body):
+    """A function with parameters named ``names`` (they become the TFLite signature's input names)."""
+    bad = [n for n in names if not n.isidentifier()]
+    if bad:
+        raise ValueError(f"tensor names {bad} are not valid parameter names")
+    namespace: dict = {}
+    params = ", ".join(names)
+    exec(f"def graph({params}):\n    return body({params})\n", {"body": body}, namespace)  # noqa: S102
+    return namespace["graph"]
+
+
+def convert(spec: dict) -> dict:
+    """Translate the ONNX graph to TensorFlow and convert it with the requested precision."""
+    import onnx
+    import tensorflow as tf
+
+    from exporters.onnx_to_tf import graph_function
+
+    model = onnx.load(spec["onnx"], load_external_data=True)
+    inputs = spec["inputs"]
+    names = [t["name"] for t in inputs]
+    signature = [tf.TensorSpec(t["shape"], tf.as_dtype(t["dtype"]), name=t["name"]) for t in inputs]
+    module = tf.Module()
+    module.graph = tf.function(_named_function(names, graph_function(model, names)), input_signature=signature)
+    concrete = module.graph.get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
+    ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if spec.get("allow_flex"):
+        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    converter.target_spec.supported_ops = ops
+    if spec["quantize"] == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif spec["quantize"] == "dynamic-int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    flatbuffer = converter.convert()
+    with open(spec["output"], "wb") as handle:
+        handle.write(flatbuffer)
+    return {"bytes": len(flatbuffer)}
+
+
+def check(spec: dict) -> dict:
+    """Load the .tflite with LiteRT, run its signature once on neutral inputs, report ops and output shapes."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    # Without the default XNNPACK delegate, so the op list is the model's own, not "DELEGATE".
+    interpreter = Interpreter(model_path=spec["output"],
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    runner = interpreter.get_signature_runner(SIGNATURE_KEY)
+    feeds = {}
+    for t in spec["inputs"]:
+        value = np.ones if t["name"].endswith("attention_mask") else np.zeros
+        feeds[t["name"]] = value(t["shape"], dtype=t["dtype"])
+    outputs = runner(**feeds)
+    ops = sorted({op["op_name"] for op in interpreter._get_ops_details()})
+    return {"ops": ops, "outputs": {name: {"shape": list(v.shape), "dtype": str(v.dtype),
+                                           "finite": bool(np.isfinite(v).all())} for name, v in outputs.items()}}
+
+
+def main(argv: list[str]) -> int:
+    """Run one step; print its result as JSON."""
+    command, spec_path = argv
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    result = {"convert": convert, "check": check}[command](spec)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

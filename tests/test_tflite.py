@@ -1,0 +1,143 @@
+"""TFLite conversion of the static-shape graphs and the LiteRT generator: ops, layout, parity, refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from exporters.onnx_export import OnnxExportConfig, export_onnx
+from exporters.tflite_export import export_tflite
+from mt5lite.data import read_task_pairs
+from mt5lite.errors import InputError, ModelFileError
+from mt5lite.parity import parity_report
+from mt5lite.paths import REPO_ROOT
+from runtimes.litert import LiteRTGenerator
+from runtimes.options import DecodingOptions
+from tests.conftest import run_cli
+
+FP32_ATOL = 1e-4  # TFLite fp32 vs PyTorch, on logits
+
+
+@pytest.fixture(scope="session")
+def static_export(demo_model, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("static") / "onnx"
+    export_onnx(demo_model, out, OnnxExportConfig(max_source_length=32, max_target_length=32, static_shapes=True))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tflite_fp32(static_export, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tflite") / "fp32"
+    export_tflite(static_export, out, "fp32")
+    return out
+
+
+def _pairs(step: int = 10):
+    return read_task_pairs()[::step]
+
+
+def test_tflite_export_keeps_the_contract(static_export, tflite_fp32):
+    onnx_manifest = json.loads((static_export / "manifest.json").read_text())
+    manifest = json.loads((tflite_fp32 / "manifest.json").read_text())
+    assert manifest["engine"] == "litert" and manifest["precision"] == "fp32"
+    assert {"encoder.tflite", "decoder.tflite", "spiece.model"} <= set(manifest["files"])
+    for role in ("encoder", "decoder"):  # same names, shapes and dtypes as the ONNX graphs
+        for kind in ("inputs", "outputs"):
+            assert manifest["graphs"][role][kind] == onnx_manifest["graphs"][role][kind]
+    assert manifest["quantization"]["source_export_id"] == onnx_manifest["export_id"]
+    generator = LiteRTGenerator(tflite_fp32)
+    ids, mask = generator.encode_batch(["words ko: 58"])
+    outputs = generator.backend.encoder_outputs(ids, mask)
+    for tensor in manifest["graphs"]["encoder"]["outputs"]:
+        assert list(outputs[tensor["name"]].shape) == tensor["shape"], tensor["name"]
+
+
+@pytest.mark.parametrize("quantize", ["fp32", "fp16", "dynamic-int8"])
+def test_no_flex_ops_in_any_default_build(static_export, tflite_fp32, tmp_path, quantize):
+    out = tflite_fp32 if quantize == "fp32" else tmp_path / quantize
+    if quantize != "fp32":
+        export_tflite(static_export, out, quantize)
+    manifest = json.loads((out / "manifest.json").read_text())
+    for role, ops in manifest["tflite"]["ops"].items():
+        assert ops and "FULLY_CONNECTED" in ops, role
+        assert not [op for op in ops if op.startswith("Flex") or op == "CUSTOM"], (role, ops)
+    assert manifest["tflite"]["flex_ops"] == [] and manifest["tflite"]["android_library"] is None
+    report = parity_report(REPO_ROOT / "models" / "demo", out, _pairs(20), num_beams=1, beam_samples=1)
+    floor = {"fp32": 1.0, "fp16": 0.99, "dynamic-int8": 0.97}[quantize]
+    assert report["greedy_agreement"] >= floor
+
+
+def test_tflite_fp32_matches_pytorch(demo_model, tflite_fp32):
+    report = parity_report(demo_model, tflite_fp32, _pairs(10), num_beams=4, beam_samples=20)
+    assert report["max_abs_logit_diff"] <= FP32_ATOL
+    assert report["greedy_agreement"] == 1.0 and report["beam_agreement"] == 1.0
+    assert report["exact_match"]["candidate"] == report["exact_match"]["reference"]
+
+
+def test_litert_beam_search_and_generate(tflite_fp32):
+    generator = LiteRTGenerator(tflite_fp32, threads=1)
+    assert generator.generate(["words fr: 1234", "number ja: 三百"], DecodingOptions(num_beams=4)) == [
+        "mille deux cent trente-quatre", "300"]
+
+
+def test_refusals(demo_export, static_export, tflite_fp32, tmp_path):
+    with pytest.raises(InputError, match="full-integer int8 TFLite conversion is not implemented"):
+        export_tflite(static_export, tmp_path / "int8", "int8")
+    with pytest.raises(InputError, match="has dynamic shapes.*--static-shapes"):
+        export_tflite(demo_export, tmp_path / "dyn", "fp32")
+    with pytest.raises(InputError, match="unknown --quantize 'int4'"):
+        export_tflite(static_export, tmp_path / "x", "int4")
+    with pytest.raises(InputError, match="already exists; use --force"):
+        export_tflite(static_export, tflite_fp32, "fp32")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_corrupted_or_mismatched_tflite_is_refused_before_invoke(tflite_fp32, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tflite_fp32, broken)
+    data = bytearray((broken / "decoder.tflite").read_bytes())
+    data[len(data) // 3] ^= 0x5A
+    (broken / "decoder.tflite").write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="decoder.tflite: sha256 does not match"):
+        LiteRTGenerator(broken)
+    foreign = tmp_path / "foreign"
+    shutil.copytree(tflite_fp32, foreign)
+    (foreign / "decoder.tflite").write_bytes(b"TFL3" + b"\0" * 64)  # a wrong file, its hash recorded
+    manifest = json.loads((foreign / "manifest.json").read_text())
+    from runtimes.manifest import sha256_file
+
+    manifest["files"]["decoder.tflite"] = sha256_file(foreign / "decoder.tflite")
+    (foreign / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="decoder.tflite: LiteRT cannot load it"):
+        LiteRTGenerator(foreign)
+
+
+def test_export_tflite_cli(static_export, tmp_path):
+    result = run_cli("export", "tflite", "--export", str(static_export), "--output", str(tmp_path / "t"),
+                     "--quantize", "int8")
+    assert result.returncode == 2 and b"not implemented yet" in result.stderr and b"Traceback" not in result.stderr
+    assert not (tmp_path / "t").exists()
+
+
+def test_litert_runtime_imports_no_torch_transformers_or_tensorflow(tflite_fp32):
+    script = textwrap.dedent(f"""
+        import importlib.abc, sys
+        class Forbid(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("torch", "transformers", "tensorflow", "onnxruntime"):
+                    raise ImportError("forbidden import: " + name)
+        sys.meta_path.insert(0, Forbid())
+        from runtimes.litert import LiteRTGenerator
+        generator = LiteRTGenerator({str(tflite_fp32)!r}, threads=1)
+        print(generator.generate(["words en: 3"]))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "three" in result.stdout
