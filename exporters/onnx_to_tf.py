@@ -89,9 +89,8 @@ def _slice(x, starts, ends, axes=None, steps=None):
     steps = np.ones(len(starts), np.int64) if steps is None else _static(steps).reshape(-1)
     index = [slice(None)] * len(x.shape)
     for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
-        size = x.shape[int(axis)]
-        index[int(axis)] = slice(*slice(int(max(min(start, size), -size)), int(max(min(end, size), -size - 1)),
-                                        int(step)).indices(size))
+        # slice.indices clamps ONNX's out-of-range bounds (INT64_MAX for "to the end") to the dimension
+        index[int(axis)] = slice(*slice(int(start), int(end), int(step)).indices(x.shape[int(axis)]))
     return x[tuple(index)] if isinstance(x, np.ndarray) else tf.convert_to_tensor(x)[tuple(index)]
 
 

@@ -48,7 +48,12 @@ def _worker(command: str, spec: dict, scratch: Path) -> dict:
                           capture_output=True, text=True, cwd=REPO_ROOT, env=env)
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
-        why = f"signal {-done.returncode}" if done.returncode < 0 else (lines[-1] if lines else "no message")
+        if done.returncode == -9:
+            why = "killed by signal 9, most likely out of memory"
+        elif done.returncode < 0:
+            why = f"crashed with signal {-done.returncode}"
+        else:
+            why = lines[-1] if lines else "no message"
         raise ConversionError(f"{Path(spec['onnx']).name}: TFLite {command} failed ({why})")
     return json.loads(done.stdout.strip().splitlines()[-1])
 

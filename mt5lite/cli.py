@@ -17,6 +17,7 @@ from mt5lite.errors import InputError, Mt5LiteError
 from mt5lite.paths import DEMO_MODEL
 
 EXIT_USAGE = 2
+EXIT_GATE = 1  # the command ran, but its result misses the quality gate
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -183,6 +184,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
           f"speed {report['speed']['speedup']:.2f}x fp32")
     print("quality gate: " + ("passed" if not failures else "FAILED: " + "; ".join(failures)))
     print(f"report: {json_path} and {md_path}")
+    if failures and args.gate:
+        print(f"mt5lite quantize: the {report['recipe']} export misses the quality gate (it is kept at {args.output} "
+              "for inspection); measure on your task's held-out pairs with --data, or report only with --no-gate",
+              file=sys.stderr)
+        return EXIT_GATE
     return 0
 
 
@@ -347,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--report", type=Path, default=None,
                           help="JSON report (default build/reports/quantize-<recipe>.json; Markdown twin beside it)")
     quantize.add_argument("--threads", type=int, default=None, help="CPU threads for the comparison")
+    quantize.add_argument("--gate", action=argparse.BooleanOptionalAction, default=True,
+                          help="exit 1 when the export misses the quality gate (--no-gate: only report)")
     quantize.add_argument("--force", action="store_true", help="overwrite an existing output directory")
     quantize.set_defaults(func=cmd_quantize)
 

@@ -236,3 +236,12 @@ def test_quantize_cli_writes_export_and_report(demo_export, tmp_path):
     assert set(data["per_language"]["th"]) >= {"exact_match", "exact_match_reference", "chrf", "chrf_reference"}
     assert report.with_suffix(".md").is_file() and b"quality gate: passed" in result.stdout
     assert np.isfinite(data["speed"]["speedup"])
+
+
+def test_quantize_cli_exits_1_when_the_gate_fails(demo_export, tmp_path):
+    # Quantizing the softmax alone breaks decoding (its input spans the -1e9 attention mask): the gate must say so.
+    result = run_cli("quantize", "--export", str(demo_export), "--output", str(tmp_path / "q"), "--groups",
+                     "softmax", "--report", str(tmp_path / "report.json"))
+    assert result.returncode == 1, result.stderr.decode()
+    assert b"misses the quality gate" in result.stderr and b"quality gate: FAILED" in result.stdout
+    assert json.loads((tmp_path / "report.json").read_text())["gate"]["passed"] is False
