@@ -6,6 +6,7 @@ Imports only numpy and sentencepiece; the engine is imported by the subclass tha
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ class RowByRow:
                 np.concatenate([row[2] for row in rows], axis=1))
 
 
-class ExportGenerator:
+class ExportGenerator(ABC):
     """Tokenize, decode (greedy or beam search) and detokenize with an export; subclasses bring the engine."""
 
     def __init__(self, export_dir: str | os.PathLike, threads: int | None = None):
@@ -53,8 +54,9 @@ class ExportGenerator:
         self.decoder = Decoder(stepper, eos_id=int(special["eos"]), decoder_start_id=int(special["decoder_start"]),
                                suppressed_ids=list(range(self.tokenizer.piece_count, vocab)))
 
+    @abstractmethod
     def _backend(self, manifest: dict, threads: int | None):
-        raise NotImplementedError
+        """The engine's step backend for this export (``runtimes.decoding.StepBackend``)."""
 
     def encode_batch(self, texts: list[str], overflow: Overflow = Overflow.ERROR) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and mask, right-padded (to ``max_source_length`` for a static-shape export)."""
