@@ -30,6 +30,8 @@ from runtimes.manifest import MANIFEST_NAME, inside, load_manifest, sha256_file,
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: What an Android app must link to run a model with Flex (SELECT_TF) ops.
 FLEX_ANDROID_LIBRARY = "org.tensorflow:tensorflow-lite-select-tf-ops"
+#: A conversion or check that runs longer than this is stopped (the demo model's take seconds).
+WORKER_TIMEOUT_S = 3600
 
 
 class TfliteQuantize(str, Enum):
@@ -44,8 +46,12 @@ def _worker(command: str, spec: dict, scratch: Path) -> dict:
     spec_path = scratch / f"{command}-{Path(spec['output']).stem}.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    done = subprocess.run([sys.executable, "-m", "exporters.tflite_worker", command, str(spec_path)],
-                          capture_output=True, text=True, cwd=REPO_ROOT, env=env)
+    try:
+        done = subprocess.run([sys.executable, "-m", "exporters.tflite_worker", command, str(spec_path)],
+                              capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=WORKER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ConversionError(f"{Path(spec['onnx']).name}: TFLite {command} did not finish in "
+                              f"{WORKER_TIMEOUT_S} s; it was stopped") from None
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         if done.returncode == -9:
