@@ -44,10 +44,12 @@ class TfliteQuantize(str, Enum):
 def _worker(command: str, spec: dict, scratch: Path) -> dict:
     """Run one ``exporters.tflite_worker`` step in a child process; its crash (even SIGABRT) becomes an error."""
     spec_path = scratch / f"{command}-{Path(spec['output']).stem}.json"
+    result_path = spec_path.with_suffix(".result.json")
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     try:
-        done = subprocess.run([sys.executable, "-m", "exporters.tflite_worker", command, str(spec_path)],
+        done = subprocess.run([sys.executable, "-m", "exporters.tflite_worker", command, str(spec_path),
+                               str(result_path)],
                               capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=WORKER_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise ConversionError(f"{Path(spec['onnx']).name}: TFLite {command} did not finish in "
@@ -61,7 +63,7 @@ def _worker(command: str, spec: dict, scratch: Path) -> dict:
         else:
             why = lines[-1] if lines else "no message"
         raise ConversionError(f"{Path(spec['onnx']).name}: TFLite {command} failed ({why})")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(result_path.read_text(encoding="utf-8"))
 
 
 def _graph_spec(manifest: dict, role: str, onnx_dir: Path, output: Path, quantize: str, allow_flex: bool) -> dict:

@@ -3,10 +3,11 @@
 TensorFlow and the LiteRT interpreter abort a process that imports both, and a broken .tflite can abort (SIGABRT)
 whatever loads it, so each step runs alone:
 
-    python -m exporters.tflite_worker convert SPEC.json   # ONNX graph -> .tflite (imports TensorFlow only)
-    python -m exporters.tflite_worker check SPEC.json     # load, allocate, run once; print ops and shapes (LiteRT)
+    python -m exporters.tflite_worker convert SPEC.json RESULT.json  # ONNX graph -> .tflite (TensorFlow only)
+    python -m exporters.tflite_worker check SPEC.json RESULT.json    # load, allocate, run once (LiteRT only)
 
-SPEC.json holds the paths and the graph's tensor specs from the manifest. Results go to stdout as one JSON line.
+SPEC.json holds the paths and the graph's tensor specs from the manifest; the step writes what it found (ops,
+output shapes, bytes) to RESULT.json, so nothing TensorFlow prints can be mistaken for it.
 """
 
 from __future__ import annotations
@@ -80,11 +81,11 @@ def check(spec: dict) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    """Run one step; print its result as JSON."""
-    command, spec_path = argv
+    """Run one step and write its result as JSON."""
+    command, spec_path, result_path = argv
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     result = {"convert": convert, "check": check}[command](spec)
-    print(json.dumps(result))
+    Path(result_path).write_text(json.dumps(result), encoding="utf-8")
     return 0
 
 
