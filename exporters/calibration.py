@@ -150,3 +150,28 @@ def capture_calibration_data(export_dir: Path, samples: list[Sentence], max_deco
             generator.decoder.generate(ids, mask, options)
     return CalibrationData(FeedReader(encoder_feeds), FeedReader(recorder.kept),
                            dict(sorted(Counter(s.lang for s in samples).items())), recorder.seen)
+
+
+def calibrate_export(export_dir: Path, calibration_file: Path, samples: int = 256, max_decoder_steps: int = 512,
+                     seed: int = 0, progress: bool = False) -> CalibrationData:
+    """Draw ``samples`` balanced calibration samples from ``calibration_file`` (``lang<TAB>text`` or task pairs)
+    and capture the feeds of both graphs of the fp32 export in ``export_dir``."""
+    from mt5lite.data import read_tagged_texts
+
+    drawn = draw_samples(read_tagged_texts(calibration_file), samples, seed, source=str(calibration_file))
+    return capture_calibration_data(Path(export_dir), drawn, max_decoder_steps, seed=seed, progress=progress)
+
+
+def save_feeds(feeds: list[dict[str, np.ndarray]], directory: Path) -> None:
+    """Write ``feeds`` as one stacked ``NAME.npy`` per input in ``directory`` (read back memory-mapped by
+    ``load_feeds``, so a child process need not hold every captured step in memory)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in feeds[0]:
+        np.save(directory / f"{name}.npy", np.stack([feed[name] for feed in feeds]))
+
+
+def load_feeds(directory: Path, names: list[str]):
+    """Iterate the feed dicts ``save_feeds`` wrote to ``directory``, one at a time."""
+    stacks = {name: np.load(Path(directory) / f"{name}.npy", mmap_mode="r") for name in names}
+    for index in range(len(stacks[names[0]])):
+        yield {name: np.array(stack[index]) for name, stack in stacks.items()}

@@ -16,6 +16,9 @@ import numpy as np
 
 from mt5lite.errors import Mt5LiteError
 
+#: Initializers this large become ``tf.Variable``s, saved beside the graph instead of inlined in it: TensorFlow's
+#: converter copies every inlined constant many times (mt5-small's encoder: over 17 GB; with variables: 6.5 GB).
+VARIABLE_MIN_ELEMENTS = 1 << 16
 #: ONNX TensorProto data types -> numpy.
 ONNX_DTYPES = {1: np.float32, 6: np.int32, 7: np.int64, 9: np.bool_, 10: np.float16, 11: np.float64}
 
@@ -177,19 +180,38 @@ def _fold(node, inputs: list, attrs: dict) -> list:
     return _op(node, inputs, attrs)
 
 
-def graph_function(model, input_names: list[str]):
+def weight_variables(model, min_elements: int = VARIABLE_MIN_ELEMENTS) -> dict:
+    """Every initializer of ``model`` with at least ``min_elements`` elements as a ``tf.Variable``, by name. Their
+    data is cleared from ``model`` (it now lives in the variables), so a large graph is held in memory once."""
+    import tensorflow as tf
+    from onnx import numpy_helper
+
+    variables = {}
+    for tensor in model.graph.initializer:
+        if int(np.prod(tensor.dims)) >= min_elements:
+            variables[tensor.name] = tf.Variable(numpy_helper.to_array(tensor), trainable=False,
+                                                 name=tensor.name.replace("/", "_").replace(":", "_"))
+            tensor.ClearField("raw_data")
+            tensor.ClearField("float_data")
+    return variables
+
+
+def graph_function(model, input_names: list[str], variables: dict | None = None):
     """A Python function ``f(*tensors) -> {output name: tensor}`` computing ``model`` with TensorFlow ops, inputs
-    in the order of ``input_names``."""
+    in the order of ``input_names``. Initializers named in ``variables`` (from ``weight_variables``) are read from
+    those variables; the others are constants."""
     from onnx import numpy_helper
 
     graph = model.graph
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    variables = variables or {}
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.name not in variables}
     output_names = [o.name for o in graph.output]
 
     def run(*tensors):
         import tensorflow as tf
 
         values: dict = dict(constants)
+        values.update(variables)
         values.update(zip(input_names, tensors, strict=True))
         for node in graph.node:
             inputs = [values[name] if name else None for name in node.input]

@@ -181,13 +181,10 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
 def calibration_for(export_dir: Path, config: QuantizeConfig, progress: bool = False):
     """Draw ``config.samples`` balanced calibration samples from ``config.calibration`` and capture the feeds of
     both graphs of the fp32 export in ``export_dir``."""
-    from exporters.calibration import capture_calibration_data, draw_samples
-    from mt5lite.data import read_tagged_texts
+    from exporters.calibration import calibrate_export
 
-    samples = draw_samples(read_tagged_texts(config.calibration), config.samples, config.seed,
-                           source=str(config.calibration))
-    return capture_calibration_data(Path(export_dir), samples, config.max_decoder_steps, seed=config.seed,
-                                    progress=progress)
+    return calibrate_export(Path(export_dir), config.calibration, config.samples, config.max_decoder_steps,
+                            config.seed, progress)
 
 
 def _config_dict(config: QuantizeConfig) -> dict:

@@ -5,8 +5,11 @@ convert (``exporters.tflite_worker convert``), then load and run once (``check``
 allowed and any output whose shape differs from the contract -> tokenizer -> manifest -> validate against the
 ONNX export -> rename into place.
 
-Precisions: ``fp32``; ``fp16`` (fp16 weights); ``dynamic-int8`` (int8 weights, dynamic-range kernels). Full-integer
-``int8`` is not built yet and is refused with an error saying so.
+Precisions: ``fp32``; ``fp16`` (fp16 weights); ``dynamic-int8`` (int8 weights, dynamic-range kernels); ``int8``
+(full integer: int8 weights and activations, every op an int8 builtin, float inputs and outputs as the contract
+says). Full int8 is calibrated like the ONNX static recipe, on real encoder inputs and the decoder-step inputs
+captured while the fp32 export decodes multilingual samples, and its attention-mask constants are replaced by a
+finite value chosen from those inputs (``exporters.int8_masking``): -1e9 in an int8 tensor wipes out every score.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import sys
 import tempfile
 import uuid
 import warnings
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
 from exporters.onnx_to_tf import ConversionError
 from exporters.staging import refuse_existing, staged_directory
+from mt5lite.data import CALIBRATION_SENTENCES
 from mt5lite.errors import InputError, ParityError
 from runtimes.manifest import MANIFEST_NAME, inside, load_manifest, sha256_file, write_manifest
 
@@ -39,6 +44,22 @@ class TfliteQuantize(str, Enum):
     FP16 = "fp16"
     DYNAMIC_INT8 = "dynamic-int8"
     INT8 = "int8"
+
+
+@dataclass(frozen=True)
+class Int8Calibration:
+    """The representative data of a full-integer int8 conversion (the same draw as ``mt5lite quantize``)."""
+
+    file: Path = field(default=CALIBRATION_SENTENCES)  # lang<TAB>text or task-pair TSV
+    samples: int = 256  # calibration samples, balanced across languages
+    max_decoder_steps: int = 512  # captured decoder-step feeds kept
+    seed: int = 0
+
+    def describe(self, data, masks: dict) -> dict:
+        """The manifest's record of this calibration (``data``: the captured ``CalibrationData``)."""
+        return {"file": Path(self.file).name, "samples": len(data.encoder), "languages": data.languages,
+                "decoder_steps": len(data.decoder), "decoder_steps_seen": data.decoder_steps_seen,
+                "seed": self.seed, "masking_constants": masks}
 
 
 def _worker(command: str, spec: dict, scratch: Path) -> dict:
@@ -73,17 +94,16 @@ def _graph_spec(manifest: dict, role: str, onnx_dir: Path, output: Path, quantiz
 
 
 def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, quantize: str = "fp32",
-                  force: bool = False, allow_flex: bool = False, validate_samples: int = 16) -> dict:
+                  force: bool = False, allow_flex: bool = False, validate_samples: int = 16,
+                  calibration: Int8Calibration | None = None, progress: bool = False) -> dict:
     """Convert the static-shape fp32 ONNX export in ``onnx_dir`` to ``output_dir`` (encoder.tflite,
-    decoder.tflite, tokenizer, manifest.json). Returns the manifest and the validation numbers."""
+    decoder.tflite, tokenizer, manifest.json). ``calibration`` sets the representative data of ``int8``.
+    Returns the manifest and the validation numbers."""
     try:
         precision = TfliteQuantize(quantize)
     except ValueError:
         raise InputError(f"unknown --quantize {quantize!r}; choose from "
                          f"{', '.join(q.value for q in TfliteQuantize)}") from None
-    if precision is TfliteQuantize.INT8:
-        raise InputError("full-integer int8 TFLite conversion is not implemented yet; use fp32, fp16 or "
-                         "dynamic-int8 (int8 ONNX export: mt5lite quantize)")
     source, output = Path(onnx_dir), Path(output_dir)
     manifest = load_manifest(source)
     if not manifest.get("static_shapes"):
@@ -94,14 +114,19 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
     refuse_existing(output, force)
 
     with staged_directory(output, force) as staging, tempfile.TemporaryDirectory() as scratch:
+        specs = {role: _graph_spec(manifest, role, source, staging / f"{role}.tflite", precision.value, allow_flex)
+                 for role in ("encoder", "decoder")}
+        quantization = {"recipe": f"tflite-{precision.value}", "source_export_id": manifest["export_id"],
+                        "quantized_nodes": {}}
+        if precision is TfliteQuantize.INT8:
+            quantization.update(_prepare_int8(source, specs, calibration or Int8Calibration(), Path(scratch),
+                                              progress))
         graphs, ops = json.loads(json.dumps(manifest["graphs"])), {}
-        for role in ("encoder", "decoder"):
-            target = staging / f"{role}.tflite"
-            spec = _graph_spec(manifest, role, source, target, precision.value, allow_flex)
+        for role, spec in specs.items():
             _worker("convert", spec, Path(scratch))
             checked = _worker("check", spec, Path(scratch))
             _check_outputs(role, spec, checked, allow_flex)
-            graphs[role]["file"] = target.name
+            graphs[role]["file"] = Path(spec["output"]).name
             ops[role] = checked["ops"]
         for name in manifest["files"]:
             if not name.endswith(".onnx") and ".onnx." not in name:
@@ -110,8 +135,7 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
         new_manifest = dict(manifest)
         new_manifest.update({
             "export_id": uuid.uuid4().hex, "engine": "litert", "precision": precision.value, "graphs": graphs,
-            "quantization": {"recipe": f"tflite-{precision.value}", "source_export_id": manifest["export_id"],
-                             "quantized_nodes": {}},
+            "quantization": quantization,
             "tflite": {"signature_key": "serving_default", "converter": "mt5lite onnx_to_tf + TFLiteConverter",
                        "ops": ops, "flex_ops": flex,
                        "android_library": FLEX_ANDROID_LIBRARY if flex else None},
@@ -121,6 +145,25 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
         write_manifest(staging, new_manifest)
         validation = validate_tflite(source, staging, precision, manifest, validate_samples)
     return {"manifest": new_manifest, "validation": validation}
+
+
+def _prepare_int8(source: Path, specs: dict, calibration: Int8Calibration, scratch: Path, progress: bool) -> dict:
+    """Capture the representative data, choose each graph's masking constant and point the worker specs at
+    both; returns what the manifest records."""
+    from exporters.calibration import calibrate_export, save_feeds
+    from exporters.int8_masking import int8_mask_value
+
+    data = calibrate_export(source, calibration.file, calibration.samples, calibration.max_decoder_steps,
+                            calibration.seed, progress)
+    masks = {}
+    for role, spec in specs.items():
+        feeds = getattr(data, role).feeds
+        masks[role] = int8_mask_value(spec["onnx"], feeds)
+        spec["mask_value"] = masks[role]["value"]
+        spec["calibration"] = str(scratch / f"calibration-{role}")
+        save_feeds(feeds, Path(spec["calibration"]))
+    return {"weights": "int8", "activations": "int8", "inputs_outputs": "float32",
+            "calibration": calibration.describe(data, masks)}
 
 
 def _is_flex(op: str) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,21 +34,43 @@ def _named_function(names: list[str], body):
 
 
 def convert(spec: dict) -> dict:
-    """Translate the ONNX graph to TensorFlow and convert it with the requested precision."""
+    """Translate the ONNX graph to TensorFlow and convert it with the requested precision. For ``int8``,
+    ``spec["calibration"]`` is a ``save_feeds`` directory (the representative dataset) and ``spec["mask_value"]``
+    the masking constant (``exporters.int8_masking``)."""
     import onnx
     import tensorflow as tf
 
-    from exporters.onnx_to_tf import graph_function
+    from exporters.int8_masking import with_mask_value
+    from exporters.onnx_to_tf import graph_function, weight_variables
 
     model = onnx.load(spec["onnx"], load_external_data=True)
+    if spec.get("mask_value") is not None:
+        with_mask_value(model, spec["mask_value"])
     inputs = spec["inputs"]
     names = [t["name"] for t in inputs]
     signature = [tf.TensorSpec(t["shape"], tf.as_dtype(t["dtype"]), name=t["name"]) for t in inputs]
     module = tf.Module()
-    module.graph = tf.function(_named_function(names, graph_function(model, names)), input_signature=signature)
-    concrete = module.graph.get_concrete_function()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
-    ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    module.weights_by_name = weight_variables(model)
+    function = _named_function(names, graph_function(model, names, module.weights_by_name))
+    module.graph = tf.function(function, input_signature=signature)
+    with tempfile.TemporaryDirectory() as saved:
+        # Through a SavedModel with the weights as variables: the converter then reads each weight once.
+        tf.saved_model.save(module, saved, signatures={SIGNATURE_KEY: module.graph.get_concrete_function()})
+        del module, model
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=[SIGNATURE_KEY])
+        flatbuffer = _convert(converter, spec, names)
+    with open(spec["output"], "wb") as handle:
+        handle.write(flatbuffer)
+    return {"bytes": len(flatbuffer)}
+
+
+def _convert(converter, spec: dict, names: list[str]) -> bytes:
+    """Set ``converter`` up for the spec's precision and ops, and convert."""
+    import tensorflow as tf
+
+    from exporters.calibration import load_feeds
+
+    ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if spec["quantize"] == "int8" else tf.lite.OpsSet.TFLITE_BUILTINS]
     if spec.get("allow_flex"):
         ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
     converter.target_spec.supported_ops = ops
@@ -56,10 +79,10 @@ def convert(spec: dict) -> dict:
         converter.target_spec.supported_types = [tf.float16]
     elif spec["quantize"] == "dynamic-int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    flatbuffer = converter.convert()
-    with open(spec["output"], "wb") as handle:
-        handle.write(flatbuffer)
-    return {"bytes": len(flatbuffer)}
+    elif spec["quantize"] == "int8":  # int8 weights and activations; the contract's float inputs/outputs stay
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: load_feeds(spec["calibration"], names)
+    return converter.convert()
 
 
 def check(spec: dict) -> dict:

@@ -120,17 +120,29 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 def cmd_export_tflite(args: argparse.Namespace) -> int:
     """Convert a static-shape fp32 ONNX export (mt5lite export onnx --static-shapes) into encoder.tflite +
     decoder.tflite for LiteRT: same tensor names and shapes, manifest with hashes and op lists, each model loaded
-    and run once in a child process, then validated against the ONNX export."""
-    from exporters.tflite_export import export_tflite
+    and run once in a child process, then validated against the ONNX export. Full int8 is calibrated on
+    multilingual samples; every precision but fp32 is then compared with the ONNX export on a held-out set and
+    held to the quality gate."""
+    from exporters.tflite_export import Int8Calibration, export_tflite
+    from mt5lite.data import read_task_pairs
 
-    result = export_tflite(args.export, args.output, args.quantize, force=args.force, allow_flex=args.allow_flex)
+    pairs = read_task_pairs(args.data)  # read before any work, so a bad file fails fast
+    calibration = Int8Calibration(args.calibration, args.samples, args.max_decoder_steps)
+    result = export_tflite(args.export, args.output, args.quantize, force=args.force, allow_flex=args.allow_flex,
+                           calibration=calibration, progress=True)
     for row in result["validation"]["rows"]:
         print(f"  {row['output']} vs ONNX fp32: max |diff| {row['max_abs_diff']:.2e} (tolerance {row['tolerance']:.2e}"
               f"{', checked' if result['validation']['checked_against_tolerance'] else ', reported only'})")
     for role, ops in result["manifest"]["tflite"]["ops"].items():
         print(f"  {role}.tflite ops: {' '.join(ops)}")
+    masks = (result["manifest"]["quantization"].get("calibration") or {}).get("masking_constants", {})
+    for role, mask in masks.items():
+        print(f"  {role}.tflite attention mask constant {mask['value']} (leak <= {mask['tolerance']} on "
+              f"{mask['masked_rows']} calibration rows)")
     print(f"{args.quantize} TFLite export written to {args.output}")
-    return 0
+    if args.quantize == "fp32":
+        return 0
+    return _compare_and_gate(args, pairs, "mt5lite export tflite")
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
@@ -165,7 +177,6 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     it with the fp32 export on a held-out set: agreement, exact match per language, size and decoding speed."""
     from exporters.quantize import quantize_export
     from mt5lite.data import read_task_pairs
-    from mt5lite.export_comparison import compare_exports, quality_gate, write_comparison_report
 
     config = _quantize_config(args)
     pairs = read_task_pairs(args.data)  # read before any work, so a bad file fails fast
@@ -173,6 +184,14 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     nodes = result["manifest"]["quantization"]["quantized_nodes"]
     counts = ", ".join(f"{role}: {n} quantized nodes" for role, n in nodes.items())
     print(f"{result['manifest']['quantization']['recipe']} export written to {args.output} ({counts})")
+    return _compare_and_gate(args, pairs, "mt5lite quantize")
+
+
+def _compare_and_gate(args: argparse.Namespace, pairs, command: str) -> int:
+    """Compare the export written to ``args.output`` with its fp32 source ``args.export`` on ``pairs``, write the
+    report, print the verdict; ``EXIT_GATE`` when the quality gate fails and ``--gate`` is on."""
+    from mt5lite.export_comparison import compare_exports, quality_gate, write_comparison_report
+
     report = compare_exports(args.export, args.output, pairs, threads=args.threads, progress=True)
     failures = quality_gate(report)
     report["gate"] = {"failures": failures, "passed": not failures}
@@ -185,7 +204,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     print("quality gate: " + ("passed" if not failures else "FAILED: " + "; ".join(failures)))
     print(f"report: {json_path} and {md_path}")
     if failures and args.gate:
-        print(f"mt5lite quantize: the {report['recipe']} export misses the quality gate (it is kept at {args.output} "
+        print(f"{command}: the {report['recipe']} export misses the quality gate (it is kept at {args.output} "
               "for inspection); measure on your task's held-out pairs with --data, or report only with --no-gate",
               file=sys.stderr)
         return EXIT_GATE
@@ -242,22 +261,41 @@ def cmd_train_demo(args: argparse.Namespace) -> int:
     return train_main(argv)
 
 
-def _add_quantize_args(parser: argparse.ArgumentParser) -> None:
-    from exporters.quantize import Format, Method, QuantizeConfig
+def _add_calibration_args(parser: argparse.ArgumentParser) -> None:
+    from exporters.calibration import MIN_SAMPLES
+    from exporters.quantize import QuantizeConfig
     from mt5lite.data import CALIBRATION_SENTENCES
 
     parser.add_argument("--calibration", type=Path, default=CALIBRATION_SENTENCES,
                         help="calibration inputs: lang<TAB>text sentences or lang<TAB>source<TAB>target pairs")
     parser.add_argument("--samples", type=int, default=QuantizeConfig.samples,
-                        help="calibration samples drawn, balanced across languages (at least 100)")
+                        help=f"calibration samples drawn, balanced across languages (at least {MIN_SAMPLES})")
     parser.add_argument("--max-decoder-steps", type=int, default=QuantizeConfig.max_decoder_steps,
                         help="decoder-step inputs kept from decoding the samples")
+
+
+def _add_quantize_args(parser: argparse.ArgumentParser) -> None:
+    from exporters.quantize import Format, Method
+
+    _add_calibration_args(parser)
     parser.add_argument("--method", choices=[m.value for m in Method], default=Method.MINMAX.value,
                         help="static calibration of activation ranges")
     parser.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
                         help="one weight scale per output channel")
     parser.add_argument("--format", choices=[f.value for f in Format], default=Format.QDQ.value,
                         help="qdq: Q/DQ pairs (ONNX Runtime fuses them); qoperator: QLinear* ops")
+
+
+def _add_gate_args(parser: argparse.ArgumentParser) -> None:
+    from mt5lite.data import HELDOUT_TASK
+
+    parser.add_argument("--data", type=Path, default=HELDOUT_TASK,
+                        help="held-out pairs (lang<TAB>source<TAB>target) to compare fp32 and quantized on")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="JSON report (default build/reports/quantize-<recipe>.json; Markdown twin beside it)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for the comparison")
+    parser.add_argument("--gate", action=argparse.BooleanOptionalAction, default=True,
+                        help="exit 1 when the export misses the quality gate (--no-gate: only report)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -318,9 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     tflite.add_argument("--export", type=Path, required=True, help="a static-shape fp32 mt5lite ONNX export")
     tflite.add_argument("--output", type=Path, required=True, help="TFLite export directory to create")
     tflite.add_argument("--quantize", choices=[q.value for q in TfliteQuantize], default="fp32",
-                        help="fp32, fp16 weights, or dynamic-range int8 (full int8: not implemented yet)")
+                        help="fp32; fp16 weights; dynamic-int8 (int8 weights); int8 (full integer: int8 weights and "
+                        "activations, calibrated)")
     tflite.add_argument("--allow-flex", action="store_true",
                         help="allow Flex (SELECT_TF) ops; the Android app then needs the select-tf-ops library")
+    _add_calibration_args(tflite)
+    _add_gate_args(tflite)
     tflite.add_argument("--force", action="store_true", help="overwrite an existing output directory")
     tflite.set_defaults(func=cmd_export_tflite)
 
@@ -348,13 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="node groups to quantize (default: the recipe's, chosen by `mt5lite sensitivity`)")
     quantize.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN",
                           help="glob patterns of node names to leave in float, e.g. '*DenseReluDense.wo*'")
-    quantize.add_argument("--data", type=Path, default=HELDOUT_TASK,
-                          help="held-out pairs (lang<TAB>source<TAB>target) to compare fp32 and quantized on")
-    quantize.add_argument("--report", type=Path, default=None,
-                          help="JSON report (default build/reports/quantize-<recipe>.json; Markdown twin beside it)")
-    quantize.add_argument("--threads", type=int, default=None, help="CPU threads for the comparison")
-    quantize.add_argument("--gate", action=argparse.BooleanOptionalAction, default=True,
-                          help="exit 1 when the export misses the quality gate (--no-gate: only report)")
+    _add_gate_args(quantize)
     quantize.add_argument("--force", action="store_true", help="overwrite an existing output directory")
     quantize.set_defaults(func=cmd_quantize)
 

@@ -1,0 +1,123 @@
+"""Attention-mask constants for full-integer int8 graphs, chosen from calibration data.
+
+The contract's graphs mask attention by adding a huge negative constant to the scores of masked keys: -1e9 in the
+decoder step (``exporters.graphs.MASK_VALUE``), float32's lowest in the Hugging Face encoder. In float that is exact.
+In int8 it is fatal: a tensor's 256 levels then span about 1e9, so one step swallows every real score (measured on
+the demo model: greedy agreement 0.065). For full-integer conversion the constants are replaced by a finite value,
+chosen as the largest one that still keeps every masked key's share of the softmax under ``LEAK_TOLERANCE`` on
+every row of the calibration data:
+
+    leak(row) = sum_masked exp(s + X) / (sum_real exp(s) + sum_masked exp(s + X)) <= tolerance
+    <=>  X <= logsumexp(real scores) - logsumexp(masked keys' own scores) + log(tolerance / (1 - tolerance))
+
+The scores come from two runs of the fp32 ONNX graph on the calibration feeds (ONNX Runtime): one as exported, to
+see which keys are masked (their scores sit at the constant), one with the constants set to 0, to see every key's
+own score. The value is a model property, recorded in the manifest.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from exporters.onnx_to_tf import ConversionError
+
+#: Float constants at or below this are attention masks (the graphs use -1e9 and float32's lowest).
+MASK_CONSTANT_THRESHOLD = -1e8
+#: The most a masked key may take of a softmax row on the calibration data (int8 softmax resolves 1/256).
+LEAK_TOLERANCE = 1e-4
+#: Extra distance below the bound, for inputs the calibration data did not show.
+SAFETY_MARGIN = 2.0
+
+
+def is_mask_constant(array: np.ndarray) -> bool:
+    """Whether ``array`` is a masking constant: floating point, non-empty, every value <= the threshold."""
+    return array.dtype.kind == "f" and array.size > 0 and bool((array <= MASK_CONSTANT_THRESHOLD).all())
+
+
+def _mask_tensors(model):
+    """Every masking constant of ``model`` (``Constant`` node values and initializers) as its TensorProto."""
+    from onnx import numpy_helper
+
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attribute in node.attribute:
+                if attribute.name == "value" and is_mask_constant(numpy_helper.to_array(attribute.t)):
+                    yield attribute.t
+    for tensor in model.graph.initializer:
+        small = int(np.prod(tensor.dims)) < 1 << 20  # masks are small: weights are skipped without being read
+        if small and tensor.data_type in (1, 10, 11) and is_mask_constant(numpy_helper.to_array(tensor)):
+            yield tensor
+
+
+def with_mask_value(model, value: float) -> int:
+    """Set every masking constant of ``model`` (an ``onnx.ModelProto``, changed in place) to ``value``; returns
+    how many constants were replaced."""
+    from onnx import numpy_helper
+
+    tensors = list(_mask_tensors(model))
+    for tensor in tensors:
+        array = numpy_helper.to_array(tensor)
+        tensor.CopyFrom(numpy_helper.from_array(np.full_like(array, value), tensor.name))
+    return len(tensors)
+
+
+def _softmax_input_session(model, path: Path):
+    """An ONNX Runtime session of ``model`` (saved to ``path``) with every Softmax input added as an output;
+    returns it and those names."""
+    import onnx
+    import onnxruntime as ort
+
+    names = [node.input[0] for node in model.graph.node if node.op_type == "Softmax"]
+    known = {output.name for output in model.graph.output}
+    for name in names:
+        if name not in known:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data")
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), names
+
+
+def _logsumexp(values: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """logsumexp over the last axis of the entries selected by ``where`` (-inf for a row with none)."""
+    masked = np.where(where, values.astype(np.float64), -np.inf)
+    peak = masked.max(axis=-1, keepdims=True)
+    safe_peak = np.where(np.isfinite(peak), peak, 0.0)
+    with np.errstate(divide="ignore"):
+        return (np.log(np.exp(masked - safe_peak).sum(axis=-1, keepdims=True)) + safe_peak)[..., 0]
+
+
+def int8_mask_value(onnx_path: str | Path, feeds: list[dict], tolerance: float = LEAK_TOLERANCE) -> dict:
+    """The masking constant for a full-integer int8 conversion of the graph at ``onnx_path``, from its
+    calibration ``feeds``: ``{"value", "bound", "softmax_rows", "masked_rows", "tolerance"}``. ``value`` is
+    ``bound - SAFETY_MARGIN`` rounded down to an integer; ``bound`` is the largest value meeting ``tolerance`` on
+    every row; a graph without masking constants gets ``None``. Raises ``ConversionError`` when no calibration
+    input masks any key."""
+    import onnx
+
+    with tempfile.TemporaryDirectory() as scratch:
+        model = onnx.load(str(onnx_path))
+        if not any(True for _ in _mask_tensors(model)):
+            return {"value": None, "bound": None, "softmax_rows": 0, "masked_rows": 0, "tolerance": tolerance}
+        exported, names = _softmax_input_session(model, Path(scratch) / "exported.onnx")
+        model = onnx.load(str(onnx_path))  # saving moved the first copy's weights out to external data
+        with_mask_value(model, 0.0)
+        zeroed, _ = _softmax_input_session(model, Path(scratch) / "zeroed.onnx")
+        del model
+        bound, rows, masked_rows = np.inf, 0, 0
+        log_ratio = np.log(tolerance / (1.0 - tolerance))
+        for feed in feeds:
+            for as_exported, own in zip(exported.run(names, feed), zeroed.run(names, feed), strict=True):
+                masked = as_exported <= MASK_CONSTANT_THRESHOLD / 2  # the keys the constants mask
+                counted = masked.any(axis=-1) & (~masked).any(axis=-1)
+                rows += int(counted.size)
+                masked_rows += int(counted.sum())
+                if counted.any():
+                    limits = _logsumexp(own, ~masked) - _logsumexp(own, masked) + log_ratio
+                    bound = min(bound, float(limits[counted].min()))
+    if not masked_rows:
+        raise ConversionError(f"{Path(onnx_path).name}: no calibration input masks a key, so the int8 masking "
+                              "constant cannot be chosen; calibrate on inputs shorter than the export's length")
+    return {"value": float(np.floor(bound - SAFETY_MARGIN)), "bound": bound, "softmax_rows": rows,
+            "masked_rows": masked_rows, "tolerance": tolerance}
