@@ -9,10 +9,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from exporters.onnx_export import OnnxExportConfig, export_onnx
-from exporters.tflite_export import export_tflite
+from exporters.tflite_export import Int8Calibration, export_tflite
 from mt5lite.data import read_task_pairs
 from mt5lite.errors import InputError, ModelFileError
 from mt5lite.parity import parity_report
@@ -58,10 +59,17 @@ def test_tflite_export_keeps_the_contract(static_export, tflite_fp32):
         assert list(outputs[tensor["name"]].shape) == tensor["shape"], tensor["name"]
 
 
-@pytest.mark.parametrize("quantize", ["fp32", "fp16", "dynamic-int8"])
-def test_no_flex_ops_in_any_default_build(static_export, tflite_fp32, tmp_path, quantize):
-    out = tflite_fp32 if quantize == "fp32" else tmp_path / quantize
-    if quantize != "fp32":
+@pytest.fixture(scope="session")
+def tflite_int8(static_export, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tflite") / "int8"
+    export_tflite(static_export, out, "int8")
+    return out
+
+
+@pytest.mark.parametrize("quantize", ["fp32", "fp16", "dynamic-int8", "int8"])
+def test_no_flex_ops_in_any_default_build(static_export, tflite_fp32, tflite_int8, tmp_path, quantize):
+    out = {"fp32": tflite_fp32, "int8": tflite_int8}.get(quantize, tmp_path / quantize)
+    if not out.exists():
         export_tflite(static_export, out, quantize)
     manifest = json.loads((out / "manifest.json").read_text())
     for role, ops in manifest["tflite"]["ops"].items():
@@ -69,8 +77,33 @@ def test_no_flex_ops_in_any_default_build(static_export, tflite_fp32, tmp_path, 
         assert not [op for op in ops if op.startswith("Flex") or op == "CUSTOM"], (role, ops)
     assert manifest["tflite"]["flex_ops"] == [] and manifest["tflite"]["android_library"] is None
     report = parity_report(REPO_ROOT / "models" / "demo", out, _pairs(20), num_beams=1, beam_samples=1)
-    floor = {"fp32": 1.0, "fp16": 0.99, "dynamic-int8": 0.97}[quantize]
+    floor = {"fp32": 1.0, "fp16": 0.99, "dynamic-int8": 0.97, "int8": 0.95}[quantize]
     assert report["greedy_agreement"] >= floor
+
+
+def test_full_int8_is_integer_only_with_calibrated_masks(tflite_int8):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    manifest = json.loads((tflite_int8 / "manifest.json").read_text())
+    quantization = manifest["quantization"]
+    assert manifest["precision"] == "int8" and quantization["activations"] == "int8"
+    calibration = quantization["calibration"]
+    assert calibration["samples"] >= 100 and len(calibration["languages"]) >= 10 and calibration["decoder_steps"]
+    for role in ("encoder", "decoder"):
+        mask = calibration["masking_constants"][role]
+        assert -1000 < mask["value"] < 0 and mask["value"] <= mask["bound"] and mask["masked_rows"] > 0
+        interpreter = Interpreter(model_path=str(tflite_int8 / f"{role}.tflite"),
+                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interpreter.allocate_tensors()
+        dtypes = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
+        ops = interpreter._get_ops_details()
+        float_ops = {op["op_name"] for op in ops if op["op_name"] != "QUANTIZE"
+                     and any(dtypes[i] == np.float32 for i in op["inputs"] if i >= 0)}
+        assert not float_ops, (role, float_ops)  # only the float inputs' QUANTIZE ops read float32
+        weights = [dtypes[op["inputs"][1]] for op in ops if op["op_name"] == "FULLY_CONNECTED"]
+        assert weights and all(w == np.int8 for w in weights), role
+    for tensor in manifest["graphs"]["decoder"]["outputs"]:  # the contract's float outputs are kept
+        assert tensor["dtype"] == "float32"
 
 
 def test_tflite_fp32_matches_pytorch(demo_model, tflite_fp32):
@@ -87,8 +120,8 @@ def test_litert_beam_search_and_generate(tflite_fp32):
 
 
 def test_refusals(demo_export, static_export, tflite_fp32, tmp_path):
-    with pytest.raises(InputError, match="full-integer int8 TFLite conversion is not implemented"):
-        export_tflite(static_export, tmp_path / "int8", "int8")
+    with pytest.raises(InputError, match="--samples is 50: static calibration needs at least 100"):
+        export_tflite(static_export, tmp_path / "int8", "int8", calibration=Int8Calibration(samples=50))
     with pytest.raises(InputError, match="has dynamic shapes.*--static-shapes"):
         export_tflite(demo_export, tmp_path / "dyn", "fp32")
     with pytest.raises(InputError, match="unknown --quantize 'int4'"):
@@ -118,11 +151,13 @@ def test_corrupted_or_mismatched_tflite_is_refused_before_invoke(tflite_fp32, tm
         LiteRTGenerator(foreign)
 
 
-def test_export_tflite_cli(static_export, tmp_path):
+def test_export_tflite_cli_refuses_bad_calibration(static_export, tmp_path):
+    few = tmp_path / "few.tsv"
+    few.write_text("en\tone sentence\nde\tein Satz\n", encoding="utf-8")
     result = run_cli("export", "tflite", "--export", str(static_export), "--output", str(tmp_path / "t"),
-                     "--quantize", "int8")
-    assert result.returncode == 2 and b"not implemented yet" in result.stderr and b"Traceback" not in result.stderr
-    assert not (tmp_path / "t").exists()
+                     "--quantize", "int8", "--calibration", str(few))
+    assert result.returncode == 2 and b"few.tsv has 2 samples, 98 short" in result.stderr
+    assert b"Traceback" not in result.stderr and not (tmp_path / "t").exists()
 
 
 def test_litert_runtime_imports_no_torch_transformers_or_tensorflow(tflite_fp32):
