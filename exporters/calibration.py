@@ -120,6 +120,11 @@ class CalibrationData:
     languages: dict[str, int]
     decoder_steps_seen: int
 
+    def describe(self, source: Path, seed: int) -> dict:
+        """What a manifest records of this calibration (``source``: the file the samples were drawn from)."""
+        return {"file": Path(source).name, "samples": len(self.encoder), "languages": self.languages,
+                "decoder_steps": len(self.decoder), "decoder_steps_seen": self.decoder_steps_seen, "seed": seed}
+
 
 def capture_calibration_data(export_dir: Path, samples: list[Sentence], max_decoder_steps: int = 512,
                              max_new_tokens: int = 32, seed: int = 0, progress: bool = False) -> CalibrationData:

@@ -165,10 +165,8 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
                 "kept_fp32": list(FP16_KEEP_FP32) if recipe is Recipe.FP16 else None,
                 "exclude": list(config.exclude),
                 "quantized_nodes": {role: s["quantized_nodes"] for role, s in summary.items()},
-                "calibration": None if calibration is None else {
-                    "file": Path(config.calibration).name, "samples": len(calibration.encoder),
-                    "languages": calibration.languages, "decoder_steps": len(calibration.decoder),
-                    "decoder_steps_seen": calibration.decoder_steps_seen, "seed": config.seed},
+                "calibration": None if calibration is None else calibration.describe(config.calibration,
+                                                                                     config.seed),
                 "source_export_id": manifest["export_id"],
             },
         })

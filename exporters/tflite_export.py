@@ -55,12 +55,6 @@ class Int8Calibration:
     max_decoder_steps: int = 512  # captured decoder-step feeds kept
     seed: int = 0
 
-    def describe(self, data, masks: dict) -> dict:
-        """The manifest's record of this calibration (``data``: the captured ``CalibrationData``)."""
-        return {"file": Path(self.file).name, "samples": len(data.encoder), "languages": data.languages,
-                "decoder_steps": len(data.decoder), "decoder_steps_seen": data.decoder_steps_seen,
-                "seed": self.seed, "masking_constants": masks}
-
 
 def _worker(command: str, spec: dict, scratch: Path) -> dict:
     """Run one ``exporters.tflite_worker`` step in a child process; its crash (even SIGABRT) becomes an error."""
@@ -163,7 +157,7 @@ def _prepare_int8(source: Path, specs: dict, calibration: Int8Calibration, scrat
         spec["calibration"] = str(scratch / f"calibration-{role}")
         save_feeds(feeds, Path(spec["calibration"]))
     return {"weights": "int8", "activations": "int8", "inputs_outputs": "float32",
-            "calibration": calibration.describe(data, masks)}
+            "calibration": {**data.describe(calibration.file, calibration.seed), "masking_constants": masks}}
 
 
 def _is_flex(op: str) -> bool:
