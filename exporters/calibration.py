@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mt5lite.data import Sentence
+from mt5lite.data import CALIBRATION_SENTENCES, Sentence
 from mt5lite.errors import InputError
 
 MIN_SAMPLES = 100
@@ -157,14 +157,33 @@ def capture_calibration_data(export_dir: Path, samples: list[Sentence], max_deco
                            dict(sorted(Counter(s.lang for s in samples).items())), recorder.seen)
 
 
-def calibrate_export(export_dir: Path, calibration_file: Path, samples: int = 256, max_decoder_steps: int = 512,
-                     seed: int = 0, progress: bool = False) -> CalibrationData:
-    """Draw ``samples`` balanced calibration samples from ``calibration_file`` (``lang<TAB>text`` or task pairs)
-    and capture the feeds of both graphs of the fp32 export in ``export_dir``."""
-    from mt5lite.data import read_tagged_texts
+@dataclass(frozen=True)
+class CalibrationDraw:
+    """Which calibration data to capture: the representative data of static int8 (``mt5lite quantize``) and of
+    full-integer int8 TFLite (``mt5lite export tflite --quantize int8``)."""
 
-    drawn = draw_samples(read_tagged_texts(calibration_file), samples, seed, source=str(calibration_file))
-    return capture_calibration_data(Path(export_dir), drawn, max_decoder_steps, seed=seed, progress=progress)
+    file: Path = field(default=CALIBRATION_SENTENCES)  # lang<TAB>text or task-pair TSV
+    samples: int = 256  # calibration samples, balanced across languages
+    max_decoder_steps: int = 512  # captured decoder-step feeds kept
+    seed: int = 0
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings (the sample count is checked by ``draw_samples``)."""
+        if self.max_decoder_steps < 1:
+            return [f"max_decoder_steps must be at least 1, got {self.max_decoder_steps}"]
+        return []
+
+    def capture(self, export_dir: Path, progress: bool = False) -> CalibrationData:
+        """Draw ``samples`` balanced samples from ``file`` and capture the feeds of both graphs of the fp32
+        export in ``export_dir``. Raises ``InputError`` for bad settings or too little data."""
+        from mt5lite.data import read_tagged_texts
+
+        problems = self.problems()
+        if problems:
+            raise InputError("; ".join(problems))
+        drawn = draw_samples(read_tagged_texts(self.file), self.samples, self.seed, source=str(self.file))
+        return capture_calibration_data(Path(export_dir), drawn, self.max_decoder_steps, seed=self.seed,
+                                        progress=progress)
 
 
 def save_feeds(feeds: list[dict[str, np.ndarray]], directory: Path) -> None:

@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from exporters.calibration import CalibrationDraw
 from exporters.staging import refuse_existing, staged_directory
-from mt5lite.data import CALIBRATION_SENTENCES
 from mt5lite.errors import InputError
 from runtimes.manifest import MANIFEST_NAME, inside, load_manifest, sha256_file, write_manifest
 
@@ -73,10 +73,10 @@ class QuantizeConfig:
     format: Format = Format.QDQ  # QDQ: Q/DQ pairs around float ops (ORT fuses them); QOperator: QLinear* ops
     groups: tuple[str, ...] | None = None  # node groups to quantize (None: the recipe's default)
     exclude: tuple[str, ...] = ()  # glob patterns of node names left in float
-    calibration: Path = field(default=CALIBRATION_SENTENCES)  # lang<TAB>text or task-pair TSV
-    samples: int = 256  # calibration samples, balanced across languages
-    max_decoder_steps: int = 512  # captured decoder-step feeds kept for calibration
-    seed: int = 0
+    calibration: Path = field(default=CalibrationDraw.file)  # lang<TAB>text or task-pair TSV
+    samples: int = CalibrationDraw.samples  # calibration samples, balanced across languages
+    max_decoder_steps: int = CalibrationDraw.max_decoder_steps  # captured decoder-step feeds kept for calibration
+    seed: int = CalibrationDraw.seed
 
     def validate(self) -> QuantizeConfig:
         """Raise ``InputError`` naming every bad value."""
@@ -87,13 +87,17 @@ class QuantizeConfig:
             value = getattr(self, name)
             if value not in {k.value for k in kind}:
                 problems.append(f"unknown {name} {value!r}; choose from {', '.join(k.value for k in kind)}")
-        if self.max_decoder_steps < 1:
-            problems.append(f"max_decoder_steps must be at least 1, got {self.max_decoder_steps}")
+        problems += self.draw.problems()
         if problems:
             raise InputError("; ".join(problems))
         if self.groups is not None:
             check_groups(self.groups)
         return self
+
+    @property
+    def draw(self) -> CalibrationDraw:
+        """The calibration data this config captures."""
+        return CalibrationDraw(Path(self.calibration), self.samples, self.max_decoder_steps, self.seed)
 
     @property
     def chosen_groups(self) -> tuple[str, ...]:
@@ -179,10 +183,7 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
 def calibration_for(export_dir: Path, config: QuantizeConfig, progress: bool = False):
     """Draw ``config.samples`` balanced calibration samples from ``config.calibration`` and capture the feeds of
     both graphs of the fp32 export in ``export_dir``."""
-    from exporters.calibration import calibrate_export
-
-    return calibrate_export(Path(export_dir), config.calibration, config.samples, config.max_decoder_steps,
-                            config.seed, progress)
+    return config.draw.capture(Path(export_dir), progress)
 
 
 def _config_dict(config: QuantizeConfig) -> dict:

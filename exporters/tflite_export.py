@@ -22,13 +22,12 @@ import sys
 import tempfile
 import uuid
 import warnings
-from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from exporters.calibration import CalibrationDraw
 from exporters.onnx_to_tf import ConversionError
 from exporters.staging import refuse_existing, staged_directory
-from mt5lite.data import CALIBRATION_SENTENCES
 from mt5lite.errors import InputError, ParityError
 from runtimes.manifest import MANIFEST_NAME, inside, load_manifest, sha256_file, write_manifest
 
@@ -44,16 +43,6 @@ class TfliteQuantize(str, Enum):
     FP16 = "fp16"
     DYNAMIC_INT8 = "dynamic-int8"
     INT8 = "int8"
-
-
-@dataclass(frozen=True)
-class Int8Calibration:
-    """The representative data of a full-integer int8 conversion (the same draw as ``mt5lite quantize``)."""
-
-    file: Path = field(default=CALIBRATION_SENTENCES)  # lang<TAB>text or task-pair TSV
-    samples: int = 256  # calibration samples, balanced across languages
-    max_decoder_steps: int = 512  # captured decoder-step feeds kept
-    seed: int = 0
 
 
 def _worker(command: str, spec: dict, scratch: Path) -> dict:
@@ -89,7 +78,7 @@ def _graph_spec(manifest: dict, role: str, onnx_dir: Path, output: Path, quantiz
 
 def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, quantize: str = "fp32",
                   force: bool = False, allow_flex: bool = False, validate_samples: int = 16,
-                  calibration: Int8Calibration | None = None, progress: bool = False) -> dict:
+                  calibration: CalibrationDraw | None = None, progress: bool = False) -> dict:
     """Convert the static-shape fp32 ONNX export in ``onnx_dir`` to ``output_dir`` (encoder.tflite,
     decoder.tflite, tokenizer, manifest.json). ``calibration`` sets the representative data of ``int8``.
     Returns the manifest and the validation numbers."""
@@ -105,6 +94,9 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
                          "--static-shapes")
     if manifest.get("precision") != "fp32":
         raise InputError(f"{source} is a {manifest.get('precision')} export; convert the fp32 ONNX export")
+    calibration = calibration or CalibrationDraw()
+    if precision is TfliteQuantize.INT8 and calibration.problems():
+        raise InputError("; ".join(calibration.problems()))
     refuse_existing(output, force)
 
     with staged_directory(output, force) as staging, tempfile.TemporaryDirectory() as scratch:
@@ -113,7 +105,7 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
         quantization = {"recipe": f"tflite-{precision.value}", "source_export_id": manifest["export_id"],
                         "quantized_nodes": {}}
         if precision is TfliteQuantize.INT8:
-            quantization.update(_prepare_int8(source, specs, calibration or Int8Calibration(), Path(scratch),
+            quantization.update(_prepare_int8(source, specs, calibration, Path(scratch),
                                               progress))
         graphs, ops = json.loads(json.dumps(manifest["graphs"])), {}
         for role, spec in specs.items():
@@ -141,14 +133,13 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
     return {"manifest": new_manifest, "validation": validation}
 
 
-def _prepare_int8(source: Path, specs: dict, calibration: Int8Calibration, scratch: Path, progress: bool) -> dict:
+def _prepare_int8(source: Path, specs: dict, calibration: CalibrationDraw, scratch: Path, progress: bool) -> dict:
     """Capture the representative data, choose each graph's masking constant and point the worker specs at
     both; returns what the manifest records."""
-    from exporters.calibration import calibrate_export, save_feeds
+    from exporters.calibration import save_feeds
     from exporters.int8_masking import int8_mask_value
 
-    data = calibrate_export(source, calibration.file, calibration.samples, calibration.max_decoder_steps,
-                            calibration.seed, progress)
+    data = calibration.capture(source, progress)
     masks = {}
     for role, spec in specs.items():
         feeds = getattr(data, role).feeds

@@ -123,11 +123,12 @@ def cmd_export_tflite(args: argparse.Namespace) -> int:
     and run once in a child process, then validated against the ONNX export. Full int8 is calibrated on
     multilingual samples; every precision but fp32 is then compared with the ONNX export on a held-out set and
     held to the quality gate."""
-    from exporters.tflite_export import Int8Calibration, export_tflite
+    from exporters.calibration import CalibrationDraw
+    from exporters.tflite_export import export_tflite
     from mt5lite.data import read_task_pairs
 
     pairs = read_task_pairs(args.data)  # read before any work, so a bad file fails fast
-    calibration = Int8Calibration(args.calibration, args.samples, args.max_decoder_steps)
+    calibration = CalibrationDraw(args.calibration, args.samples, args.max_decoder_steps)
     result = export_tflite(args.export, args.output, args.quantize, force=args.force, allow_flex=args.allow_flex,
                            calibration=calibration, progress=True)
     for row in result["validation"]["rows"]:
@@ -262,15 +263,13 @@ def cmd_train_demo(args: argparse.Namespace) -> int:
 
 
 def _add_calibration_args(parser: argparse.ArgumentParser) -> None:
-    from exporters.calibration import MIN_SAMPLES
-    from exporters.quantize import QuantizeConfig
-    from mt5lite.data import CALIBRATION_SENTENCES
+    from exporters.calibration import MIN_SAMPLES, CalibrationDraw
 
-    parser.add_argument("--calibration", type=Path, default=CALIBRATION_SENTENCES,
+    parser.add_argument("--calibration", type=Path, default=CalibrationDraw.file,
                         help="calibration inputs: lang<TAB>text sentences or lang<TAB>source<TAB>target pairs")
-    parser.add_argument("--samples", type=int, default=QuantizeConfig.samples,
+    parser.add_argument("--samples", type=int, default=CalibrationDraw.samples,
                         help=f"calibration samples drawn, balanced across languages (at least {MIN_SAMPLES})")
-    parser.add_argument("--max-decoder-steps", type=int, default=QuantizeConfig.max_decoder_steps,
+    parser.add_argument("--max-decoder-steps", type=int, default=CalibrationDraw.max_decoder_steps,
                         help="decoder-step inputs kept from decoding the samples")
 
 

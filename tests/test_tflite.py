@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from exporters.calibration import CalibrationDraw
 from exporters.onnx_export import OnnxExportConfig, export_onnx
-from exporters.tflite_export import Int8Calibration, export_tflite
+from exporters.tflite_export import export_tflite
 from mt5lite.data import read_task_pairs
 from mt5lite.errors import InputError, ModelFileError
 from mt5lite.parity import parity_report
@@ -121,7 +122,9 @@ def test_litert_beam_search_and_generate(tflite_fp32):
 
 def test_refusals(demo_export, static_export, tflite_fp32, tmp_path):
     with pytest.raises(InputError, match="--samples is 50: static calibration needs at least 100"):
-        export_tflite(static_export, tmp_path / "int8", "int8", calibration=Int8Calibration(samples=50))
+        export_tflite(static_export, tmp_path / "int8", "int8", calibration=CalibrationDraw(samples=50))
+    with pytest.raises(InputError, match="max_decoder_steps must be at least 1, got 0"):
+        export_tflite(static_export, tmp_path / "int8", "int8", calibration=CalibrationDraw(max_decoder_steps=0))
     with pytest.raises(InputError, match="has dynamic shapes.*--static-shapes"):
         export_tflite(demo_export, tmp_path / "dyn", "fp32")
     with pytest.raises(InputError, match="unknown --quantize 'int4'"):
