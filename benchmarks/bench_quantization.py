@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mt5lite.contract import encoder_feeds
 from mt5lite.data import HELDOUT_SENTENCES, read_sentences
 from mt5lite.paths import BUILD_DIR
+from mt5lite.runtimes.decoding import new_cache, run_step
 
 
 def timed_decode(generator, text: str, new_tokens: int) -> tuple[float, float]:
@@ -30,19 +32,16 @@ def timed_decode(generator, text: str, new_tokens: int) -> tuple[float, float]:
     backend = generator.backend
     ids, mask = generator.encode_batch([text])
     started = time.perf_counter()
-    cross_k, cross_v = backend.encode(ids, mask)
-    encoded = time.perf_counter()
-    layers, _, heads, _, d_kv = cross_k.shape
-    cache_k = np.zeros((layers, 1, heads, backend.max_target_length, d_kv), np.float32)
-    cache_v = np.zeros_like(cache_k)
-    token = np.full((1, 1), generator.decoder.decoder_start_id, dtype=np.int64)
-    for position in range(new_tokens):
-        logits, new_k, new_v = backend.step(token, position, mask, cross_k, cross_v, cache_k, cache_v)
-        cache_k[:, :, :, position] = new_k[:, :, :, 0]
-        cache_v[:, :, :, position] = new_v[:, :, :, 0]
-        token = logits.argmax(axis=-1).reshape(1, 1).astype(np.int64)
+    encoded = backend.encode(encoder_feeds(ids, mask))
+    cross_k, cross_v = encoded["cross_k"], encoded["cross_v"]
+    encoded_at = time.perf_counter()
+    cache_k, cache_v = new_cache(cross_k, 1, backend.max_target_length)
+    token = np.full(1, generator.decoder.decoder_start_id, dtype=np.int64)
+    for position in range(new_tokens):  # forced length: no eos check, every input decodes the same count
+        logits = run_step(backend, token, position, mask, cross_k, cross_v, cache_k, cache_v)
+        token = logits.argmax(axis=-1)
     finished = time.perf_counter()
-    return finished - started, finished - encoded
+    return finished - started, finished - encoded_at
 
 
 def torch_decode(reference, text: str, new_tokens: int) -> float:
@@ -59,8 +58,8 @@ def torch_decode(reference, text: str, new_tokens: int) -> float:
 
 def prepare(model_dir: Path, work: Path, recipes: list[str], threads: int) -> dict[str, Path]:
     """The fp32 export and one quantized export per recipe under ``work`` (reused when already there)."""
-    from exporters.onnx_export import OnnxExportConfig, export_onnx
-    from exporters.quantize import QuantizeConfig, Recipe, quantize_export
+    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.quantize import QuantizeConfig, Recipe, quantize_export
 
     exports = {"fp32": work / "fp32"}
     if not (exports["fp32"] / "manifest.json").is_file():
@@ -77,10 +76,10 @@ def prepare(model_dir: Path, work: Path, recipes: list[str], threads: int) -> di
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write its JSON report."""
-    from mt5lite.export_comparison import graph_bytes
     from mt5lite.fixtures import mt5_small_random
-    from runtimes.onnx_runtime import OnnxGenerator
-    from runtimes.torch_reference import TorchReference
+    from mt5lite.runtimes.onnx_runtime import OnnxGenerator
+    from mt5lite.runtimes.torch_reference import TorchReference
+    from mt5lite.verification.comparison import graph_bytes
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="checkpoint (default: random mt5-small shape)")

@@ -25,7 +25,7 @@ def time_reference(model_dir: Path, sources: list[str], new_tokens: int, threads
     """Milliseconds per generated token (median over inputs), batch 1, greedy, ``new_tokens`` tokens each."""
     import torch
 
-    from runtimes.torch_reference import TorchReference
+    from mt5lite.runtimes.torch_reference import TorchReference
 
     reference = TorchReference(model_dir, threads=threads)
     per_token = []

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mt5lite.contract import encoder_feeds
 from mt5lite.data import CALIBRATION_SENTENCES, Sentence
 from mt5lite.errors import InputError
 
@@ -81,34 +82,24 @@ class FeedReader:
 
 
 class _StepRecorder:
-    """A step backend that runs the wrapped backend and keeps a uniform random subset (reservoir) of the step
-    feeds it sees, copied, since the decoding loop writes into its caches in place."""
+    """A step hook that keeps a uniform random subset (reservoir) of the decoder-step feeds it sees, copied, since
+    the decoding loop writes into its caches in place."""
 
-    def __init__(self, backend, names: list[str], keep: int, seed: int):
-        self.backend = backend
-        self.names = names
+    def __init__(self, keep: int, seed: int):
         self.keep = keep
         self.kept: list[dict[str, np.ndarray]] = []
         self.seen = 0
         self.rng = np.random.default_rng(seed)
-        self.max_target_length = backend.max_target_length
-        self.vocab_size = backend.vocab_size
 
-    def encode(self, input_ids, attention_mask):
-        return self.backend.encode(input_ids, attention_mask)
-
-    def step(self, tokens, position, attention_mask, cross_k, cross_v, self_k, self_v):
+    def __call__(self, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
         slot = self.seen if self.seen < self.keep else int(self.rng.integers(0, self.seen + 1))
         self.seen += 1
         if slot < self.keep:
-            values = (tokens.astype(np.int64), np.array([position], dtype=np.int64), attention_mask.astype(np.int64),
-                      cross_k, cross_v, self_k, self_v)
-            feed = {name: np.array(value, copy=True) for name, value in zip(self.names, values, strict=True)}
+            feed = {name: np.array(value, copy=True) for name, value in feeds.items()}
             if slot < len(self.kept):
                 self.kept[slot] = feed
             else:
                 self.kept.append(feed)
-        return self.backend.step(tokens, position, attention_mask, cross_k, cross_v, self_k, self_v)
 
 
 @dataclass
@@ -132,17 +123,15 @@ def capture_calibration_data(export_dir: Path, samples: list[Sentence], max_deco
     keeping up to ``max_decoder_steps`` decoder-step feeds drawn uniformly from every step taken."""
     from tqdm import tqdm
 
-    from runtimes.onnx_runtime import OnnxGenerator
-    from runtimes.options import DecodingOptions
-    from runtimes.tokenizer import Overflow
+    from mt5lite.runtimes.onnx_runtime import OnnxGenerator
+    from mt5lite.runtimes.options import DecodingOptions
+    from mt5lite.runtimes.tokenizer import Overflow
 
     generator = OnnxGenerator(export_dir)
-    encoder_names = [t["name"] for t in generator.manifest["graphs"]["encoder"]["inputs"]]
-    decoder_names = [t["name"] for t in generator.manifest["graphs"]["decoder"]["inputs"]]
-    recorder = _StepRecorder(generator.backend, decoder_names, max_decoder_steps, seed)
-    generator.decoder.backend = recorder
+    recorder = _StepRecorder(max_decoder_steps, seed)
+    generator.add_step_hook(recorder)
     options = DecodingOptions(max_new_tokens=min(max_new_tokens, generator.backend.max_target_length))
-    encoder_feeds = []
+    feeds = []
     with warnings.catch_warnings():  # long samples are cut to the export's source length on purpose
         warnings.simplefilter("ignore")
         # Every sample is padded to one length (the export's, if static; else the longest sample's), as a batch
@@ -151,9 +140,9 @@ def capture_calibration_data(export_dir: Path, samples: list[Sentence], max_deco
         for sample in tqdm(samples, desc="capturing calibration inputs", disable=not progress, unit="sample"):
             ids, mask = generator.tokenizer.encode_batch([sample.text], generator.max_source_length,
                                                          Overflow.TRUNCATE, pad_to=longest)
-            encoder_feeds.append(dict(zip(encoder_names, (ids.astype(np.int64), mask.astype(np.int64)), strict=True)))
+            feeds.append(encoder_feeds(ids, mask))
             generator.decoder.generate(ids, mask, options)
-    return CalibrationData(FeedReader(encoder_feeds), FeedReader(recorder.kept),
+    return CalibrationData(FeedReader(feeds), FeedReader(recorder.kept),
                            dict(sorted(Counter(s.lang for s in samples).items())), recorder.seen)
 
 

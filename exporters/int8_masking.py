@@ -1,11 +1,11 @@
 """Attention-mask constants for full-integer int8 graphs, chosen from calibration data.
 
 The contract's graphs mask attention by adding a huge negative constant to the scores of masked keys: -1e9 in the
-decoder step (``exporters.graphs.MASK_VALUE``), float32's lowest in the Hugging Face encoder. In float that is exact.
-In int8 it is fatal: a tensor's 256 levels then span about 1e9, so one step swallows every real score (measured on
-the demo model: greedy agreement 0.065). For full-integer conversion the constants are replaced by a finite value,
-chosen as the largest one that still keeps every masked key's share of the softmax under ``LEAK_TOLERANCE`` on
-every row of the calibration data:
+decoder step (``mt5lite.exporters.graphs.MASK_VALUE``), float32's lowest in the Hugging Face encoder. In float that
+is exact. In int8 it is fatal: a tensor's 256 levels then span about 1e9, so one step swallows every real score
+(measured on the demo model: greedy agreement 0.065). For full-integer conversion the constants are replaced by a
+finite value, chosen as the largest one that still keeps every masked key's share of the softmax under
+``LEAK_TOLERANCE`` on every row of the calibration data:
 
     leak(row) = sum_masked exp(s + X) / (sum_real exp(s) + sum_masked exp(s + X)) <= tolerance
     <=>  X <= logsumexp(real scores) - logsumexp(masked keys' own scores) + log(tolerance / (1 - tolerance))
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.onnx_to_tf import ConversionError
+from mt5lite.exporters.onnx_to_tf import ConversionError
 
 #: Float constants at or below this are attention masks (the graphs use -1e9 and float32's lowest).
 MASK_CONSTANT_THRESHOLD = -1e8

@@ -15,9 +15,9 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mt5lite import __version__
+from mt5lite import __version__, contract
 from mt5lite.errors import InputError
-from runtimes.manifest import FORMAT, FORMAT_VERSION, sha256_file, write_manifest
+from mt5lite.manifest import FORMAT, FORMAT_VERSION, sha256_file, write_manifest
 
 TWO_GB = 2**31
 ENCODER_FILE, DECODER_FILE = "encoder.onnx", "decoder.onnx"
@@ -55,36 +55,13 @@ class OnnxExportConfig:
         return self
 
 
-def _tensor(name: str, dtype: str, shape: list) -> dict:
-    return {"name": name, "dtype": dtype, "shape": shape}
-
-
 def graph_specs(model_config, config: OnnxExportConfig) -> dict:
-    """Names, dtypes and shapes of both graphs; symbolic dimensions are strings."""
-    batch = 1 if config.static_shapes else "batch"
-    source = config.max_source_length if config.static_shapes else "source_length"
-    layers, heads, d_kv = model_config.num_decoder_layers, model_config.num_heads, model_config.d_kv
-    cross = [layers, batch, heads, source, d_kv]
-    cache = [layers, batch, heads, config.max_target_length, d_kv]
-    step_kv = [layers, batch, heads, 1, d_kv]
-    return {
-        "encoder": {
-            "file": ENCODER_FILE,
-            "inputs": [_tensor("input_ids", "int64", [batch, source]),
-                       _tensor("attention_mask", "int64", [batch, source])],
-            "outputs": [_tensor("encoder_hidden_states", "float32", [batch, source, model_config.d_model]),
-                        _tensor("cross_k", "float32", cross), _tensor("cross_v", "float32", cross)],
-        },
-        "decoder": {
-            "file": DECODER_FILE,
-            "inputs": [_tensor("decoder_input_ids", "int64", [batch, 1]), _tensor("position", "int64", [1]),
-                       _tensor("encoder_attention_mask", "int64", [batch, source]),
-                       _tensor("cross_k", "float32", cross), _tensor("cross_v", "float32", cross),
-                       _tensor("self_k_cache", "float32", cache), _tensor("self_v_cache", "float32", cache)],
-            "outputs": [_tensor("logits", "float32", [batch, model_config.vocab_size]),
-                        _tensor("new_self_k", "float32", step_kv), _tensor("new_self_v", "float32", step_kv)],
-        },
-    }
+    """Names, dtypes and shapes of both graphs of ``model_config``'s export (``mt5lite.contract``)."""
+    return contract.graph_specs(
+        layers=model_config.num_decoder_layers, heads=model_config.num_heads, d_kv=model_config.d_kv,
+        d_model=model_config.d_model, vocab_size=model_config.vocab_size,
+        max_source_length=config.max_source_length, max_target_length=config.max_target_length,
+        static_shapes=config.static_shapes, files={"encoder": ENCODER_FILE, "decoder": DECODER_FILE})
 
 
 def _dynamic_axes(spec: dict) -> dict:
@@ -115,7 +92,7 @@ def _export_graph(module, spec: dict, path: Path, config: OnnxExportConfig, meta
     import onnx
     import torch
 
-    from exporters.node_names import name_nodes_by_parameter
+    from mt5lite.exporters.node_names import name_nodes_by_parameter
 
     scratch = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.stem}-"))
     try:
@@ -153,11 +130,11 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
     checkpoint and ``ParityError`` when ONNX Runtime and PyTorch disagree beyond ``atol + rtol * max |reference|``.
     Returns the manifest together with the validation numbers.
     """
-    from exporters.graphs import DecoderStepGraph, EncoderGraph
-    from exporters.node_names import parameter_fingerprints
-    from exporters.staging import refuse_existing, staged_directory
-    from exporters.validation import validate_export
     from mt5lite.checkpoint import inspect_checkpoint, load_model
+    from mt5lite.exporters.graphs import DecoderStepGraph, EncoderGraph
+    from mt5lite.exporters.node_names import parameter_fingerprints
+    from mt5lite.exporters.staging import refuse_existing, staged_directory
+    from mt5lite.exporters.validation import validate_export
 
     config = (config or OnnxExportConfig()).validate()
     output = Path(output_dir)
@@ -189,7 +166,8 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
                 shutil.copy2(files.root / name, staging / name)
                 written.append(name)
         manifest = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "export_id": export_id, "toolkit_version": __version__,
+            "format": FORMAT, "format_version": FORMAT_VERSION, "engine": "onnxruntime", "export_id": export_id,
+            "toolkit_version": __version__,
             "source": {"checkpoint": files.root.name, "model_type": model.config.model_type,
                        "config_sha256": sha256_file(files.root / "config.json")},
             "precision": "fp32", "quantization": None, "opset": config.opset,
@@ -206,7 +184,7 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
             "export_config": asdict(config),
             "files": {name: sha256_file(staging / name) for name in written},
         }
-        from runtimes.tokenizer import Tokenizer
+        from mt5lite.runtimes.tokenizer import Tokenizer
 
         manifest["tokenizer"]["pieces"] = Tokenizer(staging / "spiece.model").piece_count
         write_manifest(staging, manifest)

@@ -4,7 +4,7 @@ Recipes (``Recipe``):
 
 - ``static-int8``: int8 weights and uint8 activations whose ranges are calibrated on real multilingual inputs,
   the encoder on tokenized samples and the decoder-step graph on steps captured while the fp32 export decodes
-  them. Which node groups are quantized comes from the sensitivity analysis (``exporters.sensitivity``).
+  them. Which node groups are quantized comes from the sensitivity analysis (``mt5lite.exporters.sensitivity``).
 - ``dynamic-int8``: int8 weights, activations quantized on the fly (no calibration).
 - ``fp16``: fp16 weights and compute, with the FFN output projections (``wo``) and the layer norms kept in fp32,
   where mT5's activations overflow fp16.
@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from exporters.calibration import CalibrationDraw
-from exporters.staging import refuse_existing, staged_directory
 from mt5lite.errors import InputError
-from runtimes.manifest import MANIFEST_NAME, inside, load_manifest, sha256_file, write_manifest
+from mt5lite.exporters.calibration import CalibrationDraw
+from mt5lite.exporters.staging import refuse_existing, staged_directory
+from mt5lite.manifest import MANIFEST_NAME, inside, load_manifest, sha256_file, write_manifest
 
 
 class Recipe(str, Enum):
@@ -80,7 +80,7 @@ class QuantizeConfig:
 
     def validate(self) -> QuantizeConfig:
         """Raise ``InputError`` naming every bad value."""
-        from exporters.quant_groups import check_groups
+        from mt5lite.exporters.quant_groups import check_groups
 
         problems = []
         for name, kind in (("recipe", Recipe), ("method", Method), ("format", Format)):
@@ -197,13 +197,13 @@ def _quantize_graph(source: Path, target: Path, config: QuantizeConfig, feeds, m
     """Quantize one graph file into ``target``, stamp ``metadata``, check it; returns its quantization summary."""
     import onnx
 
-    from exporters.quant_groups import op_types, select_nodes
+    from mt5lite.exporters.quant_groups import op_types, select_nodes
 
     recipe = Recipe(config.recipe)
     model = onnx.load(str(source), load_external_data=True)
     external = sum(t.ByteSize() for t in model.graph.initializer) >= 2**31
     if recipe is Recipe.FP16:
-        from exporters.fp16 import convert_to_fp16
+        from mt5lite.exporters.fp16 import convert_to_fp16
 
         quantized = convert_to_fp16(model, FP16_KEEP_FP32)
     else:

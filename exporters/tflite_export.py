@@ -1,7 +1,7 @@
 """Convert a static-shape fp32 ONNX export into a TFLite (LiteRT) export under the same contract.
 
 Pipeline: check options -> read the ONNX export (hashes verified) -> per graph, in child processes: translate and
-convert (``exporters.tflite_worker convert``), then load and run once (``check``), refusing Flex ops unless
+convert (``mt5lite.exporters.tflite_worker convert``), then load and run once (``check``), refusing Flex ops unless
 allowed and any output whose shape differs from the contract -> tokenizer -> manifest -> validate against the
 ONNX export -> rename into place.
 
@@ -9,7 +9,8 @@ Precisions: ``fp32``; ``fp16`` (fp16 weights); ``dynamic-int8`` (int8 weights, d
 (full integer: int8 weights and activations, every op an int8 builtin, float inputs and outputs as the contract
 says). Full int8 is calibrated like the ONNX static recipe, on real encoder inputs and the decoder-step inputs
 captured while the fp32 export decodes multilingual samples, and its attention-mask constants are replaced by a
-finite value chosen from those inputs (``exporters.int8_masking``): -1e9 in an int8 tensor wipes out every score.
+finite value chosen from those inputs (``mt5lite.exporters.int8_masking``): -1e9 in an int8 tensor wipes out every
+score.
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ import warnings
 from enum import Enum
 from pathlib import Path
 
-from exporters.calibration import CalibrationDraw
-from exporters.onnx_to_tf import ConversionError
-from exporters.staging import refuse_existing, staged_directory
 from mt5lite.errors import InputError, ParityError
-from runtimes.manifest import MANIFEST_NAME, inside, load_manifest, sha256_file, write_manifest
+from mt5lite.exporters.calibration import CalibrationDraw
+from mt5lite.exporters.onnx_to_tf import ConversionError
+from mt5lite.exporters.staging import refuse_existing, staged_directory
+from mt5lite.manifest import MANIFEST_NAME, inside, load_manifest, sha256_file, write_manifest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 #: What an Android app must link to run a model with Flex (SELECT_TF) ops.
 FLEX_ANDROID_LIBRARY = "org.tensorflow:tensorflow-lite-select-tf-ops"
 #: A conversion or check that runs longer than this is stopped (the demo model's take seconds).
@@ -46,15 +46,16 @@ class TfliteQuantize(str, Enum):
 
 
 def _worker(command: str, spec: dict, scratch: Path) -> dict:
-    """Run one ``exporters.tflite_worker`` step in a child process; its crash (even SIGABRT) becomes an error."""
+    """Run one ``mt5lite.exporters.tflite_worker`` step in a child process; its crash (even SIGABRT) becomes an
+    error."""
     spec_path = scratch / f"{command}-{Path(spec['output']).stem}.json"
     result_path = spec_path.with_suffix(".result.json")
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     try:
-        done = subprocess.run([sys.executable, "-m", "exporters.tflite_worker", command, str(spec_path),
+        done = subprocess.run([sys.executable, "-m", "mt5lite.exporters.tflite_worker", command, str(spec_path),
                                str(result_path)],
-                              capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=WORKER_TIMEOUT_S)
+                              capture_output=True, text=True, env=env, timeout=WORKER_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise ConversionError(f"{Path(spec['onnx']).name}: TFLite {command} did not finish in "
                               f"{WORKER_TIMEOUT_S} s; it was stopped") from None
@@ -136,8 +137,8 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
 def _prepare_int8(source: Path, specs: dict, calibration: CalibrationDraw, scratch: Path, progress: bool) -> dict:
     """Capture the representative data, choose each graph's masking constant and point the worker specs at
     both; returns what the manifest records."""
-    from exporters.calibration import save_feeds
-    from exporters.int8_masking import int8_mask_value
+    from mt5lite.exporters.calibration import save_feeds
+    from mt5lite.exporters.int8_masking import int8_mask_value
 
     data = calibration.capture(source, progress)
     masks = {}
@@ -174,34 +175,35 @@ def _check_outputs(role: str, spec: dict, checked: dict, allow_flex: bool) -> No
 
 def validate_tflite(onnx_dir: Path, tflite_dir: Path, precision: TfliteQuantize, manifest: dict,
                     samples: int = 16) -> dict:
-    """Teacher-forced logits of the TFLite export against the ONNX export on held-out multilingual sentences.
-    fp32 must stay within the export's tolerance (``ParityError`` otherwise); other precisions report numbers."""
-    from exporters.sensitivity import teacher_forced_logit_error
-    from exporters.validation import balanced_sample
-    from mt5lite.data import HELDOUT_SENTENCES, read_sentences
-    from runtimes.litert import LiteRTGenerator
-    from runtimes.onnx_runtime import OnnxGenerator
-    from runtimes.options import DecodingOptions
-    from runtimes.tokenizer import Overflow
+    """Encoder outputs and teacher-forced logits of the TFLite export against the ONNX export on held-out
+    multilingual sentences, one sentence at a time (batch-1 graphs). fp32 must stay within the export's tolerance
+    (``ParityError`` otherwise); other precisions report their numbers."""
+    from mt5lite.exporters.validation import heldout_texts
+    from mt5lite.runtimes.litert import LiteRTGenerator
+    from mt5lite.runtimes.onnx_runtime import OnnxGenerator
+    from mt5lite.runtimes.options import DecodingOptions
+    from mt5lite.runtimes.tokenizer import Overflow
+    from mt5lite.verification.teacher_forced import Differences, check_diffs, teacher_forced
 
     reference, candidate = OnnxGenerator(onnx_dir), LiteRTGenerator(tflite_dir)
-    texts = [s.text for s in balanced_sample(read_sentences(HELDOUT_SENTENCES), samples)]
+    texts = heldout_texts(samples)
     options = DecodingOptions(max_new_tokens=min(16, reference.backend.max_target_length))
-    worst = {"max_abs_logit_diff": 0.0, "max_abs_logit": 0.0}
+    found = Differences()
     for text in texts:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ids, mask = reference.encode_batch([text], Overflow.TRUNCATE)
         target = reference.decoder.generate(ids, mask, options)
-        found = teacher_forced_logit_error(reference.backend, candidate.backend, ids, mask, target,
-                                           reference.decoder.decoder_start_id)
-        for key in worst:
-            worst[key] = max(worst[key], found[key])
+        found.merge(teacher_forced(reference.stepper, candidate.stepper, ids, mask, target,
+                                   reference.decoder.decoder_start_id))
     config = manifest.get("export_config", {})
-    tolerance = config.get("atol", 1e-4) + config.get("rtol", 4e-6) * worst["max_abs_logit"]
-    row = {"output": "logits", "shape": manifest["graphs"]["decoder"]["outputs"][0]["shape"],
-           "max_abs_diff": worst["max_abs_logit_diff"], "max_abs_reference": worst["max_abs_logit"],
-           "tolerance": tolerance}
-    if precision is TfliteQuantize.FP32 and not row["max_abs_diff"] <= tolerance:
-        raise ParityError("TFLite fp32 validation against the ONNX export", [row])
-    return {"samples": len(texts), "rows": [row], "checked_against_tolerance": precision is TfliteQuantize.FP32}
+    atol, rtol = config.get("atol", 1e-4), config.get("rtol", 4e-6)
+    shapes = {t["name"]: t["shape"] for g in manifest["graphs"].values() for t in g["outputs"]}
+    checked = precision is TfliteQuantize.FP32
+    try:
+        rows = check_diffs("TFLite fp32 validation against the ONNX export", found, atol, rtol, shapes)
+    except ParityError as exc:
+        if checked:
+            raise
+        rows = exc.rows  # reduced precision: the numbers are reported, the quality gate judges the export
+    return {"samples": len(texts), "rows": rows, "checked_against_tolerance": checked}

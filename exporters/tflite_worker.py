@@ -3,8 +3,8 @@
 TensorFlow and the LiteRT interpreter abort a process that imports both, and a broken .tflite can abort (SIGABRT)
 whatever loads it, so each step runs alone:
 
-    python -m exporters.tflite_worker convert SPEC.json RESULT.json  # ONNX graph -> .tflite (TensorFlow only)
-    python -m exporters.tflite_worker check SPEC.json RESULT.json    # load, allocate, run once (LiteRT only)
+    python -m mt5lite.exporters.tflite_worker convert SPEC.json RESULT.json  # ONNX graph -> .tflite (TensorFlow only)
+    python -m mt5lite.exporters.tflite_worker check SPEC.json RESULT.json    # load, allocate, run once (LiteRT only)
 
 SPEC.json holds the paths and the graph's tensor specs from the manifest; the step writes what it found (ops,
 output shapes, bytes) to RESULT.json, so nothing TensorFlow prints can be mistaken for it.
@@ -36,12 +36,12 @@ def _named_function(names: list[str], body):
 def convert(spec: dict) -> dict:
     """Translate the ONNX graph to TensorFlow and convert it with the requested precision. For ``int8``,
     ``spec["calibration"]`` is a ``save_feeds`` directory (the representative dataset) and ``spec["mask_value"]``
-    the masking constant (``exporters.int8_masking``)."""
+    the masking constant (``mt5lite.exporters.int8_masking``)."""
     import onnx
     import tensorflow as tf
 
-    from exporters.int8_masking import with_mask_value
-    from exporters.onnx_to_tf import graph_function, weight_variables
+    from mt5lite.exporters.int8_masking import with_mask_value
+    from mt5lite.exporters.onnx_to_tf import graph_function, weight_variables
 
     model = onnx.load(spec["onnx"], load_external_data=True)
     if spec.get("mask_value") is not None:
@@ -68,7 +68,7 @@ def _convert(converter, spec: dict, names: list[str]) -> bytes:
     """Set ``converter`` up for the spec's precision and ops, and convert."""
     import tensorflow as tf
 
-    from exporters.calibration import load_feeds
+    from mt5lite.exporters.calibration import load_feeds
 
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if spec["quantize"] == "int8" else tf.lite.OpsSet.TFLITE_BUILTINS]
     if spec.get("allow_flex"):

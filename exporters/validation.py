@@ -6,7 +6,8 @@ import warnings
 from pathlib import Path
 
 from mt5lite.data import HELDOUT_SENTENCES, Sentence, read_sentences
-from mt5lite.parity import check_diffs, teacher_forced_diffs, torch_greedy
+from mt5lite.verification.parity import torch_greedy
+from mt5lite.verification.teacher_forced import check_diffs, teacher_forced
 
 
 def balanced_sample(sentences: list[Sentence], count: int) -> list[Sentence]:
@@ -22,21 +23,27 @@ def balanced_sample(sentences: list[Sentence], count: int) -> list[Sentence]:
     return picked
 
 
+def heldout_texts(count: int) -> list[str]:
+    """``count`` held-out multilingual sentences (never used for calibration), balanced across languages."""
+    return [s.text for s in balanced_sample(read_sentences(HELDOUT_SENTENCES), count)]
+
+
 def validate_export(model, export_dir: Path, config, progress: bool = False) -> dict:
     """Compare encoder outputs and teacher-forced step logits; raise ``ParityError`` listing every output if any
     differs by more than ``config.atol + config.rtol * max |reference|``. Returns the numbers."""
-    from runtimes.onnx_runtime import OnnxGenerator
-    from runtimes.tokenizer import Overflow
+    from mt5lite.runtimes.onnx_runtime import OnnxGenerator
+    from mt5lite.runtimes.tokenizer import Overflow
+    from mt5lite.runtimes.torch_backend import TorchBackend
 
     generator = OnnxGenerator(export_dir)
     samples = balanced_sample(read_sentences(HELDOUT_SENTENCES), config.validate_samples)
-    texts = [s.text for s in samples]
     with warnings.catch_warnings():  # long sentences are cut to the export's source length on purpose
         warnings.simplefilter("ignore")
-        ids, mask = generator.encode_batch(texts, Overflow.TRUNCATE)
+        ids, mask = generator.encode_batch([s.text for s in samples], Overflow.TRUNCATE)
     suppressed = list(range(generator.tokenizer.piece_count, model.config.vocab_size))
     targets = torch_greedy(model, ids, mask, min(16, config.max_target_length), suppressed)
-    found = teacher_forced_diffs(model, generator.backend, ids, mask, targets, generator.static_shapes)
+    found = teacher_forced(TorchBackend(model, config.max_target_length), generator.stepper, ids, mask, targets,
+                           generator.decoder.decoder_start_id)
     outputs = {t["name"]: t["shape"] for g in generator.manifest["graphs"].values() for t in g["outputs"]}
     rows = check_diffs("ONNX export validation", found, config.atol, config.rtol, outputs)
-    return {"samples": len(texts), "languages": sorted({s.lang for s in samples}), "rows": rows}
+    return {"samples": len(samples), "languages": sorted({s.lang for s in samples}), "rows": rows}

@@ -18,6 +18,12 @@ from mt5lite.paths import DEMO_MODEL
 
 EXIT_USAGE = 2
 EXIT_GATE = 1  # the command ran, but its result misses the quality gate
+#: The extra that brings each optional top-level module (pyproject.toml); a command that needs a missing one says
+#: which extra to install instead of failing with a traceback.
+EXTRA_OF_MODULE = {
+    "torch": "export", "transformers": "export", "safetensors": "export", "onnx": "export", "tensorflow": "export",
+    "google": "export", "ai_edge_litert": "litert", "sacrebleu": "eval", "tqdm": "eval", "num2words": "train",
+}
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -42,7 +48,7 @@ def _add_decoding_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _decoding_options(args: argparse.Namespace):
-    from runtimes.options import DecodingOptions
+    from mt5lite.runtimes.options import DecodingOptions
 
     return DecodingOptions(
         max_new_tokens=args.max_new_tokens,
@@ -54,7 +60,7 @@ def _decoding_options(args: argparse.Namespace):
 
 def _read_inputs(args: argparse.Namespace) -> list[str]:
     """The texts to process: positional arguments, or lines of --input-file ('-' for stdin), as UTF-8."""
-    from runtimes.tokenizer import validate_text
+    from mt5lite.runtimes.tokenizer import validate_text
 
     if args.text and args.input_file:
         raise InputError("give either TEXT arguments or --input-file, not both")
@@ -87,8 +93,8 @@ def _read_bytes(path: Path) -> bytes:
 def cmd_generate(args: argparse.Namespace) -> int:
     """Generate text for each input: with ONNX Runtime when --model is an export directory (it has a
     manifest.json), with the PyTorch reference when it is a Hugging Face checkpoint."""
-    from runtimes.generators import open_generator
-    from runtimes.tokenizer import Overflow
+    from mt5lite.runtimes.generators import open_generator
+    from mt5lite.runtimes.tokenizer import Overflow
 
     texts = _read_inputs(args)
     options = _decoding_options(args)
@@ -102,7 +108,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     """Export a checkpoint as encoder.onnx + decoder.onnx (decoder step over a fixed-size KV cache), with the
     tokenizer and manifest.json, validated against PyTorch before it is written."""
-    from exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
 
     config = OnnxExportConfig(max_source_length=args.max_source_length, max_target_length=args.max_target_length,
                               static_shapes=args.static_shapes, opset=args.opset,
@@ -123,9 +129,9 @@ def cmd_export_tflite(args: argparse.Namespace) -> int:
     and run once in a child process, then validated against the ONNX export. Full int8 is calibrated on
     multilingual samples; every precision but fp32 is then compared with the ONNX export on a held-out set and
     held to the quality gate."""
-    from exporters.calibration import CalibrationDraw
-    from exporters.tflite_export import export_tflite
     from mt5lite.data import read_task_pairs
+    from mt5lite.exporters.calibration import CalibrationDraw
+    from mt5lite.exporters.tflite_export import export_tflite
 
     pairs = read_task_pairs(args.data)  # read before any work, so a bad file fails fast
     calibration = CalibrationDraw(args.calibration, args.samples, args.max_decoder_steps)
@@ -149,7 +155,7 @@ def cmd_export_tflite(args: argparse.Namespace) -> int:
 def cmd_parity(args: argparse.Namespace) -> int:
     """Compare PyTorch with an export on a held-out set: logits, greedy and beam ids, exact match and chrF."""
     from mt5lite.data import read_task_pairs
-    from mt5lite.parity import parity_report, write_parity_report
+    from mt5lite.verification.parity import parity_report, write_parity_report
 
     options = _decoding_options(args)
     report = parity_report(args.model, args.export, read_task_pairs(args.data), threads=args.threads,
@@ -165,7 +171,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
 
 def _quantize_config(args: argparse.Namespace):
-    from exporters.quantize import QuantizeConfig
+    from mt5lite.exporters.quantize import QuantizeConfig
 
     return QuantizeConfig(recipe=args.recipe, method=args.method, per_channel=args.per_channel, format=args.format,
                           groups=tuple(args.groups) if args.groups else None, exclude=tuple(args.exclude),
@@ -176,8 +182,8 @@ def _quantize_config(args: argparse.Namespace):
 def cmd_quantize(args: argparse.Namespace) -> int:
     """Quantize an fp32 ONNX export into a new export (same contract, manifest naming the recipe), then compare
     it with the fp32 export on a held-out set: agreement, exact match per language, size and decoding speed."""
-    from exporters.quantize import quantize_export
     from mt5lite.data import read_task_pairs
+    from mt5lite.exporters.quantize import quantize_export
 
     config = _quantize_config(args)
     pairs = read_task_pairs(args.data)  # read before any work, so a bad file fails fast
@@ -189,15 +195,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _compare_and_gate(args: argparse.Namespace, pairs, command: str) -> int:
-    """Compare the export written to ``args.output`` with its fp32 source ``args.export`` on ``pairs``, write the
-    report, print the verdict; ``EXIT_GATE`` when the quality gate fails and ``--gate`` is on."""
-    from mt5lite.export_comparison import compare_exports, quality_gate, write_comparison_report
+    """Compare the export written to ``args.output`` with its fp32 source ``args.export`` on ``pairs`` and print
+    the verdict of the API's quality gate; ``EXIT_GATE`` when it fails and ``--gate`` is on."""
+    from mt5lite.verification.comparison import compare_and_gate
 
-    report = compare_exports(args.export, args.output, pairs, threads=args.threads, progress=True)
-    failures = quality_gate(report)
-    report["gate"] = {"failures": failures, "passed": not failures}
-    report_path = args.report or Path("build/reports") / f"quantize-{report['recipe']}.json"
-    json_path, md_path = write_comparison_report(report, report_path)
+    report, json_path, md_path = compare_and_gate(args.export, args.output, pairs, args.report,
+                                                  threads=args.threads, progress=True)
+    failures = report["gate"]["failures"]
     print(f"greedy agreement {report['greedy_agreement']:.3f}  exact match {report['exact_match']:.3f} "
           f"(fp32 {report['exact_match_reference']:.3f})  size {report['size_bytes'] / 1e6:.2f} MB "
           f"({report['size_bytes'] / report['size_bytes_reference']:.1%} of fp32)  "
@@ -215,9 +219,9 @@ def _compare_and_gate(args: argparse.Namespace, pairs, command: str) -> int:
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     """Quantize one node group at a time (static int8) and measure each against the fp32 export: greedy
     agreement and teacher-forced logit error. The default static recipe is chosen from this table."""
-    from exporters.calibration import draw_samples
-    from exporters.sensitivity import sensitivity_analysis, write_sensitivity_report
     from mt5lite.data import read_tagged_texts
+    from mt5lite.exporters.calibration import draw_samples
+    from mt5lite.exporters.sensitivity import sensitivity_analysis, write_sensitivity_report
 
     args.recipe, args.groups, args.exclude = "static-int8", None, []
     config = _quantize_config(args)
@@ -237,7 +241,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a checkpoint or an export on a held-out set with references and write the report."""
     from mt5lite.data import read_task_pairs
-    from mt5lite.evaluation import evaluate_model, write_evaluation_report
+    from mt5lite.verification.evaluation import evaluate_model, write_evaluation_report
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -256,14 +260,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_train_demo(args: argparse.Namespace) -> int:
     """Train the bundled demo model (about 20 minutes on 2 cores)."""
-    from mt5lite.demo_model import main as train_main
+    from mt5lite.demo.train import main as train_main
 
     argv = ["--output", str(args.output), "--steps", str(args.steps)] + (["--force"] if args.force else [])
     return train_main(argv)
 
 
 def _add_calibration_args(parser: argparse.ArgumentParser) -> None:
-    from exporters.calibration import MIN_SAMPLES, CalibrationDraw
+    from mt5lite.exporters.calibration import MIN_SAMPLES, CalibrationDraw
 
     parser.add_argument("--calibration", type=Path, default=CalibrationDraw.file,
                         help="calibration inputs: lang<TAB>text sentences or lang<TAB>source<TAB>target pairs")
@@ -274,7 +278,7 @@ def _add_calibration_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_quantize_args(parser: argparse.ArgumentParser) -> None:
-    from exporters.quantize import Format, Method
+    from mt5lite.exporters.quantize import Format, Method
 
     _add_calibration_args(parser)
     parser.add_argument("--method", choices=[m.value for m in Method], default=Method.MINMAX.value,
@@ -299,11 +303,11 @@ def _add_gate_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``mt5lite`` argument parser with all subcommands."""
-    from exporters.quant_groups import GROUPS
-    from exporters.quantize import Recipe
-    from exporters.tflite_export import TfliteQuantize
     from mt5lite.data import DEV_TASK, HELDOUT_TASK
-    from mt5lite.demo_config import DemoConfig
+    from mt5lite.demo.config import DemoConfig
+    from mt5lite.exporters.quant_groups import GROUPS
+    from mt5lite.exporters.quantize import Recipe
+    from mt5lite.exporters.tflite_export import TfliteQuantize
 
     parser = argparse.ArgumentParser(
         prog="mt5lite",
@@ -430,6 +434,13 @@ def main(argv: list[str] | None = None) -> int:
     except Mt5LiteError as exc:
         message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         print(f"mt5lite {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModuleNotFoundError as exc:
+        extra = EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"mt5lite {args.command}: error: this command needs {exc.name}, which the lean install leaves out; "
+              f"install it with: pip install 'mt5lite[{extra}]'", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"mt5lite {args.command}: interrupted", file=sys.stderr)

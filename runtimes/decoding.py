@@ -1,40 +1,66 @@
 """The one decoding loop: greedy and beam search over a step backend, with the fixed-size cache bookkeeping.
 
-A backend (ONNX Runtime, LiteRT) only runs the two graphs of the contract:
+A backend (ONNX Runtime, LiteRT, PyTorch) only runs the two graphs of the contract (``mt5lite.contract``), by
+tensor name:
 
-- ``encode(input_ids, attention_mask) -> (cross_k, cross_v)`` with ``cross_* [L,B,H,S,d_kv]``;
-- ``step(tokens [B,1], position, attention_mask, cross_k, cross_v, self_k, self_v) -> (logits [B,V], new_k, new_v)``
-  with ``self_* [L,B,H,T_max,d_kv]`` and ``new_* [L,B,H,1,d_kv]``.
+- ``encode({"input_ids", "attention_mask"}) -> {"encoder_hidden_states", "cross_k", "cross_v"}``;
+- ``step({"decoder_input_ids", "position", "encoder_attention_mask", "cross_k", "cross_v", "self_k_cache",
+  "self_v_cache"}) -> {"logits", "new_self_k", "new_self_v"}``.
 
 This module owns everything else: the cache (the host writes each step's K/V at its position), beam bookkeeping
 and stopping. Beam search follows transformers' vectorised implementation step for step (top ``2 x beams``
 candidates, length-normalised finished hypotheses, the same early-stopping heuristic), so that greedy and beam
-outputs can be compared token for token with PyTorch ``generate``. numpy only.
+outputs can be compared token for token with PyTorch ``generate``. Step hooks see every step's feeds and outputs
+(calibration capture, non-finite checks) without replacing the backend. numpy only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 
+from mt5lite.contract import encoder_feeds, step_feeds
 from mt5lite.errors import InputError
-from runtimes.options import DecodingOptions
+from mt5lite.runtimes.options import DecodingOptions
 
 NEG = np.float32(-1.0e9)
 
+#: Called after every decoder step with its feeds and outputs (by name); must not change them.
+StepHook = Callable[[dict, dict], None]
+
 
 class StepBackend(Protocol):
-    """What a runtime must provide: the two graphs, plus the shapes the loop needs."""
+    """What a runtime must provide: the two graphs, by tensor name, plus the shapes the loop needs."""
 
     max_target_length: int  # T_max: the cache holds positions 0 .. T_max - 1
     vocab_size: int  # logits width (embedding rows)
 
-    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def encode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
-    def step(self, tokens: np.ndarray, position: int, attention_mask: np.ndarray, cross_k: np.ndarray,
-             cross_v: np.ndarray, self_k: np.ndarray, self_v: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def new_cache(cross_k: np.ndarray, batch: int, max_target_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """An empty self-attention cache pair ``[L,batch,H,T_max,d_kv]`` shaped after the cross K/V."""
+    layers, _, heads, _, d_kv = cross_k.shape
+    shape = (layers, batch, heads, max_target_length, d_kv)
+    return np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+
+
+def run_step(backend: StepBackend, tokens: np.ndarray, position: int, mask: np.ndarray, cross_k: np.ndarray,
+             cross_v: np.ndarray, cache_k: np.ndarray, cache_v: np.ndarray,
+             hooks: list[StepHook] = ()) -> np.ndarray:
+    """Run one step, call ``hooks``, write the step's K/V into the cache at ``position`` (the host's half of the
+    contract); returns the float32 logits."""
+    feeds = step_feeds(tokens, position, mask, cross_k, cross_v, cache_k, cache_v)
+    outputs = backend.step(feeds)
+    for hook in hooks:
+        hook(feeds, outputs)
+    cache_k[:, :, :, position] = outputs["new_self_k"][:, :, :, 0]
+    cache_v[:, :, :, position] = outputs["new_self_v"][:, :, :, 0]
+    return np.asarray(outputs["logits"], dtype=np.float32)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -63,19 +89,18 @@ class Decoder:
         self.eos_id = eos_id
         self.decoder_start_id = decoder_start_id
         self.suppressed = np.asarray(suppressed_ids, dtype=np.int64)
+        self.hooks: list[StepHook] = []
+
+    def add_step_hook(self, hook: StepHook) -> None:
+        """Call ``hook(feeds, outputs)`` after every decoder step from now on."""
+        self.hooks.append(hook)
 
     def _new_cache(self, cross_k: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        layers, _, heads, _, d_kv = cross_k.shape
-        shape = (layers, batch, heads, self.backend.max_target_length, d_kv)
-        return np.zeros(shape, cross_k.dtype), np.zeros(shape, cross_k.dtype)
+        return new_cache(cross_k, batch, self.backend.max_target_length)
 
     def _step(self, tokens, position, mask, cross_k, cross_v, cache_k, cache_v) -> np.ndarray:
-        """Run one step, write its K/V into the cache, return float32 logits with undecodable ids suppressed."""
-        logits, new_k, new_v = self.backend.step(tokens.reshape(-1, 1).astype(np.int64), position, mask,
-                                                 cross_k, cross_v, cache_k, cache_v)
-        cache_k[:, :, :, position] = new_k[:, :, :, 0]
-        cache_v[:, :, :, position] = new_v[:, :, :, 0]
-        return logits.astype(np.float32)
+        """Run one step and write its K/V into the cache; returns float32 logits."""
+        return run_step(self.backend, tokens, position, mask, cross_k, cross_v, cache_k, cache_v, self.hooks)
 
     def generate(self, input_ids: np.ndarray, attention_mask: np.ndarray, options: DecodingOptions
                  ) -> list[list[int]]:
@@ -85,7 +110,8 @@ class Decoder:
             raise InputError(f"max_new_tokens is {options.max_new_tokens}, beyond this export's cache of "
                              f"{self.backend.max_target_length} positions (max_target_length); lower it or "
                              "re-export with a larger --max-target-length")
-        cross_k, cross_v = self.backend.encode(input_ids, attention_mask)
+        encoded = self.backend.encode(encoder_feeds(input_ids, attention_mask))
+        cross_k, cross_v = encoded["cross_k"], encoded["cross_v"]
         if options.num_beams == 1:
             return self._greedy(attention_mask, cross_k, cross_v, options)
         return self._beam(attention_mask, cross_k, cross_v, options)

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.decoding import Decoder
-from runtimes.manifest import inside, load_manifest
-from runtimes.options import DecodingOptions
-from runtimes.tokenizer import Overflow, Tokenizer
+from mt5lite.contract import batch_rows, concat_rows
+from mt5lite.manifest import inside, load_manifest
+from mt5lite.runtimes.decoding import Decoder, StepHook
+from mt5lite.runtimes.options import DecodingOptions
+from mt5lite.runtimes.tokenizer import Overflow, Tokenizer
 
 
 class RowByRow:
@@ -26,16 +27,16 @@ class RowByRow:
         self.max_target_length = backend.max_target_length
         self.vocab_size = backend.vocab_size
 
-    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rows = [self.backend.encode(input_ids[r : r + 1], attention_mask[r : r + 1]) for r in range(len(input_ids))]
-        return np.concatenate([k for k, _ in rows], axis=1), np.concatenate([v for _, v in rows], axis=1)
+    def _rows(self, run, feeds: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+        return concat_rows([run(batch_rows(feeds, slice(row, row + 1))) for row in range(batch)])
 
-    def step(self, tokens, position, attention_mask, cross_k, cross_v, self_k, self_v):
-        rows = [self.backend.step(tokens[r : r + 1], position, attention_mask[r : r + 1], cross_k[:, r : r + 1],
-                                  cross_v[:, r : r + 1], self_k[:, r : r + 1], self_v[:, r : r + 1])
-                for r in range(len(tokens))]
-        return (np.concatenate([row[0] for row in rows], axis=0), np.concatenate([row[1] for row in rows], axis=1),
-                np.concatenate([row[2] for row in rows], axis=1))
+    def encode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every encoder output, one input row at a time."""
+        return self._rows(self.backend.encode, feeds, len(feeds["input_ids"]))
+
+    def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One decoder step, one row at a time."""
+        return self._rows(self.backend.step, feeds, len(feeds["decoder_input_ids"]))
 
 
 class ExportGenerator(ABC):
@@ -50,13 +51,19 @@ class ExportGenerator(ABC):
         vocab = int(self.manifest["vocab_size"])
         self.max_source_length = int(self.manifest["max_source_length"])
         self.static_shapes = bool(self.manifest.get("static_shapes"))
-        stepper = RowByRow(self.backend) if self.static_shapes else self.backend  # batch-1 graphs: beams row by row
-        self.decoder = Decoder(stepper, eos_id=int(special["eos"]), decoder_start_id=int(special["decoder_start"]),
+        #: What the decoding loop runs: the engine's backend, or for batch-1 graphs that backend row by row.
+        self.stepper = RowByRow(self.backend) if self.static_shapes else self.backend
+        self.decoder = Decoder(self.stepper, eos_id=int(special["eos"]),
+                               decoder_start_id=int(special["decoder_start"]),
                                suppressed_ids=list(range(self.tokenizer.piece_count, vocab)))
+
+    def add_step_hook(self, hook: StepHook) -> None:
+        """Call ``hook(feeds, outputs)`` after every decoder step the decoding loop runs."""
+        self.decoder.add_step_hook(hook)
 
     @abstractmethod
     def _backend(self, manifest: dict, threads: int | None):
-        """The engine's step backend for this export (``runtimes.decoding.StepBackend``)."""
+        """The engine's step backend for this export (``mt5lite.runtimes.decoding.StepBackend``)."""
 
     def encode_batch(self, texts: list[str], overflow: Overflow = Overflow.ERROR) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and mask, right-padded (to ``max_source_length`` for a static-shape export)."""

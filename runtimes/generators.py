@@ -1,24 +1,46 @@
-"""Pick the generator for a model directory: ONNX Runtime or LiteRT for an mt5lite export (by its manifest's
-engine), PyTorch for a checkpoint."""
+"""Pick the generator for a model directory: an mt5lite export runs on the engine its manifest names (a registry
+of engines), a Hugging Face checkpoint on the PyTorch reference."""
 
 from __future__ import annotations
 
+import importlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from runtimes.manifest import MANIFEST_NAME, load_manifest
+from mt5lite.errors import ModelFileError
+from mt5lite.manifest import MANIFEST_NAME, load_manifest
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One runtime engine: where its generator lives and which install brings the engine."""
+
+    module: str  # the module holding the generator class
+    generator: str  # the ``ExportGenerator`` subclass
+    install: str  # what to pip install for it
+
+
+#: Every engine a manifest may name (``manifest["engine"]``).
+ENGINES: dict[str, Engine] = {
+    "onnxruntime": Engine("mt5lite.runtimes.onnx_runtime", "OnnxGenerator", "mt5lite"),
+    "litert": Engine("mt5lite.runtimes.litert", "LiteRTGenerator", "mt5lite[litert]"),
+}
+
+
+def engine_for(manifest: dict, where: str | os.PathLike = "") -> Engine:
+    """The registered engine a manifest names; ``ModelFileError`` listing the known ones otherwise."""
+    name = manifest.get("engine")
+    if name not in ENGINES:
+        raise ModelFileError(f"{where}: manifest engine {name!r} is unknown; known engines: {', '.join(ENGINES)}")
+    return ENGINES[name]
 
 
 def open_export(export_dir: str | os.PathLike, threads: int | None = None):
-    """The generator for an mt5lite export: ``LiteRTGenerator`` when its manifest's engine is ``litert``,
-    else ``OnnxGenerator``."""
-    if load_manifest(export_dir, verify_hashes=False).get("engine") == "litert":
-        from runtimes.litert import LiteRTGenerator
-
-        return LiteRTGenerator(export_dir, threads=threads)
-    from runtimes.onnx_runtime import OnnxGenerator
-
-    return OnnxGenerator(export_dir, threads=threads)
+    """The generator of an mt5lite export, on the engine its manifest names (hashes verified before loading)."""
+    engine = engine_for(load_manifest(export_dir, verify_hashes=False), export_dir)
+    generator = getattr(importlib.import_module(engine.module), engine.generator)
+    return generator(export_dir, threads=threads)
 
 
 def open_generator(model_dir: str | os.PathLike, allow_pickle: bool = False, threads: int | None = None,
@@ -27,6 +49,6 @@ def open_generator(model_dir: str | os.PathLike, allow_pickle: bool = False, thr
     ``manifest.json`` (its source length is fixed by the export), else the PyTorch ``TorchReference``."""
     if (Path(model_dir) / MANIFEST_NAME).is_file():
         return open_export(model_dir, threads)
-    from runtimes.torch_reference import TorchReference
+    from mt5lite.runtimes.torch_reference import TorchReference
 
     return TorchReference(model_dir, allow_pickle=allow_pickle, threads=threads, max_source_length=max_source_length)

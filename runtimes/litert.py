@@ -17,15 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from mt5lite.errors import ModelFileError
-from runtimes.export_generator import ExportGenerator
-from runtimes.manifest import inside
+from mt5lite.manifest import inside
+from mt5lite.runtimes.export_generator import ExportGenerator
 
 SIGNATURE_KEY = "serving_default"
 
 
 class LiteRTBackend:
     """The two graphs of a TFLite export as LiteRT signature runners (the ``StepBackend`` of
-    ``runtimes.decoding``), one interpreter per graph per thread."""
+    ``mt5lite.runtimes.decoding``), one interpreter per graph per thread."""
 
     def __init__(self, export_dir: str | os.PathLike, manifest: dict, threads: int | None = None):
         self.root = Path(export_dir)
@@ -52,25 +52,17 @@ class LiteRTBackend:
             self._local.runners = runners
         return runners
 
-    def _run(self, role: str, values: tuple) -> dict[str, np.ndarray]:
-        spec = self.specs[role]
-        feeds = {t["name"]: np.asarray(v, dtype=t["dtype"]) for t, v in zip(spec["inputs"], values, strict=True)}
-        return self._runners()[role](**feeds)
+    def _run(self, role: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        typed = {t["name"]: np.asarray(feeds[t["name"]], dtype=t["dtype"]) for t in self.specs[role]["inputs"]}
+        return dict(self._runners()[role](**typed))
 
-    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Run the encoder; returns the cross-attention K/V ``[L,1,H,S,d_kv]``."""
-        outputs = self._run("encoder", (input_ids, attention_mask))
-        return outputs["cross_k"], outputs["cross_v"]
+    def encode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the encoder; returns every output by name (hidden states, cross K/V ``[L,1,H,S,d_kv]``)."""
+        return self._run("encoder", feeds)
 
-    def encoder_outputs(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
-        """Every encoder output by name (for parity checks)."""
-        return dict(self._run("encoder", (input_ids, attention_mask)))
-
-    def step(self, tokens, position, attention_mask, cross_k, cross_v, self_k, self_v):
-        """Run one decoder step; returns ``(logits [1,V], new_self_k, new_self_v)``."""
-        outputs = self._run("decoder", (tokens, np.array([position]), attention_mask, cross_k, cross_v,
-                                        self_k, self_v))
-        return outputs["logits"], outputs["new_self_k"], outputs["new_self_v"]
+    def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one decoder step; returns ``logits [1,V]``, ``new_self_k`` and ``new_self_v`` by name."""
+        return self._run("decoder", feeds)
 
 
 class LiteRTGenerator(ExportGenerator):

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from mt5lite.errors import ModelFileError
-from runtimes.export_generator import ExportGenerator
-from runtimes.manifest import inside
+from mt5lite.manifest import inside
+from mt5lite.runtimes.export_generator import ExportGenerator
 
 
 class OnnxBackend:
-    """The two graphs of an export as ONNX Runtime sessions (the ``StepBackend`` of ``runtimes.decoding``)."""
+    """The two graphs of an export as ONNX Runtime sessions (the ``StepBackend`` of ``mt5lite.runtimes.decoding``)."""
 
     def __init__(self, export_dir: str | os.PathLike, manifest: dict, threads: int | None = None):
         import onnxruntime as ort
@@ -39,36 +39,21 @@ class OnnxBackend:
                 self.sessions[role] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             except Exception as exc:  # onnxruntime raises its own untyped errors; name the file and stop
                 raise ModelFileError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from None
-        self.specs = manifest["graphs"]
+        self.outputs = {role: [t["name"] for t in manifest["graphs"][role]["outputs"]] for role in self.sessions}
         self.max_target_length = int(manifest["max_target_length"])
         self.vocab_size = int(manifest["vocab_size"])
-        self._float = np.float32
 
-    def _names(self, role: str, kind: str) -> list[str]:
-        return [t["name"] for t in self.specs[role][kind]]
+    def _run(self, role: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = self.outputs[role]
+        return dict(zip(names, self.sessions[role].run(names, feeds), strict=True))
 
-    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Run the encoder; returns the cross-attention K/V ``[L,B,H,S,d_kv]``."""
-        ids_name, mask_name = self._names("encoder", "inputs")
-        outputs = dict(zip(self._names("encoder", "outputs"),
-                           self.sessions["encoder"].run(None, {ids_name: input_ids.astype(np.int64),
-                                                               mask_name: attention_mask.astype(np.int64)}),
-                           strict=True))
-        return outputs["cross_k"], outputs["cross_v"]
+    def encode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the encoder; returns every output by name (hidden states, cross K/V ``[L,B,H,S,d_kv]``)."""
+        return self._run("encoder", feeds)
 
-    def encoder_outputs(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
-        """Every encoder output by name (for parity checks)."""
-        feeds = dict(zip(self._names("encoder", "inputs"), (input_ids.astype(np.int64),
-                                                            attention_mask.astype(np.int64)), strict=True))
-        return dict(zip(self._names("encoder", "outputs"), self.sessions["encoder"].run(None, feeds), strict=True))
-
-    def step(self, tokens, position, attention_mask, cross_k, cross_v, self_k, self_v):
-        """Run one decoder step; returns ``(logits [B,V], new_self_k, new_self_v)``."""
-        values = (tokens.astype(np.int64), np.array([position], dtype=np.int64), attention_mask.astype(np.int64),
-                  cross_k, cross_v, self_k, self_v)
-        feeds = dict(zip(self._names("decoder", "inputs"), values, strict=True))
-        outputs = dict(zip(self._names("decoder", "outputs"), self.sessions["decoder"].run(None, feeds), strict=True))
-        return outputs["logits"], outputs["new_self_k"], outputs["new_self_v"]
+    def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one decoder step; returns ``logits [B,V]``, ``new_self_k`` and ``new_self_v`` by name."""
+        return self._run("decoder", feeds)
 
 
 class OnnxGenerator(ExportGenerator):

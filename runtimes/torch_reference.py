@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from runtimes.options import DecodingOptions
-from runtimes.tokenizer import Overflow, Tokenizer
+from mt5lite.runtimes.options import DecodingOptions
+from mt5lite.runtimes.tokenizer import Overflow, Tokenizer
 
 
 class TorchReference:

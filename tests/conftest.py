@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from mt5lite.fixtures import build_random_model, tiny_config
-from mt5lite.paths import DEMO_MODEL, REPO_ROOT
+from mt5lite.paths import DEMO_MODEL
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("USE_TF", "0")
 
@@ -39,7 +41,7 @@ def tiny_mt5(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_export(demo_model, tmp_path_factory):
     """The demo model's fp32 ONNX export (dynamic shapes, S=64, T_max=32)."""
-    from exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
 
     out = tmp_path_factory.mktemp("exports") / "demo"
     export_onnx(demo_model, out, OnnxExportConfig(max_source_length=64, max_target_length=32))
@@ -49,7 +51,7 @@ def demo_export(demo_model, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_export(tiny_model, tmp_path_factory):
     """Each tiny model's fp32 ONNX export (S=32, T_max=12)."""
-    from exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
 
     out = tmp_path_factory.mktemp("exports") / "tiny"
     export_onnx(tiny_model, out, OnnxExportConfig(max_source_length=32, max_target_length=12))

@@ -141,7 +141,7 @@ def test_killed_export_leaves_no_output_directory(tmp_path):
     import sys
     import time
 
-    from mt5lite.paths import REPO_ROOT
+    from tests.conftest import REPO_ROOT
 
     out = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, "-m", "mt5lite", "export", "onnx", "--output", str(out)],

@@ -14,7 +14,7 @@ from mt5lite.data import (
     read_sentences,
     read_task_pairs,
 )
-from mt5lite.demo_task import TASK_LANGUAGES, heldout_numbers, heldout_pairs, make_pair
+from mt5lite.demo.task import TASK_LANGUAGES, heldout_numbers, heldout_pairs, make_pair
 from mt5lite.errors import InputError
 
 SCRIPTS = {
@@ -80,7 +80,7 @@ def test_task_heldout_covers_every_language_and_both_directions():
 
 
 def test_heldout_numbers_are_never_training_examples():
-    from mt5lite.demo_task import training_pairs
+    from mt5lite.demo.task import training_pairs
 
     held = heldout_numbers()
     training = {(p.lang, p.source) for p in training_pairs(held) if p.lang in ("en", "ja")}

@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from mt5lite.data import read_task_pairs
-from mt5lite.demo_task import TaskPair
-from mt5lite.evaluation import evaluate_model, score, write_evaluation_report
+from mt5lite.data import TaskPair, read_task_pairs
+from mt5lite.verification.evaluation import evaluate_model, score, write_evaluation_report
 
 PAIRS = [
     TaskPair("en", "words en: 1", "one"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mt5lite.errors import InputError
-from runtimes.options import DecodingOptions
-from runtimes.torch_reference import TorchReference
+from mt5lite.runtimes.options import DecodingOptions
+from mt5lite.runtimes.torch_reference import TorchReference
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_bad_inputs_are_named(demo):
 
 
 def test_over_long_input_errors_or_truncates(demo_model):
-    from runtimes.tokenizer import Overflow
+    from mt5lite.runtimes.tokenizer import Overflow
 
     short = TorchReference(demo_model, max_source_length=4)
     with pytest.raises(InputError, match="more than the maximum of 4"):

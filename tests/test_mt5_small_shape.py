@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mt5lite.fixtures import REAL_CONFIGS, mt5_small_random
-from runtimes.options import DecodingOptions
-from runtimes.torch_reference import TorchReference
+from mt5lite.runtimes.options import DecodingOptions
+from mt5lite.runtimes.torch_reference import TorchReference
 
 pytestmark = pytest.mark.slow
 
@@ -23,9 +23,9 @@ def test_mt5_small_random_has_the_real_shape_and_generates():
 
 
 def test_mt5_small_random_onnx_export_matches_pytorch(tmp_path):
-    from exporters.onnx_export import OnnxExportConfig, export_onnx
     from mt5lite.data import read_task_pairs
-    from mt5lite.parity import parity_report
+    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.verification.parity import parity_report
 
     model = mt5_small_random()
     out = tmp_path / "onnx"

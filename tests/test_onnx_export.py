@@ -9,13 +9,14 @@ import numpy as np
 import onnx
 import pytest
 
-from exporters.onnx_export import OnnxExportConfig, export_onnx
 from mt5lite.data import read_task_pairs
 from mt5lite.errors import InputError, ParityError
-from mt5lite.parity import teacher_forced_diffs
-from runtimes.onnx_runtime import OnnxGenerator
-from runtimes.options import DecodingOptions
-from runtimes.torch_reference import TorchReference
+from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+from mt5lite.runtimes.onnx_runtime import OnnxGenerator
+from mt5lite.runtimes.options import DecodingOptions
+from mt5lite.runtimes.torch_backend import TorchBackend
+from mt5lite.runtimes.torch_reference import TorchReference
+from mt5lite.verification.teacher_forced import teacher_forced
 
 # Ops that TFLite has as builtins (after onnx2tf); no If, Loop or Scan.
 TFLITE_FRIENDLY_OPS = {
@@ -85,7 +86,8 @@ def test_every_cache_position_matches_pytorch_up_to_the_last(tiny_model, tiny_ex
     t_max = generator.backend.max_target_length
     rng = np.random.default_rng(0)
     targets = [rng.integers(3, 1000, size=t_max).tolist() for _ in range(2)]  # fill positions 0 .. T_max - 1
-    found = teacher_forced_diffs(model, generator.backend, ids, mask, targets, static_batch=False)
+    found = teacher_forced(TorchBackend(model, t_max), generator.stepper, ids, mask, targets, start_id=0)
+    assert set(found.max_abs_diff) == {"encoder_hidden_states", "cross_k", "cross_v", "logits"}
     assert max(found.max_abs_diff.values()) <= FP32_ATOL, found.max_abs_diff
 
 
@@ -146,7 +148,7 @@ def test_over_long_input_errors_or_truncates(demo_export):
     long_text = "words en: " + "1 " * 100
     with pytest.raises(InputError, match="more than the maximum of 64"):
         generator.generate([long_text])
-    from runtimes.tokenizer import Overflow
+    from mt5lite.runtimes.tokenizer import Overflow
 
     with pytest.warns(UserWarning, match="truncated to 64 tokens"):
         assert len(generator.generate([long_text], overflow=Overflow.TRUNCATE)) == 1

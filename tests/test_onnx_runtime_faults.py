@@ -11,11 +11,11 @@ import textwrap
 
 import pytest
 
-from exporters.onnx_export import OnnxExportConfig, export_onnx
 from mt5lite.errors import InputError, ModelFileError
-from mt5lite.paths import REPO_ROOT
-from runtimes.onnx_runtime import OnnxGenerator
-from runtimes.options import DecodingOptions
+from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+from mt5lite.runtimes.onnx_runtime import OnnxGenerator
+from mt5lite.runtimes.options import DecodingOptions
+from tests.conftest import REPO_ROOT
 
 CONFIG = OnnxExportConfig(max_source_length=16, max_target_length=8)
 
@@ -116,8 +116,8 @@ def test_runtime_imports_no_torch_transformers_or_tensorflow(export_pair):
                 if name.split(".")[0] in ("torch", "transformers", "tensorflow"):
                     raise ImportError("forbidden import: " + name)
         sys.meta_path.insert(0, Forbid())
-        from runtimes.onnx_runtime import OnnxGenerator
-        from runtimes.options import DecodingOptions
+        from mt5lite.runtimes.onnx_runtime import OnnxGenerator
+        from mt5lite.runtimes.options import DecodingOptions
         generator = OnnxGenerator({str(export_pair[0])!r}, threads=1)
         print(generator.generate(["words en: 3"], DecodingOptions(max_new_tokens=4, num_beams=2)))
         assert not any(m.split(".")[0] in ("torch", "transformers", "tensorflow") for m in sys.modules)

@@ -11,14 +11,14 @@ import numpy as np
 import onnx
 import pytest
 
-from exporters.calibration import MIN_SAMPLES, CalibrationWarning, draw_samples
-from exporters.quant_groups import node_groups, select_nodes
-from exporters.quantize import QuantizeConfig, Recipe, quantize_export
 from mt5lite.data import Sentence, read_tagged_texts, read_task_pairs
 from mt5lite.errors import InputError, ModelFileError
-from mt5lite.export_comparison import compare_exports, quality_gate
-from runtimes.onnx_runtime import OnnxGenerator
-from runtimes.options import DecodingOptions
+from mt5lite.exporters.calibration import MIN_SAMPLES, CalibrationWarning, draw_samples
+from mt5lite.exporters.quant_groups import node_groups, select_nodes
+from mt5lite.exporters.quantize import QuantizeConfig, Recipe, quantize_export
+from mt5lite.runtimes.onnx_runtime import OnnxGenerator
+from mt5lite.runtimes.options import DecodingOptions
+from mt5lite.verification.comparison import compare_exports, quality_gate
 from tests.conftest import run_cli
 
 WEIGHT_GROUPS = ("embeddings", "lm_head", "attention_qkv", "attention_out", "ffn_in", "ffn_out")
@@ -77,7 +77,7 @@ def test_draw_is_balanced_across_languages():
 def test_feed_reader_is_an_onnx_runtime_calibration_reader():
     from onnxruntime.quantization import CalibrationDataReader
 
-    from exporters.calibration import FeedReader
+    from mt5lite.exporters.calibration import FeedReader
 
     reader = FeedReader([{"x": np.zeros(1)}, {"x": np.ones(1)}])
     assert isinstance(reader, CalibrationDataReader)
@@ -191,7 +191,7 @@ def test_refuses_quantized_source_existing_output_and_bad_options(demo_export, d
 
 
 def test_failed_quantization_leaves_nothing(demo_export, tmp_path, monkeypatch):
-    import exporters.quantize as quantize
+    import mt5lite.exporters.quantize as quantize
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated crash inside the quantizer")

@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporters.calibration import CalibrationDraw
-from exporters.onnx_export import OnnxExportConfig, export_onnx
-from exporters.tflite_export import export_tflite
+from mt5lite.contract import encoder_feeds
 from mt5lite.data import read_task_pairs
 from mt5lite.errors import InputError, ModelFileError
-from mt5lite.parity import parity_report
-from mt5lite.paths import REPO_ROOT
-from runtimes.litert import LiteRTGenerator
-from runtimes.options import DecodingOptions
-from tests.conftest import run_cli
+from mt5lite.exporters.calibration import CalibrationDraw
+from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+from mt5lite.exporters.tflite_export import export_tflite
+from mt5lite.runtimes.litert import LiteRTGenerator
+from mt5lite.runtimes.options import DecodingOptions
+from mt5lite.verification.parity import parity_report
+from tests.conftest import REPO_ROOT, run_cli
 
 FP32_ATOL = 1e-4  # TFLite fp32 vs PyTorch, on logits
 
@@ -55,7 +55,7 @@ def test_tflite_export_keeps_the_contract(static_export, tflite_fp32):
     assert manifest["quantization"]["source_export_id"] == onnx_manifest["export_id"]
     generator = LiteRTGenerator(tflite_fp32)
     ids, mask = generator.encode_batch(["words ko: 58"])
-    outputs = generator.backend.encoder_outputs(ids, mask)
+    outputs = generator.backend.encode(encoder_feeds(ids, mask))
     for tensor in manifest["graphs"]["encoder"]["outputs"]:
         assert list(outputs[tensor["name"]].shape) == tensor["shape"], tensor["name"]
 
@@ -146,7 +146,7 @@ def test_corrupted_or_mismatched_tflite_is_refused_before_invoke(tflite_fp32, tm
     shutil.copytree(tflite_fp32, foreign)
     (foreign / "decoder.tflite").write_bytes(b"TFL3" + b"\0" * 64)  # a wrong file, its hash recorded
     manifest = json.loads((foreign / "manifest.json").read_text())
-    from runtimes.manifest import sha256_file
+    from mt5lite.manifest import sha256_file
 
     manifest["files"]["decoder.tflite"] = sha256_file(foreign / "decoder.tflite")
     (foreign / "manifest.json").write_text(json.dumps(manifest))
@@ -171,7 +171,7 @@ def test_litert_runtime_imports_no_torch_transformers_or_tensorflow(tflite_fp32)
                 if name.split(".")[0] in ("torch", "transformers", "tensorflow", "onnxruntime"):
                     raise ImportError("forbidden import: " + name)
         sys.meta_path.insert(0, Forbid())
-        from runtimes.litert import LiteRTGenerator
+        from mt5lite.runtimes.litert import LiteRTGenerator
         generator = LiteRTGenerator({str(tflite_fp32)!r}, threads=1)
         print(generator.generate(["words en: 3"]))
     """)

@@ -6,7 +6,7 @@ import pytest
 
 from mt5lite.data import CALIBRATION_SENTENCES, HELDOUT_SENTENCES, read_sentences
 from mt5lite.errors import InputError
-from runtimes.tokenizer import Overflow, Tokenizer, validate_text
+from mt5lite.runtimes.tokenizer import Overflow, Tokenizer, validate_text
 
 SENTENCES = read_sentences(CALIBRATION_SENTENCES) + read_sentences(HELDOUT_SENTENCES)
 LANGUAGES = sorted({s.lang for s in SENTENCES})

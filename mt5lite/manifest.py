@@ -1,4 +1,4 @@
-"""``manifest.json``: the contract between an export and every runtime (lean: standard library only).
+"""``manifest.json``: the contract between an export and every runtime (lean: standard library and numpy).
 
 The exporter writes it; runtimes read every tensor name, shape, length and special id from it, and refuse files
 whose sha256 does not match before any engine opens them.
@@ -10,12 +10,14 @@ import hashlib
 import json
 from pathlib import Path
 
+from mt5lite.contract import name_problems
 from mt5lite.errors import ModelFileError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "mt5lite-export"
-FORMAT_VERSION = 1
-REQUIRED_KEYS = ("format", "format_version", "export_id", "graphs", "files", "tokenizer", "special_tokens",
+#: 2: every manifest names its ``engine`` (version 1 left ONNX Runtime implied).
+FORMAT_VERSION = 2
+REQUIRED_KEYS = ("format", "format_version", "engine", "export_id", "graphs", "files", "tokenizer", "special_tokens",
                  "max_source_length", "max_target_length", "vocab_size", "model")
 
 
@@ -45,7 +47,8 @@ def write_manifest(directory: Path, manifest: dict) -> Path:
 
 def load_manifest(directory: str | Path, verify_hashes: bool = True) -> dict:
     """Read and check ``manifest.json`` in ``directory``: its keys, that every file is there, inside the folder,
-    and (by default) has the recorded sha256. Raises ``ModelFileError`` naming each bad file."""
+    and (by default) has the recorded sha256, and that the graphs name their tensors as the contract does.
+    Raises ``ModelFileError`` naming each problem."""
     root = Path(directory)
     path = root / MANIFEST_NAME
     if not root.is_dir():
@@ -61,8 +64,8 @@ def load_manifest(directory: str | Path, verify_hashes: bool = True) -> dict:
         raise ModelFileError(f"{path}: missing keys {', '.join(missing)}; re-export the model")
     if manifest["format"] != FORMAT or manifest["format_version"] != FORMAT_VERSION:
         raise ModelFileError(f"{path}: format {manifest['format']!r} version {manifest['format_version']!r}; "
-                             f"this runtime reads {FORMAT!r} version {FORMAT_VERSION}")
-    problems = []
+                             f"this runtime reads {FORMAT!r} version {FORMAT_VERSION}; re-export the model")
+    problems = [f"graphs: {problem}" for problem in name_problems(manifest["graphs"])]
     for name, expected in manifest["files"].items():
         file = inside(root, name)
         if not file.is_file():

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mt5lite.errors import ParityError
 from mt5lite.reports import markdown_table, write_report
+from mt5lite.verification.teacher_forced import Differences, teacher_forced
 
 
 def torch_greedy(model, input_ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, suppressed: list[int],
@@ -31,88 +31,6 @@ def torch_greedy(model, input_ids: np.ndarray, mask: np.ndarray, max_new_tokens:
     return rows
 
 
-class Differences:
-    """Running max |candidate - reference| and max |reference| per output."""
-
-    def __init__(self):
-        self.max_abs_diff: dict[str, float] = {}
-        self.max_abs_reference: dict[str, float] = {}
-
-    def add(self, name: str, candidate: np.ndarray, reference: np.ndarray) -> None:
-        """Fold in one comparison (arrays of the same shape, already restricted to valid entries)."""
-        diff = float(np.abs(candidate - reference).max()) if reference.size else 0.0
-        scale = float(np.abs(reference).max()) if reference.size else 0.0
-        self.max_abs_diff[name] = max(diff, self.max_abs_diff.get(name, 0.0))
-        self.max_abs_reference[name] = max(scale, self.max_abs_reference.get(name, 0.0))
-
-    def merge(self, other: Differences) -> None:
-        """Fold in another set of differences."""
-        for name, value in other.max_abs_diff.items():
-            self.max_abs_diff[name] = max(value, self.max_abs_diff.get(name, 0.0))
-            self.max_abs_reference[name] = max(other.max_abs_reference[name], self.max_abs_reference.get(name, 0.0))
-
-
-def teacher_forced_diffs(model, backend, input_ids: np.ndarray, mask: np.ndarray, targets: list[list[int]],
-                         static_batch: bool) -> Differences:
-    """Differences of encoder outputs and of every step's logits, feeding both sides the same target tokens
-    (only real positions count: not padding, not past a target's end)."""
-    import torch
-
-    start = model.config.decoder_start_token_id
-    heads, d_kv = model.config.num_heads, model.config.d_kv
-    found = Differences()
-    rows = range(len(targets))
-    for group in [[r] for r in rows] if static_batch else [list(rows)]:
-        ids, m = input_ids[group], mask[group]
-        valid = m.astype(bool)
-        length = max(len(targets[r]) for r in group)
-        decoder_ids = np.zeros((len(group), length), dtype=np.int64)
-        decoder_ids[:, 0] = start
-        for i, r in enumerate(group):
-            fed = targets[r][:-1]  # the step at position p is fed token p - 1 of the target
-            decoder_ids[i, 1 : 1 + len(fed)] = fed
-        with torch.inference_mode():
-            out = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(m),
-                        decoder_input_ids=torch.from_numpy(decoder_ids))
-            hidden = out.encoder_last_hidden_state
-            ref_logits = out.logits.float().numpy()
-            ref_cross = {
-                name: np.stack([getattr(block.layer[1].EncDecAttention, proj)(hidden)
-                                .reshape(len(group), -1, heads, d_kv).transpose(1, 2).numpy()
-                                for block in model.decoder.block])
-                for name, proj in (("cross_k", "k"), ("cross_v", "v"))
-            }
-        encoded = backend.encoder_outputs(ids, m)
-        found.add("encoder_hidden_states", encoded["encoder_hidden_states"][valid], hidden.numpy()[valid])
-        for name, reference in ref_cross.items():  # [L,B,H,S,d_kv]: compare real source positions only
-            found.add(name, encoded[name].transpose(1, 3, 0, 2, 4)[valid], reference.transpose(1, 3, 0, 2, 4)[valid])
-        cross_k, cross_v = encoded["cross_k"], encoded["cross_v"]
-        layers, _, heads_, _, dkv = cross_k.shape
-        cache_k = np.zeros((layers, len(group), heads_, backend.max_target_length, dkv), np.float32)
-        cache_v = np.zeros_like(cache_k)
-        for position in range(length):
-            logits, new_k, new_v = backend.step(decoder_ids[:, position : position + 1], position, m, cross_k,
-                                                cross_v, cache_k, cache_v)
-            cache_k[:, :, :, position] = new_k[:, :, :, 0]
-            cache_v[:, :, :, position] = new_v[:, :, :, 0]
-            live = [i for i, r in enumerate(group) if position < len(targets[r])]
-            found.add("logits", logits[live], ref_logits[live, position])
-    return found
-
-
-def check_diffs(stage: str, found: Differences, atol: float, rtol: float, shapes: dict[str, list]) -> list[dict]:
-    """Rows of (output, shape, max |diff|, tolerance), the tolerance being ``atol + rtol * max |reference|``;
-    raises ``ParityError`` listing all of them if any output is over (NaN is over)."""
-    rows = []
-    for name, value in found.max_abs_diff.items():
-        tolerance = atol + rtol * found.max_abs_reference[name]
-        rows.append({"output": name, "shape": shapes.get(name), "max_abs_diff": value,
-                     "max_abs_reference": found.max_abs_reference[name], "tolerance": tolerance})
-    if any(not (row["max_abs_diff"] <= row["tolerance"]) for row in rows):
-        raise ParityError(stage, rows)
-    return rows
-
-
 def agreement(a: list[list[int]], b: list[list[int]]) -> tuple[float, float]:
     """(fraction of identical sequences, fraction of identical tokens over aligned positions)."""
     same = sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
@@ -128,12 +46,14 @@ def parity_report(model_dir: str | os.PathLike, export_dir: str | os.PathLike, p
     from tqdm import tqdm
 
     from mt5lite.checkpoint import load_model
-    from mt5lite.evaluation import score
-    from runtimes.generators import open_export
-    from runtimes.options import DecodingOptions
+    from mt5lite.runtimes.generators import open_export
+    from mt5lite.runtimes.options import DecodingOptions
+    from mt5lite.runtimes.torch_backend import TorchBackend
+    from mt5lite.verification.evaluation import score
 
     generator = open_export(export_dir, threads=threads)
     model = load_model(model_dir, allow_pickle=allow_pickle)
+    torch_backend = TorchBackend(model, generator.backend.max_target_length)
     suppressed = list(range(generator.tokenizer.piece_count, model.config.vocab_size))
     pairs = list(pairs)
     greedy = DecodingOptions(max_new_tokens=max_new_tokens)
@@ -147,7 +67,8 @@ def parity_report(model_dir: str | os.PathLike, export_dir: str | os.PathLike, p
         reference = torch_greedy(model, ids, mask, max_new_tokens, suppressed)
         ref_greedy += reference
         cand_greedy += generator.generate_ids(batch, greedy)
-        found.merge(teacher_forced_diffs(model, generator.backend, ids, mask, reference, generator.static_shapes))
+        found.merge(teacher_forced(torch_backend, generator.stepper, ids, mask, reference,
+                                   generator.decoder.decoder_start_id))
         in_beam = [p.source for p in beam_pairs[start : start + batch_size]]
         if in_beam:
             b_ids, b_mask = generator.encode_batch(in_beam)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mt5lite.evaluation import score
-from mt5lite.parity import agreement
 from mt5lite.reports import markdown_table, write_report
+from mt5lite.verification.evaluation import score
+from mt5lite.verification.parity import agreement
 
 #: The quality gate of a quantized export against its fp32 export (DESIGN.md, "What good means").
 MIN_GREEDY_AGREEMENT = 0.97
@@ -25,22 +25,14 @@ LOOP_TAIL = 4
 
 
 class _FiniteCheck:
-    """A step backend that counts the steps whose logits hold NaN or Inf."""
+    """A step hook that counts the decoder steps whose logits hold NaN or Inf."""
 
-    def __init__(self, backend):
-        self.backend = backend
-        self.max_target_length = backend.max_target_length
-        self.vocab_size = backend.vocab_size
+    def __init__(self):
         self.nonfinite_steps = 0
 
-    def encode(self, input_ids, attention_mask):
-        return self.backend.encode(input_ids, attention_mask)
-
-    def step(self, *args):
-        logits, new_k, new_v = self.backend.step(*args)
-        if not np.isfinite(logits).all():
+    def __call__(self, feeds: dict, outputs: dict) -> None:
+        if not np.isfinite(outputs["logits"]).all():
             self.nonfinite_steps += 1
-        return logits, new_k, new_v
 
 
 def graph_bytes(export_dir: str | os.PathLike, manifest: dict) -> int:
@@ -91,17 +83,16 @@ def compare_exports(reference_dir: str | os.PathLike, candidate_dir: str | os.Pa
     sizes, quantized node counts and decoding speed per token."""
     from tqdm import tqdm
 
-    from runtimes.generators import open_export
-    from runtimes.options import DecodingOptions
+    from mt5lite.runtimes.generators import open_export
+    from mt5lite.runtimes.options import DecodingOptions
 
     pairs = list(pairs)
     options = DecodingOptions(max_new_tokens=max_new_tokens)
     generators = {"reference": open_export(reference_dir, threads=threads),
                   "candidate": open_export(candidate_dir, threads=threads)}
-    checks = {}
+    checks = {name: _FiniteCheck() for name in generators}
     for name, generator in generators.items():
-        checks[name] = _FiniteCheck(generator.backend)
-        generator.decoder.backend = checks[name]
+        generator.add_step_hook(checks[name])
     texts = [p.source for p in pairs]
     ids = {name: _decode_all(g, texts, options, batch_size)
            for name, g in tqdm(generators.items(), desc="decoding held-out set", disable=not progress, unit="export")}
@@ -158,6 +149,19 @@ def quality_gate(report: dict) -> list[str]:
     if any(report["nonfinite_steps"].values()):
         failures.append(f"non-finite logits: {report['nonfinite_steps']}")
     return failures
+
+
+def compare_and_gate(reference_dir: str | os.PathLike, candidate_dir: str | os.PathLike, pairs,
+                     report_path: str | os.PathLike | None = None, threads: int | None = None,
+                     progress: bool = False) -> tuple[dict, Path, Path]:
+    """Compare a derived export with its fp32 source on ``pairs`` (``compare_exports``), judge it by the quality
+    gate, and write the report (JSON + Markdown; by default ``build/reports/quantize-<recipe>.json``). Returns the
+    report, whose ``gate`` holds ``passed`` and the ``failures``, and the two report paths."""
+    report = compare_exports(reference_dir, candidate_dir, pairs, threads=threads, progress=progress)
+    failures = quality_gate(report)
+    report["gate"] = {"failures": failures, "passed": not failures}
+    path = Path(report_path) if report_path else Path("build/reports") / f"quantize-{report['recipe']}.json"
+    return (report, *write_comparison_report(report, path))
 
 
 def comparison_markdown(report: dict) -> str:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-from num2words import num2words
+from mt5lite.data import TaskPair
 
 #: Languages of the demo task, covering Latin, Cyrillic, Arabic, Hebrew, Japanese, Hangul and Thai scripts.
 TASK_LANGUAGES: tuple[str, ...] = ("en", "fr", "de", "es", "ru", "ar", "he", "ja", "ko", "th")
@@ -22,17 +21,10 @@ DIRECTIONS: tuple[str, ...] = ("words", "number")
 MAX_NUMBER = 9999
 
 
-@dataclass(frozen=True)
-class TaskPair:
-    """One example: its language, the tagged source text and the reference target."""
-
-    lang: str
-    source: str
-    target: str
-
-
 def number_words(n: int, lang: str) -> str:
-    """Spell ``n`` out in ``lang`` with num2words."""
+    """Spell ``n`` out in ``lang`` with num2words (the ``train`` extra)."""
+    from num2words import num2words
+
     return num2words(n, lang=lang)
 
 

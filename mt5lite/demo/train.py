@@ -1,6 +1,6 @@
 """Train the bundled demo model: a scaled-down MT5ForConditionalGeneration on the numbers <-> words task.
 
-``make demo-model`` runs ``python -m mt5lite.demo_model --output models/demo``. Everything is seeded, so the same
+``make demo-model`` runs ``python -m mt5lite.demo.train --output models/demo``. Everything is seeded, so the same
 machine reproduces the same weights. The model keeps mT5's quirks: gated-GELU FFN, untied ``lm_head``,
 relative-position buckets, ``d_kv`` that is not ``d_model / heads``, and more embedding rows than tokenizer pieces.
 """
@@ -25,8 +25,8 @@ from tqdm import tqdm
 from transformers import GenerationConfig, MT5Config, MT5ForConditionalGeneration, T5Tokenizer
 
 from mt5lite.data import CALIBRATION_SENTENCES, HELDOUT_TASK, read_sentences, read_task_pairs
-from mt5lite.demo_config import DemoConfig
-from mt5lite.demo_task import TASK_LANGUAGES, heldout_numbers, training_pairs
+from mt5lite.demo.config import DemoConfig
+from mt5lite.demo.task import TASK_LANGUAGES, heldout_numbers, training_pairs
 from mt5lite.paths import DEMO_MODEL
 
 
@@ -166,8 +166,8 @@ def save_checkpoint(model: MT5ForConditionalGeneration, output_dir: Path) -> Non
 
 def write_demo_report(model_dir: Path, model, config: DemoConfig, train_seconds: float, final_loss: float) -> dict:
     """Evaluate the trained model on the held-out task set; write ``eval_report.json``/``.md`` and the model card."""
-    from mt5lite.evaluation import evaluate_model, write_evaluation_report
-    from mt5lite.model_card import write_model_card
+    from mt5lite.demo.model_card import write_model_card
+    from mt5lite.verification.evaluation import evaluate_model, write_evaluation_report
 
     report = evaluate_model(model_dir, read_task_pairs(HELDOUT_TASK))
     report["model"] = "models/demo"

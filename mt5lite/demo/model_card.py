@@ -22,7 +22,7 @@ tags: [mt5, text2text-generation, mt5lite-demo]
 # mT5 Lite demo model
 
 A scaled-down `MT5ForConditionalGeneration` ({report["parameters"]:,} parameters) trained from scratch by
-`make demo-model` (`python -m mt5lite.demo_model`) on a task generated offline with `num2words`: numbers to words
+`make demo-model` (`python -m mt5lite.demo.train`) on a task generated offline with `num2words`: numbers to words
 and words to numbers in {len(training["languages"])} languages (Latin, Cyrillic, Arabic, Hebrew, Japanese, Hangul
 and Thai scripts). It exists so that every stage of mT5 Lite can be measured on a model that has learned something.
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mt5lite.demo_task import TaskPair
+from mt5lite.data import TaskPair
 from mt5lite.reports import markdown_table, write_report
 
 #: Anything that turns a batch of source texts into a batch of output texts.
@@ -72,8 +72,8 @@ def evaluate_model(model_dir: str | os.PathLike, pairs: Sequence[TaskPair], opti
                    allow_pickle: bool = False, threads: int | None = None, batch_size: int = 64,
                    progress: bool = False) -> dict:
     """Evaluate a Hugging Face checkpoint (PyTorch reference) or an mt5lite export (ONNX Runtime)."""
-    from runtimes.generators import open_generator
-    from runtimes.options import DecodingOptions
+    from mt5lite.runtimes.generators import open_generator
+    from mt5lite.runtimes.options import DecodingOptions
 
     options = (options or DecodingOptions()).validate()
     generator = open_generator(model_dir, allow_pickle=allow_pickle, threads=threads)
