@@ -10,13 +10,15 @@ BUILD ?= build
 export USE_TF := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help install test test-slow lint export-tflite sensitivity bench-quantization evaluate demo-model \
+.PHONY: help install test test-slow test-lean test-wheel lint export-tflite sensitivity bench-quantization evaluate demo-model \
 	mt5-small-fixture parity-mt5-small tflite-mt5-small clean
 
 help:
 	@echo "make export-tflite   run the pipeline on MODEL (default: the bundled demo model) into $(BUILD)/"
 	@echo "                     (ONNX export, parity, int8 ONNX, TFLite at QUANTIZE=int8|dynamic-int8|fp16|fp32, parity)"
 	@echo "make test            run the test suite (make test-slow: the mt5-small-sized checks too)"
+	@echo "make test-lean       the device install in a fresh venv: lean, same outputs, clear extra errors"
+	@echo "make test-wheel      a regular install of the wheel with [export], used from another directory"
 	@echo "make evaluate        score MODEL on the demo task's held-out set"
 	@echo "make demo-model      retrain the bundled demo model from scratch (about 20 minutes on 2 cores)"
 	@echo "make parity-mt5-small ONNX parity on a random model of google/mt5-small's shape"
@@ -30,7 +32,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[export,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
 	touch $(STAMP)
 
 test: install
@@ -38,6 +40,16 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow
+
+# The lean (device) install in a fresh venv: no torch/transformers/TensorFlow, same text as the full install on an
+# export the full install made, and a one-line "install the extra" error for what needs more (about 20 s).
+test-lean: install
+	PYTHON=$(PYTHON) tests/install/lean.sh
+
+# A regular (not editable) install of the wheel with [export] into a fresh venv, used from outside the source tree:
+# export the bundled model, generate, evaluate; only mt5lite is installed at the top level (a few minutes).
+test-wheel: install
+	PYTHON=$(PYTHON) tests/install/full.sh
 
 lint: install
 	$(BIN)/ruff check .

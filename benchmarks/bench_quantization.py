@@ -59,7 +59,7 @@ def torch_decode(reference, text: str, new_tokens: int) -> float:
 def prepare(model_dir: Path, work: Path, recipes: list[str], threads: int) -> dict[str, Path]:
     """The fp32 export and one quantized export per recipe under ``work`` (reused when already there)."""
     from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
-    from mt5lite.exporters.quantize import QuantizeConfig, Recipe, quantize_export
+    from mt5lite.exporters.quantize import QuantizeConfig, quantize_export
 
     exports = {"fp32": work / "fp32"}
     if not (exports["fp32"] / "manifest.json").is_file():
@@ -68,7 +68,7 @@ def prepare(model_dir: Path, work: Path, recipes: list[str], threads: int) -> di
         exports[recipe] = work / recipe
         if not (exports[recipe] / "manifest.json").is_file():
             started = time.perf_counter()
-            quantize_export(exports["fp32"], exports[recipe], QuantizeConfig(recipe=Recipe(recipe)), force=True,
+            quantize_export(exports["fp32"], exports[recipe], QuantizeConfig(recipe=recipe), force=True,
                             progress=True)
             print(f"{recipe}: quantized in {time.perf_counter() - started:.0f} s")
     return exports

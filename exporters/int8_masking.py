@@ -88,22 +88,24 @@ def _logsumexp(values: np.ndarray, where: np.ndarray) -> np.ndarray:
         return (np.log(np.exp(masked - safe_peak).sum(axis=-1, keepdims=True)) + safe_peak)[..., 0]
 
 
-def int8_mask_value(onnx_path: str | Path, feeds: list[dict], tolerance: float = LEAK_TOLERANCE) -> dict:
+def int8_mask_value(onnx_path: str | Path, feeds: list[dict], scratch: Path,
+                    tolerance: float = LEAK_TOLERANCE) -> dict:
     """The masking constant for a full-integer int8 conversion of the graph at ``onnx_path``, from its
     calibration ``feeds``: ``{"value", "bound", "softmax_rows", "masked_rows", "tolerance"}``. ``value`` is
     ``bound - SAFETY_MARGIN`` rounded down to an integer; ``bound`` is the largest value meeting ``tolerance`` on
-    every row; a graph without masking constants gets ``None``. Raises ``ConversionError`` when no calibration
-    input masks any key."""
+    every row; a graph without masking constants gets ``None``. Temporary graphs go to a directory inside
+    ``scratch`` (beside the output, not the system's temporary directory). Raises ``ConversionError`` when no
+    calibration input masks any key."""
     import onnx
 
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory(dir=scratch, prefix=".int8-masking-") as work:
         model = onnx.load(str(onnx_path))
         if not any(True for _ in _mask_tensors(model)):
             return {"value": None, "bound": None, "softmax_rows": 0, "masked_rows": 0, "tolerance": tolerance}
-        exported, names = _softmax_input_session(model, Path(scratch) / "exported.onnx")
+        exported, names = _softmax_input_session(model, Path(work) / "exported.onnx")
         model = onnx.load(str(onnx_path))  # saving moved the first copy's weights out to external data
         with_mask_value(model, 0.0)
-        zeroed, _ = _softmax_input_session(model, Path(scratch) / "zeroed.onnx")
+        zeroed, _ = _softmax_input_session(model, Path(work) / "zeroed.onnx")
         del model
         bound, rows, masked_rows = np.inf, 0, 0
         log_ratio = np.log(tolerance / (1.0 - tolerance))

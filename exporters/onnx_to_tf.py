@@ -12,6 +12,10 @@ Shapes must be static (export with ``--static-shapes``): ``Shape`` becomes a con
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from operator import attrgetter
+
 import numpy as np
 
 from mt5lite.errors import Mt5LiteError
@@ -21,6 +25,8 @@ from mt5lite.errors import Mt5LiteError
 VARIABLE_MIN_ELEMENTS = 1 << 16
 #: ONNX TensorProto data types -> numpy.
 ONNX_DTYPES = {1: np.float32, 6: np.int32, 7: np.int64, 9: np.bool_, 10: np.float16, 11: np.float64}
+#: A translator: one ONNX node's inputs and attributes -> its outputs (TensorFlow tensors or numpy constants).
+Translator = Callable[[list, dict], list]
 
 
 class ConversionError(Mt5LiteError):
@@ -45,6 +51,13 @@ def _static(value) -> np.ndarray:
     return np.asarray(folded)
 
 
+def _axes(inputs: list, attrs: dict) -> list[int] | None:
+    """The ``axes`` of Squeeze, Unsqueeze or ReduceMean: the second input (newer opsets), else the attribute;
+    ``None`` when neither is given."""
+    axes = inputs[1] if len(inputs) > 1 and inputs[1] is not None else attrs.get("axes")
+    return None if axes is None else [int(a) for a in _static(np.asarray(axes)).reshape(-1)]
+
+
 def _tf_dtype(onnx_type: int):
     import tensorflow as tf
 
@@ -56,117 +69,238 @@ def _is_integer(value) -> bool:
     return np.issubdtype(np.dtype(getattr(dtype, "as_numpy_dtype", dtype)), np.integer)
 
 
-def _matmul(a, b):
+def _elementwise(tf_name: str) -> Translator:
+    """A translator applying ``tf.<tf_name>`` (a dotted path, e.g. ``"math.add"``) to the inputs, folded left to
+    right: unary and binary ops, and the variadic Max and Min."""
+    getter = attrgetter(tf_name)
+
+    def translate(inputs: list, attrs: dict) -> list:
+        import tensorflow as tf
+
+        return [functools.reduce(getter(tf), inputs)]
+
+    return translate
+
+
+def _div(inputs: list, attrs: dict) -> list:
+    """ONNX Div: true division for floats; for integers it truncates toward zero (TensorFlow's floordiv rounds
+    down), built from builtins TFLite has (FLOOR_DIV, ABS, SELECT)."""
     import tensorflow as tf
 
-    b_rank = len(b.shape)
-    if b_rank == 2 and len(a.shape) > 2:  # x @ W: one 2-D product (FULLY_CONNECTED in TFLite)
+    x, y = inputs
+    if not _is_integer(x):
+        return [tf.math.divide(x, y)]
+    quotient = tf.math.floordiv(tf.abs(x), tf.abs(y))
+    return [tf.where(tf.not_equal(tf.less(x, 0), tf.less(y, 0)), -quotient, quotient)]
+
+
+def _constant(inputs: list, attrs: dict) -> list:
+    from onnx import numpy_helper
+
+    return [numpy_helper.to_array(attrs["value"])]
+
+
+def _constant_of_shape(inputs: list, attrs: dict) -> list:
+    from onnx import numpy_helper
+
+    value = numpy_helper.to_array(attrs["value"]) if "value" in attrs else np.zeros(1, np.float32)
+    return [np.full([int(d) for d in _static(inputs[0])], value.reshape(-1)[0], dtype=value.dtype)]
+
+
+def _shape(inputs: list, attrs: dict) -> list:
+    """ONNX Shape as a constant (static shapes only), sliced by the optional ``start``/``end`` (opset 15)."""
+    shape = np.asarray(list(inputs[0].shape), dtype=np.int64)
+    return [shape[attrs.get("start", 0):attrs.get("end", len(shape))]]
+
+
+def _cast(inputs: list, attrs: dict) -> list:
+    import tensorflow as tf
+
+    return [tf.cast(inputs[0], _tf_dtype(attrs["to"]))]
+
+
+def _matmul(inputs: list, attrs: dict) -> list:
+    import tensorflow as tf
+
+    a, b = inputs
+    if len(b.shape) == 2 and len(a.shape) > 2:  # x @ W: one 2-D product (FULLY_CONNECTED in TFLite)
         flat = tf.reshape(a, [-1, a.shape[-1]])
-        return tf.reshape(tf.matmul(flat, b), list(a.shape[:-1]) + [b.shape[-1]])
-    return tf.matmul(a, b)
+        return [tf.reshape(tf.matmul(flat, b), list(a.shape[:-1]) + [b.shape[-1]])]
+    return [tf.matmul(a, b)]
 
 
-def _reshape(x, shape):
+def _reshape(inputs: list, attrs: dict) -> list:
     import tensorflow as tf
 
+    x, shape = inputs
     target = [int(d) for d in _static(shape)]
     target = [x.shape[i] if d == 0 else d for i, d in enumerate(target)]  # ONNX: 0 copies the input dimension
-    return tf.reshape(x, target)
+    return [tf.reshape(x, target)]
 
 
-def _unsqueeze(x, axes):
+def _unsqueeze(inputs: list, attrs: dict) -> list:
     import tensorflow as tf
 
+    x = inputs[0]
     shape = list(x.shape)
-    rank = len(shape) + len(_static(axes).reshape(-1))
-    for axis in sorted(int(a) % rank for a in _static(axes).reshape(-1)):
+    axes = _axes(inputs, attrs)
+    rank = len(shape) + len(axes)
+    for axis in sorted(a % rank for a in axes):  # axes index the output, so insert in increasing order
         shape.insert(axis, 1)
-    return tf.reshape(x, shape)
+    return [tf.reshape(x, shape)]
 
 
-def _slice(x, starts, ends, axes=None, steps=None):
+def _squeeze(inputs: list, attrs: dict) -> list:
     import tensorflow as tf
 
+    return [tf.squeeze(inputs[0], axis=_axes(inputs, attrs))]
+
+
+def _transpose(inputs: list, attrs: dict) -> list:
+    import tensorflow as tf
+
+    return [tf.transpose(inputs[0], perm=attrs.get("perm"))]
+
+
+def _concat(inputs: list, attrs: dict) -> list:
+    import tensorflow as tf
+
+    return [tf.concat([tf.convert_to_tensor(t) for t in inputs], axis=attrs["axis"])]
+
+
+def _gather(inputs: list, attrs: dict) -> list:
+    import tensorflow as tf
+
+    data, indices = inputs
+    axis = attrs.get("axis", 0)
+    if isinstance(indices, np.ndarray):  # constant indices: make negative ones positive (TF has no negative)
+        indices = np.where(indices < 0, indices + data.shape[axis], indices)
+    return [tf.gather(data, indices, axis=axis)]
+
+
+def _slice_bounds(start: int, end: int, step: int, size: int) -> slice:
+    """ONNX Slice bounds on one axis of ``size`` as a Python slice: out-of-range bounds (INT64_MAX for "to the end",
+    INT64_MIN for "back to the start") are clamped, and a reverse slice down to index 0 gets ``stop=None``
+    (``slice.indices`` says -1 there, which a subscript would read as "the last element")."""
+    picked = range(*slice(start, end, step).indices(size))
+    if not picked:
+        return slice(0, 0)
+    stop = picked[-1] + (1 if step > 0 else -1)
+    return slice(picked[0], None if stop < 0 else stop, step)
+
+
+def _slice(inputs: list, attrs: dict) -> list:
+    import tensorflow as tf
+
+    x, starts, ends, *rest = inputs + [None] * (5 - len(inputs))
+    axes, steps = rest
     starts, ends = _static(starts).reshape(-1), _static(ends).reshape(-1)
     axes = range(len(starts)) if axes is None else _static(axes).reshape(-1)
     steps = np.ones(len(starts), np.int64) if steps is None else _static(steps).reshape(-1)
     index = [slice(None)] * len(x.shape)
     for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
-        # slice.indices clamps ONNX's out-of-range bounds (INT64_MAX for "to the end") to the dimension
-        index[int(axis)] = slice(*slice(int(start), int(end), int(step)).indices(x.shape[int(axis)]))
-    return x[tuple(index)] if isinstance(x, np.ndarray) else tf.convert_to_tensor(x)[tuple(index)]
+        index[int(axis)] = _slice_bounds(int(start), int(end), int(step), x.shape[int(axis)])
+    return [x[tuple(index)] if isinstance(x, np.ndarray) else tf.convert_to_tensor(x)[tuple(index)]]
 
 
-def _gather(data, indices, axis):
+def _range(inputs: list, attrs: dict) -> list:
+    start, limit, delta = (_static(t).reshape(()) for t in inputs)
+    return [np.arange(start, limit, delta, dtype=np.asarray(start).dtype)]
+
+
+def _reduce_mean(inputs: list, attrs: dict) -> list:
     import tensorflow as tf
 
-    if isinstance(indices, np.ndarray):  # constant indices: make negative ones positive (TF has no negative)
-        indices = np.where(indices < 0, indices + data.shape[axis], indices)
-    return tf.gather(data, indices, axis=axis)
+    return [tf.reduce_mean(inputs[0], axis=_axes(inputs, attrs), keepdims=bool(attrs.get("keepdims", 1)))]
 
 
-def _op(node, inputs: list, attrs: dict):
+def _softmax(inputs: list, attrs: dict) -> list:
+    import tensorflow as tf
+
+    return [tf.nn.softmax(inputs[0], axis=attrs.get("axis", -1))]
+
+
+def _where(inputs: list, attrs: dict) -> list:
+    import tensorflow as tf
+
+    return [tf.where(*inputs)]
+
+
+def _clip(inputs: list, attrs: dict) -> list:
+    """ONNX Clip: bounds from the optional inputs (opset 11+), else the ``min``/``max`` attributes (opset 6)."""
+    import tensorflow as tf
+
+    x, low, high = inputs + [None] * (3 - len(inputs))
+    low = attrs.get("min", -np.inf) if low is None else low
+    high = attrs.get("max", np.inf) if high is None else high
+    return [tf.clip_by_value(x, low, high)]
+
+
+def _expand(inputs: list, attrs: dict) -> list:
+    import tensorflow as tf
+
+    x, shape = inputs
+    target = [max(int(d), 1) for d in _static(shape)]
+    return [tf.broadcast_to(x, np.broadcast_shapes(tuple(x.shape), tuple(target)))]
+
+
+#: ONNX op type -> its translator ``(inputs, attrs) -> outputs``. Inputs are TensorFlow tensors or, where
+#: computed only from constants, numpy arrays (an omitted optional input is ``None``); outputs likewise.
+OPS: dict[str, Translator] = {
+    # elementwise, binary (Max and Min take any number of inputs)
+    "Add": _elementwise("math.add"),
+    "Sub": _elementwise("math.subtract"),
+    "Mul": _elementwise("math.multiply"),
+    "Div": _div,
+    "Pow": _elementwise("math.pow"),
+    "Equal": _elementwise("math.equal"),
+    "Less": _elementwise("math.less"),
+    "LessOrEqual": _elementwise("math.less_equal"),
+    "Greater": _elementwise("math.greater"),
+    "Max": _elementwise("math.maximum"),
+    "Min": _elementwise("math.minimum"),
+    "And": _elementwise("math.logical_and"),
+    "Or": _elementwise("math.logical_or"),
+    # elementwise, unary
+    "Sqrt": _elementwise("math.sqrt"),
+    "Tanh": _elementwise("math.tanh"),
+    "Log": _elementwise("math.log"),
+    "Abs": _elementwise("math.abs"),
+    "Neg": _elementwise("math.negative"),
+    "Relu": _elementwise("nn.relu"),
+    "Erf": _elementwise("math.erf"),
+    "Not": _elementwise("math.logical_not"),
+    "Identity": _elementwise("identity"),
+    # constants and shapes (static: they become numpy values)
+    "Constant": _constant,
+    "ConstantOfShape": _constant_of_shape,
+    "Shape": _shape,
+    "Range": _range,
+    # the rest
+    "Cast": _cast,
+    "MatMul": _matmul,
+    "Reshape": _reshape,
+    "Unsqueeze": _unsqueeze,
+    "Squeeze": _squeeze,
+    "Transpose": _transpose,
+    "Concat": _concat,
+    "Gather": _gather,
+    "Slice": _slice,
+    "ReduceMean": _reduce_mean,
+    "Softmax": _softmax,
+    "Where": _where,
+    "Clip": _clip,
+    "Expand": _expand,
+}
+
+
+def _op(node, inputs: list, attrs: dict) -> list:
     """One ONNX node as TensorFlow ops; returns its outputs."""
-    import tensorflow as tf
-    from onnx import numpy_helper
-
-    op = node.op_type
-    x = inputs[0] if inputs else None
-    simple = {"Add": tf.add, "Sub": tf.subtract, "Mul": tf.multiply, "Div": tf.divide, "Pow": tf.pow,
-              "Equal": tf.equal, "Less": tf.less, "LessOrEqual": tf.less_equal, "Greater": tf.greater,
-              "Max": tf.maximum, "Min": tf.minimum, "And": tf.logical_and, "Or": tf.logical_or}
-    unary = {"Sqrt": tf.sqrt, "Tanh": tf.tanh, "Log": tf.math.log, "Abs": tf.abs, "Neg": tf.negative,
-             "Relu": tf.nn.relu, "Erf": tf.math.erf, "Not": tf.logical_not, "Identity": tf.identity}
-    if op in simple:
-        if op == "Div" and _is_integer(x):
-            return [tf.math.floordiv(x, inputs[1])]  # ONNX integer Div truncates; operands here are non-negative
-        return [simple[op](x, inputs[1])]
-    if op in unary:
-        return [unary[op](x)]
-    if op == "Constant":
-        return [numpy_helper.to_array(attrs["value"])]
-    if op == "ConstantOfShape":
-        value = numpy_helper.to_array(attrs["value"]) if "value" in attrs else np.zeros(1, np.float32)
-        return [np.full([int(d) for d in _static(x)], value.reshape(-1)[0], dtype=value.dtype)]
-    if op == "Shape":
-        return [np.asarray(list(x.shape), dtype=np.int64)]
-    if op == "Cast":
-        return [tf.cast(x, _tf_dtype(attrs["to"]))]
-    if op == "MatMul":
-        return [_matmul(x, inputs[1])]
-    if op == "Reshape":
-        return [_reshape(x, inputs[1])]
-    if op == "Unsqueeze":
-        return [_unsqueeze(x, inputs[1] if len(inputs) > 1 else np.asarray(attrs["axes"]))]
-    if op == "Squeeze":
-        axes = inputs[1] if len(inputs) > 1 else attrs.get("axes")
-        return [tf.squeeze(x, axis=None if axes is None else [int(a) for a in _static(np.asarray(axes)).reshape(-1)])]
-    if op == "Transpose":
-        return [tf.transpose(x, perm=attrs.get("perm"))]
-    if op == "Concat":
-        return [tf.concat([tf.convert_to_tensor(t) for t in inputs], axis=attrs["axis"])]
-    if op == "Gather":
-        return [_gather(x, inputs[1], attrs.get("axis", 0))]
-    if op == "Slice":
-        return [_slice(*inputs)]
-    if op == "Range":
-        start, limit, delta = (_static(t).reshape(()) for t in inputs)
-        return [np.arange(start, limit, delta, dtype=np.asarray(start).dtype)]
-    if op == "ReduceMean":
-        axes = attrs.get("axes", _static(inputs[1]).tolist() if len(inputs) > 1 else None)
-        return [tf.reduce_mean(x, axis=axes, keepdims=bool(attrs.get("keepdims", 1)))]
-    if op == "Softmax":
-        return [tf.nn.softmax(x, axis=attrs.get("axis", -1))]
-    if op == "Where":
-        return [tf.where(x, inputs[1], inputs[2])]
-    if op == "Clip":
-        low = inputs[1] if len(inputs) > 1 and inputs[1] is not None else attrs.get("min", -np.inf)
-        high = inputs[2] if len(inputs) > 2 and inputs[2] is not None else attrs.get("max", np.inf)
-        return [tf.clip_by_value(x, low, high)]
-    if op == "Expand":
-        target = [max(int(d), 1) for d in _static(inputs[1])]
-        return [tf.broadcast_to(x, np.broadcast_shapes(tuple(x.shape), tuple(target)))]
-    raise ConversionError(f"node {node.name!r}: ONNX op {op} has no TensorFlow translation here")
+    translate = OPS.get(node.op_type)
+    if translate is None:
+        raise ConversionError(f"node {node.name!r}: ONNX op {node.op_type} has no TensorFlow translation here; "
+                              f"known ops: {', '.join(sorted(OPS))}")
+    return translate(inputs, attrs)
 
 
 def _fold(node, inputs: list, attrs: dict) -> list:

@@ -1,6 +1,6 @@
 """Quantize an fp32 mt5lite ONNX export into a new export under the same contract.
 
-Recipes (``Recipe``):
+Recipes (``RECIPES``):
 
 - ``static-int8``: int8 weights and uint8 activations whose ranges are calibrated on real multilingual inputs,
   the encoder on tokenized samples and the decoder-step graph on steps captured while the fp32 export decodes
@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -28,12 +29,7 @@ from mt5lite.errors import InputError
 from mt5lite.exporters.calibration import CalibrationDraw
 from mt5lite.exporters.staging import refuse_existing, staged_directory
 from mt5lite.manifest import MANIFEST_NAME, inside, load_manifest, sha256_file, write_manifest
-
-
-class Recipe(str, Enum):
-    STATIC_INT8 = "static-int8"
-    DYNAMIC_INT8 = "dynamic-int8"
-    FP16 = "fp16"
+from mt5lite.registry import Registry
 
 
 class Method(str, Enum):
@@ -47,9 +43,6 @@ class Format(str, Enum):
     QOPERATOR = "qoperator"
 
 
-#: The precision each recipe's manifest records.
-PRECISION = {Recipe.STATIC_INT8: "int8", Recipe.DYNAMIC_INT8: "int8", Recipe.FP16: "fp16"}
-
 #: Every group that holds weights: what both int8 recipes quantize by default.
 WEIGHT_GROUPS = ("embeddings", "lm_head", "attention_qkv", "attention_out", "ffn_in", "ffn_out")
 #: The static recipe's groups, chosen from the sensitivity analysis on the demo model (README, "Quantization"):
@@ -57,8 +50,6 @@ WEIGHT_GROUPS = ("embeddings", "lm_head", "attention_qkv", "attention_out", "ffn
 #: cut the size to 27%; quantizing the softmax breaks decoding (agreement 0.06: its input spans the -1e9 mask);
 #: layer norms and activation x activation MatMuls are harmless but save no bytes, so they stay in float.
 DEFAULT_STATIC_GROUPS = WEIGHT_GROUPS
-#: Dynamic quantization needs no calibration and only has weights to quantize.
-DYNAMIC_GROUPS = WEIGHT_GROUPS
 #: Node-name patterns fp16 keeps in fp32: every FFN output projection and every layer-norm op.
 FP16_KEEP_FP32 = ("*DenseReluDense.wo*", "*layer_norm*")
 
@@ -67,7 +58,7 @@ FP16_KEEP_FP32 = ("*DenseReluDense.wo*", "*layer_norm*")
 class QuantizeConfig:
     """How to quantize an export."""
 
-    recipe: Recipe = Recipe.STATIC_INT8
+    recipe: str = "static-int8"  # a key of RECIPES
     method: Method = Method.MINMAX  # static: how activation ranges are calibrated
     per_channel: bool = True  # one weight scale per output channel instead of one per tensor
     format: Format = Format.QDQ  # QDQ: Q/DQ pairs around float ops (ORT fuses them); QOperator: QLinear* ops
@@ -82,8 +73,8 @@ class QuantizeConfig:
         """Raise ``InputError`` naming every bad value."""
         from mt5lite.exporters.quant_groups import check_groups
 
-        problems = []
-        for name, kind in (("recipe", Recipe), ("method", Method), ("format", Format)):
+        problems = [] if self.recipe in RECIPES else [f"unknown recipe {self.recipe!r}; known: {', '.join(RECIPES)}"]
+        for name, kind in (("method", Method), ("format", Format)):
             value = getattr(self, name)
             if value not in {k.value for k in kind}:
                 problems.append(f"unknown {name} {value!r}; choose from {', '.join(k.value for k in kind)}")
@@ -101,10 +92,8 @@ class QuantizeConfig:
 
     @property
     def chosen_groups(self) -> tuple[str, ...]:
-        """The groups this config quantizes."""
-        if self.groups is not None:
-            return tuple(self.groups)
-        return DYNAMIC_GROUPS if Recipe(self.recipe) is Recipe.DYNAMIC_INT8 else DEFAULT_STATIC_GROUPS
+        """The groups this config quantizes (empty for a recipe that does not work by groups)."""
+        return tuple(self.groups) if self.groups is not None else RECIPES[self.recipe].default_groups
 
 
 def _graph_files(manifest: dict, role: str) -> list[str]:
@@ -124,7 +113,7 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
     and ``ModelFileError`` for a broken or non-fp32 export. Returns the new manifest and what was quantized.
     """
     config = (config or QuantizeConfig()).validate()
-    recipe = Recipe(config.recipe)
+    recipe = RECIPES[config.recipe]
     source = Path(export_dir)
     output = Path(output_dir)
     manifest = load_manifest(source)
@@ -135,7 +124,7 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
     if output.resolve() == source.resolve():
         raise InputError(f"--output {output} is the source export; choose a new directory")
 
-    if recipe is not Recipe.STATIC_INT8:
+    if not recipe.calibrated:
         calibration = None
     elif calibration is None:
         calibration = calibration_for(source, config, progress)
@@ -147,8 +136,8 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
             path = inside(source, manifest["graphs"][role]["file"])
             feeds = None if calibration is None else getattr(calibration, role)
             summary[role] = _quantize_graph(path, staging / path.name, config, feeds,
-                                            {"mt5lite.export_id": export_id, "mt5lite.precision": PRECISION[recipe],
-                                             "mt5lite.recipe": recipe.value})
+                                            {"mt5lite.export_id": export_id, "mt5lite.precision": recipe.precision,
+                                             "mt5lite.recipe": config.recipe})
         if not any(s["quantized_nodes"] for s in summary.values()):
             raise InputError(f"nothing to quantize: no node of groups {', '.join(config.chosen_groups)} is left "
                              f"after --exclude {' '.join(config.exclude) or '(none)'}")
@@ -159,14 +148,11 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
         new_manifest = dict(manifest)
         new_manifest.update({
             "export_id": export_id,
-            "precision": PRECISION[recipe],
+            "precision": recipe.precision,
             "quantization": {
-                "recipe": recipe.value,
-                "method": Method(config.method).value if recipe is Recipe.STATIC_INT8 else None,
-                "per_channel": config.per_channel if recipe is not Recipe.FP16 else None,
-                "format": Format(config.format).value if recipe is not Recipe.FP16 else None,
-                "groups": list(config.chosen_groups) if recipe is not Recipe.FP16 else None,
-                "kept_fp32": list(FP16_KEEP_FP32) if recipe is Recipe.FP16 else None,
+                "recipe": config.recipe,
+                **dict.fromkeys(("method", "per_channel", "format", "groups", "kept_fp32")),
+                **recipe.describe(config),
                 "exclude": list(config.exclude),
                 "quantized_nodes": {role: s["quantized_nodes"] for role, s in summary.items()},
                 "calibration": None if calibration is None else calibration.describe(config.calibration,
@@ -197,20 +183,9 @@ def _quantize_graph(source: Path, target: Path, config: QuantizeConfig, feeds, m
     """Quantize one graph file into ``target``, stamp ``metadata``, check it; returns its quantization summary."""
     import onnx
 
-    from mt5lite.exporters.quant_groups import op_types, select_nodes
-
-    recipe = Recipe(config.recipe)
     model = onnx.load(str(source), load_external_data=True)
     external = sum(t.ByteSize() for t in model.graph.initializer) >= 2**31
-    if recipe is Recipe.FP16:
-        from mt5lite.exporters.fp16 import convert_to_fp16
-
-        quantized = convert_to_fp16(model, FP16_KEEP_FP32)
-    else:
-        nodes = select_nodes(model, config.chosen_groups, config.exclude)
-        # A graph without nodes of the chosen groups (the encoder has no lm_head) stays as it is.
-        quantized = _to_int8(source, target, config, nodes, op_types(config.chosen_groups), feeds, external) \
-            if nodes else model
+    quantized = RECIPES[config.recipe].convert(source, target, model, config, feeds, external)
     del quantized.metadata_props[:]
     for prop in model.metadata_props:
         quantized.metadata_props.add(key=prop.key, value=metadata.get(prop.key, prop.value))
@@ -226,37 +201,93 @@ def _quantize_graph(source: Path, target: Path, config: QuantizeConfig, feeds, m
     return quantization_summary(quantized)
 
 
-def _to_int8(source: Path, target: Path, config: QuantizeConfig, nodes: list[str], ops: list[str], feeds,
-             external: bool):
-    """Run ONNX Runtime's static (with ``feeds``) or dynamic quantizer; returns the quantized model."""
+def _to_int8(source: Path, target: Path, model, config: QuantizeConfig, run) -> object:
+    """Run one of ONNX Runtime's quantizers, ``run(nodes, op_types, out_path)``, on the nodes of the config's
+    groups, in a scratch directory beside ``target``; returns the quantized model (``model`` itself when the
+    graph has no such node: the encoder has no lm_head)."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
+    from mt5lite.exporters.quant_groups import op_types, select_nodes
+
+    nodes = select_nodes(model, config.chosen_groups, config.exclude)
+    if not nodes:
+        return model
     scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=".quantize-"))
-    if feeds is not None:
-        feeds.rewind()
     try:
         out = scratch / target.name
-        if Recipe(config.recipe) is Recipe.DYNAMIC_INT8:
-            quantize_dynamic(str(source), str(out), op_types_to_quantize=ops, per_channel=config.per_channel,
-                             weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
-                             use_external_data_format=external, extra_options={"MatMulConstBOnly": True})
-        else:
-            method = {Method.MINMAX: CalibrationMethod.MinMax, Method.ENTROPY: CalibrationMethod.Entropy,
-                      Method.PERCENTILE: CalibrationMethod.Percentile}[Method(config.method)]
-            quantize_static(
-                str(source), str(out), feeds,
-                quant_format=QuantFormat.QDQ if Format(config.format) is Format.QDQ else QuantFormat.QOperator,
-                op_types_to_quantize=ops, per_channel=config.per_channel, reduce_range=False,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
-                calibrate_method=method, use_external_data_format=external,
-                # MatMul outputs stay float (the logits above all); not CalibMaxIntermediateOutputs: ORT 1.31 drops
-                # every full batch of collected outputs without computing its ranges (calibrate.py collect_data).
-                extra_options={"CalibPercentile": 99.999, "OpTypesToExcludeOutputQuantization": ["MatMul"]},
-            )
+        run(nodes, op_types(config.chosen_groups), out)
         return onnx.load(str(out), load_external_data=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _static_int8(source: Path, target: Path, model, config: QuantizeConfig, feeds, external: bool):
+    """int8 weights, uint8 activations whose ranges come from the calibration ``feeds``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    method = {Method.MINMAX: CalibrationMethod.MinMax, Method.ENTROPY: CalibrationMethod.Entropy,
+              Method.PERCENTILE: CalibrationMethod.Percentile}[Method(config.method)]
+
+    def run(nodes: list[str], ops: list[str], out: Path) -> None:
+        feeds.rewind()
+        quantize_static(
+            str(source), str(out), feeds,
+            quant_format=QuantFormat.QDQ if Format(config.format) is Format.QDQ else QuantFormat.QOperator,
+            op_types_to_quantize=ops, per_channel=config.per_channel, reduce_range=False,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
+            calibrate_method=method, use_external_data_format=external,
+            # MatMul outputs stay float (the logits above all); not CalibMaxIntermediateOutputs: ORT 1.31 drops
+            # every full batch of collected outputs without computing its ranges (calibrate.py collect_data).
+            extra_options={"CalibPercentile": 99.999, "OpTypesToExcludeOutputQuantization": ["MatMul"]},
+        )
+
+    return _to_int8(source, target, model, config, run)
+
+
+def _dynamic_int8(source: Path, target: Path, model, config: QuantizeConfig, feeds, external: bool):
+    """int8 weights; activations quantized on the fly (no calibration)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    def run(nodes: list[str], ops: list[str], out: Path) -> None:
+        quantize_dynamic(str(source), str(out), op_types_to_quantize=ops, per_channel=config.per_channel,
+                         weight_type=QuantType.QInt8, nodes_to_quantize=nodes, use_external_data_format=external,
+                         extra_options={"MatMulConstBOnly": True})
+
+    return _to_int8(source, target, model, config, run)
+
+
+def _fp16(source: Path, target: Path, model, config: QuantizeConfig, feeds, external: bool):
+    """fp16 weights and compute, ``FP16_KEEP_FP32`` kept in fp32."""
+    from mt5lite.exporters.fp16 import convert_to_fp16
+
+    return convert_to_fp16(model, FP16_KEEP_FP32)
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    """Everything about one quantization recipe."""
+
+    description: str
+    precision: str  # what the manifest records
+    calibrated: bool  # activation ranges come from captured calibration feeds
+    default_groups: tuple[str, ...]  # node groups quantized unless --groups says otherwise (empty: not by groups)
+    convert: Callable  # (source, target, model, config, feeds, external) -> the quantized onnx.ModelProto
+    describe: Callable[[QuantizeConfig], dict]  # the recipe's own fields of the manifest's quantization block
+
+
+#: Every recipe ``mt5lite quantize --recipe`` knows.
+RECIPES: Registry[QuantRecipe] = Registry("quantization recipe", {
+    "static-int8": QuantRecipe(
+        "int8 weights, uint8 activations calibrated on multilingual inputs", "int8", True, DEFAULT_STATIC_GROUPS,
+        _static_int8, lambda c: {"method": Method(c.method).value, "per_channel": c.per_channel,
+                                 "format": Format(c.format).value, "groups": list(c.chosen_groups)}),
+    "dynamic-int8": QuantRecipe(
+        "int8 weights, activations quantized on the fly", "int8", False, WEIGHT_GROUPS, _dynamic_int8,
+        lambda c: {"per_channel": c.per_channel, "format": Format(c.format).value, "groups": list(c.chosen_groups)}),
+    "fp16": QuantRecipe(
+        "fp16 weights and compute; FFN output projections and layer norms kept in fp32", "fp16", False, (), _fp16,
+        lambda c: {"kept_fp32": list(FP16_KEEP_FP32)}),
+})
 
 
 QUANTIZED_OPS = {"QLinearMatMul", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul", "QLinearSoftmax",

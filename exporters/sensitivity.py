@@ -54,7 +54,6 @@ def sensitivity_analysis(export_dir: str | os.PathLike, texts: list[str], config
     from mt5lite.exporters.quantize import (
         DEFAULT_STATIC_GROUPS,
         QuantizeConfig,
-        Recipe,
         calibration_for,
         quantize_export,
     )
@@ -62,7 +61,7 @@ def sensitivity_analysis(export_dir: str | os.PathLike, texts: list[str], config
     from mt5lite.runtimes.options import DecodingOptions
     from mt5lite.verification.comparison import graph_bytes
 
-    config = replace(config or QuantizeConfig(), recipe=Recipe.STATIC_INT8).validate()
+    config = replace(config or QuantizeConfig(), recipe="static-int8").validate()
     source = Path(export_dir)
     options = DecodingOptions(max_new_tokens=max_new_tokens)
     generator = OnnxGenerator(source, threads=threads)
@@ -107,7 +106,7 @@ def sensitivity_markdown(report: dict) -> str:
 
     rows = []
     for row in report["rows"]:
-        what = GROUPS.get(row["variant"], ", ".join(row["groups"]))
+        what = GROUPS[row["variant"]].description if row["variant"] in GROUPS else ", ".join(row["groups"])
         if "error" in row:
             rows.append([row["variant"], what, "-", "-", "-", "-", "-", row["error"]])
             continue

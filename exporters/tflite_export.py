@@ -23,7 +23,7 @@ import sys
 import tempfile
 import uuid
 import warnings
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
 
 from mt5lite.errors import InputError, ParityError
@@ -31,6 +31,7 @@ from mt5lite.exporters.calibration import CalibrationDraw
 from mt5lite.exporters.onnx_to_tf import ConversionError
 from mt5lite.exporters.staging import refuse_existing, staged_directory
 from mt5lite.manifest import MANIFEST_NAME, inside, load_manifest, sha256_file, write_manifest
+from mt5lite.registry import Registry
 
 #: What an Android app must link to run a model with Flex (SELECT_TF) ops.
 FLEX_ANDROID_LIBRARY = "org.tensorflow:tensorflow-lite-select-tf-ops"
@@ -38,11 +39,25 @@ FLEX_ANDROID_LIBRARY = "org.tensorflow:tensorflow-lite-select-tf-ops"
 WORKER_TIMEOUT_S = 3600
 
 
-class TfliteQuantize(str, Enum):
-    FP32 = "fp32"
-    FP16 = "fp16"
-    DYNAMIC_INT8 = "dynamic-int8"
-    INT8 = "int8"
+@dataclass(frozen=True)
+class TflitePrecision:
+    """Everything about one TFLite precision: how TensorFlow's converter is set up, and how the result is judged."""
+
+    description: str
+    optimize: bool = False  # tf.lite.Optimize.DEFAULT: quantize what the other fields say
+    supported_types: tuple[str, ...] = ()  # converter.target_spec.supported_types (fp16 weights: "float16")
+    calibrated: bool = False  # int8 activations: a representative dataset captured from multilingual samples
+    exact: bool = False  # held to the ONNX export's fp32 tolerance; otherwise compared and held to the quality gate
+
+
+#: Every precision ``mt5lite export tflite --quantize`` knows.
+TFLITE_PRECISIONS: Registry[TflitePrecision] = Registry("TFLite precision", {
+    "fp32": TflitePrecision("float32 weights and compute", exact=True),
+    "fp16": TflitePrecision("fp16 weights", optimize=True, supported_types=("float16",)),
+    "dynamic-int8": TflitePrecision("int8 weights, dynamic-range kernels", optimize=True),
+    "int8": TflitePrecision("full integer: int8 weights and activations, every op an int8 builtin", optimize=True,
+                            calibrated=True),
+})
 
 
 def _worker(command: str, spec: dict, scratch: Path) -> dict:
@@ -83,11 +98,7 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
     """Convert the static-shape fp32 ONNX export in ``onnx_dir`` to ``output_dir`` (encoder.tflite,
     decoder.tflite, tokenizer, manifest.json). ``calibration`` sets the representative data of ``int8``.
     Returns the manifest and the validation numbers."""
-    try:
-        precision = TfliteQuantize(quantize)
-    except ValueError:
-        raise InputError(f"unknown --quantize {quantize!r}; choose from "
-                         f"{', '.join(q.value for q in TfliteQuantize)}") from None
+    precision = TFLITE_PRECISIONS[quantize]
     source, output = Path(onnx_dir), Path(output_dir)
     manifest = load_manifest(source)
     if not manifest.get("static_shapes"):
@@ -96,16 +107,17 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
     if manifest.get("precision") != "fp32":
         raise InputError(f"{source} is a {manifest.get('precision')} export; convert the fp32 ONNX export")
     calibration = calibration or CalibrationDraw()
-    if precision is TfliteQuantize.INT8 and calibration.problems():
+    if precision.calibrated and calibration.problems():
         raise InputError("; ".join(calibration.problems()))
     refuse_existing(output, force)
 
-    with staged_directory(output, force) as staging, tempfile.TemporaryDirectory() as scratch:
-        specs = {role: _graph_spec(manifest, role, source, staging / f"{role}.tflite", precision.value, allow_flex)
+    with staged_directory(output, force) as staging, \
+            tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.scratch-") as scratch:
+        specs = {role: _graph_spec(manifest, role, source, staging / f"{role}.tflite", quantize, allow_flex)
                  for role in ("encoder", "decoder")}
-        quantization = {"recipe": f"tflite-{precision.value}", "source_export_id": manifest["export_id"],
+        quantization = {"recipe": f"tflite-{quantize}", "source_export_id": manifest["export_id"],
                         "quantized_nodes": {}}
-        if precision is TfliteQuantize.INT8:
+        if precision.calibrated:
             quantization.update(_prepare_int8(source, specs, calibration, Path(scratch),
                                               progress))
         graphs, ops = json.loads(json.dumps(manifest["graphs"])), {}
@@ -121,7 +133,7 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
         flex = sorted({op for role_ops in ops.values() for op in role_ops if _is_flex(op)})
         new_manifest = dict(manifest)
         new_manifest.update({
-            "export_id": uuid.uuid4().hex, "engine": "litert", "precision": precision.value, "graphs": graphs,
+            "export_id": uuid.uuid4().hex, "engine": "litert", "precision": quantize, "graphs": graphs,
             "quantization": quantization,
             "tflite": {"signature_key": "serving_default", "converter": "mt5lite onnx_to_tf + TFLiteConverter",
                        "ops": ops, "flex_ops": flex,
@@ -144,7 +156,7 @@ def _prepare_int8(source: Path, specs: dict, calibration: CalibrationDraw, scrat
     masks = {}
     for role, spec in specs.items():
         feeds = getattr(data, role).feeds
-        masks[role] = int8_mask_value(spec["onnx"], feeds)
+        masks[role] = int8_mask_value(spec["onnx"], feeds, scratch)
         spec["mask_value"] = masks[role]["value"]
         spec["calibration"] = str(scratch / f"calibration-{role}")
         save_feeds(feeds, Path(spec["calibration"]))
@@ -173,7 +185,7 @@ def _check_outputs(role: str, spec: dict, checked: dict, allow_flex: bool) -> No
         raise ConversionError(f"{role}.tflite does not keep the contract: " + "; ".join(problems))
 
 
-def validate_tflite(onnx_dir: Path, tflite_dir: Path, precision: TfliteQuantize, manifest: dict,
+def validate_tflite(onnx_dir: Path, tflite_dir: Path, precision: TflitePrecision, manifest: dict,
                     samples: int = 16) -> dict:
     """Encoder outputs and teacher-forced logits of the TFLite export against the ONNX export on held-out
     multilingual sentences, one sentence at a time (batch-1 graphs). fp32 must stay within the export's tolerance
@@ -199,7 +211,7 @@ def validate_tflite(onnx_dir: Path, tflite_dir: Path, precision: TfliteQuantize,
     config = manifest.get("export_config", {})
     atol, rtol = config.get("atol", 1e-4), config.get("rtol", 4e-6)
     shapes = {t["name"]: t["shape"] for g in manifest["graphs"].values() for t in g["outputs"]}
-    checked = precision is TfliteQuantize.FP32
+    checked = precision.exact
     try:
         rows = check_diffs("TFLite fp32 validation against the ONNX export", found, atol, rtol, shapes)
     except ParityError as exc:

@@ -53,7 +53,7 @@ def convert(spec: dict) -> dict:
     module.weights_by_name = weight_variables(model)
     function = _named_function(names, graph_function(model, names, module.weights_by_name))
     module.graph = tf.function(function, input_signature=signature)
-    with tempfile.TemporaryDirectory() as saved:
+    with tempfile.TemporaryDirectory(dir=Path(spec["output"]).parent, prefix=".saved-model-") as saved:
         # Through a SavedModel with the weights as variables: the converter then reads each weight once.
         tf.saved_model.save(module, saved, signatures={SIGNATURE_KEY: module.graph.get_concrete_function()})
         del module, model
@@ -69,18 +69,19 @@ def _convert(converter, spec: dict, names: list[str]) -> bytes:
     import tensorflow as tf
 
     from mt5lite.exporters.calibration import load_feeds
+    from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS
 
-    ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if spec["quantize"] == "int8" else tf.lite.OpsSet.TFLITE_BUILTINS]
+    precision = TFLITE_PRECISIONS[spec["quantize"]]
+    # Calibrated int8 runs int8 builtins only; the contract's float inputs and outputs stay float.
+    ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if precision.calibrated else tf.lite.OpsSet.TFLITE_BUILTINS]
     if spec.get("allow_flex"):
         ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
     converter.target_spec.supported_ops = ops
-    if spec["quantize"] == "fp16":
+    if precision.optimize:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif spec["quantize"] == "dynamic-int8":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif spec["quantize"] == "int8":  # int8 weights and activations; the contract's float inputs/outputs stay
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if precision.supported_types:
+        converter.target_spec.supported_types = [tf.as_dtype(t) for t in precision.supported_types]
+    if precision.calibrated:
         converter.representative_dataset = lambda: load_feeds(spec["calibration"], names)
     return converter.convert()
 

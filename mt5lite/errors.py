@@ -14,6 +14,14 @@ class InputError(Mt5LiteError, ValueError):
     """Bad user input: empty or over-long text, invalid UTF-8, a malformed data file, a bad option value."""
 
 
+class UnknownNameError(InputError, KeyError):
+    """A name that no registry entry has (an engine, a recipe, a precision, a node group, an op); the message
+    lists the known names. A ``KeyError`` too, so registries behave as mappings."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class CheckpointError(Mt5LiteError):
     """A model directory that is missing, incomplete, unsafe to load or not a T5/mT5 checkpoint."""
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mt5lite.errors import ModelFileError
 from mt5lite.manifest import MANIFEST_NAME, load_manifest
+from mt5lite.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -22,10 +23,10 @@ class Engine:
 
 
 #: Every engine a manifest may name (``manifest["engine"]``).
-ENGINES: dict[str, Engine] = {
+ENGINES: Registry[Engine] = Registry("engine", {
     "onnxruntime": Engine("mt5lite.runtimes.onnx_runtime", "OnnxGenerator", "mt5lite"),
     "litert": Engine("mt5lite.runtimes.litert", "LiteRTGenerator", "mt5lite[litert]"),
-}
+})
 
 
 def engine_for(manifest: dict, where: str | os.PathLike = "") -> Engine:

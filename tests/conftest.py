@@ -58,6 +58,26 @@ def tiny_export(tiny_model, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def static_export(demo_model, tmp_path_factory) -> Path:
+    """The demo model's static-shape fp32 ONNX export (batch 1, S=32, T_max=32), the source of TFLite builds."""
+    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+
+    out = tmp_path_factory.mktemp("static") / "onnx"
+    export_onnx(demo_model, out, OnnxExportConfig(max_source_length=32, max_target_length=32, static_shapes=True))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tflite_fp32(static_export, tmp_path_factory) -> Path:
+    """The static export converted to TFLite fp32."""
+    from mt5lite.exporters.tflite_export import export_tflite
+
+    out = tmp_path_factory.mktemp("tflite") / "fp32"
+    export_tflite(static_export, out, "fp32")
+    return out
+
+
 def run_cli(*args: str | bytes, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m mt5lite ARGS`` in a subprocess; return the completed process (bytes output)."""
     env = dict(os.environ, USE_TF="0", PYTHONIOENCODING="utf-8")

@@ -55,7 +55,7 @@ def test_mask_value_keeps_masked_keys_under_the_tolerance(tmp_path):
     path = _masked_softmax_graph(tmp_path / "g.onnx")
     feeds = [_feed([0.0, 1.0, 2.0, 3.0], [True, True, False, False]),  # masked keys score higher: the binding row
              _feed([5.0, 0.0, 0.0, 0.0], [True, False, False, False])]
-    chosen = int8_mask_value(path, feeds)
+    chosen = int8_mask_value(path, feeds, tmp_path)
     real, masked = np.log(np.exp(0.0) + np.exp(1.0)), np.log(np.exp(2.0) + np.exp(3.0))
     expected = real - masked + np.log(LEAK_TOLERANCE / (1 - LEAK_TOLERANCE))
     assert chosen["bound"] == pytest.approx(expected, abs=1e-5)
@@ -70,4 +70,4 @@ def test_mask_value_keeps_masked_keys_under_the_tolerance(tmp_path):
 def test_mask_value_needs_a_masked_key(tmp_path):
     path = _masked_softmax_graph(tmp_path / "g.onnx")
     with pytest.raises(ConversionError, match="no calibration input masks a key"):
-        int8_mask_value(path, [_feed([0.0, 1.0, 2.0, 3.0], [True] * 4)])
+        int8_mask_value(path, [_feed([0.0, 1.0, 2.0, 3.0], [True] * 4)], tmp_path)

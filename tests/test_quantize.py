@@ -15,7 +15,7 @@ from mt5lite.data import Sentence, read_tagged_texts, read_task_pairs
 from mt5lite.errors import InputError, ModelFileError
 from mt5lite.exporters.calibration import MIN_SAMPLES, CalibrationWarning, draw_samples
 from mt5lite.exporters.quant_groups import node_groups, select_nodes
-from mt5lite.exporters.quantize import QuantizeConfig, Recipe, quantize_export
+from mt5lite.exporters.quantize import QuantizeConfig, quantize_export
 from mt5lite.runtimes.onnx_runtime import OnnxGenerator
 from mt5lite.runtimes.options import DecodingOptions
 from mt5lite.verification.comparison import compare_exports, quality_gate
@@ -133,10 +133,10 @@ def test_static_int8_holds_int8_weights_and_qdq_nodes(demo_export, demo_int8):
         assert metadata["mt5lite.export_id"] == manifest["export_id"] and metadata["mt5lite.precision"] == "int8"
 
 
-@pytest.mark.parametrize("recipe,expected_op", [(Recipe.DYNAMIC_INT8, "DynamicQuantizeLinear"),
-                                                (Recipe.STATIC_INT8, "QLinearMatMul")])
+@pytest.mark.parametrize("recipe,expected_op", [("dynamic-int8", "DynamicQuantizeLinear"),
+                                                ("static-int8", "QLinearMatMul")])
 def test_other_int8_forms(demo_export, tmp_path, recipe, expected_op):
-    config = QuantizeConfig(recipe=recipe, format="qoperator" if recipe is Recipe.STATIC_INT8 else "qdq")
+    config = QuantizeConfig(recipe=recipe, format="qoperator" if recipe == "static-int8" else "qdq")
     quantize_export(demo_export, tmp_path / "q", config)
     ops = [n.op_type for n in _graph(tmp_path / "q", "decoder").graph.node]
     assert expected_op in ops and ("MatMulInteger" in ops or "QLinearMatMul" in ops)
@@ -145,7 +145,7 @@ def test_other_int8_forms(demo_export, tmp_path, recipe, expected_op):
 
 
 def test_fp16_keeps_wo_and_layer_norms_in_fp32(demo_export, tmp_path):
-    quantize_export(demo_export, tmp_path / "fp16", QuantizeConfig(recipe=Recipe.FP16))
+    quantize_export(demo_export, tmp_path / "fp16", QuantizeConfig(recipe="fp16"))
     model = _graph(tmp_path / "fp16", "decoder")
     dtypes = {t.name: t.data_type for t in model.graph.initializer}
     for node in model.graph.node:
@@ -198,7 +198,7 @@ def test_failed_quantization_leaves_nothing(demo_export, tmp_path, monkeypatch):
 
     monkeypatch.setattr(quantize, "_to_int8", broken)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        quantize_export(demo_export, tmp_path / "out", QuantizeConfig(recipe=Recipe.DYNAMIC_INT8))
+        quantize_export(demo_export, tmp_path / "out", QuantizeConfig(recipe="dynamic-int8"))
     assert list(tmp_path.iterdir()) == []
 
 

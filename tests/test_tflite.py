@@ -16,7 +16,6 @@ from mt5lite.contract import encoder_feeds
 from mt5lite.data import read_task_pairs
 from mt5lite.errors import InputError, ModelFileError
 from mt5lite.exporters.calibration import CalibrationDraw
-from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
 from mt5lite.exporters.tflite_export import export_tflite
 from mt5lite.runtimes.litert import LiteRTGenerator
 from mt5lite.runtimes.options import DecodingOptions
@@ -26,18 +25,9 @@ from tests.conftest import REPO_ROOT, run_cli
 FP32_ATOL = 1e-4  # TFLite fp32 vs PyTorch, on logits
 
 
-@pytest.fixture(scope="session")
-def static_export(demo_model, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("static") / "onnx"
-    export_onnx(demo_model, out, OnnxExportConfig(max_source_length=32, max_target_length=32, static_shapes=True))
-    return out
-
-
-@pytest.fixture(scope="session")
-def tflite_fp32(static_export, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tflite") / "fp32"
-    export_tflite(static_export, out, "fp32")
-    return out
+#: Every TFLite precision gets a build in test_no_flex_ops_in_any_default_build (tests/test_registries.py checks
+#: that this covers the registry).
+PRECISION_CASES = ("fp32", "fp16", "dynamic-int8", "int8")
 
 
 def _pairs(step: int = 10):
@@ -67,7 +57,7 @@ def tflite_int8(static_export, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("quantize", ["fp32", "fp16", "dynamic-int8", "int8"])
+@pytest.mark.parametrize("quantize", PRECISION_CASES)
 def test_no_flex_ops_in_any_default_build(static_export, tflite_fp32, tflite_int8, tmp_path, quantize):
     out = {"fp32": tflite_fp32, "int8": tflite_int8}.get(quantize, tmp_path / quantize)
     if not out.exists():
@@ -127,7 +117,7 @@ def test_refusals(demo_export, static_export, tflite_fp32, tmp_path):
         export_tflite(static_export, tmp_path / "int8", "int8", calibration=CalibrationDraw(max_decoder_steps=0))
     with pytest.raises(InputError, match="has dynamic shapes.*--static-shapes"):
         export_tflite(demo_export, tmp_path / "dyn", "fp32")
-    with pytest.raises(InputError, match="unknown --quantize 'int4'"):
+    with pytest.raises(InputError, match="unknown TFLite precision 'int4'"):
         export_tflite(static_export, tmp_path / "x", "int4")
     with pytest.raises(InputError, match="already exists; use --force"):
         export_tflite(static_export, tflite_fp32, "fp32")

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# A regular (not editable) install of the full toolkit, used as a user would: a fresh virtual environment gets the
+# wheel with the [export] extra, then exports the bundled demo model, generates and evaluates from a working
+# directory outside the source tree. The install must add no top-level package but mt5lite.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PYTHON=${PYTHON:-python3}
+work=build/install/full
+fail() { echo "test-wheel: FAILED: $*" >&2; exit 1; }
+
+wheel=$(tests/install/wheel.sh)
+rm -rf "$work" && mkdir -p "$work/elsewhere"
+"$PYTHON" -m venv "$work/venv"
+"$work/venv/bin/pip" install --quiet --disable-pip-version-check "$wheel[export]"
+site=$("$work/venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+top=$(tr -d '\r' < "$site"/mt5lite-*.dist-info/top_level.txt 2>/dev/null || true)
+[ -z "$top" ] || [ "$top" == "mt5lite" ] || fail "top_level.txt lists: $top"
+roots=$(grep -v '\.dist-info/' "$site"/mt5lite-*.dist-info/RECORD | grep -v '^\.\./' | cut -d/ -f1 | cut -d, -f1 | sort -u)
+[ "$roots" == "mt5lite" ] || fail "the install wrote top-level names besides mt5lite: $(tr '\n' ' ' <<< "$roots")"
+for name in exporters runtimes compression; do
+    [ ! -e "$site/$name" ] || fail "$site/$name exists: the install pollutes the global namespace"
+done
+echo "test-wheel: installed into a new venv; its only top-level package is mt5lite"
+
+cd "$work/elsewhere"
+mt5lite=../venv/bin/mt5lite
+USE_TF=0 $mt5lite export onnx --output onnx --validate-samples 8 > export.log || fail "export onnx: $(tail -3 export.log)"
+out=$($mt5lite generate --model onnx "words fr: 1234")
+[ "$out" == "mille deux cent trente-quatre" ] || fail "generate printed '$out'"
+USE_TF=0 $mt5lite evaluate --model onnx --report eval.json > eval.log || fail "evaluate: $(tail -3 eval.log)"
+grep -q '"exact_match"' eval.json || fail "evaluate wrote no report"
+echo "test-wheel: export onnx, generate and evaluate ran from $(pwd): $(head -1 eval.log)"
+echo "test-wheel: passed"

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Build mt5lite's wheel from a clean copy of the source tree (tracked and new, not ignored, files only), so no
+# stale build/lib content can slip into it. Prints the wheel's path. Used by test-lean, test-wheel and test-pi.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-.venv/bin/python}
+out=build/dist
+src=build/dist/src
+rm -rf "$out"
+mkdir -p "$src"
+git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
+    [ -e "$f" ] && printf '%s\0' "$f"
+done | tar --null -T - -cf - | tar -xf - -C "$src"
+if ! "$PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$out" "$src" > "$out/build.log" 2>&1; then
+    cat "$out/build.log" >&2
+    echo "wheel.sh: building the wheel failed (log above)" >&2
+    exit 1
+fi
+rm -rf "$src"
+ls "$out"/mt5lite-*.whl

@@ -1,0 +1,115 @@
+"""The package's layers only point down, and what runs on a device imports nothing heavy (an import-graph check).
+
+Layers, bottom to top: 1 core, 2 runtimes, 3 verification, 4 exporters / compression / demo, 5 the CLI. Every
+``mt5lite`` module is parsed (imports inside functions included); an import of a higher layer fails the test.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+#: (layer, module prefix): the first matching prefix decides a module's layer; a module that matches none fails.
+LAYERS: tuple[tuple[int, str], ...] = (
+    (5, "mt5lite.cli"), (5, "mt5lite.__main__"),
+    (4, "mt5lite.exporters"), (4, "mt5lite.compression"), (4, "mt5lite.demo"), (4, "mt5lite.fixtures"),
+    (3, "mt5lite.verification"),
+    (2, "mt5lite.runtimes"),
+    (1, "mt5lite.errors"), (1, "mt5lite.contract"), (1, "mt5lite.manifest"), (1, "mt5lite.data"),
+    (1, "mt5lite.paths"), (1, "mt5lite.reports"), (1, "mt5lite.registry"), (1, "mt5lite.checkpoint"),
+    (1, "mt5lite.bundled_data"), (1, "mt5lite.bundled_models"),
+)
+#: What a device install lacks: no module of layers 1-2 may import these at module level.
+HEAVY = ("torch", "transformers", "tensorflow", "onnx", "sacrebleu", "num2words", "tqdm", "safetensors")
+SUBPACKAGES = ("mt5lite", "mt5lite.verification", "mt5lite.demo", "mt5lite.runtimes", "mt5lite.exporters",
+               "mt5lite.compression", "mt5lite.bundled_data", "mt5lite.bundled_models")
+
+
+def layer_of(module: str) -> int | None:
+    """The layer of ``module``, or None when no prefix matches (the package's own ``__init__`` is core)."""
+    if module == "mt5lite":
+        return 1
+    for layer, prefix in LAYERS:
+        if module == prefix or module.startswith(prefix + "."):
+            return layer
+    return None
+
+
+def package_sources() -> dict[str, str]:
+    """Every module of the installed package, by dotted name, with its source (subpackages found wherever the
+    build maps them, e.g. ``mt5lite.exporters`` in ``exporters/``)."""
+    sources = {}
+    for package in SUBPACKAGES:
+        directory = Path(importlib.util.find_spec(package).submodule_search_locations[0])
+        for path in sorted(directory.glob("*.py")):
+            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
+            sources[name] = path.read_text(encoding="utf-8")
+    return sources
+
+
+def imports(module: str, source: str) -> list[tuple[str, bool]]:
+    """``(imported module, at module level)`` for every import in ``source`` (relative ones resolved)."""
+    found = []
+    tree = ast.parse(source)
+    top_level = {id(node) for node in tree.body}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, id(node) in top_level) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = module.rsplit(".", node.level)[0]
+                base = f"{parent}.{base}" if base else parent
+            found += [(f"{base}.{alias.name}", id(node) in top_level) for alias in node.names]
+            found.append((base, id(node) in top_level))
+    return found
+
+
+def violations(sources: dict[str, str]) -> list[str]:
+    """Every import that points up a layer, every module without a layer, every heavy module-level import in
+    layers 1-2, and every import of a top-level package other than mt5lite's own names."""
+    problems = []
+    for module, source in sources.items():
+        layer = layer_of(module)
+        if layer is None:
+            problems.append(f"{module}: no layer; add it to LAYERS")
+            continue
+        for name, top_level in imports(module, source):
+            root = name.split(".")[0]
+            if root in ("exporters", "runtimes", "compression"):
+                problems.append(f"{module} imports {name}: use mt5lite.{name}")
+            target = layer_of(name) if root == "mt5lite" else None
+            if target is not None and target > layer:
+                problems.append(f"{module} (layer {layer}) imports {name} (layer {target})")
+            if layer <= 2 and top_level and root in HEAVY:
+                problems.append(f"{module} (layer {layer}) imports {name} at module level")
+    return sorted(set(problems))
+
+
+def test_layers_only_point_down():
+    assert violations(package_sources()) == []
+
+
+@pytest.mark.parametrize("module, source, expected", [
+    ("mt5lite.runtimes.decoding", "from mt5lite.verification.parity import agreement", "(layer 2) imports"),
+    ("mt5lite.errors", "def f():\n    from mt5lite.cli import main\n", "(layer 1) imports mt5lite.cli"),
+    ("mt5lite.verification.parity", "from ..exporters import quantize", "(layer 3) imports mt5lite.exporters"),
+    ("mt5lite.runtimes.tokenizer", "import torch", "imports torch at module level"),
+    ("mt5lite.cli", "from exporters.quantize import RECIPES", "use mt5lite.exporters.quantize"),
+    ("mt5lite.new_module", "import numpy", "no layer"),
+])
+def test_a_wrong_import_fails_the_check(module, source, expected):
+    sources = package_sources()
+    sources[module] = source
+    found = violations(sources)
+    assert any(expected in problem for problem in found), found
+
+
+def test_every_subpackage_is_checked():
+    sources = package_sources()
+    assert {"mt5lite.cli", "mt5lite.runtimes.decoding", "mt5lite.verification.teacher_forced",
+            "mt5lite.exporters.onnx_export", "mt5lite.demo.train", "mt5lite.contract"} <= set(sources)
+    assert len(sources) >= 45

@@ -1,0 +1,115 @@
+"""Every registry: an unknown key lists the known ones, and every registered entry has a test case here or in the
+module named beside its case map (the meta-tests fail when an entry is added without one)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import onnx
+import pytest
+
+from mt5lite.errors import InputError, ModelFileError, UnknownNameError
+from mt5lite.exporters.onnx_to_tf import OPS
+from mt5lite.exporters.quant_groups import GROUPS, node_groups
+from mt5lite.exporters.quantize import RECIPES, QuantizeConfig, quantize_export
+from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS
+from mt5lite.registry import Registry
+from mt5lite.runtimes.generators import ENGINES, open_export
+
+#: recipe -> (precision in the manifest, an op its decoder graph must hold).
+RECIPE_CASES = {
+    "static-int8": ("int8", "QuantizeLinear"),
+    "dynamic-int8": ("int8", "DynamicQuantizeLinear"),
+    "fp16": ("fp16", "Cast"),
+}
+#: group -> its node count in each graph of a T5 export with L encoder and L decoder layers (the demo model: 3).
+GROUP_COUNTS = {
+    "embeddings": {"encoder": lambda n: 1, "decoder": lambda n: 1},
+    "lm_head": {"encoder": lambda n: 0, "decoder": lambda n: 1},
+    "attention_qkv": {"encoder": lambda n: 3 * n + 2 * n, "decoder": lambda n: 4 * n},  # + the cross K/V
+    "attention_out": {"encoder": lambda n: n, "decoder": lambda n: 2 * n},
+    "ffn_in": {"encoder": lambda n: 2 * n, "decoder": lambda n: 2 * n},  # gated GELU: wi_0 and wi_1
+    "ffn_out": {"encoder": lambda n: n, "decoder": lambda n: n},
+    "attention_matmul": {"encoder": lambda n: 2 * n, "decoder": lambda n: 4 * n},
+    "softmax": {"encoder": lambda n: n, "decoder": lambda n: 2 * n},
+    "layer_norm": {"encoder": lambda n: 2 * n + 1, "decoder": lambda n: 3 * n + 1},
+}
+#: engine -> the fixture of an export that runs on it, and the generator class it must open as.
+ENGINE_CASES = {"onnxruntime": ("demo_export", "OnnxGenerator"), "litert": ("tflite_fp32", "LiteRTGenerator")}
+
+
+@pytest.mark.parametrize("registry, cases", [(RECIPES, RECIPE_CASES), (GROUPS, GROUP_COUNTS), (ENGINES, ENGINE_CASES)],
+                         ids=["recipes", "groups", "engines"])
+def test_every_registered_entry_has_a_case(registry, cases):
+    assert set(cases) == set(registry), f"{registry.kind}: add a test case for {set(registry) - set(cases)}"
+
+
+def test_every_tflite_precision_is_built_and_checked():
+    from tests.test_tflite import PRECISION_CASES
+
+    assert set(PRECISION_CASES) == set(TFLITE_PRECISIONS)
+
+
+def test_every_onnx_to_tf_op_has_a_case():
+    from tests.test_onnx_to_tf_ops import covered_ops
+
+    assert set(OPS) <= covered_ops()
+
+
+@pytest.mark.parametrize("registry", [RECIPES, GROUPS, ENGINES, TFLITE_PRECISIONS],
+                         ids=lambda r: r.kind.replace(" ", "-"))
+def test_unknown_key_lists_the_known_ones(registry):
+    with pytest.raises(UnknownNameError) as caught:
+        registry["no-such-key"]
+    message = str(caught.value)
+    assert f"unknown {registry.kind} 'no-such-key'" in message
+    assert all(key in message for key in registry)
+    assert isinstance(caught.value, InputError) and "no-such-key" not in registry
+
+
+def test_a_key_is_registered_once():
+    registry = Registry("thing", {"a": 1})
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("a", 2)
+    assert registry.register("b", 2) == 2 and list(registry) == ["a", "b"]
+
+
+@pytest.mark.parametrize("recipe", RECIPE_CASES)
+def test_every_recipe_quantizes_and_keeps_the_contract(demo_export, tmp_path, recipe):
+    precision, op = RECIPE_CASES[recipe]
+    config = QuantizeConfig(recipe=recipe, samples=100, max_decoder_steps=64)
+    result = quantize_export(demo_export, tmp_path / recipe, config)
+    manifest = result["manifest"]
+    assert manifest["precision"] == precision and manifest["quantization"]["recipe"] == recipe
+    decoder = onnx.load(str(tmp_path / recipe / "decoder.onnx"))
+    assert op in {node.op_type for node in decoder.graph.node}
+    assert (manifest["quantization"]["calibration"] is not None) == RECIPES[recipe].calibrated
+    assert open_export(tmp_path / recipe).generate(["words fr: 1234"]) == ["mille deux cent trente-quatre"]
+
+
+@pytest.mark.parametrize("group", GROUP_COUNTS)
+def test_every_group_finds_its_nodes_in_every_layer(demo_export, group):
+    layers = json.loads((demo_export / "manifest.json").read_text())["model"]["num_layers"]
+    for role, count in GROUP_COUNTS[group].items():
+        found = node_groups(onnx.load(str(demo_export / f"{role}.onnx")))[group]
+        assert len(found) == count(layers), (role, found)
+
+
+@pytest.mark.parametrize("engine", ENGINE_CASES)
+def test_every_engine_opens_its_exports(request, engine):
+    fixture, generator = ENGINE_CASES[engine]
+    export = request.getfixturevalue(fixture)
+    opened = open_export(export)
+    assert type(opened).__name__ == generator and opened.manifest["engine"] == engine
+    assert opened.generate(["words fr: 1234"]) == ["mille deux cent trente-quatre"]
+
+
+def test_an_unknown_engine_is_refused_not_run_on_onnx(demo_export, tmp_path):
+    copy = tmp_path / "export"
+    shutil.copytree(demo_export, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["engine"] = "tensorrt"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="engine 'tensorrt' is unknown; known engines: onnxruntime, litert"):
+        open_export(copy)
