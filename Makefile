@@ -10,7 +10,7 @@ BUILD ?= build
 export USE_TF := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help install test test-slow test-lean test-wheel lint export-tflite sensitivity bench-quantization evaluate demo-model \
+.PHONY: help install test test-slow test-lean test-wheel test-pi lint export-tflite sensitivity bench-quantization evaluate demo-model \
 	mt5-small-fixture parity-mt5-small tflite-mt5-small clean
 
 help:
@@ -19,6 +19,8 @@ help:
 	@echo "make test            run the test suite (make test-slow: the mt5-small-sized checks too)"
 	@echo "make test-lean       the device install in a fresh venv: lean, same outputs, clear extra errors"
 	@echo "make test-wheel      a regular install of the wheel with [export], used from another directory"
+	@echo "make test-pi         the [litert] install on an emulated 64-bit Raspberry Pi OS (bookworm arm64, qemu-user;"
+	@echo "                     root): the three exports must print exactly what they print on x86"
 	@echo "make evaluate        score MODEL on the demo task's held-out set"
 	@echo "make demo-model      retrain the bundled demo model from scratch (about 20 minutes on 2 cores)"
 	@echo "make parity-mt5-small ONNX parity on a random model of google/mt5-small's shape"
@@ -50,6 +52,16 @@ test-lean: install
 # export the bundled model, generate, evaluate; only mt5lite is installed at the top level (a few minutes).
 test-wheel: install
 	PYTHON=$(PYTHON) tests/install/full.sh
+
+# The device install on an emulated 64-bit Raspberry Pi OS (Debian bookworm arm64 through qemu-user; needs root):
+# the wheel with [litert] from PyPI's aarch64 wheels in a cached debootstrap root under $(BUILD)/pi/, then the fp32
+# ONNX, int8 ONNX and int8 TFLite exports must print the same text as on x86 (about 8 minutes the first time, 2 after).
+test-pi: install $(BUILD)/tflite/manifest.json
+	BUILD=$(BUILD) tests/pi/test_pi.sh
+
+# The exports test-pi runs, made only when missing (export-tflite writes $(BUILD)/tflite last).
+$(BUILD)/tflite/manifest.json:
+	$(MAKE) export-tflite
 
 lint: install
 	$(BIN)/ruff check .

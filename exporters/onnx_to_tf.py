@@ -6,7 +6,8 @@ conversion outright (onnx2tf 1.28 fails at the self-attention mask's ``Where``: 
 outputs (DESIGN.md). The contract's graphs use a small, fixed set of ops, so a direct translation is short, keeps
 every tensor's shape and name exactly, and leaves nothing for the host to undo.
 
-Only ops the exporter emits are supported; anything else raises ``ConversionError`` naming the op and node.
+Only ops the exporter emits are supported, each by one entry in ``OPS``; anything else raises ``ConversionError``
+naming the op and node and listing the known ops.
 Shapes must be static (export with ``--static-shapes``): ``Shape`` becomes a constant.
 """
 
@@ -55,7 +56,9 @@ def _axes(inputs: list, attrs: dict) -> list[int] | None:
     """The ``axes`` of Squeeze, Unsqueeze or ReduceMean: the second input (newer opsets), else the attribute;
     ``None`` when neither is given."""
     axes = inputs[1] if len(inputs) > 1 and inputs[1] is not None else attrs.get("axes")
-    return None if axes is None else [int(a) for a in _static(np.asarray(axes)).reshape(-1)]
+    if axes is None:
+        return None
+    return [int(a) for a in _static(np.asarray(axes) if isinstance(axes, list) else axes).reshape(-1)]
 
 
 def _tf_dtype(onnx_type: int):
@@ -69,9 +72,21 @@ def _is_integer(value) -> bool:
     return np.issubdtype(np.dtype(getattr(dtype, "as_numpy_dtype", dtype)), np.integer)
 
 
-def _elementwise(tf_name: str) -> Translator:
+def _unary(tf_name: str) -> Translator:
+    """A translator applying ``tf.<tf_name>`` (a dotted path, e.g. ``"math.sqrt"``) to the one input."""
+    getter = attrgetter(tf_name)
+
+    def translate(inputs: list, attrs: dict) -> list:
+        import tensorflow as tf
+
+        return [getter(tf)(inputs[0])]
+
+    return translate
+
+
+def _binary(tf_name: str) -> Translator:
     """A translator applying ``tf.<tf_name>`` (a dotted path, e.g. ``"math.add"``) to the inputs, folded left to
-    right: unary and binary ops, and the variadic Max and Min."""
+    right: two inputs for most ops, any number for the variadic Max and Min."""
     getter = attrgetter(tf_name)
 
     def translate(inputs: list, attrs: dict) -> list:
@@ -83,8 +98,8 @@ def _elementwise(tf_name: str) -> Translator:
 
 
 def _div(inputs: list, attrs: dict) -> list:
-    """ONNX Div: true division for floats; for integers it truncates toward zero (TensorFlow's floordiv rounds
-    down), built from builtins TFLite has (FLOOR_DIV, ABS, SELECT)."""
+    """ONNX Div: true division for floats; for integers it truncates toward zero where TensorFlow's floordiv
+    rounds down, so it is built from |x| // |y| and the sign (TFLite builtins only)."""
     import tensorflow as tf
 
     x, y = inputs
@@ -211,7 +226,11 @@ def _range(inputs: list, attrs: dict) -> list:
 def _reduce_mean(inputs: list, attrs: dict) -> list:
     import tensorflow as tf
 
-    return [tf.reduce_mean(inputs[0], axis=_axes(inputs, attrs), keepdims=bool(attrs.get("keepdims", 1)))]
+    axes = _axes(inputs, attrs)
+    if not axes and attrs.get("noop_with_empty_axes", 0):
+        return [inputs[0]]
+    # ONNX: no (or empty) axes reduce over every axis
+    return [tf.reduce_mean(inputs[0], axis=axes or None, keepdims=bool(attrs.get("keepdims", 1)))]
 
 
 def _softmax(inputs: list, attrs: dict) -> list:
@@ -248,29 +267,29 @@ def _expand(inputs: list, attrs: dict) -> list:
 #: computed only from constants, numpy arrays (an omitted optional input is ``None``); outputs likewise.
 OPS: dict[str, Translator] = {
     # elementwise, binary (Max and Min take any number of inputs)
-    "Add": _elementwise("math.add"),
-    "Sub": _elementwise("math.subtract"),
-    "Mul": _elementwise("math.multiply"),
+    "Add": _binary("math.add"),
+    "Sub": _binary("math.subtract"),
+    "Mul": _binary("math.multiply"),
     "Div": _div,
-    "Pow": _elementwise("math.pow"),
-    "Equal": _elementwise("math.equal"),
-    "Less": _elementwise("math.less"),
-    "LessOrEqual": _elementwise("math.less_equal"),
-    "Greater": _elementwise("math.greater"),
-    "Max": _elementwise("math.maximum"),
-    "Min": _elementwise("math.minimum"),
-    "And": _elementwise("math.logical_and"),
-    "Or": _elementwise("math.logical_or"),
+    "Pow": _binary("math.pow"),
+    "Equal": _binary("math.equal"),
+    "Less": _binary("math.less"),
+    "LessOrEqual": _binary("math.less_equal"),
+    "Greater": _binary("math.greater"),
+    "Max": _binary("math.maximum"),
+    "Min": _binary("math.minimum"),
+    "And": _binary("math.logical_and"),
+    "Or": _binary("math.logical_or"),
     # elementwise, unary
-    "Sqrt": _elementwise("math.sqrt"),
-    "Tanh": _elementwise("math.tanh"),
-    "Log": _elementwise("math.log"),
-    "Abs": _elementwise("math.abs"),
-    "Neg": _elementwise("math.negative"),
-    "Relu": _elementwise("nn.relu"),
-    "Erf": _elementwise("math.erf"),
-    "Not": _elementwise("math.logical_not"),
-    "Identity": _elementwise("identity"),
+    "Sqrt": _unary("math.sqrt"),
+    "Tanh": _unary("math.tanh"),
+    "Log": _unary("math.log"),
+    "Abs": _unary("math.abs"),
+    "Neg": _unary("math.negative"),
+    "Relu": _unary("nn.relu"),
+    "Erf": _unary("math.erf"),
+    "Not": _unary("math.logical_not"),
+    "Identity": _unary("identity"),
     # constants and shapes (static: they become numpy values)
     "Constant": _constant,
     "ConstantOfShape": _constant_of_shape,

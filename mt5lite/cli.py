@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", type=Path, default=HELDOUT_TASK, help="held-out pairs: lang<TAB>source<TAB>target")
     ev.add_argument("--report", type=Path, default=Path("build/eval_report.json"),
                     help="JSON report to write (a Markdown twin is written beside it)")
-    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--batch-size", type=int, default=64, help="inputs decoded together")
     ev.set_defaults(func=cmd_evaluate)
 
     export = sub.add_parser("export", help="export a checkpoint (onnx), or convert an ONNX export (tflite)",
@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("--max-target-length", type=int, default=64, help="positions in the decoder's KV cache")
     onnx.add_argument("--static-shapes", action="store_true",
                       help="fix batch 1 and the source length (for TFLite); default: dynamic, for ONNX Runtime")
-    onnx.add_argument("--opset", type=int, default=17)
+    onnx.add_argument("--opset", type=int, default=17, help="ONNX opset of both graphs (11 to 21)")
     onnx.add_argument("--validate-samples", type=int, default=16, help="held-out inputs compared with PyTorch")
     onnx.add_argument("--force", action="store_true", help="overwrite an existing output directory")
     onnx.set_defaults(func=cmd_export_onnx)
@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument("--report", type=Path, default=Path("build/parity.json"),
                         help="JSON report to write (a Markdown twin is written beside it)")
     parity.add_argument("--num-beams", type=int, default=4, help="beams for the beam-search comparison")
-    parity.add_argument("--max-new-tokens", type=int, default=32)
+    parity.add_argument("--max-new-tokens", type=int, default=32, help="most tokens generated per input")
     parity.add_argument("--beam-samples", type=int, default=None, help="compare beam search on the first N inputs")
     parity.set_defaults(func=cmd_parity, length_penalty=1.0, early_stopping=False)
 
@@ -411,8 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train-demo", help="train the bundled demo model from scratch (fixed seeds)",
                            formatter_class=_Formatter, description=cmd_train_demo.__doc__)
-    train.add_argument("--output", type=Path, default=DEMO_MODEL)
-    train.add_argument("--steps", type=int, default=DemoConfig.steps)
+    train.add_argument("--output", type=Path, default=DEMO_MODEL, help="checkpoint directory to write")
+    train.add_argument("--steps", type=int, default=DemoConfig.steps, help="optimizer steps")
     train.add_argument("--force", action="store_true", help="replace an existing output directory")
     train.set_defaults(func=cmd_train_demo)
     return parser

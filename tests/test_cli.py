@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import shutil
+from dataclasses import replace
 
 import pytest
 
+from mt5lite.cli import build_parser, main
 from tests.conftest import run_cli
 
 
@@ -20,11 +24,92 @@ def assert_clean_error(result, *fragments: str) -> None:
         assert fragment in lines[0], lines[0]
 
 
-def test_help_lists_the_subcommands():
+def _parsers(parser: argparse.ArgumentParser, command: tuple[str, ...] = ()):
+    """``(command, parser)`` for ``parser`` and every subcommand registered under it, nested ones included."""
+    yield command, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, command + (name,))
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each subcommand registered directly under ``parser`` -> its one-line help."""
+    return {choice.dest: choice.help for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for choice in action._choices_actions}
+
+
+def _shows_its_default(action: argparse.Action) -> bool:
+    """Whether argparse's ArgumentDefaultsHelpFormatter prints this action's default (it needs a help text)."""
+    return (bool(action.help) and action.help is not argparse.SUPPRESS and action.default is not argparse.SUPPRESS
+            and bool(action.option_strings or action.nargs in ("?", "*")))
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+COMMANDS = [command for command, _ in _parsers(build_parser())]
+
+
+def test_help_lists_the_subcommands(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per entry: no wrapping inside a help text
     result = run_cli("--help")
-    assert result.returncode == 0
-    for command in ("generate", "evaluate", "train-demo"):
-        assert command in result.stdout.decode()
+    assert result.returncode == 0, result.stderr.decode()
+    shown = result.stdout.decode()
+    registered = _subcommands(build_parser())
+    assert {"generate", "evaluate", "export", "train-demo"} <= set(registered)  # the walk finds the parser's tree
+    for name, help_text in registered.items():
+        assert re.search(rf"^\s+{re.escape(name)}\s+{re.escape(help_text)}$", shown, re.MULTILINE), name
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda command: " ".join(command) or "mt5lite")
+def test_every_help_exits_0_and_shows_its_options_and_defaults(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")
+    monkeypatch.setenv("USE_TF", "0")  # main() sets defaults for these two; monkeypatch restores them afterwards
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    assert exited.value.code == 0
+    shown = _flat(capsys.readouterr().out)
+    parser = dict(_parsers(build_parser()))[command]
+    problems = [f"{option} not listed" for action in parser._actions for option in action.option_strings
+                if option not in shown]
+    problems += [f"{action.option_strings or action.dest}: '(default: {action.default})' not shown"
+                 for action in parser._actions if _shows_its_default(action)
+                 and f"(default: {action.default})" not in shown]
+    problems += [f"subcommand {name} not listed with its help" for name, help_text in _subcommands(parser).items()
+                 if f"{name} {_flat(help_text)}" not in shown]
+    assert not problems, problems
+
+
+def test_every_default_is_shown_in_help():
+    hidden = [f"{' '.join(command)} {'/'.join(action.option_strings)} (default {action.default})"
+              for command, parser in _parsers(build_parser()) for action in parser._actions
+              if action.option_strings and action.default not in (argparse.SUPPRESS, None, False)
+              and not _shows_its_default(action)]
+    assert not hidden, hidden
+
+
+def test_generate_prints_what_the_python_api_returns():
+    from mt5lite.data import HELDOUT_SENTENCES, read_sentences
+    from mt5lite.paths import DEMO_MODEL
+    from mt5lite.runtimes.generators import open_generator
+    from mt5lite.runtimes.options import DecodingOptions
+
+    # Out-of-task sentences, on which the demo model is unsure, and two task inputs (one with a long answer).
+    sources = [s.text for s in read_sentences(HELDOUT_SENTENCES)[::20]] + ["words fr: 7777", "number ja: 三百"]
+    options = DecodingOptions(max_new_tokens=8, num_beams=4, length_penalty=2.0, early_stopping=True)
+    result = run_cli("generate", "--max-new-tokens", "8", "--num-beams", "4", "--length-penalty", "2.0",
+                     "--early-stopping", *sources)
+    assert result.returncode == 0, result.stderr.decode()
+    generator = open_generator(DEMO_MODEL)
+    expected = generator.generate(sources, options)
+    assert result.stdout.decode("utf-8").splitlines() == expected
+    # Every flag counts: with any one of them at its CLI default, some output would differ.
+    defaults = build_parser().parse_args(["generate", "x"])
+    for name in ("max_new_tokens", "num_beams", "length_penalty", "early_stopping"):
+        assert generator.generate(sources, replace(options, **{name: getattr(defaults, name)})) != expected, name
 
 
 def test_generate_with_the_default_model():

@@ -134,7 +134,20 @@ def test_external_data_stays_inside_the_folder(tiny_mt5, tmp_path):
     export_onnx(tiny_mt5, out, OnnxExportConfig(max_source_length=16, max_target_length=8, external_data_bytes=1))
     manifest = json.loads((out / "manifest.json").read_text())
     assert {"encoder.onnx.data", "decoder.onnx.data"} <= set(manifest["files"])
-    assert OnnxGenerator(out).generate(["words en: 5"], DecodingOptions(max_new_tokens=4))
+    assert {p.name for p in out.iterdir()} == set(manifest["files"]) | {"manifest.json"}
+    for graph in ("encoder.onnx", "decoder.onnx"):
+        model = onnx.load(str(out / graph), load_external_data=False)
+        external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        locations = {entry.value for t in external for entry in t.external_data if entry.key == "location"}
+        assert locations == {graph + ".data"}  # one file, named relative to the graph: inside the folder
+        assert all(len(t.raw_data) < 1024 for t in model.graph.initializer)  # every weight matrix went out
+    # Moved away from where it was written, the export still loads its weights and decodes as PyTorch does.
+    moved = tmp_path / "moved"
+    shutil.move(out, moved)
+    sources = ["words en: 5", "number fr: douze", "words ja: 2026", "number ko: 오십팔"]
+    generator, reference = OnnxGenerator(moved), TorchReference(tiny_mt5)
+    for options in (DecodingOptions(max_new_tokens=8), DecodingOptions(max_new_tokens=8, num_beams=3)):
+        assert generator.generate_ids(sources, options) == reference.generate_ids(sources, options)
 
 
 def test_bad_export_options_are_named(tiny_mt5, tmp_path):

@@ -2,16 +2,11 @@
 # A regular (not editable) install of the full toolkit, used as a user would: a fresh virtual environment gets the
 # wheel with the [export] extra, then exports the bundled demo model, generates and evaluates from a working
 # directory outside the source tree. The install must add no top-level package but mt5lite.
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-PYTHON=${PYTHON:-python3}
+CHECK=test-wheel
+source "$(dirname "$0")/common.sh"
 work=build/install/full
-fail() { echo "test-wheel: FAILED: $*" >&2; exit 1; }
 
-wheel=$(tests/install/wheel.sh)
-rm -rf "$work" && mkdir -p "$work/elsewhere"
-"$PYTHON" -m venv "$work/venv"
-"$work/venv/bin/pip" install --quiet --disable-pip-version-check "$wheel[export]"
+fresh_venv "$work" export
 site=$("$work/venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 top=$(tr -d '\r' < "$site"/mt5lite-*.dist-info/top_level.txt 2>/dev/null || true)
 [ -z "$top" ] || [ "$top" == "mt5lite" ] || fail "top_level.txt lists: $top"

@@ -2,16 +2,11 @@
 # The lean (device) install, checked for real: a fresh virtual environment gets only `pip install mt5lite` (the
 # wheel), then runs an ONNX export made by the full install and must print the same text; commands that need an
 # extra say which one and exit 2, writing nothing.
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-PYTHON=${PYTHON:-python3}
+CHECK=test-lean
+source "$(dirname "$0")/common.sh"
 work=build/install/lean
-fail() { echo "test-lean: FAILED: $*" >&2; exit 1; }
 
-wheel=$(tests/install/wheel.sh)
-rm -rf "$work" && mkdir -p "$work/elsewhere"
-"$PYTHON" -m venv "$work/venv"
-"$work/venv/bin/pip" install --quiet --disable-pip-version-check "$wheel"
+fresh_venv "$work"
 installed=$("$work/venv/bin/pip" list --format=freeze --disable-pip-version-check)
 echo "$installed" > "$work/pip-list.txt"
 heavy=$(grep -iE '^(torch|transformers|tensorflow|tensorflow-cpu|tf-keras|onnx|sacrebleu|num2words)==' \
