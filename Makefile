@@ -10,8 +10,8 @@ BUILD ?= build
 export USE_TF := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help install test test-slow test-lean test-wheel test-pi lint export-tflite sensitivity bench-quantization evaluate demo-model \
-	mt5-small-fixture parity-mt5-small tflite-mt5-small clean
+.PHONY: help install test test-slow test-lean test-wheel test-pi lint export-tflite sensitivity bench-quantization \
+	evaluate demo-model mt5-small-fixture parity-mt5-small tflite-mt5-small clean
 
 help:
 	@echo "make export-tflite   run the pipeline on MODEL (default: the bundled demo model) into $(BUILD)/"
@@ -55,7 +55,7 @@ test-wheel: install
 
 # The device install on an emulated 64-bit Raspberry Pi OS (Debian bookworm arm64 through qemu-user; needs root):
 # the wheel with [litert] from PyPI's aarch64 wheels in a cached debootstrap root under $(BUILD)/pi/, then the fp32
-# ONNX, int8 ONNX and int8 TFLite exports must print the same text as on x86 (about 8 minutes the first time, 2 after).
+# ONNX, int8 ONNX and int8 TFLite exports must print the same text as on x86 (6 minutes the first time, under 2 after).
 test-pi: install $(BUILD)/tflite/manifest.json
 	BUILD=$(BUILD) tests/pi/test_pi.sh
 

@@ -109,10 +109,21 @@ def _div(inputs: list, attrs: dict) -> list:
     return [tf.where(tf.not_equal(tf.less(x, 0), tf.less(y, 0)), -quotient, quotient)]
 
 
+#: Constant's value attributes other than ``value`` (a tensor), and the numpy type each holds.
+_CONSTANT_ATTRIBUTES = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64,
+                        "value_ints": np.int64}
+
+
 def _constant(inputs: list, attrs: dict) -> list:
     from onnx import numpy_helper
 
-    return [numpy_helper.to_array(attrs["value"])]
+    if "value" in attrs:
+        return [numpy_helper.to_array(attrs["value"])]
+    for name, dtype in _CONSTANT_ATTRIBUTES.items():
+        if name in attrs:
+            return [np.asarray(attrs[name], dtype=dtype)]
+    raise ConversionError(f"Constant with attributes {sorted(attrs)} is not supported; known: value, "
+                          f"{', '.join(_CONSTANT_ATTRIBUTES)}")
 
 
 def _constant_of_shape(inputs: list, attrs: dict) -> list:

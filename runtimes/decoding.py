@@ -16,7 +16,7 @@ outputs can be compared token for token with PyTorch ``generate``. Step hooks se
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -51,7 +51,7 @@ def new_cache(cross_k: np.ndarray, batch: int, max_target_length: int) -> tuple[
 
 def run_step(backend: StepBackend, tokens: np.ndarray, position: int, mask: np.ndarray, cross_k: np.ndarray,
              cross_v: np.ndarray, cache_k: np.ndarray, cache_v: np.ndarray,
-             hooks: list[StepHook] = ()) -> np.ndarray:
+             hooks: Sequence[StepHook] = ()) -> np.ndarray:
     """Run one step, call ``hooks``, write the step's K/V into the cache at ``position`` (the host's half of the
     contract); returns the float32 logits."""
     feeds = step_feeds(tokens, position, mask, cross_k, cross_v, cache_k, cache_v)

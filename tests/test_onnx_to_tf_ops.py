@@ -134,6 +134,10 @@ CASES = [
     # constants and shapes
     Case("Constant", (Node("Constant", " -> c", {"value": numpy_helper.from_array(f32(3, 4), "c")}),
                       Node("Add", "x, c -> y")), {"x": f32(2, 3, 4)}),
+    Case("Constant-value_floats", (Node("Constant", " -> c", {"value_floats": [0.5, -1.0, 2.0, 4.0]}),
+                                   Node("Mul", "x, c -> y")), {"x": f32(3, 4)}),
+    Case("Constant-value_int", (Node("Constant", " -> c", {"value_int": 3}), Node("Add", "x, c -> y")),
+         {"x": i64(2, 5)}),
     case("ConstantOfShape-value", "ConstantOfShape", "shape -> y", {}, {"shape": ints(2, 3)},
          value=numpy_helper.from_array(ints(7), "value")),
     Case("ConstantOfShape-default-of-Shape", (Node("Shape", "x -> s"), Node("ConstantOfShape", "s -> y")),

@@ -9,8 +9,8 @@ fail() { echo "$CHECK: FAILED: $*" >&2; exit 1; }
 # fresh_venv DIR [EXTRAS]: DIR/venv with the wheel (plus [EXTRAS]) installed, and an empty DIR/elsewhere to run in.
 fresh_venv() {
     local dir=$1 extras=${2:-} wheel
-    wheel=$(tests/install/wheel.sh)
     rm -rf "$dir" && mkdir -p "$dir/elsewhere"
+    wheel=$(tests/install/wheel.sh "$dir/dist")
     "$PYTHON" -m venv "$dir/venv"
     "$dir/venv/bin/pip" install --quiet --disable-pip-version-check "$wheel${extras:+[$extras]}"
 }

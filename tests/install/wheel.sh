@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Build mt5lite's wheel from a clean copy of the source tree (tracked and new, not ignored, files only), so no
-# stale build/lib content can slip into it. Prints the wheel's path. Used by test-lean, test-wheel and test-pi.
+# wheel.sh [OUT]: build mt5lite's wheel into OUT (default build/dist, emptied first) from a clean copy of the source
+# tree (tracked and new, not ignored, files only), so no stale build/lib content can slip into it. Prints the
+# wheel's path. Used by test-lean, test-wheel and test-pi, each with its own OUT so they can run side by side.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
-out=build/dist
-src=build/dist/src
+out=${1:-build/dist}
+src=$out/src
 rm -rf "$out"
 mkdir -p "$src"
 git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do

@@ -19,7 +19,7 @@ now() { echo "$EPOCHREALTIME"; }
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
 # Everything inside the root runs with a clean environment: nothing from the host's venv or make leaks in.
 in_root() { chroot "$root" /usr/bin/env -i HOME=/root LC_ALL=C.UTF-8 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
+    PIP_CERT=/etc/ssl/host-ca-bundle.crt PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 # Unmount whatever is mounted under the root (our /proc; debootstrap's own /proc, /sys and, in a container, bound
 # /dev nodes if it died), deepest first, so nothing of the host is ever deleted or left mounted.
 unmount_root() {
@@ -55,7 +55,7 @@ fi
 grep -q '^enabled' "$binfmt/qemu-aarch64" || fail "binfmt entry qemu-aarch64 is not enabled"
 
 # 3. The root: Debian bookworm arm64 (what Raspberry Pi OS 64-bit is built on), built once and cached.
-debootstrap_s=cached
+root_cached=true
 if [ ! -f "$pi/root.stamp" ]; then
     unmount_root
     rm -rf --one-file-system "$root"
@@ -65,13 +65,16 @@ if [ ! -f "$pi/root.stamp" ]; then
     debootstrap --arch=arm64 --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
         bookworm "$root" "$mirror" > "$pi/debootstrap.log" 2>&1 \
         || { tail -20 "$pi/debootstrap.log" >&2; fail "debootstrap failed (log: $pi/debootstrap.log)"; }
-    debootstrap_s=$(since "$t")
-    echo "$debootstrap_s" > "$pi/root.stamp"
-    say "root built in $debootstrap_s s"
+    root_cached=false
+    since "$t" > "$pi/root.stamp"
+    say "root built in $(cat "$pi/root.stamp") s"
 else
     say "reusing the root in $root (built in $(cat "$pi/root.stamp") s; rm -rf $BUILD/pi to rebuild)"
 fi
-cp /etc/resolv.conf "$root/etc/resolv.conf"   # pip inside needs DNS
+# pip inside needs DNS, and the host's CA bundle: PyPI is reached through an egress proxy whose CA only the host's
+# bundle has (pip is pointed at the copy; the root's own certificates stay Debian's).
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+cp "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$root/etc/ssl/host-ca-bundle.crt"
 # /proc only: with the host's x86 /sys bound, onnxruntime's cpuinfo segfaults; without it, it only warns.
 mountpoint -q "$root/proc" || mount --bind /proc "$root/proc"
 [ "$(in_root uname -m)" == aarch64 ] || fail "the root does not run as aarch64: $(in_root uname -m)"
@@ -79,7 +82,7 @@ mountpoint -q "$root/proc" || mount --bind /proc "$root/proc"
 # 4. The device install: the wheel (built from a clean copy of the tree) with [litert], from PyPI's aarch64
 # wheels. The venv is kept between runs; mt5lite itself is reinstalled every time, since its version number does
 # not change when its code does.
-wheel=$(tests/install/wheel.sh)
+wheel=$(tests/install/wheel.sh "$pi/dist")
 rm -rf "$root/opt/wheel" && mkdir -p "$root/opt/wheel" && cp "$wheel" "$root/opt/wheel/"
 whl=/opt/wheel/$(basename "$wheel")
 say "pip install $(basename "$wheel")[litert] inside the root (a few minutes the first time)"
@@ -112,7 +115,8 @@ failed=()
 for e in "${exports[@]}"; do
     t=$(now)
     .venv/bin/mt5lite generate --model "$BUILD/$e" --threads "$THREADS" --input-file "$pi/inputs.txt" \
-        > "$pi/$e.x86.txt" || fail "$e: mt5lite generate failed on the host"
+        > "$pi/$e.x86.txt" 2> "$pi/$e.x86.err" \
+        || { cat "$pi/$e.x86.err" >&2; fail "$e: mt5lite generate failed on the host (stderr above)"; }
     host_s=$(since "$t")
     t=$(now)
     in_root /opt/mt5lite/bin/mt5lite generate --model "/opt/exports/$e" --threads "$THREADS" \
@@ -132,7 +136,7 @@ done
 
 # 7. The summary, for the record.
 mkdir -p "$BUILD/reports"
-PI="$pi" N="$n" DEBOOTSTRAP_S="$debootstrap_s" PIP_S="$pip_s" TOTAL_S="$(since "$t_all")" MIRROR="$mirror" \
+PI="$pi" N="$n" ROOT_CACHED="$root_cached" PIP_S="$pip_s" TOTAL_S="$(since "$t_all")" MIRROR="$mirror" \
 THREADS="$THREADS" .venv/bin/python - "$BUILD/reports/test-pi.json" <<'EOF'
 import json, os, sys
 from pathlib import Path
@@ -140,12 +144,12 @@ pi, env = Path(os.environ["PI"]), os.environ
 rows = [line.split("\t") for line in (pi / "results.tsv").read_text().splitlines()]
 summary = {
     "platform": "Debian bookworm arm64 (debootstrap minbase) under qemu-user, mirror " + env["MIRROR"],
-    "root_build_seconds": env["DEBOOTSTRAP_S"] if env["DEBOOTSTRAP_S"] == "cached" else float(env["DEBOOTSTRAP_S"]),
-    "root_built_in_seconds": float((pi / "root.stamp").read_text()),
+    "root_cached": env["ROOT_CACHED"] == "true",  # true: this run reused the root built earlier
+    "root_build_seconds": float((pi / "root.stamp").read_text()),  # debootstrap, when the root was built
     "pip_install_seconds": float(env["PIP_S"]),
     "total_seconds": float(env["TOTAL_S"]),
     "packages": dict(line.split("==", 1) for line in (pi / "pip-list.txt").read_text().split()),
-    "wheel_tags": dict(line.split(" ", 1) for line in (pi / "wheel-tags.txt").read_text().splitlines()),
+    "wheel_tags": {},
     "threads": int(env["THREADS"]),
     "inputs": int(env["N"]),
     "exports": {e: {"identical": int(same), "outputs": int(lines), "emulated_seconds": float(pi_s),
@@ -153,6 +157,9 @@ summary = {
                 for e, n, same, lines, pi_s, host_s in rows},
     "note": "emulated timings (process start-up included) only show that it runs; not a Raspberry Pi's speed",
 }
+for line in (pi / "wheel-tags.txt").read_text().splitlines():
+    dist, tag = line.split(" ", 1)
+    summary["wheel_tags"].setdefault(dist, []).append(tag)
 summary["passed"] = all(r["identical"] == r["outputs"] == summary["inputs"] for r in summary["exports"].values())
 Path(sys.argv[1]).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
 EOF
