@@ -73,17 +73,25 @@ lint: install
 #   4. TFLite conversion at QUANTIZE precision, each model run once in a child process, validated against ONNX
 #   5. parity report: PyTorch vs the TFLite export, written beside it as $(BUILD)/tflite/parity.json
 # QUANTIZE: int8 (full integer, calibrated on multilingual samples; the default), dynamic-int8, fp16 or fp32.
+# COMPRESS: compression passes run first (e.g. COMPRESS=trim-vocab; COMPRESS_ARGS for their options, e.g.
+# COMPRESS_ARGS="--corpus my.tsv"); the compressed checkpoint in $(BUILD)/compressed/ is then what is exported and
+# the reference of every parity report. Empty (the default): the model is exported as it is.
 QUANTIZE ?= int8
+COMPRESS ?=
+COMPRESS_ARGS ?=
+SOURCE = $(if $(COMPRESS),$(BUILD)/compressed,$(MODEL))
 export-tflite: install
 	@case "$(QUANTIZE)" in fp32|fp16|dynamic-int8|int8) ;; \
 	  *) echo "export-tflite: unknown QUANTIZE=$(QUANTIZE); choose int8, dynamic-int8, fp16 or fp32" >&2; exit 2;; esac
-	$(BIN)/mt5lite export onnx --model $(MODEL) --output $(BUILD)/onnx --static-shapes --force
-	$(BIN)/mt5lite parity --model $(MODEL) --export $(BUILD)/onnx --report $(BUILD)/reports/parity-onnx.json
+	$(if $(COMPRESS),$(BIN)/mt5lite compress --model $(MODEL) --output $(BUILD)/compressed --passes $(COMPRESS) \
+		--force $(COMPRESS_ARGS))
+	$(BIN)/mt5lite export onnx --model $(SOURCE) --output $(BUILD)/onnx --static-shapes --force
+	$(BIN)/mt5lite parity --model $(SOURCE) --export $(BUILD)/onnx --report $(BUILD)/reports/parity-onnx.json
 	$(BIN)/mt5lite quantize --export $(BUILD)/onnx --output $(BUILD)/onnx-int8 --force \
 		--report $(BUILD)/reports/quantize-int8.json
 	$(BIN)/mt5lite export tflite --export $(BUILD)/onnx --output $(BUILD)/tflite --quantize $(QUANTIZE) --force \
 		--report $(BUILD)/reports/tflite-$(QUANTIZE).json
-	$(BIN)/mt5lite parity --model $(MODEL) --export $(BUILD)/tflite --report $(BUILD)/tflite/parity.json
+	$(BIN)/mt5lite parity --model $(SOURCE) --export $(BUILD)/tflite --report $(BUILD)/tflite/parity.json
 	@echo "export-tflite: TFLite ($(QUANTIZE)) in $(BUILD)/tflite/ (encoder.tflite, decoder.tflite, manifest.json,"
 	@echo "export-tflite:   parity.json + parity.md: PyTorch vs TFLite)"
 	@echo "export-tflite: ONNX fp32 in $(BUILD)/onnx/, ONNX int8 in $(BUILD)/onnx-int8/"

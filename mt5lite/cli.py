@@ -258,6 +258,57 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compress(args: argparse.Namespace) -> int:
+    """Run compression passes on a checkpoint and write an ordinary Hugging Face checkpoint (safetensors, config,
+    spiece.model, tokenizer files) with compress_report.json + .md beside it: parameters, bytes, vocabulary and
+    held-out quality (exact match, chrF, per language) before and after each pass."""
+    from mt5lite.compression.compress import compress
+    from mt5lite.compression.passes import PASSES
+    from mt5lite.data import read_task_pairs
+
+    names = [name.strip() for name in args.passes.split(",") if name.strip()]
+    configs = {name: PASSES[name].config(**_pass_options(args, PASSES[name].config)) for name in names}
+    pairs = None if args.no_quality else read_task_pairs(args.data)  # read first, so a bad file fails fast
+    report = compress(args.model, args.output, names, configs, pairs=pairs, force=args.force,
+                      allow_pickle=args.allow_pickle, progress=True)
+    for row in report["passes"]:
+        print(f"  {row['name']}: {row['summary']}; parameters {row['parameters'][0]:,} -> {row['parameters'][1]:,}")
+        if row["quality_after"] is not None:
+            print(f"  {row['name']}: exact match {row['quality_after']['exact_match']:.3f}  "
+                  f"chrF {row['quality_after']['chrf']:.1f}")
+    print(f"compressed checkpoint written to {args.output} (report: compress_report.json + .md)")
+    return 0
+
+
+def _pass_options(args: argparse.Namespace, config: type) -> dict:
+    """The options given on the command line for one pass's config fields (the rest keep their defaults)."""
+    from dataclasses import fields
+
+    values = {f.name: getattr(args, f.name, None) for f in fields(config)}
+    return {name: tuple(value) if isinstance(value, list) else value
+            for name, value in values.items() if value is not None}
+
+
+def _add_pass_options(parser: argparse.ArgumentParser) -> None:
+    """One option per field of every registered pass's config (declared once, whatever the pass)."""
+    from dataclasses import MISSING, fields
+
+    from mt5lite.compression.passes import PASSES
+
+    seen = set()
+    for name, entry in PASSES.items():
+        for f in fields(entry.config):
+            if f.name in seen:
+                continue
+            seen.add(f.name)
+            default = f.default if f.default is not MISSING else f.default_factory()
+            many = isinstance(default, tuple)
+            shown = " ".join(str(v) for v in default) if many else default
+            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
+                                nargs="+" if many else None, type=Path if many else type(default),
+                                help=f"{name}: {f.metadata.get('help', '')} (default: {shown})")
+
+
 def cmd_train_demo(args: argparse.Namespace) -> int:
     """Train the bundled demo model (about 20 minutes on 2 cores)."""
     from mt5lite.demo.train import main as train_main
@@ -303,6 +354,7 @@ def _add_gate_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``mt5lite`` argument parser with all subcommands."""
+    from mt5lite.compression.passes import PASSES
     from mt5lite.data import DEV_TASK, HELDOUT_TASK
     from mt5lite.demo.config import DemoConfig
     from mt5lite.exporters.quant_groups import GROUPS
@@ -408,6 +460,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="JSON report to write (a Markdown twin is written beside it)")
     sens.add_argument("--threads", type=int, default=None, help="CPU threads")
     sens.set_defaults(func=cmd_sensitivity)
+
+    comp = sub.add_parser("compress", help="run compression passes (trim-vocab, ...) on a checkpoint",
+                          formatter_class=_Formatter, description=cmd_compress.__doc__)
+    _add_model_args(comp)
+    comp.add_argument("--output", type=Path, required=True, help="checkpoint directory to create")
+    comp.add_argument("--passes", required=True, help=f"comma-separated passes, in order: {', '.join(PASSES)}")
+    comp.add_argument("--data", type=Path, default=HELDOUT_TASK,
+                      help="held-out pairs (lang<TAB>source<TAB>target) to measure quality on before and after "
+                      "each pass")
+    comp.add_argument("--no-quality", action="store_true", help="skip the quality measurement (faster)")
+    comp.add_argument("--force", action="store_true", help="overwrite an existing output directory")
+    _add_pass_options(comp)
+    comp.set_defaults(func=cmd_compress)
 
     train = sub.add_parser("train-demo", help="train the bundled demo model from scratch (fixed seeds)",
                            formatter_class=_Formatter, description=cmd_train_demo.__doc__)

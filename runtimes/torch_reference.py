@@ -20,12 +20,22 @@ class TorchReference:
         files = inspect_checkpoint(model_dir, allow_pickle=allow_pickle)
         if threads:
             torch.set_num_threads(threads)
-        self.model = load_model(files.root, allow_pickle=allow_pickle)
-        self.tokenizer = Tokenizer(files.tokenizer)
+        self._setup(load_model(files.root, allow_pickle=allow_pickle), Tokenizer(files.tokenizer), max_source_length)
+
+    @classmethod
+    def from_model(cls, model, tokenizer: Tokenizer, max_source_length: int | None = 512) -> TorchReference:
+        """A reference over a model already in memory (eval mode) and its tokenizer, e.g. between compression
+        passes."""
+        reference = cls.__new__(cls)
+        reference._setup(model, tokenizer, max_source_length)
+        return reference
+
+    def _setup(self, model, tokenizer: Tokenizer, max_source_length: int | None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
         self.max_source_length = max_source_length  # longer inputs raise, or are truncated on request
-        vocab = self.model.config.vocab_size
         # Embedding rows past the tokenizer's pieces cannot be decoded: never emit them.
-        self.undecodable_ids = list(range(self.tokenizer.piece_count, vocab))
+        self.undecodable_ids = list(range(self.tokenizer.piece_count, model.config.vocab_size))
 
     def encode_batch(self, texts: list[str], overflow: Overflow = Overflow.ERROR):
         """Tokenize and right-pad a batch; returns ``(input_ids, attention_mask)`` tensors."""

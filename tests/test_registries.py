@@ -9,6 +9,7 @@ import shutil
 import onnx
 import pytest
 
+from mt5lite.compression.passes import PASSES
 from mt5lite.errors import InputError, ModelFileError, UnknownNameError
 from mt5lite.exporters.onnx_to_tf import OPS
 from mt5lite.exporters.quant_groups import GROUPS, node_groups
@@ -45,6 +46,13 @@ def test_every_registered_entry_has_a_case(registry, cases):
     assert set(cases) == set(registry), f"{registry.kind}: add a test case for {set(registry) - set(cases)}"
 
 
+def test_every_compression_pass_has_a_case():
+    from tests.test_compression import PASS_CASES
+
+    registry, cases = PASSES, PASS_CASES
+    assert set(cases) == set(registry), f"{registry.kind}: add a test case for {set(registry) - set(cases)}"
+
+
 def test_every_tflite_precision_is_built_and_checked():
     from tests.test_tflite import PRECISION_CASES
 
@@ -57,7 +65,7 @@ def test_every_onnx_to_tf_op_has_a_case():
     assert set(OPS) <= covered_ops()
 
 
-@pytest.mark.parametrize("registry", [RECIPES, GROUPS, ENGINES, TFLITE_PRECISIONS],
+@pytest.mark.parametrize("registry", [RECIPES, GROUPS, ENGINES, TFLITE_PRECISIONS, PASSES],
                          ids=lambda r: r.kind.replace(" ", "-"))
 def test_unknown_key_lists_the_known_ones(registry):
     with pytest.raises(UnknownNameError) as caught:

@@ -22,8 +22,9 @@ import numpy as np
 import sentencepiece as spm
 import torch
 from tqdm import tqdm
-from transformers import GenerationConfig, MT5Config, MT5ForConditionalGeneration, T5Tokenizer
+from transformers import MT5Config, MT5ForConditionalGeneration
 
+from mt5lite.checkpoint import save_checkpoint
 from mt5lite.data import CALIBRATION_SENTENCES, HELDOUT_TASK, read_sentences, read_task_pairs
 from mt5lite.demo.config import DemoConfig
 from mt5lite.demo.task import TASK_LANGUAGES, heldout_numbers, training_pairs
@@ -154,16 +155,6 @@ def _digit_bucket_size(pair) -> float:
     return 10.0 if digits == 1 else 9 * 10 ** (digits - 1)
 
 
-def save_checkpoint(model: MT5ForConditionalGeneration, output_dir: Path) -> None:
-    """Write the model, the Hugging Face tokenizer files and the generation config (safetensors)."""
-    model.save_pretrained(output_dir, safe_serialization=True)
-    tokenizer = T5Tokenizer(vocab_file=str(output_dir / "spiece.model"), extra_ids=0, legacy=False)
-    tokenizer.save_pretrained(output_dir)
-    GenerationConfig(
-        decoder_start_token_id=0, eos_token_id=1, pad_token_id=0, max_new_tokens=32
-    ).save_pretrained(output_dir)
-
-
 def write_demo_report(model_dir: Path, model, config: DemoConfig, train_seconds: float, final_loss: float) -> dict:
     """Evaluate the trained model on the held-out task set; write ``eval_report.json``/``.md`` and the model card."""
     from mt5lite.demo.model_card import write_model_card
@@ -196,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         staging = Path(tmp) / "model"
         staging.mkdir()
         result = train(config, staging)
-        save_checkpoint(result["model"], staging)
+        save_checkpoint(result["model"], (staging / "spiece.model").read_bytes(), staging)
         report = write_demo_report(staging, result["model"], config, result["train_seconds"], result["final_loss"])
         if args.output.exists():
             shutil.rmtree(args.output)

@@ -1,0 +1,211 @@
+"""Compression: the pass framework, vocabulary trimming on the trained demo model and on tiny models, the compress
+command and its report, and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+
+from mt5lite.checkpoint import load_model
+from mt5lite.compression.compress import compress, read_sentencepiece
+from mt5lite.compression.passes import PASSES
+from mt5lite.compression.trim_vocab import TrimVocabConfig, trim_vocab
+from mt5lite.data import read_task_pairs
+from mt5lite.runtimes.options import DecodingOptions
+from mt5lite.runtimes.torch_backend import TorchBackend
+from mt5lite.runtimes.torch_reference import TorchReference
+from mt5lite.verification.teacher_forced import teacher_forced
+from tests.conftest import run_cli
+
+FP32_ATOL = 1e-4  # trimmed vs original logits at the kept ids: the same weights, sliced
+#: Every registered pass with a config for a tiny model (tests/test_registries.py checks this covers PASSES).
+PASS_CASES = {"trim-vocab": lambda corpus: TrimVocabConfig(corpus=(corpus,))}
+
+
+@pytest.fixture(scope="module")
+def training_corpus(tmp_path_factory) -> Path:
+    """Every training text of the demo task: the languages the demo model was trained on."""
+    from mt5lite.demo.task import training_pairs
+
+    path = tmp_path_factory.mktemp("corpus") / "training.tsv"
+    path.write_text("".join(f"{p.lang}\t{p.source}\t{p.target}\n" for p in training_pairs({})), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trimmed(demo_model, training_corpus, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("compressed") / "demo-trimmed"
+    config = TrimVocabConfig(corpus=(training_corpus,))
+    report = compress(demo_model, out, ["trim-vocab"], {"trim-vocab": config}, pairs=read_task_pairs()[::6])
+    return out, report
+
+
+def _id_map(original: Path, trimmed: Path) -> dict[int, int]:
+    """New id -> original id, by piece string."""
+    old = read_sentencepiece(original / "spiece.model")
+    new = read_sentencepiece(trimmed / "spiece.model")
+    index = {piece.piece: i for i, piece in enumerate(old.pieces)}
+    return {i: index[piece.piece] for i, piece in enumerate(new.pieces)}
+
+
+def test_trimmed_demo_tokenizes_every_heldout_text_the_same_up_to_the_id_map(demo_model, trimmed):
+    out, _ = trimmed
+    id_map = _id_map(demo_model, out)
+    old = spm.SentencePieceProcessor(model_file=str(demo_model / "spiece.model"))
+    new = spm.SentencePieceProcessor(model_file=str(out / "spiece.model"))
+    texts = [text for p in read_task_pairs() for text in (p.source, p.target)]
+    assert len(texts) == 1200
+    assert [[id_map[i] for i in ids] for ids in new.encode(texts)] == old.encode(texts)
+    assert [new.id_to_piece(i) for i in range(3)] == ["<pad>", "</s>", "<unk>"]  # the special ids keep their ids
+
+
+def test_trimmed_demo_generates_the_same_greedy_and_beam_outputs(demo_model, trimmed):
+    out, report = trimmed
+    original, smaller = TorchReference(demo_model), TorchReference(out)
+    sources = [p.source for p in read_task_pairs()]
+    for options, inputs in ((DecodingOptions(), sources), (DecodingOptions(num_beams=4), sources[::6])):
+        assert smaller.generate(inputs, options) == original.generate(inputs, options), options
+    assert report["passes"][0]["vocabulary"] == [1200, 1109]
+    assert report["passes"][0]["embedding_rows"] == [1280, 1109]
+
+
+def test_trimmed_demo_logits_at_the_kept_ids_equal_the_originals(demo_model, trimmed):
+    out, _ = trimmed
+    keep = np.array([old for _, old in sorted(_id_map(demo_model, out).items())])
+    original, smaller = load_model(demo_model), load_model(out)
+    reference = TorchReference(demo_model)
+    sources = [p.source for p in read_task_pairs()[::10]]
+    ids, mask = reference.tokenizer.encode_batch(sources)
+    targets = reference.generate_ids(sources)
+
+    class InTrimmedIds:  # the original model, fed trimmed ids (mapped back) and giving logits at the kept ids
+        def __init__(self, backend):
+            self.backend, self.max_target_length, self.vocab_size = backend, backend.max_target_length, len(keep)
+
+        def encode(self, feeds):
+            return self.backend.encode({**feeds, "input_ids": keep[feeds["input_ids"]]})
+
+        def step(self, feeds):
+            outputs = dict(self.backend.step({**feeds, "decoder_input_ids": keep[feeds["decoder_input_ids"]]}))
+            outputs["logits"] = outputs["logits"][:, keep]
+            return outputs
+
+    new_ids, new_mask = TorchReference(out).tokenizer.encode_batch(sources)
+    assert np.array_equal(keep[new_ids], ids) and np.array_equal(new_mask, mask)
+    to_new = {old: new for new, old in enumerate(keep)}
+    new_targets = [[to_new[t] for t in row] for row in targets]  # every generated id is a kept one
+    found = teacher_forced(InTrimmedIds(TorchBackend(original, 32)), TorchBackend(smaller, 32), new_ids, new_mask,
+                           new_targets, start_id=0)
+    assert set(found.max_abs_diff) == {"encoder_hidden_states", "cross_k", "cross_v", "logits"}
+    assert max(found.max_abs_diff.values()) <= FP32_ATOL, found.max_abs_diff
+
+
+def test_trimmed_checkpoint_is_an_ordinary_hugging_face_checkpoint(demo_model, trimmed, tmp_path):
+    from transformers import AutoModelForSeq2SeqLM, T5Tokenizer
+
+    out, _ = trimmed
+    model = AutoModelForSeq2SeqLM.from_pretrained(out, local_files_only=True)
+    tokenizer = T5Tokenizer.from_pretrained(out, local_files_only=True)
+    text = "words ja: 2026"
+    sp = spm.SentencePieceProcessor(model_file=str(out / "spiece.model"))
+    assert tokenizer(text).input_ids == sp.encode(text) + [1]
+    assert model.config.vocab_size == 1109 and model.lm_head.weight.shape[0] == 1109
+    result = run_cli("export", "onnx", "--model", str(out), "--output", str(tmp_path / "onnx"), "--validate-samples",
+                     "4")
+    assert result.returncode == 0, result.stderr.decode()
+    onnx_out = run_cli("generate", "--model", str(tmp_path / "onnx"), text)
+    assert onnx_out.stdout.decode().strip() == TorchReference(demo_model).generate([text])[0]
+
+
+def test_report_has_parameters_bytes_vocabulary_and_quality_per_language(trimmed):
+    out, report = trimmed
+    written = json.loads((out / "compress_report.json").read_text())
+    assert written == json.loads(json.dumps(report))
+    row = written["passes"][0]
+    assert row["name"] == "trim-vocab" and row["parameters"][1] < row["parameters"][0]
+    assert row["bytes"] == [4 * row["parameters"][0], 4 * row["parameters"][1]]
+    before, after = written["quality"]["before"], row["quality_after"]
+    assert set(before["per_language"]) == set(after["per_language"]) and len(before["per_language"]) == 10
+    assert after["exact_match"] == before["exact_match"]  # identical outputs
+    assert "| trim-vocab |" in (out / "compress_report.md").read_text()
+
+
+def test_tied_lm_head_stays_tied(tiny_model, tmp_path):
+    model = load_model(tiny_model)
+    tokenizer = read_sentencepiece(tiny_model / "spiece.model")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("words en: 12\nnumber fr: douze\n", encoding="utf-8")
+    model, tokenizer, report = trim_vocab(model, tokenizer, TrimVocabConfig(corpus=(corpus,), keep_top=10))
+    assert model.config.vocab_size == len(tokenizer.pieces) == report.vocabulary[1]
+    assert model.get_input_embeddings().weight.shape[0] == model.lm_head.weight.shape[0] == len(tokenizer.pieces)
+    if model.config.tie_word_embeddings:
+        assert model.lm_head.weight is model.get_input_embeddings().weight
+    else:
+        assert model.lm_head.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
+    assert report.details["kept_by_score"] <= 10 and report.details["special_and_byte_pieces"] == 259
+
+
+@pytest.mark.parametrize("name", PASS_CASES)
+def test_every_pass_keeps_a_working_model_and_reports_what_changed(tiny_mt5, tmp_path, name):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("words en: 12\nnumber fr: douze\nwords ja: 2026\n", encoding="utf-8")
+    model, tokenizer = load_model(tiny_mt5), read_sentencepiece(tiny_mt5 / "spiece.model")
+    model, tokenizer, report = PASSES[name].run(model, tokenizer, PASS_CASES[name](corpus))
+    assert report.name == name and report.summary
+    assert report.parameters[1] < report.parameters[0] and report.bytes == tuple(4 * p for p in report.parameters)
+    assert report.vocabulary[1] == len(tokenizer.pieces) and report.embedding_rows[1] == model.config.vocab_size
+    ids = TorchReference.from_model(model, _tokenizer(tokenizer, tmp_path)).generate_ids(["words en: 12"])
+    assert ids and all(0 <= t < len(tokenizer.pieces) for row in ids for t in row)
+
+
+def _tokenizer(proto, directory: Path):
+    from mt5lite.runtimes.tokenizer import Tokenizer
+
+    path = directory / "spiece.model"
+    path.write_bytes(proto.SerializeToString())
+    return Tokenizer(path)
+
+
+def test_unknown_pass_lists_the_known_ones(tmp_path):
+    result = run_cli("compress", "--output", str(tmp_path / "out"), "--passes", "trim-vocab,prune-everything")
+    assert result.returncode == 2
+    assert "unknown compression pass 'prune-everything'; known: trim-vocab" in result.stderr.decode()
+    assert not (tmp_path / "out").exists() and "trim-vocab" in PASSES
+
+
+def _refused(tmp_path, *args) -> str:
+    result = run_cli("compress", "--output", str(tmp_path / "out"), "--passes", "trim-vocab", "--no-quality", *args)
+    stderr = result.stderr.decode().strip()
+    assert result.returncode == 2, stderr
+    assert len(stderr.splitlines()) == 1 and "Traceback" not in stderr, stderr
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    return stderr
+
+
+def test_a_corpus_that_covers_nothing_is_refused(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n", encoding="utf-8")
+    assert "uses no learned piece" in _refused(tmp_path, "--corpus", str(empty))
+
+
+def test_a_vocabulary_smaller_than_the_special_and_byte_pieces_is_refused(tmp_path):
+    assert "smaller than the 259 special and byte pieces" in _refused(tmp_path, "--max-pieces", "100")
+
+
+def test_a_tokenizer_that_is_not_sentencepiece_is_refused(demo_model, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(demo_model, model)
+    (model / "spiece.model").write_text('{"model": {"type": "BPE"}}', encoding="utf-8")
+    assert "not a sentencepiece model" in _refused(tmp_path, "--model", str(model))
+
+
+def test_a_model_with_fewer_rows_than_its_tokenizer_is_refused(tmp_path):
+    from mt5lite.fixtures import build_random_model, tiny_config
+
+    model = build_random_model(tiny_config("google/mt5-small", vocab_size=1000), tmp_path / "model")
+    assert "1000 embedding rows but its tokenizer 1200 pieces" in _refused(tmp_path, "--model", str(model))
