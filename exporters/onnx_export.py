@@ -133,6 +133,7 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
     from mt5lite.checkpoint import inspect_checkpoint, load_model
     from mt5lite.exporters.graphs import DecoderStepGraph, EncoderGraph
     from mt5lite.exporters.node_names import parameter_fingerprints
+    from mt5lite.exporters.shared_weights import store_once
     from mt5lite.exporters.staging import refuse_existing, staged_directory
     from mt5lite.exporters.validation import validate_export
 
@@ -155,12 +156,14 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
     with staged_directory(output, force) as staging:
         steps = [("encoder", EncoderGraph(model).eval()),
                  ("decoder", DecoderStepGraph(model, config.max_target_length).eval())]
-        written: list[str] = []
         fingerprints = parameter_fingerprints(model)
         for role, module in _progress(steps, progress, "exporting graphs"):
             path = staging / specs[role]["file"]
-            written += _export_graph(module, specs[role], path, config, {**metadata, "mt5lite.graph": role},
-                                     fingerprints)
+            _export_graph(module, specs[role], path, config, {**metadata, "mt5lite.graph": role}, fingerprints)
+        weights = store_once(staging, [ENCODER_FILE, DECODER_FILE])  # a weight both graphs use is stored once
+        written = [ENCODER_FILE, DECODER_FILE, weights["file"]]
+        for role in specs:
+            specs[role]["external_data"] = [weights["file"]]
         for name in TOKENIZER_FILES:
             if (files.root / name).is_file():
                 shutil.copy2(files.root / name, staging / name)
@@ -180,7 +183,7 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
             "tokenizer": {"file": "spiece.model"},
             "special_tokens": {"pad": 0, "eos": model.config.eos_token_id,
                                "decoder_start": model.config.decoder_start_token_id},
-            "graphs": specs,
+            "graphs": specs, "weights": weights,
             "export_config": asdict(config),
             "files": {name: sha256_file(staging / name) for name in written},
         }

@@ -25,10 +25,12 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from mt5lite.contract import ROLES
 from mt5lite.errors import InputError
 from mt5lite.exporters.calibration import CalibrationDraw
+from mt5lite.exporters.shared_weights import store_once
 from mt5lite.exporters.staging import refuse_existing, staged_directory
-from mt5lite.manifest import MANIFEST_NAME, inside, load_manifest, sha256_file, write_manifest
+from mt5lite.manifest import MANIFEST_NAME, graph_files, inside, load_manifest, sha256_file, write_manifest
 from mt5lite.registry import Registry
 
 
@@ -96,11 +98,6 @@ class QuantizeConfig:
         return tuple(self.groups) if self.groups is not None else RECIPES[self.recipe].default_groups
 
 
-def _graph_files(manifest: dict, role: str) -> list[str]:
-    name = manifest["graphs"][role]["file"]
-    return [f for f in manifest["files"] if f == name or f.startswith(name + ".")]
-
-
 def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike,
                     config: QuantizeConfig | None = None, force: bool = False, progress: bool = False,
                     calibration=None) -> dict:
@@ -132,7 +129,7 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
     with staged_directory(output, force) as staging:
         export_id = uuid.uuid4().hex
         summary = {}
-        for role in ("encoder", "decoder"):
+        for role in ROLES:
             path = inside(source, manifest["graphs"][role]["file"])
             feeds = None if calibration is None else getattr(calibration, role)
             summary[role] = _quantize_graph(path, staging / path.name, config, feeds,
@@ -141,12 +138,16 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
         if not any(s["quantized_nodes"] for s in summary.values()):
             raise InputError(f"nothing to quantize: no node of groups {', '.join(config.chosen_groups)} is left "
                              f"after --exclude {' '.join(config.exclude) or '(none)'}")
-        graph_files = {f for role in ("encoder", "decoder") for f in _graph_files(manifest, role)}
+        weights = store_once(staging, [inside(source, manifest["graphs"][role]["file"]).name for role in ROLES])
+        in_graphs = {f for role in ROLES for f in graph_files(manifest, role)}
         for name in manifest["files"]:
-            if name not in graph_files:
+            if name not in in_graphs:
                 shutil.copy2(inside(source, name), staging / name)
         new_manifest = dict(manifest)
+        new_manifest["graphs"] = {role: {**spec, "external_data": [weights["file"]]}
+                                  for role, spec in manifest["graphs"].items()}
         new_manifest.update({
+            "weights": weights,
             "export_id": export_id,
             "precision": recipe.precision,
             "quantization": {

@@ -30,7 +30,7 @@ from mt5lite.errors import InputError, ParityError
 from mt5lite.exporters.calibration import CalibrationDraw
 from mt5lite.exporters.onnx_to_tf import ConversionError
 from mt5lite.exporters.staging import refuse_existing, staged_directory
-from mt5lite.manifest import MANIFEST_NAME, inside, load_manifest, sha256_file, write_manifest
+from mt5lite.manifest import MANIFEST_NAME, graph_files, inside, load_manifest, sha256_file, write_manifest
 from mt5lite.registry import Registry
 
 #: What an Android app must link to run a model with Flex (SELECT_TF) ops.
@@ -126,14 +126,16 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
             checked = _worker("check", spec, Path(scratch))
             _check_outputs(role, spec, checked, allow_flex)
             graphs[role]["file"] = Path(spec["output"]).name
+            graphs[role].pop("external_data", None)  # a .tflite holds its own weights
             ops[role] = checked["ops"]
+        in_graphs = {f for role in specs for f in graph_files(manifest, role)}
         for name in manifest["files"]:
-            if not name.endswith(".onnx") and ".onnx." not in name:
+            if name not in in_graphs:  # the tokenizer files
                 shutil.copy2(inside(source, name), staging / name)
         flex = sorted({op for role_ops in ops.values() for op in role_ops if _is_flex(op)})
         new_manifest = dict(manifest)
         new_manifest.update({
-            "export_id": uuid.uuid4().hex, "engine": "litert", "precision": quantize, "graphs": graphs,
+            "export_id": uuid.uuid4().hex, "engine": "litert", "precision": quantize, "graphs": graphs, "weights": None,
             "quantization": quantization,
             "tflite": {"signature_key": "serving_default", "converter": "mt5lite onnx_to_tf + TFLiteConverter",
                        "ops": ops, "flex_ops": flex,

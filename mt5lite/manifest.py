@@ -38,6 +38,13 @@ def inside(root: Path, name: str) -> Path:
     return candidate
 
 
+def graph_files(manifest: dict, role: str) -> list[str]:
+    """The files graph ``role`` of an export consists of: the graph, then the external-data files it points into
+    (``weights.bin``, shared by both graphs of an ONNX export)."""
+    graph = manifest["graphs"][role]
+    return [graph["file"], *graph.get("external_data", [])]
+
+
 def write_manifest(directory: Path, manifest: dict) -> Path:
     """Write ``manifest.json`` into ``directory``."""
     path = Path(directory) / MANIFEST_NAME

@@ -129,17 +129,25 @@ def test_force_replaces_an_export(tiny_mt5, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["again"]
 
 
+def _external(model) -> dict[str, tuple[str, int, int]]:
+    """Initializer name -> (location, offset, length) of every external tensor of ``model``."""
+    found = {}
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            entries = {entry.key: entry.value for entry in tensor.external_data}
+            found[tensor.name] = (entries["location"], int(entries["offset"]), int(entries["length"]))
+    return found
+
+
 def test_external_data_stays_inside_the_folder(tiny_mt5, tmp_path):
-    out = tmp_path / "external"
+    out = tmp_path / "external"  # external_data_bytes=1: the graphs are first saved with per-graph data files
     export_onnx(tiny_mt5, out, OnnxExportConfig(max_source_length=16, max_target_length=8, external_data_bytes=1))
     manifest = json.loads((out / "manifest.json").read_text())
-    assert {"encoder.onnx.data", "decoder.onnx.data"} <= set(manifest["files"])
-    assert {p.name for p in out.iterdir()} == set(manifest["files"]) | {"manifest.json"}
+    assert {"encoder.onnx", "decoder.onnx", "weights.bin"} <= set(manifest["files"])
+    assert {p.name for p in out.iterdir()} == set(manifest["files"]) | {"manifest.json"}  # no .data file left
     for graph in ("encoder.onnx", "decoder.onnx"):
         model = onnx.load(str(out / graph), load_external_data=False)
-        external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-        locations = {entry.value for t in external for entry in t.external_data if entry.key == "location"}
-        assert locations == {graph + ".data"}  # one file, named relative to the graph: inside the folder
+        assert {location for location, _, _ in _external(model).values()} == {"weights.bin"}  # inside the folder
         assert all(len(t.raw_data) < 1024 for t in model.graph.initializer)  # every weight matrix went out
     # Moved away from where it was written, the export still loads its weights and decodes as PyTorch does.
     moved = tmp_path / "moved"
@@ -148,6 +156,20 @@ def test_external_data_stays_inside_the_folder(tiny_mt5, tmp_path):
     generator, reference = OnnxGenerator(moved), TorchReference(tiny_mt5)
     for options in (DecodingOptions(max_new_tokens=8), DecodingOptions(max_new_tokens=8, num_beams=3)):
         assert generator.generate_ids(sources, options) == reference.generate_ids(sources, options)
+
+
+def test_a_weight_both_graphs_use_is_stored_once(demo_model, demo_export):
+    manifest = json.loads((demo_export / "manifest.json").read_text())
+    encoder, decoder = (_external(onnx.load(str(demo_export / f"{role}.onnx"), load_external_data=False))
+                        for role in ("encoder", "decoder"))
+    shared = set(encoder.values()) & set(decoder.values())
+    embedding = manifest["vocab_size"] * manifest["model"]["d_model"] * 4
+    assert [length for _, _, length in shared] == [embedding]  # the token embedding: one copy, two readers
+    assert manifest["weights"]["tensors"] == len(encoder) + len(decoder)
+    assert manifest["weights"]["unique_tensors"] == len(set(encoder.values()) | set(decoder.values()))
+    assert all(offset % 4096 == 0 for _, offset, _ in [*encoder.values(), *decoder.values()])  # mappable
+    # On disk no larger than the checkpoint (+5%): before, each graph held its own embedding.
+    assert (demo_export / "weights.bin").stat().st_size <= 1.05 * (demo_model / "model.safetensors").stat().st_size
 
 
 def test_bad_export_options_are_named(tiny_mt5, tmp_path):

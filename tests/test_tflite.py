@@ -39,6 +39,7 @@ def test_tflite_export_keeps_the_contract(static_export, tflite_fp32):
     manifest = json.loads((tflite_fp32 / "manifest.json").read_text())
     assert manifest["engine"] == "litert" and manifest["precision"] == "fp32"
     assert {"encoder.tflite", "decoder.tflite", "spiece.model"} <= set(manifest["files"])
+    assert not any(name.endswith((".onnx", ".bin", ".data")) for name in manifest["files"])  # no ONNX weights copied
     for role in ("encoder", "decoder"):  # same names, shapes and dtypes as the ONNX graphs
         for kind in ("inputs", "outputs"):
             assert manifest["graphs"][role][kind] == onnx_manifest["graphs"][role][kind]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mt5lite.manifest import graph_files
 from mt5lite.reports import markdown_table, write_report
 from mt5lite.verification.evaluation import score
 from mt5lite.verification.parity import agreement
@@ -37,9 +38,8 @@ class _FiniteCheck:
 
 def graph_bytes(export_dir: str | os.PathLike, manifest: dict) -> int:
     """Bytes of an export's model files (the graphs and their external data, not the tokenizer or manifest)."""
-    graph_names = [g["file"] for g in manifest["graphs"].values()]
-    return sum((Path(export_dir) / name).stat().st_size for name in manifest["files"]
-               if any(name == g or name.startswith(g + ".") for g in graph_names))
+    names = {name for role in manifest["graphs"] for name in graph_files(manifest, role)}  # shared files once
+    return sum((Path(export_dir) / name).stat().st_size for name in names)
 
 
 def loops(ids: list[int], max_new_tokens: int, eos_id: int) -> bool:
