@@ -100,13 +100,17 @@ def load_model(path: str | os.PathLike, allow_pickle: bool = False):
 
 def save_checkpoint(model, spiece: bytes, output_dir: str | os.PathLike) -> None:
     """Write ``model`` as a Hugging Face checkpoint (safetensors, config, generation config) with the tokenizer
-    ``spiece`` (a serialized sentencepiece model) and transformers' slow T5 tokenizer files beside it."""
+    ``spiece`` (a serialized sentencepiece model), transformers' slow T5 tokenizer files and a ``tokenizer.json``
+    with which ``AutoTokenizer`` gives sentencepiece's own ids (``mt5lite.hf_tokenizer``)."""
     from transformers import GenerationConfig, T5Tokenizer
+
+    from mt5lite.hf_tokenizer import write_tokenizer_json
 
     output = Path(output_dir)
     model.save_pretrained(output, safe_serialization=True)
     (output / TOKENIZER_FILE).write_bytes(spiece)
     T5Tokenizer(vocab_file=str(output / TOKENIZER_FILE), extra_ids=0, legacy=False).save_pretrained(output)
+    write_tokenizer_json(output / TOKENIZER_FILE, output)
     config = model.config
     GenerationConfig(decoder_start_token_id=config.decoder_start_token_id, eos_token_id=config.eos_token_id,
                      pad_token_id=config.pad_token_id, max_new_tokens=32).save_pretrained(output)

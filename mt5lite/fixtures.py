@@ -79,7 +79,8 @@ def build_random_model(config: dict, output_dir: Path, seed: int = 0, tokenizer_
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir, safe_serialization=True)
-    for name in ("spiece.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
+    for name in ("spiece.model", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json",
+                 "generation_config.json"):
         if (tokenizer_from / name).is_file():
             shutil.copy2(tokenizer_from / name, output_dir / name)
     return output_dir
