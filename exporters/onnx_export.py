@@ -84,11 +84,11 @@ def _sample_inputs(spec: dict, pad_id: int = 0) -> tuple:
 
 
 def _export_graph(module, spec: dict, path: Path, config: OnnxExportConfig, metadata: dict[str, str],
-                  fingerprints: dict[tuple, str]) -> list[str]:
-    """Trace ``module`` into ``path``, name its weight nodes after their modules, stamp ``metadata_props``, move
-    the weights to one external-data file inside
-    the folder when they reach ``config.external_data_bytes`` (2 GB by default), and check the result with full
-    shape inference. Returns the files the graph consists of."""
+                  fingerprints: dict[tuple, str]) -> None:
+    """Trace ``module`` into ``path``, name its weight nodes after their modules, stamp ``metadata_props``, and
+    check the result with full shape inference. Weights reaching ``config.external_data_bytes`` (2 GB by default,
+    protobuf's limit) are saved to ``<graph>.data`` beside it; ``store_once`` then moves every weight to the
+    export's shared ``weights.bin``."""
     import onnx
     import torch
 
@@ -111,15 +111,12 @@ def _export_graph(module, spec: dict, path: Path, config: OnnxExportConfig, meta
     del model.metadata_props[:]
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
-    files = [path.name]
     if sum(t.ByteSize() for t in model.graph.initializer) >= config.external_data_bytes:
-        files.append(path.name + ".data")
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=files[1], size_threshold=1024)
+                        location=path.name + ".data", size_threshold=1024)
     else:
         onnx.save_model(model, str(path))
     onnx.checker.check_model(str(path), full_check=True)
-    return files
 
 
 def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, config: OnnxExportConfig | None = None,

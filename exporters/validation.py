@@ -23,9 +23,9 @@ def balanced_sample(sentences: list[Sentence], count: int) -> list[Sentence]:
     return picked
 
 
-def heldout_texts(count: int) -> list[str]:
+def heldout_sample(count: int) -> list[Sentence]:
     """``count`` held-out multilingual sentences (never used for calibration), balanced across languages."""
-    return [s.text for s in balanced_sample(read_sentences(HELDOUT_SENTENCES), count)]
+    return balanced_sample(read_sentences(HELDOUT_SENTENCES), count)
 
 
 def validate_export(model, export_dir: Path, config, progress: bool = False) -> dict:
@@ -36,7 +36,7 @@ def validate_export(model, export_dir: Path, config, progress: bool = False) -> 
     from mt5lite.runtimes.torch_backend import TorchBackend
 
     generator = OnnxGenerator(export_dir)
-    samples = balanced_sample(read_sentences(HELDOUT_SENTENCES), config.validate_samples)
+    samples = heldout_sample(config.validate_samples)
     with warnings.catch_warnings():  # long sentences are cut to the export's source length on purpose
         warnings.simplefilter("ignore")
         ids, mask = generator.encode_batch([s.text for s in samples], Overflow.TRUNCATE)

@@ -87,14 +87,18 @@ def teacher_forced(reference: StepBackend, candidate: StepBackend, input_ids: np
     return found
 
 
+def diff_rows(found: Differences, atol: float, rtol: float, shapes: dict[str, list]) -> list[dict]:
+    """Rows of (output, shape, max |diff|, max |reference|, tolerance), the tolerance being
+    ``atol + rtol * max |reference|``."""
+    return [{"output": name, "shape": shapes.get(name), "max_abs_diff": value,
+             "max_abs_reference": found.max_abs_reference[name],
+             "tolerance": atol + rtol * found.max_abs_reference[name]}
+            for name, value in found.max_abs_diff.items()]
+
+
 def check_diffs(stage: str, found: Differences, atol: float, rtol: float, shapes: dict[str, list]) -> list[dict]:
-    """Rows of (output, shape, max |diff|, tolerance), the tolerance being ``atol + rtol * max |reference|``;
-    raises ``ParityError`` listing all of them if any output is over (NaN is over)."""
-    rows = []
-    for name, value in found.max_abs_diff.items():
-        tolerance = atol + rtol * found.max_abs_reference[name]
-        rows.append({"output": name, "shape": shapes.get(name), "max_abs_diff": value,
-                     "max_abs_reference": found.max_abs_reference[name], "tolerance": tolerance})
+    """``diff_rows``, or ``ParityError`` listing all of them if any output is over its tolerance (NaN is over)."""
+    rows = diff_rows(found, atol, rtol, shapes)
     if any(not (row["max_abs_diff"] <= row["tolerance"]) for row in rows):
         raise ParityError(stage, rows)
     return rows
