@@ -92,7 +92,7 @@ export-tflite: install
 	$(BIN)/mt5lite export tflite --export $(BUILD)/onnx --output $(BUILD)/tflite --quantize $(QUANTIZE) --force \
 		--report $(BUILD)/reports/tflite-$(QUANTIZE).json
 	$(BIN)/mt5lite parity --model $(SOURCE) --export $(BUILD)/tflite --report $(BUILD)/tflite/parity.json
-	@echo "export-tflite: TFLite ($(QUANTIZE)) in $(BUILD)/tflite/ (encoder.tflite, decoder.tflite, manifest.json,"
+	@echo "export-tflite: TFLite ($(QUANTIZE)) in $(BUILD)/tflite/ (model.tflite: encoder + decoder signatures, manifest.json,"
 	@echo "export-tflite:   parity.json + parity.md: PyTorch vs TFLite)"
 	@echo "export-tflite: ONNX fp32 in $(BUILD)/onnx/, ONNX int8 in $(BUILD)/onnx-int8/"
 	@echo "export-tflite: reports in $(BUILD)/reports/ (parity-onnx, quantize-int8, tflite-$(QUANTIZE) unless fp32)"

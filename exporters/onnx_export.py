@@ -21,7 +21,7 @@ from mt5lite.manifest import FORMAT, FORMAT_VERSION, sha256_file, write_manifest
 
 TWO_GB = 2**31
 ENCODER_FILE, DECODER_FILE = "encoder.onnx", "decoder.onnx"
-TOKENIZER_FILES = ("spiece.model", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 @dataclass(frozen=True)

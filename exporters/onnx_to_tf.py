@@ -14,6 +14,7 @@ Shapes must be static (export with ``--static-shapes``): ``Shape`` becomes a con
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable
 from operator import attrgetter
 
@@ -344,26 +345,48 @@ def _fold(node, inputs: list, attrs: dict) -> list:
     return _op(node, inputs, attrs)
 
 
-def weight_variables(model, min_elements: int = VARIABLE_MIN_ELEMENTS) -> dict:
+def weight_variables(model, pool: dict | None = None, min_elements: int = VARIABLE_MIN_ELEMENTS) -> dict:
     """Every initializer of ``model`` with at least ``min_elements`` elements as a ``tf.Variable``, by name. Their
-    data is cleared from ``model`` (it now lives in the variables), so a large graph is held in memory once."""
+    data is cleared from ``model`` (it now lives in the variables), so a large graph is held in memory once.
+    ``pool`` (kept across calls) maps a weight's dtype, shape and bytes to its variable: graphs converted together
+    that read the same weight get the same variable, which the converter stores once."""
     import tensorflow as tf
     from onnx import numpy_helper
 
+    pool = {} if pool is None else pool
     variables = {}
     for tensor in model.graph.initializer:
         if int(np.prod(tensor.dims)) >= min_elements:
-            variables[tensor.name] = tf.Variable(numpy_helper.to_array(tensor), trainable=False,
-                                                 name=tensor.name.replace("/", "_").replace(":", "_"))
+            array = numpy_helper.to_array(tensor)
+            key = (array.dtype.str, array.shape, hashlib.sha256(array.tobytes()).hexdigest())
+            if key not in pool:
+                pool[key] = tf.Variable(array, trainable=False,
+                                        name=tensor.name.replace("/", "_").replace(":", "_"))
+            variables[tensor.name] = pool[key]
             tensor.ClearField("raw_data")
             tensor.ClearField("float_data")
     return variables
 
 
-def graph_function(model, input_names: list[str], variables: dict | None = None):
+def _on_own_range(table, rows):
+    """``rows`` gathered from the weight ``table``, marked for int8 with the range of the whole table (a FakeQuant
+    node the converter takes as the tensor's range). Without it, full int8 quantizes a lookup table on the range of
+    the rows that calibration happened to look up: rows never looked up are clipped, and two graphs reading one
+    table get two differently quantized copies of it instead of sharing one."""
+    import tensorflow as tf
+
+    with tf.init_scope():
+        values = table.numpy()
+    low, high = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+    return tf.quantization.fake_quant_with_min_max_args(rows, min=low, max=high, num_bits=8)
+
+
+def graph_function(model, input_names: list[str], variables: dict | None = None, table_ranges: bool = False):
     """A Python function ``f(*tensors) -> {output name: tensor}`` computing ``model`` with TensorFlow ops, inputs
     in the order of ``input_names``. Initializers named in ``variables`` (from ``weight_variables``) are read from
-    those variables; the others are constants."""
+    those variables; the others are constants. ``table_ranges`` (for full int8): rows gathered from a weight
+    variable carry the whole table's range (``_on_own_range``)."""
+    import tensorflow as tf
     from onnx import numpy_helper
 
     graph = model.graph
@@ -372,14 +395,15 @@ def graph_function(model, input_names: list[str], variables: dict | None = None)
     output_names = [o.name for o in graph.output]
 
     def run(*tensors):
-        import tensorflow as tf
-
         values: dict = dict(constants)
         values.update(variables)
         values.update(zip(input_names, tensors, strict=True))
         for node in graph.node:
             inputs = [values[name] if name else None for name in node.input]
-            for name, value in zip(node.output, _fold(node, inputs, _attrs(node)), strict=False):
+            outputs = _fold(node, inputs, _attrs(node))
+            if table_ranges and node.op_type == "Gather" and isinstance(inputs[0], tf.Variable):
+                outputs = [_on_own_range(inputs[0], outputs[0])]
+            for name, value in zip(node.output, outputs, strict=False):
                 values[name] = value
         return {name: tf.identity(tf.convert_to_tensor(values[name]), name=name) for name in output_names}
 

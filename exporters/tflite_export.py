@@ -1,9 +1,11 @@
 """Convert a static-shape fp32 ONNX export into a TFLite (LiteRT) export under the same contract.
 
-Pipeline: check options -> read the ONNX export (hashes verified) -> per graph, in child processes: translate and
-convert (``mt5lite.exporters.tflite_worker convert``), then load and run once (``check``), refusing Flex ops unless
-allowed and any output whose shape differs from the contract -> tokenizer -> manifest -> validate against the
-ONNX export -> rename into place.
+Pipeline: check options -> read the ONNX export (hashes verified) -> in child processes: translate both graphs and
+convert them together into one ``model.tflite`` with an ``encoder`` and a ``decoder`` signature (``mt5lite.exporters.
+tflite_worker convert``; a weight both graphs read, the token embedding, becomes one buffer that both signatures
+share), then load it and run each signature once (``check``), refusing Flex ops unless allowed and any output whose
+shape differs from the contract -> tokenizer -> manifest -> validate against the ONNX export -> rename into
+place.
 
 Precisions: ``fp32``; ``fp16`` (fp16 weights); ``dynamic-int8`` (int8 weights, dynamic-range kernels); ``int8``
 (full integer: int8 weights and activations, every op an int8 builtin, float inputs and outputs as the contract
@@ -37,6 +39,9 @@ from mt5lite.registry import Registry
 FLEX_ANDROID_LIBRARY = "org.tensorflow:tensorflow-lite-select-tf-ops"
 #: A conversion or check that runs longer than this is stopped (the demo model's take seconds).
 WORKER_TIMEOUT_S = 3600
+#: The one file of a TFLite export: a signature per graph, named by its role, sharing the common weights.
+TFLITE_FILE = "model.tflite"
+ROLES = ("encoder", "decoder")
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,8 @@ TFLITE_PRECISIONS: Registry[TflitePrecision] = Registry("TFLite precision", {
 def _worker(command: str, spec: dict, scratch: Path) -> dict:
     """Run one ``mt5lite.exporters.tflite_worker`` step in a child process; its crash (even SIGABRT) becomes an
     error."""
-    spec_path = scratch / f"{command}-{Path(spec['output']).stem}.json"
+    name = Path(spec["output"]).name
+    spec_path = scratch / f"{command}.json"
     result_path = spec_path.with_suffix(".result.json")
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
@@ -72,8 +78,8 @@ def _worker(command: str, spec: dict, scratch: Path) -> dict:
                                str(result_path)],
                               capture_output=True, text=True, env=env, timeout=WORKER_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise ConversionError(f"{Path(spec['onnx']).name}: TFLite {command} did not finish in "
-                              f"{WORKER_TIMEOUT_S} s; it was stopped") from None
+        raise ConversionError(f"{name}: TFLite {command} did not finish in {WORKER_TIMEOUT_S} s; it was "
+                              "stopped") from None
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         if done.returncode == -9:
@@ -82,22 +88,22 @@ def _worker(command: str, spec: dict, scratch: Path) -> dict:
             why = f"crashed with signal {-done.returncode}"
         else:
             why = lines[-1] if lines else "no message"
-        raise ConversionError(f"{Path(spec['onnx']).name}: TFLite {command} failed ({why})")
+        raise ConversionError(f"{name}: TFLite {command} failed ({why})")
     return json.loads(result_path.read_text(encoding="utf-8"))
 
 
-def _graph_spec(manifest: dict, role: str, onnx_dir: Path, output: Path, quantize: str, allow_flex: bool) -> dict:
+def _graph_spec(manifest: dict, role: str, onnx_dir: Path) -> dict:
     graph = manifest["graphs"][role]
-    return {"onnx": str(inside(onnx_dir, graph["file"])), "output": str(output), "quantize": quantize,
-            "allow_flex": allow_flex, "inputs": graph["inputs"], "outputs": graph["outputs"]}
+    return {"onnx": str(inside(onnx_dir, graph["file"])), "inputs": graph["inputs"], "outputs": graph["outputs"]}
 
 
 def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, quantize: str = "fp32",
                   force: bool = False, allow_flex: bool = False, validate_samples: int = 16,
                   calibration: CalibrationDraw | None = None, progress: bool = False) -> dict:
-    """Convert the static-shape fp32 ONNX export in ``onnx_dir`` to ``output_dir`` (encoder.tflite,
-    decoder.tflite, tokenizer, manifest.json). ``calibration`` sets the representative data of ``int8``.
-    Returns the manifest and the validation numbers."""
+    """Convert the static-shape fp32 ONNX export in ``onnx_dir`` to ``output_dir``: ``model.tflite`` holding the
+    encoder and the decoder step as two signatures that share their common weights, the tokenizer, and
+    manifest.json (which names each graph's file and signature). ``calibration`` sets the representative data of
+    ``int8``. Returns the manifest and the validation numbers."""
     precision = TFLITE_PRECISIONS[quantize]
     source, output = Path(onnx_dir), Path(output_dir)
     manifest = load_manifest(source)
@@ -113,32 +119,31 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
 
     with staged_directory(output, force) as staging, \
             tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.scratch-") as scratch:
-        specs = {role: _graph_spec(manifest, role, source, staging / f"{role}.tflite", quantize, allow_flex)
-                 for role in ("encoder", "decoder")}
+        spec = {"output": str(staging / TFLITE_FILE), "quantize": quantize, "allow_flex": allow_flex,
+                "graphs": {role: _graph_spec(manifest, role, source) for role in ROLES}}
         quantization = {"recipe": f"tflite-{quantize}", "source_export_id": manifest["export_id"],
                         "quantized_nodes": {}}
         if precision.calibrated:
-            quantization.update(_prepare_int8(source, specs, calibration, Path(scratch),
-                                              progress))
+            quantization.update(_prepare_int8(source, spec["graphs"], calibration, Path(scratch), progress))
+        _worker("convert", spec, Path(scratch))
+        checked = _worker("check", spec, Path(scratch))
         graphs, ops = json.loads(json.dumps(manifest["graphs"])), {}
-        for role, spec in specs.items():
-            _worker("convert", spec, Path(scratch))
-            checked = _worker("check", spec, Path(scratch))
-            _check_outputs(role, spec, checked, allow_flex)
-            graphs[role]["file"] = Path(spec["output"]).name
-            graphs[role].pop("external_data", None)  # a .tflite holds its own weights
-            ops[role] = checked["ops"]
-        in_graphs = {f for role in specs for f in graph_files(manifest, role)}
+        for role in ROLES:
+            _check_outputs(role, spec["graphs"][role], checked["signatures"][role], allow_flex)
+            graphs[role]["file"] = TFLITE_FILE
+            graphs[role]["signature"] = role
+            graphs[role].pop("external_data", None)  # the .tflite holds the weights
+            ops[role] = checked["signatures"][role]["ops"]
+        in_graphs = {f for role in ROLES for f in graph_files(manifest, role)}
         for name in manifest["files"]:
             if name not in in_graphs:  # the tokenizer files
                 shutil.copy2(inside(source, name), staging / name)
         flex = sorted({op for role_ops in ops.values() for op in role_ops if _is_flex(op)})
         new_manifest = dict(manifest)
         new_manifest.update({
-            "export_id": uuid.uuid4().hex, "engine": "litert", "precision": quantize, "graphs": graphs, "weights": None,
-            "quantization": quantization,
-            "tflite": {"signature_key": "serving_default", "converter": "mt5lite onnx_to_tf + TFLiteConverter",
-                       "ops": ops, "flex_ops": flex,
+            "export_id": uuid.uuid4().hex, "engine": "litert", "precision": quantize, "graphs": graphs,
+            "weights": {"file": TFLITE_FILE, **checked["weights"]}, "quantization": quantization,
+            "tflite": {"converter": "mt5lite onnx_to_tf + TFLiteConverter", "ops": ops, "flex_ops": flex,
                        "android_library": FLEX_ANDROID_LIBRARY if flex else None},
         })
         new_manifest["files"] = {name: sha256_file(staging / name) for name in sorted(os.listdir(staging))
@@ -148,20 +153,20 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
     return {"manifest": new_manifest, "validation": validation}
 
 
-def _prepare_int8(source: Path, specs: dict, calibration: CalibrationDraw, scratch: Path, progress: bool) -> dict:
-    """Capture the representative data, choose each graph's masking constant and point the worker specs at
-    both; returns what the manifest records."""
+def _prepare_int8(source: Path, graphs: dict, calibration: CalibrationDraw, scratch: Path, progress: bool) -> dict:
+    """Capture the representative data, choose each graph's masking constant and point the graphs' worker specs
+    at both; returns what the manifest records."""
     from mt5lite.exporters.calibration import save_feeds
     from mt5lite.exporters.int8_masking import int8_mask_value
 
     data = calibration.capture(source, progress)
     masks = {}
-    for role, spec in specs.items():
+    for role, graph in graphs.items():
         feeds = getattr(data, role).feeds
-        masks[role] = int8_mask_value(spec["onnx"], feeds, scratch)
-        spec["mask_value"] = masks[role]["value"]
-        spec["calibration"] = str(scratch / f"calibration-{role}")
-        save_feeds(feeds, Path(spec["calibration"]))
+        masks[role] = int8_mask_value(graph["onnx"], feeds, scratch)
+        graph["mask_value"] = masks[role]["value"]
+        graph["calibration"] = str(scratch / f"calibration-{role}")
+        save_feeds(feeds, Path(graph["calibration"]))
     return {"weights": "int8", "activations": "int8", "inputs_outputs": "float32",
             "calibration": {**data.describe(calibration.file, calibration.seed), "masking_constants": masks}}
 
@@ -174,7 +179,7 @@ def _check_outputs(role: str, spec: dict, checked: dict, allow_flex: bool) -> No
     """Refuse Flex ops (unless allowed) and any output whose shape is not the contract's."""
     flex = [op for op in checked["ops"] if _is_flex(op)]
     if flex and not allow_flex:
-        raise ConversionError(f"{role}.tflite needs Flex ops {', '.join(flex)}; pass --allow-flex (the Android "
+        raise ConversionError(f"the {role} graph needs Flex ops {', '.join(flex)}; pass --allow-flex (the Android "
                               f"app then needs {FLEX_ANDROID_LIBRARY})")
     problems = []
     for tensor in spec["outputs"]:
@@ -184,7 +189,7 @@ def _check_outputs(role: str, spec: dict, checked: dict, allow_flex: bool) -> No
         elif got["shape"] != tensor["shape"]:
             problems.append(f"{tensor['name']}: shape {got['shape']}, contract {tensor['shape']}")
     if problems:
-        raise ConversionError(f"{role}.tflite does not keep the contract: " + "; ".join(problems))
+        raise ConversionError(f"the {role} graph of {TFLITE_FILE} does not keep the contract: " + "; ".join(problems))
 
 
 def validate_tflite(onnx_dir: Path, tflite_dir: Path, precision: TflitePrecision, manifest: dict,

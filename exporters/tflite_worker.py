@@ -3,11 +3,12 @@
 TensorFlow and the LiteRT interpreter abort a process that imports both, and a broken .tflite can abort (SIGABRT)
 whatever loads it, so each step runs alone:
 
-    python -m mt5lite.exporters.tflite_worker convert SPEC.json RESULT.json  # ONNX graph -> .tflite (TensorFlow only)
-    python -m mt5lite.exporters.tflite_worker check SPEC.json RESULT.json    # load, allocate, run once (LiteRT only)
+    python -m mt5lite.exporters.tflite_worker convert SPEC.json RESULT.json  # ONNX graphs -> .tflite (TensorFlow only)
+    python -m mt5lite.exporters.tflite_worker check SPEC.json RESULT.json    # load, run each signature once (LiteRT)
 
-SPEC.json holds the paths and the graph's tensor specs from the manifest; the step writes what it found (ops,
-output shapes, bytes) to RESULT.json, so nothing TensorFlow prints can be mistaken for it.
+SPEC.json holds the output path, the precision and, per graph (role), the ONNX file and its tensor specs from the
+manifest; the step writes what it found (ops, output shapes, bytes) to RESULT.json, so nothing TensorFlow prints
+can be mistaken for it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
-SIGNATURE_KEY = "serving_default"
 
 
 def _named_function(names: list[str], body):
@@ -34,41 +33,59 @@ def _named_function(names: list[str], body):
 
 
 def convert(spec: dict) -> dict:
-    """Translate the ONNX graph to TensorFlow and convert it with the requested precision. For ``int8``,
-    ``spec["calibration"]`` is a ``save_feeds`` directory (the representative dataset) and ``spec["mask_value"]``
-    the masking constant (``mt5lite.exporters.int8_masking``)."""
+    """Translate every ONNX graph of the spec to TensorFlow and convert them together into one .tflite, one
+    signature per graph (named by its role). A weight that several graphs read (identical dtype, shape and bytes)
+    becomes one variable, so the converter writes it once and the signatures share its buffer. For ``int8``, each
+    graph's ``calibration`` is a ``save_feeds`` directory (the representative dataset) and its ``mask_value`` the
+    masking constant (``mt5lite.exporters.int8_masking``)."""
     import onnx
     import tensorflow as tf
 
     from mt5lite.exporters.int8_masking import with_mask_value
     from mt5lite.exporters.onnx_to_tf import graph_function, weight_variables
+    from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS
 
-    model = onnx.load(spec["onnx"], load_external_data=True)
-    if spec.get("mask_value") is not None:
-        with_mask_value(model, spec["mask_value"])
-    inputs = spec["inputs"]
-    names = [t["name"] for t in inputs]
-    signature = [tf.TensorSpec(t["shape"], tf.as_dtype(t["dtype"]), name=t["name"]) for t in inputs]
-    module = tf.Module()
-    module.weights_by_name = weight_variables(model)
-    function = _named_function(names, graph_function(model, names, module.weights_by_name))
-    module.graph = tf.function(function, input_signature=signature)
+    table_ranges = TFLITE_PRECISIONS[spec["quantize"]].calibrated  # lookup tables quantized on their own range
+    module, pool = tf.Module(), {}
+    functions = {}
+    for role, graph in spec["graphs"].items():
+        model = onnx.load(graph["onnx"], load_external_data=True)
+        if graph.get("mask_value") is not None:
+            with_mask_value(model, graph["mask_value"])
+        names = [t["name"] for t in graph["inputs"]]
+        signature = [tf.TensorSpec(t["shape"], tf.as_dtype(t["dtype"]), name=t["name"]) for t in graph["inputs"]]
+        variables = weight_variables(model, pool)
+        functions[role] = tf.function(_named_function(names, graph_function(model, names, variables, table_ranges)),
+                                      input_signature=signature)
+        setattr(module, f"graph_{role}", functions[role])
+        del model
+    module.weights = list(pool.values())
     with tempfile.TemporaryDirectory(dir=Path(spec["output"]).parent, prefix=".saved-model-") as saved:
         # Through a SavedModel with the weights as variables: the converter then reads each weight once.
-        tf.saved_model.save(module, saved, signatures={SIGNATURE_KEY: module.graph.get_concrete_function()})
-        del module, model
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=[SIGNATURE_KEY])
-        flatbuffer = _convert(converter, spec, names)
+        tf.saved_model.save(module, saved, signatures={role: f.get_concrete_function()
+                                                       for role, f in functions.items()})
+        del module, functions, pool
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=list(spec["graphs"]))
+        flatbuffer = _convert(converter, spec)
     with open(spec["output"], "wb") as handle:
         handle.write(flatbuffer)
     return {"bytes": len(flatbuffer)}
 
 
-def _convert(converter, spec: dict, names: list[str]) -> bytes:
+def _representative_data(spec: dict):
+    """The calibration feeds of every graph, tagged with its signature key (the converter's multi-signature
+    form)."""
+    from mt5lite.exporters.calibration import load_feeds
+
+    for role, graph in spec["graphs"].items():
+        for feed in load_feeds(graph["calibration"], [t["name"] for t in graph["inputs"]]):
+            yield role, feed
+
+
+def _convert(converter, spec: dict) -> bytes:
     """Set ``converter`` up for the spec's precision and ops, and convert."""
     import tensorflow as tf
 
-    from mt5lite.exporters.calibration import load_feeds
     from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS
 
     precision = TFLITE_PRECISIONS[spec["quantize"]]
@@ -82,26 +99,32 @@ def _convert(converter, spec: dict, names: list[str]) -> bytes:
     if precision.supported_types:
         converter.target_spec.supported_types = [tf.as_dtype(t) for t in precision.supported_types]
     if precision.calibrated:
-        converter.representative_dataset = lambda: load_feeds(spec["calibration"], names)
+        converter.representative_dataset = lambda: _representative_data(spec)
     return converter.convert()
 
 
 def check(spec: dict) -> dict:
-    """Load the .tflite with LiteRT, run its signature once on neutral inputs, report ops and output shapes."""
+    """Load the .tflite with LiteRT, run each graph's signature once on neutral inputs; report each signature's
+    ops and output shapes, and the weight buffers the signatures share."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    # Without the default XNNPACK delegate, so the op list is the model's own, not "DELEGATE".
+    from mt5lite.exporters.tflite_inspect import read_signatures, shared_buffers
+
+    # Without the default XNNPACK delegate: the model's own kernels run.
     interpreter = Interpreter(model_path=spec["output"],
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    runner = interpreter.get_signature_runner(SIGNATURE_KEY)
-    feeds = {}
-    for t in spec["inputs"]:
-        value = np.ones if t["name"].endswith("attention_mask") else np.zeros
-        feeds[t["name"]] = value(t["shape"], dtype=t["dtype"])
-    outputs = runner(**feeds)
-    ops = sorted({op["op_name"] for op in interpreter._get_ops_details()})
-    return {"ops": ops, "outputs": {name: {"shape": list(v.shape), "dtype": str(v.dtype),
-                                           "finite": bool(np.isfinite(v).all())} for name, v in outputs.items()}}
+    signatures, _ = read_signatures(spec["output"])
+    found = {}
+    for role, graph in spec["graphs"].items():
+        feeds = {}
+        for t in graph["inputs"]:
+            value = np.ones if t["name"].endswith("attention_mask") else np.zeros
+            feeds[t["name"]] = value(t["shape"], dtype=t["dtype"])
+        outputs = interpreter.get_signature_runner(role)(**feeds)
+        found[role] = {"ops": sorted({op.name for op in signatures[role].ops}),
+                       "outputs": {name: {"shape": list(v.shape), "dtype": str(v.dtype),
+                                          "finite": bool(np.isfinite(v).all())} for name, v in outputs.items()}}
+    return {"signatures": found, "weights": shared_buffers(spec["output"])}
 
 
 def main(argv: list[str]) -> int:

@@ -124,11 +124,11 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def cmd_export_tflite(args: argparse.Namespace) -> int:
-    """Convert a static-shape fp32 ONNX export (mt5lite export onnx --static-shapes) into encoder.tflite +
-    decoder.tflite for LiteRT: same tensor names and shapes, manifest with hashes and op lists, each model loaded
-    and run once in a child process, then validated against the ONNX export. Full int8 is calibrated on
-    multilingual samples; every precision but fp32 is then compared with the ONNX export on a held-out set and
-    held to the quality gate."""
+    """Convert a static-shape fp32 ONNX export (mt5lite export onnx --static-shapes) into one model.tflite for
+    LiteRT, an encoder and a decoder signature sharing their common weights: same tensor names and shapes, manifest
+    with hashes and op lists, each signature run once in a child process, then validated against the ONNX export.
+    Full int8 is calibrated on multilingual samples; every precision but fp32 is then compared with the ONNX export
+    on a held-out set and held to the quality gate."""
     from mt5lite.data import read_task_pairs
     from mt5lite.exporters.calibration import CalibrationDraw
     from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS, export_tflite
@@ -141,10 +141,14 @@ def cmd_export_tflite(args: argparse.Namespace) -> int:
         print(f"  {row['output']} vs ONNX fp32: max |diff| {row['max_abs_diff']:.2e} (tolerance {row['tolerance']:.2e}"
               f"{', checked' if result['validation']['checked_against_tolerance'] else ', reported only'})")
     for role, ops in result["manifest"]["tflite"]["ops"].items():
-        print(f"  {role}.tflite ops: {' '.join(ops)}")
+        print(f"  {role} signature ops: {' '.join(ops)}")
+    weights = result["manifest"]["weights"]
+    print(f"  {weights['file']}: {weights['buffer_bytes'] / 1e6:.1f} MB of weights, "
+          f"{weights['shared_bytes'] / 1e6:.1f} MB of them ({weights['shared_buffers']} buffers) stored once for both "
+          "signatures")
     masks = (result["manifest"]["quantization"].get("calibration") or {}).get("masking_constants", {})
     for role, mask in masks.items():
-        print(f"  {role}.tflite attention mask constant {mask['value']} (leak <= {mask['tolerance']} on "
+        print(f"  {role} attention mask constant {mask['value']} (leak <= {mask['tolerance']} on "
               f"{mask['masked_rows']} calibration rows)")
     print(f"{args.quantize} TFLite export written to {args.output}")
     if TFLITE_PRECISIONS[args.quantize].exact:  # held to the fp32 tolerance during the export itself

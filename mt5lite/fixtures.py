@@ -3,14 +3,18 @@
 ``REAL_CONFIGS`` holds the published configs of ``google/mt5-small`` and ``t5-small``. ``tiny_config`` shrinks one
 to a few layers and a small vocabulary while keeping its quirks (``d_kv`` != ``d_model / heads``, gated-GELU or
 ReLU FFN, tied or untied ``lm_head``), so tests run the real code path in seconds. ``mt5_small_random`` builds a
-model with ``google/mt5-small``'s exact shape once and caches it.
+model with ``google/mt5-small``'s exact shape once and caches it; ``mt5_small_250k`` is the same model with a
+tokenizer of mT5's size (``large_tokenizer``: mT5's own cannot be downloaded here).
 """
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from mt5lite.paths import BUILD_DIR, DEMO_MODEL
 
@@ -94,6 +98,73 @@ def mt5_small_random(cache_dir: Path = BUILD_DIR / "fixtures") -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".mt5-small-") as tmp:
         build_random_model(REAL_CONFIGS["google/mt5-small"], Path(tmp) / "model")
+        shutil.rmtree(target, ignore_errors=True)
+        (Path(tmp) / "model").rename(target)
+    return target
+
+
+#: google/mt5-small's sentencepiece model has 250,100 pieces (its embedding 250,112 rows).
+MT5_PIECES = 250_100
+#: Character ranges the synthetic pieces are drawn from: the scripts of the project's languages and mT5's others.
+SCRIPTS = {
+    "latin": "abcdefghijklmnopqrstuvwxyzàáâäçèéêëíîïñóôöùúûüßœ",
+    "cyrillic": "".join(map(chr, range(0x430, 0x450))),
+    "greek": "".join(map(chr, range(0x3B1, 0x3CA))),
+    "arabic": "".join(map(chr, range(0x621, 0x64B))),
+    "hebrew": "".join(map(chr, range(0x5D0, 0x5EB))),
+    "devanagari": "".join(map(chr, range(0x905, 0x940))),
+    "thai": "".join(map(chr, range(0xE01, 0xE3A))),
+    "hangul": "".join(map(chr, range(0xAC00, 0xD7A4))),
+    "kana": "".join(map(chr, range(0x3041, 0x30FB))),
+    "han": "".join(map(chr, range(0x4E00, 0x9FA6))),
+}
+
+
+def large_tokenizer(pieces: int = MT5_PIECES, seed: int = 0) -> bytes:
+    """A serialized sentencepiece unigram model of ``pieces`` pieces, shaped like mT5's: pad 0, eos 1, unk 2, byte
+    fallback, a few thousand pieces learned from the project's multilingual text, the rest synthetic words over
+    the scripts mT5 covers (``SCRIPTS``), scored below the learned ones and appended through sentencepiece's own
+    protobuf schema. Text in the project's languages then uses a few thousand of its pieces, as it would with
+    mT5's own tokenizer."""
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2
+
+    from mt5lite.compression.trim_vocab import default_corpus, read_corpus
+
+    writer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(read_corpus(default_corpus())), model_writer=writer, model_type="unigram",
+        vocab_size=8000, hard_vocab_limit=False, character_coverage=1.0, byte_fallback=True,
+        normalization_rule_name="identity", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(writer.getvalue())
+    seen = {piece.piece for piece in proto.pieces}
+    normal = sentencepiece_model_pb2.ModelProto.SentencePiece.NORMAL
+    lowest = min(piece.score for piece in proto.pieces if piece.type == normal)
+    rng = np.random.default_rng(seed)
+    alphabets = list(SCRIPTS.values())
+    while len(proto.pieces) < pieces:
+        alphabet = alphabets[rng.integers(len(alphabets))]
+        word = "".join(alphabet[i] for i in rng.integers(len(alphabet), size=rng.integers(1, 6)))
+        word = "\u2581" + word if rng.random() < 0.5 else word
+        if word not in seen:
+            seen.add(word)
+            proto.pieces.add(piece=word, score=float(lowest - rng.uniform(0.5, 8.0)), type=normal)
+    proto.trainer_spec.vocab_size = len(proto.pieces)
+    return proto.SerializeToString()
+
+
+def mt5_small_250k(cache_dir: Path = BUILD_DIR / "fixtures") -> Path:
+    """``mt5_small_random``'s weights (google/mt5-small's exact shape) with ``large_tokenizer``'s 250,100 pieces
+    and the tokenizer files transformers reads, built once and cached (about 1.2 GB)."""
+    from mt5lite.checkpoint import load_model, save_checkpoint
+
+    target = Path(cache_dir) / "mt5-small-250k"
+    if (target / "model.safetensors").is_file():
+        return target
+    source = mt5_small_random(cache_dir)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".mt5-small-250k-") as tmp:
+        save_checkpoint(load_model(source), large_tokenizer(), Path(tmp) / "model")
         shutil.rmtree(target, ignore_errors=True)
         (Path(tmp) / "model").rename(target)
     return target

@@ -15,10 +15,13 @@ from mt5lite.errors import ModelFileError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "mt5lite-export"
-#: 2: every manifest names its ``engine`` (version 1 left ONNX Runtime implied).
-FORMAT_VERSION = 2
+#: 2: every manifest names its ``engine`` (version 1 left ONNX Runtime implied). 3: weights stored once: an ONNX
+#: graph lists its ``external_data`` files, and a TFLite graph names its ``signature`` in the one ``.tflite``.
+FORMAT_VERSION = 3
 REQUIRED_KEYS = ("format", "format_version", "engine", "export_id", "graphs", "files", "tokenizer", "special_tokens",
                  "max_source_length", "max_target_length", "vocab_size", "model")
+#: What every graph entry names, whatever the engine (engines may need more, e.g. LiteRT a ``signature``).
+GRAPH_KEYS = ("file", "inputs", "outputs")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -72,6 +75,10 @@ def load_manifest(directory: str | Path, verify_hashes: bool = True) -> dict:
     if manifest["format"] != FORMAT or manifest["format_version"] != FORMAT_VERSION:
         raise ModelFileError(f"{path}: format {manifest['format']!r} version {manifest['format_version']!r}; "
                              f"this runtime reads {FORMAT!r} version {FORMAT_VERSION}; re-export the model")
+    unnamed = [f"graphs.{role}: no {key!r}" for role, graph in manifest["graphs"].items() for key in GRAPH_KEYS
+               if key not in graph]
+    if unnamed:
+        raise ModelFileError(f"{path}: " + "; ".join(unnamed) + "; re-export the model")
     problems = [f"graphs: {problem}" for problem in name_problems(manifest["graphs"])]
     for name, expected in manifest["files"].items():
         file = inside(root, name)

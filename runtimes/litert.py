@@ -4,8 +4,9 @@ sentencepiece.
     generator = LiteRTGenerator("build/tflite", threads=2)
     generator.generate(["words fr: 1234"])  # ['mille deux cent trente-quatre']
 
-The graphs are the same contract as the ONNX export (static shapes, batch 1): every tensor is addressed by name
-through each model's signature. A LiteRT interpreter is not thread-safe, so each thread gets its own.
+The graphs are the same contract as the ONNX export (static shapes, batch 1): the manifest names each graph's file
+and signature (one ``model.tflite`` holds both, sharing the embedding), and every tensor is addressed by name through
+its signature. A LiteRT interpreter is not thread-safe, so each thread gets its own.
 """
 
 from __future__ import annotations
@@ -20,12 +21,10 @@ from mt5lite.errors import ModelFileError
 from mt5lite.manifest import inside
 from mt5lite.runtimes.export_generator import ExportGenerator
 
-SIGNATURE_KEY = "serving_default"
-
 
 class LiteRTBackend:
     """The two graphs of a TFLite export as LiteRT signature runners (the ``StepBackend`` of
-    ``mt5lite.runtimes.decoding``), one interpreter per graph per thread."""
+    ``mt5lite.runtimes.decoding``), one interpreter per file per thread."""
 
     def __init__(self, export_dir: str | os.PathLike, manifest: dict, threads: int | None = None):
         self.root = Path(export_dir)
@@ -41,14 +40,20 @@ class LiteRTBackend:
         if runners is None:
             from ai_edge_litert.interpreter import Interpreter
 
-            runners = {}
+            runners, interpreters = {}, {}
             for role in ("encoder", "decoder"):
-                path = inside(self.root, self.specs[role]["file"])
+                spec = self.specs[role]
+                path = inside(self.root, spec["file"])
+                if "signature" not in spec:
+                    raise ModelFileError(f"{self.root}: the manifest names no signature for the {role} graph; "
+                                         "re-export the model")
                 try:
-                    interpreter = Interpreter(model_path=str(path), num_threads=self.threads)
-                    runners[role] = interpreter.get_signature_runner(SIGNATURE_KEY)
+                    if path not in interpreters:
+                        interpreters[path] = Interpreter(model_path=str(path), num_threads=self.threads)
+                    runners[role] = interpreters[path].get_signature_runner(spec["signature"])
                 except (ValueError, RuntimeError) as exc:
-                    raise ModelFileError(f"{path}: LiteRT cannot load it ({str(exc).splitlines()[0]})") from None
+                    raise ModelFileError(f"{path}: LiteRT cannot load its {spec['signature']!r} signature "
+                                         f"({str(exc).splitlines()[0]})") from None
             self._local.runners = runners
         return runners
 

@@ -7,7 +7,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import sentencepiece as spm
 
@@ -17,9 +16,8 @@ from mt5lite.compression.passes import PASSES
 from mt5lite.compression.trim_vocab import TrimVocabConfig, trim_vocab
 from mt5lite.data import read_task_pairs
 from mt5lite.runtimes.options import DecodingOptions
-from mt5lite.runtimes.torch_backend import TorchBackend
 from mt5lite.runtimes.torch_reference import TorchReference
-from mt5lite.verification.teacher_forced import teacher_forced
+from mt5lite.verification.kept_ids import compare_trimmed, kept_ids
 from tests.conftest import run_cli
 
 FP32_ATOL = 1e-4  # trimmed vs original logits at the kept ids: the same weights, sliced
@@ -76,33 +74,15 @@ def test_trimmed_demo_generates_the_same_greedy_and_beam_outputs(demo_model, tri
 
 def test_trimmed_demo_logits_at_the_kept_ids_equal_the_originals(demo_model, trimmed):
     out, _ = trimmed
-    keep = np.array([old for _, old in sorted(_id_map(demo_model, out).items())])
-    original, smaller = load_model(demo_model), load_model(out)
-    reference = TorchReference(demo_model)
-    sources = [p.source for p in read_task_pairs()[::10]]
-    ids, mask = reference.tokenizer.encode_batch(sources)
-    targets = reference.generate_ids(sources)
-
-    class InTrimmedIds:  # the original model, fed trimmed ids (mapped back) and giving logits at the kept ids
-        def __init__(self, backend):
-            self.backend, self.max_target_length, self.vocab_size = backend, backend.max_target_length, len(keep)
-
-        def encode(self, feeds):
-            return self.backend.encode({**feeds, "input_ids": keep[feeds["input_ids"]]})
-
-        def step(self, feeds):
-            outputs = dict(self.backend.step({**feeds, "decoder_input_ids": keep[feeds["decoder_input_ids"]]}))
-            outputs["logits"] = outputs["logits"][:, keep]
-            return outputs
-
-    new_ids, new_mask = TorchReference(out).tokenizer.encode_batch(sources)
-    assert np.array_equal(keep[new_ids], ids) and np.array_equal(new_mask, mask)
-    to_new = {old: new for new, old in enumerate(keep)}
-    new_targets = [[to_new[t] for t in row] for row in targets]  # every generated id is a kept one
-    found = teacher_forced(InTrimmedIds(TorchBackend(original, 32)), TorchBackend(smaller, 32), new_ids, new_mask,
-                           new_targets, start_id=0)
+    assert kept_ids(demo_model, out).tolist() == [old for _, old in sorted(_id_map(demo_model, out).items())]
+    found = compare_trimmed(demo_model, out, [p.source for p in read_task_pairs()[::10]])
     assert set(found.max_abs_diff) == {"encoder_hidden_states", "cross_k", "cross_v", "logits"}
     assert max(found.max_abs_diff.values()) <= FP32_ATOL, found.max_abs_diff
+
+
+def test_a_model_trimmed_from_another_is_not_compared(demo_model, trimmed, tiny_mt5):
+    with pytest.raises(ValueError, match="pieces are not in .*it was not trimmed from that model"):
+        kept_ids(trimmed[0], tiny_mt5)
 
 
 def test_trimmed_checkpoint_is_an_ordinary_hugging_face_checkpoint(demo_model, trimmed, tmp_path):

@@ -9,7 +9,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from mt5lite.contract import encoder_feeds
@@ -17,6 +16,7 @@ from mt5lite.data import read_task_pairs
 from mt5lite.errors import InputError, ModelFileError
 from mt5lite.exporters.calibration import CalibrationDraw
 from mt5lite.exporters.tflite_export import export_tflite
+from mt5lite.exporters.tflite_inspect import read_signatures
 from mt5lite.runtimes.litert import LiteRTGenerator
 from mt5lite.runtimes.options import DecodingOptions
 from mt5lite.verification.parity import parity_report
@@ -38,9 +38,10 @@ def test_tflite_export_keeps_the_contract(static_export, tflite_fp32):
     onnx_manifest = json.loads((static_export / "manifest.json").read_text())
     manifest = json.loads((tflite_fp32 / "manifest.json").read_text())
     assert manifest["engine"] == "litert" and manifest["precision"] == "fp32"
-    assert {"encoder.tflite", "decoder.tflite", "spiece.model"} <= set(manifest["files"])
+    assert {"model.tflite", "spiece.model", "tokenizer.json"} <= set(manifest["files"])
     assert not any(name.endswith((".onnx", ".bin", ".data")) for name in manifest["files"])  # no ONNX weights copied
     for role in ("encoder", "decoder"):  # same names, shapes and dtypes as the ONNX graphs
+        assert manifest["graphs"][role]["file"] == "model.tflite" and manifest["graphs"][role]["signature"] == role
         for kind in ("inputs", "outputs"):
             assert manifest["graphs"][role][kind] == onnx_manifest["graphs"][role][kind]
     assert manifest["quantization"]["source_export_id"] == onnx_manifest["export_id"]
@@ -73,9 +74,21 @@ def test_no_flex_ops_in_any_default_build(static_export, tflite_fp32, tflite_int
     assert report["greedy_agreement"] >= floor
 
 
-def test_full_int8_is_integer_only_with_calibrated_masks(tflite_int8):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_embedding_is_stored_once_for_both_signatures(request, precision):
+    export = request.getfixturevalue(f"tflite_{precision}")
+    manifest = json.loads((export / "manifest.json").read_text())
+    config = manifest["model"]
+    embedding = manifest["vocab_size"] * config["d_model"] * {"fp32": 4, "int8": 1}[precision]
+    signatures, sizes = read_signatures(export / "model.tflite")
+    tables = [{index for index in signature.buffers if sizes[index] == embedding} for signature in signatures.values()]
+    assert len(tables) == 2 and tables[0] & tables[1], "the two signatures do not read one embedding buffer"
+    weights = manifest["weights"]
+    assert weights["shared_bytes"] >= embedding and weights["buffer_bytes"] == sum(sizes.values())
+    assert (export / "model.tflite").stat().st_size < weights["buffer_bytes"] + embedding  # one copy, not two
 
+
+def test_full_int8_is_integer_only_with_calibrated_masks(tflite_int8):
     manifest = json.loads((tflite_int8 / "manifest.json").read_text())
     quantization = manifest["quantization"]
     assert manifest["precision"] == "int8" and quantization["activations"] == "int8"
@@ -84,16 +97,11 @@ def test_full_int8_is_integer_only_with_calibrated_masks(tflite_int8):
     for role in ("encoder", "decoder"):
         mask = calibration["masking_constants"][role]
         assert -1000 < mask["value"] < 0 and mask["value"] <= mask["bound"] and mask["masked_rows"] > 0
-        interpreter = Interpreter(model_path=str(tflite_int8 / f"{role}.tflite"),
-                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        interpreter.allocate_tensors()
-        dtypes = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
-        ops = interpreter._get_ops_details()
-        float_ops = {op["op_name"] for op in ops if op["op_name"] != "QUANTIZE"
-                     and any(dtypes[i] == np.float32 for i in op["inputs"] if i >= 0)}
+    for role, signature in read_signatures(tflite_int8 / "model.tflite")[0].items():
+        float_ops = {op.name for op in signature.ops if op.name != "QUANTIZE" and "float32" in op.input_dtypes}
         assert not float_ops, (role, float_ops)  # only the float inputs' QUANTIZE ops read float32
-        weights = [dtypes[op["inputs"][1]] for op in ops if op["op_name"] == "FULLY_CONNECTED"]
-        assert weights and all(w == np.int8 for w in weights), role
+        weights = [op.input_dtypes[1] for op in signature.ops if op.name == "FULLY_CONNECTED"]
+        assert weights and all(w == "int8" for w in weights), role
     for tensor in manifest["graphs"]["decoder"]["outputs"]:  # the contract's float outputs are kept
         assert tensor["dtype"] == "float32"
 
@@ -128,21 +136,28 @@ def test_refusals(demo_export, static_export, tflite_fp32, tmp_path):
 def test_corrupted_or_mismatched_tflite_is_refused_before_invoke(tflite_fp32, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(tflite_fp32, broken)
-    data = bytearray((broken / "decoder.tflite").read_bytes())
+    data = bytearray((broken / "model.tflite").read_bytes())
     data[len(data) // 3] ^= 0x5A
-    (broken / "decoder.tflite").write_bytes(bytes(data))
-    with pytest.raises(ModelFileError, match="decoder.tflite: sha256 does not match"):
+    (broken / "model.tflite").write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="model.tflite: sha256 does not match"):
         LiteRTGenerator(broken)
     foreign = tmp_path / "foreign"
     shutil.copytree(tflite_fp32, foreign)
-    (foreign / "decoder.tflite").write_bytes(b"TFL3" + b"\0" * 64)  # a wrong file, its hash recorded
+    (foreign / "model.tflite").write_bytes(b"TFL3" + b"\0" * 64)  # a wrong file, its hash recorded
     manifest = json.loads((foreign / "manifest.json").read_text())
     from mt5lite.manifest import sha256_file
 
-    manifest["files"]["decoder.tflite"] = sha256_file(foreign / "decoder.tflite")
+    manifest["files"]["model.tflite"] = sha256_file(foreign / "model.tflite")
     (foreign / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelFileError, match="decoder.tflite: LiteRT cannot load it"):
+    with pytest.raises(ModelFileError, match="model.tflite: LiteRT cannot load its 'encoder' signature"):
         LiteRTGenerator(foreign)
+    unsigned = tmp_path / "unsigned"
+    shutil.copytree(tflite_fp32, unsigned)
+    manifest = json.loads((unsigned / "manifest.json").read_text())
+    del manifest["graphs"]["decoder"]["signature"]
+    (unsigned / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="names no signature for the decoder graph; re-export"):
+        LiteRTGenerator(unsigned)
 
 
 def test_export_tflite_cli_refuses_bad_calibration(static_export, tmp_path):
