@@ -1,0 +1,244 @@
+package dev.mt5lite.core
+
+/** How to decode; the same options as `mt5lite.runtimes.options.DecodingOptions`. */
+class DecodingOptions(
+    val maxNewTokens: Int = 32,
+    val numBeams: Int = 1,
+    val lengthPenalty: Double = 1.0,
+    val earlyStopping: Boolean = false
+) {
+    /** Throw `InputException` naming every option out of range. */
+    fun validate(): DecodingOptions {
+        val problems = ArrayList<String>()
+        if (maxNewTokens < 1) problems.add("max_new_tokens must be at least 1, got $maxNewTokens")
+        if (numBeams < 1) problems.add("num_beams must be at least 1, got $numBeams")
+        if (problems.isNotEmpty()) throw InputException(problems.joinToString("; "))
+        return this
+    }
+}
+
+/** One input's encoder results that every decoder step reads: its mask and the cross-attention K/V. */
+class Encoded(val mask: Tensor, val crossK: Tensor, val crossV: Tensor)
+
+/**
+ * The fixed-size self-attention cache of one hypothesis, `[L,1,H,T_max,d_kv]` for K and for V, as the manifest
+ * shapes it. The host writes each step's K/V at its position (the contract has no growing concat).
+ */
+class KvCache(val k: Tensor, val v: Tensor) {
+    /** An independent copy (beams that continue the same hypothesis must not share a cache). */
+    fun copy(): KvCache = KvCache(Tensor.of(k.shape, k.floatData().copyOf()), Tensor.of(v.shape, v.floatData().copyOf()))
+
+    /** Write a step's `new_self_k`/`new_self_v` (`[L,1,H,1,d_kv]`) at [position]. */
+    fun write(position: Int, newK: Tensor, newV: Tensor) {
+        put(k, newK, position)
+        put(v, newV, position)
+    }
+
+    private fun put(cache: Tensor, new: Tensor, position: Int) {
+        val (layers, heads, steps, dkv) = listOf(cache.shape[0], cache.shape[2], cache.shape[3], cache.shape[4])
+        val target = cache.floatData()
+        val source = new.floatData()
+        for (l in 0 until layers) {
+            for (h in 0 until heads) {
+                val from = (l * heads + h) * dkv
+                val to = ((l * heads + h) * steps + position) * dkv
+                System.arraycopy(source, from, target, to, dkv)
+            }
+        }
+    }
+}
+
+/**
+ * The two graphs of an export driven as the contract says: encode once, then one decoder step per token with
+ * the host's cache. Shapes come from the manifest's specs.
+ */
+class Stepper(private val encoder: Graph, private val decoder: Graph, private val manifest: Manifest) {
+    private val cacheShape = manifest.graphs.getValue("decoder").inputs.first { it.name == "self_k_cache" }.shape
+
+    /** The vocabulary width of the logits (embedding rows). */
+    val vocabSize: Int = manifest.vocabSize
+    val maxTargetLength: Int = manifest.maxTargetLength
+
+    /** Run the encoder on one padded input (`[1,S]` ids and mask). */
+    fun encode(ids: LongArray, mask: LongArray): Encoded {
+        val shape = intArrayOf(1, ids.size)
+        val out = encoder.run(mapOf("input_ids" to Tensor.of(shape, ids), "attention_mask" to Tensor.of(shape, mask)))
+        return Encoded(Tensor.of(shape, mask), output(out, "cross_k"), output(out, "cross_v"))
+    }
+
+    /** An empty cache pair. */
+    fun newCache(): KvCache = KvCache(Tensor.zeros(cacheShape, Tensor.DType.FLOAT32), Tensor.zeros(cacheShape, Tensor.DType.FLOAT32))
+
+    /** Run one step for [token] at [position], write its K/V into [cache]; returns the logits `[V]`. */
+    fun step(token: Long, position: Int, encoded: Encoded, cache: KvCache): FloatArray {
+        val feeds = mapOf(
+            "decoder_input_ids" to Tensor.of(intArrayOf(1, 1), longArrayOf(token)),
+            "position" to Tensor.of(intArrayOf(1), longArrayOf(position.toLong())),
+            "encoder_attention_mask" to encoded.mask, "cross_k" to encoded.crossK, "cross_v" to encoded.crossV,
+            "self_k_cache" to cache.k, "self_v_cache" to cache.v)
+        val out = decoder.run(feeds)
+        cache.write(position, output(out, "new_self_k"), output(out, "new_self_v"))
+        return output(out, "logits").floatData()
+    }
+
+    private fun output(outputs: Map<String, Tensor>, name: String): Tensor =
+        outputs[name] ?: throw ModelFileException("the graph returned no '$name'; re-export the model")
+}
+
+/**
+ * Greedy and beam search over a [Stepper], step for step as `mt5lite.runtimes.decoding.Decoder` (which follows
+ * transformers' beam search), for one input at a time (the exports' graphs take batch 1).
+ */
+class Decoder(private val stepper: Stepper, private val eosId: Int, private val decoderStartId: Int,
+              private val suppressed: IntArray) {
+
+    /** Generated ids (without the decoder start token), ending at eos if one was produced. */
+    fun generate(ids: LongArray, mask: LongArray, options: DecodingOptions): IntArray {
+        options.validate()
+        if (options.maxNewTokens > stepper.maxTargetLength) {
+            throw InputException("max_new_tokens is ${options.maxNewTokens}, beyond this export's cache of " +
+                "${stepper.maxTargetLength} positions (max_target_length); lower it or re-export with a larger " +
+                "--max-target-length")
+        }
+        val encoded = stepper.encode(ids, mask)
+        return if (options.numBeams == 1) greedy(encoded, options) else beam(encoded, options)
+    }
+
+    private fun greedy(encoded: Encoded, options: DecodingOptions): IntArray {
+        val cache = stepper.newCache()
+        var token = decoderStartId.toLong()
+        val out = ArrayList<Int>()
+        for (position in 0 until options.maxNewTokens) {
+            val logits = stepper.step(token, position, encoded, cache)
+            for (id in suppressed) logits[id] = Float.NEGATIVE_INFINITY
+            token = argmax(logits).toLong()
+            out.add(token.toInt())
+            if (token == eosId.toLong()) break
+        }
+        return out.toIntArray()
+    }
+
+    private fun beam(encoded: Encoded, options: DecodingOptions): IntArray {
+        val beams = options.numBeams
+        val vocab = stepper.vocabSize
+        val keep = 2 * beams
+        val maxLength = 1 + options.maxNewTokens
+        var caches = List(beams) { stepper.newCache() }
+        var running = Array(beams) { LongArray(maxLength) { eosId.toLong() }.also { r -> r[0] = decoderStartId.toLong() } }
+        var finishedSeqs = Array(beams) { running[it].copyOf() }
+        var runningScores = FloatArray(beams) { if (it == 0) 0f else NEG }
+        var finishedScores = FloatArray(beams) { NEG }
+        var isFinished = BooleanArray(beams)
+        var improvable = true
+        var finishedLengths = IntArray(beams)
+
+        for (curLen in 1 until maxLength) {
+            val position = curLen - 1
+            val scores = FloatArray(beams * vocab)
+            for (b in 0 until beams) {
+                val logProbs = logSoftmax(stepper.step(running[b][position], position, encoded, caches[b]))
+                for (id in suppressed) logProbs[id] = Float.NEGATIVE_INFINITY
+                for (t in 0 until vocab) scores[b * vocab + t] = logProbs[t] + runningScores[b]
+            }
+            val topIndices = topK(scores, keep)
+            val topScores = FloatArray(keep) { scores[topIndices[it]] }
+            val sourceBeams = IntArray(keep) { topIndices[it] / vocab }
+            val topIds = IntArray(keep) { topIndices[it] % vocab }
+            val candidates = Array(keep) { j -> running[sourceBeams[j]].copyOf().also { it[curLen] = topIds[j].toLong() } }
+            val hits = BooleanArray(keep) { topIds[it] == eosId || curLen + 1 >= maxLength }
+
+            // Continue with the best candidates that did not stop.
+            val alive = FloatArray(keep) { topScores[it] + (if (hits[it]) 1f else 0f) * NEG }
+            val next = topK(alive, beams)
+            running = Array(beams) { candidates[next[it]] }
+            runningScores = FloatArray(beams) { alive[next[it]] }
+            val sources = caches
+            caches = List(beams) { sources[sourceBeams[next[it]]].copy() }
+
+            // Candidates among the top `beams` that stopped join the finished hypotheses, length-normalised.
+            val divisor = Math.pow((curLen + 1 - 1).toDouble(), options.lengthPenalty).toFloat()
+            val full = isFinished.all { it } && options.earlyStopping
+            val merged = FloatArray(beams + keep)
+            for (b in 0 until beams) merged[b] = finishedScores[b]
+            for (j in 0 until keep) {
+                var normalised = topScores[j] / divisor
+                normalised += (if (full) 1f else 0f) * NEG
+                normalised += (if (!improvable) 1f else 0f) * NEG
+                normalised += (if (hits[j] && j < beams) 0f else 1f) * NEG
+                merged[beams + j] = normalised
+            }
+            val best = topK(merged, beams)
+            val seqPool = Array(beams + keep) { if (it < beams) finishedSeqs[it] else candidates[it - beams] }
+            val finishedPool = BooleanArray(beams + keep) { if (it < beams) isFinished[it] else hits[it - beams] && it - beams < beams }
+            val lengthPool = IntArray(beams + keep) { if (it < beams) finishedLengths[it] else curLen }
+            finishedSeqs = Array(beams) { seqPool[best[it]] }
+            finishedScores = FloatArray(beams) { merged[best[it]] }
+            isFinished = BooleanArray(beams) { finishedPool[best[it]] }
+            finishedLengths = IntArray(beams) { lengthPool[best[it]] }
+
+            // transformers' heuristic: can a running beam still beat the worst finished one?
+            val bestPossible = runningScores[0] / divisor
+            val worstFinished = finishedScores.min() ?: NEG
+            val anyBetter = (0 until beams).any { bestPossible > (if (isFinished[it]) worstFinished else NEG) }
+            improvable = improvable && anyBetter
+            val allFull = isFinished.all { it } && options.earlyStopping
+            if (!improvable || allFull || hits.all { it }) break
+        }
+        val ids = finishedSeqs[0].copyOfRange(1, finishedLengths[0] + 1).map { it.toInt() }
+        val eos = ids.indexOf(eosId)
+        return (if (eos >= 0) ids.subList(0, eos + 1) else ids).toIntArray()
+    }
+
+    companion object {
+        const val NEG = -1.0e9f
+
+        /** The index of the largest value (the first on ties, as numpy's argmax). */
+        fun argmax(values: FloatArray): Int {
+            var best = 0
+            for (i in 1 until values.size) if (values[i] > values[best]) best = i
+            return best
+        }
+
+        /** Indices of the [k] largest values, largest first, ties by lower index (numpy's stable argsort). */
+        fun topK(values: FloatArray, k: Int): IntArray {
+            val order = values.indices.sortedWith(Comparator { a, b ->
+                val byValue = values[b].compareTo(values[a])
+                if (byValue != 0) byValue else a.compareTo(b)
+            })
+            return order.take(k).toIntArray()
+        }
+
+        /** log-softmax in float32 as numpy computes it (max-shifted, exp, pairwise sum, log). */
+        fun logSoftmax(logits: FloatArray): FloatArray {
+            var max = Float.NEGATIVE_INFINITY
+            for (x in logits) if (x > max) max = x
+            val shifted = FloatArray(logits.size) { logits[it] - max }
+            val exps = FloatArray(logits.size) { Math.exp(shifted[it].toDouble()).toFloat() }
+            val logSum = Math.log(pairwiseSum(exps, 0, exps.size).toDouble()).toFloat()
+            return FloatArray(logits.size) { shifted[it] - logSum }
+        }
+
+        /** numpy's float32 pairwise summation (8 accumulators, blocks of 128). */
+        fun pairwiseSum(a: FloatArray, from: Int, n: Int): Float {
+            if (n < 8) {
+                var res = 0f
+                for (i in 0 until n) res += a[from + i]
+                return res
+            }
+            if (n <= 128) {
+                val r = FloatArray(8) { a[from + it] }
+                var i = 8
+                while (i < n - n % 8) {
+                    for (j in 0 until 8) r[j] += a[from + i + j]
+                    i += 8
+                }
+                var res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+                while (i < n) res += a[from + i++]
+                return res
+            }
+            var n2 = n / 2
+            n2 -= n2 % 8
+            return pairwiseSum(a, from, n2) + pairwiseSum(a, from + n2, n - n2)
+        }
+    }
+}

@@ -1,0 +1,152 @@
+package dev.mt5lite.core
+
+import java.io.File
+import java.security.MessageDigest
+
+/**
+ * An export's `manifest.json`, checked as the Python runtimes check it: format and version, every file present,
+ * inside the folder and with its recorded sha256, the graphs naming the contract's tensors. Everything the app
+ * needs (graph files and signatures, tensor shapes, lengths, special ids) is read from here, never assumed.
+ */
+class Manifest private constructor(
+    val root: File,
+    val engine: String,
+    val precision: String,
+    val graphs: Map<String, GraphSpec>,
+    val tokenizerFile: String,
+    val maxSourceLength: Int,
+    val maxTargetLength: Int,
+    val vocabSize: Int,
+    val padId: Int,
+    val eosId: Int,
+    val decoderStartId: Int,
+    val files: Map<String, String>
+) {
+    /** The file inside [root] that [name] (from this manifest) refers to. */
+    fun file(name: String): File = inside(root, name)
+
+    companion object {
+        const val NAME = "manifest.json"
+        const val FORMAT = "mt5lite-export"
+        const val FORMAT_VERSION = 3L
+        val ENCODER_INPUTS = listOf("input_ids", "attention_mask")
+        val ENCODER_OUTPUTS = listOf("encoder_hidden_states", "cross_k", "cross_v")
+        val DECODER_INPUTS = listOf("decoder_input_ids", "position", "encoder_attention_mask", "cross_k", "cross_v",
+            "self_k_cache", "self_v_cache")
+        val DECODER_OUTPUTS = listOf("logits", "new_self_k", "new_self_v")
+        private val REQUIRED = listOf("format", "format_version", "engine", "export_id", "graphs", "files",
+            "tokenizer", "special_tokens", "max_source_length", "max_target_length", "vocab_size")
+
+        /**
+         * Read and check `manifest.json` in [directory]; with [verifyHashes] every file's sha256 is compared with
+         * the manifest before any engine opens it. Throws `ModelFileException` naming each problem.
+         */
+        fun load(directory: File, verifyHashes: Boolean = true): Manifest {
+            if (!directory.isDirectory) throw ModelFileException("$directory: no such export directory")
+            val path = File(directory, NAME)
+            if (!path.isFile) throw ModelFileException("$directory: no $NAME; is this an mt5lite export directory?")
+            val json = try {
+                Json.parse(String(path.readBytes(), Charsets.UTF_8))
+            } catch (e: ModelFileException) {
+                throw ModelFileException("$path: ${e.message}")
+            }
+            val top = json as? Map<*, *> ?: throw ModelFileException("$path: not a JSON object; re-export the model")
+            val missing = REQUIRED.filter { it !in top }
+            if (missing.isNotEmpty()) {
+                throw ModelFileException("$path: missing keys ${missing.joinToString(", ")}; re-export the model")
+            }
+            if (top["format"] != FORMAT || top["format_version"] != FORMAT_VERSION) {
+                throw ModelFileException("$path: format '${top["format"]}' version ${top["format_version"]}; " +
+                    "this app reads '$FORMAT' version $FORMAT_VERSION; re-export the model")
+            }
+            val problems = ArrayList<String>()
+            val files = LinkedHashMap<String, String>()
+            for ((name, hash) in asMap(top["files"], "files", path)) {
+                val file = inside(directory, name.toString())
+                when {
+                    !file.isFile -> problems.add("$name: missing")
+                    verifyHashes && sha256(file) != hash -> problems.add("$name: sha256 does not match the " +
+                        "manifest (truncated, modified, or from another export)")
+                }
+                files[name.toString()] = hash.toString()
+            }
+            val graphs = LinkedHashMap<String, GraphSpec>()
+            val rawGraphs = asMap(top["graphs"], "graphs", path)
+            for ((role, inputs, outputs) in listOf(Triple("encoder", ENCODER_INPUTS, ENCODER_OUTPUTS),
+                Triple("decoder", DECODER_INPUTS, DECODER_OUTPUTS))) {
+                val graph = rawGraphs[role] as? Map<*, *>
+                if (graph == null) {
+                    problems.add("graphs: no $role graph")
+                    continue
+                }
+                val spec = graphSpec(role, graph, path)
+                if (spec.file !in files) problems.add("graphs.$role: file ${spec.file} is not listed in files")
+                if (spec.inputs.map { it.name }.sorted() != inputs.sorted() ||
+                    spec.outputs.map { it.name }.sorted() != outputs.sorted()) {
+                    problems.add("graphs.$role: tensor names are not the contract's")
+                }
+                graphs[role] = spec
+            }
+            if (problems.isNotEmpty()) throw ModelFileException("$directory: " + problems.joinToString("; "))
+            val special = asMap(top["special_tokens"], "special_tokens", path)
+            val tokenizer = asMap(top["tokenizer"], "tokenizer", path)
+            return Manifest(directory, top["engine"].toString(), (top["precision"] ?: "").toString(), graphs,
+                tokenizer["file"]?.toString() ?: throw ModelFileException("$path: tokenizer names no file"),
+                int(top["max_source_length"], "max_source_length", path),
+                int(top["max_target_length"], "max_target_length", path), int(top["vocab_size"], "vocab_size", path),
+                int(special["pad"], "special_tokens.pad", path), int(special["eos"], "special_tokens.eos", path),
+                int(special["decoder_start"], "special_tokens.decoder_start", path), files)
+        }
+
+        /** `root/name`, refusing absolute names and names that escape [root] (`..`, symlinks). */
+        fun inside(root: File, name: String): File {
+            val candidate = File(root, name).canonicalFile
+            val base = root.canonicalFile
+            if (File(name).isAbsolute || !candidate.path.startsWith(base.path + File.separator)) {
+                throw ModelFileException("$root: file name '$name' points outside the model folder; refusing it")
+            }
+            return candidate
+        }
+
+        /** The sha256 hex digest of [file], read in chunks. */
+        fun sha256(file: File): String {
+            val digest = MessageDigest.getInstance("SHA-256")
+            file.inputStream().use { stream ->
+                val buffer = ByteArray(1 shl 20)
+                while (true) {
+                    val read = stream.read(buffer)
+                    if (read < 0) break
+                    digest.update(buffer, 0, read)
+                }
+            }
+            return digest.digest().joinToString("") { String.format("%02x", it.toInt() and 0xFF) }
+        }
+
+        private fun graphSpec(role: String, graph: Map<*, *>, path: File): GraphSpec {
+            val file = graph["file"]?.toString() ?: throw ModelFileException("$path: graphs.$role names no file")
+            val signature = graph["signature"]?.toString() ?: throw ModelFileException(
+                "$path: graphs.$role names no signature; re-export with mt5lite export tflite")
+            return GraphSpec(role, file, signature, tensors(graph["inputs"], "$role inputs", path),
+                tensors(graph["outputs"], "$role outputs", path))
+        }
+
+        private fun tensors(value: Any?, what: String, path: File): List<TensorSpec> {
+            val list = value as? List<*> ?: throw ModelFileException("$path: graphs $what is not a list")
+            return list.map { item ->
+                val tensor = item as? Map<*, *> ?: throw ModelFileException("$path: graphs $what has a non-object")
+                val shape = (tensor["shape"] as? List<*>)?.map { (it as? Long)?.toInt() ?: -1 }
+                if (shape == null || shape.any { it < 1 }) {
+                    throw ModelFileException("$path: ${tensor["name"]} in $what needs a static shape; re-export " +
+                        "with mt5lite export onnx --static-shapes, then export tflite")
+                }
+                TensorSpec(tensor["name"].toString(), shape.toIntArray(), Tensor.DType.of(tensor["dtype"].toString()))
+            }
+        }
+
+        private fun asMap(value: Any?, key: String, path: File): Map<*, *> =
+            value as? Map<*, *> ?: throw ModelFileException("$path: '$key' is not an object; re-export the model")
+
+        private fun int(value: Any?, key: String, path: File): Int =
+            (value as? Long)?.toInt() ?: throw ModelFileException("$path: '$key' is not an integer")
+    }
+}

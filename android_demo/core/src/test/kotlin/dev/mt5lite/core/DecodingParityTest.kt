@@ -1,0 +1,101 @@
+package dev.mt5lite.core
+
+import org.junit.Assert.assertTrue
+import org.junit.Test
+import java.io.File
+
+/**
+ * The Kotlin generator driven by outputs recorded from the Python LiteRT run of an export: it must feed the graphs
+ * what Python fed them (the same input ids, tokens, positions and caches) and produce the same tokens and text,
+ * greedy and beam.
+ */
+class DecodingParityTest {
+    private val golden = Golden.json("decoding.json")
+    private val floats = Golden.floats(golden["floats"].toString())
+    private val logitsWidth = (golden["logits"] as Long).toInt()
+    private val kvWidth = (golden["kv"] as Long).toInt()
+
+    /** Replays one recorded case; every mismatch in what the loop feeds is collected in [problems]. */
+    inner class Replay(private val case: Map<*, *>, private val problems: MutableList<String>) : GraphLoader {
+        private val calls = (case["calls"] as List<*>).map { it as Map<*, *> }
+        private var next = 0
+
+        override fun open(file: File, signature: String, spec: GraphSpec): Graph = object : Graph {
+            override fun run(inputs: Map<String, Tensor>): Map<String, Tensor> =
+                if (signature == "encoder") encode(spec, inputs) else step(spec, inputs)
+        }
+
+        private fun encode(spec: GraphSpec, inputs: Map<String, Tensor>): Map<String, Tensor> {
+            val ids = inputs.getValue("input_ids").longData()
+            val expected = Golden.ints(case["input_ids"])
+            if (!ids.map { it.toInt() }.toIntArray().contentEquals(expected)) problems.add("input_ids differ")
+            return spec.outputs.associate { it.name to Tensor.zeros(it.shape, it.dtype) }
+        }
+
+        private fun step(spec: GraphSpec, inputs: Map<String, Tensor>): Map<String, Tensor> {
+            if (next >= calls.size) {
+                problems.add("more decoder steps than Python ran (${calls.size})")
+                return spec.outputs.associate { it.name to Tensor.zeros(it.shape, it.dtype) }
+            }
+            val call = calls[next++]
+            val token = inputs.getValue("decoder_input_ids").longData()[0]
+            val position = inputs.getValue("position").longData()[0]
+            if (token != call["token"] || position != call["position"]) {
+                problems.add("step $next: token $token at $position, Python fed ${call["token"]} at ${call["position"]}")
+            }
+            for (name in listOf("k", "v")) {
+                val sum = positionWeightedSum(inputs.getValue("self_${name}_cache"))
+                val expected = call["${name}_sum"] as Double
+                if (Math.abs(sum - expected) > 1e-4 * (1.0 + Math.abs(expected))) {
+                    problems.add("step $next: self_${name}_cache sums to $sum, Python's to $expected")
+                }
+            }
+            var offset = (call["offset"] as Long).toInt()
+            val out = HashMap<String, Tensor>()
+            for (tensor in spec.outputs) {  // recorded in the order logits, new_self_k, new_self_v
+                val width = if (tensor.name == "logits") logitsWidth else kvWidth
+                out[tensor.name] = Tensor.of(tensor.shape, floats.copyOfRange(offset, offset + width))
+                offset += width
+            }
+            return out
+        }
+    }
+
+    /** Each cache value weighted by its position + 1, as the Python side sums it (`[L,1,H,T,d_kv]`). */
+    private fun positionWeightedSum(cache: Tensor): Double {
+        val steps = cache.shape[3]
+        val dkv = cache.shape[4]
+        val data = cache.floatData()
+        var sum = 0.0
+        for (i in data.indices) sum += data[i].toDouble() * ((i / dkv) % steps + 1)
+        return sum
+    }
+
+    @Test
+    fun greedyAndBeamTokensAndTextMatchPython() {
+        val export = File(golden["export"].toString())
+        val problems = ArrayList<String>()
+        val identical = HashMap<Int, Int>()
+        val total = HashMap<Int, Int>()
+        val languages = HashSet<String>()
+        for (item in golden["cases"] as List<*>) {
+            val case = item as Map<*, *>
+            val beams = (case["beams"] as Long).toInt()
+            val caseProblems = ArrayList<String>()
+            val generator = T5Generator(export, Replay(case, caseProblems))
+            val options = DecodingOptions(maxNewTokens = (case["max_new_tokens"] as Long).toInt(), numBeams = beams)
+            val result = generator.generate(case["text"].toString(), options)
+            if (!result.ids.contentEquals(Golden.ints(case["ids"]))) caseProblems.add("ids ${result.ids.toList()} != ${case["ids"]}")
+            if (result.text != case["output"]) caseProblems.add("text '${result.text}' != '${case["output"]}'")
+            total[beams] = (total[beams] ?: 0) + 1
+            if (caseProblems.isEmpty()) identical[beams] = (identical[beams] ?: 0) + 1
+            problems.addAll(caseProblems.map { "${case["text"]} (beams $beams): $it" })
+            languages.add(case["lang"].toString())
+        }
+        for ((beams, count) in total.toSortedMap()) {
+            println("decoding parity, ${if (beams == 1) "greedy" else "$beams-beam"}: ${identical[beams] ?: 0} of $count " +
+                "token-identical (${languages.size} languages)")
+        }
+        assertTrue(problems.take(10).joinToString("\n"), problems.isEmpty())
+    }
+}

@@ -1,0 +1,86 @@
+package dev.mt5lite.core
+
+import org.junit.Assert.assertEquals
+import org.junit.Assert.assertTrue
+import org.junit.Assert.fail
+import org.junit.Rule
+import org.junit.Test
+import org.junit.rules.TemporaryFolder
+import java.io.File
+
+/** Bad exports are refused before any graph is opened, each with a one-line message naming the problem. */
+class ManifestTest {
+    @get:Rule
+    val folder = TemporaryFolder()
+
+    private val export = File(Golden.json("decoding.json")["export"].toString())
+
+    private fun copy(): File {
+        val target = folder.newFolder("export")
+        export.listFiles()!!.forEach { it.copyTo(File(target, it.name)) }
+        return target
+    }
+
+    private fun refused(directory: File, expected: String) {
+        try {
+            Manifest.load(directory)
+            fail("expected a refusal containing '$expected'")
+        } catch (e: ModelFileException) {
+            val message = e.message ?: ""
+            assertTrue("'$message' lacks '$expected'", message.contains(expected))
+            assertEquals("one line: $message", 1, message.lines().size)
+        }
+    }
+
+    @Test
+    fun theExportLoadsWithItsGraphsAndSignatures() {
+        val manifest = Manifest.load(export)
+        assertEquals("encoder", manifest.graphs.getValue("encoder").signature)
+        assertEquals(manifest.graphs.getValue("encoder").file, manifest.graphs.getValue("decoder").file)
+    }
+
+    @Test
+    fun aModifiedModelFailsItsHash() {
+        val dir = copy()
+        val model = File(dir, "model.tflite")
+        val bytes = model.readBytes()
+        bytes[bytes.size / 3] = (bytes[bytes.size / 3].toInt() xor 0x5A).toByte()
+        model.writeBytes(bytes)
+        refused(dir, "model.tflite: sha256 does not match")
+    }
+
+    @Test
+    fun aTruncatedModelFailsItsHash() {
+        val dir = copy()
+        val model = File(dir, "model.tflite")
+        model.writeBytes(model.readBytes().copyOf(1000))
+        refused(dir, "model.tflite: sha256 does not match")
+    }
+
+    @Test
+    fun aMissingFileIsNamed() {
+        val dir = copy()
+        File(dir, "spiece.model").delete()
+        refused(dir, "spiece.model: missing")
+    }
+
+    @Test
+    fun aBrokenOrForeignManifestIsRefused() {
+        val dir = copy()
+        val manifest = File(dir, "manifest.json")
+        val text = manifest.readText()
+        manifest.writeText(text.replace("\"format_version\": 3", "\"format_version\": 2"))
+        refused(dir, "this app reads 'mt5lite-export' version 3; re-export the model")
+        manifest.writeText(text.substring(0, text.length / 2))
+        refused(dir, "not valid JSON")
+        manifest.writeText(text.replace("\"spiece.model\":", "\"../spiece.model\":"))
+        refused(dir, "points outside the model folder")
+        manifest.writeText(text.replace("\"signature\": \"decoder\"", "\"sig\": \"decoder\""))
+        refused(dir, "graphs.decoder names no signature")
+    }
+
+    @Test
+    fun aMissingDirectoryIsNamed() {
+        refused(File(folder.root, "nothing"), "no such export directory")
+    }
+}
