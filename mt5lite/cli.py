@@ -284,6 +284,19 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_android_assets(args: argparse.Namespace) -> int:
+    """Copy a TFLite export into the Android demo app's assets, guided by its manifest (every copy's sha256
+    checked), with sample inputs per task and language and the Python LiteRT runtime's outputs for the app's
+    instrumented test."""
+    from mt5lite.data import read_task_pairs
+    from mt5lite.exporters.android_assets import bundle_for_android
+
+    written = bundle_for_android(args.export, args.app, read_task_pairs(args.data))
+    print(f"{written['files']} files ({written['bytes'] / 1e6:.1f} MB, export {written['export_id'][:12]}) and "
+          f"{written['golden_cases']} golden outputs written to {written['assets']}")
+    return 0
+
+
 def _pass_options(args: argparse.Namespace, config: type) -> dict:
     """The options given on the command line for one pass's config fields (the rest keep their defaults)."""
     from dataclasses import fields
@@ -477,6 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--force", action="store_true", help="overwrite an existing output directory")
     _add_pass_options(comp)
     comp.set_defaults(func=cmd_compress)
+
+    assets = sub.add_parser("android-assets", help="bundle a TFLite export into the Android demo app's assets",
+                            formatter_class=_Formatter, description=cmd_android_assets.__doc__)
+    assets.add_argument("--export", type=Path, required=True, help="TFLite export directory (mt5lite export tflite)")
+    assets.add_argument("--app", type=Path, default=Path("android_demo/app"), help="the app module")
+    assets.add_argument("--data", type=Path, default=HELDOUT_TASK,
+                        help="task pairs for the sample inputs and the golden outputs")
+    assets.set_defaults(func=cmd_android_assets)
 
     train = sub.add_parser("train-demo", help="train the bundled demo model from scratch (fixed seeds)",
                            formatter_class=_Formatter, description=cmd_train_demo.__doc__)

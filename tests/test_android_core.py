@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.android_golden import write_decoding_golden, write_tokenizer_golden
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, run_cli
 
 CORE = REPO_ROOT / "android_demo" / "core" / "src"
 JARS = Path("/usr/share/java")
@@ -75,3 +75,39 @@ def test_kotlin_decoding_replays_the_python_litert_run_token_for_token(compiled,
 
 def test_kotlin_core_refuses_bad_exports(compiled, golden):
     assert "OK (6 tests)" in _junit(compiled, golden, TEST_CLASSES[2])
+
+
+def _app(tmp_path: Path) -> Path:
+    app = tmp_path / "app"
+    (app / "src" / "main").mkdir(parents=True)
+    (app / "src" / "main" / "AndroidManifest.xml").write_text("<manifest/>", encoding="utf-8")
+    return app
+
+
+def test_android_assets_copy_the_export_by_its_manifest_with_samples_and_golden_outputs(tflite_fp32, tmp_path):
+    import json
+
+    from mt5lite.data import read_task_pairs
+    from mt5lite.exporters.android_assets import bundle_for_android
+    from mt5lite.manifest import load_manifest
+
+    app = _app(tmp_path)
+    written = bundle_for_android(tflite_fp32, app, read_task_pairs())
+    assets = app / "src" / "main" / "assets"
+    manifest = load_manifest(assets / "model")  # every copied file has the manifest's sha256
+    assert sorted(p.name for p in (assets / "model").iterdir()) == sorted([*manifest["files"], "manifest.json"])
+    samples = json.loads((assets / "samples.json").read_text(encoding="utf-8"))
+    assert samples["prompt"] == "{task} {lang}: {text}" and samples["tasks"] == ["number", "words"]
+    assert len(samples["languages"]) == 10 and len(samples["samples"]) == 10 * 2 * 5
+    golden = json.loads((assets / "golden.json").read_text(encoding="utf-8"))
+    assert written["golden_cases"] == len(golden["cases"]) == 60 and golden["export_id"] == manifest["export_id"]
+    assert {c["beams"] for c in golden["cases"]} == {1, 4} and all(c["ids"][-1] == 1 for c in golden["cases"])
+
+
+def test_android_assets_refuse_an_onnx_export_or_a_folder_that_is_not_the_app(static_export, tflite_fp32, tmp_path):
+    app = _app(tmp_path)
+    result = run_cli("android-assets", "--export", str(static_export), "--app", str(app))
+    assert result.returncode == 2 and b"is an onnxruntime export; the app runs LiteRT" in result.stderr
+    result = run_cli("android-assets", "--export", str(tflite_fp32), "--app", str(tmp_path))
+    assert result.returncode == 2 and b"is not an Android app module" in result.stderr
+    assert b"Traceback" not in result.stderr and not (app / "src" / "main" / "assets").exists()
