@@ -119,3 +119,31 @@ def write_decoding_golden(export: Path, directory: Path, greedy_every: int = 10,
               "cases": cases}
     (directory / "decoding.json").write_text(json.dumps(golden, ensure_ascii=False), encoding="utf-8")
     return {"greedy": len(pairs[::greedy_every]), "beam": len(pairs[::beam_every])}
+
+
+def litert_library() -> Path:
+    """The ``libLiteRt.so`` of the installed ai-edge-litert wheel (it exports LiteRT's C API)."""
+    import importlib.util
+
+    return Path(importlib.util.find_spec("ai_edge_litert").origin).parent / "libLiteRt.so"
+
+
+def write_real_golden(exports: dict[str, Path], directory: Path, beam_every: int = 6, max_new_tokens: int = 32) -> dict:
+    """The Python LiteRT runtime's ids on every held-out task input (greedy) and every ``beam_every``-th (4 beams),
+    per export, for the Kotlin core to reproduce on the real models through LiteRT's C API (``real.json``)."""
+    from mt5lite.runtimes.litert import LiteRTGenerator
+
+    pairs = read_task_pairs()
+    cases, counts = [], {}
+    for name, export in exports.items():
+        generator = LiteRTGenerator(export)
+        for beams, chosen in ((1, pairs), (4, pairs[::beam_every])):
+            options = DecodingOptions(max_new_tokens=max_new_tokens, num_beams=beams)
+            for pair, ids in zip(chosen, generator.generate_ids([p.source for p in chosen], options), strict=True):
+                cases.append({"export": name, "text": pair.source, "lang": pair.lang, "beams": beams,
+                              "max_new_tokens": max_new_tokens, "ids": ids,
+                              "output": generator.tokenizer.decode(ids)})
+            counts[f"{name}-{beams}"] = len(chosen)
+    golden = {"library": str(litert_library()), "exports": {k: str(v) for k, v in exports.items()}, "cases": cases}
+    (directory / "real.json").write_text(json.dumps(golden, ensure_ascii=False), encoding="utf-8")
+    return counts

@@ -89,3 +89,13 @@ def run_cli(*args: str | bytes, stdin: bytes | None = None) -> subprocess.Comple
         env=env,
         timeout=300,
     )
+
+
+@pytest.fixture(scope="session")
+def tflite_int8(static_export, tmp_path_factory) -> Path:
+    """The demo model's full-int8 TFLite export (calibrated on the project's multilingual samples)."""
+    from mt5lite.exporters.tflite_export import export_tflite
+
+    out = tmp_path_factory.mktemp("tflite") / "int8"
+    export_tflite(static_export, out, "int8")
+    return out

@@ -12,18 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.android_golden import write_decoding_golden, write_tokenizer_golden
+from tests.android_golden import write_decoding_golden, write_real_golden, write_tokenizer_golden
 from tests.conftest import REPO_ROOT, run_cli
 
-CORE = REPO_ROOT / "android_demo" / "core" / "src"
+SOURCES = [REPO_ROOT / "android_demo" / "core" / "src", REPO_ROOT / "android_demo" / "jvm-litert" / "src"]
 JARS = Path("/usr/share/java")
 TEST_CLASSES = ["dev.mt5lite.core.TokenizerParityTest", "dev.mt5lite.core.DecodingParityTest",
-                "dev.mt5lite.core.ManifestTest"]
+                "dev.mt5lite.core.ManifestTest", "dev.mt5lite.litert.RealLiteRtTest"]
 
 
 def _toolchain() -> list[Path]:
     """The JUnit classpath, or a skip naming what is missing."""
-    jars = [JARS / "junit4.jar", JARS / "hamcrest-core.jar", JARS / "kotlin-stdlib.jar"]
+    jars = [JARS / "junit4.jar", JARS / "hamcrest-core.jar", JARS / "kotlin-stdlib.jar", JARS / "jna.jar"]
     missing = [str(j) for j in jars if not j.is_file()] + [t for t in ("kotlinc", "java") if not shutil.which(t)]
     if missing:
         pytest.skip(f"JVM toolchain not installed ({', '.join(missing)}): run make jvm-toolchain (Debian kotlin, "
@@ -33,10 +33,10 @@ def _toolchain() -> list[Path]:
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory) -> tuple[Path, list[Path]]:
-    """The core and its tests compiled into one jar, at Kotlin language level 1.3."""
+    """The core, the JVM LiteRT binding and their tests compiled into one jar, at Kotlin language level 1.3."""
     jars = _toolchain()
     out = tmp_path_factory.mktemp("jvm") / "core-tests.jar"
-    sources = sorted(str(p) for p in CORE.rglob("*.kt"))
+    sources = sorted(str(p) for root in SOURCES for p in root.rglob("*.kt"))
     done = subprocess.run(["kotlinc", "-language-version", "1.3", "-api-version", "1.3", "-jvm-target", "1.8",
                            "-nowarn", "-cp", ":".join(map(str, jars)), "-d", str(out), *sources],
                           capture_output=True, text=True, timeout=900)
@@ -45,10 +45,11 @@ def compiled(tmp_path_factory) -> tuple[Path, list[Path]]:
 
 
 @pytest.fixture(scope="module")
-def golden(tflite_fp32, tmp_path_factory) -> Path:
+def golden(tflite_fp32, tflite_int8, tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("golden")
     write_tokenizer_golden(directory)
     write_decoding_golden(tflite_fp32, directory)
+    write_real_golden({"fp32": tflite_fp32, "int8": tflite_int8}, directory)
     return directory
 
 
@@ -75,6 +76,13 @@ def test_kotlin_decoding_replays_the_python_litert_run_token_for_token(compiled,
 
 def test_kotlin_core_refuses_bad_exports(compiled, golden):
     assert "OK (6 tests)" in _junit(compiled, golden, TEST_CLASSES[2])
+
+
+def test_kotlin_core_on_real_litert_gives_the_python_runtimes_tokens(compiled, golden):
+    out = _junit(compiled, golden, TEST_CLASSES[3])
+    for export in ("fp32", "int8"):
+        assert f"{export} export, greedy: 600 of 600 token-identical" in out, out
+        assert f"{export} export, 4-beam: 100 of 100 token-identical" in out, out
 
 
 def _app(tmp_path: Path) -> Path:

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -50,13 +49,6 @@ def test_tflite_export_keeps_the_contract(static_export, tflite_fp32):
     outputs = generator.backend.encode(encoder_feeds(ids, mask))
     for tensor in manifest["graphs"]["encoder"]["outputs"]:
         assert list(outputs[tensor["name"]].shape) == tensor["shape"], tensor["name"]
-
-
-@pytest.fixture(scope="session")
-def tflite_int8(static_export, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tflite") / "int8"
-    export_tflite(static_export, out, "int8")
-    return out
 
 
 @pytest.mark.parametrize("quantize", PRECISION_CASES)
