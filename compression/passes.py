@@ -21,6 +21,7 @@ class PassReport:
     name: str  # the registered pass
     summary: str  # one line: what changed
     parameters: tuple[int, int]  # (before, after)
+    non_embedding_parameters: tuple[int, int]  # outside the token embedding and lm_head (before, after)
     bytes: tuple[int, int]  # fp32 bytes of the parameters (before, after)
     vocabulary: tuple[int, int]  # tokenizer pieces (before, after)
     embedding_rows: tuple[int, int]  # the model's vocab_size (before, after)
@@ -50,9 +51,13 @@ def parameter_count(model) -> int:
 
 
 def measure(model, tokenizer) -> dict:
-    """Parameters, fp32 bytes, tokenizer pieces and embedding rows: what a report compares."""
+    """Parameters (all, and outside the embedding and lm_head), fp32 bytes, tokenizer pieces and embedding rows:
+    what a report compares."""
+    from mt5lite.compression.structure import non_embedding_parameters
+
     parameters = parameter_count(model)
-    return {"parameters": parameters, "bytes": 4 * parameters, "vocabulary": len(tokenizer.pieces),
+    return {"parameters": parameters, "non_embedding_parameters": non_embedding_parameters(model),
+            "bytes": 4 * parameters, "vocabulary": len(tokenizer.pieces),
             "embedding_rows": int(model.config.vocab_size)}
 
 

@@ -66,6 +66,14 @@ class Tokenizer:
             raise InputError(f"{path}: not a valid sentencepiece model ({exc})") from None
         self.path = path
 
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Tokenizer:
+        """A tokenizer over a serialized sentencepiece model held in memory (e.g. between compression passes)."""
+        tokenizer = cls.__new__(cls)
+        tokenizer._sp = spm.SentencePieceProcessor(model_proto=data)
+        tokenizer.path = None
+        return tokenizer
+
     @property
     def piece_count(self) -> int:
         """The number of pieces; ids at or past it cannot be decoded."""

@@ -13,6 +13,7 @@ import sentencepiece as spm
 from mt5lite.checkpoint import load_model
 from mt5lite.compression.compress import compress, read_sentencepiece
 from mt5lite.compression.passes import PASSES
+from mt5lite.compression.prune import DropLayersConfig, PruneFfnConfig, PruneHeadsConfig
 from mt5lite.compression.trim_vocab import TrimVocabConfig, trim_vocab
 from mt5lite.data import read_task_pairs
 from mt5lite.runtimes.options import DecodingOptions
@@ -22,7 +23,12 @@ from tests.conftest import run_cli
 
 FP32_ATOL = 1e-4  # trimmed vs original logits at the kept ids: the same weights, sliced
 #: Every registered pass with a config for a tiny model (tests/test_registries.py checks this covers PASSES).
-PASS_CASES = {"trim-vocab": lambda corpus: TrimVocabConfig(corpus=(corpus,))}
+PASS_CASES = {
+    "trim-vocab": lambda corpus: TrimVocabConfig(corpus=(corpus,)),
+    "prune-ffn": lambda corpus: PruneFfnConfig(ffn_keep=0.5, importance_pairs=16),
+    "prune-heads": lambda corpus: PruneHeadsConfig(heads_keep=0.5, importance_pairs=16),
+    "drop-layers": lambda corpus: DropLayersConfig(encoder_layers_keep=1, decoder_layers_keep=0.5, importance_pairs=16),
+}
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +160,9 @@ def _tokenizer(proto, directory: Path):
 def test_unknown_pass_lists_the_known_ones(tmp_path):
     result = run_cli("compress", "--output", str(tmp_path / "out"), "--passes", "trim-vocab,prune-everything")
     assert result.returncode == 2
-    assert "unknown compression pass 'prune-everything'; known: trim-vocab" in result.stderr.decode()
+    stderr = result.stderr.decode()
+    assert "unknown compression pass 'prune-everything'; known: " in stderr
+    assert all(name in stderr for name in PASSES)
     assert not (tmp_path / "out").exists() and "trim-vocab" in PASSES
 
 
