@@ -10,9 +10,11 @@ take the result unchanged.
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from pathlib import Path
 
 from mt5lite.compression.passes import PASSES
+from mt5lite.compression.training import is_main_process, training_directory
 from mt5lite.errors import InputError
 from mt5lite.reports import markdown_table, write_report
 
@@ -69,19 +71,25 @@ def compress(model_dir: str | os.PathLike, output_dir: str | os.PathLike, passes
     files = inspect_checkpoint(model_dir, allow_pickle=allow_pickle)
     tokenizer = read_sentencepiece(files.tokenizer)
     model = load_model(files.root, allow_pickle=allow_pickle)
+    main = is_main_process()  # under torchrun / accelerate launch, every rank trains and rank 0 writes
     report = {"model": str(model_dir), "output": str(output), "passes": [],
-              "quality": {"before": _quality(model, files.tokenizer, pairs, progress)}}
-    with staged_directory(output, force) as staging:
-        spiece = staging / "spiece.model"
+              "quality": {"before": _quality(model, files.tokenizer, pairs, progress) if main else None}}
+    with ExitStack() as stack:
+        staging = stack.enter_context(staged_directory(output, force)) if main else None
+        stack.enter_context(training_directory(output.parent / f"{output.name}.training"))
         for name, entry in chosen:
             model, tokenizer, step = entry.run(model, tokenizer, configs[name])
-            spiece.write_bytes(tokenizer.SerializeToString())
             row = step.to_dict()
             row["details"] = {k: v for k, v in row["details"].items() if k != "id_map"}
-            row["quality_after"] = _quality(model, spiece, pairs, progress)
+            row["quality_after"] = None
+            if main:
+                spiece = staging / "spiece.model"
+                spiece.write_bytes(tokenizer.SerializeToString())
+                row["quality_after"] = _quality(model, spiece, pairs, progress)
             report["passes"].append(row)
-        save_checkpoint(model, tokenizer.SerializeToString(), staging)
-        write_report(report, staging / REPORT_NAME, compress_markdown(report))
+        if main:
+            save_checkpoint(model, tokenizer.SerializeToString(), staging)
+            write_report(report, staging / REPORT_NAME, compress_markdown(report))
     return report
 
 

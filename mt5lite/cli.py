@@ -268,6 +268,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     held-out quality (exact match, chrF, per language) before and after each pass."""
     from mt5lite.compression.compress import compress
     from mt5lite.compression.passes import PASSES
+    from mt5lite.compression.training import is_main_process
     from mt5lite.data import read_task_pairs
 
     names = [name.strip() for name in args.passes.split(",") if name.strip()]
@@ -275,6 +276,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     pairs = None if args.no_quality else read_task_pairs(args.data)  # read first, so a bad file fails fast
     report = compress(args.model, args.output, names, configs, pairs=pairs, force=args.force,
                       allow_pickle=args.allow_pickle, progress=True)
+    if not is_main_process():  # data-parallel training: rank 0 reports and writes
+        return 0
     for row in report["passes"]:
         print(f"  {row['name']}: {row['summary']}; parameters {row['parameters'][0]:,} -> {row['parameters'][1]:,}")
         if row["quality_after"] is not None:
@@ -321,8 +324,9 @@ def _add_pass_options(parser: argparse.ArgumentParser) -> None:
             default = f.default if f.default is not MISSING else f.default_factory()
             many = isinstance(default, tuple)
             shown = " ".join(str(v) for v in default) if many else default
+            kind = Path if many or default is None else type(default)  # a None default: an optional file
             parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                                nargs="+" if many else None, type=Path if many else type(default),
+                                nargs="+" if many else None, type=kind,
                                 help=f"{name}: {f.metadata.get('help', '')} (default: {shown})")
 
 

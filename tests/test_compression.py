@@ -14,6 +14,7 @@ from mt5lite.checkpoint import load_model
 from mt5lite.compression.compress import compress, read_sentencepiece
 from mt5lite.compression.passes import PASSES
 from mt5lite.compression.prune import DropLayersConfig, PruneFfnConfig, PruneHeadsConfig
+from mt5lite.compression.training import DistillConfig, FinetuneConfig, training_directory
 from mt5lite.compression.trim_vocab import TrimVocabConfig, trim_vocab
 from mt5lite.data import read_task_pairs
 from mt5lite.runtimes.options import DecodingOptions
@@ -23,12 +24,18 @@ from tests.conftest import run_cli
 
 FP32_ATOL = 1e-4  # trimmed vs original logits at the kept ids: the same weights, sliced
 #: Every registered pass with a config for a tiny model (tests/test_registries.py checks this covers PASSES).
-PASS_CASES = {
-    "trim-vocab": lambda corpus: TrimVocabConfig(corpus=(corpus,)),
-    "prune-ffn": lambda corpus: PruneFfnConfig(ffn_keep=0.5, importance_pairs=16),
-    "prune-heads": lambda corpus: PruneHeadsConfig(heads_keep=0.5, importance_pairs=16),
-    "drop-layers": lambda corpus: DropLayersConfig(encoder_layers_keep=1, decoder_layers_keep=0.5, importance_pairs=16),
+PASS_CASES = {  # (files, tiny model) -> config; files: a text corpus and a task-pair file
+    "trim-vocab": lambda files, model: TrimVocabConfig(corpus=(files["corpus"],)),
+    "prune-ffn": lambda files, model: PruneFfnConfig(ffn_keep=0.5, importance_pairs=16),
+    "prune-heads": lambda files, model: PruneHeadsConfig(heads_keep=0.5, importance_pairs=16),
+    "drop-layers": lambda files, model: DropLayersConfig(encoder_layers_keep=1, decoder_layers_keep=0.5,
+                                                         importance_pairs=16),
+    "finetune": lambda files, model: FinetuneConfig(train_data=files["pairs"], max_steps=3, batch_size=4),
+    "distill": lambda files, model: DistillConfig(train_data=files["pairs"], max_steps=3, batch_size=4,
+                                                  teacher=model, unlabelled=files["unlabelled"]),
 }
+#: Passes that train instead of shrinking: their reports carry a loss curve.
+TRAINING_PASSES = ("finetune", "distill")
 
 
 @pytest.fixture(scope="module")
@@ -138,12 +145,20 @@ def test_tied_lm_head_stays_tied(tiny_model, tmp_path):
 
 @pytest.mark.parametrize("name", PASS_CASES)
 def test_every_pass_keeps_a_working_model_and_reports_what_changed(tiny_mt5, tmp_path, name):
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("words en: 12\nnumber fr: douze\nwords ja: 2026\n", encoding="utf-8")
+    files = {"corpus": tmp_path / "corpus.txt", "pairs": tmp_path / "pairs.tsv", "unlabelled": tmp_path / "in.tsv"}
+    files["corpus"].write_text("words en: 12\nnumber fr: douze\nwords ja: 2026\n", encoding="utf-8")
+    files["pairs"].write_text("en\twords en: 12\ttwelve\nfr\tnumber fr: douze\t12\n" * 4, encoding="utf-8")
+    files["unlabelled"].write_text("de\twords de: 7\nja\twords ja: 31\n", encoding="utf-8")
     model, tokenizer = load_model(tiny_mt5), read_sentencepiece(tiny_mt5 / "spiece.model")
-    model, tokenizer, report = PASSES[name].run(model, tokenizer, PASS_CASES[name](corpus))
-    assert report.name == name and report.summary
-    assert report.parameters[1] < report.parameters[0] and report.bytes == tuple(4 * p for p in report.parameters)
+    with training_directory(tmp_path / "training"):
+        model, tokenizer, report = PASSES[name].run(model, tokenizer, PASS_CASES[name](files, tiny_mt5))
+    assert report.name == name and report.summary and report.bytes == tuple(4 * p for p in report.parameters)
+    if name in TRAINING_PASSES:
+        assert report.parameters[1] == report.parameters[0] and report.details["steps"] == 3
+        assert len(report.details["losses"]) == 3 and not (tmp_path / "training" / name).exists()
+    else:
+        assert report.parameters[1] < report.parameters[0]
+    assert report.non_embedding_parameters[1] <= report.non_embedding_parameters[0] < report.parameters[0]
     assert report.vocabulary[1] == len(tokenizer.pieces) and report.embedding_rows[1] == model.config.vocab_size
     ids = TorchReference.from_model(model, _tokenizer(tokenizer, tmp_path)).generate_ids(["words en: 12"])
     assert ids and all(0 <= t < len(tokenizer.pieces) for row in ids for t in row)

@@ -1,0 +1,249 @@
+"""``finetune`` and ``distill``: training passes on transformers' ``Trainer``, one process or data-parallel.
+
+The same ``mt5lite compress`` command trains in one process by default and data-parallel, unchanged, under
+``torchrun --nproc_per_node N`` or ``accelerate launch --num_processes N`` (gloo on CPUs, NCCL on GPUs: the
+``Trainer`` picks it). Only rank 0 writes the output (``mt5lite.compression.compress``).
+
+- ``finetune``: cross-entropy on labelled pairs.
+- ``distill``: the student (the model the earlier passes made) learns a teacher checkpoint's token distributions:
+  ``KL(teacher || student)`` at temperature ``T``, times ``T^2``, plus ``alpha`` x the label cross-entropy, on
+  labelled pairs plus, optionally, unlabelled inputs whose targets the teacher generates.
+
+Training checkpoints go to ``<output>.training/`` beside the output (not the system's temporary directory); a run
+that was killed resumes from the last one when the same command is run again, and the folder is removed when the
+pass finishes. Seeds are fixed; losses are logged and kept in the report.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mt5lite.compression.passes import PASSES, CompressionPass, make_report, measure
+from mt5lite.errors import InputError
+
+#: Where training checkpoints go (``training_directory`` sets it for one ``compress`` run).
+_scratch: list[Path] = [Path(".mt5lite-training")]
+
+
+@contextmanager
+def training_directory(path: Path) -> Iterator[Path]:
+    """Keep the training checkpoints of the passes run inside the block in ``path`` (beside the output)."""
+    _scratch.append(Path(path))
+    try:
+        yield Path(path)
+    finally:
+        _scratch.pop()
+        if is_main_process() and Path(path).is_dir() and not any(Path(path).iterdir()):
+            Path(path).rmdir()
+
+
+def is_main_process() -> bool:
+    """Whether this is rank 0 (or the only process): the one that writes outputs."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """How to train (shared by ``finetune`` and ``distill``)."""
+
+    train_data: Path | None = field(default=None, metadata={
+        "help": "labelled training pairs (lang<TAB>source<TAB>target)"})
+    max_steps: int = field(default=200, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=16, metadata={"help": "pairs per step and process"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (linear decay)"})
+    save_steps: int = field(default=50, metadata={"help": "steps between training checkpoints (for resuming)"})
+    train_seed: int = field(default=0, metadata={"help": "seed of initialisation order and data shuffling"})
+
+    def problems(self) -> list[str]:
+        """What is wrong with the training options."""
+        problems = []
+        if self.train_data is None:
+            problems.append("training needs labelled pairs: give --train-data PAIRS")
+        elif not Path(self.train_data).is_file():
+            problems.append(f"{self.train_data}: no such training data file")
+        for name in ("max_steps", "batch_size", "save_steps"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            problems.append(f"learning_rate must be positive, got {self.learning_rate}")
+        return problems
+
+
+class PairDataset:
+    """Tokenized pairs as the ``Trainer`` wants them: dicts of ``input_ids``, ``attention_mask`` and ``labels``."""
+
+    def __init__(self, pairs, tokenizer, max_length: int = 128):
+        from mt5lite.runtimes.tokenizer import Overflow
+
+        self.rows = [(tokenizer.encode(p.source, max_length, Overflow.TRUNCATE),
+                      tokenizer.encode(p.target, max_length, Overflow.TRUNCATE)) for p in pairs]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        source, target = self.rows[index]
+        return {"input_ids": source, "labels": target}
+
+
+def collate(rows: list[dict]) -> dict:
+    """Right-pad a batch: pad id 0 for inputs (mask 0), -100 for labels (ignored by the loss)."""
+    import torch
+
+    width = max(len(r["input_ids"]) for r in rows)
+    target = max(len(r["labels"]) for r in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), target), -100, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row["input_ids"])] = torch.tensor(row["input_ids"])
+        mask[i, : len(row["input_ids"])] = 1
+        labels[i, : len(row["labels"])] = torch.tensor(row["labels"])
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def _trainer_class(teacher=None, temperature: float = 2.0, alpha: float = 0.5):
+    """transformers' ``Trainer``, or one whose loss is the distillation loss against ``teacher``."""
+    import torch
+    from torch.nn import functional
+    from transformers import Trainer
+
+    if teacher is None:
+        return Trainer
+
+    class DistillationTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            outputs = model(**inputs)
+            with torch.no_grad():
+                reference = teacher(**inputs).logits
+            valid = inputs["labels"] != -100
+            student = functional.log_softmax(outputs.logits[valid] / temperature, dim=-1)
+            target = functional.log_softmax(reference[valid] / temperature, dim=-1)
+            kl = functional.kl_div(student, target, log_target=True, reduction="batchmean") * temperature**2
+            loss = kl + alpha * outputs.loss
+            return (loss, outputs) if return_outputs else loss
+
+    return DistillationTrainer
+
+
+def train(model, tokenizer_bytes: bytes, pairs, options: TrainingOptions, name: str, teacher=None,
+          temperature: float = 2.0, alpha: float = 0.5) -> dict:
+    """Train ``model`` in place on ``pairs``; returns the loss curve, steps and seconds."""
+    import time
+
+    from transformers import TrainingArguments, set_seed
+
+    from mt5lite.runtimes.tokenizer import Tokenizer
+
+    scratch = _scratch[-1] / name
+    set_seed(options.train_seed)
+    arguments = TrainingArguments(
+        output_dir=str(scratch), max_steps=options.max_steps, per_device_train_batch_size=options.batch_size,
+        learning_rate=options.learning_rate, lr_scheduler_type="linear", weight_decay=0.0, seed=options.train_seed,
+        data_seed=options.train_seed, logging_steps=max(1, options.max_steps // 20), save_steps=options.save_steps,
+        save_total_limit=2, save_strategy="steps", report_to=[], use_cpu=True, dataloader_num_workers=0,
+        remove_unused_columns=False, disable_tqdm=not is_main_process(), save_safetensors=True,
+        ddp_find_unused_parameters=False)
+    dataset = PairDataset(pairs, Tokenizer.from_bytes(tokenizer_bytes))
+    trainer = _trainer_class(teacher, temperature, alpha)(model=model, args=arguments, train_dataset=dataset,
+                                                          data_collator=collate)
+    resume = any(scratch.glob("checkpoint-*")) if scratch.is_dir() else False
+    started = time.perf_counter()
+    model.train()
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    model.eval()
+    losses = [{"step": row["step"], "loss": row["loss"]} for row in trainer.state.log_history if "loss" in row]
+    if is_main_process():
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"steps": trainer.state.global_step, "resumed": resume, "losses": losses,
+            "processes": trainer.args.world_size, "seconds": round(time.perf_counter() - started, 1)}
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(TrainingOptions):
+    """Fine-tuning on labelled pairs."""
+
+    def __post_init__(self):
+        if self.problems():
+            raise InputError("; ".join(self.problems()))
+
+
+def finetune(model, tokenizer, config: FinetuneConfig):
+    """The ``finetune`` pass: cross-entropy training on labelled pairs."""
+    from mt5lite.data import read_task_pairs
+
+    before = measure(model, tokenizer)
+    curve = train(model, tokenizer.SerializeToString(), read_task_pairs(config.train_data), config, "finetune")
+    summary = f"fine-tuned {curve['steps']} steps on {config.train_data} ({curve['processes']} process(es))"
+    return model, tokenizer, make_report("finetune", summary, before, measure(model, tokenizer), curve)
+
+
+@dataclass(frozen=True)
+class DistillConfig(TrainingOptions):
+    """Distillation from a teacher checkpoint."""
+
+    teacher: Path | None = field(default=None, metadata={"help": "the teacher checkpoint (same tokenizer)"})
+    temperature: float = field(default=2.0, metadata={"help": "softmax temperature T of the KL term"})
+    alpha: float = field(default=0.5, metadata={"help": "weight of the label cross-entropy"})
+    unlabelled: Path | None = field(default=None, metadata={
+        "help": "inputs without targets (lang<TAB>text); the teacher generates their targets"})
+
+    def __post_init__(self):
+        problems = self.problems()
+        if self.teacher is None:
+            problems.append("distill needs a teacher: give --teacher CHECKPOINT")
+        if not self.temperature > 0:
+            problems.append(f"temperature must be positive, got {self.temperature}")
+        if self.alpha < 0:
+            problems.append(f"alpha must be at least 0, got {self.alpha}")
+        if self.unlabelled is not None and not Path(self.unlabelled).is_file():
+            problems.append(f"{self.unlabelled}: no such file of unlabelled inputs")
+        if problems:
+            raise InputError("; ".join(problems))
+
+
+def _teacher_pairs(teacher, tokenizer_bytes: bytes, path: Path) -> list:
+    """``path``'s inputs with the teacher's greedy outputs as targets."""
+    from mt5lite.data import TaskPair, read_tagged_texts
+    from mt5lite.runtimes.tokenizer import Tokenizer
+    from mt5lite.runtimes.torch_reference import TorchReference
+
+    texts = read_tagged_texts(path)
+    reference = TorchReference.from_model(teacher, Tokenizer.from_bytes(tokenizer_bytes))
+    outputs = []
+    for start in range(0, len(texts), 32):
+        outputs += reference.generate([t.text for t in texts[start : start + 32]])
+    return [TaskPair(t.lang, t.text, out) for t, out in zip(texts, outputs, strict=True) if out.strip()]
+
+
+def distill(model, tokenizer, config: DistillConfig):
+    """The ``distill`` pass: the model learns the teacher's token distributions (KL at T, x T^2, + alpha x CE)."""
+    from mt5lite.checkpoint import load_model
+    from mt5lite.data import read_task_pairs
+
+    before = measure(model, tokenizer)
+    teacher = load_model(config.teacher)
+    if teacher.config.vocab_size != model.config.vocab_size:
+        raise InputError(f"the teacher {config.teacher} has {teacher.config.vocab_size} embedding rows, the student "
+                         f"{model.config.vocab_size}; distil from the checkpoint the student was made from")
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    data = tokenizer.SerializeToString()
+    pairs = read_task_pairs(config.train_data)
+    generated = _teacher_pairs(teacher, data, config.unlabelled) if config.unlabelled else []
+    curve = train(model, data, pairs + generated, config, "distill", teacher, config.temperature, config.alpha)
+    curve.update({"teacher": str(config.teacher), "labelled_pairs": len(pairs), "teacher_generated_pairs":
+                  len(generated), "temperature": config.temperature, "alpha": config.alpha})
+    summary = (f"distilled from {config.teacher} for {curve['steps']} steps (T={config.temperature}, "
+               f"alpha={config.alpha}; {len(pairs)} labelled + {len(generated)} teacher-labelled pairs)")
+    return model, tokenizer, make_report("distill", summary, before, measure(model, tokenizer), curve)
+
+
+PASSES.register("finetune", CompressionPass(finetune, FinetuneConfig, "train on labelled pairs to win back accuracy"))
+PASSES.register("distill", CompressionPass(distill, DistillConfig,
+                                           "learn a teacher's token distributions (KL at T, x T^2, + alpha x CE)"))
