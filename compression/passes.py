@@ -64,3 +64,18 @@ def measure(model, tokenizer) -> dict:
 def make_report(name: str, summary: str, before: dict, after: dict, details: dict | None = None) -> PassReport:
     """A ``PassReport`` from two ``measure`` results."""
     return PassReport(name, summary, **{key: (before[key], after[key]) for key in before}, details=details or {})
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named chain of passes (``mt5lite compress --recipe NAME``)."""
+
+    passes: tuple[str, ...]
+    description: str
+
+
+#: Every recipe ``mt5lite compress --recipe`` knows.
+RECIPES: Registry[Recipe] = Registry("compression recipe", {
+    "lite": Recipe(("trim-vocab", "drop-layers", "prune-ffn", "distill", "finetune"),
+                   "trim the vocabulary, drop layers and feed-forward neurons, distil from the original, fine-tune"),
+})

@@ -107,8 +107,10 @@ def collate(rows: list[dict]) -> dict:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def _trainer_class(teacher=None, temperature: float = 2.0, alpha: float = 0.5):
-    """transformers' ``Trainer``, or one whose loss is the distillation loss against ``teacher``."""
+def _trainer_class(teacher=None, temperature: float = 2.0, alpha: float = 0.5, teacher_ids=None):
+    """transformers' ``Trainer``, or one whose loss is the distillation loss against ``teacher``. With
+    ``teacher_ids`` (the teacher's id of each student piece, when the student's vocabulary was trimmed from the
+    teacher's) the teacher reads the same text and its distribution is taken over the student's pieces."""
     import torch
     from torch.nn import functional
     from transformers import Trainer
@@ -119,9 +121,15 @@ def _trainer_class(teacher=None, temperature: float = 2.0, alpha: float = 0.5):
     class DistillationTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             outputs = model(**inputs)
-            with torch.no_grad():
-                reference = teacher(**inputs).logits
             valid = inputs["labels"] != -100
+            with torch.no_grad():
+                seen = inputs
+                if teacher_ids is not None:
+                    labels = torch.where(valid, teacher_ids[inputs["labels"].clamp(min=0)], inputs["labels"])
+                    seen = {**inputs, "input_ids": teacher_ids[inputs["input_ids"]], "labels": labels}
+                reference = teacher(**seen).logits
+                if teacher_ids is not None:
+                    reference = reference[..., teacher_ids]
             student = functional.log_softmax(outputs.logits[valid] / temperature, dim=-1)
             target = functional.log_softmax(reference[valid] / temperature, dim=-1)
             kl = functional.kl_div(student, target, log_target=True, reduction="batchmean") * temperature**2
@@ -132,7 +140,7 @@ def _trainer_class(teacher=None, temperature: float = 2.0, alpha: float = 0.5):
 
 
 def train(model, tokenizer_bytes: bytes, pairs, options: TrainingOptions, name: str, teacher=None,
-          temperature: float = 2.0, alpha: float = 0.5) -> dict:
+          temperature: float = 2.0, alpha: float = 0.5, teacher_ids=None) -> dict:
     """Train ``model`` in place on ``pairs``; returns the loss curve, steps and seconds."""
     import time
 
@@ -150,8 +158,8 @@ def train(model, tokenizer_bytes: bytes, pairs, options: TrainingOptions, name: 
         remove_unused_columns=False, disable_tqdm=not is_main_process(), save_safetensors=True,
         ddp_find_unused_parameters=False)
     dataset = PairDataset(pairs, Tokenizer.from_bytes(tokenizer_bytes))
-    trainer = _trainer_class(teacher, temperature, alpha)(model=model, args=arguments, train_dataset=dataset,
-                                                          data_collator=collate)
+    trainer_class = _trainer_class(teacher, temperature, alpha, teacher_ids)
+    trainer = trainer_class(model=model, args=arguments, train_dataset=dataset, data_collator=collate)
     resume = any(scratch.glob("checkpoint-*")) if scratch.is_dir() else False
     started = time.perf_counter()
     model.train()
@@ -197,6 +205,8 @@ class DistillConfig(TrainingOptions):
         problems = self.problems()
         if self.teacher is None:
             problems.append("distill needs a teacher: give --teacher CHECKPOINT")
+        elif not (Path(self.teacher) / "config.json").is_file():
+            problems.append(f"{self.teacher}: the teacher is not a checkpoint directory (no config.json)")
         if not self.temperature > 0:
             problems.append(f"temperature must be positive, got {self.temperature}")
         if self.alpha < 0:
@@ -207,14 +217,30 @@ class DistillConfig(TrainingOptions):
             raise InputError("; ".join(problems))
 
 
-def _teacher_pairs(teacher, tokenizer_bytes: bytes, path: Path) -> list:
-    """``path``'s inputs with the teacher's greedy outputs as targets."""
+def _teacher_ids(teacher_dir: Path, tokenizer):
+    """``None`` when student and teacher share the tokenizer; else the teacher's id of each student piece (the
+    student's vocabulary was trimmed from the teacher's)."""
+    import torch
+
+    from mt5lite.verification.kept_ids import id_map, pieces
+
+    original, own = pieces(teacher_dir), [piece.piece for piece in tokenizer.pieces]
+    if original == own:
+        return None
+    try:
+        return torch.from_numpy(id_map(original, own, "the student's tokenizer"))
+    except ValueError as exc:
+        raise InputError(f"{exc}; distil from the checkpoint the student was made from") from None
+
+
+def _teacher_pairs(teacher, teacher_dir: Path, path: Path) -> list:
+    """``path``'s inputs with the teacher's greedy outputs (in the teacher's own tokenizer) as targets."""
     from mt5lite.data import TaskPair, read_tagged_texts
     from mt5lite.runtimes.tokenizer import Tokenizer
     from mt5lite.runtimes.torch_reference import TorchReference
 
     texts = read_tagged_texts(path)
-    reference = TorchReference.from_model(teacher, Tokenizer.from_bytes(tokenizer_bytes))
+    reference = TorchReference.from_model(teacher, Tokenizer(Path(teacher_dir) / "spiece.model"))
     outputs = []
     for start in range(0, len(texts), 32):
         outputs += reference.generate([t.text for t in texts[start : start + 32]])
@@ -228,15 +254,14 @@ def distill(model, tokenizer, config: DistillConfig):
 
     before = measure(model, tokenizer)
     teacher = load_model(config.teacher)
-    if teacher.config.vocab_size != model.config.vocab_size:
-        raise InputError(f"the teacher {config.teacher} has {teacher.config.vocab_size} embedding rows, the student "
-                         f"{model.config.vocab_size}; distil from the checkpoint the student was made from")
+    teacher_ids = _teacher_ids(config.teacher, tokenizer)
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
     data = tokenizer.SerializeToString()
     pairs = read_task_pairs(config.train_data)
-    generated = _teacher_pairs(teacher, data, config.unlabelled) if config.unlabelled else []
-    curve = train(model, data, pairs + generated, config, "distill", teacher, config.temperature, config.alpha)
+    generated = _teacher_pairs(teacher, config.teacher, config.unlabelled) if config.unlabelled else []
+    curve = train(model, data, pairs + generated, config, "distill", teacher, config.temperature, config.alpha,
+                  teacher_ids)
     curve.update({"teacher": str(config.teacher), "labelled_pairs": len(pairs), "teacher_generated_pairs":
                   len(generated), "temperature": config.temperature, "alpha": config.alpha})
     summary = (f"distilled from {config.teacher} for {curve['steps']} steps (T={config.temperature}, "

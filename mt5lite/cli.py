@@ -267,11 +267,16 @@ def cmd_compress(args: argparse.Namespace) -> int:
     spiece.model, tokenizer files) with compress_report.json + .md beside it: parameters, bytes, vocabulary and
     held-out quality (exact match, chrF, per language) before and after each pass."""
     from mt5lite.compression.compress import compress
-    from mt5lite.compression.passes import PASSES
+    from mt5lite.compression.passes import PASSES, RECIPES
     from mt5lite.compression.training import is_main_process
     from mt5lite.data import read_task_pairs
 
-    names = [name.strip() for name in args.passes.split(",") if name.strip()]
+    if args.recipe:
+        names = list(RECIPES[args.recipe].passes)
+    else:
+        names = [name.strip() for name in args.passes.split(",") if name.strip()]
+    if "distill" in names and args.teacher is None:
+        args.teacher = args.model  # the student comes from the teacher: by default the checkpoint being compressed
     configs = {name: PASSES[name].config(**_pass_options(args, PASSES[name].config)) for name in names}
     pairs = None if args.no_quality else read_task_pairs(args.data)  # read first, so a bad file fails fast
     report = compress(args.model, args.output, names, configs, pairs=pairs, force=args.force,
@@ -376,6 +381,7 @@ def _add_gate_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``mt5lite`` argument parser with all subcommands."""
     from mt5lite.compression.passes import PASSES
+    from mt5lite.compression.passes import RECIPES as COMPRESSION_RECIPES
     from mt5lite.data import DEV_TASK, HELDOUT_TASK
     from mt5lite.demo.config import DemoConfig
     from mt5lite.exporters.quant_groups import GROUPS
@@ -486,7 +492,10 @@ def build_parser() -> argparse.ArgumentParser:
                           formatter_class=_Formatter, description=cmd_compress.__doc__)
     _add_model_args(comp)
     comp.add_argument("--output", type=Path, required=True, help="checkpoint directory to create")
-    comp.add_argument("--passes", required=True, help=f"comma-separated passes, in order: {', '.join(PASSES)}")
+    chain = comp.add_mutually_exclusive_group(required=True)
+    chain.add_argument("--passes", help=f"comma-separated passes, in order: {', '.join(PASSES)}")
+    chain.add_argument("--recipe", help="a named chain of passes: " + "; ".join(
+        f"{name} = {','.join(recipe.passes)}" for name, recipe in COMPRESSION_RECIPES.items()))
     comp.add_argument("--data", type=Path, default=HELDOUT_TASK,
                       help="held-out pairs (lang<TAB>source<TAB>target) to measure quality on before and after "
                       "each pass")

@@ -117,10 +117,44 @@ def test_training_options_are_checked_before_anything_runs(tiny_mt5, pairs, tmp_
     from tests.conftest import run_cli
 
     for args, message in ((["--passes", "finetune"], "training needs labelled pairs: give --train-data PAIRS"),
-                          (["--passes", "distill", "--train-data", str(pairs)], "distill needs a teacher"),
+                          (["--passes", "distill", "--train-data", str(pairs), "--teacher", str(pairs.parent)],
+                           "the teacher is not a checkpoint directory"),
+                          (["--recipe", "tiny"], "unknown compression recipe 'tiny'; known: lite"),
                           (["--passes", "finetune", "--train-data", str(pairs), "--max-steps", "0"],
                            "max_steps must be at least 1, got 0")):
         result = run_cli("compress", "--model", str(tiny_mt5), "--output", str(tmp_path / "o"), "--no-quality", *args)
         stderr = result.stderr.decode().strip()
         assert result.returncode == 2 and message in stderr and len(stderr.splitlines()) == 1, stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_trimmed_student_is_distilled_over_its_own_pieces(tiny_mt5, tmp_path):
+    """The teacher reads the same text in its own ids and its distribution is taken over the student's pieces: a
+    student that is exactly the trimmed teacher has nothing left to learn from it (KL 0)."""
+    from mt5lite.checkpoint import load_model
+    from mt5lite.compression.compress import read_sentencepiece
+    from mt5lite.compression.training import _teacher_ids, _trainer_class
+    from mt5lite.compression.trim_vocab import TrimVocabConfig, trim_vocab
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("words en: 12\nnumber fr: douze\nwords ja: 2026\n", encoding="utf-8")
+    student, tokenizer, _ = trim_vocab(load_model(tiny_mt5), read_sentencepiece(tiny_mt5 / "spiece.model"),
+                                       TrimVocabConfig(corpus=(corpus,)))
+    teacher_ids = _teacher_ids(tiny_mt5, tokenizer)
+    assert teacher_ids is not None and len(teacher_ids) == len(tokenizer.pieces) < 1200
+    distillation = _trainer_class(load_model(tiny_mt5), temperature=2.0, alpha=0.5, teacher_ids=teacher_ids)
+    inputs = {"input_ids": torch.tensor([[5, 6, 7, 1]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),
+              "labels": torch.tensor([[8, 9, 1, -100]])}
+    loss = distillation.__new__(distillation).compute_loss(student, inputs)
+    with torch.no_grad():
+        assert torch.allclose(loss, 0.5 * student(**inputs).loss, atol=1e-5)
+    assert _teacher_ids(tiny_mt5, read_sentencepiece(tiny_mt5 / "spiece.model")) is None
+
+
+def test_the_lite_recipe_chains_trim_prune_distill_finetune(tiny_mt5, pairs, tmp_path):
+    report = _compress(tiny_mt5, tmp_path / "lite", pairs, "--recipe", "lite", "--max-steps", "2",
+                       "--importance-pairs", "8")
+    assert [p["name"] for p in report["passes"]] == ["trim-vocab", "drop-layers", "prune-ffn", "distill", "finetune"]
+    assert report["passes"][3]["details"]["teacher"] == str(tiny_mt5)
+    non_embedding = [p["non_embedding_parameters"] for p in report["passes"]]
+    assert non_embedding[-1][1] < non_embedding[0][0] / 2

@@ -16,21 +16,28 @@ import numpy as np
 from mt5lite.verification.teacher_forced import Differences, teacher_forced
 
 
-def kept_ids(original_dir: str | os.PathLike, trimmed_dir: str | os.PathLike) -> np.ndarray:
-    """For each id of the trimmed tokenizer, the original tokenizer's id of the same piece."""
+def id_map(original: list[str], trimmed: list[str], what: str = "the trimmed tokenizer") -> np.ndarray:
+    """For each piece of ``trimmed``, its id in ``original`` (both lists of piece strings, in id order)."""
+    index = {piece: i for i, piece in enumerate(original)}
+    missing = [piece for piece in trimmed if piece not in index]
+    if missing:
+        raise ValueError(f"{what}: {len(missing)} pieces are not in the original tokenizer (first: {missing[0]!r}); "
+                         "it was not trimmed from that model")
+    return np.array([index[piece] for piece in trimmed], dtype=np.int64)
+
+
+def pieces(directory: str | os.PathLike) -> list[str]:
+    """The pieces of ``directory``'s ``spiece.model``, in id order."""
     from sentencepiece import sentencepiece_model_pb2
 
-    pieces = []
-    for directory in (original_dir, trimmed_dir):
-        proto = sentencepiece_model_pb2.ModelProto()
-        proto.ParseFromString((Path(directory) / "spiece.model").read_bytes())
-        pieces.append([piece.piece for piece in proto.pieces])
-    index = {piece: i for i, piece in enumerate(pieces[0])}
-    missing = [piece for piece in pieces[1] if piece not in index]
-    if missing:
-        raise ValueError(f"{trimmed_dir}: {len(missing)} pieces are not in {original_dir}'s tokenizer (first: "
-                         f"{missing[0]!r}); it was not trimmed from that model")
-    return np.array([index[piece] for piece in pieces[1]], dtype=np.int64)
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString((Path(directory) / "spiece.model").read_bytes())
+    return [piece.piece for piece in proto.pieces]
+
+
+def kept_ids(original_dir: str | os.PathLike, trimmed_dir: str | os.PathLike) -> np.ndarray:
+    """For each id of the trimmed tokenizer, the original tokenizer's id of the same piece."""
+    return id_map(pieces(original_dir), pieces(trimmed_dir), f"{trimmed_dir}")
 
 
 class InOriginalIds:
