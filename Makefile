@@ -11,7 +11,7 @@ export USE_TF := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: help install jvm-toolchain test test-slow test-lean test-wheel test-pi lint export-tflite sensitivity bench-quantization \
-	evaluate demo-model mt5-small-fixture parity-mt5-small tflite-mt5-small trim-mt5-small android-assets clean
+	evaluate demo-model mt5-small-fixture parity-mt5-small tflite-mt5-small trim-mt5-small lite-demo android-assets clean
 
 help:
 	@echo "make export-tflite   run the pipeline on MODEL (default: the bundled demo model) into $(BUILD)/"
@@ -28,6 +28,7 @@ help:
 	@echo "make trim-mt5-small  that model with a 250k-piece tokenizer, trimmed: kept-id parity, sizes, int8 speed"
 	@echo "make sensitivity     quantize one node group at a time and measure each (the default recipe's basis)"
 	@echo "make bench-quantization  int8 vs fp32 vs PyTorch speed and size, mt5-small shape"
+	@echo "make lite-demo       the lite recipe (trim, prune, distil, fine-tune) on the demo model: the stage table"
 	@echo "make android-assets  bundle $(BUILD)/tflite into the Android demo app (android_demo/), hashes checked"
 	@echo "make lint            ruff"
 
@@ -148,6 +149,11 @@ tflite-mt5-small: mt5-small-fixture
 # the untrimmed and trimmed int8 ONNX decoded side by side (about 40 minutes on 2 cores the first time).
 trim-mt5-small: mt5-small-fixture
 	$(BIN)/python benchmarks/trim_mt5_small.py --threads 2 --output $(BUILD)/reports/trim-mt5-small.json
+
+# The "lite" recipe on the demo model, stage by stage (trim, drop layers + prune FFN, distil, fine-tune), each stage
+# exported to ONNX, int8 ONNX and int8 TFLite and measured side by side (about 30 minutes on 2 cores).
+lite-demo: install
+	$(BIN)/python benchmarks/lite_demo.py --threads 2 --output $(BUILD)/reports/lite-demo.json
 
 # The Android demo app's assets: the TFLite export (every file checked against its manifest), sample inputs, and the
 # Python runtime's outputs for the app's instrumented test. Then open android_demo/ in Android Studio.

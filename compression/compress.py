@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from mt5lite.compression.passes import PASSES
+from mt5lite.compression.structure import untie_for_saving
 from mt5lite.compression.training import is_main_process, training_directory
 from mt5lite.errors import InputError
 from mt5lite.reports import markdown_table, write_report
@@ -88,6 +89,7 @@ def compress(model_dir: str | os.PathLike, output_dir: str | os.PathLike, passes
                 row["quality_after"] = _quality(model, spiece, pairs, progress)
             report["passes"].append(row)
         if main:
+            untie_for_saving(model)  # shared layers are saved as identical copies; the exports store them once
             save_checkpoint(model, tokenizer.SerializeToString(), staging)
             write_report(report, staging / REPORT_NAME, compress_markdown(report))
     return report

@@ -92,3 +92,26 @@ def non_embedding_parameters(model) -> int:
             total += parameter.numel()
         seen.add(id(parameter))
     return total
+
+
+def untie_for_saving(model) -> int:
+    """Give every module its own copy of a parameter it shares with another (``share-layers``), except the ties
+    transformers itself declares (the embedding and a tied ``lm_head``), so that safetensors can save the model;
+    the copies are identical and the exports store them once. Returns the parameters copied."""
+    from torch import nn
+
+    declared = set(getattr(type(model), "_tied_weights_keys", None) or ())
+    if "_dynamic_tied_weights_keys" in vars(model):  # share-layers' ties: saved as copies from here on
+        del model._dynamic_tied_weights_keys
+    owners: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(parameter), []).append(name)
+    modules = dict(model.named_modules())
+    copied = 0
+    for names in owners.values():
+        for name in [n for n in names[1:] if n not in declared]:
+            module_name, attribute = name.rsplit(".", 1)
+            module = modules[module_name]
+            setattr(module, attribute, nn.Parameter(getattr(module, attribute).detach().clone()))
+            copied += 1
+    return copied

@@ -1,0 +1,159 @@
+"""The "lite" recipe on the demo model, stage by stage: one row for the teacher and one after each stage.
+
+    python benchmarks/lite_demo.py [--steps 2500] [--threads 2] [--output FILE.json]
+
+Stages (each a ``compress`` run, so each checkpoint is kept under ``build/lite/``): trim-vocab on the task's
+training texts -> drop-layers + prune-ffn (taylor importance on the dev set) -> distill from the teacher -> finetune.
+Every checkpoint is exported like ``make export-tflite`` does (fp32 static ONNX validated against PyTorch, static
+int8 ONNX, full-int8 TFLite validated against the ONNX export); the student's full-int8 TFLite is held to the
+quantization gate. Columns: parameters (non-embedding apart), sizes, ms/token of the full-int8 TFLite exports
+decoded side by side (taking turns input by input, forced length), exact match overall and per language on the
+600 held-out pairs, training time. Writes JSON and Markdown; never a pass/fail on timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from pathlib import Path
+
+from bench_quantization import timed_decode
+
+from mt5lite.data import HELDOUT_TASK, read_task_pairs
+from mt5lite.paths import BUILD_DIR, DEMO_MODEL
+from mt5lite.reports import markdown_table, write_report
+
+STAGES = ("teacher", "trimmed", "pruned", "distilled", "student")
+
+
+def training_file(path: Path) -> Path:
+    """The demo task's training pairs (every number but the held-out ones), as the demo model was trained."""
+    from mt5lite.demo.task import heldout_numbers, training_pairs
+
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = training_pairs(heldout_numbers())
+        path.write_text("".join(f"{p.lang}\t{p.source}\t{p.target}\n" for p in rows), encoding="utf-8")
+    return path
+
+
+def checkpoints(work: Path, train: Path, steps: int, pairs) -> dict[str, Path]:
+    """Each stage's checkpoint (reused when already there)."""
+    from mt5lite.compression.compress import compress
+    from mt5lite.compression.prune import DropLayersConfig, PruneFfnConfig
+    from mt5lite.compression.training import DistillConfig, FinetuneConfig
+    from mt5lite.compression.trim_vocab import TrimVocabConfig
+
+    paths = {"teacher": DEMO_MODEL}
+    training = {"max_steps": steps, "batch_size": 32, "learning_rate": 1e-3, "save_steps": 500, "train_data": train}
+    plan = [
+        ("trimmed", {"trim-vocab": TrimVocabConfig(corpus=(train,))}),
+        ("pruned", {"drop-layers": DropLayersConfig(encoder_layers_keep=0.5, decoder_layers_keep=0.5),
+                    "prune-ffn": PruneFfnConfig(ffn_keep=0.5)}),
+        ("distilled", {"distill": DistillConfig(teacher=DEMO_MODEL, **training)}),
+        ("student", {"finetune": FinetuneConfig(**training)}),
+    ]
+    source = DEMO_MODEL
+    for name, configs in plan:
+        paths[name] = work / name
+        if not (paths[name] / "compress_report.json").is_file():
+            compress(source, paths[name], list(configs), configs, pairs=pairs, force=True, progress=True)
+        source = paths[name]
+    return paths
+
+
+def exports(checkpoint: Path, work: Path) -> dict[str, Path]:
+    """fp32 static ONNX, static int8 ONNX and full-int8 TFLite of ``checkpoint`` (reused when already there)."""
+    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.quantize import QuantizeConfig, quantize_export
+    from mt5lite.exporters.tflite_export import export_tflite
+
+    out = {"onnx": work / "onnx", "onnx-int8": work / "onnx-int8", "tflite-int8": work / "tflite-int8"}
+    if not (out["onnx"] / "manifest.json").is_file():
+        export_onnx(checkpoint, out["onnx"], OnnxExportConfig(static_shapes=True), force=True)
+    if not (out["onnx-int8"] / "manifest.json").is_file():
+        quantize_export(out["onnx"], out["onnx-int8"], QuantizeConfig(), force=True)
+    if not (out["tflite-int8"] / "manifest.json").is_file():
+        export_tflite(out["onnx"], out["tflite-int8"], "int8", force=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build every stage and its exports, measure, and write the table."""
+    from mt5lite.checkpoint import load_model
+    from mt5lite.compression.passes import parameter_count
+    from mt5lite.compression.structure import non_embedding_parameters
+    from mt5lite.runtimes.litert import LiteRTGenerator
+    from mt5lite.verification.comparison import compare_and_gate
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=2500, help="optimizer steps of distill and of finetune")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--inputs", type=int, default=40, help="held-out inputs decoded by every export")
+    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--output", type=Path, default=BUILD_DIR / "reports" / "lite-demo.json")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("USE_TF", "0")
+
+    work = BUILD_DIR / "lite"
+    pairs = read_task_pairs(HELDOUT_TASK)
+    paths = checkpoints(work, training_file(work / "train.tsv"), args.steps, pairs)
+    built = {name: exports(path, work / f"{name}-export") for name, path in paths.items()}
+    gate, _, _ = compare_and_gate(built["student"]["onnx"], built["student"]["tflite-int8"], pairs,
+                                  BUILD_DIR / "reports" / "lite-student-tflite-int8.json")
+
+    generators = {name: LiteRTGenerator(b["tflite-int8"], threads=args.threads) for name, b in built.items()}
+    texts = [p.source for p in pairs[:: max(1, len(pairs) // args.inputs)][: args.inputs]]
+    for generator in generators.values():
+        timed_decode(generator, texts[0], 4)
+    per_token = {name: [] for name in generators}
+    for text in texts:
+        for name, generator in generators.items():
+            total, _ = timed_decode(generator, text, args.new_tokens)
+            per_token[name].append(1000 * total / args.new_tokens)
+
+    rows = {}
+    quality = json.loads((paths["trimmed"] / "compress_report.json").read_text(encoding="utf-8"))["quality"]["before"]
+    for name in STAGES:
+        model = load_model(paths[name])
+        if name != "teacher":
+            report = json.loads((paths[name] / "compress_report.json").read_text(encoding="utf-8"))
+            quality = report["passes"][-1]["quality_after"]
+            seconds = sum(p["details"].get("seconds", 0) for p in report["passes"])
+        else:
+            seconds = 0
+        rows[name] = {
+            "parameters": parameter_count(model), "non_embedding_parameters": non_embedding_parameters(model),
+            "bytes": {kind: sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+                      for kind, path in built[name].items()},
+            "tflite_int8_ms_per_token": statistics.median(per_token[name]),
+            "exact_match": quality["exact_match"], "chrf": quality["chrf"],
+            "per_language": {lang: row["exact_match"] for lang, row in quality["per_language"].items()},
+            "training_seconds": seconds,
+        }
+    teacher = rows["teacher"]
+    result = {"steps": args.steps, "threads": args.threads, "inputs": len(texts), "new_tokens": args.new_tokens,
+              "stages": rows, "student_gate": gate["gate"],
+              "student_non_embedding_fraction": rows["student"]["non_embedding_parameters"]
+              / teacher["non_embedding_parameters"],
+              "student_speedup": teacher["tflite_int8_ms_per_token"] / rows["student"]["tflite_int8_ms_per_token"]}
+    table = [[name, f"{r['parameters'] / 1e6:.2f} M ({r['non_embedding_parameters'] / 1e6:.2f} M)",
+              f"{r['bytes']['onnx'] / 1e6:.1f} / {r['bytes']['onnx-int8'] / 1e6:.1f} / "
+              f"{r['bytes']['tflite-int8'] / 1e6:.1f}", f"{r['tflite_int8_ms_per_token']:.2f}",
+              f"{r['exact_match']:.3f}", f"{min(r['per_language'].values()):.3f}", f"{r['training_seconds']:.0f}"]
+             for name, r in rows.items()]
+    markdown = "# The lite recipe on the demo model\n\n" + markdown_table(
+        ["stage", "parameters (non-embedding)", "MB: fp32 ONNX / int8 ONNX / int8 TFLite", "ms/token (TFLite int8)",
+         "exact match", "worst language", "training s"], table)
+    write_report(result, args.output, markdown)
+    print(markdown)
+    print(f"student: {result['student_non_embedding_fraction']:.1%} of the teacher's non-embedding parameters, "
+          f"{result['student_speedup']:.2f}x faster per token; TFLite int8 gate "
+          f"{'passed' if gate['gate']['passed'] else 'FAILED: ' + '; '.join(gate['gate']['failures'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
