@@ -44,6 +44,29 @@ def timed_decode(generator, text: str, new_tokens: int) -> tuple[float, float]:
     return finished - started, finished - encoded_at
 
 
+def side_by_side(generators: dict, texts: list[str], new_tokens: int) -> dict[str, float]:
+    """Median ms per token of each generator, all decoding every text in turn (warm-up first), so that load on a
+    shared machine hits all alike."""
+    import statistics
+
+    for generator in generators.values():  # warm-up: first runs allocate and page in the weights
+        timed_decode(generator, texts[0], 4)
+    per_token: dict[str, list[float]] = {name: [] for name in generators}
+    for text in texts:
+        for name, generator in generators.items():
+            total, _ = timed_decode(generator, text, new_tokens)
+            per_token[name].append(1000 * total / new_tokens)
+    return {name: statistics.median(values) for name, values in per_token.items()}
+
+
+def speed_arguments(parser, inputs: int, new_tokens: int, output: str) -> None:
+    """The options every side-by-side benchmark takes."""
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--inputs", type=int, default=inputs, help="held-out inputs decoded by every variant")
+    parser.add_argument("--new-tokens", type=int, default=new_tokens)
+    parser.add_argument("--output", type=Path, default=BUILD_DIR / "reports" / output)
+
+
 def torch_decode(reference, text: str, new_tokens: int) -> float:
     """Seconds for PyTorch eager ``generate`` of exactly ``new_tokens`` greedy tokens, batch 1."""
     import torch

@@ -16,10 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 from pathlib import Path
 
-from bench_quantization import timed_decode
+from bench_quantization import side_by_side, speed_arguments
 
 from mt5lite.data import HELDOUT_TASK, read_task_pairs
 from mt5lite.paths import BUILD_DIR, DEMO_MODEL
@@ -90,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=2500, help="optimizer steps of distill and of finetune")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--inputs", type=int, default=40, help="held-out inputs decoded by every export")
-    parser.add_argument("--new-tokens", type=int, default=16)
-    parser.add_argument("--output", type=Path, default=BUILD_DIR / "reports" / "lite-demo.json")
+    speed_arguments(parser, inputs=40, new_tokens=16, output="lite-demo.json")
     args = parser.parse_args(argv)
     os.environ.setdefault("USE_TF", "0")
 
@@ -106,13 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     generators = {name: LiteRTGenerator(b["tflite-int8"], threads=args.threads) for name, b in built.items()}
     texts = [p.source for p in pairs[:: max(1, len(pairs) // args.inputs)][: args.inputs]]
-    for generator in generators.values():
-        timed_decode(generator, texts[0], 4)
-    per_token = {name: [] for name in generators}
-    for text in texts:
-        for name, generator in generators.items():
-            total, _ = timed_decode(generator, text, args.new_tokens)
-            per_token[name].append(1000 * total / args.new_tokens)
+    speed = side_by_side(generators, texts, args.new_tokens)
 
     rows = {}
     quality = json.loads((paths["trimmed"] / "compress_report.json").read_text(encoding="utf-8"))["quality"]["before"]
@@ -128,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             "parameters": parameter_count(model), "non_embedding_parameters": non_embedding_parameters(model),
             "bytes": {kind: sum(f.stat().st_size for f in path.iterdir() if f.is_file())
                       for kind, path in built[name].items()},
-            "tflite_int8_ms_per_token": statistics.median(per_token[name]),
+            "tflite_int8_ms_per_token": speed[name],
             "exact_match": quality["exact_match"], "chrf": quality["chrf"],
             "per_language": {lang: row["exact_match"] for lang, row in quality["per_language"].items()},
             "training_seconds": seconds,

@@ -22,11 +22,10 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
-from bench_quantization import timed_decode
+from bench_quantization import side_by_side, speed_arguments
 
 from mt5lite.data import HELDOUT_SENTENCES, read_sentences
 from mt5lite.paths import BUILD_DIR
@@ -85,10 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     from mt5lite.verification.teacher_forced import diff_rows
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--inputs", type=int, default=16, help="held-out sentences decoded by both exports")
-    parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--output", type=Path, default=BUILD_DIR / "reports" / "trim-mt5-small.json")
+    speed_arguments(parser, inputs=16, new_tokens=32, output="trim-mt5-small.json")
     args = parser.parse_args(argv)
     os.environ.setdefault("USE_TF", "0")
 
@@ -107,14 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     generators = {name: OnnxGenerator(paths[name], threads=args.threads)
                   for name in ("untrimmed-onnx-int8", "trimmed-onnx-int8")}
-    for generator in generators.values():  # warm-up: first runs allocate and page in the weights
-        timed_decode(generator, texts[0], 4)
-    per_token = {name: [] for name in generators}
-    for text in texts:
-        for name, generator in generators.items():
-            total, _ = timed_decode(generator, text, args.new_tokens)
-            per_token[name].append(1000 * total / args.new_tokens)
-    speed = {name: statistics.median(values) for name, values in per_token.items()}
+    speed = side_by_side(generators, texts, args.new_tokens)
 
     result = {
         "model": str(original), "threads": args.threads, "inputs": len(texts), "new_tokens": args.new_tokens,

@@ -142,8 +142,11 @@ def _trainer_class(teacher=None, temperature: float = 2.0, alpha: float = 0.5, t
 def train(model, tokenizer_bytes: bytes, pairs, options: TrainingOptions, name: str, teacher=None,
           temperature: float = 2.0, alpha: float = 0.5, teacher_ids=None) -> dict:
     """Train ``model`` in place on ``pairs``; returns the loss curve, steps and seconds."""
+    import importlib.util
     import time
 
+    if importlib.util.find_spec("accelerate") is None:  # transformers' Trainer needs it; say which extra brings it
+        raise ModuleNotFoundError("No module named 'accelerate'", name="accelerate")
     from transformers import TrainingArguments, set_seed
 
     from mt5lite.runtimes.tokenizer import Tokenizer

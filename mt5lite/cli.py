@@ -23,6 +23,7 @@ EXIT_GATE = 1  # the command ran, but its result misses the quality gate
 EXTRA_OF_MODULE = {
     "torch": "export", "transformers": "export", "safetensors": "export", "onnx": "export", "tensorflow": "export",
     "google": "export", "ai_edge_litert": "litert", "sacrebleu": "eval", "tqdm": "eval", "num2words": "train",
+    "accelerate": "train",
 }
 
 
