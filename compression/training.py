@@ -122,14 +122,17 @@ def _trainer_class(teacher=None, temperature: float = 2.0, alpha: float = 0.5, t
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             outputs = model(**inputs)
             valid = inputs["labels"] != -100
+            device = outputs.logits.device
+            teacher.to(device)  # the student's device (a GPU under data-parallel training); a no-op once there
+            ids = None if teacher_ids is None else teacher_ids.to(device)
             with torch.no_grad():
                 seen = inputs
-                if teacher_ids is not None:
-                    labels = torch.where(valid, teacher_ids[inputs["labels"].clamp(min=0)], inputs["labels"])
-                    seen = {**inputs, "input_ids": teacher_ids[inputs["input_ids"]], "labels": labels}
+                if ids is not None:
+                    labels = torch.where(valid, ids[inputs["labels"].clamp(min=0)], inputs["labels"])
+                    seen = {**inputs, "input_ids": ids[inputs["input_ids"]], "labels": labels}
                 reference = teacher(**seen).logits
-                if teacher_ids is not None:
-                    reference = reference[..., teacher_ids]
+                if ids is not None:
+                    reference = reference[..., ids]
             student = functional.log_softmax(outputs.logits[valid] / temperature, dim=-1)
             target = functional.log_softmax(reference[valid] / temperature, dim=-1)
             kl = functional.kl_div(student, target, log_target=True, reduction="batchmean") * temperature**2
@@ -147,6 +150,7 @@ def train(model, tokenizer_bytes: bytes, pairs, options: TrainingOptions, name: 
 
     if importlib.util.find_spec("accelerate") is None:  # transformers' Trainer needs it; say which extra brings it
         raise ModuleNotFoundError("No module named 'accelerate'", name="accelerate")
+    import torch
     from transformers import TrainingArguments, set_seed
 
     from mt5lite.runtimes.tokenizer import Tokenizer
@@ -157,7 +161,8 @@ def train(model, tokenizer_bytes: bytes, pairs, options: TrainingOptions, name: 
         output_dir=str(scratch), max_steps=options.max_steps, per_device_train_batch_size=options.batch_size,
         learning_rate=options.learning_rate, lr_scheduler_type="linear", weight_decay=0.0, seed=options.train_seed,
         data_seed=options.train_seed, logging_steps=max(1, options.max_steps // 20), save_steps=options.save_steps,
-        save_total_limit=2, save_strategy="steps", report_to=[], use_cpu=True, dataloader_num_workers=0,
+        save_total_limit=2, save_strategy="steps", report_to=[], dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),  # GPUs when there are (NCCL under torchrun), else the CPU (gloo)
         remove_unused_columns=False, disable_tqdm=not is_main_process(), save_safetensors=True,
         ddp_find_unused_parameters=False)
     dataset = PairDataset(pairs, Tokenizer.from_bytes(tokenizer_bytes))
