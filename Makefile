@@ -11,7 +11,7 @@ export USE_TF := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: help install jvm-toolchain test test-slow test-lean test-wheel test-pi lint export-tflite sensitivity bench-quantization \
-	evaluate demo-model mt5-small-fixture parity-mt5-small tflite-mt5-small trim-mt5-small lite-demo sparsity-demo android-assets clean
+	evaluate demo-model mt5-small-fixture parity-mt5-small tflite-mt5-small trim-mt5-small lite-demo importance-demo sparsity-demo android-assets clean
 
 help:
 	@echo "make export-tflite   run the pipeline on MODEL (default: the bundled demo model) into $(BUILD)/"
@@ -154,6 +154,10 @@ trim-mt5-small: mt5-small-fixture
 # exported to ONNX, int8 ONNX and int8 TFLite and measured side by side (about 30 minutes on 2 cores).
 lite-demo: install
 	$(BIN)/python benchmarks/lite_demo.py --threads 2 --output $(BUILD)/reports/lite-demo.json
+
+# Importance against random pruning on the demo model (dev-set exact match right after pruning, three random seeds).
+importance-demo: install
+	$(BIN)/python benchmarks/importance_demo.py --output $(BUILD)/reports/importance-demo.json
 
 # Unstructured magnitude pruning on the demo model: sparsity, sizes (plain and zipped), speed side by side, quality.
 sparsity-demo: install
