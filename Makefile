@@ -100,9 +100,9 @@ export-tflite: install
 	$(BIN)/mt5lite export onnx --model $(SOURCE) --output $(BUILD)/onnx --static-shapes --force
 	$(BIN)/mt5lite parity --model $(SOURCE) --export $(BUILD)/onnx --report $(BUILD)/reports/parity-onnx.json
 	$(BIN)/mt5lite quantize --export $(BUILD)/onnx --output $(BUILD)/onnx-int8 --force \
-		--report $(BUILD)/reports/quantize-int8.json
+		--report $(BUILD)/reports/quantize-int8.json $(if $(CALIBRATION),--calibration $(CALIBRATION))
 	$(BIN)/mt5lite export tflite --export $(BUILD)/onnx --output $(BUILD)/tflite --quantize $(QUANTIZE) --force \
-		--report $(BUILD)/reports/tflite-$(QUANTIZE).json
+		--report $(BUILD)/reports/tflite-$(QUANTIZE).json $(if $(CALIBRATION),--calibration $(CALIBRATION))
 	$(BIN)/mt5lite parity --model $(SOURCE) --export $(BUILD)/tflite --report $(BUILD)/tflite/parity.json
 	@echo "export-tflite: TFLite ($(QUANTIZE)) in $(BUILD)/tflite/ (model.tflite: encoder + decoder signatures, manifest.json,"
 	@echo "export-tflite:   parity.json + parity.md: PyTorch vs TFLite)"

@@ -5,10 +5,11 @@
 Stages (each a ``compress`` run, so each checkpoint is kept under ``build/lite/``): trim-vocab on the task's
 training texts -> drop-layers + prune-ffn (importance on 400 training pairs) -> distill from the teacher -> finetune.
 Every checkpoint is exported like ``make export-tflite`` does (fp32 static ONNX validated against PyTorch, static
-int8 ONNX, full-int8 TFLite validated against the ONNX export); the student's full-int8 TFLite is held to the
-quantization gate. Columns: parameters (non-embedding apart), sizes, ms/token of the full-int8 TFLite exports
-decoded side by side (taking turns input by input, forced length), exact match overall and per language on the
-600 held-out pairs, training time. Writes JSON and Markdown; never a pass/fail on timing.
+int8 ONNX and full-int8 TFLite, both calibrated on the task's dev pairs, the TFLite validated against the ONNX
+export); the student's full-int8 TFLite is held to the quantization gate. Columns: parameters (non-embedding
+apart), sizes, ms/token of the full-int8 TFLite exports decoded side by side (taking turns input by input, forced
+length), exact match overall and per language on the 600 held-out pairs, training time. Writes JSON and Markdown;
+never a pass/fail on timing.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from bench_quantization import side_by_side, speed_arguments
 
-from mt5lite.data import HELDOUT_TASK, read_task_pairs
+from mt5lite.data import DEV_TASK, HELDOUT_TASK, read_task_pairs
 from mt5lite.paths import BUILD_DIR, DEMO_MODEL
 from mt5lite.reports import markdown_table, write_report
 
@@ -67,6 +68,7 @@ def checkpoints(work: Path, train: Path, steps: int, pairs) -> dict[str, Path]:
 
 def exports(checkpoint: Path, work: Path) -> dict[str, Path]:
     """fp32 static ONNX, static int8 ONNX and full-int8 TFLite of ``checkpoint`` (reused when already there)."""
+    from mt5lite.exporters.calibration import CalibrationDraw
     from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
     from mt5lite.exporters.quantize import QuantizeConfig, quantize_export
     from mt5lite.exporters.tflite_export import export_tflite
@@ -74,10 +76,12 @@ def exports(checkpoint: Path, work: Path) -> dict[str, Path]:
     out = {"onnx": work / "onnx", "onnx-int8": work / "onnx-int8", "tflite-int8": work / "tflite-int8"}
     if not (out["onnx"] / "manifest.json").is_file():
         export_onnx(checkpoint, out["onnx"], OnnxExportConfig(static_shapes=True), force=True)
+    # Calibrated on the task's dev pairs (disjoint from the held-out set): with the default natural sentences the
+    # student's full int8 missed the gate on Thai (3.3 points below its fp32 export, limit 3).
     if not (out["onnx-int8"] / "manifest.json").is_file():
-        quantize_export(out["onnx"], out["onnx-int8"], QuantizeConfig(), force=True)
+        quantize_export(out["onnx"], out["onnx-int8"], QuantizeConfig(calibration=DEV_TASK), force=True)
     if not (out["tflite-int8"] / "manifest.json").is_file():
-        export_tflite(out["onnx"], out["tflite-int8"], "int8", force=True)
+        export_tflite(out["onnx"], out["tflite-int8"], "int8", force=True, calibration=CalibrationDraw(DEV_TASK))
     return out
 
 
