@@ -29,6 +29,8 @@ help:
 	@echo "make sensitivity     quantize one node group at a time and measure each (the default recipe's basis)"
 	@echo "make bench-quantization  int8 vs fp32 vs PyTorch speed and size, mt5-small shape"
 	@echo "make lite-demo       the lite recipe (trim, prune, distil, fine-tune) on the demo model: the stage table"
+	@echo "make importance-demo pruning by importance against random pruning (three seeds) on the demo model"
+	@echo "make sparsity-demo   magnitude pruning on the demo model: sparsity, sizes, zipped sizes, speed"
 	@echo "make android-assets  bundle $(BUILD)/tflite into the Android demo app (android_demo/), hashes checked"
 	@echo "make lint            ruff"
 

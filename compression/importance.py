@@ -70,6 +70,7 @@ def measure_importance(model, pairs, tokenizer, method: str = "taylor", batch_si
     if not pairs:
         raise InputError("importance needs labelled pairs; give a task-pair TSV")
     model.eval()
+    trainable = {id(p): p.requires_grad for p in model.parameters()}
     for p in model.parameters():
         p.requires_grad_(True)
     batches = list(_batches(pairs, tokenizer, batch_size))
@@ -102,6 +103,8 @@ def measure_importance(model, pairs, tokenizer, method: str = "taylor", batch_si
         for hook in hooks:
             hook.remove()
         model.zero_grad(set_to_none=True)
+        for p in model.parameters():
+            p.requires_grad_(trainable[id(p)])
     found.blocks = _block_ablation(model, batches)
     return found
 

@@ -142,6 +142,31 @@ def _trainer_class(teacher=None, temperature: float = 2.0, alpha: float = 0.5, t
     return DistillationTrainer
 
 
+def _fingerprint(model, options: TrainingOptions, name: str, examples: int) -> str:
+    """What a training run's checkpoints belong to: the pass, its options, the data size and the model's config."""
+    import hashlib
+    import json
+
+    described = {"pass": name, "options": repr(options), "examples": examples, "config": model.config.to_dict()}
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _resumable(scratch: Path, fingerprint: str) -> bool:
+    """Whether ``scratch`` holds checkpoints of this very run (same fingerprint) to resume from; checkpoints of
+    another run (other options, data or model) are cleared rather than resumed. The checkpoints, optimizer state
+    included, are the ones this command wrote itself."""
+    stamp = scratch / "run.sha256"
+    if scratch.is_dir() and any(scratch.glob("checkpoint-*")):
+        if stamp.is_file() and stamp.read_text(encoding="utf-8") == fingerprint:
+            return True
+        if is_main_process():
+            shutil.rmtree(scratch, ignore_errors=True)
+    if is_main_process():
+        scratch.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(fingerprint, encoding="utf-8")
+    return False
+
+
 def train(model, tokenizer_bytes: bytes, pairs, options: TrainingOptions, name: str, teacher=None,
           temperature: float = 2.0, alpha: float = 0.5, teacher_ids=None) -> dict:
     """Train ``model`` in place on ``pairs``; returns the loss curve, steps and seconds."""
@@ -168,11 +193,14 @@ def train(model, tokenizer_bytes: bytes, pairs, options: TrainingOptions, name: 
     dataset = PairDataset(pairs, Tokenizer.from_bytes(tokenizer_bytes))
     trainer_class = _trainer_class(teacher, temperature, alpha, teacher_ids)
     trainer = trainer_class(model=model, args=arguments, train_dataset=dataset, data_collator=collate)
-    resume = any(scratch.glob("checkpoint-*")) if scratch.is_dir() else False
+    resume = _resumable(scratch, _fingerprint(model, options, name, len(dataset)))
     started = time.perf_counter()
     model.train()
     trainer.train(resume_from_checkpoint=True if resume else None)
     model.eval()
+    model.to("cpu")  # what comes next (quality, the next pass, saving) runs on the CPU
+    if teacher is not None:
+        teacher.to("cpu")
     losses = [{"step": row["step"], "loss": row["loss"]} for row in trainer.state.log_history if "loss" in row]
     if is_main_process():
         shutil.rmtree(scratch, ignore_errors=True)

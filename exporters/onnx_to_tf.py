@@ -368,16 +368,17 @@ def weight_variables(model, pool: dict | None = None, min_elements: int = VARIAB
     return variables
 
 
-def _on_own_range(table, rows):
+def _on_own_range(table, rows, ranges: dict):
     """``rows`` gathered from the weight ``table``, marked for int8 with the range of the whole table (a FakeQuant
     node the converter takes as the tensor's range). Without it, full int8 quantizes a lookup table on the range of
     the rows that calibration happened to look up: rows never looked up are clipped, and two graphs reading one
     table get two differently quantized copies of it instead of sharing one."""
     import tensorflow as tf
 
-    with tf.init_scope():
-        values = table.numpy()
-    low, high = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+    if id(table) not in ranges:  # once per table, not at every lookup of every trace
+        with tf.init_scope():
+            ranges[id(table)] = (min(float(tf.reduce_min(table)), 0.0), max(float(tf.reduce_max(table)), 0.0))
+    low, high = ranges[id(table)]
     return tf.quantization.fake_quant_with_min_max_args(rows, min=low, max=high, num_bits=8)
 
 
@@ -393,6 +394,7 @@ def graph_function(model, input_names: list[str], variables: dict | None = None,
     variables = variables or {}
     constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.name not in variables}
     output_names = [o.name for o in graph.output]
+    ranges: dict = {}
 
     def run(*tensors):
         values: dict = dict(constants)
@@ -402,7 +404,7 @@ def graph_function(model, input_names: list[str], variables: dict | None = None,
             inputs = [values[name] if name else None for name in node.input]
             outputs = _fold(node, inputs, _attrs(node))
             if table_ranges and node.op_type == "Gather" and isinstance(inputs[0], tf.Variable):
-                outputs = [_on_own_range(inputs[0], outputs[0])]
+                outputs = [_on_own_range(inputs[0], outputs[0], ranges)]
             for name, value in zip(node.output, outputs, strict=False):
                 values[name] = value
         return {name: tf.identity(tf.convert_to_tensor(values[name]), name=name) for name in output_names}

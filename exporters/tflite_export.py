@@ -93,6 +93,7 @@ def _worker(command: str, spec: dict, scratch: Path) -> dict:
 
 
 def _graph_spec(manifest: dict, role: str, onnx_dir: Path) -> dict:
+    """What the worker needs of one ONNX graph: its file and its tensor specs."""
     graph = manifest["graphs"][role]
     return {"onnx": str(inside(onnx_dir, graph["file"])), "inputs": graph["inputs"], "outputs": graph["outputs"]}
 

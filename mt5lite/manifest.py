@@ -75,8 +75,12 @@ def load_manifest(directory: str | Path, verify_hashes: bool = True) -> dict:
     if manifest["format"] != FORMAT or manifest["format_version"] != FORMAT_VERSION:
         raise ModelFileError(f"{path}: format {manifest['format']!r} version {manifest['format_version']!r}; "
                              f"this runtime reads {FORMAT!r} version {FORMAT_VERSION}; re-export the model")
-    unnamed = [f"graphs.{role}: no {key!r}" for role, graph in manifest["graphs"].items() for key in GRAPH_KEYS
-               if key not in graph]
+    graphs = manifest["graphs"] if isinstance(manifest["graphs"], dict) else {}
+    unnamed = [f"graphs.{role}: no {key!r}" for role, graph in graphs.items() if isinstance(graph, dict)
+               for key in GRAPH_KEYS if key not in graph]
+    tokenizer = manifest["tokenizer"].get("file") if isinstance(manifest["tokenizer"], dict) else None
+    if not isinstance(manifest["files"], dict) or tokenizer not in manifest["files"]:
+        unnamed.append(f"the tokenizer file {tokenizer!r} is not among the hashed files")
     if unnamed:
         raise ModelFileError(f"{path}: " + "; ".join(unnamed) + "; re-export the model")
     problems = [f"graphs: {problem}" for problem in name_problems(manifest["graphs"])]

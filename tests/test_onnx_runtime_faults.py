@@ -95,6 +95,19 @@ def test_missing_or_corrupt_manifest(broken):
         OnnxGenerator(broken)
 
 
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda m: m["graphs"].update(encoder=None), "graphs: no encoder graph"),
+    (lambda m: m.update(graphs=["encoder"]), "graphs: no encoder graph"),
+    (lambda m: m["files"].pop("spiece.model"), "the tokenizer file 'spiece.model' is not among the hashed files"),
+])
+def test_malformed_manifest_fields_are_refused_not_crashed_on(broken, edit, message):
+    manifest = json.loads((broken / "manifest.json").read_text())
+    edit(manifest)
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match=message):
+        OnnxGenerator(broken)
+
+
 @pytest.mark.parametrize("max_new_tokens, message", [(0, "at least 1"), (-3, "at least 1"), (9, "beyond this export")])
 def test_max_new_tokens_out_of_range(export_pair, monkeypatch, max_new_tokens, message):
     generator = OnnxGenerator(export_pair[0])

@@ -14,11 +14,11 @@ import androidx.appcompat.app.AppCompatActivity
 import androidx.lifecycle.lifecycleScope
 import dev.mt5lite.core.DecodingOptions
 import dev.mt5lite.core.Generation
-import dev.mt5lite.core.InputException
-import dev.mt5lite.core.ModelFileException
 import dev.mt5lite.core.Overflow
 import dev.mt5lite.core.T5Generator
+import kotlinx.coroutines.CancellationException
 import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.Job
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.withContext
 
@@ -30,6 +30,7 @@ import kotlinx.coroutines.withContext
 class MainActivity : AppCompatActivity() {
     private var generator: T5Generator? = null
     private var graphs: LiteRtGraphs? = null
+    private var running: Job? = null
     private lateinit var samples: Samples
 
     private lateinit var task: Spinner
@@ -59,8 +60,11 @@ class MainActivity : AppCompatActivity() {
     }
 
     override fun onDestroy() {
-        graphs?.close()
+        val opened = graphs
+        val job = running
         super.onDestroy()
+        // LiteRT must not be closed under a generation still inside a native run: close once it has finished.
+        if (job == null || job.isCompleted) opened?.close() else job.invokeOnCompletion { opened?.close() }
     }
 
     private fun busy(working: Boolean) {
@@ -86,8 +90,8 @@ class MainActivity : AppCompatActivity() {
                 val manifest = loaded.first.manifest
                 stats.text = getString(R.string.loaded, manifest.precision, manifest.tokenizerFile,
                     loaded.first.tokenizer.pieceCount)
-            } catch (e: ModelFileException) {
-                stats.text = getString(R.string.bad_model, e.message)
+            } catch (e: Exception) {  // a missing, damaged or foreign model: say so, do not crash
+                stats.text = getString(R.string.bad_model, e.message?.lines()?.first() ?: e.javaClass.simpleName)
             } finally {
                 busy(false)
             }
@@ -128,7 +132,7 @@ class MainActivity : AppCompatActivity() {
         busy(true)
         output.text = ""
         stats.text = getString(R.string.running)
-        lifecycleScope.launch {
+        running = lifecycleScope.launch {
             try {
                 val result: Generation = withContext(Dispatchers.Default) {
                     model.generate(text, options, Overflow.TRUNCATE)
@@ -136,8 +140,10 @@ class MainActivity : AppCompatActivity() {
                 output.text = result.text
                 stats.text = getString(R.string.timings, result.firstTokenMs, result.msPerStep, result.steps,
                     result.encoderMs)
-            } catch (e: InputException) {
-                stats.text = e.message
+            } catch (e: CancellationException) {
+                throw e
+            } catch (e: Exception) {  // bad input, or the engine failing: one line on screen, no crash
+                stats.text = e.message?.lines()?.first() ?: e.javaClass.simpleName
             } finally {
                 busy(false)
             }

@@ -27,13 +27,14 @@ object ModelFiles {
     /** The unpacked export directory. */
     fun unpack(context: Context): File {
         val target = File(context.filesDir, ASSET_DIR)
+        val names = context.assets.list(ASSET_DIR).orEmpty()
+        if (Manifest.NAME !in names) throw ModelFileException("no model bundled in the app; run make android-assets")
         val bundled = context.assets.open("$ASSET_DIR/${Manifest.NAME}").use { it.readBytes() }
         val current = File(target, Manifest.NAME)
         if (current.isFile && current.readBytes().contentEquals(bundled)) return target
         val staging = File(context.filesDir, "$ASSET_DIR.partial")
         staging.deleteRecursively()
         staging.mkdirs()
-        val names = context.assets.list(ASSET_DIR) ?: throw ModelFileException("no bundled model; run make android-assets")
         for (name in names) {
             context.assets.open("$ASSET_DIR/$name").use { input ->
                 File(staging, name).outputStream().use { output -> input.copyTo(output) }

@@ -34,18 +34,16 @@ class TimedGraph(private val graph: Graph) : Graph {
  */
 class T5Generator(directory: File, loader: GraphLoader, verifyHashes: Boolean = true) {
     val manifest: Manifest = Manifest.load(directory, verifyHashes)
-    val tokenizer: SentencePiece = SentencePiece.parse(manifest.file(manifest.tokenizerFile).readBytes())
+    val tokenizer: SentencePiece = SentencePiece.parse(manifest.file(manifest.tokenizerFile).readBytes()).also {
+        if (it.pieceCount > manifest.vocabSize) {  // checked before any graph is opened
+            throw ModelFileException("${manifest.root}: the tokenizer has ${it.pieceCount} pieces, more than " +
+                "the model's ${manifest.vocabSize} rows; the files are from different models")
+        }
+    }
     private val encoder = TimedGraph(open(loader, "encoder"))
     private val decoderGraph = TimedGraph(open(loader, "decoder"))
     private val decoder = Decoder(Stepper(encoder, decoderGraph, manifest), manifest.eosId, manifest.decoderStartId,
         (tokenizer.pieceCount until manifest.vocabSize).toList().toIntArray())
-
-    init {
-        if (tokenizer.pieceCount > manifest.vocabSize) {
-            throw ModelFileException("${manifest.root}: the tokenizer has ${tokenizer.pieceCount} pieces, more than " +
-                "the model's ${manifest.vocabSize} rows; the files are from different models")
-        }
-    }
 
     private fun open(loader: GraphLoader, role: String): Graph {
         val spec = manifest.graphs.getValue(role)

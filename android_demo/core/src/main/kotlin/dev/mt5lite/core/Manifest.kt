@@ -90,6 +90,10 @@ class Manifest private constructor(
             if (problems.isNotEmpty()) throw ModelFileException("$directory: " + problems.joinToString("; "))
             val special = asMap(top["special_tokens"], "special_tokens", path)
             val tokenizer = asMap(top["tokenizer"], "tokenizer", path)
+            if (tokenizer["file"]?.toString() !in files) {
+                throw ModelFileException("$path: the tokenizer file ${tokenizer["file"]} is not among the hashed files; " +
+                    "re-export the model")
+            }
             return Manifest(directory, top["engine"].toString(), (top["precision"] ?: "").toString(), graphs,
                 tokenizer["file"]?.toString() ?: throw ModelFileException("$path: tokenizer names no file"),
                 int(top["max_source_length"], "max_source_length", path),

@@ -59,7 +59,11 @@ class ProtoReader(private val data: ByteArray, private var pos: Int = 0, private
         when (wireType) {
             0 -> varint()
             1 -> advance(8)
-            2 -> advance(varint().toInt())
+            2 -> {
+                val length = varint()
+                if (length < 0 || length > end - pos) throw ModelFileException("truncated protobuf field at byte $pos")
+                advance(length.toInt())
+            }
             5 -> advance(4)
             else -> throw ModelFileException("unsupported protobuf wire type $wireType at byte $pos")
         }
