@@ -73,17 +73,20 @@ def compress(model_dir: str | os.PathLike, output_dir: str | os.PathLike, passes
     tokenizer = read_sentencepiece(files.tokenizer)
     model = load_model(files.root, allow_pickle=allow_pickle)
     main = is_main_process()  # under torchrun / accelerate launch, every rank trains and rank 0 writes
+    # Data-parallel: the other ranks wait in collectives while rank 0 measures, so quality is measured after the
+    # last pass only (a long evaluation could outlast the collectives' timeout).
+    alone = int(os.environ.get("WORLD_SIZE", "1")) == 1
     report = {"model": str(model_dir), "output": str(output), "passes": [],
-              "quality": {"before": _quality(model, files.tokenizer, pairs, progress) if main else None}}
+              "quality": {"before": _quality(model, files.tokenizer, pairs, progress) if main and alone else None}}
     with ExitStack() as stack:
         staging = stack.enter_context(staged_directory(output, force)) if main else None
         stack.enter_context(training_directory(output.parent / f"{output.name}.training"))
-        for name, entry in chosen:
+        for index, (name, entry) in enumerate(chosen):
             model, tokenizer, step = entry.run(model, tokenizer, configs[name])
             row = step.to_dict()
             row["details"] = {k: v for k, v in row["details"].items() if k != "id_map"}
             row["quality_after"] = None
-            if main:
+            if main and (alone or index == len(chosen) - 1):
                 spiece = staging / "spiece.model"
                 spiece.write_bytes(tokenizer.SerializeToString())
                 row["quality_after"] = _quality(model, spiece, pairs, progress)

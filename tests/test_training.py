@@ -21,7 +21,7 @@ ENV = dict(os.environ, USE_TF="0", OMP_NUM_THREADS="1")
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory) -> Path:
-    """66 demo-task training pairs in 10 languages."""
+    """67 demo-task training pairs in 10 languages."""
     from mt5lite.demo.task import heldout_numbers, training_pairs
 
     path = tmp_path_factory.mktemp("train") / "pairs.tsv"
@@ -30,12 +30,14 @@ def pairs(tmp_path_factory) -> Path:
     return path
 
 
-def _compress(model: Path, output: Path, data: Path, *extra: str, processes: int = 1, wait: bool = True):
+def _compress(model: Path, output: Path, data: Path, *extra: str, processes: int = 1, wait: bool = True,
+              quality: Path | None = None):
     command = [sys.executable, "-m", "mt5lite", "compress"]
     if processes > 1:
         command = [str(Path(sys.executable).parent / "torchrun"), "--standalone", f"--nproc_per_node={processes}",
                    "-m", "mt5lite", "compress"]
-    command += ["--model", str(model), "--output", str(output), "--train-data", str(data), "--no-quality",
+    measured = ["--data", str(quality)] if quality else ["--no-quality"]
+    command += ["--model", str(model), "--output", str(output), "--train-data", str(data), *measured,
                 "--force", *extra]
     if not wait:
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
@@ -158,3 +160,11 @@ def test_the_lite_recipe_chains_trim_prune_distill_finetune(tiny_mt5, pairs, tmp
     assert report["passes"][3]["details"]["teacher"] == str(tiny_mt5)
     non_embedding = [p["non_embedding_parameters"] for p in report["passes"]]
     assert non_embedding[-1][1] < non_embedding[0][0] / 2
+
+
+def test_data_parallel_runs_measure_quality_after_the_last_pass_only(tiny_mt5, pairs, tmp_path):
+    """Rank 0 measuring between passes would keep the other ranks waiting in a collective."""
+    report = _compress(tiny_mt5, tmp_path / "two", pairs, "--passes", "prune-ffn,finetune", "--max-steps", "2",
+                       "--importance-pairs", "8", processes=2, quality=pairs)
+    assert report["quality"]["before"] is None and report["passes"][0]["quality_after"] is None
+    assert report["passes"][1]["quality_after"]["n"] == len(pairs.read_text(encoding="utf-8").splitlines())
