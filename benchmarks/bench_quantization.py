@@ -59,6 +59,11 @@ def side_by_side(generators: dict, texts: list[str], new_tokens: int) -> dict[st
     return {name: statistics.median(values) for name, values in per_token.items()}
 
 
+def directory_bytes(path: Path) -> int:
+    """Every file of an export or checkpoint directory (graphs, weights, tokenizer files, manifest)."""
+    return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
+
+
 def speed_arguments(parser, inputs: int, new_tokens: int, output: str) -> None:
     """The options every side-by-side benchmark takes."""
     parser.add_argument("--threads", type=int, default=2)

@@ -19,7 +19,7 @@ import json
 import os
 from pathlib import Path
 
-from bench_quantization import side_by_side, speed_arguments
+from bench_quantization import directory_bytes, side_by_side, speed_arguments
 
 from mt5lite.data import DEV_TASK, HELDOUT_TASK, read_task_pairs
 from mt5lite.paths import BUILD_DIR, DEMO_MODEL
@@ -122,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds = 0
         rows[name] = {
             "parameters": parameter_count(model), "non_embedding_parameters": non_embedding_parameters(model),
-            "bytes": {kind: sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-                      for kind, path in built[name].items()},
+            "bytes": {kind: directory_bytes(path) for kind, path in built[name].items()},
             "tflite_int8_ms_per_token": speed[name],
             "exact_match": quality["exact_match"], "chrf": quality["chrf"],
             "per_language": {lang: row["exact_match"] for lang, row in quality["per_language"].items()},

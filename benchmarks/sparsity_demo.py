@@ -16,7 +16,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from bench_quantization import side_by_side, speed_arguments
+from bench_quantization import directory_bytes, side_by_side, speed_arguments
 
 from mt5lite.data import HELDOUT_TASK, read_task_pairs
 from mt5lite.paths import BUILD_DIR, DEMO_MODEL
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "sparsity": step["details"]["sparsity"],
         "weights_zipped_bytes": step["details"]["zipped_bytes"],
-        "export_bytes": {name: sum(f.stat().st_size for f in path.iterdir()) for name, path in exports.items()},
+        "export_bytes": {name: directory_bytes(path) for name, path in exports.items()},
         "export_zipped_bytes": {name: zipped(path) for name, path in exports.items()},
         "onnx_fp32_ms_per_token": speed,
         "exact_match": {"dense": report["quality"]["before"]["exact_match"],

@@ -25,18 +25,13 @@ import platform
 import time
 from pathlib import Path
 
-from bench_quantization import side_by_side, speed_arguments
+from bench_quantization import directory_bytes, side_by_side, speed_arguments
 
 from mt5lite.data import HELDOUT_SENTENCES, read_sentences
 from mt5lite.paths import BUILD_DIR
 
 #: Calibration for both int8 exports: the same draw, so their speeds compare like with like.
 CALIBRATION = {"samples": 128, "max_decoder_steps": 256}
-
-
-def directory_bytes(path: Path) -> int:
-    """Every file of an export directory (graphs, weights, tokenizer files, manifest)."""
-    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
 
 
 def _once(path: Path, make) -> Path:

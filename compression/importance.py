@@ -48,10 +48,14 @@ def _batches(pairs, tokenizer, batch_size: int, max_length: int = 128):
         yield torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(labels)
 
 
+KINDS = ("heads", "neurons", "blocks")
+
+
 def measure_importance(model, pairs, tokenizer, method: str = "taylor", batch_size: int = 16,
-                       seed: int = 0) -> Importance:
-    """Score every head, neuron and block of ``model`` on ``pairs`` (task pairs, tokenized with ``tokenizer``, a
-    ``mt5lite.runtimes.tokenizer.Tokenizer``) by ``method``."""
+                       seed: int = 0, kinds: tuple[str, ...] = KINDS) -> Importance:
+    """Score the heads, neurons and/or blocks (``kinds``) of ``model`` on ``pairs`` (task pairs, tokenized with
+    ``tokenizer``, a ``mt5lite.runtimes.tokenizer.Tokenizer``) by ``method``; only the kinds asked for are
+    computed (the gradient passes for heads and neurons, the ablation passes for blocks)."""
     import torch
 
     if method not in METHODS:
@@ -70,10 +74,14 @@ def measure_importance(model, pairs, tokenizer, method: str = "taylor", batch_si
     if not pairs:
         raise InputError("importance needs labelled pairs; give a task-pair TSV")
     model.eval()
+    batches = list(_batches(pairs, tokenizer, batch_size))
+    if "blocks" in kinds:
+        found.blocks = _block_ablation(model, batches)
+    if not {"heads", "neurons"} & set(kinds):
+        return found
     trainable = {id(p): p.requires_grad for p in model.parameters()}
     for p in model.parameters():
         p.requires_grad_(True)
-    batches = list(_batches(pairs, tokenizer, batch_size))
     activations: dict = {}
 
     def keep_activation(prefix):
@@ -105,7 +113,6 @@ def measure_importance(model, pairs, tokenizer, method: str = "taylor", batch_si
         model.zero_grad(set_to_none=True)
         for p in model.parameters():
             p.requires_grad_(trainable[id(p)])
-    found.blocks = _block_ablation(model, batches)
     return found
 
 

@@ -70,8 +70,9 @@ class ImportanceOptions:
         if problems:
             raise InputError("; ".join(problems))
 
-    def scores(self, model, tokenizer):
-        """The importance of every structure of ``model`` (``tokenizer``: its sentencepiece ``ModelProto``)."""
+    def scores(self, model, tokenizer, kind: str):
+        """The importance of ``model``'s structures of ``kind`` (heads, neurons or blocks; ``tokenizer``: its
+        sentencepiece ``ModelProto``)."""
         from mt5lite.data import read_task_pairs
         from mt5lite.runtimes.tokenizer import Tokenizer
 
@@ -80,7 +81,7 @@ class ImportanceOptions:
             every = read_task_pairs(self.importance_data)
             pairs = every[:: max(1, len(every) // self.importance_pairs)][: self.importance_pairs]
         return measure_importance(model, pairs, Tokenizer.from_bytes(tokenizer.SerializeToString()),
-                                  self.importance, seed=self.seed)
+                                  self.importance, seed=self.seed, kinds=(kind,))
 
 
 def _top(scores, count: int) -> list[int]:
@@ -105,7 +106,7 @@ def prune_ffn(model, tokenizer, config: PruneFfnConfig):
     before = measure(model, tokenizer)
     total = int(model.config.d_ff)
     count = resolve(config.ffn_keep, total, "ffn_keep", "feed-forward neurons per layer")
-    scores = config.scores(model, tokenizer)
+    scores = config.scores(model, tokenizer, "neurons")
     state = model.state_dict()
     kept = {}
     for ffn in feed_forwards(model):
@@ -138,7 +139,7 @@ def prune_heads(model, tokenizer, config: PruneHeadsConfig):
     before = measure(model, tokenizer)
     total, d_kv = int(model.config.num_heads), int(model.config.d_kv)
     count = resolve(config.heads_keep, total, "heads_keep", "heads per attention layer")
-    scores = config.scores(model, tokenizer)
+    scores = config.scores(model, tokenizer, "heads")
     modules = attentions(model)
     kept = {}
     for stack in ("encoder", "decoder"):
@@ -179,7 +180,7 @@ def drop_layers(model, tokenizer, config: DropLayersConfig):
     """The ``drop-layers`` pass: each stack keeps block 0 (it holds the relative-position bias) and its most
     important other blocks, renumbered in order."""
     before = measure(model, tokenizer)
-    scores = config.scores(model, tokenizer)
+    scores = config.scores(model, tokenizer, "blocks")
     state = model.state_dict()
     kept, changes = {}, {}
     for stack, target, key in (("encoder", config.encoder_layers_keep, "num_layers"),

@@ -70,10 +70,9 @@ def read_signatures(path: str | Path) -> tuple[dict[str, Signature], dict[int, i
     return signatures, sizes
 
 
-def shared_buffers(path: str | Path) -> dict:
-    """How the signatures of the model at ``path`` share weights: buffers read by more than one signature, their
+def shared_buffers(signatures: dict[str, Signature], sizes: dict[int, int]) -> dict:
+    """How signatures (``read_signatures``' result) share weights: buffers read by more than one signature, their
     bytes, and the bytes of all constant buffers (each stored once in the file)."""
-    signatures, sizes = read_signatures(path)
     readers: dict[int, int] = {}
     for signature in signatures.values():
         for index in signature.buffers:

@@ -113,7 +113,7 @@ def check(spec: dict) -> dict:
     # Without the default XNNPACK delegate: the model's own kernels run.
     interpreter = Interpreter(model_path=spec["output"],
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    signatures, _ = read_signatures(spec["output"])
+    signatures, sizes = read_signatures(spec["output"])
     found = {}
     for role, graph in spec["graphs"].items():
         feeds = {}
@@ -124,7 +124,7 @@ def check(spec: dict) -> dict:
         found[role] = {"ops": sorted({op.name for op in signatures[role].ops}),
                        "outputs": {name: {"shape": list(v.shape), "dtype": str(v.dtype),
                                           "finite": bool(np.isfinite(v).all())} for name, v in outputs.items()}}
-    return {"signatures": found, "weights": shared_buffers(spec["output"])}
+    return {"signatures": found, "weights": shared_buffers(signatures, sizes)}
 
 
 def main(argv: list[str]) -> int:
