@@ -1,13 +1,15 @@
 """How much each head, feed-forward neuron and block matters, measured on labelled multilingual data.
 
-Methods, all measuring the loss on labelled pairs in the user's languages and task (not weight magnitudes, which
-the training recipe may have left arbitrary), in one pass over the data and without retraining:
+Methods, all measured on pairs in the user's languages and task (not weight magnitudes alone, which the training
+recipe may have left arbitrary), in one pass over the data and without retraining:
 
 - heads: first-order Taylor on the weights (Molchanov et al. 2019; Michel et al.'s head importance): removing a head
   changes the loss by about ``|sum of g * w|`` over its ``q``/``k``/``v`` rows and ``o`` columns, per batch, summed;
-- feed-forward neurons: first-order Taylor on the activation (Molchanov et al. 2017): ``|sum over tokens of h * dL/dh|``
-  for the neuron's output ``h`` (the input of ``wo``), per batch, summed. (On the weights it did worse than random
-  here; see the README);
+- feed-forward neurons: output energy, ``sum over real tokens of h**2 * |wo[:, i]|**2``: how much the neuron adds to
+  the block's output, which is exactly what removing it takes away (the reconstruction error, correlations aside;
+  the principle of Wanda's ``|W| * |X|``). Gradient scores fail here: on the pairs a model was trained on, its loss
+  is near its minimum, so ``h * dL/dh`` is small and noisy, and first-order Taylor, Fisher and per-token Fisher all
+  did worse than random on the demo model (see the README);
 - blocks: measured, not estimated: the loss increase when the block's output projections are zeroed, which is
   exactly the block dropped (T5 blocks are residual).
 
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from mt5lite.compression.structure import attentions, feed_forwards
 from mt5lite.errors import InputError
 
-METHODS = ("taylor", "random")
+METHODS = ("measured", "random")
 
 
 @dataclass
@@ -51,23 +53,20 @@ def _batches(pairs, tokenizer, batch_size: int, max_length: int = 128):
 KINDS = ("heads", "neurons", "blocks")
 
 
-def measure_importance(model, pairs, tokenizer, method: str = "taylor", batch_size: int = 16,
+def measure_importance(model, pairs, tokenizer, method: str = "measured", batch_size: int = 16,
                        seed: int = 0, kinds: tuple[str, ...] = KINDS) -> Importance:
     """Score the heads, neurons and/or blocks (``kinds``) of ``model`` on ``pairs`` (task pairs, tokenized with
     ``tokenizer``, a ``mt5lite.runtimes.tokenizer.Tokenizer``) by ``method``; only the kinds asked for are
-    computed (the gradient passes for heads and neurons, the ablation passes for blocks)."""
+    computed (gradient passes for heads, forward passes for neurons, ablation passes for blocks)."""
     import torch
 
     if method not in METHODS:
         raise InputError(f"unknown importance method {method!r}; known: {', '.join(METHODS)}")
     found = Importance()
-    attention, ffn = attentions(model), feed_forwards(model)
-    modules = dict(model.named_modules())
-    heads, d_kv = model.config.num_heads, model.config.d_kv
     if method == "random":
         generator = torch.Generator().manual_seed(seed)
-        found.heads = {a.prefix: torch.rand(heads, generator=generator) for a in attention}
-        found.neurons = {f.prefix: torch.rand(model.config.d_ff, generator=generator) for f in ffn}
+        found.heads = {a.prefix: torch.rand(model.config.num_heads, generator=generator) for a in attentions(model)}
+        found.neurons = {f.prefix: torch.rand(model.config.d_ff, generator=generator) for f in feed_forwards(model)}
         found.blocks = {(s, i): float(torch.rand(1, generator=generator)) for s in ("encoder", "decoder")
                         for i in range(len(getattr(model, s).block))}
         return found
@@ -77,43 +76,72 @@ def measure_importance(model, pairs, tokenizer, method: str = "taylor", batch_si
     batches = list(_batches(pairs, tokenizer, batch_size))
     if "blocks" in kinds:
         found.blocks = _block_ablation(model, batches)
-    if not {"heads", "neurons"} & set(kinds):
-        return found
+    if "neurons" in kinds:
+        found.neurons = _neuron_energy(model, batches)
+    if "heads" in kinds:
+        found.heads = _head_taylor(model, batches)
+    found.batches = len(batches)
+    return found
+
+
+def _head_taylor(model, batches) -> dict:
+    """Per attention prefix, ``|sum of g * w|`` over each head's ``q``/``k``/``v`` rows and ``o`` columns, per
+    batch, summed over batches."""
+    import torch
+
+    modules = dict(model.named_modules())
+    heads, d_kv = model.config.num_heads, model.config.d_kv
+    scores: dict = {}
     trainable = {id(p): p.requires_grad for p in model.parameters()}
     for p in model.parameters():
         p.requires_grad_(True)
-    activations: dict = {}
-
-    def keep_activation(prefix):
-        def hook(_module, inputs):
-            inputs[0].retain_grad()
-            activations[prefix] = inputs[0]
-        return hook
-
-    hooks = [modules[f.prefix].wo.register_forward_pre_hook(keep_activation(f.prefix)) for f in ffn]
     try:
         for ids, mask, labels in batches:
             model.zero_grad(set_to_none=True)
             model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
             with torch.no_grad():
-                for a in attention:
+                for a in attentions(model):
                     module = modules[a.prefix]
                     per_head = sum((getattr(module, n).weight.grad * getattr(module, n).weight)
                                    .view(heads, d_kv, -1).sum(dim=(1, 2)) for n in ("q", "k", "v"))
                     per_head = per_head + (module.o.weight.grad * module.o.weight).view(-1, heads, d_kv).sum(dim=(0, 2))
-                    found.heads[a.prefix] = found.heads.get(a.prefix, 0) + per_head.abs()
-                for f in ffn:
-                    value = activations[f.prefix]
-                    per_neuron = (value * value.grad).sum(dim=(0, 1)).abs()
-                    found.neurons[f.prefix] = found.neurons.get(f.prefix, 0) + per_neuron
-            found.batches += 1
+                    scores[a.prefix] = scores.get(a.prefix, 0) + per_head.abs()
     finally:
-        for hook in hooks:
-            hook.remove()
         model.zero_grad(set_to_none=True)
         for p in model.parameters():
             p.requires_grad_(trainable[id(p)])
-    return found
+    return scores
+
+
+def _neuron_energy(model, batches) -> dict:
+    """Per feed-forward prefix, each neuron's output energy ``sum of h**2 * |wo[:, i]|**2`` over the real tokens
+    (encoder tokens under the attention mask, decoder tokens with a label)."""
+    import torch
+
+    modules = dict(model.named_modules())
+    inputs: dict = {}
+
+    def keep(prefix):
+        def hook(_module, args):
+            inputs[prefix] = args[0]
+        return hook
+
+    layers = feed_forwards(model)
+    hooks = [modules[f.prefix].wo.register_forward_pre_hook(keep(f.prefix)) for f in layers]
+    scores: dict = {}
+    try:
+        with torch.no_grad():
+            for ids, mask, labels in batches:
+                model(input_ids=ids, attention_mask=mask, labels=labels)
+                real = {"encoder": mask.bool(), "decoder": labels != -100}
+                for f in layers:
+                    value = inputs[f.prefix][real[f.prefix.split(".", 1)[0]]]
+                    column = modules[f.prefix].wo.weight.float().pow(2).sum(dim=0)
+                    scores[f.prefix] = scores.get(f.prefix, 0) + value.float().pow(2).sum(dim=0) * column
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return scores
 
 
 def _loss(model, batches) -> float:

@@ -46,7 +46,7 @@ def resolve(value: float, total: int, name: str, what: str) -> int:
 class ImportanceOptions:
     """How structures are scored (shared by every pruning pass)."""
 
-    importance: str = field(default="taylor", metadata={
+    importance: str = field(default="measured", metadata={
         "help": f"how structures are scored: {', '.join(METHODS)} (random: the baseline)"})
     importance_data: Path = field(default=DEV_TASK, metadata={
         "help": "labelled multilingual pairs the importance is measured on (lang<TAB>source<TAB>target)"})
@@ -58,7 +58,7 @@ class ImportanceOptions:
         problems = []
         if self.importance not in METHODS:
             problems.append(f"unknown importance {self.importance!r}; known: {', '.join(METHODS)}")
-        if self.importance == "taylor" and not Path(self.importance_data).is_file():
+        if self.importance == "measured" and not Path(self.importance_data).is_file():
             problems.append(f"{self.importance_data}: no such importance data file")
         if self.importance_pairs < 1:
             problems.append(f"importance_pairs must be at least 1, got {self.importance_pairs}")
@@ -77,7 +77,7 @@ class ImportanceOptions:
         from mt5lite.runtimes.tokenizer import Tokenizer
 
         pairs = []
-        if self.importance == "taylor":
+        if self.importance == "measured":
             every = read_task_pairs(self.importance_data)
             pairs = every[:: max(1, len(every) // self.importance_pairs)][: self.importance_pairs]
         return measure_importance(model, pairs, Tokenizer.from_bytes(tokenizer.SerializeToString()),

@@ -98,6 +98,25 @@ def test_importance_scores_every_structure_and_random_is_seeded(tiny_mt5):
     assert all(torch.equal(first.neurons[k], second.neurons[k]) for k in first.neurons)
 
 
+def test_neuron_importance_is_the_output_energy(tiny_mt5):
+    """A neuron whose ``wo`` column is zero adds nothing and scores zero; doubling the column quadruples the score;
+    the other neurons' scores do not move when a neuron is doubled in place of its output."""
+    model = load_model(tiny_mt5)
+    tokenizer = Tokenizer(tiny_mt5 / "spiece.model")
+    pairs = read_task_pairs(DEV_TASK)[:8]
+    prefix = feed_forwards(model)[-1].prefix  # the last layer: changing it changes no other layer's input
+    wo = dict(model.named_modules())[prefix].wo.weight
+    before = measure_importance(model, pairs, tokenizer, kinds=("neurons",)).neurons[prefix]
+    with torch.no_grad():
+        wo[:, 3] = 0
+        wo[:, 5] *= 2
+    after = measure_importance(model, pairs, tokenizer, kinds=("neurons",)).neurons[prefix]
+    assert after[3] == 0 and before[3] > 0
+    assert torch.allclose(after[5], 4 * before[5], rtol=1e-4)
+    others = [i for i in range(len(before)) if i not in (3, 5)]
+    assert torch.allclose(after[others], before[others], rtol=1e-4)
+
+
 def test_a_pruned_model_exports_to_onnx_and_tflite_within_tolerance(tiny_mt5, tmp_path):
     from mt5lite.compression.compress import compress
     from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
@@ -119,7 +138,7 @@ def test_a_pruned_model_exports_to_onnx_and_tflite_within_tolerance(tiny_mt5, tm
     (["--passes", "prune-ffn", "--ffn-keep", "1.5"], "ffn_keep is 1.5: a count must be a whole number"),
     (["--passes", "prune-heads", "--heads-keep", "0"], "heads_keep must be a fraction in (0, 1] or a count"),
     (["--passes", "prune-ffn", "--ffn-keep", "5000"], "ffn_keep keeps 5000 feed-forward neurons per layer, but the"),
-    (["--passes", "drop-layers", "--importance", "magic"], "unknown importance 'magic'; known: taylor, random"),
+    (["--passes", "drop-layers", "--importance", "magic"], "unknown importance 'magic'; known: measured, random"),
 ])
 def test_bad_pruning_targets_are_refused_in_one_line(tiny_mt5, tmp_path, args, message):
     result = run_cli("compress", "--model", str(tiny_mt5), "--output", str(tmp_path / "out"), "--no-quality", *args)
