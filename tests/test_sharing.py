@@ -33,6 +33,20 @@ def test_shared_layers_are_stored_once_by_the_export(tiny_mt5, tmp_path):
     assert abs(saved - shared_bytes) <= 0.05 * shared_bytes  # page alignment and small layer norms aside
 
 
+def test_shared_layers_are_stored_once_in_tflite_too(demo_model, tflite_fp32, tmp_path):
+    """The demo model with every block of a stack shared, through the static ONNX export into TFLite (each export
+    validated against the one before): model.tflite shrinks by the shared bytes."""
+    from mt5lite.exporters.tflite_export import export_tflite
+
+    report = compress(demo_model, tmp_path / "shared", ["share-layers"], {"share-layers": ShareLayersConfig(3)})
+    shared_bytes = report["passes"][0]["details"]["shared_bytes_fp32"]
+    export_onnx(tmp_path / "shared", tmp_path / "onnx",
+                OnnxExportConfig(max_source_length=32, max_target_length=32, static_shapes=True))
+    export_tflite(tmp_path / "onnx", tmp_path / "tflite", "fp32")
+    saved = (tflite_fp32 / "model.tflite").stat().st_size - (tmp_path / "tflite" / "model.tflite").stat().st_size
+    assert abs(saved - shared_bytes) <= 0.05 * shared_bytes
+
+
 def test_sharing_survives_fine_tuning_in_the_same_run(tiny_mt5, tmp_path):
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("en\twords en: 12\ttwelve\nfr\tnumber fr: douze\t12\n" * 4, encoding="utf-8")
