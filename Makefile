@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 MODEL ?= models/demo
 BUILD ?= build
 
@@ -11,7 +12,7 @@ export USE_TF := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: help install jvm-toolchain test test-slow test-lean test-wheel test-pi lint export-tflite sensitivity bench-quantization \
-	evaluate demo-model mt5-small-fixture parity-mt5-small tflite-mt5-small trim-mt5-small lite-demo importance-demo sparsity-demo android-assets clean
+	evaluate demo-model mt5-small-fixture parity-mt5-small tflite-mt5-small trim-mt5-small lite-demo importance-demo sparsity-demo bench android-assets clean
 
 help:
 	@echo "make export-tflite   run the pipeline on MODEL (default: the bundled demo model) into $(BUILD)/"
@@ -27,9 +28,11 @@ help:
 	@echo "make tflite-mt5-small TFLite fp32 + full int8 of that model: conversion, sizes, speed"
 	@echo "make trim-mt5-small  that model with a 250k-piece tokenizer, trimmed: kept-id parity, sizes, int8 speed"
 	@echo "make sensitivity     quantize one node group at a time and measure each (the default recipe's basis)"
+	@echo "make bench           ours against PyTorch, optimum-onnx and CTranslate2 on four models, with the bandwidth"
+	@echo "                     floor: $(BUILD)/bench/bench.{json,md} and plots (first run about an hour)"
 	@echo "make bench-quantization  int8 vs fp32 vs PyTorch speed and size, mt5-small shape"
 	@echo "make lite-demo       the lite recipe (trim, prune, distil, fine-tune) on the demo model: the stage table"
-	@echo "make importance-demo pruning by importance against random pruning (three seeds) on the demo model"
+	@echo "make importance-demo pruning by importance against random pruning (five seeds) on the demo model"
 	@echo "make sparsity-demo   magnitude pruning on the demo model: sparsity, sizes, zipped sizes, speed"
 	@echo "make android-assets  bundle $(BUILD)/tflite into the Android demo app (android_demo/), hashes checked"
 	@echo "make lint            ruff"
@@ -86,6 +89,7 @@ lint: install
 #   3. static int8 ONNX export (calibrated on multilingual samples) + its quality report, for ONNX Runtime
 #   4. TFLite conversion at QUANTIZE precision, each model run once in a child process, validated against ONNX
 #   5. parity report: PyTorch vs the TFLite export, written beside it as $(BUILD)/tflite/parity.json
+#   6. the pipeline report, $(BUILD)/reports/pipeline.{json,md,png}: every stage of the run in one table
 # QUANTIZE: int8 (full integer, calibrated on multilingual samples; the default), dynamic-int8, fp16 or fp32.
 # COMPRESS: compression passes run first (e.g. COMPRESS=trim-vocab; COMPRESS_ARGS for their options, e.g.
 # COMPRESS_ARGS="--corpus my.tsv"); the compressed checkpoint in $(BUILD)/compressed/ is then what is exported and
@@ -106,15 +110,28 @@ export-tflite: install
 	$(BIN)/mt5lite export tflite --export $(BUILD)/onnx --output $(BUILD)/tflite --quantize $(QUANTIZE) --force \
 		--report $(BUILD)/reports/tflite-$(QUANTIZE).json $(if $(CALIBRATION),--calibration $(CALIBRATION))
 	$(BIN)/mt5lite parity --model $(SOURCE) --export $(BUILD)/tflite --report $(BUILD)/tflite/parity.json
+	$(BIN)/mt5lite pipeline-report --model $(SOURCE) $(if $(COMPRESS),--original $(MODEL)) --stage onnx=$(BUILD)/onnx \
+		--stage onnx-int8=$(BUILD)/onnx-int8 --stage tflite=$(BUILD)/tflite --report $(BUILD)/reports/pipeline.json
 	@echo "export-tflite: TFLite ($(QUANTIZE)) in $(BUILD)/tflite/ (model.tflite: encoder + decoder signatures, manifest.json,"
 	@echo "export-tflite:   parity.json + parity.md: PyTorch vs TFLite)"
 	@echo "export-tflite: ONNX fp32 in $(BUILD)/onnx/, ONNX int8 in $(BUILD)/onnx-int8/"
-	@echo "export-tflite: reports in $(BUILD)/reports/ (parity-onnx, quantize-int8, tflite-$(QUANTIZE) unless fp32)"
+	@echo "export-tflite: reports in $(BUILD)/reports/: pipeline.{md,json,png} (every stage in one table; read it first),"
+	@echo "export-tflite:   parity-onnx, quantize-int8, tflite-$(QUANTIZE) unless fp32"
 
 # The sensitivity analysis the default static int8 recipe is chosen from (one node group quantized at a time).
 sensitivity: install
 	$(BIN)/mt5lite export onnx --model $(MODEL) --output $(BUILD)/onnx --force
 	$(BIN)/mt5lite sensitivity --export $(BUILD)/onnx --report $(BUILD)/reports/sensitivity.json
+
+# Every system on every model, side by side, each in its own worker process (benchmarks/bench.py); BENCH_ARGS
+# narrows it, e.g. BENCH_ARGS="--models demo --systems pytorch-fp32 ours-onnx-static-int8".
+BENCH_ARGS ?=
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[train,dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/bench.py --threads 2 --output $(BUILD)/bench $(BENCH_ARGS)
 
 # int8 vs fp32 vs PyTorch decoding speed and size on a random model of google/mt5-small's shape (side by side).
 bench-quantization: mt5-small-fixture
@@ -157,7 +174,7 @@ trim-mt5-small: mt5-small-fixture
 lite-demo: install
 	$(BIN)/python benchmarks/lite_demo.py --threads 2 --output $(BUILD)/reports/lite-demo.json
 
-# Importance against random pruning on the demo model (dev-set exact match right after pruning, three random seeds).
+# Importance against random pruning on the demo model (dev-set exact match right after pruning, five random seeds).
 importance-demo: install
 	$(BIN)/python benchmarks/importance_demo.py --output $(BUILD)/reports/importance-demo.json
 

@@ -157,6 +157,30 @@ def cmd_export_tflite(args: argparse.Namespace) -> int:
     return _compare_and_gate(args, pairs, "mt5lite export tflite")
 
 
+def cmd_pipeline_report(args: argparse.Namespace) -> int:
+    """One report over every stage of a pipeline run (PyTorch, compressed, ONNX fp32, int8 ONNX, TFLite): logit
+    differences against PyTorch and against the stage each was made from, greedy and beam agreement, exact match
+    and chrF per language, size and ms/token; JSON, Markdown and a PNG plot."""
+    from mt5lite.data import read_task_pairs
+    from mt5lite.verification.pipeline import pipeline_report, write_pipeline_report
+
+    exports = []
+    for stage in args.stage:
+        name, _, directory = stage.partition("=")
+        if not name or not directory:
+            raise InputError(f"--stage {stage!r}: give NAME=DIR, e.g. --stage onnx=build/onnx")
+        exports.append((name, Path(directory)))
+    report = pipeline_report(args.model, exports, read_task_pairs(args.data), original_dir=args.original,
+                             threads=args.threads, beam_samples=args.beam_samples, allow_pickle=args.allow_pickle,
+                             progress=True)
+    paths = write_pipeline_report(report, args.report)
+    for name, stage in report["stages"].items():
+        print(f"{name:>10}: exact match {stage['exact_match']:.3f}, {stage['bytes'] / 1e6:.2f} MB, "
+              f"{stage['ms_per_token']:.2f} ms/token")
+    print("report: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def cmd_parity(args: argparse.Namespace) -> int:
     """Compare PyTorch with an export on a held-out set: logits, greedy and beam ids, exact match and chrF."""
     from mt5lite.data import read_task_pairs
@@ -459,6 +483,19 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument("--max-new-tokens", type=int, default=32, help="most tokens generated per input")
     parity.add_argument("--beam-samples", type=int, default=None, help="compare beam search on the first N inputs")
     parity.set_defaults(func=cmd_parity, length_penalty=1.0, early_stopping=False)
+
+    pipeline = sub.add_parser("pipeline-report", help="one report over every stage of a pipeline run",
+                              formatter_class=_Formatter, description=cmd_pipeline_report.__doc__)
+    _add_model_args(pipeline)
+    pipeline.add_argument("--original", type=Path, default=None,
+                          help="the checkpoint --model was compressed from (a stage of its own)")
+    pipeline.add_argument("--stage", action="append", default=[], metavar="NAME=DIR",
+                          help="an export of the run, in pipeline order (repeat: onnx=..., onnx-int8=..., tflite=...)")
+    pipeline.add_argument("--data", type=Path, default=HELDOUT_TASK, help="held-out pairs: lang<TAB>source<TAB>target")
+    pipeline.add_argument("--beam-samples", type=int, default=100, help="compare beam search on the first N inputs")
+    pipeline.add_argument("--report", type=Path, default=Path("build/reports/pipeline.json"),
+                          help="JSON report to write (Markdown and PNG twins beside it)")
+    pipeline.set_defaults(func=cmd_pipeline_report)
 
     quantize = sub.add_parser("quantize", help="quantize an fp32 ONNX export (static int8, dynamic int8, fp16)",
                               formatter_class=_Formatter, description=cmd_quantize.__doc__)
