@@ -22,6 +22,7 @@ from mt5lite.runtimes.generators import ENGINES, open_export
 RECIPE_CASES = {
     "static-int8": ("int8", "QuantizeLinear"),
     "dynamic-int8": ("int8", "DynamicQuantizeLinear"),
+    "weight-int8": ("int8", "MatMulNBits"),
     "fp16": ("fp16", "Cast"),
 }
 #: group -> its node count in each graph of a T5 export with L encoder and L decoder layers (the demo model: 3).

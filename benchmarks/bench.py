@@ -1,0 +1,283 @@
+"""`make bench`: our exports against what users would pick instead, on the same work, in one run.
+
+    python benchmarks/bench.py [--models demo mt5-small ...] [--systems ...] [--threads 2] [--inputs 8]
+
+For each model (``MODELS``) every system (``bench_systems.SYSTEMS``) is built from the same checkpoint (cached under
+``build/bench/<model>/``) and loaded in its own worker process. Then, warm-up first, every system takes its turn
+input by input:
+
+- batch 1: 32 source tokens, exactly 32 greedy tokens (forced: the weights may be random) -> ms per token;
+- time to first token (encoder + one step) for 32 and for 128 source tokens;
+- batch 8 (32 x 32) -> tokens per second;
+- batch 1 again, each system alone (all its inputs in a row): its median alone and in the rotation must agree
+  within the noise, or one system is slowing another;
+- on trained models, greedy decoding of held-out pairs: agreement with PyTorch fp32's text and exact match.
+
+The floor: this machine's read bandwidth (1 and 2 threads, measured in the run) and the bytes of weights one decoded
+token reads (decoder layers and ``lm_head``, at the system's bytes per weight) give each system's floor in ms per
+token, and each system is reported as a multiple of it. Writes ``build/bench/bench.json`` (one record per model,
+system and batch), ``bench.md`` and two PNG plots. Never a pass/fail on timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+from bench_quantization import directory_bytes
+from bench_systems import SYSTEMS, Unavailable
+from peer_envs import python as peer_python
+
+from mt5lite.data import HELDOUT_SENTENCES, HELDOUT_TASK, read_sentences, read_task_pairs
+from mt5lite.paths import BUILD_DIR, DEMO_MODEL
+from mt5lite.registry import Registry
+
+HERE = Path(__file__).resolve().parent
+SOURCE_TOKENS, LONG_SOURCE_TOKENS, NEW_TOKENS, BATCH = 32, 128, 32, 8
+#: Seconds between two turns: thread pools that spin after a run (ONNX Runtime's, OpenMP's) go to sleep before the
+#: next system starts, so no system is timed against another's spinning threads.
+SETTLE = 0.05
+
+
+def _mt5_small() -> Path:
+    from mt5lite.fixtures import mt5_small_250k
+
+    return mt5_small_250k()
+
+
+def _mt5_small_trimmed() -> Path:
+    from trim_mt5_small import build
+
+    return build(_mt5_small(), BUILD_DIR / "trim-mt5-small")["trimmed"]
+
+
+def _student() -> Path:
+    from lite_demo import checkpoints, training_file
+
+    work = BUILD_DIR / "lite"
+    return checkpoints(work, training_file(work / "train.tsv"), 2500, read_task_pairs(HELDOUT_TASK))["student"]
+
+
+#: name -> (checkpoint maker, trained: whether quality is measured)
+MODELS: Registry[tuple] = Registry("benchmark model", {
+    "demo": (lambda: DEMO_MODEL, True),
+    "mt5-small": (_mt5_small, False),
+    "mt5-small-trimmed": (_mt5_small_trimmed, False),
+    "student": (_student, True),
+})
+
+
+# --- the floor ---------------------------------------------------------------------------------------------------
+
+
+def read_bandwidth(threads: int, megabytes: int = 1024, repeats: int = 5) -> float:
+    """Bytes per second this machine reads with ``threads`` threads (numpy sums over a buffer far larger than the
+    caches; numpy releases the GIL while it sums; best of ``repeats``)."""
+    data = np.ones(megabytes * 2**20 // 4, dtype=np.float32)
+    parts = np.array_split(data, threads)
+    best = float("inf")
+    for _ in range(repeats):
+        workers = [threading.Thread(target=np.add.reduce, args=(part,)) for part in parts]
+        started = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        best = min(best, time.perf_counter() - started)
+    return data.nbytes / best
+
+
+def weights_per_token(config: dict) -> int:
+    """Weights one decoder step reads: each decoder layer's self-attention, cross-attention query and output
+    (cross K/V are computed once per input), feed-forward, plus the ``lm_head``."""
+    d, inner, d_ff = config["d_model"], config["num_heads"] * config["d_kv"], config["d_ff"]
+    gated = config.get("feed_forward_proj", "relu").startswith("gated")
+    layer = 6 * d * inner + (3 if gated else 2) * d * d_ff
+    layers = config.get("num_decoder_layers") or config["num_layers"]
+    return layers * layer + config["vocab_size"] * d
+
+
+# --- inputs ------------------------------------------------------------------------------------------------------
+
+
+def source_ids(tokenizer, tokens: int, count: int) -> list[list[int]]:
+    """``count`` inputs of exactly ``tokens`` ids (held-out sentences run together, cut, eos last)."""
+    stream = [i for s in read_sentences(HELDOUT_SENTENCES) for i in tokenizer.encode(s.text)[:-1]]
+    step = max(1, (len(stream) - tokens) // count)
+    return [stream[k * step : k * step + tokens - 1] + [tokenizer.eos_id] for k in range(count)]
+
+
+# --- workers -----------------------------------------------------------------------------------------------------
+
+
+class Worker:
+    """A system loaded in its own process (``bench_worker.py``)."""
+
+    def __init__(self, name: str, artifact: Path, threads: int, log: Path, interpreter: str = sys.executable):
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE", "USE_TF": "0",
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
+        self.name, self.log = name, log
+        self.process = subprocess.Popen([str(interpreter), str(HERE / "bench_worker.py"), name, str(artifact),
+                                         str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=log.open("w"), text=True, env=env)
+        answer = self._answer()
+        if "error" in answer:
+            raise Unavailable(answer["error"])
+
+    def _answer(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            status = self.process.wait()
+            last = [x for x in self.log.read_text(errors="replace").splitlines() if x.strip()][-1:] or ["no output"]
+            raise Unavailable(f"the worker stopped (exit status {status}): {last[0][:200]} (log: {self.log})")
+        return json.loads(line)
+
+    def ask(self, op: str, **request) -> dict:
+        """Send one request, wait for its answer."""
+        self.process.stdin.write(json.dumps({"op": op, **request}) + "\n")
+        self.process.stdin.flush()
+        return self._answer()
+
+    def close(self) -> None:
+        """End the process."""
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def _turns(workers: dict, requests: list[dict], failures: dict, key: str = "seconds") -> dict[str, list]:
+    """Every request, each worker in turn (input by input); a worker that fails leaves ``workers`` and its reason
+    goes to ``failures``."""
+    results = {name: [] for name in workers}
+    for request in requests:
+        for name, worker in list(workers.items()):
+            time.sleep(SETTLE)
+            try:
+                results[name].append(worker.ask(**request)[key])
+            except Unavailable as exc:
+                del workers[name]
+                failures[name] = f"failed while decoding: {exc}"
+    return results
+
+
+def bench_model(model: str, systems: list[str], threads: int, inputs: int, quality_pairs: int,
+                bandwidth: float) -> list[dict]:
+    """Build, load and measure every system on one model; one record per (system, batch)."""
+    from mt5lite.runtimes.tokenizer import Tokenizer
+
+    make, trained = MODELS[model]
+    checkpoint = make()
+    config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+    tokenizer = Tokenizer(checkpoint / "spiece.model")
+    work = BUILD_DIR / "bench" / model
+    work.mkdir(parents=True, exist_ok=True)
+    weights = weights_per_token(config)
+    records, workers, artifacts = {}, {}, {}
+    for name in systems:
+        system = SYSTEMS[name]
+        records[name] = {"model": model, "system": name, "family": system.family, "weight_bytes": system.weight_bytes,
+                         "weights_per_token": weights,
+                         "floor_ms_per_token": 1000 * weights * system.weight_bytes / bandwidth}
+        started = time.perf_counter()
+        try:
+            artifacts[name] = system.build(checkpoint, work)
+            records[name]["build_seconds"] = time.perf_counter() - started
+            records[name]["bytes"] = directory_bytes(artifacts[name])
+        except Exception as exc:  # a peer that cannot be built stays in the table with its reason
+            records[name]["unavailable"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+        print(f"{model}/{name}: {records[name].get('unavailable', 'built')}", flush=True)
+    for name, artifact in artifacts.items():  # loaded after every build: conversions run with no worker alive
+        system = SYSTEMS[name]
+        try:
+            interpreter = peer_python(system.environment) if system.environment else sys.executable
+            workers[name] = Worker(name, artifact, threads, work / f"{name}.log", interpreter)
+        except Exception as exc:  # a peer that cannot be loaded stays in the table with its reason
+            records[name]["unavailable"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+
+    short, long_ = source_ids(tokenizer, SOURCE_TOKENS, inputs), source_ids(tokenizer, LONG_SOURCE_TOKENS, inputs)
+    failures: dict[str, str] = {}
+    _turns(workers, [{"op": "forced", "ids": [short[0]], "new_tokens": 4}], failures)  # warm-up
+    batch1 = [{"op": "forced", "ids": [ids], "new_tokens": NEW_TOKENS} for ids in short]
+    rotation = _turns(workers, batch1, failures)
+    first_short = _turns(workers, [{"op": "forced", "ids": [ids], "new_tokens": 1} for ids in short], failures)
+    first_long = _turns(workers, [{"op": "forced", "ids": [ids], "new_tokens": 1} for ids in long_], failures)
+    batch8 = _turns({name: w for name, w in workers.items() if SYSTEMS[name].batched},
+                    [{"op": "forced", "ids": [short[(k + j) % inputs] for j in range(BATCH)], "new_tokens": NEW_TOKENS}
+                     for k in range(max(2, inputs // BATCH))], failures)
+    alone = {name: _turns({name: worker}, batch1, failures)[name] for name, worker in dict(workers).items()}
+    quality, pairs = {}, []
+    if trained:
+        pairs = read_task_pairs(HELDOUT_TASK)
+        pairs = pairs[:: max(1, len(pairs) // quality_pairs)][:quality_pairs]
+        quality = _turns(workers, [{"op": "greedy", "texts": [p.source for p in pairs]}], failures, key="texts")
+    for name, reason in failures.items():
+        records[name]["unavailable"] = reason
+        if name in workers:
+            workers.pop(name).process.kill()
+    out = []
+    for name, record in records.items():
+        if name not in workers:
+            out.append({**record, "batch": 1})
+            continue
+        ms = 1000 * statistics.median(rotation[name]) / NEW_TOKENS
+        row = {**record, "batch": 1, "ms_per_token": ms,
+               "ms_per_token_alone": 1000 * statistics.median(alone[name]) / NEW_TOKENS,
+               "first_token_ms": {str(SOURCE_TOKENS): 1000 * statistics.median(first_short[name]),
+                                  str(LONG_SOURCE_TOKENS): 1000 * statistics.median(first_long[name])},
+               "floor_multiple": ms / record["floor_ms_per_token"],
+               "peak_rss_bytes": workers[name].ask("rss")["peak_rss"]}
+        if quality:
+            texts, reference = quality[name][0], quality.get("pytorch-fp32", [None])[0]
+            row["exact_match"] = sum(t == p.target for t, p in zip(texts, pairs, strict=True)) / len(pairs)
+            if reference:
+                row["greedy_agreement"] = sum(a == b for a, b in zip(texts, reference, strict=True)) / len(pairs)
+        out.append(row)
+        if name in batch8:
+            seconds = statistics.median(batch8[name])
+            out.append({**record, "batch": BATCH, "tokens_per_second": BATCH * NEW_TOKENS / seconds,
+                        "ms_per_token": 1000 * seconds / NEW_TOKENS})
+    for worker in workers.values():
+        worker.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure every model and system, write JSON, Markdown and plots."""
+    from bench_report import write_report
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--inputs", type=int, default=8, help="inputs per measurement (batch 1)")
+    parser.add_argument("--quality-pairs", type=int, default=200, help="held-out pairs decoded on trained models")
+    parser.add_argument("--output", type=Path, default=BUILD_DIR / "bench")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("USE_TF", "0")
+
+    bandwidth = {str(t): read_bandwidth(t) for t in sorted({1, args.threads})}
+    print("read bandwidth: " + ", ".join(f"{t} thread(s) {b / 1e9:.1f} GB/s" for t, b in bandwidth.items()))
+    records = []
+    for model in args.models:
+        records += bench_model(model, args.systems, args.threads, args.inputs, args.quality_pairs,
+                               bandwidth[str(args.threads)])
+    result = {"date": date.today().isoformat(), "threads": args.threads, "inputs": args.inputs,
+              "source_tokens": SOURCE_TOKENS, "new_tokens": NEW_TOKENS,
+              "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                          "cpus": os.cpu_count()},
+              "read_bandwidth_bytes_per_second": bandwidth, "records": records}
+    write_report(result, args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
