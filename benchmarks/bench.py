@@ -169,6 +169,80 @@ def _turns(workers: dict, requests: list[dict], failures: dict, key: str = "seco
     return results
 
 
+def _reason(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+
+
+def _build(systems: list[str], checkpoint: Path, work: Path, records: dict) -> dict[str, Path]:
+    """Every system's artifact (built once, cached under ``work``); a system that cannot be built keeps its record
+    with the reason."""
+    artifacts = {}
+    for name in systems:
+        started = time.perf_counter()
+        try:
+            artifacts[name] = SYSTEMS[name].build(checkpoint, work)
+            records[name].update(build_seconds=time.perf_counter() - started, bytes=directory_bytes(artifacts[name]))
+        except Exception as exc:  # a peer that cannot be built stays in the table with its reason
+            records[name]["unavailable"] = _reason(exc)
+        print(f"{records[name]['model']}/{name}: {records[name].get('unavailable', 'built')}", flush=True)
+    return artifacts
+
+
+def _load(artifacts: dict[str, Path], threads: int, work: Path, records: dict) -> dict[str, Worker]:
+    """A worker process per built system, started after every build (conversions run with no worker alive)."""
+    workers = {}
+    for name, artifact in artifacts.items():
+        environment = SYSTEMS[name].environment
+        try:
+            interpreter = peer_python(environment) if environment else sys.executable
+            workers[name] = Worker(name, artifact, threads, work / f"{name}.log", interpreter)
+        except Exception as exc:  # a peer that cannot be loaded stays in the table with its reason
+            records[name]["unavailable"] = _reason(exc)
+    return workers
+
+
+def _measure(workers: dict[str, Worker], tokenizer, inputs: int, pairs) -> tuple[dict, dict]:
+    """Every measurement, the systems taking turns; returns the samples by measure and system, and the failures."""
+    short, long_ = source_ids(tokenizer, SOURCE_TOKENS, inputs), source_ids(tokenizer, LONG_SOURCE_TOKENS, inputs)
+    failures: dict[str, str] = {}
+    _turns(workers, [{"op": "forced", "ids": [short[0]], "new_tokens": 4}], failures)  # warm-up
+    batch1 = [{"op": "forced", "ids": [ids], "new_tokens": NEW_TOKENS} for ids in short]
+    samples = {
+        "rotation": _turns(workers, batch1, failures),
+        "first_short": _turns(workers, [{"op": "forced", "ids": [ids], "new_tokens": 1} for ids in short], failures),
+        "first_long": _turns(workers, [{"op": "forced", "ids": [ids], "new_tokens": 1} for ids in long_], failures),
+        "batch8": _turns({name: w for name, w in workers.items() if SYSTEMS[name].batched},
+                         [{"op": "forced", "ids": [short[(k + j) % inputs] for j in range(BATCH)],
+                           "new_tokens": NEW_TOKENS} for k in range(max(2, inputs // BATCH))], failures),
+        "alone": {name: _turns({name: worker}, batch1, failures)[name] for name, worker in dict(workers).items()},
+        "quality": _turns(workers, [{"op": "greedy", "texts": [p.source for p in pairs]}], failures, key="texts")
+        if pairs else {},
+    }
+    return samples, failures
+
+
+def _rows(record: dict, samples: dict, peak_rss: int, pairs) -> list[dict]:
+    """The batch-1 record (and the batch-8 one) of a system that ran."""
+    name = record["system"]
+    ms = 1000 * statistics.median(samples["rotation"][name]) / NEW_TOKENS
+    row = {**record, "batch": 1, "ms_per_token": ms,
+           "ms_per_token_alone": 1000 * statistics.median(samples["alone"][name]) / NEW_TOKENS,
+           "first_token_ms": {str(SOURCE_TOKENS): 1000 * statistics.median(samples["first_short"][name]),
+                              str(LONG_SOURCE_TOKENS): 1000 * statistics.median(samples["first_long"][name])},
+           "floor_multiple": ms / record["floor_ms_per_token"], "peak_rss_bytes": peak_rss}
+    if pairs:
+        texts, reference = samples["quality"][name][0], samples["quality"].get("pytorch-fp32", [None])[0]
+        row["exact_match"] = sum(t == p.target for t, p in zip(texts, pairs, strict=True)) / len(pairs)
+        if reference:
+            row["greedy_agreement"] = sum(a == b for a, b in zip(texts, reference, strict=True)) / len(pairs)
+    rows = [row]
+    if name in samples["batch8"]:
+        seconds = statistics.median(samples["batch8"][name])
+        rows.append({**record, "batch": BATCH, "tokens_per_second": BATCH * NEW_TOKENS / seconds,
+                     "ms_per_token": 1000 * seconds / NEW_TOKENS})
+    return rows
+
+
 def bench_model(model: str, systems: list[str], threads: int, inputs: int, quality_pairs: int,
                 bandwidth: float) -> list[dict]:
     """Build, load and measure every system on one model; one record per (system, batch)."""
@@ -176,75 +250,29 @@ def bench_model(model: str, systems: list[str], threads: int, inputs: int, quali
 
     make, trained = MODELS[model]
     checkpoint = make()
-    config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
-    tokenizer = Tokenizer(checkpoint / "spiece.model")
+    weights = weights_per_token(json.loads((checkpoint / "config.json").read_text(encoding="utf-8")))
     work = BUILD_DIR / "bench" / model
     work.mkdir(parents=True, exist_ok=True)
-    weights = weights_per_token(config)
-    records, workers, artifacts = {}, {}, {}
-    for name in systems:
-        system = SYSTEMS[name]
-        records[name] = {"model": model, "system": name, "family": system.family, "weight_bytes": system.weight_bytes,
-                         "weights_per_token": weights,
-                         "floor_ms_per_token": 1000 * weights * system.weight_bytes / bandwidth}
-        started = time.perf_counter()
-        try:
-            artifacts[name] = system.build(checkpoint, work)
-            records[name]["build_seconds"] = time.perf_counter() - started
-            records[name]["bytes"] = directory_bytes(artifacts[name])
-        except Exception as exc:  # a peer that cannot be built stays in the table with its reason
-            records[name]["unavailable"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
-        print(f"{model}/{name}: {records[name].get('unavailable', 'built')}", flush=True)
-    for name, artifact in artifacts.items():  # loaded after every build: conversions run with no worker alive
-        system = SYSTEMS[name]
-        try:
-            interpreter = peer_python(system.environment) if system.environment else sys.executable
-            workers[name] = Worker(name, artifact, threads, work / f"{name}.log", interpreter)
-        except Exception as exc:  # a peer that cannot be loaded stays in the table with its reason
-            records[name]["unavailable"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
-
-    short, long_ = source_ids(tokenizer, SOURCE_TOKENS, inputs), source_ids(tokenizer, LONG_SOURCE_TOKENS, inputs)
-    failures: dict[str, str] = {}
-    _turns(workers, [{"op": "forced", "ids": [short[0]], "new_tokens": 4}], failures)  # warm-up
-    batch1 = [{"op": "forced", "ids": [ids], "new_tokens": NEW_TOKENS} for ids in short]
-    rotation = _turns(workers, batch1, failures)
-    first_short = _turns(workers, [{"op": "forced", "ids": [ids], "new_tokens": 1} for ids in short], failures)
-    first_long = _turns(workers, [{"op": "forced", "ids": [ids], "new_tokens": 1} for ids in long_], failures)
-    batch8 = _turns({name: w for name, w in workers.items() if SYSTEMS[name].batched},
-                    [{"op": "forced", "ids": [short[(k + j) % inputs] for j in range(BATCH)], "new_tokens": NEW_TOKENS}
-                     for k in range(max(2, inputs // BATCH))], failures)
-    alone = {name: _turns({name: worker}, batch1, failures)[name] for name, worker in dict(workers).items()}
-    quality, pairs = {}, []
+    records = {name: {"model": model, "system": name, "family": SYSTEMS[name].family,
+                      "weight_bytes": SYSTEMS[name].weight_bytes, "weights_per_token": weights,
+                      "floor_ms_per_token": 1000 * weights * SYSTEMS[name].weight_bytes / bandwidth}
+               for name in systems}
+    workers = _load(_build(systems, checkpoint, work, records), threads, work, records)
+    pairs = []
     if trained:
         pairs = read_task_pairs(HELDOUT_TASK)
         pairs = pairs[:: max(1, len(pairs) // quality_pairs)][:quality_pairs]
-        quality = _turns(workers, [{"op": "greedy", "texts": [p.source for p in pairs]}], failures, key="texts")
+    samples, failures = _measure(workers, Tokenizer(checkpoint / "spiece.model"), inputs, pairs)
     for name, reason in failures.items():
         records[name]["unavailable"] = reason
         if name in workers:
             workers.pop(name).process.kill()
     out = []
     for name, record in records.items():
-        if name not in workers:
+        if name in workers:
+            out += _rows(record, samples, workers[name].ask("rss")["peak_rss"], pairs)
+        else:
             out.append({**record, "batch": 1})
-            continue
-        ms = 1000 * statistics.median(rotation[name]) / NEW_TOKENS
-        row = {**record, "batch": 1, "ms_per_token": ms,
-               "ms_per_token_alone": 1000 * statistics.median(alone[name]) / NEW_TOKENS,
-               "first_token_ms": {str(SOURCE_TOKENS): 1000 * statistics.median(first_short[name]),
-                                  str(LONG_SOURCE_TOKENS): 1000 * statistics.median(first_long[name])},
-               "floor_multiple": ms / record["floor_ms_per_token"],
-               "peak_rss_bytes": workers[name].ask("rss")["peak_rss"]}
-        if quality:
-            texts, reference = quality[name][0], quality.get("pytorch-fp32", [None])[0]
-            row["exact_match"] = sum(t == p.target for t, p in zip(texts, pairs, strict=True)) / len(pairs)
-            if reference:
-                row["greedy_agreement"] = sum(a == b for a, b in zip(texts, reference, strict=True)) / len(pairs)
-        out.append(row)
-        if name in batch8:
-            seconds = statistics.median(batch8[name])
-            out.append({**record, "batch": BATCH, "tokens_per_second": BATCH * NEW_TOKENS / seconds,
-                        "ms_per_token": 1000 * seconds / NEW_TOKENS})
     for worker in workers.values():
         worker.close()
     return out

@@ -1,0 +1,60 @@
+"""The systems `make bench` compares, one registry entry each: how a system is built from a checkpoint, and how it
+decodes.
+
+A system builds its artifact once from the checkpoint (cached under the model's work folder) and is then loaded in
+its own worker process (``bench_worker.py``), so no system's thread pool can slow another. Every runner decodes
+token ids of the checkpoint's own sentencepiece model:
+
+- ``forced(ids, new_tokens)``: exactly ``new_tokens`` greedy steps for a ``[B, S]`` batch (eos ignored, so every
+  system does the same work); returns the seconds taken, encoder included;
+- ``greedy(text)``: natural greedy decoding of one input up to eos; returns the text (the quality columns).
+
+A system that cannot run here raises ``Unavailable`` with a one-line reason; the table keeps its row. One module
+per family: ``ours``, ``pytorch``, ``optimum``, ``ctranslate2``, ``llama_cpp``, ``openvino``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mt5lite.registry import Registry
+
+MAX_NEW_TOKENS = 64  # natural greedy decoding (quality): the demo task's targets are far shorter
+
+
+class Unavailable(Exception):
+    """This system cannot be built or run here; the message is the one-line reason."""
+
+
+@dataclass(frozen=True)
+class System:
+    """One benchmarked system: who makes it, the bytes per weight its decoder step reads, and how it is built and
+    loaded."""
+
+    family: str  # the project or library: "ours", "PyTorch", "optimum-onnx", "CTranslate2"
+    weight_bytes: float  # bytes per weight read by a decoder step (int8: 1, fp16: 2, fp32: 4)
+    build: Callable[[Path, Path], Path]  # (checkpoint, work folder) -> artifact, built once
+    load: Callable[[Path, int], object]  # (artifact, threads) -> runner with forced() and greedy()
+    batched: bool = True  # False: batch-1 graphs (static shapes), no batch-8 row
+    environment: str | None = None  # a peer environment of its own (``peer_envs.ENVIRONMENTS``); None: ours
+
+
+SYSTEMS: Registry[System] = Registry("benchmark system")
+
+
+def built(path: Path, make: Callable[[Path], None]) -> Path:
+    """``path``, made by ``make(staging)`` first when missing (staged beside it, renamed when complete)."""
+    if path.exists():
+        return path
+    staging = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    make(staging)
+    staging.rename(path)
+    return path
+
+
+# Each family registers its systems (imported last: they build on the names above).
+from bench_systems import ctranslate2, llama_cpp, openvino, optimum, ours, pytorch  # noqa: E402, F401

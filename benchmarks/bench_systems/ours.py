@@ -1,0 +1,89 @@
+"""Our exports: ONNX fp32, static, dynamic and weight-only int8 on ONNX Runtime; TFLite fp32, fp16 and int8 on
+LiteRT; all through the project's own decoding loop."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench_systems import MAX_NEW_TOKENS, SYSTEMS, System, built
+
+
+def _onnx_fp32(checkpoint: Path, work: Path, static: bool = False) -> Path:
+    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+
+    name = "ours-onnx-static" if static else "ours-onnx-fp32"
+    return built(work / name, lambda out: export_onnx(checkpoint, out, OnnxExportConfig(static_shapes=static),
+                                                       force=True))
+
+
+def _onnx_quantized(recipe: str):
+    def build(checkpoint: Path, work: Path) -> Path:
+        from mt5lite.exporters.quantize import QuantizeConfig, quantize_export
+
+        source = _onnx_fp32(checkpoint, work)
+        return built(work / f"ours-onnx-{recipe}",
+                      lambda out: quantize_export(source, out, QuantizeConfig(recipe=recipe), force=True))
+    return build
+
+
+def _tflite(precision: str):
+    def build(checkpoint: Path, work: Path) -> Path:
+        from mt5lite.exporters.tflite_export import export_tflite
+
+        source = _onnx_fp32(checkpoint, work, static=True)
+        return built(work / f"ours-tflite-{precision}", lambda out: export_tflite(source, out, precision, force=True))
+    return build
+
+
+class ExportRunner:
+    """One of our exports on its engine (ONNX Runtime or LiteRT), through the project's decoding loop."""
+
+    def __init__(self, artifact: Path, threads: int):
+        from mt5lite.runtimes.generators import open_export
+
+        self.generator = open_export(artifact, threads=threads)
+
+    def _feeds(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mask = np.ones_like(ids)
+        if self.generator.static_shapes:  # batch-1 graphs of a fixed source length: pad to it
+            width = self.generator.max_source_length - ids.shape[1]
+            ids = np.pad(ids, ((0, 0), (0, width)), constant_values=self.generator.tokenizer.pad_id)
+            mask = np.pad(mask, ((0, 0), (0, width)))
+        return ids.astype(np.int64), mask.astype(np.int64)
+
+    def forced(self, ids: np.ndarray, new_tokens: int) -> float:
+        """Seconds for the encoder and ``new_tokens`` greedy steps of the batch."""
+        from mt5lite.contract import encoder_feeds
+        from mt5lite.runtimes.decoding import new_cache, run_step
+
+        backend = self.generator.stepper
+        ids, mask = self._feeds(ids)
+        started = time.perf_counter()
+        encoded = backend.encode(encoder_feeds(ids, mask))
+        cross_k, cross_v = encoded["cross_k"], encoded["cross_v"]
+        cache_k, cache_v = new_cache(cross_k, len(ids), backend.max_target_length)
+        token = np.full(len(ids), self.generator.decoder.decoder_start_id, dtype=np.int64)
+        for position in range(new_tokens):
+            token = run_step(backend, token, position, mask, cross_k, cross_v, cache_k, cache_v).argmax(axis=-1)
+        return time.perf_counter() - started
+
+    def greedy(self, text: str) -> str:
+        """Greedy output of one input."""
+        from mt5lite.runtimes.options import DecodingOptions
+
+        return self.generator.generate([text], DecodingOptions(max_new_tokens=MAX_NEW_TOKENS))[0]
+
+
+for _name, _build, _bytes, _batched in (
+    ("ours-onnx-fp32", _onnx_fp32, 4, True),
+    ("ours-onnx-static-int8", _onnx_quantized("static-int8"), 1, True),
+    ("ours-onnx-dynamic-int8", _onnx_quantized("dynamic-int8"), 1, True),
+    ("ours-onnx-weight-int8", _onnx_quantized("weight-int8"), 1 + 4 / 128, True),  # an fp32 scale per 128 weights
+    ("ours-tflite-fp32", _tflite("fp32"), 4, False),
+    ("ours-tflite-fp16", _tflite("fp16"), 2, False),
+    ("ours-tflite-int8", _tflite("int8"), 1, False),
+):
+    SYSTEMS.register(_name, System("ours", _bytes, _build, ExportRunner, _batched))
