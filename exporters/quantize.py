@@ -32,6 +32,7 @@ from pathlib import Path
 from mt5lite.contract import ROLES
 from mt5lite.errors import InputError
 from mt5lite.exporters.calibration import CalibrationDraw
+from mt5lite.exporters.gather_rows import gather_then_dequantize
 from mt5lite.exporters.shared_weights import store_once
 from mt5lite.exporters.staging import refuse_existing, staged_directory
 from mt5lite.manifest import MANIFEST_NAME, graph_files, inside, load_manifest, sha256_file, write_manifest
@@ -191,6 +192,7 @@ def _quantize_graph(source: Path, target: Path, config: QuantizeConfig, feeds, m
     model = onnx.load(str(source), load_external_data=True)
     external = sum(t.ByteSize() for t in model.graph.initializer) >= 2**31
     quantized = RECIPES[config.recipe].convert(source, target, model, config, feeds, external)
+    gather_then_dequantize(quantized)  # one int8 row per lookup, not the whole table dequantized per run
     del quantized.metadata_props[:]
     for prop in model.metadata_props:
         quantized.metadata_props.add(key=prop.key, value=metadata.get(prop.key, prop.value))
@@ -269,9 +271,14 @@ WEIGHT_BLOCK = 128
 def _weight_int8(source: Path, target: Path, model, config: QuantizeConfig, feeds, external: bool):
     """Block-wise int8 weights for the MatMuls (``MatMulNBits``; activations stay float between ops); embedding
     lookups as in ``dynamic-int8`` (ONNX Runtime's block-wise Gather takes 4 bits only, and asks for opset 21)."""
+    import logging
     from dataclasses import replace
 
+    level = logging.getLogger().level
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    logging.getLogger().setLevel(level)  # the module sets the root logger to INFO when imported
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
 
     from mt5lite.exporters.quant_groups import GROUPS, select_nodes
 
@@ -340,6 +347,7 @@ def quantization_summary(model) -> dict:
     inputs are all dequantized, or for fp16 the nodes computing in fp16), Q/DQ node counts, int8 and fp16
     weights."""
     producers = {out: node.op_type for node in model.graph.node for out in node.output}
+    int8_tables = {t.name for t in model.graph.initializer if t.data_type in INT8_TYPES}
     quantized = 0
     counts = {"QuantizeLinear": 0, "DequantizeLinear": 0, "DynamicQuantizeLinear": 0, "Cast": 0}
     for node in model.graph.node:
@@ -351,7 +359,8 @@ def quantization_summary(model) -> dict:
         data_inputs = node.input[:1] if node.op_type == "Gather" else [i for i in node.input if i]
         fed_by_dq = (node.op_type in QUANTIZABLE_OPS and bool(data_inputs)
                      and all(producers.get(i) == "DequantizeLinear" for i in data_inputs))
-        if node.op_type in QUANTIZED_OPS or fed_by_dq:
+        int8_lookup = node.op_type == "Gather" and node.input[0] in int8_tables  # rows dequantized after the lookup
+        if node.op_type in QUANTIZED_OPS or fed_by_dq or int8_lookup:
             quantized += 1
     inits = model.graph.initializer
     fp16_nodes = _fp16_compute_nodes(model)

@@ -245,3 +245,36 @@ def test_quantize_cli_exits_1_when_the_gate_fails(demo_export, tmp_path):
     assert result.returncode == 1, result.stderr.decode()
     assert b"misses the quality gate" in result.stderr and b"quality gate: FAILED" in result.stdout
     assert json.loads((tmp_path / "report.json").read_text())["gate"]["passed"] is False
+
+
+def test_quantized_lookups_gather_int8_rows_then_dequantize():
+    """``DequantizeLinear(table) -> Gather`` becomes ``Gather -> DequantizeLinear`` (same values, one row read);
+    a per-axis scale is left alone."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mt5lite.exporters.gather_rows import gather_then_dequantize
+
+    table = np.random.default_rng(0).integers(-128, 127, (50, 8), dtype=np.int8)
+
+    def model(scale):
+        inits = [numpy_helper.from_array(table, "table"), numpy_helper.from_array(scale, "scale"),
+                 numpy_helper.from_array(np.zeros(scale.shape, np.int8), "zero")]
+        nodes = [helper.make_node("DequantizeLinear", ["table", "scale", "zero"], ["dq"], axis=1),
+                 helper.make_node("Gather", ["dq", "ids"], ["rows"], name="embed/Gather")]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 3])],
+                                  [helper.make_tensor_value_info("rows", TensorProto.FLOAT, [2, 3, 8])], inits)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+    ids = np.array([[1, 4, 49], [0, 0, 7]], dtype=np.int64)
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString()).run(None, {"ids": ids})[0]
+
+    per_tensor = model(np.array(0.05, np.float32))
+    before = run(per_tensor)
+    assert gather_then_dequantize(per_tensor) == 1
+    assert [n.op_type for n in per_tensor.graph.node] == ["Gather", "DequantizeLinear"]
+    assert per_tensor.graph.node[0].input[0] == "table" and np.array_equal(run(per_tensor), before)
+    per_axis = model(np.full(8, 0.05, np.float32))
+    assert gather_then_dequantize(per_axis) == 0 and per_axis.graph.node[0].op_type == "DequantizeLinear"
