@@ -27,7 +27,7 @@ PEERS = BUILD_DIR / "peers"
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
 
 
-def _run(command: list, what: str, **options) -> str:
+def run_command(command: list, what: str, **options) -> str:
     """Run ``command``; ``Unavailable`` naming ``what`` and the last line of its output when it fails."""
     result = subprocess.run([str(c) for c in command], capture_output=True, text=True, **options)
     if result.returncode:
@@ -42,7 +42,7 @@ def llama_cpp_source() -> Path:
     root = PEERS / name
     if not (root / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py").is_file():
         PEERS.mkdir(parents=True, exist_ok=True)
-        _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+        run_command([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
               LLAMA_CPP_PYTHON, "-d", PEERS], f"downloading {LLAMA_CPP_PYTHON}")
         with tarfile.open(PEERS / f"{name}.tar.gz") as archive:
             archive.extractall(PEERS, filter="data")
@@ -81,13 +81,13 @@ def python(name: str) -> Path:
         return interpreter
     shutil.rmtree(root / "venv", ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
-    _run([sys.executable, "-m", "venv", root / "venv"], f"making the {name} environment")
+    run_command([sys.executable, "-m", "venv", root / "venv"], f"making the {name} environment")
     pip = [interpreter, "-m", "pip", "install", "--quiet"]
-    _run(pip + ["--upgrade", "pip"], f"upgrading pip in the {name} environment")
+    run_command(pip + ["--upgrade", "pip"], f"upgrading pip in the {name} environment")
     env = {**os.environ, **spec.environment}
-    _run(pip + ["-e", REPO, *requirements], f"installing {' '.join(requirements)} into the {name} environment",
+    run_command(pip + ["-e", REPO, *requirements], f"installing {' '.join(requirements)} into the {name} environment",
          env=env)
     if spec.remove:
-        _run([interpreter, "-m", "pip", "uninstall", "--yes", *spec.remove], f"removing {' '.join(spec.remove)}")
+        run_command([interpreter, "-m", "pip", "uninstall", "--yes", *spec.remove], f"removing {' '.join(spec.remove)}")
     (root / "stamp").write_text(stamp)
     return interpreter

@@ -27,14 +27,14 @@ def _gguf(kind: str):
         import os
         import sys
 
-        from peer_envs import _run, llama_cpp_source, python
+        from peer_envs import llama_cpp_source, python, run_command
 
         interpreter, source = python("llama-cpp"), llama_cpp_source() / "vendor" / "llama.cpp"
 
         def convert(out: Path) -> None:  # llama.cpp's converter needs torch: it runs in our environment
             out.mkdir(parents=True)
             env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source / "gguf-py"), str(source)])}
-            _run([sys.executable, source / "convert_hf_to_gguf.py", checkpoint, "--outfile", out / "model.gguf",
+            run_command([sys.executable, source / "convert_hf_to_gguf.py", checkpoint, "--outfile", out / "model.gguf",
                   "--outtype", "f32"], "convert_hf_to_gguf.py", env=env)
             shutil.copy2(checkpoint / "spiece.model", out / "spiece.model")
 
@@ -42,7 +42,7 @@ def _gguf(kind: str):
 
         def quantize(out: Path) -> None:
             out.mkdir(parents=True)
-            _run([interpreter, "-c", QUANTIZE_GGUF, f32 / "model.gguf", out / "model.gguf", GGUF_TYPES[kind][0]],
+            run_command([interpreter, "-c", QUANTIZE_GGUF, f32 / "model.gguf", out / "model.gguf", GGUF_TYPES[kind][0]],
                  f"llama_model_quantize to {kind}")
             shutil.copy2(checkpoint / "spiece.model", out / "spiece.model")
         return built(work / f"llama.cpp-{kind}", quantize)
@@ -91,7 +91,7 @@ class LlamaCppRunner:
         """Seconds for encoding and ``new_tokens`` greedy steps (batch 1: one sequence per context)."""
         started = time.perf_counter()
         for row in ids:
-            self._run([int(i) for i in row], new_tokens, stop_at_eos=False)
+            self.run_command([int(i) for i in row], new_tokens, stop_at_eos=False)
         return time.perf_counter() - started
 
     def greedy(self, text: str) -> str:

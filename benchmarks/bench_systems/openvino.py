@@ -21,12 +21,12 @@ OVModelForSeq2SeqLM.from_pretrained(sys.argv[1], export=True, quantization_confi
 
 def _openvino(bits: int):
     def build(checkpoint: Path, work: Path) -> Path:
-        from peer_envs import _run, python
+        from peer_envs import python, run_command
 
         interpreter = python("openvino")
 
         def export(out: Path) -> None:
-            _run([interpreter, "-c", EXPORT_OPENVINO, checkpoint, out, bits], "optimum-intel's OpenVINO export")
+            run_command([interpreter, "-c", EXPORT_OPENVINO, checkpoint, out, bits], "optimum-intel's OpenVINO export")
             shutil.copy2(checkpoint / "spiece.model", out / "spiece.model")
         return built(work / f"openvino-{'int8' if bits == 8 else 'fp32'}", export)
     return build
