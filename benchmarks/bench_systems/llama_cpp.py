@@ -91,7 +91,7 @@ class LlamaCppRunner:
         """Seconds for encoding and ``new_tokens`` greedy steps (batch 1: one sequence per context)."""
         started = time.perf_counter()
         for row in ids:
-            self.run_command([int(i) for i in row], new_tokens, stop_at_eos=False)
+            self._run([int(i) for i in row], new_tokens, stop_at_eos=False)
         return time.perf_counter() - started
 
     def greedy(self, text: str) -> str:
