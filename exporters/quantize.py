@@ -6,10 +6,10 @@ Recipes (``RECIPES``):
   the encoder on tokenized samples and the decoder-step graph on steps captured while the fp32 export decodes
   them. Which node groups are quantized comes from the sensitivity analysis (``mt5lite.exporters.sensitivity``).
 - ``dynamic-int8``: int8 weights, activations quantized on the fly (no calibration).
-- ``weight-int8``: int8 weights in blocks of 128 input channels, each block with its own scale, run by ONNX
-  Runtime's ``MatMulNBits`` and ``GatherBlockQuantized``: kernels made for one-row products, the decoder step's
-  case; the activations are quantized per block inside the kernel (accuracy level 4). No calibration. On
-  mt5-small's shape it decodes 1.4x faster than ``static-int8`` (README, "Quantization").
+- ``weight-int8``: the MatMuls' weights in int8 blocks of 128 input channels, each block with its own scale, run
+  by ONNX Runtime's ``MatMulNBits``: kernels made for one-row products, the decoder step's case; the activations
+  are quantized per block inside the kernel (accuracy level 4). Embedding lookups as in ``dynamic-int8``. No
+  calibration. On mt5-small's shape it decodes 1.4x faster than ``static-int8`` (README, "Quantization").
 - ``fp16``: fp16 weights and compute, with the FFN output projections (``wo``) and the layer norms kept in fp32,
   where mT5's activations overflow fp16.
 
