@@ -15,6 +15,8 @@ per family: ``ours``, ``pytorch``, ``optimum``, ``ctranslate2``, ``llama_cpp``, 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,13 +47,36 @@ class System:
 SYSTEMS: Registry[System] = Registry("benchmark system")
 
 
-def built(path: Path, make: Callable[[Path], None]) -> Path:
-    """``path``, made by ``make(staging)`` first when missing (staged beside it, renamed when complete)."""
-    if path.exists():
+#: What an artifact depends on besides its checkpoint: the toolkit's code (a bench must not time a stale export).
+SOURCES = ("mt5lite", "exporters", "runtimes", "compression")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@functools.cache
+def _source_hash() -> str:
+    digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes())
+    for path in sorted(f for folder in SOURCES for f in (REPO / folder).rglob("*.py")):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def fingerprint(checkpoint: Path) -> str:
+    """What a built artifact was made from: the toolkit's code and the checkpoint's files (names, sizes, times)."""
+    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in Path(checkpoint).iterdir() if f.is_file())
+    return hashlib.sha256(f"{_source_hash()} {files}".encode()).hexdigest()
+
+
+def built(path: Path, make: Callable[[Path], None], checkpoint: Path) -> Path:
+    """``path``, made by ``make(staging)`` (staged beside it, renamed when complete) unless it is there and was made
+    from the same code and ``checkpoint`` (its ``.built-from`` stamp)."""
+    stamp = fingerprint(checkpoint)
+    if (path / ".built-from").is_file() and (path / ".built-from").read_text() == stamp:
         return path
     staging = path.with_name(f".{path.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     make(staging)
+    (staging / ".built-from").write_text(stamp)
+    shutil.rmtree(path, ignore_errors=True)
     staging.rename(path)
     return path
 

@@ -20,7 +20,7 @@ def _ctranslate2(quantization: str):
                 raise Unavailable(f"ctranslate2 is not installed ({exc})") from None
             TransformersConverter(str(checkpoint), copy_files=["spiece.model"]).convert(
                 str(out), quantization=quantization, force=True)
-        return built(work / f"ctranslate2-{quantization}", make)
+        return built(work / f"ctranslate2-{quantization}", make, checkpoint)
     return build
 
 

@@ -38,14 +38,14 @@ def _gguf(kind: str):
                   "--outtype", "f32"], "convert_hf_to_gguf.py", env=env)
             shutil.copy2(checkpoint / "spiece.model", out / "spiece.model")
 
-        f32 = built(work / "llama.cpp-f32", convert)
+        f32 = built(work / "llama.cpp-f32", convert, checkpoint)
 
         def quantize(out: Path) -> None:
             out.mkdir(parents=True)
             run_command([interpreter, "-c", QUANTIZE_GGUF, f32 / "model.gguf", out / "model.gguf", GGUF_TYPES[kind][0]],
                  f"llama_model_quantize to {kind}")
             shutil.copy2(checkpoint / "spiece.model", out / "spiece.model")
-        return built(work / f"llama.cpp-{kind}", quantize)
+        return built(work / f"llama.cpp-{kind}", quantize, checkpoint)
     return build
 
 

@@ -28,7 +28,7 @@ def _openvino(bits: int):
         def export(out: Path) -> None:
             run_command([interpreter, "-c", EXPORT_OPENVINO, checkpoint, out, bits], "optimum-intel's OpenVINO export")
             shutil.copy2(checkpoint / "spiece.model", out / "spiece.model")
-        return built(work / f"openvino-{'int8' if bits == 8 else 'fp32'}", export)
+        return built(work / f"openvino-{'int8' if bits == 8 else 'fp32'}", export, checkpoint)
     return build
 
 

@@ -20,7 +20,7 @@ def _optimum_fp32(checkpoint: Path, work: Path) -> Path:
             raise Unavailable(f"optimum-onnx is not installed ({exc})") from None
         ORTModelForSeq2SeqLM.from_pretrained(checkpoint, export=True).save_pretrained(out)
         shutil.copy2(checkpoint / "spiece.model", out / "spiece.model")
-    return built(work / "optimum-fp32", make)
+    return built(work / "optimum-fp32", make, checkpoint)
 
 
 def _optimum_dynamic_int8(checkpoint: Path, work: Path) -> Path:
@@ -39,7 +39,7 @@ def _optimum_dynamic_int8(checkpoint: Path, work: Path) -> Path:
             quantized = next(scratch.glob("*.onnx"))
             quantized.rename(out / name)
             shutil.rmtree(scratch)
-    return built(work / "optimum-dynamic-int8", make)
+    return built(work / "optimum-dynamic-int8", make, checkpoint)
 
 
 class OptimumRunner(TorchRunner):

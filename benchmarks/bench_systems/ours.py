@@ -16,7 +16,7 @@ def _onnx_fp32(checkpoint: Path, work: Path, static: bool = False) -> Path:
 
     name = "ours-onnx-static" if static else "ours-onnx-fp32"
     return built(work / name, lambda out: export_onnx(checkpoint, out, OnnxExportConfig(static_shapes=static),
-                                                       force=True))
+                                                      force=True), checkpoint)
 
 
 def _onnx_quantized(recipe: str):
@@ -25,7 +25,7 @@ def _onnx_quantized(recipe: str):
 
         source = _onnx_fp32(checkpoint, work)
         return built(work / f"ours-onnx-{recipe}",
-                      lambda out: quantize_export(source, out, QuantizeConfig(recipe=recipe), force=True))
+                     lambda out: quantize_export(source, out, QuantizeConfig(recipe=recipe), force=True), checkpoint)
     return build
 
 
@@ -34,7 +34,8 @@ def _tflite(precision: str):
         from mt5lite.exporters.tflite_export import export_tflite
 
         source = _onnx_fp32(checkpoint, work, static=True)
-        return built(work / f"ours-tflite-{precision}", lambda out: export_tflite(source, out, precision, force=True))
+        return built(work / f"ours-tflite-{precision}", lambda out: export_tflite(source, out, precision, force=True),
+                     checkpoint)
     return build
 
 
