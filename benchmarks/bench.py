@@ -34,13 +34,13 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-from bench_quantization import directory_bytes
-from bench_systems import SYSTEMS, Unavailable
+from bench_systems import SYSTEMS, Unavailable, reason
 from peer_envs import python as peer_python
 
 from mt5lite.data import HELDOUT_SENTENCES, HELDOUT_TASK, read_sentences, read_task_pairs
 from mt5lite.paths import BUILD_DIR, DEMO_MODEL
 from mt5lite.registry import Registry
+from mt5lite.verification.comparison import directory_bytes
 
 HERE = Path(__file__).resolve().parent
 SOURCE_TOKENS, LONG_SOURCE_TOKENS, NEW_TOKENS, BATCH = 32, 128, 32, 8
@@ -169,10 +169,6 @@ def _turns(workers: dict, requests: list[dict], failures: dict, key: str = "seco
     return results
 
 
-def _reason(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
-
-
 def _build(systems: list[str], checkpoint: Path, work: Path, records: dict) -> dict[str, Path]:
     """Every system's artifact (built once, cached under ``work``); a system that cannot be built keeps its record
     with the reason."""
@@ -183,7 +179,7 @@ def _build(systems: list[str], checkpoint: Path, work: Path, records: dict) -> d
             artifacts[name] = SYSTEMS[name].build(checkpoint, work)
             records[name].update(build_seconds=time.perf_counter() - started, bytes=directory_bytes(artifacts[name]))
         except Exception as exc:  # a peer that cannot be built stays in the table with its reason
-            records[name]["unavailable"] = _reason(exc)
+            records[name]["unavailable"] = reason(exc)
         print(f"{records[name]['model']}/{name}: {records[name].get('unavailable', 'built')}", flush=True)
     return artifacts
 
@@ -197,7 +193,7 @@ def _load(artifacts: dict[str, Path], threads: int, work: Path, records: dict) -
             interpreter = peer_python(environment) if environment else sys.executable
             workers[name] = Worker(name, artifact, threads, work / f"{name}.log", interpreter)
         except Exception as exc:  # a peer that cannot be loaded stays in the table with its reason
-            records[name]["unavailable"] = _reason(exc)
+            records[name]["unavailable"] = reason(exc)
     return workers
 
 
@@ -263,8 +259,8 @@ def bench_model(model: str, systems: list[str], threads: int, inputs: int, quali
         pairs = read_task_pairs(HELDOUT_TASK)
         pairs = pairs[:: max(1, len(pairs) // quality_pairs)][:quality_pairs]
     samples, failures = _measure(workers, Tokenizer(checkpoint / "spiece.model"), inputs, pairs)
-    for name, reason in failures.items():
-        records[name]["unavailable"] = reason
+    for name, why in failures.items():
+        records[name]["unavailable"] = why
         if name in workers:
             workers.pop(name).process.kill()
     out = []

@@ -27,21 +27,25 @@ from mt5lite.paths import BUILD_DIR
 from mt5lite.runtimes.decoding import new_cache, run_step
 
 
-def timed_decode(generator, text: str, new_tokens: int) -> tuple[float, float]:
-    """(seconds for encoder + ``new_tokens`` greedy steps, seconds for the steps alone), one input, batch 1."""
-    backend = generator.backend
-    ids, mask = generator.encode_batch([text])
+def forced_decode(backend, ids: np.ndarray, mask: np.ndarray, start_id: int, new_tokens: int) -> tuple[float, float]:
+    """(seconds for the encoder and exactly ``new_tokens`` greedy steps of the batch, seconds for the steps alone)
+    on a step backend; forced length: no eos check, every input decodes the same count."""
     started = time.perf_counter()
     encoded = backend.encode(encoder_feeds(ids, mask))
     cross_k, cross_v = encoded["cross_k"], encoded["cross_v"]
     encoded_at = time.perf_counter()
-    cache_k, cache_v = new_cache(cross_k, 1, backend.max_target_length)
-    token = np.full(1, generator.decoder.decoder_start_id, dtype=np.int64)
-    for position in range(new_tokens):  # forced length: no eos check, every input decodes the same count
-        logits = run_step(backend, token, position, mask, cross_k, cross_v, cache_k, cache_v)
-        token = logits.argmax(axis=-1)
+    cache_k, cache_v = new_cache(cross_k, len(ids), backend.max_target_length)
+    token = np.full(len(ids), start_id, dtype=np.int64)
+    for position in range(new_tokens):
+        token = run_step(backend, token, position, mask, cross_k, cross_v, cache_k, cache_v).argmax(axis=-1)
     finished = time.perf_counter()
     return finished - started, finished - encoded_at
+
+
+def timed_decode(generator, text: str, new_tokens: int) -> tuple[float, float]:
+    """``forced_decode`` of one text, batch 1, with an export generator."""
+    ids, mask = generator.encode_batch([text])
+    return forced_decode(generator.backend, ids, mask, generator.decoder.decoder_start_id, new_tokens)
 
 
 def side_by_side(generators: dict, texts: list[str], new_tokens: int) -> dict[str, float]:
@@ -57,11 +61,6 @@ def side_by_side(generators: dict, texts: list[str], new_tokens: int) -> dict[st
             total, _ = timed_decode(generator, text, new_tokens)
             per_token[name].append(1000 * total / new_tokens)
     return {name: statistics.median(values) for name, values in per_token.items()}
-
-
-def directory_bytes(path: Path) -> int:
-    """Every file of an export or checkpoint directory (graphs, weights, tokenizer files, manifest)."""
-    return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
 
 
 def speed_arguments(parser, inputs: int, new_tokens: int, output: str) -> None:

@@ -41,12 +41,12 @@ def main(argv: list[str]) -> int:
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever the libraries print goes to stderr
     os.environ.setdefault("USE_TF", "0")
-    from bench_systems import SYSTEMS
+    from bench_systems import SYSTEMS, reason
 
     try:
         runner = SYSTEMS[name].load(Path(artifact), int(threads))
     except Exception as exc:  # any library's failure to load: one line back to the driver
-        answers.write(json.dumps({"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"}) + "\n")
+        answers.write(json.dumps({"error": reason(exc)}) + "\n")
         return 1
     answers.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:

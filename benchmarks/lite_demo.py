@@ -19,11 +19,12 @@ import json
 import os
 from pathlib import Path
 
-from bench_quantization import directory_bytes, side_by_side, speed_arguments
+from bench_quantization import side_by_side, speed_arguments
 
 from mt5lite.data import DEV_TASK, HELDOUT_TASK, read_task_pairs
 from mt5lite.paths import BUILD_DIR, DEMO_MODEL
 from mt5lite.reports import markdown_table, write_report
+from mt5lite.verification.comparison import directory_bytes
 
 STAGES = ("teacher", "trimmed", "pruned", "distilled", "student")
 

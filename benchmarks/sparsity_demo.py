@@ -16,10 +16,11 @@ import os
 import zipfile
 from pathlib import Path
 
-from bench_quantization import directory_bytes, side_by_side, speed_arguments
+from bench_quantization import side_by_side, speed_arguments
 
 from mt5lite.data import HELDOUT_TASK, read_task_pairs
 from mt5lite.paths import BUILD_DIR, DEMO_MODEL
+from mt5lite.verification.comparison import directory_bytes
 
 
 def zipped(directory: Path) -> int:

@@ -25,10 +25,11 @@ import platform
 import time
 from pathlib import Path
 
-from bench_quantization import directory_bytes, side_by_side, speed_arguments
+from bench_quantization import side_by_side, speed_arguments
 
 from mt5lite.data import HELDOUT_SENTENCES, read_sentences
 from mt5lite.paths import BUILD_DIR
+from mt5lite.verification.comparison import directory_bytes
 
 #: Calibration for both int8 exports: the same draw, so their speeds compare like with like.
 CALIBRATION = {"samples": 128, "max_decoder_steps": 256}

@@ -47,6 +47,11 @@ class System:
 SYSTEMS: Registry[System] = Registry("benchmark system")
 
 
+def reason(exc: Exception) -> str:
+    """An exception as the one-line reason a system's row carries."""
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+
+
 #: What an artifact depends on besides its checkpoint: the toolkit's code (a bench must not time a stale export).
 SOURCES = ("mt5lite", "exporters", "runtimes", "compression")
 REPO = Path(__file__).resolve().parents[2]

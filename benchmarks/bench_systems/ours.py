@@ -3,7 +3,6 @@ LiteRT; all through the project's own decoding loop."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -57,19 +56,11 @@ class ExportRunner:
 
     def forced(self, ids: np.ndarray, new_tokens: int) -> float:
         """Seconds for the encoder and ``new_tokens`` greedy steps of the batch."""
-        from mt5lite.contract import encoder_feeds
-        from mt5lite.runtimes.decoding import new_cache, run_step
+        from bench_quantization import forced_decode
 
-        backend = self.generator.stepper
         ids, mask = self._feeds(ids)
-        started = time.perf_counter()
-        encoded = backend.encode(encoder_feeds(ids, mask))
-        cross_k, cross_v = encoded["cross_k"], encoded["cross_v"]
-        cache_k, cache_v = new_cache(cross_k, len(ids), backend.max_target_length)
-        token = np.full(len(ids), self.generator.decoder.decoder_start_id, dtype=np.int64)
-        for position in range(new_tokens):
-            token = run_step(backend, token, position, mask, cross_k, cross_v, cache_k, cache_v).argmax(axis=-1)
-        return time.perf_counter() - started
+        return forced_decode(self.generator.stepper, ids, mask, self.generator.decoder.decoder_start_id,
+                             new_tokens)[0]
 
     def greedy(self, text: str) -> str:
         """Greedy output of one input."""

@@ -36,6 +36,11 @@ class _FiniteCheck:
             self.nonfinite_steps += 1
 
 
+def directory_bytes(path: str | os.PathLike) -> int:
+    """Every file of an export or checkpoint directory (graphs, weights, tokenizer files, manifest)."""
+    return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
+
+
 def graph_bytes(export_dir: str | os.PathLike, manifest: dict) -> int:
     """Bytes of an export's model files (the graphs and their external data, not the tokenizer or manifest)."""
     names = {name for role in manifest["graphs"] for name in graph_files(manifest, role)}  # shared files once

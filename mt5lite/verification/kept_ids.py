@@ -63,8 +63,6 @@ def compare_trimmed(original_dir: str | os.PathLike, trimmed_dir: str | os.PathL
     """Teacher-forced differences, in PyTorch, between the trimmed model and the original at the kept ids, on the
     trimmed model's own greedy outputs for ``texts``. Raises ``ValueError`` if a text tokenizes differently (up to
     the id map) or the masks differ."""
-    from mt5lite.runtimes.options import DecodingOptions
-    from mt5lite.runtimes.torch_backend import TorchBackend
     from mt5lite.runtimes.torch_reference import TorchReference
 
     keep = kept_ids(original_dir, trimmed_dir)
@@ -73,7 +71,18 @@ def compare_trimmed(original_dir: str | os.PathLike, trimmed_dir: str | os.PathL
     new_ids, new_mask = trimmed.tokenizer.encode_batch(texts)
     if not (np.array_equal(keep[new_ids], ids) and np.array_equal(new_mask, mask)):
         raise ValueError(f"{trimmed_dir}: the texts tokenize differently than with {original_dir}")
+    return at_kept_ids(original, trimmed, keep, texts, max_new_tokens)
+
+
+def at_kept_ids(original, trimmed, keep: np.ndarray, texts: list[str], max_new_tokens: int = 16) -> Differences:
+    """Teacher-forced differences between two ``TorchReference`` models, ``trimmed`` (any checkpoint whose pieces
+    are a subset of ``original``'s; ``keep`` from ``kept_ids``) and ``original`` at the kept ids, on ``trimmed``'s
+    own greedy outputs for ``texts`` as its tokenizer reads them."""
+    from mt5lite.runtimes.options import DecodingOptions
+    from mt5lite.runtimes.torch_backend import TorchBackend
+
+    ids, mask = trimmed.tokenizer.encode_batch(texts)
     targets = trimmed.generate_ids(texts, DecodingOptions(max_new_tokens=max_new_tokens))
     steps = max_new_tokens + 1
     return teacher_forced(InOriginalIds(TorchBackend(original.model, steps), keep), TorchBackend(trimmed.model, steps),
-                          new_ids, new_mask, targets, start_id=trimmed.model.config.decoder_start_token_id)
+                          ids, mask, targets, start_id=trimmed.model.config.decoder_start_token_id)

@@ -14,31 +14,10 @@ import os
 from pathlib import Path
 
 from mt5lite.reports import markdown_table, write_report
+from mt5lite.verification.comparison import directory_bytes
 
 PYTORCH = "pytorch"
 ORIGINAL = "original"
-
-
-def _bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
-
-
-def _compressed_against_original(original_dir: Path, model_dir: Path, texts: list[str], allow_pickle: bool) -> float:
-    """Max |Δ logit| of the compressed checkpoint against the original, teacher-forced on the compressed model's
-    greedy output, at the pieces the compressed tokenizer kept."""
-    from mt5lite.runtimes.options import DecodingOptions
-    from mt5lite.runtimes.torch_backend import TorchBackend
-    from mt5lite.runtimes.torch_reference import TorchReference
-    from mt5lite.verification.kept_ids import InOriginalIds, kept_ids
-    from mt5lite.verification.teacher_forced import teacher_forced
-
-    original, compressed = (TorchReference(d, allow_pickle=allow_pickle) for d in (original_dir, model_dir))
-    ids, mask = compressed.tokenizer.encode_batch(texts)
-    targets = compressed.generate_ids(texts, DecodingOptions(max_new_tokens=16))
-    found = teacher_forced(InOriginalIds(TorchBackend(original.model, 17), kept_ids(original_dir, model_dir)),
-                           TorchBackend(compressed.model, 17), ids, mask, targets,
-                           compressed.model.config.decoder_start_token_id)
-    return found.max_abs_diff["logits"]
 
 
 def _against_source(source, candidate, texts: list[str]) -> float:
@@ -70,6 +49,7 @@ def pipeline_report(model_dir: str | os.PathLike, exports: list[tuple[str, str |
     from mt5lite.runtimes.torch_reference import TorchReference
     from mt5lite.verification.comparison import time_per_token
     from mt5lite.verification.evaluation import evaluate
+    from mt5lite.verification.kept_ids import at_kept_ids, kept_ids
     from mt5lite.verification.parity import parity_report
 
     pairs = list(pairs)
@@ -83,14 +63,17 @@ def pipeline_report(model_dir: str | os.PathLike, exports: list[tuple[str, str |
     for name, reference in references.items():
         scores = evaluate(lambda batch, r=reference: r.generate(batch, DecodingOptions()), pairs)
         directory = Path(original_dir) if name == ORIGINAL else model_dir
-        stages[name] = {"kind": "pytorch", "path": str(directory), "precision": "fp32", "bytes": _bytes(directory),
+        stages[name] = {"kind": "pytorch", "path": str(directory), "precision": "fp32",
+                        "bytes": directory_bytes(directory),
                         "max_abs_logit_diff_vs_pytorch": 0.0 if name == PYTORCH else None,
                         "greedy_agreement": 1.0 if name == PYTORCH else None,
                         "beam_agreement": 1.0 if name == PYTORCH else None, **_quality(scores)}
     if original_dir is not None:
         stages[PYTORCH]["previous"] = ORIGINAL
-        stages[PYTORCH]["max_abs_logit_diff_vs_previous"] = _compressed_against_original(
-            Path(original_dir), model_dir, texts[:logit_samples], allow_pickle)
+        # The compressed checkpoint against the original, at the pieces its tokenizer kept.
+        stages[PYTORCH]["max_abs_logit_diff_vs_previous"] = at_kept_ids(
+            references[ORIGINAL], references[PYTORCH], kept_ids(original_dir, model_dir),
+            texts[:logit_samples]).max_abs_diff["logits"]
     generators, previous = {}, PYTORCH
     for name, directory in exports:
         generators[name] = open_export(directory, threads=threads)
@@ -99,7 +82,8 @@ def pipeline_report(model_dir: str | os.PathLike, exports: list[tuple[str, str |
         vs_previous = (parity["max_abs_logit_diff"] if previous == PYTORCH
                        else _against_source(generators[previous], generators[name], texts[:logit_samples]))
         stages[name] = {"kind": generators[name].manifest["engine"], "path": str(directory),
-                        "precision": generators[name].manifest.get("precision"), "bytes": _bytes(Path(directory)),
+                        "precision": generators[name].manifest.get("precision"),
+                        "bytes": directory_bytes(directory),
                         "previous": previous, "max_abs_logit_diff_vs_previous": vs_previous,
                         "max_abs_logit_diff_vs_pytorch": parity["max_abs_logit_diff"],
                         "greedy_agreement": parity["greedy_agreement"], "beam_agreement": parity["beam_agreement"],
