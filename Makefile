@@ -12,7 +12,7 @@ export USE_TF := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: help install jvm-toolchain test test-slow test-lean test-wheel test-pi lint export-tflite sensitivity bench-quantization \
-	evaluate demo-model mt5-small-fixture parity-mt5-small tflite-mt5-small trim-mt5-small lite-demo importance-demo sparsity-demo bench android-assets clean
+	evaluate demo-model mt5-small-fixture parity-mt5-small tflite-mt5-small conversion-memory trim-mt5-small lite-demo importance-demo sparsity-demo bench android-assets clean
 
 help:
 	@echo "make export-tflite   run the pipeline on MODEL (default: the bundled demo model) into $(BUILD)/"
@@ -26,6 +26,8 @@ help:
 	@echo "make demo-model      retrain the bundled demo model from scratch (about 20 minutes on 2 cores)"
 	@echo "make parity-mt5-small ONNX parity on a random model of google/mt5-small's shape"
 	@echo "make tflite-mt5-small TFLite fp32 + full int8 of that model: conversion, sizes, speed"
+	@echo "make conversion-memory  full-int8 TFLite conversion's peak memory against the checkpoint, mt5-small and"
+	@echo "                     mt5-base shapes: $(BUILD)/reports/conversion-memory.{json,md}"
 	@echo "make trim-mt5-small  that model with a 250k-piece tokenizer, trimmed: kept-id parity, sizes, int8 speed"
 	@echo "make sensitivity     quantize one node group at a time and measure each (the default recipe's basis)"
 	@echo "make bench           ours against PyTorch, optimum-onnx, CTranslate2, llama.cpp and OpenVINO on four models,"
@@ -162,6 +164,11 @@ tflite-mt5-small: mt5-small-fixture
 	$(BIN)/mt5lite export tflite --export $(BUILD)/onnx-mt5-small-static --output $(BUILD)/tflite-mt5-small-int8 \
 		--quantize int8 --samples 128 --max-decoder-steps 256 --data $(BUILD)/heldout-20.tsv --no-gate --force \
 		--report $(BUILD)/reports/tflite-int8-mt5-small.json
+
+# Peak memory of the full-int8 TFLite conversion (the whole process tree, and time -v's largest process) against
+# the checkpoint's size, on random models of google/mt5-small's and google/mt5-base's shapes (about 40 minutes).
+conversion-memory: install
+	$(BIN)/python benchmarks/conversion_memory.py --output $(BUILD)/reports/conversion-memory.json
 
 # Vocabulary trimming on mt5-small's shape with a 250,100-piece tokenizer (mt5lite.fixtures.mt5_small_250k): trimmed
 # with the project's data, compared at the kept ids, exported (fp32, static int8 ONNX, full-int8 TFLite, sizes) and

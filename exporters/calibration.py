@@ -8,6 +8,7 @@ decodes those same samples. Both reach ONNX Runtime's quantizer as iterables of 
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mt5lite.contract import encoder_feeds
+from mt5lite.contract import DECODER_OUTPUTS, encoder_feeds
 from mt5lite.data import CALIBRATION_SENTENCES, Sentence
 from mt5lite.errors import InputError
 
@@ -60,9 +61,10 @@ def draw_samples(sentences: list[Sentence], count: int, seed: int = 0, source: s
 
 
 class FeedReader:
-    """A list of feed dicts as ONNX Runtime's ``CalibrationDataReader`` (``get_next``, ``rewind``)."""
+    """A sequence of feed dicts (a list, or a ``FeedStore`` on disk) as ONNX Runtime's ``CalibrationDataReader``
+    (``get_next``, ``rewind``)."""
 
-    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+    def __init__(self, feeds):
         self.feeds = feeds
         self._next = 0
 
@@ -81,25 +83,93 @@ class FeedReader:
         return len(self.feeds)
 
 
-class _StepRecorder:
-    """A step hook that keeps a uniform random subset (reservoir) of the decoder-step feeds it sees, copied, since
-    the decoding loop writes into its caches in place."""
+class FeedStore:
+    """Feed dicts of one graph on disk, so a capture need not hold them in memory: one raw ``NAME.bin`` per input
+    (feed ``i`` at offset ``i * feed bytes``) and ``feeds.json`` (count, dtypes, shapes). Written slot by slot
+    (``put``; a reservoir overwrites slots), read back one feed at a time with plain reads, no memory map."""
 
-    def __init__(self, keep: int, seed: int):
+    INDEX = "feeds.json"
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        index = self.directory / self.INDEX
+        self.specs: dict[str, dict] = {}
+        self.count = 0
+        if index.is_file():
+            stored = json.loads(index.read_text(encoding="utf-8"))
+            self.specs, self.count = stored["inputs"], stored["count"]
+
+    def put(self, slot: int, feed: dict[str, np.ndarray]) -> None:
+        """Write ``feed`` into ``slot`` (at most one past the last written slot)."""
+        if slot > self.count:
+            raise IndexError(f"slot {slot} of a store holding {self.count} feeds")
+        if not self.specs:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.specs = {name: {"dtype": np.asarray(v).dtype.str, "shape": list(np.shape(v))}
+                          for name, v in feed.items()}
+        for name, value in feed.items():
+            data = np.ascontiguousarray(value, dtype=self.specs[name]["dtype"])
+            if list(data.shape) != self.specs[name]["shape"]:
+                raise ValueError(f"feed {name} has shape {list(data.shape)}; the store holds "
+                                 f"{self.specs[name]['shape']}")
+            path = self.directory / f"{name}.bin"
+            with open(path, "r+b" if path.exists() else "wb") as handle:
+                handle.seek(slot * data.nbytes)
+                handle.write(data.tobytes())
+        self.count = max(self.count, slot + 1)
+        (self.directory / self.INDEX).write_text(json.dumps({"count": self.count, "inputs": self.specs}),
+                                                 encoding="utf-8")
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        feed = {}
+        for name, spec in self.specs.items():
+            dtype, shape = np.dtype(spec["dtype"]), spec["shape"]
+            size = int(np.prod(shape))
+            with open(self.directory / f"{name}.bin", "rb") as handle:
+                handle.seek(index * size * dtype.itemsize)
+                feed[name] = np.fromfile(handle, dtype=dtype, count=size).reshape(shape)
+        return feed
+
+
+class _MemoryFeeds(list):
+    """Feed dicts held in memory, with ``FeedStore``'s ``put``."""
+
+    def put(self, slot: int, feed: dict[str, np.ndarray]) -> None:
+        if slot < len(self):
+            self[slot] = feed
+        else:
+            self.append(feed)
+
+
+class _StepRecorder:
+    """A step hook that keeps a uniform random subset (reservoir) of the decoder-step feeds it sees in ``store``,
+    copied (the decoding loop writes into its caches in place) or written to disk."""
+
+    def __init__(self, keep: int, seed: int, store):
         self.keep = keep
-        self.kept: list[dict[str, np.ndarray]] = []
+        self.kept = store
         self.seen = 0
         self.rng = np.random.default_rng(seed)
+        self.logits: dict[int, tuple[float, float]] = {}  # each kept step's logits range
 
     def __call__(self, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
         slot = self.seen if self.seen < self.keep else int(self.rng.integers(0, self.seen + 1))
         self.seen += 1
         if slot < self.keep:
-            feed = {name: np.array(value, copy=True) for name, value in feeds.items()}
-            if slot < len(self.kept):
-                self.kept[slot] = feed
-            else:
-                self.kept.append(feed)
+            self.kept.put(slot, {name: np.array(value, copy=True) for name, value in feeds.items()})
+            logits = outputs[DECODER_OUTPUTS[0]]
+            self.logits[slot] = (float(logits.min()), float(logits.max()))
+
+    def logits_range(self) -> tuple[float, float] | None:
+        """The range of the logits over the kept steps (what a calibrator running them would record)."""
+        if not self.logits:
+            return None
+        return min(low for low, _ in self.logits.values()), max(high for _, high in self.logits.values())
 
 
 @dataclass
@@ -110,6 +180,7 @@ class CalibrationData:
     decoder: FeedReader
     languages: dict[str, int]
     decoder_steps_seen: int
+    logits_range: tuple[float, float] | None = None  # over the kept decoder steps
 
     def describe(self, source: Path, seed: int) -> dict:
         """What a manifest records of this calibration (``source``: the file the samples were drawn from)."""
@@ -118,9 +189,12 @@ class CalibrationData:
 
 
 def capture_calibration_data(export_dir: Path, samples: list[Sentence], max_decoder_steps: int = 512,
-                             max_new_tokens: int = 32, seed: int = 0, progress: bool = False) -> CalibrationData:
+                             max_new_tokens: int = 32, seed: int = 0, progress: bool = False,
+                             store: Path | None = None) -> CalibrationData:
     """Tokenize ``samples`` for the encoder and greedily decode them with the fp32 export in ``export_dir``,
-    keeping up to ``max_decoder_steps`` decoder-step feeds drawn uniformly from every step taken."""
+    keeping up to ``max_decoder_steps`` decoder-step feeds drawn uniformly from every step taken. The feeds are
+    held in memory, or with ``store`` written to ``store/encoder`` and ``store/decoder`` (``FeedStore``), where
+    mt5-small's 512 decoder steps take 2.4 GB."""
     from tqdm import tqdm
 
     from mt5lite.runtimes.onnx_runtime import OnnxGenerator
@@ -128,10 +202,11 @@ def capture_calibration_data(export_dir: Path, samples: list[Sentence], max_deco
     from mt5lite.runtimes.tokenizer import Overflow
 
     generator = OnnxGenerator(export_dir)
-    recorder = _StepRecorder(max_decoder_steps, seed)
+    encoder_store = _MemoryFeeds() if store is None else FeedStore(Path(store) / "encoder")
+    recorder = _StepRecorder(max_decoder_steps, seed, _MemoryFeeds() if store is None else
+                             FeedStore(Path(store) / "decoder"))
     generator.add_step_hook(recorder)
     options = DecodingOptions(max_new_tokens=min(max_new_tokens, generator.backend.max_target_length))
-    feeds = []
     with warnings.catch_warnings():  # long samples are cut to the export's source length on purpose
         warnings.simplefilter("ignore")
         # Every sample is padded to one length (the export's, if static; else the longest sample's), as a batch
@@ -140,10 +215,11 @@ def capture_calibration_data(export_dir: Path, samples: list[Sentence], max_deco
         for sample in tqdm(samples, desc="capturing calibration inputs", disable=not progress, unit="sample"):
             ids, mask = generator.tokenizer.encode_batch([sample.text], generator.max_source_length,
                                                          Overflow.TRUNCATE, pad_to=longest)
-            feeds.append(encoder_feeds(ids, mask))
+            encoder_store.put(len(encoder_store), encoder_feeds(ids, mask))
             generator.decoder.generate(ids, mask, options)
-    return CalibrationData(FeedReader(feeds), FeedReader(recorder.kept),
-                           dict(sorted(Counter(s.lang for s in samples).items())), recorder.seen)
+    return CalibrationData(FeedReader(encoder_store), FeedReader(recorder.kept),
+                           dict(sorted(Counter(s.lang for s in samples).items())), recorder.seen,
+                           recorder.logits_range())
 
 
 @dataclass(frozen=True)
@@ -162,9 +238,10 @@ class CalibrationDraw:
             return [f"max_decoder_steps must be at least 1, got {self.max_decoder_steps}"]
         return []
 
-    def capture(self, export_dir: Path, progress: bool = False) -> CalibrationData:
+    def capture(self, export_dir: Path, progress: bool = False, store: Path | None = None) -> CalibrationData:
         """Draw ``samples`` balanced samples from ``file`` and capture the feeds of both graphs of the fp32
-        export in ``export_dir``. Raises ``InputError`` for bad settings or too little data."""
+        export in ``export_dir``, in memory or, with ``store``, on disk there. Raises ``InputError`` for bad
+        settings or too little data."""
         from mt5lite.data import read_tagged_texts
 
         problems = self.problems()
@@ -172,19 +249,4 @@ class CalibrationDraw:
             raise InputError("; ".join(problems))
         drawn = draw_samples(read_tagged_texts(self.file), self.samples, self.seed, source=str(self.file))
         return capture_calibration_data(Path(export_dir), drawn, self.max_decoder_steps, seed=self.seed,
-                                        progress=progress)
-
-
-def save_feeds(feeds: list[dict[str, np.ndarray]], directory: Path) -> None:
-    """Write ``feeds`` as one stacked ``NAME.npy`` per input in ``directory`` (read back memory-mapped by
-    ``load_feeds``, so a child process need not hold every captured step in memory)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in feeds[0]:
-        np.save(directory / f"{name}.npy", np.stack([feed[name] for feed in feeds]))
-
-
-def load_feeds(directory: Path, names: list[str]):
-    """Iterate the feed dicts ``save_feeds`` wrote to ``directory``, one at a time."""
-    stacks = {name: np.load(Path(directory) / f"{name}.npy", mmap_mode="r") for name in names}
-    for index in range(len(stacks[names[0]])):
-        yield {name: np.array(stack[index]) for name, stack in stacks.items()}
+                                        progress=progress, store=store)

@@ -17,7 +17,6 @@ own score. The value is a model property, recorded in the manifest.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +36,9 @@ def is_mask_constant(array: np.ndarray) -> bool:
     return array.dtype.kind == "f" and array.size > 0 and bool((array <= MASK_CONSTANT_THRESHOLD).all())
 
 
-def _mask_tensors(model):
-    """Every masking constant of ``model`` (``Constant`` node values and initializers) as its TensorProto."""
+def _mask_tensors(model, base_dir: str = ""):
+    """Every masking constant of ``model`` (``Constant`` node values and initializers) as its TensorProto. An
+    initializer stored as external data is read from ``base_dir``."""
     from onnx import numpy_helper
 
     for node in model.graph.node:
@@ -48,25 +48,27 @@ def _mask_tensors(model):
                     yield attribute.t
     for tensor in model.graph.initializer:
         small = int(np.prod(tensor.dims)) < 1 << 20  # masks are small: weights are skipped without being read
-        if small and tensor.data_type in (1, 10, 11) and is_mask_constant(numpy_helper.to_array(tensor)):
+        if small and tensor.data_type in (1, 10, 11) and is_mask_constant(numpy_helper.to_array(tensor, base_dir)):
             yield tensor
 
 
-def with_mask_value(model, value: float) -> int:
+def with_mask_value(model, value: float, base_dir: str = "") -> int:
     """Set every masking constant of ``model`` (an ``onnx.ModelProto``, changed in place) to ``value``; returns
-    how many constants were replaced."""
+    how many constants were replaced. A model loaded without its external data reads them from ``base_dir``
+    (a replaced constant is then stored in the graph)."""
     from onnx import numpy_helper
 
-    tensors = list(_mask_tensors(model))
+    tensors = list(_mask_tensors(model, base_dir))
     for tensor in tensors:
-        array = numpy_helper.to_array(tensor)
+        array = numpy_helper.to_array(tensor, base_dir)
         tensor.CopyFrom(numpy_helper.from_array(np.full_like(array, value), tensor.name))
     return len(tensors)
 
 
-def _softmax_input_session(model, path: Path):
-    """An ONNX Runtime session of ``model`` (saved to ``path``) with every Softmax input added as an output;
-    returns it and those names."""
+def _softmax_inputs(model, weights_dir: Path) -> tuple[object, list[str]]:
+    """An ONNX Runtime session of ``model`` (loaded without its external data, which stays in ``weights_dir``
+    and is read from there: the weights are not copied or held twice) with every Softmax input added as an
+    output; returns it and those names."""
     import onnx
     import onnxruntime as ort
 
@@ -75,8 +77,10 @@ def _softmax_input_session(model, path: Path):
     for name in names:
         if name not in known:
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data")
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), names
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(weights_dir))
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session, names
 
 
 def _logsumexp(values: np.ndarray, where: np.ndarray) -> np.ndarray:
@@ -88,38 +92,38 @@ def _logsumexp(values: np.ndarray, where: np.ndarray) -> np.ndarray:
         return (np.log(np.exp(masked - safe_peak).sum(axis=-1, keepdims=True)) + safe_peak)[..., 0]
 
 
-def int8_mask_value(onnx_path: str | Path, feeds: list[dict], scratch: Path,
-                    tolerance: float = LEAK_TOLERANCE) -> dict:
+def int8_mask_value(onnx_path: str | Path, feeds, tolerance: float = LEAK_TOLERANCE) -> dict:
     """The masking constant for a full-integer int8 conversion of the graph at ``onnx_path``, from its
-    calibration ``feeds``: ``{"value", "bound", "softmax_rows", "masked_rows", "tolerance"}``. ``value`` is
-    ``bound - SAFETY_MARGIN`` rounded down to an integer; ``bound`` is the largest value meeting ``tolerance`` on
-    every row; a graph without masking constants gets ``None``. Temporary graphs go to a directory inside
-    ``scratch`` (beside the output, not the system's temporary directory). Raises ``ConversionError`` when no
-    calibration input masks any key."""
+    calibration ``feeds`` (a sequence of feed dicts, e.g. a ``FeedStore``): ``{"value", "bound", "softmax_rows",
+    "masked_rows", "tolerance"}``. ``value`` is ``bound - SAFETY_MARGIN`` rounded down to an integer; ``bound`` is
+    the largest value meeting ``tolerance`` on every row; a graph without masking constants gets ``None``. The
+    graph runs twice over the feeds, one session at a time (as exported: which keys are masked, kept as bits;
+    constants at 0: every key's own score). Raises ``ConversionError`` when no calibration input masks any key."""
     import onnx
 
-    with tempfile.TemporaryDirectory(dir=scratch, prefix=".int8-masking-") as work:
-        model = onnx.load(str(onnx_path))
-        if not any(True for _ in _mask_tensors(model)):
-            return {"value": None, "bound": None, "softmax_rows": 0, "masked_rows": 0, "tolerance": tolerance}
-        exported, names = _softmax_input_session(model, Path(work) / "exported.onnx")
-        model = onnx.load(str(onnx_path))  # saving moved the first copy's weights out to external data
-        with_mask_value(model, 0.0)
-        zeroed, _ = _softmax_input_session(model, Path(work) / "zeroed.onnx")
-        del model
-        bound, rows, masked_rows = np.inf, 0, 0
-        log_ratio = np.log(tolerance / (1.0 - tolerance))
-        for feed in feeds:
-            for as_exported, own in zip(exported.run(names, feed), zeroed.run(names, feed), strict=True):
-                masked = as_exported <= MASK_CONSTANT_THRESHOLD / 2  # the keys the constants mask
-                counted = masked.any(axis=-1) & (~masked).any(axis=-1)
-                rows += int(counted.size)
-                masked_rows += int(counted.sum())
-                if counted.any():
-                    limits = _logsumexp(own, ~masked) - _logsumexp(own, masked) + log_ratio
-                    bound = min(bound, float(limits[counted].min()))
+    onnx_path = Path(onnx_path)
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    if not any(True for _ in _mask_tensors(model, str(onnx_path.parent))):
+        return {"value": None, "bound": None, "softmax_rows": 0, "masked_rows": 0, "tolerance": tolerance}
+    exported, names = _softmax_inputs(model, onnx_path.parent)
+    masks = [[np.packbits(scores <= MASK_CONSTANT_THRESHOLD / 2, axis=-1) for scores in exported.run(names, feed)]
+             for feed in feeds]  # the keys the constants mask
+    del exported
+    with_mask_value(model, 0.0, str(onnx_path.parent))
+    zeroed, _ = _softmax_inputs(model, onnx_path.parent)
+    bound, rows, masked_rows = np.inf, 0, 0
+    log_ratio = np.log(tolerance / (1.0 - tolerance))
+    for index, feed in enumerate(feeds):
+        for packed, own in zip(masks[index], zeroed.run(names, feed), strict=True):
+            masked = np.unpackbits(packed, axis=-1, count=own.shape[-1]).astype(bool)
+            counted = masked.any(axis=-1) & (~masked).any(axis=-1)
+            rows += int(counted.size)
+            masked_rows += int(counted.sum())
+            if counted.any():
+                limits = _logsumexp(own, ~masked) - _logsumexp(own, masked) + log_ratio
+                bound = min(bound, float(limits[counted].min()))
     if not masked_rows:
-        raise ConversionError(f"{Path(onnx_path).name}: no calibration input masks a key, so the int8 masking "
+        raise ConversionError(f"{onnx_path.name}: no calibration input masks a key, so the int8 masking "
                               "constant cannot be chosen; calibrate on inputs shorter than the export's length")
     return {"value": float(np.floor(bound - SAFETY_MARGIN)), "bound": bound, "softmax_rows": rows,
             "masked_rows": masked_rows, "tolerance": tolerance}

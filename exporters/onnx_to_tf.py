@@ -17,6 +17,7 @@ import functools
 import hashlib
 from collections.abc import Callable
 from operator import attrgetter
+from pathlib import Path
 
 import numpy as np
 
@@ -26,7 +27,8 @@ from mt5lite.errors import Mt5LiteError
 #: converter copies every inlined constant many times (mt5-small's encoder: over 17 GB; with variables: 6.5 GB).
 VARIABLE_MIN_ELEMENTS = 1 << 16
 #: ONNX TensorProto data types -> numpy.
-ONNX_DTYPES = {1: np.float32, 6: np.int32, 7: np.int64, 9: np.bool_, 10: np.float16, 11: np.float64}
+ONNX_DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64, 9: np.bool_, 10: np.float16,
+               11: np.float64}
 #: A translator: one ONNX node's inputs and attributes -> its outputs (TensorFlow tensors or numpy constants).
 Translator = Callable[[list, dict], list]
 
@@ -345,19 +347,41 @@ def _fold(node, inputs: list, attrs: dict) -> list:
     return _op(node, inputs, attrs)
 
 
-def weight_variables(model, pool: dict | None = None, min_elements: int = VARIABLE_MIN_ELEMENTS) -> dict:
-    """Every initializer of ``model`` with at least ``min_elements`` elements as a ``tf.Variable``, by name. Their
-    data is cleared from ``model`` (it now lives in the variables), so a large graph is held in memory once.
-    ``pool`` (kept across calls) maps a weight's dtype, shape and bytes to its variable: graphs converted together
-    that read the same weight get the same variable, which the converter stores once."""
-    import tensorflow as tf
+def initializer_array(tensor, base_dir: str | Path = "") -> np.ndarray:
+    """An initializer's value. One stored as external data is read straight from its file in ``base_dir`` (the
+    model was loaded without it), never into the protobuf: the weights are then held in memory once. A location
+    that leaves ``base_dir`` is refused (``ModelFileError``)."""
     from onnx import numpy_helper
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    from mt5lite.manifest import inside
+
+    if not uses_external_data(tensor):
+        return numpy_helper.to_array(tensor)
+    info = ExternalDataInfo(tensor)
+    dtype = np.dtype(ONNX_DTYPES[tensor.data_type]).newbyteorder("<")  # ONNX stores little-endian
+    count = int(np.prod(tensor.dims))
+    array = np.fromfile(inside(Path(base_dir), info.location), dtype=dtype, count=count, offset=info.offset or 0)
+    if array.size != count:
+        raise ConversionError(f"initializer {tensor.name}: {info.location} holds {array.size} of its {count} values")
+    return array.reshape(tuple(tensor.dims))
+
+
+def weight_variables(model, pool: dict | None = None, min_elements: int = VARIABLE_MIN_ELEMENTS,
+                     base_dir: str | Path = "", skip: frozenset[str] = frozenset()) -> dict:
+    """Every initializer of ``model`` with at least ``min_elements`` elements as a ``tf.Variable``, by name. Their
+    data is cleared from ``model`` (it now lives in the variables); a model loaded without its external data
+    (``base_dir``: where it is) has them read straight into the variables, so a large graph is held in memory
+    once. ``pool`` (kept across calls) maps a weight's dtype, shape and bytes to its variable: graphs converted
+    together that read the same weight get the same variable, which the converter stores once. Initializers named
+    in ``skip`` are left alone."""
+    import tensorflow as tf
 
     pool = {} if pool is None else pool
     variables = {}
     for tensor in model.graph.initializer:
-        if int(np.prod(tensor.dims)) >= min_elements:
-            array = numpy_helper.to_array(tensor)
+        if int(np.prod(tensor.dims)) >= min_elements and tensor.name not in skip:
+            array = initializer_array(tensor, base_dir)
             key = (array.dtype.str, array.shape, hashlib.sha256(array.tobytes()).hexdigest())
             if key not in pool:
                 pool[key] = tf.Variable(array, trainable=False,
@@ -365,6 +389,7 @@ def weight_variables(model, pool: dict | None = None, min_elements: int = VARIAB
             variables[tensor.name] = pool[key]
             tensor.ClearField("raw_data")
             tensor.ClearField("float_data")
+            del array
     return variables
 
 
@@ -382,23 +407,28 @@ def _on_own_range(table, rows, ranges: dict):
     return tf.quantization.fake_quant_with_min_max_args(rows, min=low, max=high, num_bits=8)
 
 
-def graph_function(model, input_names: list[str], variables: dict | None = None, table_ranges: bool = False):
+def graph_function(model, input_names: list[str], variables: dict | None = None, table_ranges: bool = False,
+                   base_dir: str | Path = "", stand_ins: dict[str, tuple[list[int], float]] | None = None):
     """A Python function ``f(*tensors) -> {output name: tensor}`` computing ``model`` with TensorFlow ops, inputs
     in the order of ``input_names``. Initializers named in ``variables`` (from ``weight_variables``) are read from
-    those variables; the others are constants. ``table_ranges`` (for full int8): rows gathered from a weight
-    variable carry the whole table's range (``_on_own_range``)."""
+    those variables; those named in ``stand_ins`` (name -> shape, value) become a constant of that shape filled
+    with that value (never read); the others are constants (external data read from ``base_dir``).
+    ``table_ranges`` (for full int8): rows gathered from a weight variable carry the whole table's range
+    (``_on_own_range``)."""
     import tensorflow as tf
-    from onnx import numpy_helper
 
     graph = model.graph
     variables = variables or {}
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.name not in variables}
+    stand_ins = stand_ins or {}
+    constants = {t.name: initializer_array(t, base_dir) for t in graph.initializer
+                 if t.name not in variables and t.name not in stand_ins}
     output_names = [o.name for o in graph.output]
     ranges: dict = {}
 
     def run(*tensors):
         values: dict = dict(constants)
         values.update(variables)
+        values.update({name: tf.fill(shape, np.float32(value)) for name, (shape, value) in stand_ins.items()})
         values.update(zip(input_names, tensors, strict=True))
         for node in graph.node:
             inputs = [values[name] if name else None for name in node.input]

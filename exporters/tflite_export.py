@@ -28,8 +28,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from mt5lite.errors import InputError
-from mt5lite.exporters.calibration import CalibrationDraw
+from mt5lite.errors import InputError, ModelFileError
+from mt5lite.exporters.calibration import CalibrationDraw, CalibrationWarning
 from mt5lite.exporters.onnx_to_tf import ConversionError
 from mt5lite.exporters.staging import refuse_existing, staged_directory
 from mt5lite.manifest import MANIFEST_NAME, graph_files, inside, load_manifest, sha256_file, write_manifest
@@ -65,23 +65,35 @@ TFLITE_PRECISIONS: Registry[TflitePrecision] = Registry("TFLite precision", {
 })
 
 
-def _worker(command: str, spec: dict, scratch: Path) -> dict:
-    """Run one ``mt5lite.exporters.tflite_worker`` step in a child process; its crash (even SIGABRT) becomes an
-    error."""
+#: Errors a worker step may stop with, raised again here by name (anything else: ``ConversionError``).
+_WORKER_ERRORS = {cls.__name__: cls for cls in (InputError, ModelFileError, ConversionError)}
+
+
+def _worker(command: str, spec: dict, scratch: Path, show_progress: bool = False) -> dict:
+    """Run one ``mt5lite.exporters.tflite_worker`` step in a child process. Its toolkit error and warnings are
+    raised again here; its crash (even SIGABRT) becomes a ``ConversionError``. ``show_progress`` lets the step's
+    stderr (a progress bar) through; otherwise it is kept for the error message."""
     name = Path(spec["output"]).name
     spec_path = scratch / f"{command}.json"
     result_path = spec_path.with_suffix(".result.json")
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     try:
-        done = subprocess.run([sys.executable, "-m", "mt5lite.exporters.tflite_worker", command, str(spec_path),
-                               str(result_path)],
-                              capture_output=True, text=True, env=env, timeout=WORKER_TIMEOUT_S)
+        done = subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "-m",
+                               "mt5lite.exporters.tflite_worker", command, str(spec_path), str(result_path)],
+                              stdout=subprocess.PIPE, stderr=None if show_progress else subprocess.PIPE, text=True,
+                              env=env, timeout=WORKER_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise ConversionError(f"{name}: TFLite {command} did not finish in {WORKER_TIMEOUT_S} s; it was "
                               "stopped") from None
+    result = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else {}
+    for warning in result.pop("warnings", []):
+        category = CalibrationWarning if warning["category"] == CalibrationWarning.__name__ else UserWarning
+        warnings.warn(category(warning["message"]), stacklevel=2)
+    if "error" in result:
+        raise _WORKER_ERRORS.get(result["error"]["type"], ConversionError)(result["error"]["message"])
     if done.returncode != 0:
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        lines = [line for line in (done.stderr or "").splitlines() if line.strip()]
         if done.returncode == -9:
             why = "killed by signal 9, most likely out of memory"
         elif done.returncode < 0:
@@ -89,7 +101,7 @@ def _worker(command: str, spec: dict, scratch: Path) -> dict:
         else:
             why = lines[-1] if lines else "no message"
         raise ConversionError(f"{name}: TFLite {command} failed ({why})")
-    return json.loads(result_path.read_text(encoding="utf-8"))
+    return result
 
 
 def _graph_spec(manifest: dict, role: str, onnx_dir: Path) -> dict:
@@ -120,13 +132,12 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
 
     with staged_directory(output, force) as staging, \
             tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.scratch-") as scratch:
-        spec = {"output": str(staging / TFLITE_FILE), "quantize": quantize, "allow_flex": allow_flex,
-                "graphs": {role: _graph_spec(manifest, role, source) for role in ROLES}}
+        spec = conversion_spec(source, manifest, staging / TFLITE_FILE, quantize, Path(scratch), allow_flex)
         quantization = {"recipe": f"tflite-{quantize}", "source_export_id": manifest["export_id"],
                         "quantized_nodes": {}}
         if precision.calibrated:
-            quantization.update(_prepare_int8(source, spec["graphs"], calibration, Path(scratch), progress))
-        _worker("convert", spec, Path(scratch))
+            quantization.update(_prepare_int8(source, spec, calibration, Path(scratch), progress))
+        convert_steps(spec, Path(scratch))
         checked = _worker("check", spec, Path(scratch))
         graphs, ops = json.loads(json.dumps(manifest["graphs"])), {}
         for role in ROLES:
@@ -154,22 +165,42 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
     return {"manifest": new_manifest, "validation": validation}
 
 
-def _prepare_int8(source: Path, graphs: dict, calibration: CalibrationDraw, scratch: Path, progress: bool) -> dict:
-    """Capture the representative data, choose each graph's masking constant and point the graphs' worker specs
-    at both; returns what the manifest records."""
-    from mt5lite.exporters.calibration import save_feeds
-    from mt5lite.exporters.int8_masking import int8_mask_value
+def conversion_spec(source: Path, manifest: dict, output: Path, quantize: str, scratch: Path,
+                    allow_flex: bool = False) -> dict:
+    """What the worker steps need: the output, the precision, the scratch files and each graph's ONNX file and
+    tensor specs."""
+    return {"output": str(output), "quantize": quantize, "allow_flex": allow_flex,
+            "float": str(scratch / "float.tflite"), "calibrated": str(scratch / "calibrated.tflite"),
+            "graphs": {role: _graph_spec(manifest, role, source) for role in ROLES}}
 
-    data = calibration.capture(source, progress)
-    masks = {}
-    for role, graph in graphs.items():
-        feeds = getattr(data, role).feeds
-        masks[role] = int8_mask_value(graph["onnx"], feeds, scratch)
+
+def convert_steps(spec: dict, scratch: Path) -> dict:
+    """Write ``spec["output"]``: ``convert``, then for int8 (``spec`` prepared by ``_prepare_int8``) TensorFlow's
+    int8 steps after it, ``calibrate`` and ``quantize``, each in a process of its own, so that no process holds
+    more than one model at a time. Returns what ``convert`` reported."""
+    converted = _worker("convert", spec, scratch)
+    if TFLITE_PRECISIONS[spec["quantize"]].calibrated:
+        spec["stand_ins"] = converted["stand_ins"]
+        _worker("calibrate", spec, scratch)
+        _worker("quantize", spec, scratch)
+    return converted
+
+
+def _prepare_int8(source: Path, spec: dict, calibration: CalibrationDraw, scratch: Path, progress: bool) -> dict:
+    """Capture the representative data and choose each graph's masking constant, in a child process that writes
+    the feeds beside the output (``calibrate``); point the graphs' worker specs at both. Returns what the
+    manifest records."""
+    draw = {"file": str(calibration.file), "samples": calibration.samples,
+            "max_decoder_steps": calibration.max_decoder_steps, "seed": calibration.seed}
+    found = _worker("capture", {**spec, "source": str(source), "draw": draw, "store": str(scratch / "calibration"),
+                                  "progress": progress}, scratch, show_progress=progress)
+    masks = found["calibration"]["masking_constants"]
+    spec["logits_range"] = found["logits_range"]
+    for role, graph in spec["graphs"].items():
         graph["mask_value"] = masks[role]["value"]
-        graph["calibration"] = str(scratch / f"calibration-{role}")
-        save_feeds(feeds, Path(graph["calibration"]))
+        graph["calibration"] = found["stores"][role]
     return {"weights": "int8", "activations": "int8", "inputs_outputs": "float32",
-            "calibration": {**data.describe(calibration.file, calibration.seed), "masking_constants": masks}}
+            "calibration": found["calibration"]}
 
 
 def _is_flex(op: str) -> bool:

@@ -1,14 +1,20 @@
 """Child-process steps of the TFLite export, kept out of the caller's process on purpose.
 
 TensorFlow and the LiteRT interpreter abort a process that imports both, and a broken .tflite can abort (SIGABRT)
-whatever loads it, so each step runs alone:
+whatever loads it, so each step runs alone; and TensorFlow's converter holds several copies of the model it works
+on, so its full-int8 steps (convert, calibrate, quantize) each get a process of their own, and the memory of one is
+returned before the next starts:
 
+    python -m mt5lite.exporters.tflite_worker capture SPEC.json RESULT.json  # int8: feeds + masks (ONNX Runtime)
     python -m mt5lite.exporters.tflite_worker convert SPEC.json RESULT.json  # ONNX graphs -> .tflite (TensorFlow only)
+    python -m mt5lite.exporters.tflite_worker calibrate SPEC.json RESULT.json  # int8: the float model's ranges
+    python -m mt5lite.exporters.tflite_worker quantize SPEC.json RESULT.json   # int8: quantize, lm_head written in
     python -m mt5lite.exporters.tflite_worker check SPEC.json RESULT.json    # load, run each signature once (LiteRT)
 
 SPEC.json holds the output path, the precision and, per graph (role), the ONNX file and its tensor specs from the
 manifest; the step writes what it found (ops, output shapes, bytes) to RESULT.json, so nothing TensorFlow prints
-can be mistaken for it.
+can be mistaken for it. A step that fails with one of the toolkit's errors writes it there too (``{"error": {"type",
+"message"}}``, exit status 1), and the toolkit's warnings it raised (``"warnings"``), for the caller to raise again.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,54 +39,93 @@ def _named_function(names: list[str], body):
     return namespace["graph"]
 
 
+def capture(spec: dict) -> dict:
+    """Capture the int8 calibration feeds of both graphs into ``spec["store"]`` (on disk, ``FeedStore``) while the
+    fp32 ONNX export ``spec["source"]`` decodes the draw ``spec["draw"]`` (``CalibrationDraw``'s fields), then
+    choose each graph's masking constant from them; also returns the logits' range over the kept decoder steps.
+    ONNX Runtime only, in its own process: the fp32 sessions' memory is gone before TensorFlow converts."""
+    from mt5lite.exporters.calibration import CalibrationDraw
+    from mt5lite.exporters.int8_masking import int8_mask_value
+
+    draw = CalibrationDraw(**{**spec["draw"], "file": Path(spec["draw"]["file"])})
+    data = draw.capture(Path(spec["source"]), spec.get("progress", False), store=Path(spec["store"]))
+    masks = {role: int8_mask_value(graph["onnx"], getattr(data, role).feeds)
+             for role, graph in spec["graphs"].items()}
+    return {"calibration": {**data.describe(draw.file, draw.seed), "masking_constants": masks},
+            "stores": {role: str(getattr(data, role).feeds.directory) for role in spec["graphs"]},
+            "logits_range": data.logits_range}
+
+
+def _representative_data(spec: dict):
+    """The calibration feeds of every graph, tagged with its signature key (the converter's multi-signature
+    form)."""
+    from mt5lite.exporters.calibration import FeedStore
+
+    names = {role: [t["name"] for t in graph["inputs"]] for role, graph in spec["graphs"].items()}
+    for role, graph in spec["graphs"].items():
+        for feed in FeedStore(graph["calibration"]):
+            yield role, {name: feed[name] for name in names[role]}
+
+
 def convert(spec: dict) -> dict:
     """Translate every ONNX graph of the spec to TensorFlow and convert them together into one .tflite, one
     signature per graph (named by its role). A weight that several graphs read (identical dtype, shape and bytes)
     becomes one variable, so the converter writes it once and the signatures share its buffer. For ``int8``, each
-    graph's ``calibration`` is a ``save_feeds`` directory (the representative dataset) and its ``mask_value`` the
-    masking constant (``mt5lite.exporters.int8_masking``)."""
+    graph's ``calibration`` is a ``FeedStore`` directory (the representative dataset) and its ``mask_value`` the
+    masking constant (``mt5lite.exporters.int8_masking``); the converter then stops at the float model it would
+    calibrate, written to ``spec["float"]`` with the lm_head as a stand-in (``mt5lite.exporters.tflite_splice``):
+    ``calibrate`` and ``quantize`` go on from there, each in its own process (``spec["stand_in"]`` False keeps the
+    real lm_head, for comparison). Other precisions are written to ``spec["output"]``."""
     import onnx
     import tensorflow as tf
 
     from mt5lite.exporters.int8_masking import with_mask_value
     from mt5lite.exporters.onnx_to_tf import graph_function, weight_variables
     from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS
+    from mt5lite.exporters.tflite_splice import STAND_IN_VALUE, stand_in_lm_head, stand_in_rows
 
-    table_ranges = TFLITE_PRECISIONS[spec["quantize"]].calibrated  # lookup tables quantized on their own range
+    calibrated = TFLITE_PRECISIONS[spec["quantize"]].calibrated  # lookup tables quantized on their own range
     module, pool = tf.Module(), {}
-    functions = {}
+    functions, stand_ins = {}, {}
     for role, graph in spec["graphs"].items():
-        model = onnx.load(graph["onnx"], load_external_data=True)
+        # The graph alone: its weights are read from their file straight into the variables.
+        model, folder = onnx.load(graph["onnx"], load_external_data=False), str(Path(graph["onnx"]).parent)
         if graph.get("mask_value") is not None:
-            with_mask_value(model, graph["mask_value"])
+            with_mask_value(model, graph["mask_value"], folder)
         names = [t["name"] for t in graph["inputs"]]
         signature = [tf.TensorSpec(t["shape"], tf.as_dtype(t["dtype"]), name=t["name"]) for t in graph["inputs"]]
-        variables = weight_variables(model, pool)
-        functions[role] = tf.function(_named_function(names, graph_function(model, names, variables, table_ranges)),
+        lm_head = stand_in_lm_head(model, folder) if calibrated and spec.get("stand_in", True) else None
+        skip = {}
+        if lm_head is not None:
+            factors = Path(spec["float"]).with_name(f"lm-head-factors-{role}.npy")
+            np.save(factors, lm_head[1])
+            taken = {int(d) for g in spec["graphs"].values() for t in g["inputs"] + g["outputs"] for d in t["shape"]}
+            taken |= {int(d) for t in model.graph.initializer for d in t.dims}
+            rows = stand_in_rows(taken)
+            stand_ins[role] = {"weight": lm_head[0], "factors": str(factors), "rows": rows}
+            skip = {lm_head[0]: ([len(lm_head[1]), rows], STAND_IN_VALUE)}
+        variables = weight_variables(model, pool, base_dir=folder, skip=frozenset(skip))
+        functions[role] = tf.function(_named_function(names, graph_function(model, names, variables, calibrated,
+                                                                            folder, skip)),
                                       input_signature=signature)
         setattr(module, f"graph_{role}", functions[role])
         del model
     module.weights = list(pool.values())
-    with tempfile.TemporaryDirectory(dir=Path(spec["output"]).parent, prefix=".saved-model-") as saved:
+    target = spec["float"] if calibrated else spec["output"]
+    with tempfile.TemporaryDirectory(dir=Path(target).parent, prefix=".saved-model-") as saved:
         # Through a SavedModel with the weights as variables: the converter then reads each weight once.
         tf.saved_model.save(module, saved, signatures={role: f.get_concrete_function()
                                                        for role, f in functions.items()})
         del module, functions, pool
         converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=list(spec["graphs"]))
+        if calibrated:
+            # TensorFlow's int8 steps after this one (calibrate, quantize, deduplicate buffers) run as separate
+            # steps below, so no process holds more than one model at a time.
+            converter._optimize_tflite_model = lambda model, *args, **kwargs: model
         flatbuffer = _convert(converter, spec)
-    with open(spec["output"], "wb") as handle:
+    with open(target, "wb") as handle:
         handle.write(flatbuffer)
-    return {"bytes": len(flatbuffer)}
-
-
-def _representative_data(spec: dict):
-    """The calibration feeds of every graph, tagged with its signature key (the converter's multi-signature
-    form)."""
-    from mt5lite.exporters.calibration import load_feeds
-
-    for role, graph in spec["graphs"].items():
-        for feed in load_feeds(graph["calibration"], [t["name"] for t in graph["inputs"]]):
-            yield role, feed
+    return {"bytes": len(flatbuffer), "stand_ins": stand_ins}
 
 
 def _convert(converter, spec: dict) -> bytes:
@@ -101,6 +147,48 @@ def _convert(converter, spec: dict) -> bytes:
     if precision.calibrated:
         converter.representative_dataset = lambda: _representative_data(spec)
     return converter.convert()
+
+
+def calibrate_float(spec: dict) -> dict:
+    """The float model of ``convert`` (``spec["float"]``) with the range of every tensor recorded on the
+    representative dataset, written to ``spec["calibrated"]``: what TensorFlow's converter does before it
+    quantizes (``tf.lite.TFLiteConverter._quantize``: intermediate tensors added, then its calibrator)."""
+    from tensorflow.lite.python.lite import RepresentativeDataset
+    from tensorflow.lite.python.optimize import calibrator
+
+    model = calibrator.add_intermediate_tensors(Path(spec["float"]).read_bytes())
+    calibrated = calibrator.Calibrator(model).calibrate(
+        RepresentativeDataset(lambda: _representative_data(spec)).input_gen)
+    del model
+    Path(spec["calibrated"]).write_bytes(calibrated)
+    return {"bytes": len(calibrated)}
+
+
+def quantize(spec: dict) -> dict:
+    """The calibrated model (``spec["calibrated"]``) quantized to full int8 with float inputs and outputs, its
+    identical read-only buffers stored once (both as TensorFlow's converter does, for a model under 2 GB), and
+    the real lm_head written over its stand-in (``spec["stand_ins"]``: role -> the ONNX initializer and the
+    factors folded into it; the logits' calibrated range in ``spec["logits_range"]``). Writes
+    ``spec["output"]``."""
+    import onnx
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tf_convert
+
+    from mt5lite.exporters.onnx_to_tf import initializer_array
+    from mt5lite.exporters.tflite_splice import splice_lm_head
+
+    model = tf_convert.mlir_quantize(Path(spec["calibrated"]).read_bytes(), input_data_type=tf.float32,
+                                     output_data_type=tf.float32)
+    model = tf_convert.deduplicate_readonly_buffers(model)
+    for role, stand_in in spec.get("stand_ins", {}).items():
+        graph = spec["graphs"][role]
+        onnx_model = onnx.load(graph["onnx"], load_external_data=False)
+        tensor = next(t for t in onnx_model.graph.initializer if t.name == stand_in["weight"])
+        weight = initializer_array(tensor, Path(graph["onnx"]).parent) * np.load(stand_in["factors"])[:, None]
+        # MatMul's [in, out] is TFLite's [out, in]
+        model = splice_lm_head(model, weight.T, tuple(spec["logits_range"]), stand_in["rows"])
+    Path(spec["output"]).write_bytes(model)
+    return {"bytes": len(model)}
 
 
 def check(spec: dict) -> dict:
@@ -127,13 +215,31 @@ def check(spec: dict) -> dict:
     return {"signatures": found, "weights": shared_buffers(signatures, sizes)}
 
 
+#: The steps, by command, in the order an export runs them (``capture``, ``calibrate`` and ``quantize``: int8).
+STEPS = {"capture": capture, "convert": convert, "calibrate": calibrate_float, "quantize": quantize, "check": check}
+
+
 def main(argv: list[str]) -> int:
-    """Run one step and write its result as JSON."""
+    """Run one step and write its result as JSON: what it found, or the toolkit error it stopped with."""
+    from mt5lite.errors import Mt5LiteError
+
     command, spec_path, result_path = argv
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
-    result = {"convert": convert, "check": check}[command](spec)
+    status = 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            result = STEPS[command](spec)
+        except Mt5LiteError as exc:
+            result, status = {"error": {"type": type(exc).__name__, "message": str(exc)}}, 1
+        except Exception as exc:  # noqa: BLE001 - reported by the caller in one line, not as a traceback
+            last_line = (str(exc).strip().splitlines() or [""])[-1]
+            message = f"{Path(spec['output']).name}: TFLite {command} failed ({type(exc).__name__}: {last_line})"
+            result, status = {"error": {"type": "ConversionError", "message": message}}, 1
+    result["warnings"] = [{"category": w.category.__name__, "message": str(w.message)} for w in caught
+                          if w.category.__module__.startswith("mt5lite")]
     Path(result_path).write_text(json.dumps(result), encoding="utf-8")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

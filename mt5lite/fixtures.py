@@ -1,9 +1,10 @@
 """Random-weight models derived from real configs, for tests and benchmarks (no model hub needed).
 
-``REAL_CONFIGS`` holds the published configs of ``google/mt5-small`` and ``t5-small``. ``tiny_config`` shrinks one
-to a few layers and a small vocabulary while keeping its quirks (``d_kv`` != ``d_model / heads``, gated-GELU or
-ReLU FFN, tied or untied ``lm_head``), so tests run the real code path in seconds. ``mt5_small_random`` builds a
-model with ``google/mt5-small``'s exact shape once and caches it; ``mt5_small_250k`` is the same model with a
+``REAL_CONFIGS`` holds the published configs of ``google/mt5-small``, ``google/mt5-base`` and ``t5-small``.
+``tiny_config`` shrinks one to a few layers and a small vocabulary while keeping its quirks (``d_kv`` !=
+``d_model / heads``, gated-GELU or ReLU FFN, tied or untied ``lm_head``), so tests run the real code path in
+seconds. ``random_real_model`` builds a model of one config's exact shape once and caches it (``mt5_small_random``:
+google/mt5-small's); ``mt5_small_250k`` is the same model with a
 tokenizer of mT5's size (``large_tokenizer``: mT5's own cannot be downloaded here).
 """
 
@@ -28,6 +29,25 @@ REAL_CONFIGS: dict[str, dict] = {
         "num_layers": 8,
         "num_decoder_layers": 8,
         "num_heads": 6,
+        "relative_attention_num_buckets": 32,
+        "relative_attention_max_distance": 128,
+        "dropout_rate": 0.1,
+        "layer_norm_epsilon": 1e-6,
+        "feed_forward_proj": "gated-gelu",
+        "tie_word_embeddings": False,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "decoder_start_token_id": 0,
+    },
+    "google/mt5-base": {
+        "model_type": "mt5",
+        "vocab_size": 250112,
+        "d_model": 768,
+        "d_kv": 64,
+        "d_ff": 2048,
+        "num_layers": 12,
+        "num_decoder_layers": 12,
+        "num_heads": 12,
         "relative_attention_num_buckets": 32,
         "relative_attention_max_distance": 128,
         "dropout_rate": 0.1,
@@ -90,17 +110,23 @@ def build_random_model(config: dict, output_dir: Path, seed: int = 0, tokenizer_
     return output_dir
 
 
-def mt5_small_random(cache_dir: Path = BUILD_DIR / "fixtures") -> Path:
-    """A random-init model with ``google/mt5-small``'s exact config (about 1.2 GB), built once and cached."""
-    target = Path(cache_dir) / "mt5-small-random"
+def random_real_model(name: str, cache_dir: Path = BUILD_DIR / "fixtures") -> Path:
+    """A random-init model with the exact config ``name`` of ``REAL_CONFIGS``, built once and cached as
+    ``cache_dir/<name without its owner>-random``."""
+    target = Path(cache_dir) / f"{name.split('/')[-1]}-random"
     if (target / "model.safetensors").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".mt5-small-") as tmp:
-        build_random_model(REAL_CONFIGS["google/mt5-small"], Path(tmp) / "model")
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as tmp:
+        build_random_model(REAL_CONFIGS[name], Path(tmp) / "model")
         shutil.rmtree(target, ignore_errors=True)
         (Path(tmp) / "model").rename(target)
     return target
+
+
+def mt5_small_random(cache_dir: Path = BUILD_DIR / "fixtures") -> Path:
+    """A random-init model with ``google/mt5-small``'s exact config (about 1.2 GB), built once and cached."""
+    return random_real_model("google/mt5-small", cache_dir)
 
 
 #: google/mt5-small's sentencepiece model has 250,100 pieces (its embedding 250,112 rows).

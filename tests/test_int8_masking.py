@@ -55,7 +55,7 @@ def test_mask_value_keeps_masked_keys_under_the_tolerance(tmp_path):
     path = _masked_softmax_graph(tmp_path / "g.onnx")
     feeds = [_feed([0.0, 1.0, 2.0, 3.0], [True, True, False, False]),  # masked keys score higher: the binding row
              _feed([5.0, 0.0, 0.0, 0.0], [True, False, False, False])]
-    chosen = int8_mask_value(path, feeds, tmp_path)
+    chosen = int8_mask_value(path, feeds)
     real, masked = np.log(np.exp(0.0) + np.exp(1.0)), np.log(np.exp(2.0) + np.exp(3.0))
     expected = real - masked + np.log(LEAK_TOLERANCE / (1 - LEAK_TOLERANCE))
     assert chosen["bound"] == pytest.approx(expected, abs=1e-5)
@@ -70,4 +70,22 @@ def test_mask_value_keeps_masked_keys_under_the_tolerance(tmp_path):
 def test_mask_value_needs_a_masked_key(tmp_path):
     path = _masked_softmax_graph(tmp_path / "g.onnx")
     with pytest.raises(ConversionError, match="no calibration input masks a key"):
-        int8_mask_value(path, [_feed([0.0, 1.0, 2.0, 3.0], [True] * 4)], tmp_path)
+        int8_mask_value(path, [_feed([0.0, 1.0, 2.0, 3.0], [True] * 4)])
+
+
+def test_mask_value_reads_a_graph_whose_constants_are_external_data(tmp_path):
+    """The graph is read without its external data (the weights stay on disk, read by ONNX Runtime from the
+    graph's folder): a mask stored there is still found, and the value is the one the inline graph gets."""
+    inline = _masked_softmax_graph(tmp_path / "inline.onnx")
+    model = onnx.load(str(inline))
+    for node in list(model.graph.node):  # the constants become initializers, then external data
+        if node.op_type == "Constant":
+            model.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(node.attribute[0].t),
+                                                                   node.output[0]))
+            model.graph.node.remove(node)
+    folder = tmp_path / "external"
+    folder.mkdir()
+    onnx.save(model, str(folder / "g.onnx"), save_as_external_data=True, location="g.data", size_threshold=0)
+    feeds = [_feed([0.0, 1.0, 2.0, 3.0], [True, True, False, False])]
+    assert int8_mask_value(folder / "g.onnx", feeds) == int8_mask_value(inline, feeds)
+    assert int8_mask_value(folder / "g.onnx", feeds)["masked_rows"] == 1

@@ -86,6 +86,26 @@ def test_feed_reader_is_an_onnx_runtime_calibration_reader():
     assert reader.get_next()["x"][0] == 0.0
 
 
+def test_feed_store_keeps_feeds_on_disk_slot_by_slot(tmp_path):
+    from mt5lite.exporters.calibration import FeedReader, FeedStore
+
+    store = FeedStore(tmp_path / "feeds")
+    feeds = [{"ids": np.full((1, 3), i, np.int64), "k": np.full((2, 2), i / 2, np.float32)} for i in range(3)]
+    for i, feed in enumerate(feeds):
+        store.put(i, feed)
+    store.put(1, feeds[2])  # a reservoir overwrites a slot
+    again = FeedStore(tmp_path / "feeds")  # read back from disk alone
+    assert len(again) == 3
+    assert [int(again[i]["ids"][0, 0]) for i in range(3)] == [0, 2, 2]
+    assert again[2]["k"].dtype == np.float32 and again[2]["k"].shape == (2, 2) and again[2]["k"][0, 0] == 1.0
+    reader = FeedReader(again)
+    assert len(list(iter(reader.get_next, None))) == 3
+    with pytest.raises(IndexError):
+        store.put(5, feeds[0])  # slots are written in order: no gap
+    with pytest.raises(ValueError, match="shape"):
+        store.put(3, {"ids": np.zeros((1, 4), np.int64), "k": feeds[0]["k"]})
+
+
 def test_too_few_samples_is_an_error_naming_the_gap(demo_export, tmp_path):
     with pytest.raises(InputError, match=r"has 99 samples, 1 short of the 100"):
         draw_samples(_sentences({"en": 60, "fr": 39}), 256, source="mine.tsv")
