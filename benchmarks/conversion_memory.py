@@ -5,9 +5,10 @@ google/mt5-small's and google/mt5-base's exact shapes.
 
 For each model: the random checkpoint (``mt5lite.fixtures.random_real_model``), its static-shape fp32 ONNX export,
 then ``mt5lite export tflite --quantize int8`` with the default calibration (256 samples, 512 decoder steps; no
-quality gate, since the weights are random) run under ``benchmarks/peak_memory.py``: the peak of the whole process
-tree (sampled from /proc: what the machine must hold) and ``/usr/bin/time -v``'s largest process, each as a
-multiple of the checkpoint's bytes. The ONNX export's peak is reported too. Writes JSON and a Markdown table.
+quality gate, since the weights are random, and its report on 20 held-out pairs), run under
+``benchmarks/peak_memory.py``: the peak of the whole process tree (sampled from /proc: what the machine must hold)
+and ``/usr/bin/time -v``'s largest process, each as a multiple of the checkpoint's bytes. The ONNX export's peak is
+reported too. Writes JSON and a Markdown table.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from peak_memory import measure
 
+from mt5lite.data import HELDOUT_TASK
 from mt5lite.paths import BUILD_DIR
 
 MLITE = [sys.executable, "-m", "mt5lite"]
@@ -38,8 +40,12 @@ def _one(name: str, work: Path) -> dict:
         row["onnx_export"] = measure([*MLITE, "export", "onnx", "--model", str(checkpoint), "--output",
                                       str(onnx_dir), "--static-shapes", "--validate-samples", "2", "--force"],
                                      work, env=env)
+    heldout = work / "heldout-20.tsv"  # the report after the export: 20 pairs (random weights decode at length)
+    lines = HELDOUT_TASK.read_text(encoding="utf-8").splitlines(keepends=True)
+    heldout.write_text("".join(lines[1::30][:20]), encoding="utf-8")
     row["tflite_int8"] = measure([*MLITE, "export", "tflite", "--export", str(onnx_dir), "--output",
-                                  str(tflite_dir), "--quantize", "int8", "--no-gate", "--force"], work, env=env)
+                                  str(tflite_dir), "--quantize", "int8", "--no-gate", "--data", str(heldout),
+                                  "--force"], work, env=env)
     for step in ("onnx_export", "tflite_int8"):
         if step in row:
             result = row[step]

@@ -16,6 +16,7 @@ pass finishes. Seeds are fixed; losses are logged and kept in the report.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -145,17 +146,30 @@ def _trainer_class(teacher=None, temperature: float = 2.0, alpha: float = 0.5, t
 def _fingerprint(model, options: TrainingOptions, name: str, examples: int) -> str:
     """What a training run's checkpoints belong to: the pass, its options, the data size and the model's config."""
     import hashlib
-    import json
 
     described = {"pass": name, "options": repr(options), "examples": examples, "config": model.config.to_dict()}
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _complete(checkpoint: Path) -> bool:
+    """Whether the Trainer finished writing ``checkpoint``: its state, written last, is there and parses."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def _resumable(scratch: Path, fingerprint: str) -> bool:
     """Whether ``scratch`` holds checkpoints of this very run (same fingerprint) to resume from; checkpoints of
     another run (other options, data or model) are cleared rather than resumed. The checkpoints, optimizer state
-    included, are the ones this command wrote itself."""
+    included, are the ones this command wrote itself. A checkpoint the kill cut short (the Trainer writes
+    ``trainer_state.json`` last) is removed first, so the run resumes from the last complete one."""
     stamp = scratch / "run.sha256"
+    if is_main_process():
+        for checkpoint in scratch.glob("checkpoint-*"):
+            if not _complete(checkpoint):
+                shutil.rmtree(checkpoint, ignore_errors=True)
     if scratch.is_dir() and any(scratch.glob("checkpoint-*")):
         if stamp.is_file() and stamp.read_text(encoding="utf-8") == fingerprint:
             return True

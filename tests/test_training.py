@@ -90,6 +90,23 @@ def test_a_killed_training_run_resumes_from_its_checkpoint(tiny_mt5, pairs, tmp_
     assert not (tmp_path / "out.training").exists()
 
 
+def test_a_checkpoint_cut_short_is_dropped_and_the_last_complete_one_resumed(tmp_path):
+    """A kill while the Trainer writes a checkpoint leaves its folder without ``trainer_state.json`` (written
+    last): resuming from it failed (FileNotFoundError). It is removed; a complete one is kept and resumed."""
+    from mt5lite.compression.training import _resumable
+
+    scratch = tmp_path / "finetune"
+    assert not _resumable(scratch, "run-a")  # a new run: stamped, nothing to resume
+    (scratch / "checkpoint-20").mkdir()
+    (scratch / "checkpoint-20" / "trainer_state.json").write_text("{}", encoding="utf-8")
+    (scratch / "checkpoint-40").mkdir()  # cut short
+    (scratch / "checkpoint-40" / "model.safetensors").write_bytes(b"")
+    assert _resumable(scratch, "run-a")
+    assert sorted(p.name for p in scratch.glob("checkpoint-*")) == ["checkpoint-20"]
+    (scratch / "checkpoint-20" / "trainer_state.json").write_text("{", encoding="utf-8")  # torn
+    assert not _resumable(scratch, "run-a") and not list(scratch.glob("checkpoint-*"))
+
+
 def test_distillation_loss_is_kl_at_temperature_times_t_squared_plus_alpha_ce(tiny_mt5):
     from torch.nn import functional
 
