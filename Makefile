@@ -154,7 +154,7 @@ parity-mt5-small: mt5-small-fixture
 	$(BIN)/mt5lite parity --model $(BUILD)/fixtures/mt5-small-random --export $(BUILD)/onnx-mt5-small \
 		--beam-samples 60 --report $(BUILD)/reports/parity-onnx-mt5-small.json
 
-# TFLite fp32 and full int8 of the same random mt5-small-shaped model (about 15 minutes, 14 GB peak). Random weights
+# TFLite fp32 and full int8 of the same random mt5-small-shaped model (about 15 minutes, 4 GB peak). Random weights
 # give near-tied logits, so int8 agreement means nothing here (no gate): this shows conversion, size and speed.
 tflite-mt5-small: mt5-small-fixture
 	$(BIN)/mt5lite export onnx --model $(BUILD)/fixtures/mt5-small-random --output $(BUILD)/onnx-mt5-small-static \
