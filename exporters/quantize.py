@@ -126,12 +126,12 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
     if output.resolve() == source.resolve():
         raise InputError(f"--output {output} is the source export; choose a new directory")
 
-    if not recipe.calibrated:
-        calibration = None
-    elif calibration is None:
-        calibration = calibration_for(source, config, progress)
-
-    with staged_directory(output, force) as staging:
+    with staged_directory(output, force) as staging, \
+            tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.calibration-") as feeds_dir:
+        if not recipe.calibrated:
+            calibration = None
+        elif calibration is None:  # captured feeds on disk beside the output (mt5-small's decoder steps: 2.4 GB)
+            calibration = calibration_for(source, config, progress, store=Path(feeds_dir))
         export_id = uuid.uuid4().hex
         summary = {}
         for role in ROLES:
@@ -172,10 +172,10 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
     return {"manifest": new_manifest, "graphs": summary, "config": _config_dict(config)}
 
 
-def calibration_for(export_dir: Path, config: QuantizeConfig, progress: bool = False):
+def calibration_for(export_dir: Path, config: QuantizeConfig, progress: bool = False, store: Path | None = None):
     """Draw ``config.samples`` balanced calibration samples from ``config.calibration`` and capture the feeds of
-    both graphs of the fp32 export in ``export_dir``."""
-    return config.draw.capture(Path(export_dir), progress)
+    both graphs of the fp32 export in ``export_dir``: in memory, or with ``store`` on disk there."""
+    return config.draw.capture(Path(export_dir), progress, store=store)
 
 
 def _config_dict(config: QuantizeConfig) -> dict:
