@@ -34,7 +34,7 @@ from mt5lite.errors import InputError
 from mt5lite.exporters.calibration import CalibrationDraw
 from mt5lite.exporters.gather_rows import gather_then_dequantize
 from mt5lite.exporters.shared_weights import store_once
-from mt5lite.exporters.staging import refuse_existing, staged_directory
+from mt5lite.exporters.staging import refuse_existing, scratch_directory, staged_directory
 from mt5lite.manifest import MANIFEST_NAME, graph_files, inside, load_manifest, sha256_file, write_manifest
 from mt5lite.registry import Registry
 
@@ -127,7 +127,7 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
         raise InputError(f"--output {output} is the source export; choose a new directory")
 
     with staged_directory(output, force) as staging, \
-            tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.calibration-") as feeds_dir:
+            scratch_directory(output, "calibration") as feeds_dir:
         if not recipe.calibrated:
             calibration = None
         elif calibration is None:  # captured feeds on disk beside the output (mt5-small's decoder steps: 2.4 GB)

@@ -22,7 +22,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from pathlib import Path
 from mt5lite.errors import InputError, ModelFileError
 from mt5lite.exporters.calibration import CalibrationDraw, CalibrationWarning
 from mt5lite.exporters.onnx_to_tf import ConversionError
-from mt5lite.exporters.staging import refuse_existing, staged_directory
+from mt5lite.exporters.staging import refuse_existing, scratch_directory, staged_directory
 from mt5lite.manifest import MANIFEST_NAME, graph_files, inside, load_manifest, sha256_file, write_manifest
 from mt5lite.registry import Registry
 
@@ -131,7 +130,7 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
     refuse_existing(output, force)
 
     with staged_directory(output, force) as staging, \
-            tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.scratch-") as scratch:
+            scratch_directory(output) as scratch:
         spec = conversion_spec(source, manifest, staging / TFLITE_FILE, quantize, Path(scratch), allow_flex)
         quantization = {"recipe": f"tflite-{quantize}", "source_export_id": manifest["export_id"],
                         "quantized_nodes": {}}

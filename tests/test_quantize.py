@@ -298,3 +298,59 @@ def test_quantized_lookups_gather_int8_rows_then_dequantize():
     assert per_tensor.graph.node[0].input[0] == "table" and np.array_equal(run(per_tensor), before)
     per_axis = model(np.full(8, 0.05, np.float32))
     assert gather_then_dequantize(per_axis) == 0 and per_axis.graph.node[0].op_type == "DequantizeLinear"
+
+
+def test_a_killed_run_leaves_nothing_the_next_run_does_not_sweep(demo_export, tmp_path):
+    """SIGKILL at random moments of `mt5lite quantize` (seeded): no partial output, and the next run succeeds and
+    removes the hidden staging and scratch directories the killed ones left; a live run's are left alone."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mt5lite.exporters.staging import hidden_directory, remove_hidden, sweep
+
+    out = tmp_path / "q"
+    command = [sys.executable, "-m", "mt5lite", "quantize", "--export", str(demo_export), "--output", str(out),
+               "--samples", "100", "--max-decoder-steps", "32", "--no-gate", "--report", str(tmp_path / "r" / "q.json"),
+               "--force"]
+    rng = random.Random(0)
+    for _ in range(3):
+        run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(2.0, 6.0))
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        assert not out.exists() or (out / "manifest.json").is_file()  # never a half-written output
+    killed = ("import os, signal; from mt5lite.exporters.staging import hidden_directory; "
+              f"hidden_directory({str(out)!r}, 'tmp'); os.kill(os.getpid(), signal.SIGKILL)")
+    subprocess.run([sys.executable, "-c", killed])  # one killed while staging, for certain
+    live = hidden_directory(out, "scratch")  # this process's: alive, so kept
+    left = [p for p in tmp_path.glob(".q.*-*") if p.is_dir() and p != live]
+    assert left
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "manifest.json").is_file()
+    assert [p for p in tmp_path.glob(".q.*") if p not in (live, live.with_name(live.name + ".owner"))] == []
+    assert live.is_dir() and not any(p.exists() for p in left)
+    remove_hidden(live)
+    assert sweep(out) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["q", "r"]
+
+
+def test_sweep_removes_unowned_hidden_directories_only_once_stale(tmp_path):
+    """A hidden directory without an owner file (an older version's, or one killed before writing it) is swept once
+    it is older than UNOWNED_STALE_S, never while it may still be in use; other names are never touched."""
+    import os
+    import time
+
+    from mt5lite.exporters.staging import UNOWNED_STALE_S, sweep
+
+    out = tmp_path / "export"
+    old, new, other = tmp_path / ".export.tmp-old", tmp_path / ".export.tmp-new", tmp_path / ".other.tmp-x"
+    for path in (old, new, other):
+        path.mkdir()
+    past = time.time() - UNOWNED_STALE_S - 60
+    os.utime(old, (past, past))
+    os.utime(other, (past, past))
+    assert sweep(out) == [old]
+    assert new.is_dir() and other.is_dir()
