@@ -1,6 +1,6 @@
 """Write an export directory atomically: build it in a hidden sibling, rename it into place only on success.
 
-Every hidden directory a run makes beside its output (``.NAME.KIND-XXXXXXXX``: the staging directory, scratch) has
+Every hidden directory a run makes beside its output (``.NAME.KIND-<random>``: the staging directory, scratch) has
 a sibling ``.owner`` file naming the process that made it (pid and start time). A run killed with SIGKILL cannot
 remove them; the next run on the same output does (``sweep``), leaving those of live runs alone.
 """
@@ -77,7 +77,7 @@ def sweep(output: str | os.PathLike) -> list[Path]:
 
 
 def hidden_directory(output: str | os.PathLike, kind: str) -> Path:
-    """A new empty hidden directory beside ``output`` (``.NAME.KIND-XXXXXXXX``) owned by this process; the caller
+    """A new empty hidden directory beside ``output`` (``.NAME.KIND-<random>``) owned by this process; the caller
     removes it, with ``remove_hidden``."""
     output = Path(output)
     path = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.{kind}-"))
