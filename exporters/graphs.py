@@ -25,9 +25,16 @@ def _split_heads(x: torch.Tensor, heads: int, d_kv: int) -> torch.Tensor:
     return x.reshape(x.shape[0], x.shape[1], heads, d_kv).transpose(1, 2)
 
 
-def _merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """``[B,H,T,d_kv]`` -> ``[B,T,H*d_kv]``."""
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], x.shape[1] * x.shape[3])
+def _step_heads(x: torch.Tensor, heads: int, d_kv: int) -> torch.Tensor:
+    """One step's ``[B,1,H*d_kv]`` -> ``[B,H,1,d_kv]``: with one position, one reshape (no transpose), whose target
+    shape is a constant in the graph (no shape arithmetic at run time)."""
+    return x.reshape(-1, heads, 1, d_kv)
+
+
+def _merge_step_heads(x: torch.Tensor, width: int) -> torch.Tensor:
+    """One step's ``[B,H,1,d_kv]`` -> ``[B,1,H*d_kv]`` (``width``), the inverse of ``_step_heads``: one reshape to
+    a constant shape."""
+    return x.reshape(-1, 1, width)
 
 
 class EncoderGraph(nn.Module):
@@ -77,23 +84,25 @@ class DecoderStepGraph(nn.Module):
         self_bias = torch.where(visible, self_bias, torch.full_like(self_bias, MASK_VALUE))
         cross_bias = (1.0 - encoder_attention_mask.to(hidden.dtype))[:, None, None, :] * MASK_VALUE  # [B,1,1,S]
 
+        width = self.heads * self.d_kv
         new_keys, new_values = [], []
         for index, block in enumerate(self.blocks):
             self_layer, cross_layer, feed_forward = block.layer[0], block.layer[1], block.layer[-1]
             attn = self_layer.SelfAttention
             normed = self_layer.layer_norm(hidden)
-            query = _split_heads(attn.q(normed), self.heads, self.d_kv)
-            key = _split_heads(attn.k(normed), self.heads, self.d_kv)  # [B,H,1,d_kv]
-            value = _split_heads(attn.v(normed), self.heads, self.d_kv)
+            query = _step_heads(attn.q(normed), self.heads, self.d_kv)
+            key = _step_heads(attn.k(normed), self.heads, self.d_kv)  # [B,H,1,d_kv]
+            value = _step_heads(attn.v(normed), self.heads, self.d_kv)
             new_keys.append(key)
             new_values.append(value)
             keys = torch.where(is_position, key, self_k_cache[index])  # [B,H,T,d_kv]
             values = torch.where(is_position, value, self_v_cache[index])
-            hidden = hidden + attn.o(_merge_heads(self._attend(query, keys, values, self_bias)))
+            hidden = hidden + attn.o(_merge_step_heads(self._attend(query, keys, values, self_bias), width))
 
             attn = cross_layer.EncDecAttention
-            query = _split_heads(attn.q(cross_layer.layer_norm(hidden)), self.heads, self.d_kv)
-            hidden = hidden + attn.o(_merge_heads(self._attend(query, cross_k[index], cross_v[index], cross_bias)))
+            query = _step_heads(attn.q(cross_layer.layer_norm(hidden)), self.heads, self.d_kv)
+            hidden = hidden + attn.o(
+                _merge_step_heads(self._attend(query, cross_k[index], cross_v[index], cross_bias), width))
 
             hidden = feed_forward(hidden)  # T5LayerFF: hidden + FFN(layer_norm(hidden))
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from mt5lite.contract import ROLES
 from mt5lite.errors import InputError
 from mt5lite.exporters.calibration import CalibrationDraw
+from mt5lite.exporters.fuse_products import fuse_parallel_products
 from mt5lite.exporters.gather_rows import gather_then_dequantize
 from mt5lite.exporters.shared_weights import store_once
 from mt5lite.exporters.staging import refuse_existing, scratch_directory, staged_directory
@@ -296,6 +297,7 @@ def _weight_int8(source: Path, target: Path, model, config: QuantizeConfig, feed
                                      nodes_to_exclude=others, op_types_to_quantize=("MatMul",),
                                      algo_config=algorithm)
     quantizer.process()
+    fuse_parallel_products(quantizer.model.model)  # q/k/v, wi_0/wi_1, cross K/V: one product each
     return quantizer.model.model
 
 

@@ -300,6 +300,51 @@ def test_quantized_lookups_gather_int8_rows_then_dequantize():
     assert gather_then_dequantize(per_axis) == 0 and per_axis.graph.node[0].op_type == "DequantizeLinear"
 
 
+def test_products_of_one_activation_fuse_into_one_with_the_same_values():
+    """Block-quantized products that read the same input with the same K, bits, block and accuracy level become
+    one ``MatMulNBits`` and a ``Split``, bit for bit; a product with another block size, or another input, stays."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mt5lite.exporters.fuse_products import fuse_parallel_products
+
+    rng = np.random.default_rng(0)
+    inits, nodes = [], []
+
+    def product(name, source, n, block=32):
+        inits.extend([numpy_helper.from_array(rng.integers(0, 256, (n, 64 // block, block), dtype=np.uint8),
+                                              f"{name}_w"),
+                      numpy_helper.from_array(rng.random((n, 64 // block), dtype=np.float32) * 0.01, f"{name}_s")])
+        nodes.append(helper.make_node("MatMulNBits", [source, f"{name}_w", f"{name}_s"], [name], name=name,
+                                      domain="com.microsoft", K=64, N=n, bits=8, block_size=block, accuracy_level=4))
+
+    for name, n in (("q", 24), ("k", 24), ("v", 40)):
+        product(name, "x", n)
+    product("other_block", "x", 8, block=16)
+    product("other_input", "y", 8)
+    outputs = ["q", "k", "v", "other_block", "other_input"]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 1, 64])
+                                           for n in ("x", "y")],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+                              ir_version=8)
+    feeds = {n: rng.standard_normal((2, 1, 64)).astype(np.float32) for n in ("x", "y")}
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString()).run(outputs, feeds)
+
+    before = run(model)
+    assert fuse_parallel_products(model) == 1
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("MatMulNBits") == 3 and ops.count("Split") == 1
+    fused = next(n for n in model.graph.node if n.name == "q+k+v")
+    assert {a.name: helper.get_attribute_value(a) for a in fused.attribute}["N"] == 88
+    assert not {"q_w", "k_w", "v_w", "q_s"} & {t.name for t in model.graph.initializer}
+    for old, new in zip(before, run(model), strict=True):
+        assert np.array_equal(old, new)
+
+
 def test_a_killed_run_leaves_nothing_the_next_run_does_not_sweep(demo_export, tmp_path):
     """SIGKILL at random moments of `mt5lite quantize` (seeded): no partial output, and the next run succeeds and
     removes the hidden staging and scratch directories the killed ones left; a live run's are left alone."""
