@@ -11,13 +11,15 @@ BUILD ?= build
 export USE_TF := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help install jvm-toolchain test test-slow test-lean test-wheel test-pi lint export-tflite sensitivity bench-quantization \
+.PHONY: help install jvm-toolchain test test-slow test-faults test-lean test-wheel test-pi lint export-tflite sensitivity bench-quantization \
 	evaluate demo-model mt5-small-fixture parity-mt5-small tflite-mt5-small conversion-memory trim-mt5-small lite-demo importance-demo sparsity-demo bench android-assets clean
 
 help:
 	@echo "make export-tflite   run the pipeline on MODEL (default: the bundled demo model) into $(BUILD)/"
 	@echo "                     (ONNX export, parity, int8 ONNX, TFLite at QUANTIZE=int8|dynamic-int8|fp16|fp32, parity)"
 	@echo "make test            run the test suite (make test-slow: the mt5-small-sized checks too)"
+	@echo "make test-faults     the fault matrix in full (seeded): 1,000 corrupted model files, 8 threads x 100 requests,"
+	@echo "                     version skew; figures in $(BUILD)/reports/faults.json (make test runs a quick subset)"
 	@echo "make test-lean       the device install in a fresh venv: lean, same outputs, clear extra errors"
 	@echo "make test-wheel      a regular install of the wheel with [export], used from another directory"
 	@echo "make test-pi         the [litert] install on an emulated 64-bit Raspberry Pi OS (bookworm arm64, qemu-user;"
@@ -61,6 +63,11 @@ jvm-toolchain:
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow
+
+# The fault matrix (issue 15) in full: the tests marked `faults` (make test runs their quick subsets). A few minutes.
+test-faults: install
+	rm -f $(BUILD)/reports/faults.json
+	$(BIN)/python -m pytest -m faults tests/test_faults.py
 
 # The lean (device) install in a fresh venv: no torch/transformers/TensorFlow, same text as the full install on an
 # export the full install made, and a one-line "install the extra" error for what needs more (about 20 s).

@@ -11,7 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mt5lite.errors import CheckpointError
+from mt5lite.errors import CheckpointError, first_line
+from mt5lite.manifest import lfs_hint
 
 SUPPORTED_MODEL_TYPES = ("t5", "mt5")
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -92,8 +93,9 @@ def load_model(path: str | os.PathLike, allow_pickle: bool = False):
             dtype=torch.float32,
         )
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{files.root}: the weights could not be loaded ({first_line})") from None
+        # A bad config (a shape it sets) shows as a bad weight: name both files.
+        raise CheckpointError(f"{files.root}: the model could not be built from config.json and "
+                              f"{files.weights.name} ({first_line(exc)}){lfs_hint(files.weights)}") from None
     model.eval()
     return model
 

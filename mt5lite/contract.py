@@ -75,6 +75,52 @@ def name_problems(graphs: dict) -> list[str]:
     return problems
 
 
+def spec_problems(graphs: dict, lengths: dict) -> list[str]:
+    """How a manifest's tensor entries (``graphs``, names already checked) disagree with the contract: a dtype
+    other than the contract's, a shape that is not a list of sizes or names, or a length the host builds its feeds
+    from (``lengths``: ``max_target_length``, ``vocab_size``, ``max_source_length``) that the shapes contradict."""
+    problems = []
+    expected = {"self_k_cache": (3, "max_target_length"), "self_v_cache": (3, "max_target_length"),
+                "logits": (1, "vocab_size"), "input_ids": (1, "max_source_length")}
+    for role in ROLES:
+        for entry in graphs[role]["inputs"] + graphs[role]["outputs"]:
+            name, shape = entry["name"], entry.get("shape")
+            dtype = "int64" if name in INT64_TENSORS else "float32"
+            if entry.get("dtype") != dtype:
+                problems.append(f"{role} {name} has dtype {entry.get('dtype')!r}, the contract's is {dtype!r}")
+            if not isinstance(shape, list) or not all(isinstance(d, (int, str)) for d in shape):
+                problems.append(f"{role} {name} has shape {shape!r}, not a list of sizes and names")
+                continue
+            axis, key = expected.get(name, (None, None))
+            size = shape[axis] if axis is not None and len(shape) > axis else None
+            if isinstance(size, int) and size != lengths.get(key):
+                problems.append(f"{role} {name} has {size} along axis {axis}, but {key} is {lengths.get(key)!r}")
+    return problems
+
+
+def _dimension_agrees(have, want) -> bool:
+    """A fixed size in the graph must be the manifest's; an open one (a name, ``None`` or -1) must be a name there."""
+    fixed = isinstance(have, int) and have >= 0
+    return have == want if fixed else isinstance(want, str)
+
+
+def engine_problems(spec: dict, found: dict[str, tuple[str, list]]) -> list[str]:
+    """How one graph's manifest entry (``spec``) disagrees with what the engine reads from the graph file itself
+    (``found``: tensor name -> dtype and shape, a dimension the engine leaves open as a ``str`` or ``None``)."""
+    entries = {t["name"]: t for t in spec["inputs"] + spec["outputs"]}
+    if set(found) != set(entries):
+        return [f"the graph's tensors are {sorted(found)}, the manifest's {sorted(entries)}"]
+    problems = []
+    for name, (dtype, shape) in found.items():
+        claimed = entries[name]
+        sizes_agree = len(shape) == len(claimed["shape"]) and all(
+            _dimension_agrees(have, want) for have, want in zip(shape, claimed["shape"], strict=True))
+        if dtype != claimed["dtype"] or not sizes_agree:
+            problems.append(f"{name} is {dtype} {list(shape)} in the graph, {claimed['dtype']} "
+                            f"{claimed['shape']} in the manifest")
+    return problems
+
+
 def encoder_feeds(input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
     """The encoder's feeds by name."""
     return {"input_ids": np.asarray(input_ids, np.int64), "attention_mask": np.asarray(attention_mask, np.int64)}

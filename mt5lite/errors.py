@@ -6,6 +6,13 @@ This module has no dependencies, so the lean runtimes import it too.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name when it has none): what a one-line error
+    quotes of an engine's or a library's own error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class Mt5LiteError(Exception):
     """Base class of every error the toolkit raises on purpose."""
 

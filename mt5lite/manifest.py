@@ -10,7 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from mt5lite.contract import name_problems
+from mt5lite.contract import name_problems, spec_problems
 from mt5lite.errors import ModelFileError
 
 MANIFEST_NAME = "manifest.json"
@@ -20,6 +20,8 @@ FORMAT = "mt5lite-export"
 FORMAT_VERSION = 3
 REQUIRED_KEYS = ("format", "format_version", "engine", "export_id", "graphs", "files", "tokenizer", "special_tokens",
                  "max_source_length", "max_target_length", "vocab_size", "model")
+#: The lengths the host builds its feeds from; the graphs' shapes must agree with them.
+LENGTHS = ("max_target_length", "vocab_size", "max_source_length")
 #: What every graph entry names, whatever the engine (engines may need more, e.g. LiteRT a ``signature``).
 GRAPH_KEYS = ("file", "inputs", "outputs")
 
@@ -31,6 +33,20 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def lfs_hint(path: Path) -> str:
+    """A hint to add to an error about ``path`` when it is a Git LFS pointer file standing in for the real one
+    (a clone without ``git lfs``); empty otherwise."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(LFS_POINTER))
+    except OSError:
+        return ""
+    return "; it is a Git LFS pointer, not the file: fetch it with git lfs pull" if head == LFS_POINTER else ""
 
 
 def inside(root: Path, name: str) -> Path:
@@ -72,7 +88,11 @@ def load_manifest(directory: str | Path, verify_hashes: bool = True) -> dict:
     missing = [key for key in REQUIRED_KEYS if key not in manifest] if isinstance(manifest, dict) else ["all"]
     if missing:
         raise ModelFileError(f"{path}: missing keys {', '.join(missing)}; re-export the model")
-    if manifest["format"] != FORMAT or manifest["format_version"] != FORMAT_VERSION:
+    version = manifest["format_version"]
+    if manifest["format"] == FORMAT and isinstance(version, int) and version > FORMAT_VERSION:
+        raise ModelFileError(f"{path}: written by a newer mt5lite (format version {version}); this mt5lite reads "
+                             f"version {FORMAT_VERSION}: upgrade mt5lite (pip install -U mt5lite)")
+    if manifest["format"] != FORMAT or version != FORMAT_VERSION:
         raise ModelFileError(f"{path}: format {manifest['format']!r} version {manifest['format_version']!r}; "
                              f"this runtime reads {FORMAT!r} version {FORMAT_VERSION}; re-export the model")
     graphs = manifest["graphs"] if isinstance(manifest["graphs"], dict) else {}
@@ -83,14 +103,19 @@ def load_manifest(directory: str | Path, verify_hashes: bool = True) -> dict:
         unnamed.append(f"the tokenizer file {tokenizer!r} is not among the hashed files")
     if unnamed:
         raise ModelFileError(f"{path}: " + "; ".join(unnamed) + "; re-export the model")
-    problems = [f"graphs: {problem}" for problem in name_problems(manifest["graphs"])]
+    named = name_problems(manifest["graphs"])
+    contract = named or spec_problems(manifest["graphs"], {k: manifest[k] for k in LENGTHS})
+    if contract:
+        raise ModelFileError(f"{path}: " + "; ".join(f"graphs: {problem}" for problem in contract)
+                             + "; re-export the model")
+    problems = []
     for name, expected in manifest["files"].items():
         file = inside(root, name)
         if not file.is_file():
             problems.append(f"{name}: missing")
         elif verify_hashes and sha256_file(file) != expected:
             problems.append(f"{name}: sha256 does not match the manifest (truncated, modified, or from another "
-                            "export)")
+                            f"export){lfs_hint(file)}")
     if problems:
         raise ModelFileError(f"{root}: " + "; ".join(problems))
     return manifest

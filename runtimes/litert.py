@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mt5lite.errors import ModelFileError
-from mt5lite.manifest import inside
+from mt5lite.contract import engine_problems
+from mt5lite.errors import ModelFileError, first_line
+from mt5lite.manifest import MANIFEST_NAME, inside, lfs_hint
 from mt5lite.runtimes.export_generator import ExportGenerator
 
 
@@ -50,16 +51,28 @@ class LiteRTBackend:
                 try:
                     if path not in interpreters:
                         interpreters[path] = Interpreter(model_path=str(path), num_threads=self.threads)
-                    runners[role] = interpreters[path].get_signature_runner(spec["signature"])
+                    runners[role] = runner = interpreters[path].get_signature_runner(spec["signature"])
+                    details = {**runner.get_input_details(), **runner.get_output_details()}
                 except (ValueError, RuntimeError) as exc:
                     raise ModelFileError(f"{path}: LiteRT cannot load its {spec['signature']!r} signature "
-                                         f"({str(exc).splitlines()[0]})") from None
+                                         f"({first_line(exc)}){lfs_hint(path)}") from None
+                found = {name: (np.dtype(d["dtype"]).name, [int(x) for x in d["shape_signature"]])
+                         for name, d in details.items()}
+                problems = engine_problems(spec, found)
+                if problems:
+                    raise ModelFileError(f"{path}: its {spec['signature']!r} signature does not match "
+                                         f"{self.root / MANIFEST_NAME}: " + "; ".join(problems))
             self._local.runners = runners
         return runners
 
     def _run(self, role: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         typed = {t["name"]: np.asarray(feeds[t["name"]], dtype=t["dtype"]) for t in self.specs[role]["inputs"]}
-        return dict(self._runners()[role](**typed))
+        try:
+            return dict(self._runners()[role](**typed))
+        except (ValueError, RuntimeError) as exc:  # feeds follow the verified manifest: a failure is the file's
+            path = inside(self.root, self.specs[role]["file"])
+            raise ModelFileError(f"{path}: LiteRT failed running its {self.specs[role]['signature']!r} signature "
+                                 f"({first_line(exc)})") from None
 
     def encode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the encoder; returns every output by name (hidden states, cross K/V ``[L,1,H,S,d_kv]``)."""

@@ -10,13 +10,38 @@ session is created.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
-from mt5lite.errors import ModelFileError
-from mt5lite.manifest import inside
+from mt5lite.contract import ROLES, engine_problems
+from mt5lite.errors import ModelFileError, first_line
+from mt5lite.manifest import MANIFEST_NAME, graph_files, inside, lfs_hint
 from mt5lite.runtimes.export_generator import ExportGenerator
+
+#: ONNX Runtime's type names -> the manifest's dtypes.
+ONNX_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(float16)": "float16",
+              "tensor(int32)": "int32"}
+
+
+#: ONNX Runtime's refusals of a graph newer than it reads: (pattern, what the graph has, what ONNX Runtime reads).
+NEWER_GRAPH = (
+    (re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)"), "IR version"),
+    (re.compile(r"Opset (\d+) is under development.*support for domain \S+ is till opset (\d+)", re.S), "opset"),
+)
+
+
+def _load_error(exc: Exception) -> str:
+    """ONNX Runtime's load error in one line: for a graph newer than the installed ONNX Runtime, both versions and
+    the fix; else its first line."""
+    import onnxruntime as ort
+
+    for pattern, what in NEWER_GRAPH:
+        if found := pattern.search(str(exc)):
+            return (f"the graph has {what} {found[1]}, the installed ONNX Runtime {ort.__version__} reads up to "
+                    f"{found[2]}: upgrade onnxruntime, or export with the toolkit that runs here")
+    return first_line(exc)
 
 
 class OnnxBackend:
@@ -32,20 +57,33 @@ class OnnxBackend:
             options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        self.sessions = {}
-        for role in ("encoder", "decoder"):
-            path = inside(root, manifest["graphs"][role]["file"])
+        self.sessions, self.paths = {}, {}
+        for role in ROLES:
+            path = self.paths[role] = inside(root, manifest["graphs"][role]["file"])
+            weights = "".join(f" (with {name})" for name in graph_files(manifest, role)[1:])
             try:
-                self.sessions[role] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            except Exception as exc:  # onnxruntime raises its own untyped errors; name the file and stop
-                raise ModelFileError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from None
+                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # onnxruntime raises its own untyped errors; name the files and stop
+                hint = next((h for n in graph_files(manifest, role) if (h := lfs_hint(inside(root, n)))), "")
+                raise ModelFileError(f"{path}{weights}: ONNX Runtime cannot load it ({_load_error(exc)}){hint}"
+                                     ) from None
+            found = {t.name: (ONNX_TYPES.get(t.type, t.type), list(t.shape))
+                     for t in session.get_inputs() + session.get_outputs()}
+            problems = engine_problems(manifest["graphs"][role], found)
+            if problems:
+                raise ModelFileError(f"{path}: does not match {root / MANIFEST_NAME}: " + "; ".join(problems))
+            self.sessions[role] = session
         self.outputs = {role: [t["name"] for t in manifest["graphs"][role]["outputs"]] for role in self.sessions}
         self.max_target_length = int(manifest["max_target_length"])
         self.vocab_size = int(manifest["vocab_size"])
 
     def _run(self, role: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = self.outputs[role]
-        return dict(zip(names, self.sessions[role].run(names, feeds), strict=True))
+        try:
+            results = self.sessions[role].run(names, feeds)
+        except Exception as exc:  # feeds follow the verified manifest: a failure is the graph file's
+            raise ModelFileError(f"{self.paths[role]}: ONNX Runtime failed running it ({first_line(exc)})") from None
+        return dict(zip(names, results, strict=True))
 
     def encode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the encoder; returns every output by name (hidden states, cross K/V ``[L,B,H,S,d_kv]``)."""

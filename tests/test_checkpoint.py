@@ -69,7 +69,10 @@ def test_truncated_weights_are_a_checkpoint_error(tmp_path, tiny_mt5):
     shutil.copytree(tiny_mt5, target)
     weights = target / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    with pytest.raises(CheckpointError, match="weights could not be loaded"):
+    with pytest.raises(CheckpointError, match="could not be built from config.json and model.safetensors"):
+        load_model(target)
+    weights.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n")
+    with pytest.raises(CheckpointError, match="model.safetensors .*a Git LFS pointer, not the file: fetch it"):
         load_model(target)
 
 

@@ -248,3 +248,30 @@ def test_evaluate_an_onnx_export(cli_export, tmp_path):
     result = run_cli("evaluate", "--model", str(cli_export), "--data", str(data), "--report", str(report))
     assert result.returncode == 0, result.stderr.decode()
     assert json.loads(report.read_text())["exact_match"] == 1.0
+
+
+class _WritesCanary:
+    """Unpickling this runs ``exec``: it writes the canary file named at pickling time."""
+
+    def __init__(self, canary):
+        self.canary = canary
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.canary)!r}, 'w').write('ran')",)
+
+
+def test_a_malicious_pickle_never_runs(tmp_path, tiny_mt5):
+    """A pickle checkpoint whose ``__reduce__`` writes a canary: refused without --allow-pickle before anything is
+    unpickled; with the flag, torch's weights-only loader refuses it, as a one-line error."""
+    import torch
+
+    target = tmp_path / "evil"
+    shutil.copytree(tiny_mt5, target)
+    (target / "model.safetensors").unlink()
+    canary = tmp_path / "canary"
+    torch.save({"shared.weight": _WritesCanary(canary)}, target / "pytorch_model.bin")
+    assert_clean_error(run_cli("generate", "--model", str(target), "words en: 1"), "--allow-pickle")
+    assert not canary.exists()
+    assert_clean_error(run_cli("generate", "--model", str(target), "--allow-pickle", "words en: 1"),
+                       "pytorch_model.bin")
+    assert not canary.exists()

@@ -50,6 +50,12 @@ def test_truncated_onnx_is_refused(broken):
         OnnxGenerator(broken)
 
 
+def test_a_git_lfs_pointer_in_place_of_the_weights_is_named_as_one(broken):
+    (broken / "weights.bin").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n")
+    with pytest.raises(ModelFileError, match="weights.bin: sha256 does not match .*Git LFS pointer.*git lfs pull"):
+        OnnxGenerator(broken)
+
+
 def test_bit_flipped_onnx_is_refused(broken):
     path = broken / "encoder.onnx"
     data = bytearray(path.read_bytes())

@@ -327,8 +327,8 @@ def test_products_of_one_activation_fuse_into_one_with_the_same_values():
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 1, 64])
                                            for n in ("x", "y")],
                               [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
-                              ir_version=8)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=8)
     feeds = {n: rng.standard_normal((2, 1, 64)).astype(np.float32) for n in ("x", "y")}
 
     def run(m):
