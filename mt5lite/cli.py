@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 from mt5lite import __version__
-from mt5lite.errors import InputError, Mt5LiteError
+from mt5lite.errors import InputError, Mt5LiteError, os_error_line
 from mt5lite.paths import DEMO_MODEL
 
 EXIT_USAGE = 2
@@ -582,6 +582,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mt5lite {args.command}: error: this command needs {exc.name}, which the lean install leaves out; "
               f"install it with: pip install 'mt5lite[{extra}]'", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # the disk is full, the output read-only, ...: nothing was kept (outputs are staged)
+        print(f"mt5lite {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"mt5lite {args.command}: interrupted", file=sys.stderr)

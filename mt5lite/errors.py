@@ -5,12 +5,31 @@ This module has no dependencies, so the lean runtimes import it too.
 
 from __future__ import annotations
 
+import errno
+
+#: errno -> what the user can do about it, for the system errors a command meets writing its output.
+OS_ERROR_FIXES = {
+    errno.ENOSPC: "free some space, or write the output elsewhere",
+    errno.EDQUOT: "free some space, or write the output elsewhere",
+    errno.EROFS: "choose a writable output directory",
+    errno.EACCES: "check the permissions, or choose another directory",
+    errno.EPERM: "check the permissions, or choose another directory",
+}
+
 
 def first_line(exc: BaseException) -> str:
     """An exception's message cut to its first line (its type's name when it has none): what a one-line error
     quotes of an engine's or a library's own error."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def os_error_line(exc: OSError) -> str:
+    """A system error (disk full, read-only or forbidden path, ...) as one line: the path when known, the reason,
+    and the fix for the ones a user can fix."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    fix = OS_ERROR_FIXES.get(exc.errno)
+    return f"{where}{(exc.strerror or first_line(exc)).lower()}" + (f"; {fix}" if fix else "")
 
 
 class Mt5LiteError(Exception):

@@ -85,13 +85,14 @@ def load_manifest(directory: str | Path, verify_hashes: bool = True) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
+    header = manifest if isinstance(manifest, dict) else {}
+    version = header.get("format_version")
+    if header.get("format") == FORMAT and isinstance(version, int) and version > FORMAT_VERSION:  # before its keys
+        raise ModelFileError(f"{path}: written by a newer mt5lite (format version {version}); this mt5lite reads "
+                             f"version {FORMAT_VERSION}: upgrade mt5lite (pip install -U mt5lite)")
     missing = [key for key in REQUIRED_KEYS if key not in manifest] if isinstance(manifest, dict) else ["all"]
     if missing:
         raise ModelFileError(f"{path}: missing keys {', '.join(missing)}; re-export the model")
-    version = manifest["format_version"]
-    if manifest["format"] == FORMAT and isinstance(version, int) and version > FORMAT_VERSION:
-        raise ModelFileError(f"{path}: written by a newer mt5lite (format version {version}); this mt5lite reads "
-                             f"version {FORMAT_VERSION}: upgrade mt5lite (pip install -U mt5lite)")
     if manifest["format"] != FORMAT or version != FORMAT_VERSION:
         raise ModelFileError(f"{path}: format {manifest['format']!r} version {manifest['format_version']!r}; "
                              f"this runtime reads {FORMAT!r} version {FORMAT_VERSION}; re-export the model")

@@ -156,3 +156,39 @@ def test_a_manifest_newer_than_the_toolkit_names_both_versions(demo_export, tmp_
     with pytest.raises(ModelFileError, match=f"newer mt5lite \\(format version {FORMAT_VERSION + 1}\\); this mt5lite "
                                              f"reads version {FORMAT_VERSION}: upgrade mt5lite"):
         open_export(_rehashed_copy(demo_export, tmp_path / "newer", edit))
+
+
+# --- disk full, read-only output ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """Mount a tmpfs of 1 MB (and a read-only one) under ``tmp_path``; skips where mounting is not allowed."""
+    import subprocess
+
+    mounts = {"full": tmp_path / "full", "readonly": tmp_path / "readonly"}
+    for name, options in (("full", "size=1m"), ("readonly", "size=1m,ro")):
+        mounts[name].mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mounts[name])],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    yield mounts
+    for path in mounts.values():
+        subprocess.run(["umount", str(path)], capture_output=True)
+
+
+@pytest.mark.parametrize("command", [("quantize", "--export", "{demo_export}", "--recipe", "dynamic-int8", "--no-gate"),
+                                     ("export", "onnx", "--model", "{demo_model}")], ids=["quantize", "export-onnx"])
+@pytest.mark.parametrize("disk, reason", [("full", "no space left on device; free some space"),
+                                          ("readonly", "read-only file system; choose a writable output")])
+def test_a_full_or_read_only_disk_is_one_line_and_leaves_nothing(small_disk, demo_export, demo_model, command, disk,
+                                                                  reason):
+    from tests.conftest import run_cli
+
+    args = [a.format(demo_export=demo_export, demo_model=demo_model) for a in command]
+    result = run_cli(*args, "--output", str(small_disk[disk] / "out"))
+    stderr = result.stderr.decode()
+    errors = [line for line in stderr.splitlines() if "error" in line]  # progress bars aside
+    assert result.returncode == 2 and "Traceback" not in stderr, stderr
+    assert len(errors) == 1 and reason in errors[0], stderr
+    assert list(small_disk[disk].iterdir()) == []  # no output, no staging or scratch directory left
