@@ -30,7 +30,7 @@ from enum import Enum
 from pathlib import Path
 
 from mt5lite.contract import ROLES
-from mt5lite.errors import InputError
+from mt5lite.errors import InputError, ModelFileError
 from mt5lite.exporters.calibration import CalibrationDraw
 from mt5lite.exporters.fuse_products import fuse_parallel_products
 from mt5lite.exporters.gather_rows import gather_then_dequantize
@@ -190,7 +190,7 @@ def _quantize_graph(source: Path, target: Path, config: QuantizeConfig, feeds, m
     """Quantize one graph file into ``target``, stamp ``metadata``, check it; returns its quantization summary."""
     import onnx
 
-    model = onnx.load(str(source), load_external_data=True)
+    model = _load_with_weights(source)
     external = sum(t.ByteSize() for t in model.graph.initializer) >= 2**31
     quantized = RECIPES[config.recipe].convert(source, target, model, config, feeds, external)
     gather_then_dequantize(quantized)  # one int8 row per lookup, not the whole table dequantized per run
@@ -207,6 +207,26 @@ def _quantize_graph(source: Path, target: Path, config: QuantizeConfig, feeds, m
         onnx.save_model(quantized, str(target))
     onnx.checker.check_model(str(target), full_check=True)
     return quantization_summary(quantized)
+
+
+def _load_with_weights(source: Path):
+    """The graph at ``source`` with its external weights, each weight file's location checked first: one outside the
+    export's folder (``..``, an absolute path, a symlink out) is refused before anything is read."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_model, uses_external_data
+
+    model = onnx.load(str(source), load_external_data=False)
+    for tensor in model.graph.initializer:
+        location = ExternalDataInfo(tensor).location if uses_external_data(tensor) else None
+        if location is None:
+            continue
+        try:
+            inside(source.parent, location)
+        except ModelFileError:
+            raise ModelFileError(f"{source}: weight {tensor.name} is stored at {location!r}, outside the export's "
+                                 "folder; refusing it") from None
+    load_external_data_for_model(model, str(source.parent))
+    return model
 
 
 def _to_int8(source: Path, target: Path, model, config: QuantizeConfig, run) -> object:

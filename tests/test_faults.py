@@ -192,3 +192,194 @@ def test_a_full_or_read_only_disk_is_one_line_and_leaves_nothing(small_disk, dem
     assert result.returncode == 2 and "Traceback" not in stderr, stderr
     assert len(errors) == 1 and reason in errors[0], stderr
     assert list(small_disk[disk].iterdir()) == []  # no output, no staging or scratch directory left
+
+
+# --- fuzzed text through generate, both runtimes ----------------------------------------------------------------
+
+#: Hand-made hostile inputs: broken UTF-8 (as the CLI hands it over: lone surrogates), NUL and controls, bidi marks,
+#: ZWJ sequences, combining-mark storms, ten times the longest input, whitespace only, mixed scripts.
+HOSTILE = [
+    b"words fr: \xff\xfe12".decode("utf-8", "surrogateescape"), "words fr: \ud800", "\udfff", "\x00", "a\x00b",
+    "words fr: 12\x00\x01\x02\x1b[31m", "\x7f\x80\x9f", "\u202eword fr: 21\u202c", "\u200f\u200eنص عربي\u200e",
+    "👨\u200d👩\u200d👧\u200d👦 " * 20, "🏳️\u200d🌈", "e" + "\u0301" * 500, "Z̴̡̛̞͎̬̦̙̗̼͎̈́̂̓̔̑͐̆ͅ" * 40, "words de: 99" * 400,
+    "x" * 20000, " ", "\t\n\r\u3000\u00a0\u2028\u2029", "", "words ja: 四千 число 42 مرحبا שלום नमस्ते",
+    "\ufeffwords en: 7", "\ufffd\ufffe\uffff", "\U0010ffff\U000e0001", "<pad></s><unk>▁▁▁", "words fr: 1" + "\n" * 50,
+]
+
+
+def _texts():
+    from hypothesis import strategies as st
+
+    marks = st.sampled_from(["\u200d", "\u200e", "\u200f", "\u202e", "\u0301", "\u0489", "\x00", "\ufeff", " ", "\n"])
+    return st.one_of(
+        st.text(max_size=300),  # any code points but surrogates
+        st.binary(max_size=300).map(lambda b: b.decode("utf-8", "surrogateescape")),  # what the CLI gets from bytes
+        st.lists(st.one_of(marks, st.characters()), max_size=400).map("".join),
+        st.builds(lambda t, n: t * n, st.text(min_size=1, max_size=8), st.integers(1, 600)),  # long repeats
+    )
+
+
+def _run_text(generator, text: str) -> str:
+    """``output`` or ``error`` for one text; fails on anything else (a raw exception, a multi-line error, output
+    that is not valid text)."""
+    from mt5lite.errors import InputError
+    from mt5lite.runtimes.options import DecodingOptions
+
+    try:
+        outputs = generator.generate([text], DecodingOptions(max_new_tokens=4))
+    except InputError as exc:
+        assert str(exc) and "\n" not in str(exc), repr(str(exc))
+        return "error"
+    assert len(outputs) == 1 and isinstance(outputs[0], str), outputs
+    outputs[0].encode("utf-8")  # printable: no lone surrogates
+    return "output"
+
+
+@pytest.mark.parametrize("examples", [150, pytest.param(10_000, marks=pytest.mark.faults)])
+def test_fuzzed_text_gets_an_output_or_a_one_line_error(demo_export, tflite_int8, examples):
+    from collections import Counter
+
+    from hypothesis import HealthCheck, given, settings
+
+    from mt5lite.runtimes.litert import LiteRTGenerator
+    from mt5lite.runtimes.onnx_runtime import OnnxGenerator
+
+    generators = {"onnxruntime": OnnxGenerator(demo_export, threads=1),
+                  "litert": LiteRTGenerator(tflite_int8, threads=1)}
+    counts = Counter()
+
+    def check(text: str) -> None:
+        for engine, generator in generators.items():
+            counts[f"{engine} {_run_text(generator, text)}"] += 1
+
+    for text in HOSTILE:
+        check(text)
+    given(_texts())(settings(max_examples=examples, deadline=None, derandomize=True, database=None,
+                             suppress_health_check=list(HealthCheck))(check))()
+    assert sum(counts.values()) >= 2 * (len(HOSTILE) + examples * 0.9)
+    if examples >= 10_000:
+        REPORT.parent.mkdir(parents=True, exist_ok=True)
+        report = json.loads(REPORT.read_text()) if REPORT.is_file() else {}
+        report["fuzzed_text"] = {"strings": sum(counts.values()) // 2, "hand_made": len(HOSTILE), **counts}
+        REPORT.write_text(json.dumps(report, indent=2) + "\n")
+
+
+# --- killed commands ---------------------------------------------------------------------------------------------
+
+#: command -> its arguments ({model}: the demo checkpoint, {export}: its ONNX export, {static}: its static export).
+KILLED_COMMANDS = {
+    "export-onnx": ("export", "onnx", "--model", "{model}"),
+    "quantize": ("quantize", "--export", "{export}", "--samples", "100", "--max-decoder-steps", "32", "--no-gate",
+                 "--report", "{reports}/q.json"),
+    "export-tflite": ("export", "tflite", "--export", "{static}", "--quantize", "fp32"),
+    "compress": ("compress", "--model", "{model}", "--passes", "trim-vocab", "--no-quality"),
+}
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("name", list(KILLED_COMMANDS))
+def test_a_killed_command_leaves_nothing_and_the_next_run_sweeps(demo_model, demo_export, static_export, tmp_path,
+                                                                  name, kills=20):
+    """SIGKILL at seeded random moments of a full run's duration, 20 times: never a partial output; the next run
+    succeeds and leaves nothing hidden beside its output (the killed runs' staging and scratch directories are
+    swept). ``make test`` runs the quick version on quantize (tests/test_quantize.py)."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out, reports = tmp_path / "out", tmp_path / "reports"
+    values = {"model": demo_model, "export": demo_export, "static": static_export, "reports": reports}
+    command = [sys.executable, "-m", "mt5lite", *(a.format(**values) for a in KILLED_COMMANDS[name]),
+               "--output", str(out), "--force"]
+    env = {**os.environ, "USE_TF": "0"}
+    start = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    duration = time.monotonic() - start
+    rng = random.Random(f"{SEED} {name}")
+    for _ in range(kills):
+        run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        time.sleep(rng.uniform(0.05, 1.0) * duration)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        assert not out.exists() or (out / "manifest.json").is_file() or (out / "config.json").is_file()
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name not in ("out", "reports"))
+    assert left == [], f"left beside the output after {kills} kills: {left}"
+
+
+# --- unsafe files ---------------------------------------------------------------------------------------------------
+
+def _external_data_to(location: str):
+    def edit(folder: Path) -> None:
+        import onnx
+
+        model = onnx.load(str(folder / "decoder.onnx"), load_external_data=False)
+        for tensor in model.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = location
+        (folder / "decoder.onnx").write_bytes(model.SerializeToString())
+    return edit
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute", "symlink"])
+def test_external_data_outside_the_folder_is_refused(demo_export, tmp_path, where):
+    """A graph whose weights point out of the folder (``../``, an absolute path, a symlink leaving it) is refused by
+    the runtime and by the quantizer, with a one-line error naming the graph; the file outside is never read."""
+    from mt5lite.errors import ModelFileError
+    from mt5lite.runtimes.generators import open_export
+    from tests.conftest import run_cli
+
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes((demo_export / "weights.bin").read_bytes())
+    location = {"parent": "../outside.bin", "absolute": str(outside), "symlink": "link.bin"}[where]
+    folder = tmp_path / "export"
+    if where == "symlink":
+        import shutil
+
+        shutil.copytree(demo_export, folder)
+        (folder / "link.bin").symlink_to(outside)
+        _external_data_to(location)(folder)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        import hashlib
+
+        manifest["files"]["decoder.onnx"] = hashlib.sha256((folder / "decoder.onnx").read_bytes()).hexdigest()
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    else:
+        _rehashed_copy(demo_export, folder, _external_data_to(location))
+    before = outside.stat().st_atime_ns
+    with pytest.raises(ModelFileError, match="decoder.onnx"):
+        open_export(folder)
+    result = run_cli("quantize", "--export", str(folder), "--output", str(tmp_path / "q"), "--recipe",
+                     "dynamic-int8", "--no-gate")
+    stderr = result.stderr.decode()
+    assert result.returncode == 2 and "Traceback" not in stderr and "decoder.onnx" in stderr, stderr
+    assert outside.stat().st_atime_ns == before and not (tmp_path / "q").exists()
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("command", [
+    ("quantize", "--export", "{export}", "--samples", "100", "--max-decoder-steps", "32", "--no-gate"),
+    ("export", "tflite", "--export", "{static}", "--quantize", "int8", "--samples", "100",
+     "--max-decoder-steps", "32", "--no-gate"),
+], ids=["quantize-static-int8", "export-tflite-int8"])
+def test_nothing_is_written_outside_the_output_folder(demo_export, static_export, tmp_path, command):
+    """Calibration feeds, mask probes and every scratch file go beside the output: the system's temporary
+    directory stays empty, and the output's folder holds the output alone afterwards."""
+    import subprocess
+    import sys
+
+    system_tmp, parent = tmp_path / "system-tmp", tmp_path / "parent"
+    system_tmp.mkdir()
+    parent.mkdir()
+    args = [a.format(export=demo_export, static=static_export) for a in command]
+    env = {**os.environ, "USE_TF": "0", "TMPDIR": str(system_tmp), "TEMP": str(system_tmp), "TMP": str(system_tmp)}
+    done = subprocess.run([sys.executable, "-m", "mt5lite", *args, "--output", str(parent / "out"),
+                           "--report", str(parent / "out.report.json")], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in system_tmp.iterdir()) == []
+    assert sorted(p.name for p in parent.iterdir()) == ["out", "out.report.json", "out.report.md"]
