@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -68,6 +69,19 @@ TFLITE_PRECISIONS: Registry[TflitePrecision] = Registry("TFLite precision", {
 _WORKER_ERRORS = {cls.__name__: cls for cls in (InputError, ModelFileError, ConversionError)}
 
 
+def _dies_with(parent: int):
+    """A ``preexec_fn`` for a worker child: Linux kills the child when ``parent`` dies (``PR_SET_PDEATHSIG``), so a
+    killed export leaves no converter running on, writing into the directories the next run sweeps."""
+    def arm() -> None:
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # the parent died before the signal was armed
+                os._exit(1)
+    return arm
+
+
 def _worker(command: str, spec: dict, scratch: Path, show_progress: bool = False) -> dict:
     """Run one ``mt5lite.exporters.tflite_worker`` step in a child process. Its toolkit error and warnings are
     raised again here; its crash (even SIGABRT) becomes a ``ConversionError``. ``show_progress`` lets the step's
@@ -81,7 +95,7 @@ def _worker(command: str, spec: dict, scratch: Path, show_progress: bool = False
         done = subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "-m",
                                "mt5lite.exporters.tflite_worker", command, str(spec_path), str(result_path)],
                               stdout=subprocess.PIPE, stderr=None if show_progress else subprocess.PIPE, text=True,
-                              env=env, timeout=WORKER_TIMEOUT_S)
+                              env=env, timeout=WORKER_TIMEOUT_S, preexec_fn=_dies_with(os.getpid()))
     except subprocess.TimeoutExpired:
         raise ConversionError(f"{name}: TFLite {command} did not finish in {WORKER_TIMEOUT_S} s; it was "
                               "stopped") from None

@@ -17,7 +17,7 @@ import numpy as np
 
 from mt5lite.contract import ROLES, engine_problems
 from mt5lite.errors import ModelFileError, first_line
-from mt5lite.manifest import MANIFEST_NAME, graph_files, inside, lfs_hint
+from mt5lite.manifest import LENGTHS, MANIFEST_NAME, graph_files, inside, lfs_hint
 from mt5lite.runtimes.export_generator import ExportGenerator
 
 #: ONNX Runtime's type names -> the manifest's dtypes.
@@ -42,6 +42,14 @@ def _load_error(exc: Exception) -> str:
             return (f"the graph has {what} {found[1]}, the installed ONNX Runtime {ort.__version__} reads up to "
                     f"{found[2]}: upgrade onnxruntime, or export with the toolkit that runs here")
     return first_line(exc)
+
+
+def _stamp_problems(session, manifest: dict) -> list[str]:
+    """How the lengths the exporter stamped into the graph's metadata differ from the manifest's (a dynamic graph's
+    shapes do not show them)."""
+    stamped = session.get_modelmeta().custom_metadata_map
+    return [f"it was exported with {key} {stamped[f'mt5lite.{key}']}, the manifest says {manifest[key]}"
+            for key in LENGTHS if f"mt5lite.{key}" in stamped and stamped[f"mt5lite.{key}"] != str(manifest[key])]
 
 
 class OnnxBackend:
@@ -69,7 +77,7 @@ class OnnxBackend:
                                      ) from None
             found = {t.name: (ONNX_TYPES.get(t.type, t.type), list(t.shape))
                      for t in session.get_inputs() + session.get_outputs()}
-            problems = engine_problems(manifest["graphs"][role], found)
+            problems = engine_problems(manifest["graphs"][role], found) + _stamp_problems(session, manifest)
             if problems:
                 raise ModelFileError(f"{path}: does not match {root / MANIFEST_NAME}: " + "; ".join(problems))
             self.sessions[role] = session
