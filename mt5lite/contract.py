@@ -34,9 +34,20 @@ SOURCE_AXIS: dict[str, int] = {"encoder_hidden_states": 1, "cross_k": 3, "cross_
 INT64_TENSORS = frozenset({"input_ids", "attention_mask", "decoder_input_ids", "position", "encoder_attention_mask"})
 
 
+#: The lengths the host builds its feeds from (manifest keys), and the tensor axes that must agree with them.
+LENGTHS = ("max_target_length", "vocab_size", "max_source_length")
+LENGTH_AXES = {"self_k_cache": (3, "max_target_length"), "self_v_cache": (3, "max_target_length"),
+               "logits": (1, "vocab_size"), "input_ids": (1, "max_source_length")}
+
+
+def contract_dtype(name: str) -> str:
+    """The dtype the contract gives tensor ``name``."""
+    return "int64" if name in INT64_TENSORS else "float32"
+
+
 def tensor(name: str, shape: list) -> dict:
     """A manifest tensor entry: name, dtype and shape (symbolic dimensions are strings)."""
-    return {"name": name, "dtype": "int64" if name in INT64_TENSORS else "float32", "shape": shape}
+    return {"name": name, "dtype": contract_dtype(name), "shape": shape}
 
 
 def graph_specs(layers: int, heads: int, d_kv: int, d_model: int, vocab_size: int, max_source_length: int,
@@ -80,18 +91,16 @@ def spec_problems(graphs: dict, lengths: dict) -> list[str]:
     other than the contract's, a shape that is not a list of sizes or names, or a length the host builds its feeds
     from (``lengths``: ``max_target_length``, ``vocab_size``, ``max_source_length``) that the shapes contradict."""
     problems = []
-    expected = {"self_k_cache": (3, "max_target_length"), "self_v_cache": (3, "max_target_length"),
-                "logits": (1, "vocab_size"), "input_ids": (1, "max_source_length")}
     for role in ROLES:
         for entry in graphs[role]["inputs"] + graphs[role]["outputs"]:
             name, shape = entry["name"], entry.get("shape")
-            dtype = "int64" if name in INT64_TENSORS else "float32"
+            dtype = contract_dtype(name)
             if entry.get("dtype") != dtype:
                 problems.append(f"{role} {name} has dtype {entry.get('dtype')!r}, the contract's is {dtype!r}")
             if not isinstance(shape, list) or not all(isinstance(d, (int, str)) for d in shape):
                 problems.append(f"{role} {name} has shape {shape!r}, not a list of sizes and names")
                 continue
-            axis, key = expected.get(name, (None, None))
+            axis, key = LENGTH_AXES.get(name, (None, None))
             size = shape[axis] if axis is not None and len(shape) > axis else None
             if isinstance(size, int) and size != lengths.get(key):
                 problems.append(f"{role} {name} has {size} along axis {axis}, but {key} is {lengths.get(key)!r}")

@@ -10,7 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from mt5lite.contract import name_problems, spec_problems
+from mt5lite.contract import LENGTHS, name_problems, spec_problems
 from mt5lite.errors import ModelFileError
 
 MANIFEST_NAME = "manifest.json"
@@ -20,8 +20,6 @@ FORMAT = "mt5lite-export"
 FORMAT_VERSION = 3
 REQUIRED_KEYS = ("format", "format_version", "engine", "export_id", "graphs", "files", "tokenizer", "special_tokens",
                  "max_source_length", "max_target_length", "vocab_size", "model")
-#: The lengths the host builds its feeds from; the graphs' shapes must agree with them.
-LENGTHS = ("max_target_length", "vocab_size", "max_source_length")
 #: What every graph entry names, whatever the engine (engines may need more, e.g. LiteRT a ``signature``).
 GRAPH_KEYS = ("file", "inputs", "outputs")
 

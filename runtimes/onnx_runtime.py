@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mt5lite.contract import ROLES, engine_problems
+from mt5lite.contract import LENGTHS, ROLES, engine_problems
 from mt5lite.errors import ModelFileError, first_line
-from mt5lite.manifest import LENGTHS, MANIFEST_NAME, graph_files, inside, lfs_hint
+from mt5lite.manifest import MANIFEST_NAME, graph_files, inside, lfs_hint
 from mt5lite.runtimes.export_generator import ExportGenerator
 
 #: ONNX Runtime's type names -> the manifest's dtypes.
