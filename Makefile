@@ -12,12 +12,12 @@ export USE_TF := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: help install jvm-toolchain test test-slow test-faults test-lean test-wheel test-pi lint export-tflite sensitivity bench-quantization \
-	evaluate demo-model mt5-small-fixture parity-mt5-small tflite-mt5-small conversion-memory trim-mt5-small lite-demo importance-demo sparsity-demo bench android-assets clean
+	evaluate demo-model mt5-small-fixture parity-mt5-small tflite-mt5-small conversion-memory trim-mt5-small lite-demo families-demo importance-demo sparsity-demo bench android-assets clean
 
 help:
 	@echo "make export-tflite   run the pipeline on MODEL (default: the bundled demo model) into $(BUILD)/"
 	@echo "                     (ONNX export, parity, int8 ONNX, TFLite at QUANTIZE=int8|dynamic-int8|fp16|fp32, parity)"
-	@echo "make test            run the test suite (make test-slow: the mt5-small-sized checks too)"
+	@echo "make test            run the test suite (make test-slow: the mt5-small- and umt5-small-sized checks too)"
 	@echo "make test-faults     the fault matrix in full (seeded): 1,000 corrupted model files, 8 threads x 100 requests,"
 	@echo "                     version skew; figures in $(BUILD)/reports/faults.json (make test runs a quick subset)"
 	@echo "make test-lean       the device install in a fresh venv: lean, same outputs, clear extra errors"
@@ -36,6 +36,7 @@ help:
 	@echo "                     with the bandwidth floor: $(BUILD)/bench/bench.{json,md} and plots (first run about an hour)"
 	@echo "make bench-quantization  int8 vs fp32 vs PyTorch speed and size, mt5-small shape"
 	@echo "make lite-demo       the lite recipe (trim, prune, distil, fine-tune) on the demo model: the stage table"
+	@echo "make families-demo   the demo model as a Flan-T5 (T5 v1.1) and a umT5 checkpoint: parity, int8 gates per language"
 	@echo "make importance-demo pruning by importance against random pruning (five seeds) on the demo model"
 	@echo "make sparsity-demo   magnitude pruning on the demo model: sparsity, sizes, zipped sizes, speed"
 	@echo "make android-assets  bundle $(BUILD)/tflite into the Android demo app (android_demo/), hashes checked"
@@ -187,6 +188,12 @@ trim-mt5-small: mt5-small-fixture
 # exported to ONNX, int8 ONNX and int8 TFLite and measured side by side (about 30 minutes on 2 cores).
 lite-demo: install
 	$(BIN)/python benchmarks/lite_demo.py --threads 2 --output $(BUILD)/reports/lite-demo.json
+
+# The trained demo model through each family's path (mt5lite.families): re-expressed as a T5 v1.1 / Flan-T5 and a
+# umT5 checkpoint (then fine-tuned, so every layer's bias table is its own), each exported like export-tflite, with
+# fp32 parity and both int8 exports held to the quantization gate per language (about 25 minutes on 2 cores).
+families-demo: install
+	$(BIN)/python benchmarks/families_demo.py --output $(BUILD)/reports/families-demo.json
 
 # Importance against random pruning on the demo model (dev-set exact match right after pruning, five random seeds).
 importance-demo: install

@@ -8,13 +8,16 @@ fixed-size self-attention cache ``[L,B,H,T_max,d_kv]`` -> ``logits [B,V]`` and t
 ``new_self_v [L,B,H,1,d_kv]``, which the host writes into the cache at ``position``. No growing concat and no
 control flow: the cache write is a one-hot select, the causal mask comes from ``arange(T_max) <= position``, and
 T5's relative position bias is a constant ``[T_max, H, T_max]`` table gathered by position, exact at every
-position up to ``T_max``.
+position up to ``T_max``: one table for the stack (T5, mT5), or one per layer where each layer has its own bias
+(umT5; ``mt5lite.families``).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from mt5lite.families import FAMILIES, family_of
 
 #: Added to attention scores of masked keys. Finite, so no graph (fp16 included) ever sees inf - inf.
 MASK_VALUE = -1e9
@@ -69,10 +72,16 @@ class DecoderStepGraph(nn.Module):
         self.t_max = max_target_length
         # T5 scales the decoder output before a tied lm_head; mT5 (untied) does not.
         self.output_scale = config.d_model**-0.5 if config.tie_word_embeddings else 1.0
-        with torch.no_grad():
-            bias = self.blocks[0].layer[0].SelfAttention.compute_bias(max_target_length, max_target_length)
-        # [1,H,T_query,T_key] -> [T_query,H,T_key]: row p is the bias of a query at position p.
-        self.register_buffer("position_bias", bias[0].permute(1, 0, 2).contiguous(), persistent=False)
+        family = FAMILIES[family_of(config.to_dict())]
+        attentions = family.bias_attentions(model.decoder)
+        distinct = list(dict.fromkeys(attentions))  # block 0's alone, or every layer's own
+        self.table_of_layer = [distinct.index(attention) for attention in attentions]
+        self.tables = len(distinct)
+        for index, attention in enumerate(distinct):
+            with torch.no_grad():
+                bias = attention.compute_bias(max_target_length, max_target_length)
+            # [1,H,T_query,T_key] -> [T_query,H,T_key]: row p is the bias of a query at position p.
+            self.register_buffer(f"position_bias_{index}", bias[0].permute(1, 0, 2).contiguous(), persistent=False)
         self.register_buffer("positions", torch.arange(max_target_length, dtype=torch.int64), persistent=False)
 
     def forward(self, decoder_input_ids, position, encoder_attention_mask, cross_k, cross_v, self_k_cache,
@@ -80,8 +89,10 @@ class DecoderStepGraph(nn.Module):
         hidden = self.embed(decoder_input_ids)  # [B,1,D]
         is_position = torch.eq(self.positions, position).reshape(1, 1, self.t_max, 1)  # where this step's K/V go
         visible = torch.le(self.positions, position).reshape(1, 1, 1, self.t_max)  # causal: keys 0..position
-        self_bias = torch.index_select(self.position_bias, 0, position).unsqueeze(2)  # [1,H,1,T]
-        self_bias = torch.where(visible, self_bias, torch.full_like(self_bias, MASK_VALUE))
+        self_biases = []
+        for index in range(self.tables):
+            bias = torch.index_select(getattr(self, f"position_bias_{index}"), 0, position).unsqueeze(2)  # [1,H,1,T]
+            self_biases.append(torch.where(visible, bias, torch.full_like(bias, MASK_VALUE)))
         cross_bias = (1.0 - encoder_attention_mask.to(hidden.dtype))[:, None, None, :] * MASK_VALUE  # [B,1,1,S]
 
         width = self.heads * self.d_kv
@@ -97,6 +108,7 @@ class DecoderStepGraph(nn.Module):
             new_values.append(value)
             keys = torch.where(is_position, key, self_k_cache[index])  # [B,H,T,d_kv]
             values = torch.where(is_position, value, self_v_cache[index])
+            self_bias = self_biases[self.table_of_layer[index]]
             hidden = hidden + attn.o(_merge_step_heads(self._attend(query, keys, values, self_bias), width))
 
             attn = cross_layer.EncDecAttention

@@ -168,7 +168,7 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "engine": "onnxruntime", "export_id": export_id,
             "toolkit_version": __version__,
-            "source": {"checkpoint": files.root.name, "model_type": model.config.model_type,
+            "source": {"checkpoint": files.root.name, "model_type": model.config.model_type, "family": files.family,
                        "config_sha256": sha256_file(files.root / "config.json")},
             "precision": "fp32", "quantization": None, "opset": config.opset,
             "static_shapes": config.static_shapes, "batch_size": 1 if config.static_shapes else None,

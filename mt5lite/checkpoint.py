@@ -1,4 +1,4 @@
-"""Validate and load a local Hugging Face T5/mT5 checkpoint directory, safely.
+"""Validate and load a local Hugging Face checkpoint directory of a registered family (``mt5lite.families``), safely.
 
 Weights load from safetensors by default; pickle checkpoints (``pytorch_model.bin``) only with ``allow_pickle``;
 ``trust_remote_code`` is never used. Every problem with a directory is reported at once.
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mt5lite.errors import CheckpointError, first_line
+from mt5lite.families import FAMILIES, family_of
 from mt5lite.manifest import lfs_hint
 
-SUPPORTED_MODEL_TYPES = ("t5", "mt5")
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILE = "spiece.model"
@@ -26,20 +26,23 @@ class CheckpointFiles:
 
     root: Path
     config: dict
+    family: str  # its name in ``mt5lite.families.FAMILIES``
     weights: Path
     uses_pickle: bool
     tokenizer: Path
 
 
 def inspect_checkpoint(path: str | os.PathLike, allow_pickle: bool = False) -> CheckpointFiles:
-    """Check that ``path`` is a loadable T5/mT5 checkpoint and return its files; list every problem at once."""
+    """Check that ``path`` is a loadable checkpoint of a registered family (``mt5lite.families``) and return its
+    files; list every problem at once."""
     root = Path(path)
     if not root.exists():
-        raise CheckpointError(f"{root}: no such directory; give a Hugging Face T5/mT5 checkpoint directory")
+        raise CheckpointError(f"{root}: no such directory; give a Hugging Face T5-family checkpoint directory")
     if not root.is_dir():
-        raise CheckpointError(f"{root}: not a directory; give a Hugging Face T5/mT5 checkpoint directory")
+        raise CheckpointError(f"{root}: not a directory; give a Hugging Face T5-family checkpoint directory")
     problems: list[str] = []
     config: dict = {}
+    family = ""
     config_path = root / "config.json"
     if not config_path.is_file():
         problems.append("no config.json")
@@ -49,10 +52,10 @@ def inspect_checkpoint(path: str | os.PathLike, allow_pickle: bool = False) -> C
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             problems.append(f"config.json is not valid JSON ({exc})")
         else:
-            model_type = config.get("model_type") if isinstance(config, dict) else None
-            if model_type not in SUPPORTED_MODEL_TYPES:
-                known = ", ".join(SUPPORTED_MODEL_TYPES)
-                problems.append(f"config.json model_type is {model_type!r}; supported: {known}")
+            try:
+                family = family_of(config if isinstance(config, dict) else {})
+            except CheckpointError as exc:
+                problems.append(str(exc))
 
     weights = next((root / name for name in SAFE_WEIGHTS if (root / name).is_file()), None)
     uses_pickle = False
@@ -73,19 +76,20 @@ def inspect_checkpoint(path: str | os.PathLike, allow_pickle: bool = False) -> C
         problems.append(f"no {TOKENIZER_FILE} (the sentencepiece tokenizer of T5/mT5)")
 
     if problems:
-        raise CheckpointError(f"{root} is not a usable T5/mT5 checkpoint: " + "; ".join(problems))
-    return CheckpointFiles(root, config, weights, uses_pickle, tokenizer)
+        raise CheckpointError(f"{root} is not a usable T5-family checkpoint: " + "; ".join(problems))
+    return CheckpointFiles(root, config, family, weights, uses_pickle, tokenizer)
 
 
 def load_model(path: str | os.PathLike, allow_pickle: bool = False):
-    """Load a checkpoint as a ``T5ForConditionalGeneration``/``MT5ForConditionalGeneration`` in eval mode (fp32)."""
+    """Load a checkpoint with its family's transformers class (``T5ForConditionalGeneration``, ...) in eval mode,
+    fp32."""
     files = inspect_checkpoint(path, allow_pickle=allow_pickle)
     import torch
+    import transformers
     from safetensors import SafetensorError
-    from transformers import AutoModelForSeq2SeqLM
 
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(
+        model = getattr(transformers, FAMILIES[files.family].model_class).from_pretrained(
             files.root,
             use_safetensors=not files.uses_pickle,
             trust_remote_code=False,

@@ -33,7 +33,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=DEMO_MODEL,
-                        help="a local Hugging Face T5/mT5 checkpoint directory "
+                        help="a local Hugging Face T5, Flan-T5, mT5 or umT5 checkpoint directory "
                         "(generate and evaluate also take an mt5lite export)")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="allow loading pickle weights (pytorch_model.bin); only for checkpoints you trust")

@@ -1,6 +1,7 @@
 """Random-weight models derived from real configs, for tests and benchmarks (no model hub needed).
 
-``REAL_CONFIGS`` holds the published configs of ``google/mt5-small``, ``google/mt5-base`` and ``t5-small``.
+``REAL_CONFIGS`` holds the published configs of ``google/mt5-small``, ``google/mt5-base``, ``t5-small``,
+``google/flan-t5-small`` and ``google/umt5-small`` (the model-defining keys, transcribed from their config.json).
 ``tiny_config`` shrinks one to a few layers and a small vocabulary while keeping its quirks (``d_kv`` !=
 ``d_model / heads``, gated-GELU or ReLU FFN, tied or untied ``lm_head``), so tests run the real code path in
 seconds. ``random_real_model`` builds a model of one config's exact shape once and caches it (``mt5_small_random``:
@@ -64,6 +65,11 @@ REAL_CONFIGS: dict[str, dict] = {
 #: google/mt5-base's published config: mt5-small's with wider and more layers and heads.
 REAL_CONFIGS["google/mt5-base"] = {**REAL_CONFIGS["google/mt5-small"], "d_model": 768, "d_ff": 2048, "num_layers": 12,
                                    "num_decoder_layers": 12, "num_heads": 12}
+#: google/flan-t5-small's published config (T5 v1.1's shape): mt5-small's architecture with T5's 32k vocabulary.
+REAL_CONFIGS["google/flan-t5-small"] = {**REAL_CONFIGS["google/mt5-small"], "model_type": "t5", "vocab_size": 32128}
+#: google/umt5-small's published config: mt5-small's shape with a 256k vocabulary (and, in transformers' UMT5
+#: classes, a relative-position bias in every self-attention layer).
+REAL_CONFIGS["google/umt5-small"] = {**REAL_CONFIGS["google/mt5-small"], "model_type": "umt5", "vocab_size": 256384}
 
 
 def tiny_config(name: str, vocab_size: int = 1280) -> dict:

@@ -16,7 +16,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("USE_TF", "0")
 
-TINY_CONFIGS = ("google/mt5-small", "t5-small")
+#: Every registered model family (``mt5lite.families``) -> the published config its tiny test model derives from.
+#: The parity, quantization and TFLite tests run on each (``tests/test_families.py`` checks that none is missing).
+TINY_FAMILIES = {"mt5": "google/mt5-small", "t5": "t5-small", "t5-v1.1": "google/flan-t5-small",
+                 "umt5": "google/umt5-small"}
 
 
 @pytest.fixture(scope="session")
@@ -25,11 +28,12 @@ def demo_model() -> Path:
     return DEMO_MODEL
 
 
-@pytest.fixture(scope="session", params=TINY_CONFIGS, ids=["tiny-mt5", "tiny-t5"])
+@pytest.fixture(scope="session", params=list(TINY_FAMILIES), ids=lambda family: f"tiny-{family}")
 def tiny_model(request, tmp_path_factory) -> Path:
-    """A tiny random model derived from each real config (mT5: untied, gated-GELU; T5: tied, ReLU)."""
-    out = tmp_path_factory.mktemp(request.param.replace("/", "_"))
-    return build_random_model(tiny_config(request.param), out / "model", seed=7)
+    """A tiny random model of each family, derived from its published config (mT5 and T5 v1.1: untied,
+    gated-GELU; T5: tied, ReLU; umT5: mT5's with a relative-position bias in every layer)."""
+    out = tmp_path_factory.mktemp(request.param)
+    return build_random_model(tiny_config(TINY_FAMILIES[request.param]), out / "model", seed=7)
 
 
 @pytest.fixture(scope="session")

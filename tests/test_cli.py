@@ -151,7 +151,7 @@ def test_lone_surrogate_from_stdin_is_invalid_utf8():
 
 def test_directory_that_is_not_a_checkpoint(tmp_path):
     assert_clean_error(run_cli("generate", "--model", str(tmp_path), "words en: 1"),
-                       "not a usable T5/mT5 checkpoint", "no config.json")
+                       "not a usable T5-family checkpoint", "no config.json")
 
 
 def test_pickle_only_checkpoint_without_the_flag(tmp_path, tiny_mt5):

@@ -15,6 +15,7 @@ from mt5lite.exporters.onnx_to_tf import OPS
 from mt5lite.exporters.quant_groups import GROUPS, node_groups
 from mt5lite.exporters.quantize import RECIPES, QuantizeConfig, quantize_export
 from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS
+from mt5lite.families import FAMILIES
 from mt5lite.registry import Registry
 from mt5lite.runtimes.generators import ENGINES, open_export
 
@@ -47,6 +48,12 @@ def test_every_registered_entry_has_a_case(registry, cases):
     assert set(cases) == set(registry), f"{registry.kind}: add a test case for {set(registry) - set(cases)}"
 
 
+def test_every_model_family_has_a_tiny_fixture():
+    from tests.conftest import TINY_FAMILIES  # the parity, quantization and TFLite tests run on each
+
+    assert set(TINY_FAMILIES) == set(FAMILIES), f"model family: add a fixture for {set(FAMILIES) - set(TINY_FAMILIES)}"
+
+
 def test_every_compression_pass_has_a_case():
     from tests.test_compression import PASS_CASES
 
@@ -66,7 +73,7 @@ def test_every_onnx_to_tf_op_has_a_case():
     assert set(OPS) <= covered_ops()
 
 
-@pytest.mark.parametrize("registry", [RECIPES, GROUPS, ENGINES, TFLITE_PRECISIONS, PASSES],
+@pytest.mark.parametrize("registry", [RECIPES, GROUPS, ENGINES, TFLITE_PRECISIONS, PASSES, FAMILIES],
                          ids=lambda r: r.kind.replace(" ", "-"))
 def test_unknown_key_lists_the_known_ones(registry):
     with pytest.raises(UnknownNameError) as caught:
