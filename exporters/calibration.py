@@ -191,17 +191,17 @@ class CalibrationData:
 def capture_calibration_data(export_dir: Path, samples: list[Sentence], max_decoder_steps: int = 512,
                              max_new_tokens: int = 32, seed: int = 0, progress: bool = False,
                              store: Path | None = None) -> CalibrationData:
-    """Tokenize ``samples`` for the encoder and greedily decode them with the fp32 export in ``export_dir``,
-    keeping up to ``max_decoder_steps`` decoder-step feeds drawn uniformly from every step taken. The feeds are
-    held in memory, or with ``store`` written to ``store/encoder`` and ``store/decoder`` (``FeedStore``), where
-    mt5-small's 512 decoder steps take 2.4 GB."""
+    """Tokenize ``samples`` for the encoder and greedily decode them with the fp32 export in ``export_dir`` (on
+    the engine its manifest names), keeping up to ``max_decoder_steps`` decoder-step feeds drawn uniformly from
+    every step taken. The feeds are held in memory, or with ``store`` written to ``store/encoder`` and
+    ``store/decoder`` (``FeedStore``), where mt5-small's 512 decoder steps take 2.4 GB."""
     from tqdm import tqdm
 
-    from mt5lite.runtimes.onnx_runtime import OnnxGenerator
+    from mt5lite.runtimes.generators import open_export
     from mt5lite.runtimes.options import DecodingOptions
     from mt5lite.runtimes.tokenizer import Overflow
 
-    generator = OnnxGenerator(export_dir)
+    generator = open_export(export_dir)  # ONNX Runtime, or ExecuTorch for its own int8
     encoder_store = _MemoryFeeds() if store is None else FeedStore(Path(store) / "encoder")
     recorder = _StepRecorder(max_decoder_steps, seed, _MemoryFeeds() if store is None else
                              FeedStore(Path(store) / "decoder"))

@@ -69,7 +69,7 @@ def _dynamic_axes(spec: dict) -> dict:
             for t in spec["inputs"] + spec["outputs"]}
 
 
-def _sample_inputs(spec: dict, pad_id: int = 0) -> tuple:
+def sample_inputs(spec: dict, pad_id: int = 0) -> tuple:
     """Zero-filled example inputs for tracing (symbolic dims set to 2); ``position`` is 0, ids are ``pad_id``."""
     import torch
 
@@ -100,7 +100,7 @@ def _export_graph(module, spec: dict, path: Path, config: OnnxExportConfig, meta
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
             torch.onnx.export(
-                module, _sample_inputs(spec), str(traced), dynamo=False, opset_version=config.opset,
+                module, sample_inputs(spec), str(traced), dynamo=False, opset_version=config.opset,
                 input_names=[t["name"] for t in spec["inputs"]], output_names=[t["name"] for t in spec["outputs"]],
                 dynamic_axes=_dynamic_axes(spec) or None, do_constant_folding=True,
             )
@@ -161,35 +161,47 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
         written = [ENCODER_FILE, DECODER_FILE, weights["file"]]
         for role in specs:
             specs[role]["external_data"] = [weights["file"]]
-        for name in TOKENIZER_FILES:
-            if (files.root / name).is_file():
-                shutil.copy2(files.root / name, staging / name)
-                written.append(name)
-        manifest = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "engine": "onnxruntime", "export_id": export_id,
-            "toolkit_version": __version__,
-            "source": {"checkpoint": files.root.name, "model_type": model.config.model_type, "family": files.family,
-                       "config_sha256": sha256_file(files.root / "config.json")},
-            "precision": "fp32", "quantization": None, "opset": config.opset,
-            "static_shapes": config.static_shapes, "batch_size": 1 if config.static_shapes else None,
-            "max_source_length": config.max_source_length, "max_target_length": config.max_target_length,
-            "vocab_size": model.config.vocab_size,
-            "model": {key: getattr(model.config, key) for key in
-                      ("d_model", "d_kv", "d_ff", "num_heads", "num_layers", "num_decoder_layers",
-                       "feed_forward_proj", "tie_word_embeddings")},
-            "tokenizer": {"file": "spiece.model"},
-            "special_tokens": {"pad": 0, "eos": model.config.eos_token_id,
-                               "decoder_start": model.config.decoder_start_token_id},
-            "graphs": specs, "weights": weights,
-            "export_config": asdict(config),
-            "files": {name: sha256_file(staging / name) for name in written},
-        }
-        from mt5lite.runtimes.tokenizer import Tokenizer
-
-        manifest["tokenizer"]["pieces"] = Tokenizer(staging / "spiece.model").piece_count
+        written += copy_tokenizer(files.root, staging)
+        manifest = checkpoint_manifest(files, model, "onnxruntime", export_id, config, staging)
+        manifest.update({"opset": config.opset, "graphs": specs, "weights": weights,
+                         "files": {name: sha256_file(staging / name) for name in written}})
         write_manifest(staging, manifest)
         validation = validate_export(model, staging, config, progress=progress)
     return {"manifest": manifest, "validation": validation}
+
+
+def copy_tokenizer(checkpoint: Path, staging: Path) -> list[str]:
+    """Copy the checkpoint's tokenizer files (those it has of ``TOKENIZER_FILES``) into ``staging``; their names."""
+    copied = [name for name in TOKENIZER_FILES if (checkpoint / name).is_file()]
+    for name in copied:
+        shutil.copy2(checkpoint / name, staging / name)
+    return copied
+
+
+def checkpoint_manifest(files, model, engine: str, export_id: str, config, staging: Path) -> dict:
+    """The manifest fields every export of a checkpoint shares, whatever its engine: format, source, lengths,
+    model shape, tokenizer (its piece count read from ``staging``), special ids and the export's ``config`` (a
+    dataclass with ``max_source_length``, ``max_target_length`` and ``static_shapes``). The caller adds its
+    graphs, weights and file hashes."""
+    from mt5lite.runtimes.tokenizer import Tokenizer
+
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "engine": engine, "export_id": export_id,
+        "toolkit_version": __version__,
+        "source": {"checkpoint": files.root.name, "model_type": model.config.model_type, "family": files.family,
+                   "config_sha256": sha256_file(files.root / "config.json")},
+        "precision": "fp32", "quantization": None,
+        "static_shapes": config.static_shapes, "batch_size": 1 if config.static_shapes else None,
+        "max_source_length": config.max_source_length, "max_target_length": config.max_target_length,
+        "vocab_size": model.config.vocab_size,
+        "model": {key: getattr(model.config, key) for key in
+                  ("d_model", "d_kv", "d_ff", "num_heads", "num_layers", "num_decoder_layers",
+                   "feed_forward_proj", "tie_word_embeddings")},
+        "tokenizer": {"file": "spiece.model", "pieces": Tokenizer(staging / "spiece.model").piece_count},
+        "special_tokens": {"pad": 0, "eos": model.config.eos_token_id,
+                           "decoder_start": model.config.decoder_start_token_id},
+        "export_config": asdict(config),
+    }
 
 
 def _progress(items, enabled: bool, description: str):

@@ -1,4 +1,5 @@
-"""Validation run on every export before it is kept: PyTorch against ONNX Runtime on held-out multilingual text."""
+"""Validation run on every export of a checkpoint before it is kept: PyTorch against the export's engine (ONNX
+Runtime, ExecuTorch) on held-out multilingual text."""
 
 from __future__ import annotations
 
@@ -31,11 +32,11 @@ def heldout_sample(count: int) -> list[Sentence]:
 def validate_export(model, export_dir: Path, config, progress: bool = False) -> dict:
     """Compare encoder outputs and teacher-forced step logits; raise ``ParityError`` listing every output if any
     differs by more than ``config.atol + config.rtol * max |reference|``. Returns the numbers."""
-    from mt5lite.runtimes.onnx_runtime import OnnxGenerator
+    from mt5lite.runtimes.generators import ENGINES, open_export
     from mt5lite.runtimes.tokenizer import Overflow
     from mt5lite.runtimes.torch_backend import TorchBackend
 
-    generator = OnnxGenerator(export_dir)
+    generator = open_export(export_dir)
     samples = heldout_sample(config.validate_samples)
     with warnings.catch_warnings():  # long sentences are cut to the export's source length on purpose
         warnings.simplefilter("ignore")
@@ -45,5 +46,6 @@ def validate_export(model, export_dir: Path, config, progress: bool = False) -> 
     found = teacher_forced(TorchBackend(model, config.max_target_length), generator.stepper, ids, mask, targets,
                            generator.decoder.decoder_start_id)
     outputs = {t["name"]: t["shape"] for g in generator.manifest["graphs"].values() for t in g["outputs"]}
-    rows = check_diffs("ONNX export validation", found, config.atol, config.rtol, outputs)
+    stage = f"{ENGINES[generator.manifest['engine']].label} export validation"
+    rows = check_diffs(stage, found, config.atol, config.rtol, outputs)
     return {"samples": len(samples), "languages": sorted({s.lang for s in samples}), "rows": rows}

@@ -23,7 +23,7 @@ EXIT_GATE = 1  # the command ran, but its result misses the quality gate
 EXTRA_OF_MODULE = {
     "torch": "export", "transformers": "export", "safetensors": "export", "onnx": "export", "tensorflow": "export",
     "google": "export", "ai_edge_litert": "litert", "sacrebleu": "eval", "tqdm": "eval", "num2words": "train",
-    "accelerate": "train",
+    "accelerate": "train", "executorch": "executorch", "torchao": "executorch",
 }
 
 
@@ -157,6 +157,34 @@ def cmd_export_tflite(args: argparse.Namespace) -> int:
     return _compare_and_gate(args, pairs, "mt5lite export tflite")
 
 
+def cmd_export_executorch(args: argparse.Namespace) -> int:
+    """Export a checkpoint as one ExecuTorch program (model.pte) with an encoder and a decoder method sharing their
+    common weights, lowered to the XNNPACK delegate: the contract's names, shapes and manifest. fp32 is validated
+    against PyTorch; int8 (static, PT2E) is calibrated on the same multilingual draw as ONNX and TFLite int8, then
+    compared with the fp32 program on a held-out set and held to the quality gate."""
+    from mt5lite.data import read_task_pairs
+    from mt5lite.exporters.calibration import CalibrationDraw
+    from mt5lite.exporters.executorch_export import PTE_PRECISIONS, ExecutorchExportConfig, export_executorch
+
+    pairs = read_task_pairs(args.data)  # read before any work, so a bad file fails fast
+    config = ExecutorchExportConfig(max_source_length=args.max_source_length, max_target_length=args.max_target_length,
+                                    quantize=args.quantize, validate_samples=args.validate_samples)
+    result = export_executorch(args.model, args.output, config, force=args.force, allow_pickle=args.allow_pickle,
+                               calibration=CalibrationDraw(args.calibration, args.samples, args.max_decoder_steps),
+                               gate_pairs=pairs, report=args.report, threads=args.threads, progress=True)
+    for row in (result["validation"] or {}).get("rows", []):
+        print(f"  {row['output']}: max |diff| {row['max_abs_diff']:.2e} (tolerance {row['tolerance']:.2e})")
+    manifest = result["manifest"]
+    for role, method in manifest["executorch"]["methods"].items():
+        print(f"  {role} method: {method['delegated_subgraphs']} XNNPACK subgraphs; portable ops: "
+              f"{' '.join(method['portable_ops']) or 'none'}")
+    print(f"  {manifest['weights']['file']}: {manifest['weights']['bytes'] / 1e6:.1f} MB")
+    print(f"{args.quantize} ExecuTorch export written to {args.output}")
+    if PTE_PRECISIONS[args.quantize].exact:
+        return 0
+    return _print_gate(result["gate"], args, "mt5lite export executorch")
+
+
 def cmd_pipeline_report(args: argparse.Namespace) -> int:
     """One report over every stage of a pipeline run (PyTorch, compressed, ONNX fp32, int8 ONNX, TFLite): logit
     differences against PyTorch and against the stage each was made from, greedy and beam agreement, exact match
@@ -230,13 +258,19 @@ def _compare_and_gate(args: argparse.Namespace, pairs, command: str) -> int:
 
     report, json_path, md_path = compare_and_gate(args.export, args.output, pairs, args.report,
                                                   threads=args.threads, progress=True)
+    print(f"report: {json_path} and {md_path}")
+    return _print_gate(report, args, command)
+
+
+def _print_gate(report: dict, args: argparse.Namespace, command: str) -> int:
+    """Print a comparison report's verdict (``compare_and_gate``); ``EXIT_GATE`` when it fails and ``--gate`` is
+    on."""
     failures = report["gate"]["failures"]
     print(f"greedy agreement {report['greedy_agreement']:.3f}  exact match {report['exact_match']:.3f} "
           f"(fp32 {report['exact_match_reference']:.3f})  size {report['size_bytes'] / 1e6:.2f} MB "
           f"({report['size_bytes'] / report['size_bytes_reference']:.1%} of fp32)  "
           f"speed {report['speed']['speedup']:.2f}x fp32")
     print("quality gate: " + ("passed" if not failures else "FAILED: " + "; ".join(failures)))
-    print(f"report: {json_path} and {md_path}")
     if failures and args.gate:
         print(f"{command}: the {report['recipe']} export misses the quality gate (it is kept at {args.output} "
               "for inspection); measure on your task's held-out pairs with --data, or report only with --no-gate",
@@ -391,14 +425,16 @@ def _add_quantize_args(parser: argparse.ArgumentParser) -> None:
                         help="qdq: Q/DQ pairs (ONNX Runtime fuses them); qoperator: QLinear* ops")
 
 
-def _add_gate_args(parser: argparse.ArgumentParser) -> None:
+def _add_gate_args(parser: argparse.ArgumentParser, threads: bool = True) -> None:
+    """The quality gate's options (``threads``: with its own ``--threads``, for commands that have none)."""
     from mt5lite.data import HELDOUT_TASK
 
     parser.add_argument("--data", type=Path, default=HELDOUT_TASK,
                         help="held-out pairs (lang<TAB>source<TAB>target) to compare fp32 and quantized on")
     parser.add_argument("--report", type=Path, default=None,
                         help="JSON report (default build/reports/quantize-<recipe>.json; Markdown twin beside it)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for the comparison")
+    if threads:
+        parser.add_argument("--threads", type=int, default=None, help="CPU threads for the comparison")
     parser.add_argument("--gate", action=argparse.BooleanOptionalAction, default=True,
                         help="exit 1 when the export misses the quality gate (--no-gate: only report)")
 
@@ -409,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mt5lite.compression.passes import RECIPES as COMPRESSION_RECIPES
     from mt5lite.data import DEV_TASK, HELDOUT_TASK
     from mt5lite.demo.config import DemoConfig
+    from mt5lite.exporters.executorch_export import PTE_PRECISIONS
     from mt5lite.exporters.quant_groups import GROUPS
     from mt5lite.exporters.quantize import RECIPES
     from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS
@@ -442,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=64, help="inputs decoded together")
     ev.set_defaults(func=cmd_evaluate)
 
-    export = sub.add_parser("export", help="export a checkpoint (onnx), or convert an ONNX export (tflite)",
+    export = sub.add_parser("export", help="export a checkpoint (onnx, executorch), or convert an ONNX export (tflite)",
                             formatter_class=_Formatter)
     targets = export.add_subparsers(dest="target", metavar="TARGET", required=True)
     onnx = targets.add_parser("onnx", help="split encoder / decoder-step ONNX graphs + manifest",
@@ -471,6 +508,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gate_args(tflite)
     tflite.add_argument("--force", action="store_true", help="overwrite an existing output directory")
     tflite.set_defaults(func=cmd_export_tflite)
+
+    pte = targets.add_parser("executorch", help="the two graphs as one ExecuTorch program (.pte, XNNPACK)",
+                             formatter_class=_Formatter, description=cmd_export_executorch.__doc__)
+    _add_model_args(pte)
+    pte.add_argument("--output", type=Path, required=True, help="ExecuTorch export directory to create")
+    pte.add_argument("--quantize", choices=list(PTE_PRECISIONS), default="fp32",
+                     help="fp32; int8 (static: int8 weights and activations at every linear layer, calibrated)")
+    pte.add_argument("--max-source-length", type=int, default=128, help="longest input in tokens (eos included)")
+    pte.add_argument("--max-target-length", type=int, default=64, help="positions in the decoder's KV cache")
+    pte.add_argument("--validate-samples", type=int, default=16, help="held-out inputs compared with PyTorch")
+    _add_calibration_args(pte)
+    _add_gate_args(pte, threads=False)
+    pte.add_argument("--force", action="store_true", help="overwrite an existing output directory")
+    pte.set_defaults(func=cmd_export_executorch)
 
     parity = sub.add_parser("parity", help="compare PyTorch with an export on a held-out set",
                             formatter_class=_Formatter, description=cmd_parity.__doc__)

@@ -20,12 +20,15 @@ class Engine:
     module: str  # the module holding the generator class
     generator: str  # the ``ExportGenerator`` subclass
     install: str  # what to pip install for it
+    label: str  # its name in messages
 
 
 #: Every engine a manifest may name (``manifest["engine"]``).
 ENGINES: Registry[Engine] = Registry("engine", {
-    "onnxruntime": Engine("mt5lite.runtimes.onnx_runtime", "OnnxGenerator", "mt5lite"),
-    "litert": Engine("mt5lite.runtimes.litert", "LiteRTGenerator", "mt5lite[litert]"),
+    "onnxruntime": Engine("mt5lite.runtimes.onnx_runtime", "OnnxGenerator", "mt5lite", "ONNX Runtime"),
+    "litert": Engine("mt5lite.runtimes.litert", "LiteRTGenerator", "mt5lite[litert]", "LiteRT"),
+    "executorch": Engine("mt5lite.runtimes.executorch_runtime", "ExecutorchGenerator", "mt5lite[executorch]",
+                         "ExecuTorch"),
 })
 
 

@@ -103,3 +103,13 @@ def tflite_int8(static_export, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tflite") / "int8"
     export_tflite(static_export, out, "int8")
     return out
+
+
+@pytest.fixture(scope="session")
+def executorch_fp32(demo_model, tmp_path_factory) -> Path:
+    """The demo model's fp32 ExecuTorch export (one model.pte, S=32, T_max=32)."""
+    from mt5lite.exporters.executorch_export import ExecutorchExportConfig, export_executorch
+
+    out = tmp_path_factory.mktemp("executorch") / "demo-fp32"
+    export_executorch(demo_model, out, ExecutorchExportConfig(max_source_length=32, max_target_length=32))
+    return out

@@ -39,7 +39,8 @@ GROUP_COUNTS = {
     "layer_norm": {"encoder": lambda n: 2 * n + 1, "decoder": lambda n: 3 * n + 1},
 }
 #: engine -> the fixture of an export that runs on it, and the generator class it must open as.
-ENGINE_CASES = {"onnxruntime": ("demo_export", "OnnxGenerator"), "litert": ("tflite_fp32", "LiteRTGenerator")}
+ENGINE_CASES = {"onnxruntime": ("demo_export", "OnnxGenerator"), "litert": ("tflite_fp32", "LiteRTGenerator"),
+                "executorch": ("executorch_fp32", "ExecutorchGenerator")}
 
 
 @pytest.mark.parametrize("registry, cases", [(RECIPES, RECIPE_CASES), (GROUPS, GROUP_COUNTS), (ENGINES, ENGINE_CASES)],
@@ -129,5 +130,6 @@ def test_an_unknown_engine_is_refused_not_run_on_onnx(demo_export, tmp_path):
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["engine"] = "tensorrt"
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelFileError, match="engine 'tensorrt' is unknown; known engines: onnxruntime, litert"):
+    with pytest.raises(ModelFileError,
+                       match="engine 'tensorrt' is unknown; known engines: onnxruntime, litert, executorch"):
         open_export(copy)

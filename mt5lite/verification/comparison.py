@@ -92,9 +92,11 @@ def compare_exports(reference_dir: str | os.PathLike, candidate_dir: str | os.Pa
     from mt5lite.runtimes.options import DecodingOptions
 
     pairs = list(pairs)
-    options = DecodingOptions(max_new_tokens=max_new_tokens)
     generators = {"reference": open_export(reference_dir, threads=threads),
                   "candidate": open_export(candidate_dir, threads=threads)}
+    # No more new tokens than the smaller self-attention cache holds.
+    max_new_tokens = min([max_new_tokens] + [g.backend.max_target_length for g in generators.values()])
+    options = DecodingOptions(max_new_tokens=max_new_tokens)
     checks = {name: _FiniteCheck() for name in generators}
     for name, generator in generators.items():
         generator.add_step_hook(checks[name])

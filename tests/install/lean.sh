@@ -32,6 +32,7 @@ expect_extra() {  # expect_extra EXTRA ARGS...
     echo "test-lean: mt5lite $1 ${2:-} -> exit 2, '$out'"
 }
 expect_extra export export onnx --output out
+expect_extra executorch export executorch --output out
 expect_extra export generate "words fr: 12"  # the default model is a checkpoint: PyTorch
 expect_extra eval evaluate --model ../onnx
 [ -z "$(ls -A "$work/elsewhere")" ] || fail "a refused command left files behind: $(ls -A "$work/elsewhere")"

@@ -1,0 +1,238 @@
+"""Export a checkpoint as one ExecuTorch program (``model.pte``) under the deployment contract.
+
+Pipeline: load -> the contract's two graphs (``mt5lite.exporters.graphs``) -> ``torch.export`` of each with static
+shapes (batch 1, ``S``, ``T_max``) -> for int8: the fp32 program is written and validated beside the output, the
+same multilingual draw as ONNX and TFLite int8 is decoded with it to capture each graph's calibration feeds
+(``mt5lite.exporters.calibration``), and each graph is quantized with PT2E and the XNNPACK quantizer, calibrated on
+them -> both graphs lowered together through ExecuTorch's edge dialect to the XNNPACK delegate, as the ``encoder``
+and ``decoder`` methods of one program (a weight both read, the token embedding, is stored once) -> tokenizer ->
+manifest -> fp32: validated against PyTorch at the ONNX export's tolerance; int8: compared with the fp32 program
+on held-out pairs and held to the quality gate -> rename into place.
+
+Precisions: ``fp32``; ``int8`` (static: int8 weights, one scale per output channel, and int8 activations at every
+linear layer; attention products, softmax, layer norms and the embedding lookups stay in float, where the masks'
+-1e9 does no harm).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from mt5lite.errors import InputError
+from mt5lite.exporters.calibration import CalibrationDraw
+from mt5lite.exporters.onnx_export import OnnxExportConfig, sample_inputs
+from mt5lite.manifest import MANIFEST_NAME, sha256_file, write_manifest
+from mt5lite.registry import Registry
+
+#: The one file of an ExecuTorch export: a method per graph, named by its role, sharing the common weights.
+PTE_FILE = "model.pte"
+ROLES = ("encoder", "decoder")
+
+
+@dataclass(frozen=True)
+class PtePrecision:
+    """One precision of ``mt5lite export executorch``."""
+
+    description: str
+    calibrated: bool = False  # static int8: PT2E observers calibrated on captured multilingual feeds
+    exact: bool = False  # held to the fp32 tolerance against PyTorch; otherwise compared and gated
+
+
+#: Every precision ``mt5lite export executorch --quantize`` knows.
+PTE_PRECISIONS: Registry[PtePrecision] = Registry("ExecuTorch precision", {
+    "fp32": PtePrecision("float32 weights and compute, XNNPACK delegate", exact=True),
+    "int8": PtePrecision("static int8 at every linear layer (per-channel weights, calibrated activations), PT2E "
+                         "with the XNNPACK quantizer", calibrated=True),
+})
+
+
+@dataclass(frozen=True)
+class ExecutorchExportConfig:
+    """What to export and how to check it (the lengths and tolerances mean what they mean for ONNX)."""
+
+    max_source_length: int = 128
+    max_target_length: int = 64
+    quantize: str = "fp32"  # a key of PTE_PRECISIONS
+    validate_samples: int = 16
+    atol: float = OnnxExportConfig.atol
+    rtol: float = OnnxExportConfig.rtol
+    static_shapes: bool = field(default=True, init=False)  # batch 1 and S fixed, as XNNPACK's planned memory wants
+
+    def validate(self) -> ExecutorchExportConfig:
+        """Raise ``InputError`` naming every bad value."""
+        problems = [] if self.quantize in PTE_PRECISIONS else [
+            f"unknown ExecuTorch precision {self.quantize!r}; known: {', '.join(PTE_PRECISIONS)}"]
+        try:
+            OnnxExportConfig(max_source_length=self.max_source_length, max_target_length=self.max_target_length,
+                             validate_samples=self.validate_samples).validate()
+        except InputError as exc:
+            problems.append(str(exc))
+        if problems:
+            raise InputError("; ".join(problems))
+        return self
+
+
+def export_programs(model, specs: dict, max_target_length: int) -> dict:
+    """Each contract graph of ``model`` as a ``torch.export`` program with the static shapes of ``specs``."""
+    import torch
+
+    from mt5lite.exporters.graphs import DecoderStepGraph, EncoderGraph
+
+    t_max = max_target_length
+    modules = {"encoder": EncoderGraph(model).eval(), "decoder": DecoderStepGraph(model, t_max).eval()}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {role: torch.export.export(module, sample_inputs(specs[role]), strict=False)
+                for role, module in modules.items()}
+
+
+def _linear_quantizer():
+    """The XNNPACK quantizer, static int8 at linear layers only: per-channel symmetric weights, and activation ranges
+    from min/max observers, as ONNX Runtime's static recipe calibrates them (XNNPACK's default histogram observer
+    clipped the demo model's outlier activations: German lost 3.3 points of exact match). Its scalar-to-tensor
+    rewrite is skipped: it only serves annotated adds and muls, and it turns the encoder's integer
+    relative-position arithmetic into float."""
+    import dataclasses
+
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e import MinMaxObserver
+
+    class LinearQuantizer(XNNPACKQuantizer):
+        def transform_for_annotation(self, model):
+            return model
+
+    config = get_symmetric_quantization_config(is_per_channel=True)
+    activations = dataclasses.replace(config.input_activation,
+                                      observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
+    config = dataclasses.replace(config, input_activation=activations, output_activation=activations)
+    return LinearQuantizer().set_operator_type(torch.ops.aten.linear.default, config)
+
+
+def quantize_programs(programs: dict, specs: dict, data) -> dict:
+    """Each program quantized with PT2E: observers inserted by the XNNPACK quantizer, run on the captured feeds of
+    its graph (``data``: ``CalibrationData``), then converted and exported again."""
+    import numpy as np
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantized = {}
+    for role, program in programs.items():
+        names = [t["name"] for t in specs[role]["inputs"]]
+        prepared = prepare_pt2e(program.module(), _linear_quantizer())
+        reader = getattr(data, role)
+        reader.rewind()
+        with torch.no_grad():
+            while (feed := reader.get_next()) is not None:
+                prepared(*[torch.from_numpy(np.ascontiguousarray(feed[name])) for name in names])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantized[role] = torch.export.export(convert_pt2e(prepared), sample_inputs(specs[role]), strict=False)
+    return quantized
+
+
+def lower_programs(programs: dict, path: Path) -> dict:
+    """Lower the programs to the XNNPACK delegate as the methods of one ExecuTorch program written to ``path``;
+    returns, per method, how many delegated subgraphs it has and the ops left to ExecuTorch's portable kernels."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
+        methods = {}
+        for role in programs:
+            calls = [node for node in edge.exported_program(role).graph.nodes if node.op == "call_function"]
+            delegated = [node for node in calls if "executorch_call_delegate" in str(node.target)]
+            portable = sorted({getattr(node.target, "__name__", str(node.target)) for node in calls
+                               if node not in delegated and "getitem" not in str(node.target)})
+            methods[role] = {"delegated_subgraphs": len(delegated), "portable_ops": portable}
+        program = edge.to_executorch()
+    with open(path, "wb") as handle:
+        program.write_to_file(handle)
+    return methods
+
+
+def _write_export(model, files, programs: dict, staging: Path, config: ExecutorchExportConfig, specs: dict,
+                  quantization: dict | None) -> dict:
+    """Lower ``programs`` into ``staging/model.pte`` beside the tokenizer and the manifest; returns the manifest."""
+    from mt5lite.exporters.onnx_export import checkpoint_manifest, copy_tokenizer
+
+    methods = lower_programs(programs, staging / PTE_FILE)
+    copy_tokenizer(files.root, staging)
+    graphs = {role: {**specs[role], "method": role} for role in ROLES}
+    manifest = checkpoint_manifest(files, model, "executorch", uuid.uuid4().hex, config, staging)
+    import executorch.version
+
+    manifest.update({
+        "precision": config.quantize, "quantization": quantization, "graphs": graphs,
+        "weights": {"file": PTE_FILE, "bytes": (staging / PTE_FILE).stat().st_size},
+        "executorch": {"version": executorch.version.__version__, "backend": "XnnpackBackend", "methods": methods},
+    })
+    manifest["files"] = {name: sha256_file(staging / name) for name in sorted(os.listdir(staging))
+                         if name != MANIFEST_NAME}
+    write_manifest(staging, manifest)
+    return manifest
+
+
+def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLike,
+                      config: ExecutorchExportConfig | None = None, force: bool = False, allow_pickle: bool = False,
+                      calibration: CalibrationDraw | None = None, gate_pairs=None,
+                      report: str | os.PathLike | None = None, threads: int | None = None,
+                      progress: bool = False) -> dict:
+    """Export ``model_dir`` into ``output_dir`` (model.pte with an ``encoder`` and a ``decoder`` method, the
+    tokenizer, manifest.json). fp32 is validated against PyTorch (``ParityError`` beyond the tolerance); int8 is
+    calibrated with ``calibration`` and, given ``gate_pairs``, compared with the fp32 program on them and judged by
+    the quality gate (the report written to ``report``; ``threads`` for that comparison). Returns the manifest, the
+    validation numbers and the gate's report (None without ``gate_pairs``)."""
+    from mt5lite import contract
+    from mt5lite.checkpoint import inspect_checkpoint, load_model
+    from mt5lite.exporters.staging import refuse_existing, scratch_directory, staged_directory
+    from mt5lite.exporters.validation import validate_export
+    from mt5lite.runtimes.executorch_runtime import quiet_imports
+
+    config = (config or ExecutorchExportConfig()).validate()
+    precision = PTE_PRECISIONS[config.quantize]
+    calibration = calibration or CalibrationDraw()
+    if precision.calibrated and calibration.problems():
+        raise InputError("; ".join(calibration.problems()))
+    output = Path(output_dir)
+    refuse_existing(output, force)
+    files = inspect_checkpoint(model_dir, allow_pickle=allow_pickle)
+    quiet_imports()
+    import executorch.exir  # noqa: F401  (before the model loads: a missing mt5lite[executorch] is named first)
+
+    model = load_model(files.root, allow_pickle=allow_pickle)
+    c = model.config
+    specs = contract.graph_specs(
+        layers=c.num_decoder_layers, heads=c.num_heads, d_kv=c.d_kv, d_model=c.d_model, vocab_size=c.vocab_size,
+        max_source_length=config.max_source_length, max_target_length=config.max_target_length, static_shapes=True,
+        files={role: PTE_FILE for role in ROLES})
+    programs = export_programs(model, specs, config.max_target_length)
+    with scratch_directory(output) as scratch:
+        fp32 = Path(scratch) / "fp32"
+        quantization = gate = None
+        if precision.calibrated:
+            fp32.mkdir()
+            _write_export(model, files, programs, fp32, replace(config, quantize="fp32"), specs, None)
+            validate_export(model, fp32, config, progress=progress)
+            data = calibration.capture(fp32, progress=progress, store=Path(scratch) / "calibration")
+            programs = quantize_programs(programs, specs, data)
+            quantization = {"recipe": "executorch-int8", "weights": "int8 (per output channel)",
+                            "activations": "int8 at linear layers",
+                            "calibration": data.describe(calibration.file, calibration.seed)}
+        with staged_directory(output, force) as staging:
+            manifest = _write_export(model, files, programs, staging, config, specs, quantization)
+            validation = validate_export(model, staging, config, progress=progress) if precision.exact else None
+        if precision.calibrated and gate_pairs is not None:  # against the fp32 program, the output in place
+            from mt5lite.verification.comparison import compare_and_gate
+
+            gate = compare_and_gate(fp32, output, gate_pairs, report, threads=threads, progress=progress)[0]
+    return {"manifest": manifest, "validation": validation, "gate": gate}
