@@ -12,7 +12,7 @@ export USE_TF := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: help install jvm-toolchain test test-slow test-faults test-lean test-wheel test-pi lint export-tflite sensitivity bench-quantization \
-	evaluate demo-model mt5-small-fixture parity-mt5-small tflite-mt5-small conversion-memory trim-mt5-small lite-demo families-demo importance-demo sparsity-demo bench android-assets clean
+	evaluate demo-model mt5-small-fixture parity-mt5-small tflite-mt5-small conversion-memory trim-mt5-small executorch-mt5-small lite-demo families-demo importance-demo sparsity-demo bench android-assets clean
 
 help:
 	@echo "make export-tflite   run the pipeline on MODEL (default: the bundled demo model) into $(BUILD)/"
@@ -30,6 +30,7 @@ help:
 	@echo "make tflite-mt5-small TFLite fp32 + full int8 of that model: conversion, sizes, speed"
 	@echo "make conversion-memory  full-int8 TFLite conversion's peak memory against the checkpoint, mt5-small and"
 	@echo "                     mt5-base shapes: $(BUILD)/reports/conversion-memory.{json,md}"
+	@echo "make executorch-mt5-small  ExecuTorch fp32 + int8 of that model: sizes, conversion memory, speed vs ONNX/TFLite"
 	@echo "make trim-mt5-small  that model with a 250k-piece tokenizer, trimmed: kept-id parity, sizes, int8 speed"
 	@echo "make sensitivity     quantize one node group at a time and measure each (the default recipe's basis)"
 	@echo "make bench           ours against PyTorch, optimum-onnx, CTranslate2, llama.cpp and OpenVINO on four models,"
@@ -183,6 +184,11 @@ conversion-memory: install
 # the untrimmed and trimmed int8 ONNX decoded side by side (about 40 minutes on 2 cores the first time).
 trim-mt5-small: mt5-small-fixture
 	$(BIN)/python benchmarks/trim_mt5_small.py --threads 2 --output $(BUILD)/reports/trim-mt5-small.json
+
+# ExecuTorch on mt5-small's shape (make bench's mt5-small model): fp32 and int8 .pte, sizes, conversion peak memory,
+# and ms/token side by side with make bench's ONNX and TFLite int8 builds of the same model (when built).
+executorch-mt5-small: mt5-small-fixture
+	$(BIN)/python benchmarks/executorch_mt5_small.py --threads 2 --output $(BUILD)/reports/executorch-mt5-small.json
 
 # The "lite" recipe on the demo model, stage by stage (trim, drop layers + prune FFN, distil, fine-tune), each stage
 # exported to ONNX, int8 ONNX and int8 TFLite and measured side by side (about 30 minutes on 2 cores).

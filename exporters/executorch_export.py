@@ -196,7 +196,7 @@ def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLik
     from mt5lite.checkpoint import inspect_checkpoint, load_model
     from mt5lite.exporters.staging import refuse_existing, scratch_directory, staged_directory
     from mt5lite.exporters.validation import validate_export
-    from mt5lite.runtimes.executorch_runtime import quiet_imports
+    from mt5lite.quiet import quiet_third_party_logs
 
     config = (config or ExecutorchExportConfig()).validate()
     precision = PTE_PRECISIONS[config.quantize]
@@ -206,7 +206,7 @@ def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLik
     output = Path(output_dir)
     refuse_existing(output, force)
     files = inspect_checkpoint(model_dir, allow_pickle=allow_pickle)
-    quiet_imports()
+    quiet_third_party_logs()
     import executorch.exir  # noqa: F401  (before the model loads: a missing mt5lite[executorch] is named first)
 
     model = load_model(files.root, allow_pickle=allow_pickle)

@@ -14,6 +14,7 @@ from pathlib import Path
 from mt5lite.errors import CheckpointError, first_line
 from mt5lite.families import FAMILIES, family_of
 from mt5lite.manifest import lfs_hint
+from mt5lite.quiet import quiet_third_party_logs
 
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -84,6 +85,7 @@ def load_model(path: str | os.PathLike, allow_pickle: bool = False):
     """Load a checkpoint with its family's transformers class (``T5ForConditionalGeneration``, ...) in eval mode,
     fp32."""
     files = inspect_checkpoint(path, allow_pickle=allow_pickle)
+    quiet_third_party_logs()
     import torch
     import transformers
     from safetensors import SafetensorError

@@ -15,6 +15,7 @@ from pathlib import Path
 from mt5lite import __version__
 from mt5lite.errors import InputError, Mt5LiteError, os_error_line
 from mt5lite.paths import DEMO_MODEL
+from mt5lite.quiet import quiet_third_party_logs
 
 EXIT_USAGE = 2
 EXIT_GATE = 1  # the command ran, but its result misses the quality gate
@@ -614,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code (0 success, 2 bad input or usage, 130 interrupted)."""
     os.environ.setdefault("USE_TF", "0")  # transformers must not import TensorFlow (it can abort the process)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_third_party_logs()
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = lambda message, *_, **__: print(f"mt5lite {args.command}: warning: {message}",

@@ -24,6 +24,7 @@ import numpy as np
 from mt5lite.contract import ROLES, engine_problems
 from mt5lite.errors import ModelFileError, first_line
 from mt5lite.manifest import MANIFEST_NAME, inside, lfs_hint
+from mt5lite.quiet import quiet_third_party_logs
 from mt5lite.runtimes.export_generator import ExportGenerator
 
 #: ExecuTorch's ScalarType codes -> the manifest's dtypes.
@@ -55,15 +56,6 @@ def native_log():
                       if line.strip()]
 
 
-def quiet_imports() -> None:
-    """Keep what importing ExecuTorch logs on every run off the terminal: torchao's warnings that its CUDA kernels
-    cannot load on a CPU-only machine, and torch's deprecation notice about torchao's enum registrations."""
-    import logging
-
-    for name in ("torchao", "torch.utils._pytree"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
 def _reason(exc: Exception, log: list[str]) -> str:
     """ExecuTorch's error in one line: its native log's last line (the cause) beside the Python message."""
     cause = next((line for line in reversed(log) if "cpuinfo" not in line), "")
@@ -79,11 +71,12 @@ class ExecutorchBackend:
         self.specs = manifest["graphs"]
         self.max_target_length = int(manifest["max_target_length"])
         self.vocab_size = int(manifest["vocab_size"])
-        quiet_imports()
+        quiet_third_party_logs()
         if threads:
             from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 
-            _unsafe_reset_threadpool(threads)  # XNNPACK's threadpool is one per process
+            with native_log():  # it logs the reset
+                _unsafe_reset_threadpool(threads)  # XNNPACK's threadpool is one per process
         self._local = threading.local()
         self._methods()  # load once now, so a bad file fails here, not at the first step
 

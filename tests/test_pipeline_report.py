@@ -17,10 +17,11 @@ PAIRS = read_task_pairs(HELDOUT_TASK)[::30]  # 20 pairs, every language
 SMALL = {"beam_samples": 4, "logit_samples": 4, "speed_samples": 2}
 
 
-def test_the_report_holds_every_stage_of_the_run(demo_model, static_export, tflite_int8, tmp_path):
-    report = pipeline_report(demo_model, [("onnx", static_export), ("tflite", tflite_int8)], PAIRS, **SMALL)
+def test_the_report_holds_every_stage_of_the_run(demo_model, static_export, tflite_int8, executorch_fp32, tmp_path):
+    report = pipeline_report(demo_model, [("onnx", static_export), ("tflite", tflite_int8),
+                                          ("executorch", executorch_fp32)], PAIRS, **SMALL)
     stages = report["stages"]
-    assert list(stages) == ["pytorch", "onnx", "tflite"]
+    assert list(stages) == ["pytorch", "onnx", "tflite", "executorch"]
     assert all(STAGE_KEYS <= set(stage) for stage in stages.values())
     assert all(set(stage["per_language"]) == {p.lang for p in PAIRS} for stage in stages.values())
     onnx, tflite = stages["onnx"], stages["tflite"]
@@ -28,6 +29,9 @@ def test_the_report_holds_every_stage_of_the_run(demo_model, static_export, tfli
     assert onnx["greedy_agreement"] == 1.0 and onnx["beam_agreement"] == 1.0
     assert tflite["previous"] == "onnx" and tflite["precision"] == "int8"  # made from the fp32 ONNX export
     assert 0 < tflite["max_abs_logit_diff_vs_previous"] and tflite["bytes"] < onnx["bytes"]
+    executorch = stages["executorch"]  # made from the checkpoint, like the ONNX export
+    assert executorch["kind"] == "executorch" and executorch["max_abs_logit_diff_vs_pytorch"] < 1e-3
+    assert executorch["greedy_agreement"] == 1.0 and executorch["beam_agreement"] == 1.0
     paths = write_pipeline_report(report, tmp_path / "pipeline.json")
     assert [p.suffix for p in paths] == [".json", ".md", ".png"] and all(p.stat().st_size for p in paths)
     markdown = paths[1].read_text(encoding="utf-8")

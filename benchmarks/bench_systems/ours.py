@@ -1,5 +1,5 @@
 """Our exports: ONNX fp32, static, dynamic and weight-only int8 on ONNX Runtime; TFLite fp32, fp16 and int8 on
-LiteRT; all through the project's own decoding loop."""
+LiteRT; ExecuTorch fp32 and int8 (XNNPACK); all through the project's own decoding loop."""
 
 from __future__ import annotations
 
@@ -38,8 +38,18 @@ def _tflite(precision: str):
     return build
 
 
+def _executorch(precision: str):
+    def build(checkpoint: Path, work: Path) -> Path:
+        from mt5lite.exporters.executorch_export import ExecutorchExportConfig, export_executorch
+
+        return built(work / f"ours-executorch-{precision}",
+                     lambda out: export_executorch(checkpoint, out, ExecutorchExportConfig(quantize=precision),
+                                                   force=True), checkpoint)
+    return build
+
+
 class ExportRunner:
-    """One of our exports on its engine (ONNX Runtime or LiteRT), through the project's decoding loop."""
+    """One of our exports on its engine (ONNX Runtime, LiteRT or ExecuTorch), through the project's decoding loop."""
 
     def __init__(self, artifact: Path, threads: int):
         from mt5lite.runtimes.generators import open_export
@@ -77,5 +87,7 @@ for _name, _build, _bytes, _batched in (
     ("ours-tflite-fp32", _tflite("fp32"), 4, False),
     ("ours-tflite-fp16", _tflite("fp16"), 2, False),
     ("ours-tflite-int8", _tflite("int8"), 1, False),
+    ("ours-executorch-fp32", _executorch("fp32"), 4, False),
+    ("ours-executorch-int8", _executorch("int8"), 1, False),  # the embedding stays fp32: a row per step
 ):
     SYSTEMS.register(_name, System("ours", _bytes, _build, ExportRunner, _batched))
