@@ -82,8 +82,7 @@ def export_programs(model, specs: dict, max_target_length: int) -> dict:
 
     from mt5lite.exporters.graphs import DecoderStepGraph, EncoderGraph
 
-    t_max = max_target_length
-    modules = {"encoder": EncoderGraph(model).eval(), "decoder": DecoderStepGraph(model, t_max).eval()}
+    modules = {"encoder": EncoderGraph(model).eval(), "decoder": DecoderStepGraph(model, max_target_length).eval()}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return {role: torch.export.export(module, sample_inputs(specs[role]), strict=False)
@@ -163,14 +162,14 @@ def lower_programs(programs: dict, path: Path) -> dict:
 def _write_export(model, files, programs: dict, staging: Path, config: ExecutorchExportConfig, specs: dict,
                   quantization: dict | None) -> dict:
     """Lower ``programs`` into ``staging/model.pte`` beside the tokenizer and the manifest; returns the manifest."""
+    import executorch.version
+
     from mt5lite.exporters.onnx_export import checkpoint_manifest, copy_tokenizer
 
     methods = lower_programs(programs, staging / PTE_FILE)
     copy_tokenizer(files.root, staging)
     graphs = {role: {**specs[role], "method": role} for role in ROLES}
     manifest = checkpoint_manifest(files, model, "executorch", uuid.uuid4().hex, config, staging)
-    import executorch.version
-
     manifest.update({
         "precision": config.quantize, "quantization": quantization, "graphs": graphs,
         "weights": {"file": PTE_FILE, "bytes": (staging / PTE_FILE).stat().st_size},
