@@ -7,7 +7,7 @@ is re-expressed in the other families' terms:
 - ``t5-v1.1`` (Flan-T5's architecture): the same weights under ``model_type`` ``t5``, loaded by
   ``T5ForConditionalGeneration``; it computes what the demo computes.
 - ``umt5``: block 0's relative-position bias copied into every self-attention layer, loaded by
-  ``UMT5ForConditionalGeneration``; it computes what the demo computes (checked: identical greedy ids), and is then
+  ``UMT5ForConditionalGeneration``; it computes what the demo computes (its row equals the demo's), and is then
   fine-tuned ``--steps`` steps on the task's training pairs, after which every layer's bias table is its own.
 The original ``t5`` family (ReLU, tied ``lm_head``) cannot be derived from a gated model and has no row.
 
