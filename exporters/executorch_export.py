@@ -10,7 +10,8 @@ manifest -> fp32: validated against PyTorch at the ONNX export's tolerance; int8
 on held-out pairs and held to the quality gate -> rename into place.
 
 Precisions: ``fp32``; ``int8`` (static: int8 weights, one scale per output channel, and int8 activations at every
-linear layer; attention products, softmax, layer norms and the embedding lookups stay in float, where the masks'
+linear layer; the token embedding as 8-bit rows (uint8, a float scale and zero point each), looked up by ExecuTorch's
+``embedding_byte``; attention products, softmax, layer norms and the bias tables stay in float, where the masks'
 -1e9 does no harm).
 """
 
@@ -31,6 +32,8 @@ from mt5lite.registry import Registry
 #: The one file of an ExecuTorch export: a method per graph, named by its role, sharing the common weights.
 PTE_FILE = "model.pte"
 ROLES = ("encoder", "decoder")
+#: Lookup tables this small are relative-position biases (32 buckets), left in float by int8.
+MAX_BIAS_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class PtePrecision:
 PTE_PRECISIONS: Registry[PtePrecision] = Registry("ExecuTorch precision", {
     "fp32": PtePrecision("float32 weights and compute, XNNPACK delegate", exact=True),
     "int8": PtePrecision("static int8 at every linear layer (per-channel weights, calibrated activations), PT2E "
-                         "with the XNNPACK quantizer", calibrated=True),
+                         "with the XNNPACK quantizer; 8-bit token embedding rows", calibrated=True),
 })
 
 
@@ -115,17 +118,35 @@ def _linear_quantizer():
     return LinearQuantizer().set_operator_type(torch.ops.aten.linear.default, config)
 
 
+def _token_embedding_quantizer():
+    """torchao's embedding quantizer (uint8 rows, a float scale and zero point per row), restricted to the token
+    embedding: the relative-position bias tables (32 rows) stay in float."""
+    from torchao.quantization.pt2e.quantizer.embedding_quantizer import EmbeddingQuantizer
+
+    class TokenEmbeddingQuantizer(EmbeddingQuantizer):
+        def annotate(self, model):
+            super().annotate(model)
+            for node in model.graph.nodes:
+                if "quantization_annotation" in node.meta and node.args[0].meta["val"].shape[0] <= MAX_BIAS_ROWS:
+                    del node.meta["quantization_annotation"]
+            return model
+
+    return TokenEmbeddingQuantizer()
+
+
 def quantize_programs(programs: dict, specs: dict, data) -> dict:
     """Each program quantized with PT2E: observers inserted by the XNNPACK quantizer, run on the captured feeds of
     its graph (``data``: ``CalibrationData``), then converted and exported again."""
     import numpy as np
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer.composable_quantizer import ComposableQuantizer
 
     quantized = {}
     for role, program in programs.items():
         names = [t["name"] for t in specs[role]["inputs"]]
-        prepared = prepare_pt2e(program.module(), _linear_quantizer())
+        quantizer = ComposableQuantizer([_token_embedding_quantizer(), _linear_quantizer()])
+        prepared = prepare_pt2e(program.module(), quantizer)
         reader = getattr(data, role)
         reader.rewind()
         with torch.no_grad():
@@ -139,9 +160,11 @@ def quantize_programs(programs: dict, specs: dict, data) -> dict:
 
 def lower_programs(programs: dict, path: Path) -> dict:
     """Lower the programs to the XNNPACK delegate as the methods of one ExecuTorch program written to ``path``;
-    returns, per method, how many delegated subgraphs it has and the ops left to ExecuTorch's portable kernels."""
+    returns, per method, how many delegated subgraphs it has and the ops left to ExecuTorch's portable kernels (as
+    the edge dialect names them, before an int8 lookup's dequantize + embedding is fused into ``embedding_byte``)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes.quant_fusion_pass import QuantFusionPass
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -153,7 +176,8 @@ def lower_programs(programs: dict, path: Path) -> dict:
             portable = sorted({getattr(node.target, "__name__", str(node.target)) for node in calls
                                if node not in delegated and "getitem" not in str(node.target)})
             methods[role] = {"delegated_subgraphs": len(delegated), "portable_ops": portable}
-        program = edge.to_executorch()
+        # Quantized lookups left to portable kernels (dequantize -> embedding) become ExecuTorch's embedding_byte.
+        program = edge.to_executorch(ExecutorchBackendConfig(passes=[QuantFusionPass()]))
     with open(path, "wb") as handle:
         program.write_to_file(handle)
     return methods

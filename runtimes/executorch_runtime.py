@@ -83,6 +83,7 @@ class ExecutorchBackend:
     def _methods(self) -> dict:
         methods = getattr(self._local, "methods", None)
         if methods is None:
+            import executorch.kernels.quantized  # noqa: F401  (int8 exports' embedding_byte lookups)
             from executorch.runtime import Runtime, Verification
 
             runtime, programs, methods = Runtime.get(), {}, {}
