@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mt5lite.errors import InputError
 from mt5lite.exporters.calibration import CalibrationDraw
-from mt5lite.exporters.onnx_export import OnnxExportConfig, sample_inputs
+from mt5lite.exporters.onnx_export import OnnxExportConfig, graph_specs, sample_inputs
 from mt5lite.manifest import MANIFEST_NAME, sha256_file, write_manifest
 from mt5lite.registry import Registry
 
@@ -215,7 +215,6 @@ def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLik
     calibrated with ``calibration`` and, given ``gate_pairs``, compared with the fp32 program on them and judged by
     the quality gate (the report written to ``report``; ``threads`` for that comparison). Returns the manifest, the
     validation numbers and the gate's report (None without ``gate_pairs``)."""
-    from mt5lite import contract
     from mt5lite.checkpoint import inspect_checkpoint, load_model
     from mt5lite.exporters.staging import refuse_existing, scratch_directory, staged_directory
     from mt5lite.exporters.validation import validate_export
@@ -233,11 +232,7 @@ def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLik
     import executorch.exir  # noqa: F401  (before the model loads: a missing mt5lite[executorch] is named first)
 
     model = load_model(files.root, allow_pickle=allow_pickle)
-    c = model.config
-    specs = contract.graph_specs(
-        layers=c.num_decoder_layers, heads=c.num_heads, d_kv=c.d_kv, d_model=c.d_model, vocab_size=c.vocab_size,
-        max_source_length=config.max_source_length, max_target_length=config.max_target_length, static_shapes=True,
-        files={role: PTE_FILE for role in ROLES})
+    specs = graph_specs(model.config, config, files={role: PTE_FILE for role in ROLES})
     programs = export_programs(model, specs, config.max_target_length)
     with scratch_directory(output) as scratch:
         fp32 = Path(scratch) / "fp32"

@@ -55,13 +55,15 @@ class OnnxExportConfig:
         return self
 
 
-def graph_specs(model_config, config: OnnxExportConfig) -> dict:
-    """Names, dtypes and shapes of both graphs of ``model_config``'s export (``mt5lite.contract``)."""
+def graph_specs(model_config, config, files: dict[str, str] | None = None) -> dict:
+    """Names, dtypes and shapes of both graphs of ``model_config``'s export (``mt5lite.contract``): ``config`` gives
+    the lengths and ``static_shapes`` (an ``OnnxExportConfig`` or any export config with them), ``files`` each
+    graph's file (default: the ONNX export's)."""
     return contract.graph_specs(
         layers=model_config.num_decoder_layers, heads=model_config.num_heads, d_kv=model_config.d_kv,
         d_model=model_config.d_model, vocab_size=model_config.vocab_size,
         max_source_length=config.max_source_length, max_target_length=config.max_target_length,
-        static_shapes=config.static_shapes, files={"encoder": ENCODER_FILE, "decoder": DECODER_FILE})
+        static_shapes=config.static_shapes, files=files or {"encoder": ENCODER_FILE, "decoder": DECODER_FILE})
 
 
 def _dynamic_axes(spec: dict) -> dict:

@@ -25,7 +25,7 @@ from mt5lite.contract import ROLES, engine_problems
 from mt5lite.errors import ModelFileError, first_line
 from mt5lite.manifest import MANIFEST_NAME, inside, lfs_hint
 from mt5lite.quiet import quiet_third_party_logs
-from mt5lite.runtimes.export_generator import ExportGenerator
+from mt5lite.runtimes.export_generator import ExportGenerator, GraphBackend
 
 #: ExecuTorch's ScalarType codes -> the manifest's dtypes.
 SCALAR_TYPES = {3: "int32", 4: "int64", 5: "float16", 6: "float32"}
@@ -62,7 +62,7 @@ def _reason(exc: Exception, log: list[str]) -> str:
     return f"{first_line(exc)}: {cause}" if cause else first_line(exc)
 
 
-class ExecutorchBackend:
+class ExecutorchBackend(GraphBackend):
     """The two methods of an ExecuTorch export (the ``StepBackend`` of ``mt5lite.runtimes.decoding``), one loaded
     program per thread."""
 
@@ -137,13 +137,6 @@ class ExecutorchBackend:
                                  f"{spec['method']!r} method ({first_line(exc)})") from None
         return {t["name"]: output.numpy() for t, output in zip(spec["outputs"], outputs, strict=True)}
 
-    def encode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the encoder; returns every output by name (hidden states, cross K/V ``[L,1,H,S,d_kv]``)."""
-        return self._run("encoder", feeds)
-
-    def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one decoder step; returns ``logits [1,V]``, ``new_self_k`` and ``new_self_v`` by name."""
-        return self._run("decoder", feeds)
 
 
 class ExecutorchGenerator(ExportGenerator):

@@ -18,6 +18,23 @@ from mt5lite.runtimes.options import DecodingOptions
 from mt5lite.runtimes.tokenizer import Overflow, Tokenizer
 
 
+class GraphBackend(ABC):
+    """An engine's ``StepBackend`` (``mt5lite.runtimes.decoding``): ``encode`` and ``step`` run the export's encoder
+    and decoder graph through the engine's ``_run``."""
+
+    @abstractmethod
+    def _run(self, role: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run graph ``role`` (``encoder`` or ``decoder``) on ``feeds`` by name; every output by name."""
+
+    def encode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the encoder; returns every output by name (hidden states, cross K/V ``[L,B,H,S,d_kv]``)."""
+        return self._run("encoder", feeds)
+
+    def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one decoder step; returns ``logits [B,V]``, ``new_self_k`` and ``new_self_v`` by name."""
+        return self._run("decoder", feeds)
+
+
 class RowByRow:
     """A step backend for batch-1 graphs (static-shape exports) that runs a larger batch, such as the beams of
     beam search, one row at a time."""

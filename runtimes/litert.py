@@ -20,10 +20,10 @@ import numpy as np
 from mt5lite.contract import engine_problems
 from mt5lite.errors import ModelFileError, first_line
 from mt5lite.manifest import MANIFEST_NAME, inside, lfs_hint
-from mt5lite.runtimes.export_generator import ExportGenerator
+from mt5lite.runtimes.export_generator import ExportGenerator, GraphBackend
 
 
-class LiteRTBackend:
+class LiteRTBackend(GraphBackend):
     """The two graphs of a TFLite export as LiteRT signature runners (the ``StepBackend`` of
     ``mt5lite.runtimes.decoding``), one interpreter per file per thread."""
 
@@ -74,13 +74,6 @@ class LiteRTBackend:
             raise ModelFileError(f"{path}: LiteRT failed running its {self.specs[role]['signature']!r} signature "
                                  f"({first_line(exc)})") from None
 
-    def encode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the encoder; returns every output by name (hidden states, cross K/V ``[L,1,H,S,d_kv]``)."""
-        return self._run("encoder", feeds)
-
-    def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one decoder step; returns ``logits [1,V]``, ``new_self_k`` and ``new_self_v`` by name."""
-        return self._run("decoder", feeds)
 
 
 class LiteRTGenerator(ExportGenerator):

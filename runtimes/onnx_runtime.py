@@ -18,7 +18,7 @@ import numpy as np
 from mt5lite.contract import LENGTHS, ROLES, engine_problems
 from mt5lite.errors import ModelFileError, first_line
 from mt5lite.manifest import MANIFEST_NAME, graph_files, inside, lfs_hint
-from mt5lite.runtimes.export_generator import ExportGenerator
+from mt5lite.runtimes.export_generator import ExportGenerator, GraphBackend
 
 #: ONNX Runtime's type names -> the manifest's dtypes.
 ONNX_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(float16)": "float16",
@@ -52,7 +52,7 @@ def _stamp_problems(session, manifest: dict) -> list[str]:
             for key in LENGTHS if f"mt5lite.{key}" in stamped and stamped[f"mt5lite.{key}"] != str(manifest[key])]
 
 
-class OnnxBackend:
+class OnnxBackend(GraphBackend):
     """The two graphs of an export as ONNX Runtime sessions (the ``StepBackend`` of ``mt5lite.runtimes.decoding``)."""
 
     def __init__(self, export_dir: str | os.PathLike, manifest: dict, threads: int | None = None):
@@ -93,13 +93,6 @@ class OnnxBackend:
             raise ModelFileError(f"{self.paths[role]}: ONNX Runtime failed running it ({first_line(exc)})") from None
         return dict(zip(names, results, strict=True))
 
-    def encode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the encoder; returns every output by name (hidden states, cross K/V ``[L,B,H,S,d_kv]``)."""
-        return self._run("encoder", feeds)
-
-    def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one decoder step; returns ``logits [B,V]``, ``new_self_k`` and ``new_self_v`` by name."""
-        return self._run("decoder", feeds)
 
 
 class OnnxGenerator(ExportGenerator):
