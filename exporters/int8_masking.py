@@ -66,21 +66,12 @@ def with_mask_value(model, value: float, base_dir: str = "") -> int:
 
 
 def _softmax_inputs(model, weights_dir: Path) -> tuple[object, list[str]]:
-    """An ONNX Runtime session of ``model`` (loaded without its external data, which stays in ``weights_dir``
-    and is read from there: the weights are not copied or held twice) with every Softmax input added as an
-    output; returns it and those names."""
-    import onnx
-    import onnxruntime as ort
+    """An ONNX Runtime session of ``model`` with every Softmax input added as an output (``probe_session``);
+    returns it and those names."""
+    from mt5lite.exporters.graph_probe import probe_session
 
     names = [node.input[0] for node in model.graph.node if node.op_type == "Softmax"]
-    known = {output.name for output in model.graph.output}
-    for name in names:
-        if name not in known:
-            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(weights_dir))
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session, names
+    return probe_session(model, weights_dir, names), names
 
 
 def _logsumexp(values: np.ndarray, where: np.ndarray) -> np.ndarray:

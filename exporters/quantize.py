@@ -25,15 +25,17 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
 from mt5lite.contract import ROLES
-from mt5lite.errors import InputError, ModelFileError
-from mt5lite.exporters.calibration import CalibrationDraw
+from mt5lite.errors import InputError
+from mt5lite.exporters.calibration import CalibrationDraw, FeedReader
 from mt5lite.exporters.fuse_products import fuse_parallel_products
 from mt5lite.exporters.gather_rows import gather_then_dequantize
+from mt5lite.exporters.graph_probe import load_with_weights
+from mt5lite.exporters.outliers import ErrorModel, smooth_graphs
 from mt5lite.exporters.shared_weights import store_once
 from mt5lite.exporters.staging import refuse_existing, scratch_directory, staged_directory
 from mt5lite.manifest import MANIFEST_NAME, graph_files, inside, load_manifest, sha256_file, write_manifest
@@ -76,6 +78,8 @@ class QuantizeConfig:
     samples: int = CalibrationDraw.samples  # calibration samples, balanced across languages
     max_decoder_steps: int = CalibrationDraw.max_decoder_steps  # captured decoder-step feeds kept for calibration
     seed: int = CalibrationDraw.seed
+    smooth: bool = True  # int8: migrate activation outliers into the weights (mt5lite.exporters.smoothing)
+    keep_wide: bool = True  # int8: products int8 cannot hold (measured on the calibration draw) stay wide
 
     def validate(self) -> QuantizeConfig:
         """Raise ``InputError`` naming every bad value."""
@@ -128,17 +132,28 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
         raise InputError(f"--output {output} is the source export; choose a new directory")
 
     with staged_directory(output, force) as staging, \
-            scratch_directory(output, "calibration") as feeds_dir:
-        if not recipe.calibrated:
+            scratch_directory(output, "calibration") as feeds_dir, \
+            scratch_directory(output, "smoothed") as smoothed_dir:
+        measured = recipe.error_model is not None  # int8: activation outliers diagnosed, smoothed, kept wide
+        if not (recipe.calibrated or measured):
             calibration = None
         elif calibration is None:  # captured feeds on disk beside the output (mt5-small's decoder steps: 2.4 GB)
             calibration = calibration_for(source, config, progress, store=Path(feeds_dir))
+        files = {role: inside(source, manifest["graphs"][role]["file"]) for role in ROLES}
+        outliers = None
+        if measured:  # activation outliers: smoothed into the weights, what int8 still cannot hold kept wide
+            outliers = smooth_graphs(files, calibration, replace(recipe.error_model, smooth=config.smooth),
+                                     Path(smoothed_dir), manifest["model"]["num_heads"], manifest["model"]["d_kv"],
+                                     keep_wide=config.keep_wide)
         export_id = uuid.uuid4().hex
         summary = {}
         for role in ROLES:
-            path = inside(source, manifest["graphs"][role]["file"])
             feeds = None if calibration is None else getattr(calibration, role)
-            summary[role] = _quantize_graph(path, staging / path.name, config, feeds,
+            if outliers is not None and feeds is not None and role == "decoder":
+                feeds = FeedReader(outliers.decoder_feeds(feeds.feeds))
+            wide = tuple(outliers.kept_wide[role]) if outliers is not None else ()
+            summary[role] = _quantize_graph(outliers.files[role] if outliers else files[role],
+                                            staging / files[role].name, config, feeds, wide,
                                             {"mt5lite.export_id": export_id, "mt5lite.precision": recipe.precision,
                                              "mt5lite.recipe": config.recipe})
         if not any(s["quantized_nodes"] for s in summary.values()):
@@ -165,6 +180,7 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
                 "calibration": None if calibration is None else calibration.describe(config.calibration,
                                                                                      config.seed),
                 "source_export_id": manifest["export_id"],
+                "outliers": None if outliers is None else outliers.report(_groups_of(files)),
             },
         })
         new_files = [name for name in os.listdir(staging) if name != MANIFEST_NAME]
@@ -179,6 +195,19 @@ def calibration_for(export_dir: Path, config: QuantizeConfig, progress: bool = F
     return config.draw.capture(Path(export_dir), progress, store=store)
 
 
+def _groups_of(files: dict[str, Path]) -> dict[str, dict[str, str]]:
+    """role -> product node -> its quantization group, for the outlier report."""
+    import onnx
+
+    from mt5lite.exporters.quant_groups import node_groups
+
+    found = {}
+    for role, path in files.items():
+        groups = node_groups(onnx.load(str(path), load_external_data=False))
+        found[role] = {node: group for group, nodes in groups.items() for node in nodes}
+    return found
+
+
 def _config_dict(config: QuantizeConfig) -> dict:
     values = asdict(config)
     values["calibration"] = str(config.calibration)
@@ -186,13 +215,15 @@ def _config_dict(config: QuantizeConfig) -> dict:
     return {k: (v.value if isinstance(v, Enum) else v) for k, v in values.items()}
 
 
-def _quantize_graph(source: Path, target: Path, config: QuantizeConfig, feeds, metadata: dict[str, str]) -> dict:
-    """Quantize one graph file into ``target``, stamp ``metadata``, check it; returns its quantization summary."""
+def _quantize_graph(source: Path, target: Path, config: QuantizeConfig, feeds, wide: tuple[str, ...],
+                    metadata: dict[str, str]) -> dict:
+    """Quantize one graph file into ``target``, the products ``wide`` kept wide, stamp ``metadata``, check it;
+    returns its quantization summary."""
     import onnx
 
-    model = _load_with_weights(source)
+    model = load_with_weights(source)
     external = sum(t.ByteSize() for t in model.graph.initializer) >= 2**31
-    quantized = RECIPES[config.recipe].convert(source, target, model, config, feeds, external)
+    quantized = RECIPES[config.recipe].convert(source, target, model, config, feeds, external, wide)
     gather_then_dequantize(quantized)  # one int8 row per lookup, not the whole table dequantized per run
     del quantized.metadata_props[:]
     for prop in model.metadata_props:
@@ -207,26 +238,6 @@ def _quantize_graph(source: Path, target: Path, config: QuantizeConfig, feeds, m
         onnx.save_model(quantized, str(target))
     onnx.checker.check_model(str(target), full_check=True)
     return quantization_summary(quantized)
-
-
-def _load_with_weights(source: Path):
-    """The graph at ``source`` with its external weights, each weight file's location checked first: one outside the
-    export's folder (``..``, an absolute path, a symlink out) is refused before anything is read."""
-    import onnx
-    from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_model, uses_external_data
-
-    model = onnx.load(str(source), load_external_data=False)
-    for tensor in model.graph.initializer:
-        location = ExternalDataInfo(tensor).location if uses_external_data(tensor) else None
-        if location is None:
-            continue
-        try:
-            inside(source.parent, location)
-        except ModelFileError:
-            raise ModelFileError(f"{source}: weight {tensor.name} is stored at {location!r}, outside the export's "
-                                 "folder; refusing it") from None
-    load_external_data_for_model(model, str(source.parent))
-    return model
 
 
 def _to_int8(source: Path, target: Path, model, config: QuantizeConfig, run) -> object:
@@ -249,8 +260,9 @@ def _to_int8(source: Path, target: Path, model, config: QuantizeConfig, run) -> 
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _static_int8(source: Path, target: Path, model, config: QuantizeConfig, feeds, external: bool):
-    """int8 weights, uint8 activations whose ranges come from the calibration ``feeds``."""
+def _static_int8(source: Path, target: Path, model, config: QuantizeConfig, feeds, external: bool,
+                 wide: tuple[str, ...] = ()):
+    """int8 weights, uint8 activations whose ranges come from the calibration ``feeds``; ``wide`` stays float."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     method = {Method.MINMAX: CalibrationMethod.MinMax, Method.ENTROPY: CalibrationMethod.Entropy,
@@ -269,11 +281,17 @@ def _static_int8(source: Path, target: Path, model, config: QuantizeConfig, feed
             extra_options={"CalibPercentile": 99.999, "OpTypesToExcludeOutputQuantization": ["MatMul"]},
         )
 
-    return _to_int8(source, target, model, config, run)
+    return _to_int8(source, target, model, _excluding(config, wide), run)
 
 
-def _dynamic_int8(source: Path, target: Path, model, config: QuantizeConfig, feeds, external: bool):
-    """int8 weights; activations quantized on the fly (no calibration)."""
+def _excluding(config: QuantizeConfig, wide: tuple[str, ...]) -> QuantizeConfig:
+    """``config`` with the products ``wide`` left in float too."""
+    return replace(config, exclude=tuple(config.exclude) + tuple(wide))
+
+
+def _dynamic_int8(source: Path, target: Path, model, config: QuantizeConfig, feeds, external: bool,
+                  wide: tuple[str, ...] = ()):
+    """int8 weights; activations quantized on the fly (no calibration); ``wide`` stays float."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     def run(nodes: list[str], ops: list[str], out: Path) -> None:
@@ -281,19 +299,22 @@ def _dynamic_int8(source: Path, target: Path, model, config: QuantizeConfig, fee
                          weight_type=QuantType.QInt8, nodes_to_quantize=nodes, use_external_data_format=external,
                          extra_options={"MatMulConstBOnly": True})
 
-    return _to_int8(source, target, model, config, run)
+    return _to_int8(source, target, model, _excluding(config, wide), run)
 
 
 #: MatMulNBits' block: 128 input channels per scale (32 and 64 were slower on mt5-small's shape: 9.4 and 7.9 against
 #: 7.4 ms/token; the scales' bytes shrink as the block grows).
 WEIGHT_BLOCK = 128
+#: MatMulNBits' accuracy level for a product kept wide: float32 activations (4: int8 per block, the default).
+WIDE_ACCURACY = 1
 
 
-def _weight_int8(source: Path, target: Path, model, config: QuantizeConfig, feeds, external: bool):
+def _weight_int8(source: Path, target: Path, model, config: QuantizeConfig, feeds, external: bool,
+                 wide: tuple[str, ...] = ()):
     """Block-wise int8 weights for the MatMuls (``MatMulNBits``; activations stay float between ops); embedding
-    lookups as in ``dynamic-int8`` (ONNX Runtime's block-wise Gather takes 4 bits only, and asks for opset 21)."""
+    lookups as in ``dynamic-int8`` (ONNX Runtime's block-wise Gather takes 4 bits only, and asks for opset 21). The
+    products ``wide`` keep int8 weights but compute on float activations (accuracy level ``WIDE_ACCURACY``)."""
     import logging
-    from dataclasses import replace
 
     level = logging.getLogger().level
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
@@ -305,7 +326,7 @@ def _weight_int8(source: Path, target: Path, model, config: QuantizeConfig, feed
 
     lookups = tuple(g for g in config.chosen_groups if GROUPS[g].op_type == "Gather")
     if lookups:
-        model = _dynamic_int8(source, target, model, replace(config, groups=lookups), feeds, external)
+        model = _dynamic_int8(source, target, model, replace(config, groups=lookups), feeds, external)  # no wide lookup
     products = tuple(g for g in config.chosen_groups if GROUPS[g].op_type == "MatMul")
     chosen = set(select_nodes(model, products, config.exclude)) if products else set()
     if not chosen:
@@ -317,11 +338,15 @@ def _weight_int8(source: Path, target: Path, model, config: QuantizeConfig, feed
                                      nodes_to_exclude=others, op_types_to_quantize=("MatMul",),
                                      algo_config=algorithm)
     quantizer.process()
+    for node in quantizer.model.model.graph.node:
+        if node.op_type == "MatMulNBits" and node.name.rsplit("_Q", 1)[0] in wide:
+            next(a for a in node.attribute if a.name == "accuracy_level").i = WIDE_ACCURACY
     fuse_parallel_products(quantizer.model.model)  # q/k/v, wi_0/wi_1, cross K/V: one product each
     return quantizer.model.model
 
 
-def _fp16(source: Path, target: Path, model, config: QuantizeConfig, feeds, external: bool):
+def _fp16(source: Path, target: Path, model, config: QuantizeConfig, feeds, external: bool,
+          wide: tuple[str, ...] = ()):
     """fp16 weights and compute, ``FP16_KEEP_FP32`` kept in fp32."""
     from mt5lite.exporters.fp16 import convert_to_fp16
 
@@ -336,8 +361,9 @@ class QuantRecipe:
     precision: str  # what the manifest records
     calibrated: bool  # activation ranges come from captured calibration feeds
     default_groups: tuple[str, ...]  # node groups quantized unless --groups says otherwise (empty: not by groups)
-    convert: Callable  # (source, target, model, config, feeds, external) -> the quantized onnx.ModelProto
+    convert: Callable  # (source, target, model, config, feeds, external, wide) -> the quantized onnx.ModelProto
     describe: Callable[[QuantizeConfig], dict]  # the recipe's own fields of the manifest's quantization block
+    error_model: ErrorModel | None = None  # int8: how its products quantize (smoothing and keep-wide measure it)
 
 
 #: Every recipe ``mt5lite quantize --recipe`` knows.
@@ -345,13 +371,16 @@ RECIPES: Registry[QuantRecipe] = Registry("quantization recipe", {
     "static-int8": QuantRecipe(
         "int8 weights, uint8 activations calibrated on multilingual inputs", "int8", True, DEFAULT_STATIC_GROUPS,
         _static_int8, lambda c: {"method": Method(c.method).value, "per_channel": c.per_channel,
-                                 "format": Format(c.format).value, "groups": list(c.chosen_groups)}),
+                                 "format": Format(c.format).value, "groups": list(c.chosen_groups)},
+        ErrorModel("static", "per-channel")),
     "dynamic-int8": QuantRecipe(
         "int8 weights, activations quantized on the fly", "int8", False, WEIGHT_GROUPS, _dynamic_int8,
-        lambda c: {"per_channel": c.per_channel, "format": Format(c.format).value, "groups": list(c.chosen_groups)}),
+        lambda c: {"per_channel": c.per_channel, "format": Format(c.format).value, "groups": list(c.chosen_groups)},
+        ErrorModel("dynamic", "per-channel")),
     "weight-int8": QuantRecipe(
         "int8 weights in blocks of 128 (MatMulNBits), float activations; fastest on ONNX Runtime", "int8", False,
-        WEIGHT_GROUPS, _weight_int8, lambda c: {"block_size": WEIGHT_BLOCK, "groups": list(c.chosen_groups)}),
+        WEIGHT_GROUPS, _weight_int8, lambda c: {"block_size": WEIGHT_BLOCK, "groups": list(c.chosen_groups)},
+        ErrorModel("blockwise", "blockwise")),
     "fp16": QuantRecipe(
         "fp16 weights and compute; FFN output projections and layer norms kept in fp32", "fp16", False, (), _fp16,
         lambda c: {"kept_fp32": list(FP16_KEEP_FP32)}),

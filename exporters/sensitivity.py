@@ -61,7 +61,8 @@ def sensitivity_analysis(export_dir: str | os.PathLike, texts: list[str], config
     from mt5lite.runtimes.options import DecodingOptions
     from mt5lite.verification.comparison import graph_bytes
 
-    config = replace(config or QuantizeConfig(), recipe="static-int8").validate()
+    # Each group's own sensitivity: nothing smoothed or kept wide behind its back.
+    config = replace(config or QuantizeConfig(), recipe="static-int8", smooth=False, keep_wide=False).validate()
     source = Path(export_dir)
     options = DecodingOptions(max_new_tokens=max_new_tokens)
     generator = OnnxGenerator(source, threads=threads)

@@ -234,7 +234,8 @@ def _quantize_config(args: argparse.Namespace):
     return QuantizeConfig(recipe=args.recipe, method=args.method, per_channel=args.per_channel, format=args.format,
                           groups=tuple(args.groups) if args.groups else None, exclude=tuple(args.exclude),
                           calibration=args.calibration, samples=args.samples,
-                          max_decoder_steps=args.max_decoder_steps).validate()
+                          max_decoder_steps=args.max_decoder_steps, smooth=args.smooth,
+                          keep_wide=args.keep_wide).validate()
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -273,9 +274,11 @@ def _print_gate(report: dict, args: argparse.Namespace, command: str) -> int:
           f"speed {report['speed']['speedup']:.2f}x fp32")
     print("quality gate: " + ("passed" if not failures else "FAILED: " + "; ".join(failures)))
     if failures and args.gate:
+        from mt5lite.verification.comparison import outlier_advice
+
         print(f"{command}: the {report['recipe']} export misses the quality gate (it is kept at {args.output} "
-              "for inspection); measure on your task's held-out pairs with --data, or report only with --no-gate",
-              file=sys.stderr)
+              f"for inspection){outlier_advice(report)}; measure on your task's held-out pairs with --data, or "
+              "report only with --no-gate", file=sys.stderr)
         return EXIT_GATE
     return 0
 
@@ -424,6 +427,10 @@ def _add_quantize_args(parser: argparse.ArgumentParser) -> None:
                         help="one weight scale per output channel")
     parser.add_argument("--format", choices=[f.value for f in Format], default=Format.QDQ.value,
                         help="qdq: Q/DQ pairs (ONNX Runtime fuses them); qoperator: QLinear* ops")
+    parser.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=True,
+                        help="int8: migrate activation outliers into the weights where that lowers the measured error")
+    parser.add_argument("--keep-wide", action=argparse.BooleanOptionalAction, default=True,
+                        help="int8: keep products int8 cannot hold (measured on the calibration draw) in float")
 
 
 def _add_gate_args(parser: argparse.ArgumentParser, threads: bool = True) -> None:

@@ -158,6 +158,23 @@ def quality_gate(report: dict) -> list[str]:
     return failures
 
 
+#: What to try when an int8 recipe's products carry outliers it could not hold: the next recipe, wider inside.
+WIDER_RECIPE = {"static-int8": "weight-int8", "dynamic-int8": "weight-int8", "weight-int8": "fp16",
+                "tflite-int8": "tflite-dynamic-int8"}
+
+
+def outlier_advice(report: dict, worst: int = 2) -> str:
+    """For a failed int8 export whose manifest diagnosed activation outliers: the node groups with the worst
+    ones (largest channel over the median) and the recipe to try; empty when nothing was diagnosed."""
+    outliers = (report.get("quantization") or {}).get("outliers")
+    if not outliers:
+        return ""
+    rows = sorted(outliers["groups"].items(), key=lambda item: -item[1]["worst_ratio"])[:worst]
+    found = ", ".join(f"{group} x{row['worst_ratio']:.0f} ({row['worst_node']})" for group, row in rows)
+    wider = WIDER_RECIPE.get(report.get("recipe", ""))
+    return f"; worst activation outliers: {found}" + (f"; try --recipe {wider}" if wider else "")
+
+
 def compare_and_gate(reference_dir: str | os.PathLike, candidate_dir: str | os.PathLike, pairs,
                      report_path: str | os.PathLike | None = None, threads: int | None = None,
                      progress: bool = False) -> tuple[dict, Path, Path]:

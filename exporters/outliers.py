@@ -1,0 +1,166 @@
+"""The outlier step of every int8 recipe: diagnose, smooth, check the fold, and say what must stay wide.
+
+Pipeline: both fp32 graphs with their weights -> the sites (``mt5lite.exporters.smoothing.find_sites``) -> each
+site's activation measured on the calibration feeds (``activation_stats``) -> a strength per site chosen from the
+recipe's simulated error (``int8_error``) -> folds applied -> the smoothed graphs written to scratch and run against
+the originals on calibration feeds (``ParityError`` when they differ beyond fp32 rounding) -> the products still
+above ``KEEP_WIDE_ERROR``. The quantizer then runs on the smoothed graphs, with decoder feeds rescaled where the
+contract's V states are held scaled (``SmoothedGraphs.decoder_feeds``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mt5lite.contract import ROLES
+from mt5lite.errors import ParityError
+from mt5lite.exporters.graph_probe import load_with_weights
+from mt5lite.exporters.smoothing import (
+    FOLDS,
+    KEEP_WIDE_ERROR,
+    Graph,
+    Site,
+    choose,
+    find_sites,
+    rescale_states,
+    state_scales,
+)
+
+#: Calibration runs of each graph the smoothed graphs are checked on.
+CHECK_RUNS = 8
+#: The smoothed graphs' outputs may differ from the originals' by this much of each output's largest magnitude.
+FOLD_RTOL = 1e-4
+
+
+@dataclass(frozen=True)
+class ErrorModel:
+    """How a recipe quantizes products (``mt5lite.exporters.int8_error``'s schemes), and whether it smooths."""
+
+    activation: str  # a key of ACTIVATION_SCHEMES
+    weight: str  # a key of WEIGHT_SCHEMES
+    smooth: bool = True
+
+
+class TransformedFeeds:
+    """A sequence of feed dicts passed through ``transform`` on the way out."""
+
+    def __init__(self, feeds, transform):
+        self.feeds, self.transform = feeds, transform
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.transform(self.feeds[index])
+
+
+@dataclass
+class SmoothedGraphs:
+    """The smoothed fp32 graphs, and what the quantizer and the report need to know of them."""
+
+    files: dict[str, Path]  # role -> the smoothed ONNX graph (its weights beside it)
+    sites: list[Site]
+    scales: dict  # the V states' rescaling (``state_scales``)
+    kept_wide: dict[str, list[str]]  # role -> products to keep wide
+    check: dict  # the fold check's largest differences
+
+    def decoder_feeds(self, feeds):
+        """The fp32 export's decoder feeds as the smoothed decoder reads them."""
+        return TransformedFeeds(feeds, lambda feed: rescale_states(feed, self.scales)) if self.scales else feeds
+
+    def report(self, groups: dict[str, dict[str, str]]) -> dict:
+        """What the manifest and the quantization report record: per node group (``groups``: role -> product ->
+        group), the worst channel found, the strengths chosen, the worst error before and after, and the products
+        kept wide."""
+        rows: dict[str, dict] = {}
+        for site in self.sites:
+            for product, error in site.errors.items():
+                group = groups[site.role].get(product, "other")
+                row = rows.setdefault(group, {"products": 0, "worst_ratio": 0.0, "worst_node": None,
+                                              "worst_channel": None, "smoothed": 0, "strengths": [],
+                                              "worst_error_before": 0.0, "worst_error_after": 0.0, "kept_wide": []})
+                row["products"] += 1
+                if site.outlier_ratio > row["worst_ratio"]:
+                    row.update(worst_ratio=site.outlier_ratio, worst_node=product, worst_channel=site.outlier_channel)
+                if site.strength is not None:
+                    row["smoothed"] += 1
+                    row["strengths"] = sorted(set(row["strengths"]) | {site.strength})
+                row["worst_error_before"] = max(row["worst_error_before"], error["before"])
+                row["worst_error_after"] = max(row["worst_error_after"], error["after"])
+                if product in self.kept_wide[site.role]:
+                    row["kept_wide"].append(product)
+        return {"groups": rows, "keep_wide_error": KEEP_WIDE_ERROR, "fold_check": self.check,
+                "smoothed_sites": sum(s.strength is not None for s in self.sites), "sites": len(self.sites),
+                "kept_wide": sum(len(v) for v in self.kept_wide.values())}
+
+
+def smooth_graphs(files: dict[str, Path], calibration, model: ErrorModel, scratch: Path, heads: int,
+                  d_kv: int, keep_wide: bool = True) -> SmoothedGraphs:
+    """Smooth the fp32 graphs ``files`` (role -> ONNX file) for a recipe quantizing as ``model`` says, from the
+    ``calibration`` feeds captured with them; write the smoothed graphs into ``scratch``."""
+    import onnx
+
+    from mt5lite.exporters.activation_stats import collect_stats
+
+    graphs = {role: Graph(role, load_with_weights(files[role])) for role in ROLES}
+    sites = find_sites(graphs)
+    stats = {}
+    for role in ROLES:
+        names = sorted({s.activation for s in sites if s.role == role})
+        stats[role] = collect_stats(files[role], names, getattr(calibration, role).feeds)
+    for site in sites:
+        graph = graphs[site.role]
+        weights = [graph.weight(graph.products[p]) for p in site.products]
+        choose(site, stats[site.role][site.activation], weights, model.activation, model.weight, model.smooth)
+    for site in sites:
+        if site.strength is not None:
+            graph = graphs[site.role]
+            for product in site.products:  # X / m reaches the product: its weight's rows take m
+                node = graph.products[product]
+                graph.set_weight(node, graph.weight(node) * site.m[:, None])
+            FOLDS[site.fold].apply(graphs, site)
+    scratch.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for role, graph in graphs.items():
+        graph.drop_unused()
+        written[role] = scratch / f"smoothed-{role}.onnx"
+        onnx.save_model(graph.model, str(written[role]), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=written[role].name + ".data", size_threshold=1024)
+    kept = {role: [p for s in sites if s.role == role for p, e in s.errors.items()
+                   if keep_wide and e["after"] > KEEP_WIDE_ERROR] for role in ROLES}
+    smoothed = SmoothedGraphs(written, sites, state_scales(sites, heads, d_kv), kept, {})
+    smoothed.check = check_fold(files, smoothed, calibration)
+    return smoothed
+
+
+def check_fold(files: dict[str, Path], smoothed: SmoothedGraphs, calibration, runs: int = CHECK_RUNS) -> dict:
+    """Run the original and the smoothed graphs on ``runs`` calibration feeds of each graph and compare every
+    output (the V states rescaled); ``ParityError`` when one differs by more than ``FOLD_RTOL`` of its largest
+    magnitude. Returns each output's largest relative difference."""
+    import onnxruntime as ort
+
+    found: dict[str, dict] = {}
+    for role in ROLES:
+        feeds = getattr(calibration, role).feeds
+        original = ort.InferenceSession(str(files[role]), providers=["CPUExecutionProvider"])
+        folded = ort.InferenceSession(str(smoothed.files[role]), providers=["CPUExecutionProvider"])
+        names = [o.name for o in original.get_outputs()]
+        step = max(1, len(feeds) // runs)
+        for index in range(0, min(len(feeds), step * runs), step):
+            feed = feeds[index]
+            expected = dict(zip(names, original.run(names, feed), strict=True))
+            got = dict(zip(names, folded.run(names, rescale_states(feed, smoothed.scales)), strict=True))
+            expected = rescale_states(expected, smoothed.scales)
+            for name in names:
+                scale = max(float(np.abs(expected[name]).max()), 1e-12)
+                diff = float(np.abs(got[name] - expected[name]).max()) / scale
+                row = found.setdefault(name, {"output": name, "shape": list(expected[name].shape),
+                                              "max_abs_diff": 0.0, "tolerance": FOLD_RTOL})
+                row["max_abs_diff"] = max(row["max_abs_diff"], diff)
+    if any(not row["max_abs_diff"] <= FOLD_RTOL for row in found.values()):
+        raise ParityError("smoothed graphs against the fp32 export (differences relative to each output's largest "
+                          "value)", list(found.values()))
+    return {name: row["max_abs_diff"] for name, row in found.items()}
