@@ -62,6 +62,7 @@ class SmoothedGraphs:
     """The smoothed fp32 graphs, and what the quantizer and the report need to know of them."""
 
     files: dict[str, Path]  # role -> the smoothed ONNX graph (its weights beside it)
+    sources: dict[str, Path]  # role -> the fp32 graph it was made from
     sites: list[Site]
     scales: dict  # the V states' rescaling (``state_scales``)
     kept_wide: dict[str, list[str]]  # role -> products to keep wide
@@ -71,10 +72,10 @@ class SmoothedGraphs:
         """The fp32 export's decoder feeds as the smoothed decoder reads them."""
         return TransformedFeeds(feeds, lambda feed: rescale_states(feed, self.scales)) if self.scales else feeds
 
-    def report(self, groups: dict[str, dict[str, str]]) -> dict:
-        """What the manifest and the quantization report record: per node group (``groups``: role -> product ->
-        group), the worst channel found, the strengths chosen, the worst error before and after, and the products
-        kept wide."""
+    def report(self) -> dict:
+        """What the manifest and the quantization report record: per node group, the worst channel found, the
+        strengths chosen, the worst error before and after, and the products kept wide."""
+        groups = _product_groups(self.sources)
         rows: dict[str, dict] = {}
         for site in self.sites:
             for product, error in site.errors.items():
@@ -97,10 +98,24 @@ class SmoothedGraphs:
                 "kept_wide": sum(len(v) for v in self.kept_wide.values())}
 
 
-def smooth_graphs(files: dict[str, Path], calibration, model: ErrorModel, scratch: Path, heads: int,
+def _product_groups(files: dict[str, Path]) -> dict[str, dict[str, str]]:
+    """role -> product node -> its quantization group, for the outlier report."""
+    import onnx
+
+    from mt5lite.exporters.quant_groups import node_groups
+
+    found = {}
+    for role, path in files.items():
+        groups = node_groups(onnx.load(str(path), load_external_data=False))
+        found[role] = {node: group for group, nodes in groups.items() for node in nodes}
+    return found
+
+
+def smooth_graphs(files: dict[str, Path], feeds: dict, model: ErrorModel, scratch: Path, heads: int,
                   d_kv: int, keep_wide: bool = True) -> SmoothedGraphs:
     """Smooth the fp32 graphs ``files`` (role -> ONNX file) for a recipe quantizing as ``model`` says, from the
-    ``calibration`` feeds captured with them; write the smoothed graphs into ``scratch``."""
+    calibration ``feeds`` (role -> a sequence of feed dicts) captured with them; write the smoothed graphs into
+    ``scratch``."""
     import onnx
 
     from mt5lite.exporters.activation_stats import collect_stats
@@ -110,7 +125,7 @@ def smooth_graphs(files: dict[str, Path], calibration, model: ErrorModel, scratc
     stats = {}
     for role in ROLES:
         names = sorted({s.activation for s in sites if s.role == role})
-        stats[role] = collect_stats(files[role], names, getattr(calibration, role).feeds)
+        stats[role] = collect_stats(files[role], names, feeds[role])
     for site in sites:
         graph = graphs[site.role]
         weights = [graph.weight(graph.products[p]) for p in site.products]
@@ -131,12 +146,12 @@ def smooth_graphs(files: dict[str, Path], calibration, model: ErrorModel, scratc
                         location=written[role].name + ".data", size_threshold=1024)
     kept = {role: [p for s in sites if s.role == role for p, e in s.errors.items()
                    if keep_wide and e["after"] > KEEP_WIDE_ERROR] for role in ROLES}
-    smoothed = SmoothedGraphs(written, sites, state_scales(sites, heads, d_kv), kept, {})
-    smoothed.check = check_fold(files, smoothed, calibration)
+    smoothed = SmoothedGraphs(written, files, sites, state_scales(sites, heads, d_kv), kept, {})
+    smoothed.check = check_fold(files, smoothed, feeds)
     return smoothed
 
 
-def check_fold(files: dict[str, Path], smoothed: SmoothedGraphs, calibration, runs: int = CHECK_RUNS) -> dict:
+def check_fold(files: dict[str, Path], smoothed: SmoothedGraphs, feeds: dict, runs: int = CHECK_RUNS) -> dict:
     """Run the original and the smoothed graphs on ``runs`` calibration feeds of each graph and compare every
     output (the V states rescaled); ``ParityError`` when one differs by more than ``FOLD_RTOL`` of its largest
     magnitude. Returns each output's largest relative difference."""
@@ -144,13 +159,12 @@ def check_fold(files: dict[str, Path], smoothed: SmoothedGraphs, calibration, ru
 
     found: dict[str, dict] = {}
     for role in ROLES:
-        feeds = getattr(calibration, role).feeds
         original = ort.InferenceSession(str(files[role]), providers=["CPUExecutionProvider"])
         folded = ort.InferenceSession(str(smoothed.files[role]), providers=["CPUExecutionProvider"])
         names = [o.name for o in original.get_outputs()]
-        step = max(1, len(feeds) // runs)
-        for index in range(0, min(len(feeds), step * runs), step):
-            feed = feeds[index]
+        step = max(1, len(feeds[role]) // runs)
+        for index in range(0, min(len(feeds[role]), step * runs), step):
+            feed = feeds[role][index]
             expected = dict(zip(names, original.run(names, feed), strict=True))
             got = dict(zip(names, folded.run(names, rescale_states(feed, smoothed.scales)), strict=True))
             expected = rescale_states(expected, smoothed.scales)

@@ -142,7 +142,8 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
         files = {role: inside(source, manifest["graphs"][role]["file"]) for role in ROLES}
         outliers = None
         if measured:  # activation outliers: smoothed into the weights, what int8 still cannot hold kept wide
-            outliers = smooth_graphs(files, calibration, replace(recipe.error_model, smooth=config.smooth),
+            outliers = smooth_graphs(files, {role: getattr(calibration, role).feeds for role in ROLES},
+                                     replace(recipe.error_model, smooth=config.smooth),
                                      Path(smoothed_dir), manifest["model"]["num_heads"], manifest["model"]["d_kv"],
                                      keep_wide=config.keep_wide)
         export_id = uuid.uuid4().hex
@@ -180,7 +181,7 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
                 "calibration": None if calibration is None else calibration.describe(config.calibration,
                                                                                      config.seed),
                 "source_export_id": manifest["export_id"],
-                "outliers": None if outliers is None else outliers.report(_groups_of(files)),
+                "outliers": None if outliers is None else outliers.report(),
             },
         })
         new_files = [name for name in os.listdir(staging) if name != MANIFEST_NAME]
@@ -193,19 +194,6 @@ def calibration_for(export_dir: Path, config: QuantizeConfig, progress: bool = F
     """Draw ``config.samples`` balanced calibration samples from ``config.calibration`` and capture the feeds of
     both graphs of the fp32 export in ``export_dir``: in memory, or with ``store`` on disk there."""
     return config.draw.capture(Path(export_dir), progress, store=store)
-
-
-def _groups_of(files: dict[str, Path]) -> dict[str, dict[str, str]]:
-    """role -> product node -> its quantization group, for the outlier report."""
-    import onnx
-
-    from mt5lite.exporters.quant_groups import node_groups
-
-    found = {}
-    for role, path in files.items():
-        groups = node_groups(onnx.load(str(path), load_external_data=False))
-        found[role] = {node: group for group, nodes in groups.items() for node in nodes}
-    return found
 
 
 def _config_dict(config: QuantizeConfig) -> dict:

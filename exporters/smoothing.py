@@ -83,7 +83,7 @@ class Graph:
         from onnx import numpy_helper
 
         index = next(i for i, name in enumerate(node.input) if name in self.initializers)
-        name = f"{node.input[index]}.smoothed.{node.name}"
+        name = f"{node.input[index]}.smoothed.{node.name.replace('/', '.')}"
         tensor = numpy_helper.from_array(array.astype(np.float32), name)
         self.model.graph.initializer.append(tensor)
         self.initializers[name] = tensor

@@ -149,7 +149,7 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
         quantization = {"recipe": f"tflite-{quantize}", "source_export_id": manifest["export_id"],
                         "quantized_nodes": {}}
         if precision.calibrated:
-            quantization.update(_prepare_int8(source, spec, calibration, Path(scratch), progress))
+            quantization.update(_prepare_int8(source, spec, calibration, Path(scratch), progress, manifest["model"]))
         convert_steps(spec, Path(scratch))
         checked = _worker("check", spec, Path(scratch))
         graphs, ops = json.loads(json.dumps(manifest["graphs"])), {}
@@ -199,10 +199,12 @@ def convert_steps(spec: dict, scratch: Path) -> dict:
     return converted
 
 
-def _prepare_int8(source: Path, spec: dict, calibration: CalibrationDraw, scratch: Path, progress: bool) -> dict:
+def _prepare_int8(source: Path, spec: dict, calibration: CalibrationDraw, scratch: Path, progress: bool,
+                  config: dict) -> dict:
     """Capture the representative data and choose each graph's masking constant, in a child process that writes
-    the feeds beside the output (``calibrate``); point the graphs' worker specs at both. Returns what the
-    manifest records."""
+    the feeds beside the output (``calibrate``); smooth the activation outliers into the weights
+    (``mt5lite.exporters.outliers``, as full int8 quantizes: one range per tensor, weights per channel); point the
+    graphs' worker specs at the smoothed graphs and their feeds. Returns what the manifest records."""
     draw = {"file": str(calibration.file), "samples": calibration.samples,
             "max_decoder_steps": calibration.max_decoder_steps, "seed": calibration.seed}
     found = _worker("capture", {**spec, "source": str(source), "draw": draw, "store": str(scratch / "calibration"),
@@ -212,8 +214,31 @@ def _prepare_int8(source: Path, spec: dict, calibration: CalibrationDraw, scratc
     for role, graph in spec["graphs"].items():
         graph["mask_value"] = masks[role]["value"]
         graph["calibration"] = found["stores"][role]
-    return {"weights": "int8", "activations": "int8", "inputs_outputs": "float32",
+    outliers = _smooth(spec, scratch, config)
+    return {"weights": "int8", "activations": "int8", "inputs_outputs": "float32", "outliers": outliers,
             "calibration": found["calibration"]}
+
+
+def _smooth(spec: dict, scratch: Path, config: dict) -> dict:
+    """Smooth both graphs of ``spec`` for full int8 from their captured feeds; the spec then points at the smoothed
+    graphs and at decoder feeds holding the V states as those graphs do. Returns the outlier report."""
+    from mt5lite.exporters.calibration import FeedStore
+    from mt5lite.exporters.outliers import ErrorModel, smooth_graphs
+
+    graphs = spec["graphs"]
+    stores = {role: FeedStore(graph["calibration"]) for role, graph in graphs.items()}
+    smoothed = smooth_graphs({role: Path(graph["onnx"]) for role, graph in graphs.items()}, stores,
+                             ErrorModel("static", "per-channel"), scratch / "smoothed", config["num_heads"],
+                             config["d_kv"], keep_wide=False)  # full int8 has no float products to keep
+    if smoothed.scales:
+        rescaled = FeedStore(scratch / "calibration-smoothed" / "decoder")
+        decoder = smoothed.decoder_feeds(stores["decoder"])
+        for index in range(len(decoder)):
+            rescaled.put(index, decoder[index])
+        graphs["decoder"]["calibration"] = str(rescaled.directory)
+    for role, graph in graphs.items():
+        graph["onnx"] = str(smoothed.files[role])
+    return smoothed.report()
 
 
 def _is_flex(op: str) -> bool:

@@ -66,8 +66,8 @@ def _smooth(export: Path, scratch: Path, model: ErrorModel):
     manifest = load_manifest(export)
     calibration = calibration_for(export, QuantizeConfig())
     files = {role: inside(export, manifest["graphs"][role]["file"]) for role in ("encoder", "decoder")}
-    return smooth_graphs(files, calibration, model, scratch, manifest["model"]["num_heads"],
-                         manifest["model"]["d_kv"])
+    feeds = {role: getattr(calibration, role).feeds for role in files}
+    return smooth_graphs(files, feeds, model, scratch, manifest["model"]["num_heads"], manifest["model"]["d_kv"])
 
 
 def test_fold_keeps_fp32_and_lowers_the_error(tiny_outlier_export, tmp_path):
@@ -157,3 +157,16 @@ def test_mild_fixture_outliers_are_found(demo_model, tmp_path):
     ratios = activation_ratios(model, ids, torch.ones_like(ids))
     worst = max(ratios, key=ratios.get)
     assert worst.endswith("DenseReluDense.wo") and np.isfinite(ratios[worst]) and ratios[worst] > 30
+
+
+def test_full_int8_tflite_passes_the_gate_on_the_strong_fixture(strong_demo, heldout_pairs, tmp_path):
+    """Full-integer TFLite (every activation one int8 range) on the strong fixture: 0.000 greedy agreement before
+    smoothing; the smoothed graphs are what TensorFlow converts."""
+    from mt5lite.exporters.tflite_export import export_tflite
+
+    out = tmp_path / "tflite"
+    export_tflite(strong_demo, out, quantize="int8", validate_samples=2)
+    report = compare_exports(strong_demo, out, heldout_pairs, speed_samples=0)
+    assert quality_gate(report) == [], report["greedy_agreement"]
+    outliers = report["quantization"]["outliers"]
+    assert outliers["smoothed_sites"] > 0 and outliers["kept_wide"] == 0
