@@ -10,7 +10,7 @@ contract's V states are held scaled (``SmoothedGraphs.decoder_feeds``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,7 @@ class SmoothedGraphs:
     scales: dict  # the V states' rescaling (``state_scales``)
     kept_wide: dict[str, list[str]]  # role -> products to keep wide
     check: dict  # the fold check's largest differences
+    notes: dict = field(default_factory=dict)  # what else the step measured and did (fp16: the residual's scale)
 
     def decoder_feeds(self, feeds):
         """The fp32 export's decoder feeds as the smoothed decoder reads them."""
@@ -95,7 +96,7 @@ class SmoothedGraphs:
                     row["kept_wide"].append(product)
         return {"groups": rows, "keep_wide_error": KEEP_WIDE_ERROR, "fold_check": self.check,
                 "smoothed_sites": sum(s.strength is not None for s in self.sites), "sites": len(self.sites),
-                "kept_wide": sum(len(v) for v in self.kept_wide.values())}
+                "kept_wide": sum(len(v) for v in self.kept_wide.values()), **self.notes}
 
 
 def _product_groups(files: dict[str, Path]) -> dict[str, dict[str, str]]:
@@ -116,7 +117,6 @@ def smooth_graphs(files: dict[str, Path], feeds: dict, model: ErrorModel, scratc
     """Smooth the fp32 graphs ``files`` (role -> ONNX file) for a recipe quantizing as ``model`` says, from the
     calibration ``feeds`` (role -> a sequence of feed dicts) captured with them; write the smoothed graphs into
     ``scratch``."""
-    import onnx
 
     from mt5lite.exporters.activation_stats import collect_stats
 
@@ -137,6 +137,27 @@ def smooth_graphs(files: dict[str, Path], feeds: dict, model: ErrorModel, scratc
                 node = graph.products[product]
                 graph.set_weight(node, graph.weight(node) * site.m[:, None])
             FOLDS[site.fold].apply(graphs, site)
+    written = write_graphs(graphs, scratch)
+    kept = {role: [p for s in sites if s.role == role for p, e in s.errors.items()
+                   if keep_wide and e["after"] > KEEP_WIDE_ERROR] for role in ROLES}
+    smoothed = SmoothedGraphs(written, files, sites, state_scales(sites, heads, d_kv), kept, {})
+    smoothed.check = check_fold(files, smoothed, feeds)
+    return smoothed
+
+
+def smoothing(model: ErrorModel):
+    """The outlier step of an int8 recipe quantizing as ``model`` says: ``(files, feeds, config, scratch, dims)
+    -> SmoothedGraphs``, honouring the config's ``smooth`` and ``keep_wide``."""
+    def prepare(files: dict[str, Path], feeds: dict, config, scratch: Path, dims: dict) -> SmoothedGraphs:
+        return smooth_graphs(files, feeds, replace(model, smooth=config.smooth), scratch, dims["num_heads"],
+                             dims["d_kv"], keep_wide=config.keep_wide)
+    return prepare
+
+
+def write_graphs(graphs: dict[str, Graph], scratch: Path) -> dict[str, Path]:
+    """Save each changed graph into ``scratch`` (weights beside it, replaced initializers dropped)."""
+    import onnx
+
     scratch.mkdir(parents=True, exist_ok=True)
     written = {}
     for role, graph in graphs.items():
@@ -144,11 +165,7 @@ def smooth_graphs(files: dict[str, Path], feeds: dict, model: ErrorModel, scratc
         written[role] = scratch / f"smoothed-{role}.onnx"
         onnx.save_model(graph.model, str(written[role]), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=written[role].name + ".data", size_threshold=1024)
-    kept = {role: [p for s in sites if s.role == role for p, e in s.errors.items()
-                   if keep_wide and e["after"] > KEEP_WIDE_ERROR] for role in ROLES}
-    smoothed = SmoothedGraphs(written, files, sites, state_scales(sites, heads, d_kv), kept, {})
-    smoothed.check = check_fold(files, smoothed, feeds)
-    return smoothed
+    return written
 
 
 def check_fold(files: dict[str, Path], smoothed: SmoothedGraphs, feeds: dict, runs: int = CHECK_RUNS) -> dict:

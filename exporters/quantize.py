@@ -35,7 +35,8 @@ from mt5lite.exporters.calibration import CalibrationDraw, FeedReader
 from mt5lite.exporters.fuse_products import fuse_parallel_products
 from mt5lite.exporters.gather_rows import gather_then_dequantize
 from mt5lite.exporters.graph_probe import load_with_weights
-from mt5lite.exporters.outliers import ErrorModel, smooth_graphs
+from mt5lite.exporters.outliers import ErrorModel, smoothing
+from mt5lite.exporters.residual_scale import scale_residual
 from mt5lite.exporters.shared_weights import store_once
 from mt5lite.exporters.staging import refuse_existing, scratch_directory, staged_directory
 from mt5lite.manifest import MANIFEST_NAME, graph_files, inside, load_manifest, sha256_file, write_manifest
@@ -134,18 +135,15 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
     with staged_directory(output, force) as staging, \
             scratch_directory(output, "calibration") as feeds_dir, \
             scratch_directory(output, "smoothed") as smoothed_dir:
-        measured = recipe.error_model is not None  # int8: activation outliers diagnosed, smoothed, kept wide
-        if not (recipe.calibrated or measured):
+        if not (recipe.calibrated or recipe.outlier_step):
             calibration = None
         elif calibration is None:  # captured feeds on disk beside the output (mt5-small's decoder steps: 2.4 GB)
             calibration = calibration_for(source, config, progress, store=Path(feeds_dir))
         files = {role: inside(source, manifest["graphs"][role]["file"]) for role in ROLES}
         outliers = None
-        if measured:  # activation outliers: smoothed into the weights, what int8 still cannot hold kept wide
-            outliers = smooth_graphs(files, {role: getattr(calibration, role).feeds for role in ROLES},
-                                     replace(recipe.error_model, smooth=config.smooth),
-                                     Path(smoothed_dir), manifest["model"]["num_heads"], manifest["model"]["d_kv"],
-                                     keep_wide=config.keep_wide)
+        if recipe.outlier_step:  # int8: smoothed into the weights, what int8 cannot hold kept wide; fp16: scaled
+            outliers = recipe.outlier_step(files, {role: getattr(calibration, role).feeds for role in ROLES}, config,
+                                           Path(smoothed_dir), manifest["model"])
         export_id = uuid.uuid4().hex
         summary = {}
         for role in ROLES:
@@ -351,7 +349,9 @@ class QuantRecipe:
     default_groups: tuple[str, ...]  # node groups quantized unless --groups says otherwise (empty: not by groups)
     convert: Callable  # (source, target, model, config, feeds, external, wide) -> the quantized onnx.ModelProto
     describe: Callable[[QuantizeConfig], dict]  # the recipe's own fields of the manifest's quantization block
-    error_model: ErrorModel | None = None  # int8: how its products quantize (smoothing and keep-wide measure it)
+    #: (files, feeds, config, scratch, model dims) -> SmoothedGraphs: what the recipe does about activation outliers
+    #: before it quantizes (mt5lite.exporters.outliers.smoothing, mt5lite.exporters.residual_scale)
+    outlier_step: Callable | None = None
 
 
 #: Every recipe ``mt5lite quantize --recipe`` knows.
@@ -360,18 +360,19 @@ RECIPES: Registry[QuantRecipe] = Registry("quantization recipe", {
         "int8 weights, uint8 activations calibrated on multilingual inputs", "int8", True, DEFAULT_STATIC_GROUPS,
         _static_int8, lambda c: {"method": Method(c.method).value, "per_channel": c.per_channel,
                                  "format": Format(c.format).value, "groups": list(c.chosen_groups)},
-        ErrorModel("static", "per-channel")),
+        smoothing(ErrorModel("static", "per-channel"))),
     "dynamic-int8": QuantRecipe(
         "int8 weights, activations quantized on the fly", "int8", False, WEIGHT_GROUPS, _dynamic_int8,
         lambda c: {"per_channel": c.per_channel, "format": Format(c.format).value, "groups": list(c.chosen_groups)},
-        ErrorModel("dynamic", "per-channel")),
+        smoothing(ErrorModel("dynamic", "per-channel"))),
     "weight-int8": QuantRecipe(
         "int8 weights in blocks of 128 (MatMulNBits), float activations; fastest on ONNX Runtime", "int8", False,
         WEIGHT_GROUPS, _weight_int8, lambda c: {"block_size": WEIGHT_BLOCK, "groups": list(c.chosen_groups)},
-        ErrorModel("blockwise", "blockwise")),
+        smoothing(ErrorModel("blockwise", "blockwise"))),
     "fp16": QuantRecipe(
-        "fp16 weights and compute; FFN output projections and layer norms kept in fp32", "fp16", False, (), _fp16,
-        lambda c: {"kept_fp32": list(FP16_KEEP_FP32)}),
+        "fp16 weights and compute; FFN output projections and layer norms kept in fp32, the residual stream scaled "
+        "into fp16's range", "fp16", False, (), _fp16, lambda c: {"kept_fp32": list(FP16_KEEP_FP32)},
+        scale_residual),
 })
 
 

@@ -39,8 +39,8 @@ class Outliers:
 STRONG = Outliers()
 #: A mild one: only the FFN units, x30 (already enough to fail static int8's gate before smoothing).
 MILD = Outliers(norm=1.0, values=1.0, ffn=30.0)
-#: The fp16-overflow fixture: the residual stream x1,000, nothing else.
-RESIDUAL_OVERFLOW = Outliers(norm=1.0, ffn=1.0, values=1.0, residual=1000.0)
+#: The fp16-overflow fixture: the residual stream x10,000, nothing else (the demo's peaks 14 -> 140,000 > 65,504).
+RESIDUAL_OVERFLOW = Outliers(norm=1.0, ffn=1.0, values=1.0, residual=10000.0)
 
 
 def _scale_columns(linear, columns, factor: float) -> None:
@@ -128,6 +128,58 @@ def build_outlier_model(source: Path, output: Path, outliers: Outliers = STRONG)
     chosen = add_outliers(model, outliers)
     save_checkpoint(model, (Path(source) / "spiece.model").read_bytes(), output)
     stamp.write_text(json.dumps(chosen, indent=1))
+    return output
+
+
+def amplify_residual_channels(model, channels: int = 3, factor: float = 30.0, seed: int = 0) -> list[int]:
+    """Multiply ``channels`` residual-stream channels by ``factor`` where they enter the stream (the embedding's
+    columns, every ``o``/``wo`` output row): unlike the rescalings above this changes the function (RMS norm is not
+    channel-wise invariant), so quality drops until training recovers it, and the outliers it leaves are the
+    model's own. Untied ``lm_head`` only. Returns the channels."""
+    import torch
+
+    if model.config.tie_word_embeddings:
+        raise ValueError("amplifying residual channels needs an untied lm_head (mT5, T5 v1.1, umT5)")
+    rng = np.random.default_rng(seed)
+    chosen = sorted(int(i) for i in rng.choice(model.config.d_model, channels, replace=False))
+    with torch.no_grad():
+        model.shared.weight[:, chosen] *= factor
+        for stack in (model.encoder, model.decoder):
+            for block in stack.block:
+                for layer in block.layer:
+                    out = layer.DenseReluDense.wo if hasattr(layer, "DenseReluDense") else (
+                        getattr(layer, "SelfAttention", None) or layer.EncDecAttention).o
+                    out.weight[chosen, :] *= factor
+    return chosen
+
+
+def build_trained_outlier_model(source: Path, output: Path, train_data: Path, steps: int = 400, channels: int = 3,
+                                factor: float = 30.0, seed: int = 0) -> Path:
+    """``source`` with ``channels`` residual channels amplified ``factor`` times, then fine-tuned ``steps`` steps
+    on ``train_data`` (the project's ``finetune`` pass) until it recovers: outliers that come from training, not
+    from a rescaling a tool could invert. Built once (an existing ``output`` with the same recipe is reused)."""
+    import json
+    import shutil
+
+    from mt5lite.checkpoint import load_model, save_checkpoint
+    from mt5lite.compression.compress import compress
+    from mt5lite.compression.training import FinetuneConfig
+
+    output = Path(output)
+    recipe = {"channels": channels, "factor": factor, "steps": steps, "seed": seed}
+    stamp = output / "outliers.json"
+    if stamp.is_file() and json.loads(stamp.read_text()).get("trained") == recipe:
+        return output
+    amplified = output.with_name(output.name + "-amplified")
+    shutil.rmtree(amplified, ignore_errors=True)
+    model = load_model(source)
+    chosen = amplify_residual_channels(model, channels, factor, seed)
+    save_checkpoint(model, (Path(source) / "spiece.model").read_bytes(), amplified)
+    config = FinetuneConfig(train_data=Path(train_data), max_steps=steps, batch_size=32, learning_rate=5e-4,
+                            save_steps=max(steps // 4, 1), train_seed=seed)
+    compress(amplified, output, ["finetune"], {"finetune": config}, force=True, progress=True)
+    shutil.rmtree(amplified, ignore_errors=True)
+    stamp.write_text(json.dumps({"trained": recipe, "residual_channels": chosen}, indent=1))
     return output
 
 

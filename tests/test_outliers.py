@@ -170,3 +170,24 @@ def test_full_int8_tflite_passes_the_gate_on_the_strong_fixture(strong_demo, hel
     assert quality_gate(report) == [], report["greedy_agreement"]
     outliers = report["quantization"]["outliers"]
     assert outliers["smoothed_sites"] > 0 and outliers["kept_wide"] == 0
+
+
+def test_fp16_scales_an_overflowing_residual_stream_into_range(demo_model, tmp_path):
+    """The residual stream x10,000 (peaks past fp16's 65,504): fp16 divides it by a power of two, exactly."""
+    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.residual_scale import FP16_RESIDUAL_LIMIT
+    from tests.outlier_fixtures import RESIDUAL_OVERFLOW
+
+    model = build_outlier_model(demo_model, tmp_path / "model", RESIDUAL_OVERFLOW)
+    export_onnx(model, tmp_path / "onnx", OnnxExportConfig(max_source_length=64, max_target_length=32))
+    quantize_export(tmp_path / "onnx", tmp_path / "fp16", QuantizeConfig(recipe="fp16", samples=100,
+                                                                        max_decoder_steps=64))
+    outliers = load_manifest(tmp_path / "fp16")["quantization"]["outliers"]
+    assert outliers["residual_peak"] > 65504 and outliers["residual_divisor"] > 1
+    assert outliers["residual_peak_after"] <= FP16_RESIDUAL_LIMIT
+    assert max(outliers["fold_check"].values()) == 0.0  # a power of two divides exactly
+    from mt5lite.data import HELDOUT_TASK, read_task_pairs
+
+    report = compare_exports(tmp_path / "onnx", tmp_path / "fp16", read_task_pairs(HELDOUT_TASK)[::4],
+                             speed_samples=0)
+    assert report["greedy_agreement"] >= 0.99 and not any(report["nonfinite_steps"].values())

@@ -102,7 +102,7 @@ def test_every_recipe_quantizes_and_keeps_the_contract(demo_export, tmp_path, re
     decoder = onnx.load(str(tmp_path / recipe / "decoder.onnx"))
     assert op in {node.op_type for node in decoder.graph.node}
     # calibrated ranges, or an int8 recipe's outlier diagnosis, draw calibration data
-    measured = RECIPES[recipe].calibrated or RECIPES[recipe].error_model is not None
+    measured = RECIPES[recipe].calibrated or RECIPES[recipe].outlier_step is not None
     assert (manifest["quantization"]["calibration"] is not None) == measured
     assert "weights.bin" in manifest["files"] and manifest["weights"]["tensors"] > 0  # weights stored once here too
     assert all(spec["external_data"] == ["weights.bin"] for spec in manifest["graphs"].values())

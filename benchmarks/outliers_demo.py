@@ -1,0 +1,144 @@
+"""Every int8 recipe, with default flags, on the plain demo model and on checkpoints with activation outliers.
+
+    python benchmarks/outliers_demo.py [--fixtures plain strong mild trained residual] [--output FILE.json]
+    python benchmarks/outliers_demo.py --mt5-small   # speed: the recipes on mt5-small's shape, plain and rescaled
+
+Fixtures (``tests/outlier_fixtures.py``): ``strong`` (norm channels x60, FFN units x200, attention values x60; the
+demo's function), ``mild`` (FFN units x30), ``residual`` (the residual stream x1,000: fp16's case), ``trained``
+(three residual channels amplified x30, then fine-tuned until the model recovers: outliers a rescaling cannot
+undo). Each is exported like ``make export-tflite`` exports (static shapes, S=128), then quantized by each recipe
+with default flags, plus static int8 with smoothing and keep-wide off (what the recipes did before issue 25). Each
+export is compared with its own fp32 export on the 600 held-out pairs: greedy agreement, exact match overall and
+per language, the quality gate, size, ms/token (side by side with the fp32 export), and what the outlier step
+chose. Writes JSON and Markdown; never a pass/fail on timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.outlier_fixtures: not in the wheel
+
+from lite_demo import training_file  # noqa: E402
+
+from mt5lite.data import HELDOUT_TASK, read_task_pairs  # noqa: E402
+from mt5lite.paths import BUILD_DIR, DEMO_MODEL  # noqa: E402
+from mt5lite.reports import markdown_table, write_report  # noqa: E402
+from tests.outlier_fixtures import MILD, RESIDUAL_OVERFLOW, STRONG  # noqa: E402
+
+FIXTURES = {"plain": None, "strong": STRONG, "mild": MILD, "residual": RESIDUAL_OVERFLOW, "trained": "trained"}
+#: Each recipe: how its export is built from the fp32 static ONNX export.
+RECIPES = ("static-int8", "dynamic-int8", "weight-int8", "tflite-int8", "fp16", "static-int8 (no outlier step)")
+
+
+def checkpoint(name: str, work: Path, steps: int) -> Path:
+    """The fixture's checkpoint (built once)."""
+    from tests.outlier_fixtures import build_outlier_model, build_trained_outlier_model
+
+    spec = FIXTURES[name]
+    if spec is None:
+        return DEMO_MODEL
+    if spec == "trained":
+        return build_trained_outlier_model(DEMO_MODEL, work / "model", training_file(BUILD_DIR / "lite" / "train.tsv"),
+                                           steps=steps)
+    return build_outlier_model(DEMO_MODEL, work / "model", spec)
+
+
+def build(recipe: str, onnx_dir: Path, out: Path) -> Path:
+    """The recipe's export of ``onnx_dir`` at ``out`` (rebuilt every run: the code is what is measured)."""
+    from mt5lite.exporters.quantize import QuantizeConfig, quantize_export
+    from mt5lite.exporters.tflite_export import export_tflite
+
+    if recipe == "tflite-int8":
+        export_tflite(onnx_dir, out, quantize="int8", force=True, validate_samples=2)
+    elif recipe.endswith("(no outlier step)"):
+        config = replace(QuantizeConfig(recipe=recipe.split()[0]), smooth=False, keep_wide=False)
+        quantize_export(onnx_dir, out, config, force=True)
+    else:
+        quantize_export(onnx_dir, out, QuantizeConfig(recipe=recipe), force=True)
+    return out
+
+
+def row(fixture: str, recipe: str, report: dict) -> dict:
+    """One table row of a comparison report."""
+    from mt5lite.verification.comparison import quality_gate
+
+    drops = {lang: r["exact_match_reference"] - r["exact_match"] for lang, r in report["per_language"].items()}
+    worst = max(drops, key=drops.get)
+    outliers = (report["quantization"] or {}).get("outliers") or {}
+    groups = outliers.get("groups", {})
+    top = max(groups, key=lambda g: groups[g]["worst_ratio"]) if groups else None
+    return {
+        "fixture": fixture, "recipe": recipe, "greedy_agreement": report["greedy_agreement"],
+        "exact_match": report["exact_match"], "exact_match_reference": report["exact_match_reference"],
+        "worst_language": worst, "worst_language_drop": drops[worst], "gate_failures": quality_gate(report),
+        "size_bytes": report["size_bytes"], "size_bytes_reference": report["size_bytes_reference"],
+        "ms_per_token": report["speed"]["candidate"]["ms_per_token"],
+        "ms_per_token_fp32": report["speed"]["reference"]["ms_per_token"],
+        "nonfinite_steps": report["nonfinite_steps"]["candidate"],
+        "outliers": {"smoothed_sites": outliers.get("smoothed_sites"), "sites": outliers.get("sites"),
+                     "kept_wide": outliers.get("kept_wide"), "worst_group": top,
+                     "worst_ratio": groups[top]["worst_ratio"] if top else None} if outliers else None,
+        "per_language": report["per_language"],
+    }
+
+
+def run(fixtures: list[str], recipes: list[str], work: Path, threads: int, steps: int) -> dict:
+    """Every recipe on every fixture."""
+    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.verification.comparison import compare_exports
+
+    pairs = read_task_pairs(HELDOUT_TASK)
+    rows = []
+    for fixture in fixtures:
+        model = checkpoint(fixture, work / fixture, steps)
+        onnx_dir = work / fixture / "onnx"
+        export_onnx(model, onnx_dir, OnnxExportConfig(static_shapes=True), force=True)
+        for recipe in recipes:
+            if recipe == "fp16" and fixture not in ("plain", "residual"):
+                continue
+            out = build(recipe, onnx_dir, work / fixture / recipe.split()[0].replace("(", ""))
+            report = compare_exports(onnx_dir, out, pairs, threads=threads, speed_samples=24)
+            rows.append(row(fixture, recipe, report))
+            print(f"{fixture:9s} {recipe:32s} agreement {rows[-1]['greedy_agreement']:.3f} "
+                  f"gate {'passed' if not rows[-1]['gate_failures'] else 'FAILED'}", flush=True)
+    return {"threads": threads, "n": len(pairs), "rows": rows}
+
+
+def markdown(report: dict) -> str:
+    """The Markdown twin."""
+    rows = [[r["fixture"], r["recipe"], f"{r['greedy_agreement']:.3f}",
+             f"{r['exact_match']:.3f} ({r['exact_match_reference']:.3f})",
+             f"{r['worst_language']} {-r['worst_language_drop'] * 100:+.1f}",
+             "passes" if not r["gate_failures"] else "fails", f"{r['size_bytes'] / 1e6:.2f}",
+             f"{r['ms_per_token']:.2f} ({r['ms_per_token_fp32']:.2f})",
+             "-" if not r["outliers"] else (f"{r['outliers']['worst_group']} x{r['outliers']['worst_ratio']:.0f}; "
+                                            f"{r['outliers']['smoothed_sites']}/{r['outliers']['sites']} smoothed, "
+                                            f"{r['outliers']['kept_wide']} kept wide")]
+            for r in report["rows"]]
+    return "\n\n".join([
+        "# Int8 recipes on activation-outlier checkpoints",
+        f"{report['n']} held-out pairs, each export against its own fp32 export; {report['threads']} threads.",
+        markdown_table(["fixture", "recipe", "greedy agreement", "exact match (fp32)", "worst language (points)",
+                        "gate", "MB", "ms/token (fp32)", "outlier step"], rows),
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fixtures", nargs="+", choices=list(FIXTURES), default=list(FIXTURES))
+    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=400, help="fine-tuning steps of the trained fixture")
+    parser.add_argument("--work", type=Path, default=BUILD_DIR / "outliers")
+    parser.add_argument("--output", type=Path, default=BUILD_DIR / "reports" / "outliers-demo.json")
+    args = parser.parse_args()
+    report = run(args.fixtures, args.recipes, args.work, args.threads, args.steps)
+    print("report:", *write_report(report, args.output, markdown(report)))
+
+
+if __name__ == "__main__":
+    main()
