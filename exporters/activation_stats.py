@@ -40,6 +40,39 @@ class ChannelStats:
         return float(peak[channel] / max(float(np.median(peak)), 1e-12)), channel
 
 
+class StatsAccumulator:
+    """Builds ``ChannelStats`` run by run: ``add(name, value, run)`` for every measured tensor of each run, then
+    ``finish()``."""
+
+    def __init__(self, runs: int, rows: int = SAMPLE_ROWS, seed: int = 0):
+        self.rows, self.rng = rows, np.random.default_rng(seed)
+        self.per_run = max(1, -(-rows // max(runs, 1)))
+        self.lows: dict[str, list] = {}
+        self.highs: dict[str, list] = {}
+        self.sampled: dict[str, list] = {}
+        self.row_runs: dict[str, list] = {}
+
+    def add(self, name: str, value: np.ndarray, run: int) -> None:
+        """One run's value of tensor ``name`` (channels on the last axis)."""
+        flat = np.asarray(value, dtype=np.float32).reshape(-1, value.shape[-1])
+        self.lows.setdefault(name, []).append(flat.min(axis=0))
+        self.highs.setdefault(name, []).append(flat.max(axis=0))
+        take = self.rng.choice(len(flat), min(self.per_run, len(flat)), replace=False)
+        self.sampled.setdefault(name, []).append(flat[take])
+        self.row_runs.setdefault(name, []).extend([run] * len(take))
+
+    def finish(self) -> dict[str, ChannelStats]:
+        """Each tensor's statistics."""
+        found = {}
+        for name in self.lows:
+            run_low, run_high = np.stack(self.lows[name]), np.stack(self.highs[name])
+            rows, runs = np.concatenate(self.sampled[name]), np.asarray(self.row_runs[name])
+            keep = self.rng.choice(len(rows), min(self.rows, len(rows)), replace=False)
+            found[name] = ChannelStats(run_low.min(axis=0), run_high.max(axis=0), run_low, run_high, rows[keep],
+                                       runs[keep])
+        return found
+
+
 def collect_stats(onnx_path: str | Path, names: list[str], feeds, transform=None, rows: int = SAMPLE_ROWS,
                   seed: int = 0) -> dict[str, ChannelStats]:
     """Run the fp32 graph at ``onnx_path`` on every feed dict of ``feeds`` (a sequence, e.g. a ``FeedStore``),
@@ -51,28 +84,10 @@ def collect_stats(onnx_path: str | Path, names: list[str], feeds, transform=None
     onnx_path = Path(onnx_path)
     session = probe_session(onnx.load(str(onnx_path), load_external_data=False), onnx_path.parent, names)
     inputs = {i.name for i in session.get_inputs()}
-    rng = np.random.default_rng(seed)
-    runs = len(feeds)
-    per_run = max(1, -(-rows // max(runs, 1)))
-    lows: dict[str, list] = {n: [] for n in names}
-    highs: dict[str, list] = {n: [] for n in names}
-    sampled: dict[str, list] = {n: [] for n in names}
-    row_runs: dict[str, list] = {n: [] for n in names}
-    for index in range(runs):
+    found = StatsAccumulator(len(feeds), rows, seed)
+    for index in range(len(feeds)):
         feed = feeds[index] if transform is None else transform(feeds[index])
         values = session.run(names, {k: v for k, v in feed.items() if k in inputs})
         for name, value in zip(names, values, strict=True):
-            flat = value.reshape(-1, value.shape[-1])
-            lows[name].append(flat.min(axis=0))
-            highs[name].append(flat.max(axis=0))
-            take = rng.choice(len(flat), min(per_run, len(flat)), replace=False)
-            sampled[name].append(flat[take])
-            row_runs[name] += [index] * len(take)
-    found = {}
-    for name in names:
-        run_low, run_high = np.stack(lows[name]), np.stack(highs[name])
-        all_rows, all_runs = np.concatenate(sampled[name]), np.asarray(row_runs[name])
-        keep = rng.choice(len(all_rows), min(rows, len(all_rows)), replace=False)
-        found[name] = ChannelStats(run_low.min(axis=0), run_high.max(axis=0), run_low, run_high,
-                                   all_rows[keep], all_runs[keep])
-    return found
+            found.add(name, value, index)
+    return found.finish()

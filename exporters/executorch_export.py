@@ -79,13 +79,15 @@ class ExecutorchExportConfig:
         return self
 
 
-def export_programs(model, specs: dict, max_target_length: int) -> dict:
-    """Each contract graph of ``model`` as a ``torch.export`` program with the static shapes of ``specs``."""
+def export_programs(model, specs: dict, max_target_length: int, cross_scale=None) -> dict:
+    """Each contract graph of ``model`` as a ``torch.export`` program with the static shapes of ``specs``
+    (``cross_scale``: what the encoder's output is multiplied by for the cross K/V, after smoothing)."""
     import torch
 
     from mt5lite.exporters.graphs import DecoderStepGraph, EncoderGraph
 
-    modules = {"encoder": EncoderGraph(model).eval(), "decoder": DecoderStepGraph(model, max_target_length).eval()}
+    modules = {"encoder": EncoderGraph(model, cross_scale).eval(),
+               "decoder": DecoderStepGraph(model, max_target_length).eval()}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return {role: torch.export.export(module, sample_inputs(specs[role]), strict=False)
@@ -156,6 +158,21 @@ def quantize_programs(programs: dict, specs: dict, data) -> dict:
             warnings.simplefilter("ignore")
             quantized[role] = torch.export.export(convert_pt2e(prepared), sample_inputs(specs[role]), strict=False)
     return quantized
+
+
+def _smoothed_programs(model, specs: dict, data, max_target_length: int) -> tuple[dict, dict]:
+    """The int8 outlier step (``mt5lite.exporters.torch_smoothing``): ``model`` smoothed in place from the captured
+    feeds, its programs exported again, and ``data``'s decoder feeds rescaled as the smoothed decoder reads them.
+    Returns the programs and the outlier report."""
+    from mt5lite.exporters.calibration import FeedReader
+    from mt5lite.exporters.outliers import TransformedFeeds
+    from mt5lite.exporters.torch_smoothing import smooth_model
+
+    smoothing = smooth_model(model, {"encoder": data.encoder.feeds, "decoder": data.decoder.feeds},
+                             max_target_length)
+    if smoothing.scales:
+        data.decoder = FeedReader(TransformedFeeds(data.decoder.feeds, smoothing.decoder_feed))
+    return export_programs(model, specs, max_target_length, smoothing.cross_scale), smoothing.report()
 
 
 def lower_programs(programs: dict, path: Path) -> dict:
@@ -242,10 +259,11 @@ def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLik
             _write_export(model, files, programs, fp32, replace(config, quantize="fp32"), specs, None)
             validate_export(model, fp32, config, progress=progress)
             data = calibration.capture(fp32, progress=progress, store=Path(scratch) / "calibration")
+            programs, outliers = _smoothed_programs(model, specs, data, config.max_target_length)
             programs = quantize_programs(programs, specs, data)
             quantization = {"recipe": "executorch-int8", "weights": "int8 (per output channel)",
                             "activations": "int8 at linear layers",
-                            "calibration": data.describe(calibration.file, calibration.seed)}
+                            "calibration": data.describe(calibration.file, calibration.seed), "outliers": outliers}
         with staged_directory(output, force) as staging:
             manifest = _write_export(model, files, programs, staging, config, specs, quantization)
             validation = validate_export(model, staging, config, progress=progress) if precision.exact else None

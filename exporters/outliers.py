@@ -26,6 +26,7 @@ from mt5lite.exporters.smoothing import (
     choose,
     find_sites,
     rescale_states,
+    site_report,
     state_scales,
 )
 
@@ -77,26 +78,10 @@ class SmoothedGraphs:
         """What the manifest and the quantization report record: per node group, the worst channel found, the
         strengths chosen, the worst error before and after, and the products kept wide."""
         groups = _product_groups(self.sources)
-        rows: dict[str, dict] = {}
-        for site in self.sites:
-            for product, error in site.errors.items():
-                group = groups[site.role].get(product, "other")
-                row = rows.setdefault(group, {"products": 0, "worst_ratio": 0.0, "worst_node": None,
-                                              "worst_channel": None, "smoothed": 0, "strengths": [],
-                                              "worst_error_before": 0.0, "worst_error_after": 0.0, "kept_wide": []})
-                row["products"] += 1
-                if site.outlier_ratio > row["worst_ratio"]:
-                    row.update(worst_ratio=site.outlier_ratio, worst_node=product, worst_channel=site.outlier_channel)
-                if site.strength is not None:
-                    row["smoothed"] += 1
-                    row["strengths"] = sorted(set(row["strengths"]) | {site.strength})
-                row["worst_error_before"] = max(row["worst_error_before"], error["before"])
-                row["worst_error_after"] = max(row["worst_error_after"], error["after"])
-                if product in self.kept_wide[site.role]:
-                    row["kept_wide"].append(product)
-        return {"groups": rows, "keep_wide_error": KEEP_WIDE_ERROR, "fold_check": self.check,
-                "smoothed_sites": sum(s.strength is not None for s in self.sites), "sites": len(self.sites),
-                "kept_wide": sum(len(v) for v in self.kept_wide.values()), **self.notes}
+        wide = {(role, p) for role, products in self.kept_wide.items() for p in products}
+        return {**site_report(self.sites, lambda site, product: groups[site.role].get(product, "other"),
+                              lambda site, product: (site.role, product) in wide),
+                "fold_check": self.check, **self.notes}
 
 
 def _product_groups(files: dict[str, Path]) -> dict[str, dict[str, str]]:

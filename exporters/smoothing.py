@@ -264,3 +264,27 @@ def rescale_states(feed: dict[str, np.ndarray], scales: dict[str, dict[int, np.n
                 value[layer] /= divisor
             out[name] = value
     return out
+
+
+def site_report(sites: list[Site], group_of: Callable, kept_wide: Callable) -> dict:
+    """Per node group (``group_of(site, product)``): the worst channel found, the strengths chosen, the worst
+    simulated error before and after, and the products kept wide (``kept_wide(site, product)``)."""
+    rows: dict[str, dict] = {}
+    for site in sites:
+        for product, error in site.errors.items():
+            row = rows.setdefault(group_of(site, product), {
+                "products": 0, "worst_ratio": 0.0, "worst_node": None, "worst_channel": None, "smoothed": 0,
+                "strengths": [], "worst_error_before": 0.0, "worst_error_after": 0.0, "kept_wide": []})
+            row["products"] += 1
+            if site.outlier_ratio > row["worst_ratio"]:
+                row.update(worst_ratio=site.outlier_ratio, worst_node=product, worst_channel=site.outlier_channel)
+            if site.strength is not None:
+                row["smoothed"] += 1
+                row["strengths"] = sorted(set(row["strengths"]) | {site.strength})
+            row["worst_error_before"] = max(row["worst_error_before"], error["before"])
+            row["worst_error_after"] = max(row["worst_error_after"], error["after"])
+            if kept_wide(site, product):
+                row["kept_wide"].append(product)
+    return {"groups": rows, "keep_wide_error": KEEP_WIDE_ERROR, "sites": len(sites),
+            "smoothed_sites": sum(s.strength is not None for s in sites),
+            "kept_wide": sum(len(r["kept_wide"]) for r in rows.values())}

@@ -153,7 +153,7 @@ def amplify_residual_channels(model, channels: int = 3, factor: float = 30.0, se
     return chosen
 
 
-def build_trained_outlier_model(source: Path, output: Path, train_data: Path, steps: int = 400, channels: int = 3,
+def build_trained_outlier_model(source: Path, output: Path, train_data: Path, steps: int = 2000, channels: int = 3,
                                 factor: float = 30.0, seed: int = 0) -> Path:
     """``source`` with ``channels`` residual channels amplified ``factor`` times, then fine-tuned ``steps`` steps
     on ``train_data`` (the project's ``finetune`` pass) until it recovers: outliers that come from training, not
@@ -166,7 +166,7 @@ def build_trained_outlier_model(source: Path, output: Path, train_data: Path, st
     from mt5lite.compression.training import FinetuneConfig
 
     output = Path(output)
-    recipe = {"channels": channels, "factor": factor, "steps": steps, "seed": seed}
+    recipe = {"channels": channels, "factor": factor, "steps": steps, "seed": seed, "learning_rate": 1e-3}
     stamp = output / "outliers.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("trained") == recipe:
         return output
@@ -175,7 +175,7 @@ def build_trained_outlier_model(source: Path, output: Path, train_data: Path, st
     model = load_model(source)
     chosen = amplify_residual_channels(model, channels, factor, seed)
     save_checkpoint(model, (Path(source) / "spiece.model").read_bytes(), amplified)
-    config = FinetuneConfig(train_data=Path(train_data), max_steps=steps, batch_size=32, learning_rate=5e-4,
+    config = FinetuneConfig(train_data=Path(train_data), max_steps=steps, batch_size=32, learning_rate=1e-3,
                             save_steps=max(steps // 4, 1), train_seed=seed)
     compress(amplified, output, ["finetune"], {"finetune": config}, force=True, progress=True)
     shutil.rmtree(amplified, ignore_errors=True)

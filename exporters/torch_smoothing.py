@@ -1,0 +1,136 @@
+"""The int8 outlier step for exports made straight from PyTorch (ExecuTorch): the sites, strengths and error model
+of ``mt5lite.exporters.smoothing``, measured with forward hooks on the contract's graphs and folded into the
+model's own parameters.
+
+Sites by module: every RMS norm and the linears that read it; ``wi_1`` (``wi``) and ``wo``; ``v`` and ``o``. The
+encoder's final norm output is also the contract's ``encoder_hidden_states``: its fold goes into a per-channel scale
+the encoder graph applies for the cross K/V alone (``EncoderGraph(cross_scale=...)``), as the ONNX graphs get a
+folded copy of the norm's scale. A tied ``lm_head``'s norm is measured, not folded (its weight is the embedding).
+Nothing is kept wide yet: the XNNPACK quantizer would need each linear's name in the exported programs
+(``TorchSmoothing.over_budget`` lists the products above ``KEEP_WIDE_ERROR``, for the report).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from mt5lite.exporters.smoothing import KEEP_WIDE_ERROR, Site, choose, rescale_states, site_report, state_scales
+
+
+def find_torch_sites(model) -> list[Site]:
+    """Every group of linears that read one activation, named by module, with the fold that can smooth it."""
+    sites = []
+    for stack in ("encoder", "decoder"):
+        for index, block in enumerate(getattr(model, stack).block):
+            for number, layer in enumerate(block.layer):
+                prefix = f"{stack}.block.{index}.layer.{number}"
+                if hasattr(layer, "DenseReluDense"):
+                    ffn = layer.DenseReluDense
+                    readers = [f"{prefix}.DenseReluDense.{n}" for n in ("wi_0", "wi_1", "wi") if hasattr(ffn, n)]
+                    sites.append(Site("norm", stack, readers[0], readers, f"{prefix}.layer_norm", stack))
+                    producer = "wi_1" if hasattr(ffn, "wi_1") else "wi"
+                    sites.append(Site("ffn", stack, f"{prefix}.DenseReluDense.wo", [f"{prefix}.DenseReluDense.wo"],
+                                      f"{prefix}.DenseReluDense.{producer}", stack))
+                    continue
+                kind = "SelfAttention" if hasattr(layer, "SelfAttention") else "EncDecAttention"
+                attention = f"{prefix}.{kind}"
+                readers = [f"{attention}.{n}" for n in ("qkv" if kind == "SelfAttention" else "q")]
+                sites.append(Site("norm", stack, readers[0], readers, f"{prefix}.layer_norm", stack))
+                sites.append(Site("values", stack, f"{attention}.o", [f"{attention}.o"], f"{attention}.v", stack))
+    cross = [f"decoder.block.{i}.layer.1.EncDecAttention.{n}" for i in range(len(model.decoder.block))
+             for n in "kv"]
+    sites.append(Site("cross", "encoder", cross[0], cross, "encoder.final_layer_norm", "encoder"))
+    tied = model.config.tie_word_embeddings
+    sites.append(Site("none" if tied else "norm", "decoder", "lm_head", ["lm_head"],
+                      None if tied else "decoder.final_layer_norm", None if tied else "decoder"))
+    return sites
+
+
+def measure_linears(model, names: set[str], feeds: dict, max_target_length: int) -> dict:
+    """``ChannelStats`` of the input of each linear in ``names``, over the calibration ``feeds`` (role -> a
+    sequence of feed dicts) run through the contract's graphs."""
+    import torch
+
+    from mt5lite.contract import NAMES
+    from mt5lite.exporters.activation_stats import StatsAccumulator
+    from mt5lite.exporters.graphs import DecoderStepGraph, EncoderGraph
+
+    graphs = {"encoder": EncoderGraph(model).eval(), "decoder": DecoderStepGraph(model, max_target_length).eval()}
+    runs = sum(len(f) for f in feeds.values())
+    found = StatsAccumulator(runs)
+    run = [0]
+    hooks = [module.register_forward_hook(
+        lambda _m, args, _out, name=name: found.add(name, args[0].detach().float().numpy(), run[0]))
+        for name, module in model.named_modules() if name in names]
+    try:
+        with torch.no_grad():
+            for role, graph in graphs.items():
+                for index in range(len(feeds[role])):
+                    feed = feeds[role][index]
+                    graph(*[torch.from_numpy(np.ascontiguousarray(feed[name])) for name in NAMES[role][0]])
+                    run[0] += 1
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return found.finish()
+
+
+@dataclass
+class TorchSmoothing:
+    """What the outlier step did to a PyTorch model."""
+
+    sites: list[Site]
+    scales: dict  # the V states' rescaling (``state_scales``)
+    cross_scale: object  # torch tensor [D]: the encoder output's scale for the cross K/V (None: not smoothed)
+    over_budget: list[str]  # linears still above KEEP_WIDE_ERROR after smoothing (quantized all the same)
+
+    def decoder_feed(self, feed: dict) -> dict:
+        """A decoder feed of the unsmoothed model as the smoothed one reads it."""
+        return rescale_states(feed, self.scales)
+
+    def report(self) -> dict:
+        """``site_report`` of the sites, grouped like the ONNX graphs' products."""
+        return {**site_report(self.sites, lambda site, product: _group(product), lambda site, product: False),
+                "over_budget": self.over_budget}
+
+
+def _group(module: str) -> str:
+    """The quantization group of a linear, found by the name its ONNX node would have."""
+    from mt5lite.exporters.quant_groups import GROUPS
+
+    return next((name for name, group in GROUPS.items() if group.op_type == "MatMul" and group.name_pattern
+                 and re.search(group.name_pattern, f"{module}/MatMul")), "other")
+
+
+def smooth_model(model, feeds: dict, max_target_length: int, activation: str = "static",
+                 weight: str = "per-channel") -> TorchSmoothing:
+    """Measure every site on ``feeds``, choose its strength for the recipe (``int8_error``'s schemes), and fold it
+    into ``model``'s parameters in place."""
+    import torch
+
+    sites = find_torch_sites(model)
+    modules = dict(model.named_modules())
+    stats = measure_linears(model, {s.activation for s in sites}, feeds, max_target_length)
+    for site in sites:
+        weights = [modules[p].weight.detach().float().numpy().T for p in site.products]  # [in, out]
+        choose(site, stats[site.activation], weights, activation, weight)
+    cross_scale = None
+    with torch.no_grad():
+        for site in sites:
+            if site.strength is None:
+                continue
+            m = torch.from_numpy(site.m.astype(np.float32))
+            for product in site.products:
+                modules[product].weight[:, :] *= m[None, :]
+            if site.fold == "norm":
+                modules[site.producer].weight[:] /= m
+            elif site.fold == "cross":
+                cross_scale = 1.0 / m
+            else:  # ffn, values: the producer's output rows
+                modules[site.producer].weight[:, :] /= m[:, None]
+    config = model.config
+    over = [p for s in sites for p, e in s.errors.items() if e["after"] > KEEP_WIDE_ERROR]
+    return TorchSmoothing(sites, state_scales(sites, config.num_heads, config.d_kv), cross_scale, over)
