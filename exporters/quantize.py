@@ -33,7 +33,7 @@ from mt5lite.contract import ROLES
 from mt5lite.errors import InputError
 from mt5lite.exporters.calibration import CalibrationDraw, FeedReader
 from mt5lite.exporters.fuse_products import fuse_parallel_products
-from mt5lite.exporters.gather_rows import gather_then_dequantize
+from mt5lite.exporters.gather_rows import columns_where_better, gather_then_dequantize
 from mt5lite.exporters.graph_probe import load_with_weights
 from mt5lite.exporters.outliers import ErrorModel, smoothing
 from mt5lite.exporters.residual_scale import scale_residual
@@ -180,6 +180,7 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
                                                                                      config.seed),
                 "source_export_id": manifest["export_id"],
                 "outliers": None if outliers is None else outliers.report(),
+                "lookups": {role: s["lookups"] for role, s in summary.items() if s["lookups"]},
             },
         })
         new_files = [name for name in os.listdir(staging) if name != MANIFEST_NAME]
@@ -211,6 +212,7 @@ def _quantize_graph(source: Path, target: Path, config: QuantizeConfig, feeds, w
     external = sum(t.ByteSize() for t in model.graph.initializer) >= 2**31
     quantized = RECIPES[config.recipe].convert(source, target, model, config, feeds, external, wide)
     gather_then_dequantize(quantized)  # one int8 row per lookup, not the whole table dequantized per run
+    lookups = columns_where_better(quantized, model) if config.smooth else {}
     del quantized.metadata_props[:]
     for prop in model.metadata_props:
         quantized.metadata_props.add(key=prop.key, value=metadata.get(prop.key, prop.value))
@@ -223,7 +225,7 @@ def _quantize_graph(source: Path, target: Path, config: QuantizeConfig, feeds, w
     else:
         onnx.save_model(quantized, str(target))
     onnx.checker.check_model(str(target), full_check=True)
-    return quantization_summary(quantized)
+    return {**quantization_summary(quantized), "lookups": lookups}
 
 
 def _to_int8(source: Path, target: Path, model, config: QuantizeConfig, run) -> object:

@@ -191,3 +191,28 @@ def test_fp16_scales_an_overflowing_residual_stream_into_range(demo_model, tmp_p
     report = compare_exports(tmp_path / "onnx", tmp_path / "fp16", read_task_pairs(HELDOUT_TASK)[::4],
                              speed_samples=0)
     assert report["greedy_agreement"] >= 0.99 and not any(report["nonfinite_steps"].values())
+
+
+def test_lookup_tables_with_outlier_columns_get_a_range_per_column(demo_model, tmp_path):
+    """Residual channels amplified x30 where they enter the stream (the embedding's columns): one range for the
+    table leaves the other columns a handful of levels, so the lookup is quantized per column, and static QDQ's
+    re-quantization of the lookup's output with the table's one range is gone."""
+    from mt5lite.checkpoint import save_checkpoint
+    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from tests.outlier_fixtures import amplify_residual_channels
+
+    model = load_model(demo_model)
+    amplify_residual_channels(model, factor=30.0)
+    save_checkpoint(model, (demo_model / "spiece.model").read_bytes(), tmp_path / "model")
+    export_onnx(tmp_path / "model", tmp_path / "onnx", OnnxExportConfig(max_source_length=32, max_target_length=16))
+    quantize_export(tmp_path / "onnx", tmp_path / "int8", QuantizeConfig(samples=100, max_decoder_steps=32))
+    manifest = load_manifest(tmp_path / "int8")
+    for role in ("encoder", "decoder"):
+        (lookup,) = manifest["quantization"]["lookups"][role].values()
+        assert lookup["per_column"] and lookup["per_tensor_error"] > 10 * lookup["per_column_error"]
+        graph = onnx.load(str(tmp_path / "int8" / manifest["graphs"][role]["file"]), load_external_data=False)
+        gather = next(n for n in graph.graph.node if n.op_type == "Gather" and n.name.startswith("shared/"))
+        readers = [n for n in graph.graph.node if gather.output[0] in n.input]
+        assert [n.op_type for n in readers] == ["DequantizeLinear"]
+        assert onnx.helper.get_attribute_value(readers[0].attribute[0]) == -1  # one range per column
+        assert not any(n.op_type == "QuantizeLinear" and n.input[0] == readers[0].output[0] for n in graph.graph.node)
