@@ -5,17 +5,24 @@ Recipes (``RECIPES``):
 - ``static-int8``: int8 weights and uint8 activations whose ranges are calibrated on real multilingual inputs,
   the encoder on tokenized samples and the decoder-step graph on steps captured while the fp32 export decodes
   them. Which node groups are quantized comes from the sensitivity analysis (``mt5lite.exporters.sensitivity``).
-- ``dynamic-int8``: int8 weights, activations quantized on the fly (no calibration).
+- ``dynamic-int8``: int8 weights, activations quantized on the fly (their ranges are not calibrated).
 - ``weight-int8``: the MatMuls' weights in int8 blocks of 128 input channels, each block with its own scale, run
   by ONNX Runtime's ``MatMulNBits``: kernels made for one-row products, the decoder step's case; the activations
-  are quantized per block inside the kernel (accuracy level 4). Embedding lookups as in ``dynamic-int8``. No
-  calibration. On mt5-small's shape it decodes 1.4x faster than ``static-int8`` (README, "Quantization").
+  are quantized per block inside the kernel (accuracy level 4). Embedding lookups as in ``dynamic-int8``. On
+  mt5-small's shape it decodes 1.4x faster than ``static-int8`` (README, "Quantization").
 - ``fp16``: fp16 weights and compute, with the FFN output projections (``wo``) and the layer norms kept in fp32,
   where mT5's activations overflow fp16.
 
-Pipeline: check options -> read the fp32 export (hashes verified) -> calibrate -> quantize each graph -> copy the
-tokenizer -> manifest naming the recipe -> rename into place. Nothing is written at the output path unless every
-step passed.
+Every recipe has an outlier step (``QuantRecipe.outlier_step``), measured on the calibration draw: int8 recipes
+smooth activation outliers into the weights and keep wide what int8 still cannot hold
+(``mt5lite.exporters.outliers``), and give a lookup table with outlier columns a range per column
+(``mt5lite.exporters.gather_rows.columns_where_better``); fp16 scales the residual stream into its range
+(``mt5lite.exporters.residual_scale``). ``--no-smooth`` / ``--no-keep-wide`` turn them off.
+
+Pipeline: check options -> read the fp32 export (hashes verified) -> capture calibration feeds -> the outlier step
+(smoothed fp32 graphs in scratch, checked against the originals) -> quantize each graph -> copy the tokenizer ->
+manifest naming the recipe and what the outlier step did -> rename into place. Nothing is written at the output
+path unless every step passed.
 """
 
 from __future__ import annotations
@@ -79,7 +86,7 @@ class QuantizeConfig:
     samples: int = CalibrationDraw.samples  # calibration samples, balanced across languages
     max_decoder_steps: int = CalibrationDraw.max_decoder_steps  # captured decoder-step feeds kept for calibration
     seed: int = CalibrationDraw.seed
-    smooth: bool = True  # int8: migrate activation outliers into the weights (mt5lite.exporters.smoothing)
+    smooth: bool = True  # the outlier step: smoothing and per-column lookups (int8), residual scaling (fp16)
     keep_wide: bool = True  # int8: products int8 cannot hold (measured on the calibration draw) stay wide
 
     def validate(self) -> QuantizeConfig:

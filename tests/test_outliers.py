@@ -81,6 +81,9 @@ def test_fold_keeps_fp32_and_lowers_the_error(tiny_outlier_export, tmp_path):
         weights = {t.name for t in model.graph.initializer}
         matmuls = {n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights}
         assert matmuls == {p for s in smoothed.sites if s.role == role for p in s.products}
+    from mt5lite.exporters.smoothing import FOLDS
+
+    assert {s.fold for s in smoothed.sites if s.strength is not None} == set(FOLDS)  # every fold, exercised
     ffn = [site for site in smoothed.sites if site.fold == "ffn"]
     assert ffn and all(site.outlier_ratio > 50 and site.strength is not None for site in ffn)
     for site in ffn:
@@ -216,3 +219,28 @@ def test_lookup_tables_with_outlier_columns_get_a_range_per_column(demo_model, t
         assert [n.op_type for n in readers] == ["DequantizeLinear"]
         assert onnx.helper.get_attribute_value(readers[0].attribute[0]) == -1  # one range per column
         assert not any(n.op_type == "QuantizeLinear" and n.input[0] == readers[0].output[0] for n in graph.graph.node)
+
+
+@pytest.mark.parametrize("activation", ["static", "dynamic", "blockwise", "float"])
+@pytest.mark.parametrize("weight", ["per-channel", "blockwise"])
+def test_every_error_scheme_sees_outliers_and_smoothing(activation, weight):
+    """Each simulated scheme: outlier channels hurt an int8 activation, and migrating them into the weights (m =
+    the channels' magnitudes) brings the error back; float activations only see the weights' rounding."""
+    from mt5lite.exporters.activation_stats import StatsAccumulator
+    from mt5lite.exporters.int8_error import ACTIVATION_SCHEMES, WEIGHT_SCHEMES, relative_error
+
+    assert activation in ACTIVATION_SCHEMES and weight in WEIGHT_SCHEMES
+    rng = np.random.default_rng(0)
+    rows, width = rng.normal(size=(64, 256)), rng.normal(size=(256, 96)) * 0.05
+    rows[:, [3, 77, 200]] *= 300.0
+    found = StatsAccumulator(8)
+    for run in range(8):
+        found.add("x", rows[run * 8:(run + 1) * 8], run)
+    stats = found.finish()["x"]
+    plain = relative_error(stats, width, np.ones(256), activation, weight)
+    smoothed = relative_error(stats, width, stats.absmax ** 0.5 / np.abs(width).max(axis=1) ** 0.5, activation,
+                              weight)
+    if activation == "float":
+        assert plain < 0.02
+    else:
+        assert plain > 0.015 and smoothed < plain / 3, (plain, smoothed)
