@@ -87,13 +87,32 @@ def row(fixture: str, recipe: str, report: dict) -> dict:
         "nonfinite_steps": report["nonfinite_steps"]["candidate"],
         "outliers": {"smoothed_sites": outliers.get("smoothed_sites"), "sites": outliers.get("sites"),
                      "kept_wide": outliers.get("kept_wide"), "worst_group": top,
-                     "worst_ratio": groups[top]["worst_ratio"] if top else None} if outliers else None,
+                     "worst_ratio": groups[top]["worst_ratio"] if top else None,
+                     "residual_divisor": outliers.get("residual_divisor"),
+                     "residual_peak": outliers.get("residual_peak")} if outliers else None,
+        "lookups_per_column": sorted({name for graph in ((report["quantization"] or {}).get("lookups") or {}).values()
+                                      for name, lookup in graph.items() if lookup["per_column"]}),
         "per_language": report["per_language"],
     }
 
 
-def run(fixtures: list[str], recipes: list[str], work: Path, threads: int, steps: int) -> dict:
-    """Every recipe on every fixture."""
+def _outlier_step(row: dict) -> str:
+    """What the outlier step did, in a few words."""
+    step = row["outliers"]
+    if not step:
+        return "-"
+    if step["residual_divisor"] is not None:
+        return f"residual peak {step['residual_peak']:,.0f}, divided by {step['residual_divisor']:.0f}"
+    if step["worst_group"] is None:
+        return "-"
+    lookups = ", lookups per column" if row.get("lookups_per_column") else ""
+    return (f"{step['worst_group']} x{step['worst_ratio']:.0f}; {step['smoothed_sites']}/{step['sites']} smoothed, "
+            f"{step['kept_wide']} kept wide{lookups}")
+
+
+def run(fixtures: list[str], recipes: list[str], work: Path, threads: int, steps: int,
+        output: Path | None = None) -> dict:
+    """Every recipe on every fixture (the report rewritten at ``output`` after each row)."""
     from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
     from mt5lite.verification.comparison import compare_exports
 
@@ -106,11 +125,14 @@ def run(fixtures: list[str], recipes: list[str], work: Path, threads: int, steps
         for recipe in recipes:
             if recipe == "fp16" and fixture not in ("plain", "residual"):
                 continue
-            out = build(recipe, model, onnx_dir, work / fixture / recipe.split()[0].replace("(", ""))
+            out = build(recipe, model, onnx_dir, work / fixture / recipe.replace(" (no outlier step)", "-raw"))
             report = compare_exports(onnx_dir, out, pairs, threads=threads, speed_samples=24)
             rows.append(row(fixture, recipe, report))
             print(f"{fixture:9s} {recipe:32s} agreement {rows[-1]['greedy_agreement']:.3f} "
                   f"gate {'passed' if not rows[-1]['gate_failures'] else 'FAILED'}", flush=True)
+            if output is not None:
+                report = {"threads": threads, "n": len(pairs), "rows": rows}
+                write_report(report, output, markdown(report))
     return {"threads": threads, "n": len(pairs), "rows": rows}
 
 
@@ -120,10 +142,7 @@ def markdown(report: dict) -> str:
              f"{r['exact_match']:.3f} ({r['exact_match_reference']:.3f})",
              f"{r['worst_language']} {-r['worst_language_drop'] * 100:+.1f}",
              "passes" if not r["gate_failures"] else "fails", f"{r['size_bytes'] / 1e6:.2f}",
-             f"{r['ms_per_token']:.2f} ({r['ms_per_token_fp32']:.2f})",
-             "-" if not r["outliers"] else (f"{r['outliers']['worst_group']} x{r['outliers']['worst_ratio']:.0f}; "
-                                            f"{r['outliers']['smoothed_sites']}/{r['outliers']['sites']} smoothed, "
-                                            f"{r['outliers']['kept_wide']} kept wide")]
+             f"{r['ms_per_token']:.2f} ({r['ms_per_token_fp32']:.2f})", _outlier_step(r)]
             for r in report["rows"]]
     return "\n\n".join([
         "# Int8 recipes on activation-outlier checkpoints",
@@ -142,7 +161,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=BUILD_DIR / "outliers")
     parser.add_argument("--output", type=Path, default=BUILD_DIR / "reports" / "outliers-demo.json")
     args = parser.parse_args()
-    report = run(args.fixtures, args.recipes, args.work, args.threads, args.steps)
+    report = run(args.fixtures, args.recipes, args.work, args.threads, args.steps, args.output)
     print("report:", *write_report(report, args.output, markdown(report)))
 
 

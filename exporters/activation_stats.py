@@ -52,14 +52,15 @@ class StatsAccumulator:
         self.sampled: dict[str, list] = {}
         self.row_runs: dict[str, list] = {}
 
-    def add(self, name: str, value: np.ndarray, run: int) -> None:
-        """One run's value of tensor ``name`` (channels on the last axis)."""
+    def add(self, name: str, value: np.ndarray, run: int | None = None) -> None:
+        """One run's value of tensor ``name`` (channels on the last axis); ``run`` is informational, the runs of a
+        tensor are counted in the order they are added."""
         flat = np.asarray(value, dtype=np.float32).reshape(-1, value.shape[-1])
         self.lows.setdefault(name, []).append(flat.min(axis=0))
         self.highs.setdefault(name, []).append(flat.max(axis=0))
         take = self.rng.choice(len(flat), min(self.per_run, len(flat)), replace=False)
         self.sampled.setdefault(name, []).append(flat[take])
-        self.row_runs.setdefault(name, []).extend([run] * len(take))
+        self.row_runs.setdefault(name, []).extend([len(self.lows[name]) - 1] * len(take))  # this tensor's run
 
     def finish(self) -> dict[str, ChannelStats]:
         """Each tensor's statistics."""

@@ -66,7 +66,7 @@ def columns_where_better(model, source) -> dict[str, dict]:
     floats = {t.name: t for t in source.graph.initializer}
     readers = {name: node for node in graph.node for name in node.input}
     found = {}
-    for node in graph.node:
+    for node in list(graph.node):  # _drop_requantization removes nodes
         table_name = node.input[0] if node.op_type == "Gather" else None
         after = readers.get(node.output[0]) if table_name in initializers else None
         original = table_name[: -len("_quantized")] if table_name and table_name.endswith("_quantized") else None

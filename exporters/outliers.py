@@ -122,11 +122,16 @@ def smooth_graphs(files: dict[str, Path], feeds: dict, model: ErrorModel, scratc
                 node = graph.products[product]
                 graph.set_weight(node, graph.weight(node) * site.m[:, None])
             FOLDS[site.fold].apply(graphs, site)
-    written = write_graphs(graphs, scratch)
-    kept = {role: [p for s in sites if s.role == role for p, e in s.errors.items()
-                   if keep_wide and e["after"] > KEEP_WIDE_ERROR] for role in ROLES}
+    folded = any(site.strength is not None for site in sites)
+    written = write_graphs(graphs, scratch) if folded else dict(files)
+    # A whole site stays wide when one of its products must: ONNX Runtime's QDQ quantizer gives every reader of an
+    # activation the same quantized copy of it.
+    kept = {role: [p for s in sites if s.role == role and keep_wide
+                   and any(e["after"] > KEEP_WIDE_ERROR for e in s.errors.values()) for p in s.products]
+            for role in ROLES}
     smoothed = SmoothedGraphs(written, files, sites, state_scales(sites, heads, d_kv), kept, {})
-    smoothed.check = check_fold(files, smoothed, feeds)
+    smoothed.check = check_fold(files, smoothed, feeds) if folded else {}
+    smoothed.notes["scaled_states"] = sorted(smoothed.scales)  # held divided per channel (state_scales)
     return smoothed
 
 
@@ -153,30 +158,51 @@ def write_graphs(graphs: dict[str, Graph], scratch: Path) -> dict[str, Path]:
     return written
 
 
+def sampled_runs(feeds, runs: int) -> range:
+    """The indices of ``runs`` feeds spread evenly over ``feeds``."""
+    step = max(1, len(feeds) // runs)
+    return range(0, min(len(feeds), step * runs), step)
+
+
+class FoldCheck:
+    """Outputs of a folded model against the original's (``add`` them run by run), relative to each output's
+    largest magnitude; ``verdict`` raises ``ParityError`` beyond ``FOLD_RTOL``."""
+
+    def __init__(self, stage: str):
+        self.stage, self.rows = stage, {}
+
+    def add(self, expected: dict, got: dict, scales: dict) -> None:
+        """One run's outputs (``expected`` from the original, its V states rescaled here by ``scales``)."""
+        expected = rescale_states(expected, scales)
+        for name, value in expected.items():
+            value = np.asarray(value, dtype=np.float64)
+            diff = float(np.abs(np.asarray(got[name], dtype=np.float64) - value).max())
+            row = self.rows.setdefault(name, {"output": name, "shape": list(value.shape), "max_abs_diff": 0.0,
+                                              "tolerance": FOLD_RTOL})
+            row["max_abs_diff"] = max(row["max_abs_diff"], diff / max(float(np.abs(value).max()), 1e-12))
+
+    def verdict(self) -> dict:
+        """Each output's largest relative difference, or ``ParityError``."""
+        if any(not row["max_abs_diff"] <= FOLD_RTOL for row in self.rows.values()):
+            raise ParityError(f"{self.stage} (differences relative to each output's largest value)",
+                              list(self.rows.values()))
+        return {name: row["max_abs_diff"] for name, row in self.rows.items()}
+
+
 def check_fold(files: dict[str, Path], smoothed: SmoothedGraphs, feeds: dict, runs: int = CHECK_RUNS) -> dict:
     """Run the original and the smoothed graphs on ``runs`` calibration feeds of each graph and compare every
     output (the V states rescaled); ``ParityError`` when one differs by more than ``FOLD_RTOL`` of its largest
     magnitude. Returns each output's largest relative difference."""
     import onnxruntime as ort
 
-    found: dict[str, dict] = {}
+    check = FoldCheck("smoothed graphs against the fp32 export")
     for role in ROLES:
         original = ort.InferenceSession(str(files[role]), providers=["CPUExecutionProvider"])
         folded = ort.InferenceSession(str(smoothed.files[role]), providers=["CPUExecutionProvider"])
         names = [o.name for o in original.get_outputs()]
-        step = max(1, len(feeds[role]) // runs)
-        for index in range(0, min(len(feeds[role]), step * runs), step):
+        for index in sampled_runs(feeds[role], runs):
             feed = feeds[role][index]
-            expected = dict(zip(names, original.run(names, feed), strict=True))
-            got = dict(zip(names, folded.run(names, rescale_states(feed, smoothed.scales)), strict=True))
-            expected = rescale_states(expected, smoothed.scales)
-            for name in names:
-                scale = max(float(np.abs(expected[name]).max()), 1e-12)
-                diff = float(np.abs(got[name] - expected[name]).max()) / scale
-                row = found.setdefault(name, {"output": name, "shape": list(expected[name].shape),
-                                              "max_abs_diff": 0.0, "tolerance": FOLD_RTOL})
-                row["max_abs_diff"] = max(row["max_abs_diff"], diff)
-    if any(not row["max_abs_diff"] <= FOLD_RTOL for row in found.values()):
-        raise ParityError("smoothed graphs against the fp32 export (differences relative to each output's largest "
-                          "value)", list(found.values()))
-    return {name: row["max_abs_diff"] for name, row in found.items()}
+            check.add(dict(zip(names, original.run(names, feed), strict=True)),
+                      dict(zip(names, folded.run(names, rescale_states(feed, smoothed.scales)), strict=True)),
+                      smoothed.scales)
+    return check.verdict()

@@ -3,9 +3,10 @@
 T5 v1.1 / mT5 residual streams can exceed fp16's 65,504 (transformers #5651): the residual adds then overflow to inf
 wherever fp16 kernels run them. RMS norm is scale-invariant, so dividing everything that enters the stream (the token
 embedding, every attention ``o`` and FFN ``wo`` output) by ``d`` leaves every norm's output, and so the function,
-unchanged. ``d`` is the power of two that brings the stream's peak, measured on the calibration feeds (what each RMS
-norm squares), under ``FP16_RESIDUAL_LIMIT``: a power of two divides exactly, and the limit leaves 16x headroom
-for inputs the calibration draw did not show. The scaled graphs are checked against the fp32 ones like a fold.
+unchanged (each norm's epsilon is divided by ``d^2`` with it). ``d`` is the power of two that brings the stream's
+peak, measured on the calibration feeds (what each RMS norm squares), under ``FP16_RESIDUAL_LIMIT``: a power of two
+divides exactly, and the limit leaves 16x headroom for inputs the calibration draw did not show. The scaled graphs
+are checked against the fp32 ones like a fold.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from mt5lite.contract import ROLES
 from mt5lite.exporters.graph_probe import load_with_weights, probe_session
-from mt5lite.exporters.outliers import SmoothedGraphs, check_fold, write_graphs
+from mt5lite.exporters.outliers import SmoothedGraphs, check_fold, sampled_runs, write_graphs
 from mt5lite.exporters.smoothing import Graph
 
 #: The residual stream's measured peak is brought under this (fp16's largest value is 65,504).
@@ -45,6 +46,16 @@ def _entries(graph: Graph):
             yield node
 
 
+def _epsilons(graph: Graph):
+    """The constant each RMS norm adds to its mean square (``Add`` of a ``Constant`` inside a norm)."""
+    for node in graph.model.graph.node:
+        if node.op_type == "Add" and "layer_norm" in node.name:
+            for name in node.input:
+                constant = graph.producers.get(name)
+                if constant is not None and constant.op_type == "Constant":
+                    yield constant
+
+
 def residual_peak(files: dict[str, Path], feeds: dict, runs: int = PEAK_RUNS) -> float:
     """The largest magnitude the residual stream takes on ``runs`` calibration feeds of each graph."""
     import onnx
@@ -55,8 +66,7 @@ def residual_peak(files: dict[str, Path], feeds: dict, runs: int = PEAK_RUNS) ->
         names = stream_tensors(Graph(role, model))
         session = probe_session(model, files[role].parent, names)
         inputs = {i.name for i in session.get_inputs()}
-        step = max(1, len(feeds[role]) // runs)
-        for index in range(0, min(len(feeds[role]), step * runs), step):
+        for index in sampled_runs(feeds[role], runs):
             feed = {k: v for k, v in feeds[role][index].items() if k in inputs}
             peak = max([peak] + [float(np.abs(v).max()) for v in session.run(names, feed)])
     return peak
@@ -69,10 +79,15 @@ def scale_residual(files: dict[str, Path], feeds: dict, config, scratch: Path, d
     divisor = 2.0 ** math.ceil(math.log2(peak / FP16_RESIDUAL_LIMIT)) if peak > FP16_RESIDUAL_LIMIT else 1.0
     if not config.smooth:
         divisor = 1.0
+    from onnx import numpy_helper
+
     graphs = {role: Graph(role, load_with_weights(files[role])) for role in ROLES}
     for graph in graphs.values():
         for node in _entries(graph) if divisor != 1.0 else ():
             graph.set_weight(node, graph.weight(node) / divisor)
+        for constant in _epsilons(graph) if divisor != 1.0 else ():  # mean(x^2) shrinks by divisor^2: eps too
+            value = numpy_helper.to_array(constant.attribute[0].t)
+            constant.attribute[0].t.CopyFrom(numpy_helper.from_array(value / np.float32(divisor**2)))
     scaled = SmoothedGraphs(write_graphs(graphs, scratch), files, [], {}, {role: [] for role in ROLES}, {},
                             {"residual_peak": peak, "residual_divisor": divisor,
                              "residual_limit": FP16_RESIDUAL_LIMIT})

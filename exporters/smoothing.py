@@ -93,9 +93,9 @@ class Graph:
     def drop_unused(self) -> None:
         """Remove the initializers no node reads any more (those a fold replaced)."""
         read = {name for node in self.model.graph.node for name in node.input}
-        unused = [t for t in self.model.graph.initializer if t.name not in read]
-        for tensor in unused:
-            self.model.graph.initializer.remove(tensor)
+        kept = [t for t in self.model.graph.initializer if t.name in read]
+        del self.model.graph.initializer[:]
+        self.model.graph.initializer.extend(kept)
 
 
 @dataclass
@@ -205,7 +205,11 @@ def find_sites(graphs: dict) -> list[Site]:
             source = None
             if module.endswith("DenseReluDense.wo"):
                 stem = module[: -len("wo")]
-                source = ("ffn", next((stem + w for w in ("wi_1", "wi") if stem + w in graph.by_module), None), role)
+                # wi_1 times the gate, or ReLU(wi): what commutes with a positive per-unit scale (GELU(wi) does not)
+                gate = graph.producers.get(node.input[0])
+                producer = stem + "wi_1" if gate is not None and gate.op_type == "Mul" else (
+                    stem + "wi" if gate is not None and gate.op_type == "Relu" else None)
+                source = ("ffn", producer if producer in graph.by_module else None, role)
             elif module.endswith("Attention.o"):
                 stem = module[: -len("o")] + "v"
                 owner = next((r for r, g in graphs.items() if stem in g.by_module), None)

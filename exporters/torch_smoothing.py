@@ -13,7 +13,7 @@ Nothing is kept wide yet: the XNNPACK quantizer would need each linear's name in
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from mt5lite.exporters.smoothing import KEEP_WIDE_ERROR, Site, choose, rescale_s
 def find_torch_sites(model) -> list[Site]:
     """Every group of linears that read one activation, named by module, with the fold that can smooth it."""
     sites = []
+    relu = model.config.dense_act_fn == "relu"
     for stack in ("encoder", "decoder"):
         for index, block in enumerate(getattr(model, stack).block):
             for number, layer in enumerate(block.layer):
@@ -31,9 +32,11 @@ def find_torch_sites(model) -> list[Site]:
                     ffn = layer.DenseReluDense
                     readers = [f"{prefix}.DenseReluDense.{n}" for n in ("wi_0", "wi_1", "wi") if hasattr(ffn, n)]
                     sites.append(Site("norm", stack, readers[0], readers, f"{prefix}.layer_norm", stack))
-                    producer = "wi_1" if hasattr(ffn, "wi_1") else "wi"
-                    sites.append(Site("ffn", stack, f"{prefix}.DenseReluDense.wo", [f"{prefix}.DenseReluDense.wo"],
-                                      f"{prefix}.DenseReluDense.{producer}", stack))
+                    # wi_1 times the gate, or ReLU(wi): what commutes with a positive per-unit scale (GELU does not)
+                    producer = "wi_1" if hasattr(ffn, "wi_1") else ("wi" if relu else None)
+                    wo = f"{prefix}.DenseReluDense.wo"
+                    sites.append(Site("ffn", stack, wo, [wo], f"{prefix}.DenseReluDense.{producer}", stack)
+                                 if producer else Site("none", stack, wo, [wo]))
                     continue
                 kind = "SelfAttention" if hasattr(layer, "SelfAttention") else "EncDecAttention"
                 attention = f"{prefix}.{kind}"
@@ -47,6 +50,27 @@ def find_torch_sites(model) -> list[Site]:
     sites.append(Site("none" if tied else "norm", "decoder", "lm_head", ["lm_head"],
                       None if tied else "decoder.final_layer_norm", None if tied else "decoder"))
     return sites
+
+
+def _graph_outputs(model, feeds: dict, max_target_length: int, cross_scale=None, scales=None) -> list[dict]:
+    """The contract graphs' outputs on ``CHECK_RUNS`` feeds of each graph (decoder feeds rescaled by ``scales``)."""
+    import torch
+
+    from mt5lite.contract import NAMES
+    from mt5lite.exporters.graphs import DecoderStepGraph, EncoderGraph
+    from mt5lite.exporters.outliers import CHECK_RUNS, sampled_runs
+
+    graphs = {"encoder": EncoderGraph(model, cross_scale).eval(),
+              "decoder": DecoderStepGraph(model, max_target_length).eval()}
+    found = []
+    with torch.no_grad():
+        for role, graph in graphs.items():
+            inputs, outputs = NAMES[role]
+            for index in sampled_runs(feeds[role], CHECK_RUNS):
+                feed = rescale_states(feeds[role][index], scales or {})
+                values = graph(*[torch.from_numpy(np.ascontiguousarray(feed[name])) for name in inputs])
+                found.append({name: v.numpy() for name, v in zip(outputs, values, strict=True)})
+    return found
 
 
 def measure_linears(model, names: set[str], feeds: dict, max_target_length: int) -> dict:
@@ -86,6 +110,7 @@ class TorchSmoothing:
     scales: dict  # the V states' rescaling (``state_scales``)
     cross_scale: object  # torch tensor [D]: the encoder output's scale for the cross K/V (None: not smoothed)
     over_budget: list[str]  # linears still above KEEP_WIDE_ERROR after smoothing (quantized all the same)
+    check: dict = field(default_factory=dict)  # the fold check's largest relative differences
 
     def decoder_feed(self, feed: dict) -> dict:
         """A decoder feed of the unsmoothed model as the smoothed one reads it."""
@@ -94,7 +119,7 @@ class TorchSmoothing:
     def report(self) -> dict:
         """``site_report`` of the sites, grouped like the ONNX graphs' products."""
         return {**site_report(self.sites, lambda site, product: _group(product), lambda site, product: False),
-                "over_budget": self.over_budget}
+                "over_budget": self.over_budget, "fold_check": self.check, "scaled_states": sorted(self.scales)}
 
 
 def _group(module: str) -> str:
@@ -107,12 +132,17 @@ def _group(module: str) -> str:
 
 def smooth_model(model, feeds: dict, max_target_length: int, activation: str = "static",
                  weight: str = "per-channel") -> TorchSmoothing:
-    """Measure every site on ``feeds``, choose its strength for the recipe (``int8_error``'s schemes), and fold it
-    into ``model``'s parameters in place."""
+    """Measure every site on ``feeds``, choose its strength for the recipe (``int8_error``'s schemes), fold it into
+    ``model``'s parameters in place, and check the contract's graphs (``EncoderGraph(model, cross_scale)``) against
+    the unsmoothed ones (``ParityError`` beyond ``FOLD_RTOL``). The model alone, without the cross scale, no longer
+    computes its cross-attention K/V as before."""
     import torch
+
+    from mt5lite.exporters.outliers import FoldCheck
 
     sites = find_torch_sites(model)
     modules = dict(model.named_modules())
+    expected = _graph_outputs(model, feeds, max_target_length)
     stats = measure_linears(model, {s.activation for s in sites}, feeds, max_target_length)
     for site in sites:
         weights = [modules[p].weight.detach().float().numpy().T for p in site.products]  # [in, out]
@@ -133,4 +163,10 @@ def smooth_model(model, feeds: dict, max_target_length: int, activation: str = "
                 modules[site.producer].weight[:, :] /= m[:, None]
     config = model.config
     over = [p for s in sites for p, e in s.errors.items() if e["after"] > KEEP_WIDE_ERROR]
-    return TorchSmoothing(sites, state_scales(sites, config.num_heads, config.d_kv), cross_scale, over)
+    smoothing = TorchSmoothing(sites, state_scales(sites, config.num_heads, config.d_kv), cross_scale, over)
+    check = FoldCheck("smoothed model against the fp32 model")
+    got = _graph_outputs(model, feeds, max_target_length, cross_scale, smoothing.scales)
+    for before, after in zip(expected, got, strict=True):
+        check.add(before, after, smoothing.scales)
+    smoothing.check = check.verdict()
+    return smoothing

@@ -159,20 +159,21 @@ def quality_gate(report: dict) -> list[str]:
 
 
 #: What to try when an int8 recipe's products carry outliers it could not hold: the next recipe, wider inside.
-WIDER_RECIPE = {"static-int8": "weight-int8", "dynamic-int8": "weight-int8", "weight-int8": "fp16",
-                "tflite-int8": "tflite-dynamic-int8"}
+WIDER_RECIPE = {"static-int8": "--recipe weight-int8", "dynamic-int8": "--recipe weight-int8",
+                "weight-int8": "--recipe fp16", "tflite-int8": "--quantize dynamic-int8",
+                "executorch-int8": "mt5lite quantize --recipe weight-int8 on the ONNX export"}
 
 
 def outlier_advice(report: dict, worst: int = 2) -> str:
     """For a failed int8 export whose manifest diagnosed activation outliers: the node groups with the worst
     ones (largest channel over the median) and the recipe to try; empty when nothing was diagnosed."""
     outliers = (report.get("quantization") or {}).get("outliers")
-    if not outliers:
+    if not outliers or not outliers.get("groups"):
         return ""
     rows = sorted(outliers["groups"].items(), key=lambda item: -item[1]["worst_ratio"])[:worst]
     found = ", ".join(f"{group} x{row['worst_ratio']:.0f} ({row['worst_node']})" for group, row in rows)
     wider = WIDER_RECIPE.get(report.get("recipe", ""))
-    return f"; worst activation outliers: {found}" + (f"; try --recipe {wider}" if wider else "")
+    return f"; worst activation outliers: {found}" + (f"; try {wider}" if wider else "")
 
 
 def compare_and_gate(reference_dir: str | os.PathLike, candidate_dir: str | os.PathLike, pairs,
