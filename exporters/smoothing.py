@@ -16,7 +16,8 @@ part of a **site**: an activation ``X`` that one or more weight MatMuls read, an
 
 ``m_c = max|X_c|^a / max|W_c|^(1-a)`` (SmoothQuant), with the strength ``a`` chosen per site, from
 ``STRENGTHS``, as the one with the least simulated error (``mt5lite.exporters.int8_error``) on the calibration
-rows; ``None`` (no smoothing) competes too. A product still above ``KEEP_WIDE_ERROR`` after that is kept wide.
+rows; ``None`` (no smoothing) competes too, and a strength is kept only where it divides the error by ``MIN_GAIN``.
+A site with a product still above ``KEEP_WIDE_ERROR`` after that is kept wide.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class Graph:
 class Site:
     """An activation read by weight products, and the producer its ``1/m`` folds into."""
 
-    fold: str  # a key of FOLDS, or "none" (measured, not smoothed)
+    fold: str  # a key of FOLDS, "none" (measured, not smoothed), or in PyTorch models "cross" (torch_smoothing)
     role: str  # the graph of the products
     activation: str  # the tensor they read
     products: list[str]  # MatMul node names
