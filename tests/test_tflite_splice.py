@@ -61,7 +61,8 @@ def test_stand_in_lm_head_matches_converting_the_real_weights(static_export, tmp
         scratch.mkdir()
         spec = conversion_spec(static_export, manifest, scratch / "model.tflite", "int8", scratch)
         spec["stand_in"] = stand_in
-        _prepare_int8(static_export, spec, CalibrationDraw(samples=100, max_decoder_steps=64), scratch, False)
+        _prepare_int8(static_export, spec, CalibrationDraw(samples=100, max_decoder_steps=64), scratch, False,
+                      manifest["model"])
         converted = convert_steps(spec, scratch)
         assert bool(converted["stand_ins"]) is stand_in
         float_bytes[stand_in] = converted["bytes"]
