@@ -41,7 +41,7 @@ class ChannelStats:
 
 
 class StatsAccumulator:
-    """Builds ``ChannelStats`` run by run: ``add(name, value, run)`` for every measured tensor of each run, then
+    """Builds ``ChannelStats`` run by run: ``add(name, value)`` for every measured tensor of each run, then
     ``finish()``."""
 
     def __init__(self, runs: int, rows: int = SAMPLE_ROWS, seed: int = 0):
@@ -52,9 +52,9 @@ class StatsAccumulator:
         self.sampled: dict[str, list] = {}
         self.row_runs: dict[str, list] = {}
 
-    def add(self, name: str, value: np.ndarray, run: int | None = None) -> None:
-        """One run's value of tensor ``name`` (channels on the last axis); ``run`` is informational, the runs of a
-        tensor are counted in the order they are added."""
+    def add(self, name: str, value: np.ndarray) -> None:
+        """One run's value of tensor ``name`` (channels on the last axis); a tensor's runs count in the order they
+        are added."""
         flat = np.asarray(value, dtype=np.float32).reshape(-1, value.shape[-1])
         self.lows.setdefault(name, []).append(flat.min(axis=0))
         self.highs.setdefault(name, []).append(flat.max(axis=0))
@@ -90,5 +90,5 @@ def collect_stats(onnx_path: str | Path, names: list[str], feeds, transform=None
         feed = feeds[index] if transform is None else transform(feeds[index])
         values = session.run(names, {k: v for k, v in feed.items() if k in inputs})
         for name, value in zip(names, values, strict=True):
-            found.add(name, value, index)
+            found.add(name, value)
     return found.finish()

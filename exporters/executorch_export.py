@@ -165,13 +165,12 @@ def _smoothed_programs(model, specs: dict, data, max_target_length: int) -> tupl
     feeds, its programs exported again, and ``data``'s decoder feeds rescaled as the smoothed decoder reads them.
     Returns the programs and the outlier report."""
     from mt5lite.exporters.calibration import FeedReader
-    from mt5lite.exporters.outliers import TransformedFeeds
+    from mt5lite.exporters.outliers import rescaled_feeds
     from mt5lite.exporters.torch_smoothing import smooth_model
 
     smoothing = smooth_model(model, {"encoder": data.encoder.feeds, "decoder": data.decoder.feeds},
                              max_target_length)
-    if smoothing.scales:
-        data.decoder = FeedReader(TransformedFeeds(data.decoder.feeds, smoothing.decoder_feed))
+    data.decoder = FeedReader(rescaled_feeds(data.decoder.feeds, smoothing.scales))
     return export_programs(model, specs, max_target_length, smoothing.cross_scale), smoothing.report()
 
 

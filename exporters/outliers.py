@@ -10,7 +10,7 @@ contract's V states are held scaled (``SmoothedGraphs.decoder_feeds``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +38,10 @@ FOLD_RTOL = 1e-4
 
 @dataclass(frozen=True)
 class ErrorModel:
-    """How a recipe quantizes products (``mt5lite.exporters.int8_error``'s schemes), and whether it smooths."""
+    """How a recipe quantizes products (``mt5lite.exporters.int8_error``'s schemes)."""
 
     activation: str  # a key of ACTIVATION_SCHEMES
     weight: str  # a key of WEIGHT_SCHEMES
-    smooth: bool = True
 
 
 class TransformedFeeds:
@@ -56,6 +55,12 @@ class TransformedFeeds:
 
     def __getitem__(self, index: int) -> dict:
         return self.transform(self.feeds[index])
+
+
+def rescaled_feeds(feeds, scales: dict):
+    """Decoder ``feeds`` of an unsmoothed export as a smoothed one reads them (its V states divided by ``scales``,
+    ``state_scales``); ``feeds`` itself when nothing is scaled."""
+    return TransformedFeeds(feeds, lambda feed: rescale_states(feed, scales)) if scales else feeds
 
 
 @dataclass
@@ -72,7 +77,7 @@ class SmoothedGraphs:
 
     def decoder_feeds(self, feeds):
         """The fp32 export's decoder feeds as the smoothed decoder reads them."""
-        return TransformedFeeds(feeds, lambda feed: rescale_states(feed, self.scales)) if self.scales else feeds
+        return rescaled_feeds(feeds, self.scales)
 
     def report(self) -> dict:
         """What the manifest and the quantization report record: per node group, the worst channel found, the
@@ -98,11 +103,10 @@ def _product_groups(files: dict[str, Path]) -> dict[str, dict[str, str]]:
 
 
 def smooth_graphs(files: dict[str, Path], feeds: dict, model: ErrorModel, scratch: Path, heads: int,
-                  d_kv: int, keep_wide: bool = True) -> SmoothedGraphs:
+                  d_kv: int, smooth: bool = True, keep_wide: bool = True) -> SmoothedGraphs:
     """Smooth the fp32 graphs ``files`` (role -> ONNX file) for a recipe quantizing as ``model`` says, from the
     calibration ``feeds`` (role -> a sequence of feed dicts) captured with them; write the smoothed graphs into
-    ``scratch``."""
-
+    ``scratch``. ``smooth`` off: measured only; ``keep_wide`` off: nothing kept wide."""
     from mt5lite.exporters.activation_stats import collect_stats
 
     graphs = {role: Graph(role, load_with_weights(files[role])) for role in ROLES}
@@ -114,7 +118,7 @@ def smooth_graphs(files: dict[str, Path], feeds: dict, model: ErrorModel, scratc
     for site in sites:
         graph = graphs[site.role]
         weights = [graph.weight(graph.products[p]) for p in site.products]
-        choose(site, stats[site.role][site.activation], weights, model.activation, model.weight, model.smooth)
+        choose(site, stats[site.role][site.activation], weights, model.activation, model.weight, smooth)
     for site in sites:
         if site.strength is not None:
             graph = graphs[site.role]
@@ -139,8 +143,8 @@ def smoothing(model: ErrorModel):
     """The outlier step of an int8 recipe quantizing as ``model`` says: ``(files, feeds, config, scratch, dims)
     -> SmoothedGraphs``, honouring the config's ``smooth`` and ``keep_wide``."""
     def prepare(files: dict[str, Path], feeds: dict, config, scratch: Path, dims: dict) -> SmoothedGraphs:
-        return smooth_graphs(files, feeds, replace(model, smooth=config.smooth), scratch, dims["num_heads"],
-                             dims["d_kv"], keep_wide=config.keep_wide)
+        return smooth_graphs(files, feeds, model, scratch, dims["num_heads"], dims["d_kv"], smooth=config.smooth,
+                             keep_wide=config.keep_wide)
     return prepare
 
 

@@ -52,13 +52,15 @@ def find_torch_sites(model) -> list[Site]:
     return sites
 
 
-def _graph_outputs(model, feeds: dict, max_target_length: int, cross_scale=None, scales=None) -> list[dict]:
-    """The contract graphs' outputs on ``CHECK_RUNS`` feeds of each graph (decoder feeds rescaled by ``scales``)."""
+def _run_graphs(model, feeds: dict, max_target_length: int, runs: int | None = None, cross_scale=None,
+                scales=None) -> list[dict]:
+    """The contract graphs' outputs on ``runs`` feeds of each graph (all of them when None; ``sampled_runs``),
+    decoder feeds rescaled by ``scales``."""
     import torch
 
     from mt5lite.contract import NAMES
     from mt5lite.exporters.graphs import DecoderStepGraph, EncoderGraph
-    from mt5lite.exporters.outliers import CHECK_RUNS, sampled_runs
+    from mt5lite.exporters.outliers import sampled_runs
 
     graphs = {"encoder": EncoderGraph(model, cross_scale).eval(),
               "decoder": DecoderStepGraph(model, max_target_length).eval()}
@@ -66,7 +68,7 @@ def _graph_outputs(model, feeds: dict, max_target_length: int, cross_scale=None,
     with torch.no_grad():
         for role, graph in graphs.items():
             inputs, outputs = NAMES[role]
-            for index in sampled_runs(feeds[role], CHECK_RUNS):
+            for index in range(len(feeds[role])) if runs is None else sampled_runs(feeds[role], runs):
                 feed = rescale_states(feeds[role][index], scales or {})
                 values = graph(*[torch.from_numpy(np.ascontiguousarray(feed[name])) for name in inputs])
                 found.append({name: v.numpy() for name, v in zip(outputs, values, strict=True)})
@@ -76,26 +78,14 @@ def _graph_outputs(model, feeds: dict, max_target_length: int, cross_scale=None,
 def measure_linears(model, names: set[str], feeds: dict, max_target_length: int) -> dict:
     """``ChannelStats`` of the input of each linear in ``names``, over the calibration ``feeds`` (role -> a
     sequence of feed dicts) run through the contract's graphs."""
-    import torch
-
-    from mt5lite.contract import NAMES
     from mt5lite.exporters.activation_stats import StatsAccumulator
-    from mt5lite.exporters.graphs import DecoderStepGraph, EncoderGraph
 
-    graphs = {"encoder": EncoderGraph(model).eval(), "decoder": DecoderStepGraph(model, max_target_length).eval()}
-    runs = sum(len(f) for f in feeds.values())
-    found = StatsAccumulator(runs)
-    run = [0]
+    found = StatsAccumulator(sum(len(f) for f in feeds.values()))
     hooks = [module.register_forward_hook(
-        lambda _m, args, _out, name=name: found.add(name, args[0].detach().float().numpy(), run[0]))
+        lambda _m, args, _out, name=name: found.add(name, args[0].detach().float().numpy()))
         for name, module in model.named_modules() if name in names]
     try:
-        with torch.no_grad():
-            for role, graph in graphs.items():
-                for index in range(len(feeds[role])):
-                    feed = feeds[role][index]
-                    graph(*[torch.from_numpy(np.ascontiguousarray(feed[name])) for name in NAMES[role][0]])
-                    run[0] += 1
+        _run_graphs(model, feeds, max_target_length)
     finally:
         for hook in hooks:
             hook.remove()
@@ -111,10 +101,6 @@ class TorchSmoothing:
     cross_scale: object  # torch tensor [D]: the encoder output's scale for the cross K/V (None: not smoothed)
     over_budget: list[str]  # linears still above KEEP_WIDE_ERROR after smoothing (quantized all the same)
     check: dict = field(default_factory=dict)  # the fold check's largest relative differences
-
-    def decoder_feed(self, feed: dict) -> dict:
-        """A decoder feed of the unsmoothed model as the smoothed one reads it."""
-        return rescale_states(feed, self.scales)
 
     def report(self) -> dict:
         """``site_report`` of the sites, grouped like the ONNX graphs' products."""
@@ -138,11 +124,11 @@ def smooth_model(model, feeds: dict, max_target_length: int, activation: str = "
     computes its cross-attention K/V as before."""
     import torch
 
-    from mt5lite.exporters.outliers import FoldCheck
+    from mt5lite.exporters.outliers import CHECK_RUNS, FoldCheck
 
     sites = find_torch_sites(model)
     modules = dict(model.named_modules())
-    expected = _graph_outputs(model, feeds, max_target_length)
+    expected = _run_graphs(model, feeds, max_target_length, CHECK_RUNS)
     stats = measure_linears(model, {s.activation for s in sites}, feeds, max_target_length)
     for site in sites:
         weights = [modules[p].weight.detach().float().numpy().T for p in site.products]  # [in, out]
@@ -165,7 +151,7 @@ def smooth_model(model, feeds: dict, max_target_length: int, activation: str = "
     over = [p for s in sites for p, e in s.errors.items() if e["after"] > KEEP_WIDE_ERROR]
     smoothing = TorchSmoothing(sites, state_scales(sites, config.num_heads, config.d_kv), cross_scale, over)
     check = FoldCheck("smoothed model against the fp32 model")
-    got = _graph_outputs(model, feeds, max_target_length, cross_scale, smoothing.scales)
+    got = _run_graphs(model, feeds, max_target_length, CHECK_RUNS, cross_scale, smoothing.scales)
     for before, after in zip(expected, got, strict=True):
         check.add(before, after, smoothing.scales)
     smoothing.check = check.verdict()

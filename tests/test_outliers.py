@@ -235,7 +235,7 @@ def test_every_error_scheme_sees_outliers_and_smoothing(activation, weight):
     rows[:, [3, 77, 200]] *= 300.0
     found = StatsAccumulator(8)
     for run in range(8):
-        found.add("x", rows[run * 8:(run + 1) * 8], run)
+        found.add("x", rows[run * 8:(run + 1) * 8])
     stats = found.finish()["x"]
     plain = relative_error(stats, width, np.ones(256), activation, weight)
     smoothed = relative_error(stats, width, stats.absmax ** 0.5 / np.abs(width).max(axis=1) ** 0.5, activation,
