@@ -291,6 +291,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     from mt5lite.exporters.sensitivity import sensitivity_analysis, write_sensitivity_report
 
     args.recipe, args.groups, args.exclude = "static-int8", None, []
+    args.smooth = args.keep_wide = False  # each group's own sensitivity (sensitivity_analysis says so too)
     config = _quantize_config(args)
     texts = [s.text for s in draw_samples(read_tagged_texts(args.data), args.eval_samples, source=str(args.data))]
     report = sensitivity_analysis(args.export, texts, config, threads=args.threads, progress=True)
@@ -427,11 +428,6 @@ def _add_quantize_args(parser: argparse.ArgumentParser) -> None:
                         help="one weight scale per output channel")
     parser.add_argument("--format", choices=[f.value for f in Format], default=Format.QDQ.value,
                         help="qdq: Q/DQ pairs (ONNX Runtime fuses them); qoperator: QLinear* ops")
-    parser.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=True,
-                        help="the outlier step: int8 migrates activation outliers into the weights where that lowers "
-                        "the measured error; fp16 scales the residual stream into its range")
-    parser.add_argument("--keep-wide", action=argparse.BooleanOptionalAction, default=True,
-                        help="int8: keep products int8 cannot hold (measured on the calibration draw) in float")
 
 
 def _add_gate_args(parser: argparse.ArgumentParser, threads: bool = True) -> None:
@@ -562,6 +558,11 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--export", type=Path, required=True, help="the fp32 mt5lite ONNX export to quantize")
     quantize.add_argument("--output", type=Path, required=True, help="export directory to create")
     _add_quantize_args(quantize)
+    quantize.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=True,
+                          help="the outlier step: int8 migrates activation outliers into the weights where that lowers "
+                          "the measured error; fp16 scales the residual stream into its range")
+    quantize.add_argument("--keep-wide", action=argparse.BooleanOptionalAction, default=True,
+                          help="int8: keep products int8 cannot hold (measured on the calibration draw) in float")
     quantize.add_argument("--recipe", choices=list(RECIPES), default="static-int8",
                           help="static-int8: calibrated int8; dynamic-int8: int8 weights only; fp16: wo and layer "
                           "norms kept in fp32")
