@@ -42,6 +42,7 @@ class ErrorModel:
 
     activation: str  # a key of ACTIVATION_SCHEMES
     weight: str  # a key of WEIGHT_SCHEMES
+    residual: bool = False  # the residual stream itself is quantized (full int8): rotate it where that helps
 
 
 class TransformedFeeds:
@@ -110,11 +111,14 @@ def smooth_graphs(files: dict[str, Path], feeds: dict, model: ErrorModel, scratc
     from mt5lite.exporters.activation_stats import collect_stats
 
     graphs = {role: Graph(role, load_with_weights(files[role])) for role in ROLES}
+    measured, rotation = files, None
+    if model.residual and smooth:
+        graphs, measured, rotation = _rotated(graphs, files, feeds, scratch / "rotated")
     sites = find_sites(graphs)
     stats = {}
     for role in ROLES:
         names = sorted({s.activation for s in sites if s.role == role})
-        stats[role] = collect_stats(files[role], names, feeds[role])
+        stats[role] = collect_stats(measured[role], names, feeds[role])
     for site in sites:
         graph = graphs[site.role]
         weights = [graph.weight(graph.products[p]) for p in site.products]
@@ -127,16 +131,35 @@ def smooth_graphs(files: dict[str, Path], feeds: dict, model: ErrorModel, scratc
                 graph.set_weight(node, graph.weight(node) * site.m[:, None])
             FOLDS[site.fold].apply(graphs, site)
     folded = any(site.strength is not None for site in sites)
-    written = write_graphs(graphs, scratch) if folded else dict(files)
+    written = write_graphs(graphs, scratch) if folded else dict(measured)
     # A whole site stays wide when one of its products must: ONNX Runtime's QDQ quantizer gives every reader of an
     # activation the same quantized copy of it.
     kept = {role: [p for s in sites if s.role == role and keep_wide
                    and any(e["after"] > KEEP_WIDE_ERROR for e in s.errors.values()) for p in s.products]
             for role in ROLES}
     smoothed = SmoothedGraphs(written, files, sites, state_scales(sites, heads, d_kv), kept, {})
-    smoothed.check = check_fold(files, smoothed, feeds) if folded else {}
+    smoothed.check = check_fold(files, smoothed, feeds) if folded or measured is not files else {}
     smoothed.notes["scaled_states"] = sorted(smoothed.scales)  # held divided per channel (state_scales)
+    if rotation is not None:
+        smoothed.notes["rotation"] = rotation.report()
     return smoothed
+
+
+def _rotated(graphs: dict[str, Graph], files: dict[str, Path], feeds: dict, scratch: Path):
+    """The residual stream's rotation (``mt5lite.exporters.rotation``), measured on the calibration ``feeds`` and
+    applied where it lowers the error: returns the graphs to smooth, the files they were written to (``files``
+    when not rotated) and the choice."""
+    from mt5lite.exporters.activation_stats import collect_stats
+    from mt5lite.exporters.rotation import choose_rotation, normalized_inputs, random_rotation, rotate
+
+    names = normalized_inputs(graphs)
+    stats = {role: collect_stats(files[role], names[role], feeds[role]) for role in ROLES}
+    choice = choose_rotation(graphs, stats)
+    if choice.seed is None:
+        return graphs, files, choice
+    rotate(graphs, random_rotation(choice.width, choice.seed))
+    written = write_graphs(graphs, scratch)
+    return {role: Graph(role, load_with_weights(written[role])) for role in ROLES}, written, choice
 
 
 def smoothing(model: ErrorModel):

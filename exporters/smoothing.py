@@ -59,8 +59,13 @@ class Graph:
     def __post_init__(self):
         from onnx import numpy_helper
 
-        self.initializers = {t.name: t for t in self.model.graph.initializer}
         self.arrays = {}
+        self._to_array = numpy_helper.to_array
+        self.reindex()
+
+    def reindex(self) -> None:
+        """Build the look-ups again (after nodes were added or rewired)."""
+        self.initializers = {t.name: t for t in self.model.graph.initializer}
         self.producers = {out: node for node in self.model.graph.node for out in node.output}
         self.consumers: dict[str, list] = {}
         for node in self.model.graph.node:
@@ -70,7 +75,6 @@ class Graph:
         self.products = {node.name: node for node in self.model.graph.node
                          if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in self.initializers}
         self.by_module = {_module(name): node for name, node in self.products.items()}
-        self._to_array = numpy_helper.to_array
 
     def weight(self, node) -> np.ndarray:
         """The weight a MatMul or scale Mul reads (its initializer input)."""

@@ -150,7 +150,9 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
                         "quantized_nodes": {}}
         if precision.calibrated:
             quantization.update(_prepare_int8(source, spec, calibration, Path(scratch), progress, manifest["model"]))
-        convert_steps(spec, Path(scratch))
+        converted = convert_steps(spec, Path(scratch))
+        if precision.calibrated:
+            quantization["float_ops"] = converted["float_nodes"]
         checked = _worker("check", spec, Path(scratch))
         graphs, ops = json.loads(json.dumps(manifest["graphs"])), {}
         for role in ROLES:
@@ -190,12 +192,13 @@ def conversion_spec(source: Path, manifest: dict, output: Path, quantize: str, s
 def convert_steps(spec: dict, scratch: Path) -> dict:
     """Write ``spec["output"]``: ``convert``, then for int8 (``spec`` prepared by ``_prepare_int8``) TensorFlow's
     int8 steps after it, ``calibrate`` and ``quantize``, each in a process of its own, so that no process holds
-    more than one model at a time. Returns what ``convert`` reported."""
+    more than one model at a time. Returns what ``convert`` reported (int8: and how many ops ``quantize`` left
+    float)."""
     converted = _worker("convert", spec, scratch)
     if TFLITE_PRECISIONS[spec["quantize"]].calibrated:
         spec["stand_ins"] = converted["stand_ins"]
         _worker("calibrate", spec, scratch)
-        _worker("quantize", spec, scratch)
+        converted["float_nodes"] = _worker("quantize", spec, scratch)["float_nodes"]
     return converted
 
 
@@ -203,8 +206,9 @@ def _prepare_int8(source: Path, spec: dict, calibration: CalibrationDraw, scratc
                   config: dict) -> dict:
     """Capture the representative data and choose each graph's masking constant, in a child process that writes
     the feeds beside the output (``calibrate``); smooth the activation outliers into the weights
-    (``mt5lite.exporters.outliers``, as full int8 quantizes: one range per tensor, weights per channel); point the
-    graphs' worker specs at the smoothed graphs and their feeds. Returns what the manifest records."""
+    (``mt5lite.exporters.outliers``, as full int8 quantizes: one range per tensor, weights per channel; the residual
+    stream rotated where it carries outliers, and then kept float); point the graphs' worker specs at the smoothed
+    graphs and their feeds. Returns what the manifest records."""
     draw = {"file": str(calibration.file), "samples": calibration.samples,
             "max_decoder_steps": calibration.max_decoder_steps, "seed": calibration.seed}
     found = _worker("capture", {**spec, "source": str(source), "draw": draw, "store": str(scratch / "calibration"),
@@ -215,7 +219,10 @@ def _prepare_int8(source: Path, spec: dict, calibration: CalibrationDraw, scratc
         graph["mask_value"] = masks[role]["value"]
         graph["calibration"] = found["stores"][role]
     outliers = _smooth(spec, scratch, config)
-    return {"weights": "int8", "activations": "int8", "inputs_outputs": "float32", "outliers": outliers,
+    # Outliers in the residual stream itself (its rotation was needed): the stream stays float (tflite_residual)
+    spec["float_residual"] = (outliers.get("rotation") or {}).get("seed") is not None
+    activations = "int8; the residual stream and RMS norms float" if spec["float_residual"] else "int8"
+    return {"weights": "int8", "activations": activations, "inputs_outputs": "float32", "outliers": outliers,
             "calibration": found["calibration"]}
 
 
@@ -228,7 +235,7 @@ def _smooth(spec: dict, scratch: Path, config: dict) -> dict:
     graphs = spec["graphs"]
     stores = {role: FeedStore(graph["calibration"]) for role, graph in graphs.items()}
     smoothed = smooth_graphs({role: Path(graph["onnx"]) for role, graph in graphs.items()}, stores,
-                             ErrorModel("static", "per-channel"), scratch / "smoothed", config["num_heads"],
+                             ErrorModel("static", "per-channel", residual=True), scratch / "smoothed", config["num_heads"],
                              config["d_kv"], keep_wide=False)  # full int8 has no float products to keep
     if smoothed.scales:
         rescaled = FeedStore(scratch / "calibration-smoothed" / "decoder")

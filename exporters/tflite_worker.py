@@ -168,17 +168,22 @@ def quantize(spec: dict) -> dict:
     """The calibrated model (``spec["calibrated"]``) quantized to full int8 with float inputs and outputs, its
     identical read-only buffers stored once (both as TensorFlow's converter does, for a model under 2 GB), and
     the real lm_head written over its stand-in (``spec["stand_ins"]``: role -> the ONNX initializer and the
-    factors folded into it; the logits' calibrated range in ``spec["logits_range"]``). Writes
-    ``spec["output"]``."""
+    factors folded into it; the logits' calibrated range in ``spec["logits_range"]``); with
+    ``spec["float_residual"]`` the residual stream's adds and the RMS norms' arithmetic stay float
+    (``mt5lite.exporters.tflite_residual``). Writes ``spec["output"]``; returns its size and the float ops."""
     import onnx
     import tensorflow as tf
     from tensorflow.lite.python import convert as tf_convert
 
     from mt5lite.exporters.onnx_to_tf import initializer_array
+    from mt5lite.exporters.tflite_residual import residual_nodes
     from mt5lite.exporters.tflite_splice import splice_lm_head
 
-    model = tf_convert.mlir_quantize(Path(spec["calibrated"]).read_bytes(), input_data_type=tf.float32,
-                                     output_data_type=tf.float32)
+    calibrated = Path(spec["calibrated"]).read_bytes()
+    float_nodes = residual_nodes(calibrated) if spec.get("float_residual") else []
+    model = tf_convert.mlir_quantize(calibrated, input_data_type=tf.float32, output_data_type=tf.float32,
+                                     denylisted_nodes=float_nodes or None)
+    del calibrated
     model = tf_convert.deduplicate_readonly_buffers(model)
     for role, stand_in in spec.get("stand_ins", {}).items():
         graph = spec["graphs"][role]
@@ -188,7 +193,7 @@ def quantize(spec: dict) -> dict:
         # MatMul's [in, out] is TFLite's [out, in]
         model = splice_lm_head(model, weight.T, tuple(spec["logits_range"]), stand_in["rows"])
     Path(spec["output"]).write_bytes(model)
-    return {"bytes": len(model)}
+    return {"bytes": len(model), "float_nodes": len(float_nodes)}
 
 
 def check(spec: dict) -> dict:

@@ -244,3 +244,80 @@ def test_every_error_scheme_sees_outliers_and_smoothing(activation, weight):
         assert plain < 0.02
     else:
         assert plain > 0.015 and smoothed < plain / 3, (plain, smoothed)
+
+
+def _rotated_against_original(export: Path, scratch: Path, seed: int = 0) -> dict:
+    """Rotate both graphs of ``export`` by seed ``seed`` and compare every output with the originals on
+    calibration feeds; returns the largest relative difference per output."""
+    from mt5lite.exporters.graph_probe import load_with_weights
+    from mt5lite.exporters.outliers import SmoothedGraphs, check_fold, write_graphs
+    from mt5lite.exporters.rotation import random_rotation, rotatable, rotate
+    from mt5lite.exporters.smoothing import Graph
+
+    manifest = load_manifest(export)
+    calibration = calibration_for(export, QuantizeConfig(samples=100, max_decoder_steps=32))
+    files = {role: inside(export, manifest["graphs"][role]["file"]) for role in ("encoder", "decoder")}
+    feeds = {role: getattr(calibration, role).feeds for role in files}
+    graphs = {role: Graph(role, load_with_weights(files[role])) for role in files}
+    width = manifest["model"]["d_model"]
+    assert rotatable(graphs, width) is None
+    rotate(graphs, random_rotation(width, seed))
+    written = write_graphs(graphs, scratch)
+    return check_fold(files, SmoothedGraphs(written, files, [], {}, {}, {}), feeds)
+
+
+def test_rotating_the_residual_stream_keeps_fp32_on_every_family(tiny_outlier_export, tmp_path):
+    """The residual stream times a random orthogonal matrix, every writer and reader compensated (the norms'
+    weights folded into the readers, the encoder's output turned back): every output of both graphs, the
+    contract's encoder_hidden_states included, equals the original's (checked inside: ParityError otherwise)."""
+    check = _rotated_against_original(tiny_outlier_export, tmp_path / "rotated")
+    assert set(check) == {"encoder_hidden_states", "cross_k", "cross_v", "logits", "new_self_k", "new_self_v"}
+    assert max(check.values()) <= 1e-4
+
+
+def test_residual_outliers_from_training_are_rotated_and_a_plain_stream_is_not(demo_model, static_export,
+                                                                               tmp_path):
+    """Residual channels amplified x30 where they enter the stream (what training leaves in real checkpoints):
+    full int8's error model measures the norms' inputs, picks the rotation with the least error and applies it;
+    the demo model's stream, without such channels, is left as it is."""
+    from mt5lite.checkpoint import save_checkpoint
+    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from tests.outlier_fixtures import amplify_residual_channels
+
+    model = load_model(demo_model)
+    amplify_residual_channels(model, factor=30.0)
+    save_checkpoint(model, (demo_model / "spiece.model").read_bytes(), tmp_path / "model")
+    export_onnx(tmp_path / "model", tmp_path / "onnx", OnnxExportConfig(max_source_length=32, max_target_length=16))
+    full_int8 = ErrorModel("static", "per-channel", residual=True)
+    rotated = _smooth(tmp_path / "onnx", tmp_path / "rotated", full_int8).report()["rotation"]
+    assert rotated["seed"] is not None and rotated["error_after"] * 1.5 <= rotated["error_before"]
+    plain = _smooth(static_export, tmp_path / "plain", full_int8).report()["rotation"]
+    assert plain["seed"] is None and plain["seeds_tried"] > 1
+    # ONNX Runtime's recipes quantize no residual stream: nothing is rotated for them
+    assert "rotation" not in _smooth(tmp_path / "onnx", tmp_path / "static", ErrorModel("static", "per-channel")
+                                     ).report()
+
+
+def test_full_int8_tflite_keeps_a_rotated_residual_stream_float(tiny_mt5, tmp_path):
+    """Where the residual stream itself carries outlier channels (rotated by the outlier step), full-int8 TFLite
+    keeps the stream's adds and the RMS norms' arithmetic float, every product int8, and its manifest says so."""
+    from mt5lite.checkpoint import save_checkpoint
+    from mt5lite.exporters.calibration import CalibrationDraw
+    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.tflite_export import export_tflite
+    from tests.outlier_fixtures import amplify_residual_channels
+
+    model = load_model(tiny_mt5)
+    amplify_residual_channels(model, factor=30.0)
+    save_checkpoint(model, (tiny_mt5 / "spiece.model").read_bytes(), tmp_path / "model")
+    export_onnx(tmp_path / "model", tmp_path / "onnx", OnnxExportConfig(max_source_length=64, max_target_length=8,
+                                                                        static_shapes=True))
+    export_tflite(tmp_path / "onnx", tmp_path / "tflite", quantize="int8", validate_samples=2,
+                  calibration=CalibrationDraw(samples=100, max_decoder_steps=32))
+    quantization = load_manifest(tmp_path / "tflite")["quantization"]
+    assert quantization["outliers"]["rotation"]["seed"] is not None
+    assert "residual stream" in quantization["activations"]
+    config = load_model(tiny_mt5).config
+    norms = 2 * config.num_layers + 3 * config.num_decoder_layers + 2
+    residual_adds = norms - 2  # every norm but each stack's first reads a residual add
+    assert quantization["float_ops"] >= 4 * norms + residual_adds
