@@ -79,14 +79,15 @@ class ExecutorchExportConfig:
         return self
 
 
-def export_programs(model, specs: dict, max_target_length: int, cross_scale=None) -> dict:
+def export_programs(model, specs: dict, max_target_length: int, cross_scale=None, output_rotation=None) -> dict:
     """Each contract graph of ``model`` as a ``torch.export`` program with the static shapes of ``specs``
-    (``cross_scale``: what the encoder's output is multiplied by for the cross K/V, after smoothing)."""
+    (``cross_scale``: what the encoder's output is multiplied by for the cross K/V, after smoothing;
+    ``output_rotation``: what turns a rotated encoder output back, ``EncoderGraph``)."""
     import torch
 
     from mt5lite.exporters.graphs import DecoderStepGraph, EncoderGraph
 
-    modules = {"encoder": EncoderGraph(model, cross_scale).eval(),
+    modules = {"encoder": EncoderGraph(model, cross_scale, output_rotation).eval(),
                "decoder": DecoderStepGraph(model, max_target_length).eval()}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -171,7 +172,8 @@ def _smoothed_programs(model, specs: dict, data, max_target_length: int) -> tupl
     smoothing = smooth_model(model, {"encoder": data.encoder.feeds, "decoder": data.decoder.feeds},
                              max_target_length)
     data.decoder = FeedReader(rescaled_feeds(data.decoder.feeds, smoothing.scales))
-    return export_programs(model, specs, max_target_length, smoothing.cross_scale), smoothing.report()
+    return (export_programs(model, specs, max_target_length, smoothing.cross_scale, smoothing.output_rotation),
+            smoothing.report())
 
 
 def lower_programs(programs: dict, path: Path) -> dict:

@@ -43,7 +43,7 @@ def _merge_step_heads(x: torch.Tensor, width: int) -> torch.Tensor:
 class EncoderGraph(nn.Module):
     """The encoder and the decoder's cross-attention K/V projections, run once per input."""
 
-    def __init__(self, model, cross_scale: torch.Tensor | None = None):
+    def __init__(self, model, cross_scale: torch.Tensor | None = None, output_rotation: torch.Tensor | None = None):
         super().__init__()
         self.encoder = model.get_encoder()
         self.cross_attention = nn.ModuleList(block.layer[1].EncDecAttention for block in model.decoder.block)
@@ -52,12 +52,18 @@ class EncoderGraph(nn.Module):
         # Smoothing (int8): the cross K/V read the encoder's output divided per channel by what their weights took,
         # while encoder_hidden_states stays as it is (mt5lite.exporters.torch_smoothing).
         self.cross_scale = None if cross_scale is None else nn.Parameter(cross_scale, requires_grad=False)
+        # A rotated residual stream (int8; mt5lite.exporters.torch_rotation): the cross K/V read the encoder's output
+        # rotated, encoder_hidden_states turns back through this [D, D] matrix.
+        self.output_rotation = None if output_rotation is None else nn.Parameter(output_rotation,
+                                                                                 requires_grad=False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         cross = hidden if self.cross_scale is None else hidden * self.cross_scale
         keys = [_split_heads(attn.k(cross), self.heads, self.d_kv) for attn in self.cross_attention]
         values = [_split_heads(attn.v(cross), self.heads, self.d_kv) for attn in self.cross_attention]
+        if self.output_rotation is not None:
+            hidden = hidden @ self.output_rotation
         return hidden, torch.stack(keys), torch.stack(values)
 
 

@@ -150,11 +150,17 @@ def _rotated(graphs: dict[str, Graph], files: dict[str, Path], feeds: dict, scra
     applied where it lowers the error: returns the graphs to smooth, the files they were written to (``files``
     when not rotated) and the choice."""
     from mt5lite.exporters.activation_stats import collect_stats
-    from mt5lite.exporters.rotation import choose_rotation, normalized_inputs, random_rotation, rotate
+    from mt5lite.exporters.rotation import (
+        choose_rotation,
+        normalized_inputs,
+        random_rotation,
+        rotatable,
+        rotate,
+    )
 
     names = normalized_inputs(graphs)
-    stats = {role: collect_stats(files[role], names[role], feeds[role]) for role in ROLES}
-    choice = choose_rotation(graphs, stats)
+    rows = [s.rows for role in ROLES for s in collect_stats(files[role], names[role], feeds[role]).values()]
+    choice = choose_rotation(rows, rotatable(graphs, rows[0].shape[1]))
     if choice.seed is None:
         return graphs, files, choice
     rotate(graphs, random_rotation(choice.width, choice.seed))

@@ -222,16 +222,14 @@ class RotationChoice:
                                                                           if self.why_not else {})}
 
 
-def choose_rotation(graphs: dict[str, Graph], stats: dict[str, dict]) -> RotationChoice:
+def choose_rotation(rows: list[np.ndarray], why_not: str | None = None) -> RotationChoice:
     """Pick the rotation of ``ROTATION_SEEDS`` with the least summed ``static_error`` of the norms' normalized
-    inputs (``stats``: role -> tensor -> ``ChannelStats``, their sampled rows), kept only where it divides the
-    unrotated error by ``MIN_GAIN``."""
-    rows = [s.rows for role in graphs for s in stats[role].values()]
+    inputs (``rows``: each norm's sampled calibration rows), kept only where it divides the unrotated error by
+    ``MIN_GAIN``; none where ``why_not`` says the model cannot be rotated."""
     before = sum(static_error(r) for r in rows)
     width = rows[0].shape[1]
-    why = rotatable(graphs, width)
-    if why is not None:
-        return RotationChoice(None, before, why_not=why, width=width)
+    if why_not is not None:
+        return RotationChoice(None, before, why_not=why_not, width=width)
     errors = {}
     for seed in ROTATION_SEEDS:
         q = random_rotation(width, seed)

@@ -52,17 +52,17 @@ def find_torch_sites(model) -> list[Site]:
     return sites
 
 
-def _run_graphs(model, feeds: dict, max_target_length: int, runs: int | None = None, cross_scale=None,
-                scales=None) -> list[dict]:
+def run_graphs(model, feeds: dict, max_target_length: int, runs: int | None = None, cross_scale=None,
+               scales=None, output_rotation=None) -> list[dict]:
     """The contract graphs' outputs on ``runs`` feeds of each graph (all of them when None; ``sampled_runs``),
-    decoder feeds rescaled by ``scales``."""
+    decoder feeds rescaled by ``scales`` (``cross_scale``, ``output_rotation``: ``EncoderGraph``'s)."""
     import torch
 
     from mt5lite.contract import NAMES
     from mt5lite.exporters.graphs import DecoderStepGraph, EncoderGraph
     from mt5lite.exporters.outliers import sampled_runs
 
-    graphs = {"encoder": EncoderGraph(model, cross_scale).eval(),
+    graphs = {"encoder": EncoderGraph(model, cross_scale, output_rotation).eval(),
               "decoder": DecoderStepGraph(model, max_target_length).eval()}
     found = []
     with torch.no_grad():
@@ -85,7 +85,7 @@ def measure_linears(model, names: set[str], feeds: dict, max_target_length: int)
         lambda _m, args, _out, name=name: found.add(name, args[0].detach().float().numpy()))
         for name, module in model.named_modules() if name in names]
     try:
-        _run_graphs(model, feeds, max_target_length)
+        run_graphs(model, feeds, max_target_length)
     finally:
         for hook in hooks:
             hook.remove()
@@ -101,11 +101,14 @@ class TorchSmoothing:
     cross_scale: object  # torch tensor [D]: the encoder output's scale for the cross K/V (None: not smoothed)
     over_budget: list[str]  # linears still above KEEP_WIDE_ERROR after smoothing (quantized all the same)
     check: dict = field(default_factory=dict)  # the fold check's largest relative differences
+    rotation: dict = field(default_factory=dict)  # the residual stream's rotation (RotationChoice.report)
+    output_rotation: object = None  # torch tensor [D, D]: turns the rotated encoder output back (None: not rotated)
 
     def report(self) -> dict:
         """``site_report`` of the sites, grouped like the ONNX graphs' products."""
         return {**site_report(self.sites, lambda site, product: _group(product), lambda site, product: False),
-                "over_budget": self.over_budget, "fold_check": self.check, "scaled_states": sorted(self.scales)}
+                "over_budget": self.over_budget, "fold_check": self.check, "scaled_states": sorted(self.scales),
+                "rotation": self.rotation}
 
 
 def _group(module: str) -> str:
@@ -116,10 +119,25 @@ def _group(module: str) -> str:
                  and re.search(group.name_pattern, f"{module}/MatMul")), "other")
 
 
+def _rotate(model, feeds: dict, max_target_length: int):
+    """The residual stream's rotation, chosen on the calibration ``feeds`` (``mt5lite.exporters.rotation``) and
+    folded into ``model`` where it lowers the error. Returns the choice and the encoder output's way back (None
+    when not rotated)."""
+    from mt5lite.exporters.rotation import choose_rotation, random_rotation
+    from mt5lite.exporters.torch_rotation import measure_normalized, rotate_model
+
+    tied = "a tied lm_head is the embedding itself" if model.config.tie_word_embeddings else None
+    choice = choose_rotation(measure_normalized(model, feeds, max_target_length), tied)
+    if choice.seed is None:
+        return choice, None
+    return choice, rotate_model(model, random_rotation(choice.width, choice.seed))
+
+
 def smooth_model(model, feeds: dict, max_target_length: int, activation: str = "static",
                  weight: str = "per-channel") -> TorchSmoothing:
-    """Measure every site on ``feeds``, choose its strength for the recipe (``int8_error``'s schemes), fold it into
-    ``model``'s parameters in place, and check the contract's graphs (``EncoderGraph(model, cross_scale)``) against
+    """Rotate the residual stream where that lowers its error (``_rotate``), measure every site on ``feeds``,
+    choose its strength for the recipe (``int8_error``'s schemes), fold it into ``model``'s parameters in place,
+    and check the contract's graphs (``EncoderGraph(model, cross_scale)``) against
     the unsmoothed ones (``ParityError`` beyond ``FOLD_RTOL``). The model alone, without the cross scale, no longer
     computes its cross-attention K/V as before."""
     import torch
@@ -128,7 +146,8 @@ def smooth_model(model, feeds: dict, max_target_length: int, activation: str = "
 
     sites = find_torch_sites(model)
     modules = dict(model.named_modules())
-    expected = _run_graphs(model, feeds, max_target_length, CHECK_RUNS)
+    expected = run_graphs(model, feeds, max_target_length, CHECK_RUNS)
+    rotation, back = _rotate(model, feeds, max_target_length)
     stats = measure_linears(model, {s.activation for s in sites}, feeds, max_target_length)
     for site in sites:
         weights = [modules[p].weight.detach().float().numpy().T for p in site.products]  # [in, out]
@@ -149,9 +168,10 @@ def smooth_model(model, feeds: dict, max_target_length: int, activation: str = "
                 modules[site.producer].weight[:, :] /= m[:, None]
     config = model.config
     over = [p for s in sites for p, e in s.errors.items() if e["after"] > KEEP_WIDE_ERROR]
-    smoothing = TorchSmoothing(sites, state_scales(sites, config.num_heads, config.d_kv), cross_scale, over)
+    smoothing = TorchSmoothing(sites, state_scales(sites, config.num_heads, config.d_kv), cross_scale, over,
+                               rotation=rotation.report(), output_rotation=back)
     check = FoldCheck("smoothed model against the fp32 model")
-    got = _run_graphs(model, feeds, max_target_length, CHECK_RUNS, cross_scale, smoothing.scales)
+    got = run_graphs(model, feeds, max_target_length, CHECK_RUNS, cross_scale, smoothing.scales, back)
     for before, after in zip(expected, got, strict=True):
         check.add(before, after, smoothing.scales)
     smoothing.check = check.verdict()
