@@ -321,3 +321,29 @@ def test_full_int8_tflite_keeps_a_rotated_residual_stream_float(tiny_mt5, tmp_pa
     norms = 2 * config.num_layers + 3 * config.num_decoder_layers + 2
     residual_adds = norms - 2  # every norm but each stack's first reads a residual add
     assert quantization["float_ops"] >= 4 * norms + residual_adds
+
+
+def test_rotating_a_pytorch_model_keeps_its_graphs(tiny_outlier_export):
+    """ExecuTorch's rotation, folded into the PyTorch model: the contract's graphs (the encoder's output turned
+    back) compute what they computed, every norm's weight is ones; a tied lm_head (T5) is refused, not rotated."""
+    from mt5lite.exporters.outliers import CHECK_RUNS, FoldCheck
+    from mt5lite.exporters.rotation import random_rotation
+    from mt5lite.exporters.torch_rotation import norms, rotate_model
+    from mt5lite.exporters.torch_smoothing import _rotate, run_graphs
+
+    model = load_model(tiny_outlier_export.parent / "model")
+    calibration = calibration_for(tiny_outlier_export, QuantizeConfig(samples=100, max_decoder_steps=32))
+    feeds = {role: getattr(calibration, role).feeds for role in ("encoder", "decoder")}
+    target = load_manifest(tiny_outlier_export)["max_target_length"]
+    if model.config.tie_word_embeddings:
+        choice, back = _rotate(model, feeds, target)
+        assert choice.seed is None and back is None and "tied" in choice.why_not
+        return
+    expected = run_graphs(model, feeds, target, CHECK_RUNS)
+    back = rotate_model(model, random_rotation(model.config.d_model, 0))
+    check = FoldCheck("rotated model against the original")
+    for before, after in zip(expected, run_graphs(model, feeds, target, CHECK_RUNS, output_rotation=back),
+                             strict=True):
+        check.add(before, after, {})
+    assert max(check.verdict().values()) <= 1e-4
+    assert all(bool((norm.weight == 1).all()) for norm in norms(model).values())
