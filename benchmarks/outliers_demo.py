@@ -89,7 +89,10 @@ def row(fixture: str, recipe: str, report: dict) -> dict:
                      "kept_wide": outliers.get("kept_wide"), "worst_group": top,
                      "worst_ratio": groups[top]["worst_ratio"] if top else None,
                      "residual_divisor": outliers.get("residual_divisor"),
-                     "residual_peak": outliers.get("residual_peak")} if outliers else None,
+                     "residual_peak": outliers.get("residual_peak"),
+                     "rotation_seed": (outliers.get("rotation") or {}).get("seed")} if outliers else None,
+        "activations": (report["quantization"] or {}).get("activations"),
+        "float_ops": (report["quantization"] or {}).get("float_ops"),
         "lookups_per_column": sorted({name for graph in ((report["quantization"] or {}).get("lookups") or {}).values()
                                       for name, lookup in graph.items() if lookup["per_column"]}),
         "per_language": report["per_language"],
@@ -106,8 +109,10 @@ def _outlier_step(row: dict) -> str:
     if step["worst_group"] is None:
         return "-"
     lookups = ", lookups per column" if row.get("lookups_per_column") else ""
-    return (f"{step['worst_group']} x{step['worst_ratio']:.0f}; {step['smoothed_sites']}/{step['sites']} smoothed, "
-            f"{step['kept_wide']} kept wide{lookups}")
+    rotated = "" if step.get("rotation_seed") is None else f"residual rotated (seed {step['rotation_seed']}); "
+    floats = f", {row['float_ops']} residual ops float" if row.get("float_ops") else ""
+    return (f"{rotated}{step['worst_group']} x{step['worst_ratio']:.0f}; {step['smoothed_sites']}/{step['sites']} "
+            f"smoothed, {step['kept_wide']} kept wide{lookups}{floats}")
 
 
 def run(fixtures: list[str], recipes: list[str], work: Path, threads: int, steps: int,

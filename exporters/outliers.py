@@ -1,10 +1,12 @@
 """The outlier step of every int8 recipe: diagnose, smooth, check the fold, and say what must stay wide.
 
-Pipeline: both fp32 graphs with their weights -> the sites (``mt5lite.exporters.smoothing.find_sites``) -> each
-site's activation measured on the calibration feeds (``activation_stats``) -> a strength per site chosen from the
-recipe's simulated error (``int8_error``) -> folds applied -> the smoothed graphs written to scratch and run against
-the originals on calibration feeds (``ParityError`` when they differ beyond fp32 rounding) -> the products still
-above ``KEEP_WIDE_ERROR``. The quantizer then runs on the smoothed graphs, with decoder feeds rescaled where the
+Pipeline: both fp32 graphs with their weights -> for a recipe that quantizes the residual stream itself (full
+int8), its rotation (``mt5lite.exporters.rotation``) where that lowers the stream's measured error -> the sites
+(``mt5lite.exporters.smoothing.find_sites``) -> each site's activation measured on the calibration feeds
+(``activation_stats``) -> a strength per site chosen from the recipe's simulated error (``int8_error``) -> folds
+applied -> the smoothed graphs written to scratch and run against the originals on calibration feeds
+(``ParityError`` when they differ beyond fp32 rounding) -> the products still above ``KEEP_WIDE_ERROR``. The
+quantizer then runs on the smoothed graphs, with decoder feeds rescaled where the
 contract's V states are held scaled (``SmoothedGraphs.decoder_feeds``).
 """
 

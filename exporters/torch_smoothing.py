@@ -2,10 +2,12 @@
 of ``mt5lite.exporters.smoothing``, measured with forward hooks on the contract's graphs and folded into the
 model's own parameters.
 
-Sites by module: every RMS norm and the linears that read it; ``wi_1`` (``wi``) and ``wo``; ``v`` and ``o``. The
-encoder's final norm output is also the contract's ``encoder_hidden_states``: its fold goes into a per-channel scale
-the encoder graph applies for the cross K/V alone (``EncoderGraph(cross_scale=...)``), as the ONNX graphs get a
-folded copy of the norm's scale. A tied ``lm_head``'s norm is measured, not folded (its weight is the embedding).
+First the residual stream is rotated where that lowers its measured error (``mt5lite.exporters.torch_rotation``):
+XNNPACK's int8 embedding has one range per row, which outlier columns ruin. Sites by module: every RMS norm and
+the linears that read it; ``wi_1`` (``wi``) and ``wo``; ``v`` and ``o``. The encoder's final norm output is also
+the contract's ``encoder_hidden_states``: its fold goes into a per-channel scale the encoder graph applies for the
+cross K/V alone (``EncoderGraph(cross_scale=...)``), as the ONNX graphs get a folded copy of the norm's scale. A
+tied ``lm_head``'s norm is measured, not folded (its weight is the embedding).
 Nothing is kept wide yet: the XNNPACK quantizer would need each linear's name in the exported programs
 (``TorchSmoothing.over_budget`` lists the products above ``KEEP_WIDE_ERROR``, for the report).
 """
