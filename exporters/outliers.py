@@ -20,6 +20,7 @@ import numpy as np
 from mt5lite.contract import ROLES
 from mt5lite.errors import ParityError
 from mt5lite.exporters.graph_probe import load_with_weights
+from mt5lite.exporters.rotation import choose_rotation, normalized_inputs, random_rotation, rotate
 from mt5lite.exporters.smoothing import (
     FOLDS,
     KEEP_WIDE_ERROR,
@@ -113,14 +114,19 @@ def smooth_graphs(files: dict[str, Path], feeds: dict, model: ErrorModel, scratc
     from mt5lite.exporters.activation_stats import collect_stats
 
     graphs = {role: Graph(role, load_with_weights(files[role])) for role in ROLES}
-    measured, rotation = files, None
+    sites, rotation = find_sites(graphs), None
+    norms = normalized_inputs(graphs) if model.residual and smooth else {role: [] for role in ROLES}
+    # One pass over the calibration feeds measures the sites' activations and, for the rotation, the norms' inputs
+    stats = {role: collect_stats(files[role], sorted({s.activation for s in sites if s.role == role}
+                                                     | set(norms[role])), feeds[role]) for role in ROLES}
+    measured = files
     if model.residual and smooth:
-        graphs, measured, rotation = _rotated(graphs, files, feeds, scratch / "rotated")
-    sites = find_sites(graphs)
-    stats = {}
-    for role in ROLES:
-        names = sorted({s.activation for s in sites if s.role == role})
-        stats[role] = collect_stats(measured[role], names, feeds[role])
+        rotation = choose_rotation([stats[role][name].rows for role in ROLES for name in norms[role]], graphs)
+        if rotation.seed is not None:  # the sites are found and measured again on the rotated graphs
+            graphs, measured = _rotated(graphs, rotation, scratch / "rotated")
+            sites = find_sites(graphs)
+            stats = {role: collect_stats(measured[role], sorted({s.activation for s in sites if s.role == role}),
+                                         feeds[role]) for role in ROLES}
     for site in sites:
         graph = graphs[site.role]
         weights = [graph.weight(graph.products[p]) for p in site.products]
@@ -147,27 +153,12 @@ def smooth_graphs(files: dict[str, Path], feeds: dict, model: ErrorModel, scratc
     return smoothed
 
 
-def _rotated(graphs: dict[str, Graph], files: dict[str, Path], feeds: dict, scratch: Path):
-    """The residual stream's rotation (``mt5lite.exporters.rotation``), measured on the calibration ``feeds`` and
-    applied where it lowers the error: returns the graphs to smooth, the files they were written to (``files``
-    when not rotated) and the choice."""
-    from mt5lite.exporters.activation_stats import collect_stats
-    from mt5lite.exporters.rotation import (
-        choose_rotation,
-        normalized_inputs,
-        random_rotation,
-        rotatable,
-        rotate,
-    )
-
-    names = normalized_inputs(graphs)
-    rows = [s.rows for role in ROLES for s in collect_stats(files[role], names[role], feeds[role]).values()]
-    choice = choose_rotation(rows, rotatable(graphs, rows[0].shape[1]))
-    if choice.seed is None:
-        return graphs, files, choice
+def _rotated(graphs: dict[str, Graph], choice, scratch: Path) -> tuple[dict[str, Graph], dict[str, Path]]:
+    """``graphs`` with their residual stream rotated as ``choice`` (``mt5lite.exporters.rotation.RotationChoice``)
+    says, written into ``scratch``: the rotated graphs, reloaded, and their files."""
     rotate(graphs, random_rotation(choice.width, choice.seed))
     written = write_graphs(graphs, scratch)
-    return {role: Graph(role, load_with_weights(written[role])) for role in ROLES}, written, choice
+    return {role: Graph(role, load_with_weights(written[role])) for role in ROLES}, written
 
 
 def smoothing(model: ErrorModel):

@@ -235,18 +235,20 @@ class RotationChoice:
 
     def report(self) -> dict:
         """What the manifest records."""
-        after = self.errors.get(self.seed, self.error_before) if self.seed is not None else self.error_before
+        after = self.errors[self.seed] if self.seed is not None else self.error_before
         return {"seed": self.seed, "error_before": round(self.error_before, 5), "error_after": round(after, 5),
                 "seeds_tried": len(self.errors), "min_gain": MIN_GAIN, **({"why_not": self.why_not}
                                                                           if self.why_not else {})}
 
 
-def choose_rotation(rows: list[np.ndarray], why_not: str | None = None) -> RotationChoice:
+def choose_rotation(rows: list[np.ndarray], graphs: dict[str, Graph] | None = None,
+                    why_not: str | None = None) -> RotationChoice:
     """Pick the rotation of ``ROTATION_SEEDS`` with the least summed ``static_error`` of the norms' normalized
     inputs (``rows``: each norm's sampled calibration rows), kept only where it divides the unrotated error by
-    ``MIN_GAIN``; none where ``why_not`` says the model cannot be rotated."""
+    ``MIN_GAIN``; none where the ONNX ``graphs`` cannot be rotated (``rotatable``) or ``why_not`` says so."""
     before = sum(static_error(r) for r in rows)
     width = rows[0].shape[1]
+    why_not = why_not or (rotatable(graphs, width) if graphs is not None else None)
     if why_not is not None:
         return RotationChoice(None, before, why_not=why_not, width=width)
     errors = {}

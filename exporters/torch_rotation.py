@@ -13,33 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def norms(model) -> dict[str, object]:
+def rms_norms(model) -> dict[str, object]:
     """Every RMS norm of ``model`` by module name."""
     return {name: module for name, module in model.named_modules()
             if name.endswith("layer_norm") and hasattr(module, "variance_epsilon")}
-
-
-def measure_normalized(model, feeds: dict, max_target_length: int) -> list[np.ndarray]:
-    """Each RMS norm's normalized input ``x / rms(x)`` (sampled rows) over the calibration ``feeds`` run through
-    the contract's graphs: what the rotation is chosen on."""
-    from mt5lite.exporters.activation_stats import StatsAccumulator
-    from mt5lite.exporters.torch_smoothing import run_graphs
-
-    found = StatsAccumulator(sum(len(f) for f in feeds.values()))
-
-    def record(name, module, args):
-        x = args[0].detach().float()
-        normalized = x * (x.pow(2).mean(-1, keepdim=True) + module.variance_epsilon).rsqrt()
-        found.add(name, normalized.numpy())
-
-    hooks = [module.register_forward_pre_hook(lambda m, args, name=name: record(name, m, args))
-             for name, module in norms(model).items()]
-    try:
-        run_graphs(model, feeds, max_target_length)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return [stats.rows for stats in found.finish().values()]
 
 
 def rotate_model(model, q: np.ndarray):
@@ -60,7 +37,7 @@ def rotate_model(model, q: np.ndarray):
         model.shared.weight[:, :] = (model.shared.weight.double() @ rotation).float()
         final = model.encoder.final_layer_norm.weight.detach().clone()
         back = (rotation.T * final.double()[None, :]).float()
-        for name, norm in norms(model).items():
+        for name, norm in rms_norms(model).items():
             stem = name.rsplit(".", 1)[0]
             if name == "encoder.final_layer_norm":
                 readers = [block.layer[1].EncDecAttention.k for block in model.decoder.block]

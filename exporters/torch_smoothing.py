@@ -77,15 +77,25 @@ def run_graphs(model, feeds: dict, max_target_length: int, runs: int | None = No
     return found
 
 
-def measure_linears(model, names: set[str], feeds: dict, max_target_length: int) -> dict:
-    """``ChannelStats`` of the input of each linear in ``names``, over the calibration ``feeds`` (role -> a
-    sequence of feed dicts) run through the contract's graphs."""
+def measure_modules(model, linears: set[str], norms: set[str], feeds: dict, max_target_length: int) -> dict:
+    """``ChannelStats`` over the calibration ``feeds`` (role -> a sequence of feed dicts) run through the contract's
+    graphs, by module name: the input of each linear in ``linears``, and the normalized input ``x / rms(x)`` of
+    each RMS norm in ``norms`` (what the residual stream's rotation is chosen on)."""
     from mt5lite.exporters.activation_stats import StatsAccumulator
 
     found = StatsAccumulator(sum(len(f) for f in feeds.values()))
-    hooks = [module.register_forward_hook(
-        lambda _m, args, _out, name=name: found.add(name, args[0].detach().float().numpy()))
-        for name, module in model.named_modules() if name in names]
+
+    def normalized(name, norm, args):
+        x = args[0].detach().float()
+        found.add(name, (x * (x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon).rsqrt()).numpy())
+
+    hooks = []
+    for name, module in model.named_modules():
+        if name in linears:
+            hooks.append(module.register_forward_hook(
+                lambda _m, args, _out, name=name: found.add(name, args[0].detach().float().numpy())))
+        elif name in norms:
+            hooks.append(module.register_forward_pre_hook(lambda m, args, name=name: normalized(name, m, args)))
     try:
         run_graphs(model, feeds, max_target_length)
     finally:
@@ -121,15 +131,15 @@ def _group(module: str) -> str:
                  and re.search(group.name_pattern, f"{module}/MatMul")), "other")
 
 
-def _rotate(model, feeds: dict, max_target_length: int):
-    """The residual stream's rotation, chosen on the calibration ``feeds`` (``mt5lite.exporters.rotation``) and
-    folded into ``model`` where it lowers the error. Returns the choice and the encoder output's way back (None
-    when not rotated)."""
+def _rotate(model, rows: list):
+    """The residual stream's rotation, chosen on each norm's normalized calibration ``rows``
+    (``mt5lite.exporters.rotation``) and folded into ``model`` where it lowers the error. Returns the choice and
+    the encoder output's way back (None when not rotated)."""
     from mt5lite.exporters.rotation import choose_rotation, random_rotation
-    from mt5lite.exporters.torch_rotation import measure_normalized, rotate_model
+    from mt5lite.exporters.torch_rotation import rotate_model
 
     tied = "a tied lm_head is the embedding itself" if model.config.tie_word_embeddings else None
-    choice = choose_rotation(measure_normalized(model, feeds, max_target_length), tied)
+    choice = choose_rotation(rows, why_not=tied)
     if choice.seed is None:
         return choice, None
     return choice, rotate_model(model, random_rotation(choice.width, choice.seed))
@@ -139,18 +149,22 @@ def smooth_model(model, feeds: dict, max_target_length: int, activation: str = "
                  weight: str = "per-channel") -> TorchSmoothing:
     """Rotate the residual stream where that lowers its error (``_rotate``), measure every site on ``feeds``,
     choose its strength for the recipe (``int8_error``'s schemes), fold it into ``model``'s parameters in place,
-    and check the contract's graphs (``EncoderGraph(model, cross_scale)``) against
-    the unsmoothed ones (``ParityError`` beyond ``FOLD_RTOL``). The model alone, without the cross scale, no longer
-    computes its cross-attention K/V as before."""
+    and check the contract's graphs (``EncoderGraph(model, cross_scale, output_rotation)``) against the unsmoothed
+    ones (``ParityError`` beyond ``FOLD_RTOL``). The model alone, without the cross scale and the output rotation,
+    no longer computes its cross-attention K/V and encoder output as before."""
     import torch
 
     from mt5lite.exporters.outliers import CHECK_RUNS, FoldCheck
+    from mt5lite.exporters.torch_rotation import rms_norms
 
     sites = find_torch_sites(model)
     modules = dict(model.named_modules())
     expected = run_graphs(model, feeds, max_target_length, CHECK_RUNS)
-    rotation, back = _rotate(model, feeds, max_target_length)
-    stats = measure_linears(model, {s.activation for s in sites}, feeds, max_target_length)
+    linears, norms = {s.activation for s in sites}, set(rms_norms(model))
+    stats = measure_modules(model, linears, norms, feeds, max_target_length)  # one pass: sites and norms
+    rotation, back = _rotate(model, [stats[name].rows for name in norms])
+    if back is not None:  # rotated: the sites are measured again
+        stats = measure_modules(model, linears, set(), feeds, max_target_length)
     for site in sites:
         weights = [modules[p].weight.detach().float().numpy().T for p in site.products]  # [in, out]
         choose(site, stats[site.activation], weights, activation, weight)

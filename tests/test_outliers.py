@@ -328,15 +328,17 @@ def test_rotating_a_pytorch_model_keeps_its_graphs(tiny_outlier_export):
     back) compute what they computed, every norm's weight is ones; a tied lm_head (T5) is refused, not rotated."""
     from mt5lite.exporters.outliers import CHECK_RUNS, FoldCheck
     from mt5lite.exporters.rotation import random_rotation
-    from mt5lite.exporters.torch_rotation import norms, rotate_model
-    from mt5lite.exporters.torch_smoothing import _rotate, run_graphs
+    from mt5lite.exporters.torch_rotation import rms_norms, rotate_model
+    from mt5lite.exporters.torch_smoothing import _rotate, measure_modules, run_graphs
 
     model = load_model(tiny_outlier_export.parent / "model")
     calibration = calibration_for(tiny_outlier_export, QuantizeConfig(samples=100, max_decoder_steps=32))
     feeds = {role: getattr(calibration, role).feeds for role in ("encoder", "decoder")}
     target = load_manifest(tiny_outlier_export)["max_target_length"]
     if model.config.tie_word_embeddings:
-        choice, back = _rotate(model, feeds, target)
+        norms = set(rms_norms(model))
+        stats = measure_modules(model, set(), norms, feeds, target)
+        choice, back = _rotate(model, [stats[name].rows for name in norms])
         assert choice.seed is None and back is None and "tied" in choice.why_not
         return
     expected = run_graphs(model, feeds, target, CHECK_RUNS)
@@ -346,4 +348,4 @@ def test_rotating_a_pytorch_model_keeps_its_graphs(tiny_outlier_export):
                              strict=True):
         check.add(before, after, {})
     assert max(check.verdict().values()) <= 1e-4
-    assert all(bool((norm.weight == 1).all()) for norm in norms(model).values())
+    assert all(bool((norm.weight == 1).all()) for norm in rms_norms(model).values())
