@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mt5lite.compression.passes import PASSES
 from mt5lite.compression.structure import untie_for_saving
-from mt5lite.compression.training import is_main_process, training_directory
+from mt5lite.compression.training import end_data_parallel, is_main_process, training_directory
 from mt5lite.errors import InputError
 from mt5lite.reports import markdown_table, write_report
 
@@ -95,6 +95,7 @@ def compress(model_dir: str | os.PathLike, output_dir: str | os.PathLike, passes
             untie_for_saving(model)  # shared layers are saved as identical copies; the exports store them once
             save_checkpoint(model, tokenizer.SerializeToString(), staging)
             write_report(report, staging / REPORT_NAME, compress_markdown(report))
+    end_data_parallel()  # the other ranks wait here until rank 0 has written the output
     return report
 
 

@@ -48,6 +48,19 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def end_data_parallel() -> None:
+    """Wait for every rank, then close the process group the ``Trainer`` opened (data-parallel runs only). A rank
+    that exits with the group still open can abort in gloo's threads ("terminate called without an active
+    exception") while rank 0 is still writing, and torchrun then fails the whole run."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 @dataclass(frozen=True)
 class TrainingOptions:
     """How to train (shared by ``finetune`` and ``distill``)."""
