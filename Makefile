@@ -12,7 +12,7 @@ export USE_TF := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: help install jvm-toolchain test test-slow test-faults test-lean test-wheel test-pi lint export-tflite sensitivity bench-quantization \
-	evaluate demo-model outliers-demo mt5-small-fixture parity-mt5-small tflite-mt5-small conversion-memory trim-mt5-small executorch-mt5-small lite-demo families-demo importance-demo sparsity-demo bench android-assets clean
+	evaluate demo-model outliers-demo outliers-mt5-small mt5-small-fixture parity-mt5-small tflite-mt5-small conversion-memory trim-mt5-small executorch-mt5-small lite-demo families-demo importance-demo sparsity-demo bench android-assets clean
 
 help:
 	@echo "make export-tflite   run the pipeline on MODEL (default: the bundled demo model) into $(BUILD)/"
@@ -35,6 +35,7 @@ help:
 	@echo "make sensitivity     quantize one node group at a time and measure each (the default recipe's basis)"
 	@echo "make outliers-demo   every int8 recipe on the demo model and on activation-outlier checkpoints (rescaled,"
 	@echo "                     trained): agreement, per language, size, speed: $(BUILD)/reports/outliers-demo.{json,md}"
+	@echo "make outliers-mt5-small  the int8 recipes on mt5-small's shape, plain against outliers: ms/token, size"
 	@echo "make bench           ours against PyTorch, optimum-onnx, CTranslate2, llama.cpp and OpenVINO on four models,"
 	@echo "                     with the bandwidth floor: $(BUILD)/bench/bench.{json,md} and plots (first run about an hour)"
 	@echo "make bench-quantization  int8 vs fp32 vs PyTorch speed and size, mt5-small shape"
@@ -140,6 +141,11 @@ sensitivity: install
 # tests/outlier_fixtures.py builds them, the trained one in about 3 minutes), each against its own fp32 export.
 outliers-demo: install
 	$(BIN)/python benchmarks/outliers_demo.py --output $(BUILD)/reports/outliers-demo.json
+
+# The same recipes on mt5-small's shape (random weights, the demo's vocabulary), plain and with outliers, decoded
+# side by side: what the outlier step costs in ms/token and bytes (about an hour on 2 cores the first time).
+outliers-mt5-small: install
+	$(BIN)/python benchmarks/outliers_demo.py --mt5-small --output $(BUILD)/reports/outliers-mt5-small.json
 
 # Every system on every model, side by side, each in its own worker process (benchmarks/bench.py); BENCH_ARGS
 # narrows it, e.g. BENCH_ARGS="--models demo --systems pytorch-fp32 ours-onnx-static-int8".

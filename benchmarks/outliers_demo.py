@@ -1,7 +1,7 @@
 """Every int8 recipe, with default flags, on the plain demo model and on checkpoints with activation outliers.
 
     python benchmarks/outliers_demo.py [--fixtures plain strong mild trained residual] [--output FILE.json]
-    python benchmarks/outliers_demo.py --mt5-small   # speed: the recipes on mt5-small's shape, plain and rescaled
+    python benchmarks/outliers_demo.py --mt5-small [--output FILE.json]   # speed on mt5-small's shape
 
 Fixtures (``tests/outlier_fixtures.py``): ``strong`` (norm channels x60, FFN units x200, attention values x60; the
 demo's function), ``mild`` (FFN units x30), ``residual`` (the residual stream x1,000: fp16's case), ``trained``
@@ -11,6 +11,13 @@ with default flags, plus static int8 with smoothing and keep-wide off (what the 
 export is compared with its own fp32 export on the 600 held-out pairs: greedy agreement, exact match overall and
 per language, the quality gate, size, ms/token (side by side with the fp32 export), and what the outlier step
 chose. Writes JSON and Markdown; never a pass/fail on timing.
+
+``--mt5-small``: speed and size. A random model of google/mt5-small's shape with the demo's 1,280-piece vocabulary
+(a trimmed model, as a phone app ships it: the body, where the outlier step acts, dominates a step), plain and with
+outliers (three residual channels amplified x30, then the strong rescaling). Both go through every int8 recipe with
+default flags, and the two exports of each recipe decode the same held-out inputs side by side, taking turns (random
+weights make near-tied logits, so agreement means nothing here and no gate is applied; the demo fixtures above
+measure quality). Builds are reused from ``--work``; delete it to rebuild.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ FIXTURES = {"plain": None, "strong": STRONG, "mild": MILD, "residual": RESIDUAL_
 #: Each recipe: how its export is built from the fp32 static ONNX export.
 RECIPES = ("static-int8", "dynamic-int8", "weight-int8", "tflite-int8", "executorch-int8", "fp16",
            "static-int8 (no outlier step)")
+#: The recipes timed on mt5-small's shape, plain against outliers.
+SHAPE_RECIPES = RECIPES[:5]
 
 
 def checkpoint(name: str, work: Path, steps: int) -> Path:
@@ -46,6 +55,93 @@ def checkpoint(name: str, work: Path, steps: int) -> Path:
         return build_trained_outlier_model(DEMO_MODEL, work / "model", training_file(BUILD_DIR / "lite" / "train.tsv"),
                                            steps=steps)
     return build_outlier_model(DEMO_MODEL, work / "model", spec)
+
+
+def shape_checkpoints(work: Path) -> dict[str, Path]:
+    """mt5-small's shape (random weights, the demo's tokenizer), plain and with outliers (built once)."""
+    import json
+
+    from mt5lite.checkpoint import load_model, save_checkpoint
+    from mt5lite.fixtures import REAL_CONFIGS, build_random_model
+    from tests.outlier_fixtures import add_outliers, amplify_residual_channels
+
+    plain, outliers = work / "plain" / "model", work / "outliers" / "model"
+    if not (plain / "model.safetensors").is_file():
+        vocab = json.loads((DEMO_MODEL / "config.json").read_text(encoding="utf-8"))["vocab_size"]
+        build_random_model({**REAL_CONFIGS["google/mt5-small"], "vocab_size": vocab}, plain)
+    if not (outliers / "model.safetensors").is_file():
+        model = load_model(plain)
+        amplify_residual_channels(model)
+        add_outliers(model, STRONG)
+        save_checkpoint(model, (plain / "spiece.model").read_bytes(), outliers)
+    return {"plain": plain, "outliers": outliers}
+
+
+def _outlier_facts(export: Path) -> dict:
+    """What the outlier step chose for ``export``, from its manifest."""
+    from mt5lite.manifest import load_manifest
+
+    quantization = load_manifest(export, verify_hashes=False).get("quantization") or {}
+    step = quantization.get("outliers") or {}
+    return {"activations": quantization.get("activations"), "float_ops": quantization.get("float_ops"),
+            "smoothed_sites": step.get("smoothed_sites"), "sites": step.get("sites"),
+            "kept_wide": step.get("kept_wide"), "rotation_seed": (step.get("rotation") or {}).get("seed")}
+
+
+def run_shape(work: Path, recipes: list[str], threads: int, inputs: int, new_tokens: int) -> dict:
+    """Every recipe on mt5-small's shape, plain and with outliers, decoded side by side."""
+    from bench_quantization import side_by_side
+
+    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.runtimes.generators import open_export
+    from mt5lite.verification.comparison import directory_bytes
+
+    exports = {}
+    for kind, model in shape_checkpoints(work).items():
+        onnx_dir = work / kind / "onnx"
+        if not (onnx_dir / "manifest.json").is_file():
+            export_onnx(model, onnx_dir, OnnxExportConfig(static_shapes=True), force=True)
+        for recipe in recipes:
+            out = work / kind / recipe
+            if not (out / "manifest.json").is_file():
+                print(f"building {recipe} ({kind})", flush=True)
+                build(recipe, model, onnx_dir, out)
+            exports[recipe, kind] = out
+    pairs = read_task_pairs(HELDOUT_TASK)
+    texts = [p.source for p in pairs[:: max(1, len(pairs) // inputs)][:inputs]]
+    generators = {key: open_export(path, threads=threads) for key, path in exports.items()}
+    speed = side_by_side(generators, texts, new_tokens)
+    rows = []
+    for recipe in recipes:
+        plain, outliers = exports[recipe, "plain"], exports[recipe, "outliers"]
+        rows.append({"recipe": recipe, "ms_per_token_plain": speed[recipe, "plain"],
+                     "ms_per_token_outliers": speed[recipe, "outliers"],
+                     "ms_ratio": speed[recipe, "outliers"] / speed[recipe, "plain"],
+                     "bytes_plain": directory_bytes(plain), "bytes_outliers": directory_bytes(outliers),
+                     "outlier_step": _outlier_facts(outliers), "plain_step": _outlier_facts(plain)})
+    return {"model": "google/mt5-small's shape, random weights, 1,280-piece vocabulary", "threads": threads,
+            "inputs": len(texts), "new_tokens": new_tokens, "rows": rows}
+
+
+def shape_markdown(report: dict) -> str:
+    """The Markdown twin of the ``--mt5-small`` report."""
+    def step(facts: dict) -> str:
+        parts = [f"rotated (seed {facts['rotation_seed']})" if facts["rotation_seed"] is not None else "",
+                 f"{facts['smoothed_sites']}/{facts['sites']} smoothed" if facts["sites"] else "",
+                 f"{facts['kept_wide']} kept wide" if facts["kept_wide"] else "",
+                 f"{facts['float_ops']} ops float" if facts["float_ops"] else ""]
+        return ", ".join(part for part in parts if part) or "-"
+
+    rows = [[r["recipe"], f"{r['ms_per_token_plain']:.2f}", f"{r['ms_per_token_outliers']:.2f}",
+             f"{r['ms_ratio']:.2f}x", f"{r['bytes_plain'] / 1e6:.1f} / {r['bytes_outliers'] / 1e6:.1f}",
+             step(r["plain_step"]), step(r["outlier_step"])] for r in report["rows"]]
+    return "\n\n".join([
+        "# Int8 recipes on mt5-small's shape: plain against outliers, side by side",
+        f"{report['model']}; {report['inputs']} held-out inputs x {report['new_tokens']} tokens, "
+        f"{report['threads']} threads, taking turns.",
+        markdown_table(["recipe", "ms/token plain", "ms/token outliers", "ratio", "MB plain / outliers",
+                        "outlier step (plain)", "outlier step (outliers)"], rows),
+    ])
 
 
 def build(recipe: str, model: Path, onnx_dir: Path, out: Path) -> Path:
@@ -164,8 +260,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=2000, help="fine-tuning steps of the trained fixture")
     parser.add_argument("--work", type=Path, default=BUILD_DIR / "outliers")
-    parser.add_argument("--output", type=Path, default=BUILD_DIR / "reports" / "outliers-demo.json")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="default: build/reports/outliers-demo.json (--mt5-small: outliers-mt5-small.json)")
+    parser.add_argument("--mt5-small", action="store_true", help="speed and size on mt5-small's shape instead")
+    parser.add_argument("--inputs", type=int, default=8, help="--mt5-small: held-out inputs decoded by every export")
+    parser.add_argument("--new-tokens", type=int, default=32, help="--mt5-small: tokens per input")
     args = parser.parse_args()
+    if args.mt5_small:
+        output = args.output or BUILD_DIR / "reports" / "outliers-mt5-small.json"
+        recipes = [r for r in args.recipes if r in SHAPE_RECIPES]
+        report = run_shape(args.work / "mt5-small", recipes, args.threads, args.inputs, args.new_tokens)
+        print("report:", *write_report(report, output, shape_markdown(report)))
+        return
+    args.output = args.output or BUILD_DIR / "reports" / "outliers-demo.json"
     report = run(args.fixtures, args.recipes, args.work, args.threads, args.steps, args.output)
     print("report:", *write_report(report, args.output, markdown(report)))
 

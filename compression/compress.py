@@ -18,27 +18,9 @@ from mt5lite.compression.structure import untie_for_saving
 from mt5lite.compression.training import end_data_parallel, is_main_process, training_directory
 from mt5lite.errors import InputError
 from mt5lite.reports import markdown_table, write_report
+from mt5lite.spiece import read_sentencepiece
 
 REPORT_NAME = "compress_report.json"
-
-
-def read_sentencepiece(path: Path):
-    """``path`` parsed as a sentencepiece ``ModelProto`` (the schema sentencepiece ships); ``InputError`` when it
-    is not one."""
-    import sentencepiece as spm
-    from google.protobuf.message import DecodeError
-    from sentencepiece import sentencepiece_model_pb2
-
-    proto = sentencepiece_model_pb2.ModelProto()
-    try:
-        proto.ParseFromString(Path(path).read_bytes())
-        spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
-    except (DecodeError, RuntimeError, OSError) as exc:
-        raise InputError(f"{path}: not a sentencepiece model ({str(exc).splitlines()[0] if str(exc) else 'empty'}); "
-                         "mt5lite compresses T5/mT5 checkpoints with a sentencepiece spiece.model") from None
-    if not proto.pieces:
-        raise InputError(f"{path}: a sentencepiece model with no pieces; give the checkpoint's spiece.model")
-    return proto
 
 
 def _quality(model, tokenizer_path: Path, pairs, progress: bool) -> dict | None:

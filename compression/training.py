@@ -285,7 +285,8 @@ def _teacher_ids(teacher_dir: Path, tokenizer):
     student's vocabulary was trimmed from the teacher's)."""
     import torch
 
-    from mt5lite.verification.kept_ids import id_map, pieces
+    from mt5lite.spiece import pieces
+    from mt5lite.verification.kept_ids import id_map
 
     original, own = pieces(teacher_dir), [piece.piece for piece in tokenizer.pieces]
     if original == own:

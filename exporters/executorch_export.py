@@ -23,6 +23,7 @@ import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from mt5lite.contract import ROLES
 from mt5lite.errors import InputError
 from mt5lite.exporters.calibration import CalibrationDraw
 from mt5lite.exporters.onnx_export import OnnxExportConfig, graph_specs, sample_inputs
@@ -31,7 +32,6 @@ from mt5lite.registry import Registry
 
 #: The one file of an ExecuTorch export: a method per graph, named by its role, sharing the common weights.
 PTE_FILE = "model.pte"
-ROLES = ("encoder", "decoder")
 #: Lookup tables this small are relative-position biases (32 buckets), left in float by int8.
 MAX_BIAS_ROWS = 256
 

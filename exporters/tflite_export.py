@@ -28,6 +28,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from mt5lite.contract import ROLES
 from mt5lite.errors import InputError, ModelFileError
 from mt5lite.exporters.calibration import CalibrationDraw, CalibrationWarning
 from mt5lite.exporters.onnx_to_tf import ConversionError
@@ -41,7 +42,6 @@ FLEX_ANDROID_LIBRARY = "org.tensorflow:tensorflow-lite-select-tf-ops"
 WORKER_TIMEOUT_S = 3600
 #: The one file of a TFLite export: a signature per graph, named by its role, sharing the common weights.
 TFLITE_FILE = "model.tflite"
-ROLES = ("encoder", "decoder")
 
 
 @dataclass(frozen=True)

@@ -156,3 +156,9 @@ def batch_rows(feeds: dict[str, np.ndarray], rows: slice) -> dict[str, np.ndarra
 def concat_rows(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Outputs of several batch slices joined back along each tensor's batch axis."""
     return {name: np.concatenate([p[name] for p in parts], axis=BATCH_AXIS[name]) for name in parts[0]}
+
+
+def through_eos(ids: list[int], eos_id: int) -> list[int]:
+    """Generated ``ids`` up to and including the first ``eos_id`` (all of them when there is none): the ids every
+    decoder of the project returns."""
+    return ids[: ids.index(eos_id) + 1] if eos_id in ids else ids

@@ -46,6 +46,7 @@ import os
 from pathlib import Path
 
 from mt5lite.errors import CheckpointError
+from mt5lite.spiece import read_sentencepiece
 
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -54,19 +55,6 @@ SPACE = "\u2581"  # sentencepiece's escaped space "▁"
 #: sentencepiece ``ModelProto.SentencePiece.Type`` and ``TrainerSpec.ModelType`` values used here.
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED = 1, 2, 3, 4, 5
 UNIGRAM = 1
-
-
-def _read_proto(spiece_path: Path):
-    """The parsed ``ModelProto`` of a sentencepiece model file."""
-    from google.protobuf.message import DecodeError
-    from sentencepiece import sentencepiece_model_pb2
-
-    proto = sentencepiece_model_pb2.ModelProto()
-    try:
-        proto.ParseFromString(spiece_path.read_bytes())
-    except (OSError, DecodeError) as exc:
-        raise CheckpointError(f"{spiece_path}: not a readable sentencepiece model ({exc})") from None
-    return proto
 
 
 def _problems(proto) -> list[str]:
@@ -130,7 +118,7 @@ def build_tokenizer(spiece_path: str | os.PathLike):
     from tokenizers.models import Unigram
 
     path = Path(spiece_path)
-    proto = _read_proto(path)
+    proto = read_sentencepiece(path, CheckpointError)
     problems = _problems(proto)
     if problems:
         raise CheckpointError(f"{path}: tokenizer.json cannot reproduce this sentencepiece model: "

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from mt5lite.contract import encoder_feeds, step_feeds
+from mt5lite.contract import encoder_feeds, step_feeds, through_eos
 from mt5lite.errors import InputError
 from mt5lite.runtimes.options import DecodingOptions
 
@@ -198,6 +198,5 @@ class Decoder:
 
         results = []
         for row in range(batch):
-            ids = finished_seqs[row, 0, 1 : finished_lengths[row, 0] + 1].tolist()
-            results.append(ids[: ids.index(self.eos_id) + 1] if self.eos_id in ids else ids)
+            results.append(through_eos(finished_seqs[row, 0, 1 : finished_lengths[row, 0] + 1].tolist(), self.eos_id))
         return results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from mt5lite.contract import through_eos
 from mt5lite.runtimes.options import DecodingOptions
 from mt5lite.runtimes.tokenizer import Overflow, Tokenizer
 
@@ -65,13 +66,7 @@ class TorchReference:
                 eos_token_id=self.tokenizer.eos_id,
                 pad_token_id=self.tokenizer.pad_id,
             )
-        results = []
-        for row in out.tolist():
-            row = row[1:]  # drop the decoder start token
-            if self.tokenizer.eos_id in row:
-                row = row[: row.index(self.tokenizer.eos_id) + 1]
-            results.append(row)
-        return results
+        return [through_eos(row[1:], self.tokenizer.eos_id) for row in out.tolist()]  # without the start token
 
     def generate(self, texts: list[str], options: DecodingOptions | None = None,
                  overflow: Overflow = Overflow.ERROR) -> list[str]:

@@ -9,10 +9,10 @@ encoder outputs and cross K/V must be equal, and so must the logits at every kep
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
+from mt5lite.spiece import pieces
 from mt5lite.verification.teacher_forced import Differences, teacher_forced
 
 
@@ -24,15 +24,6 @@ def id_map(original: list[str], trimmed: list[str], what: str = "the trimmed tok
         raise ValueError(f"{what}: {len(missing)} pieces are not in the original tokenizer (first: {missing[0]!r}); "
                          "it was not trimmed from that model")
     return np.array([index[piece] for piece in trimmed], dtype=np.int64)
-
-
-def pieces(directory: str | os.PathLike) -> list[str]:
-    """The pieces of ``directory``'s ``spiece.model``, in id order."""
-    from sentencepiece import sentencepiece_model_pb2
-
-    proto = sentencepiece_model_pb2.ModelProto()
-    proto.ParseFromString((Path(directory) / "spiece.model").read_bytes())
-    return [piece.piece for piece in proto.pieces]
 
 
 def kept_ids(original_dir: str | os.PathLike, trimmed_dir: str | os.PathLike) -> np.ndarray:

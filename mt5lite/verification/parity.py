@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mt5lite.contract import through_eos
 from mt5lite.reports import markdown_table, write_report
 from mt5lite.verification.teacher_forced import Differences, teacher_forced
 
@@ -24,11 +25,7 @@ def torch_greedy(model, input_ids: np.ndarray, mask: np.ndarray, max_new_tokens:
         out = model.generate(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(mask),
                              max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
                              suppress_tokens=suppressed or None)
-    eos = model.config.eos_token_id
-    rows = []
-    for row in out[:, 1:].tolist():
-        rows.append(row[: row.index(eos) + 1] if eos in row else row)
-    return rows
+    return [through_eos(row, model.config.eos_token_id) for row in out[:, 1:].tolist()]
 
 
 def agreement(a: list[list[int]], b: list[list[int]]) -> tuple[float, float]:
