@@ -302,12 +302,11 @@ def _teacher_pairs(teacher, teacher_dir: Path, path: Path) -> list:
     from mt5lite.data import TaskPair, read_tagged_texts
     from mt5lite.runtimes.tokenizer import Tokenizer
     from mt5lite.runtimes.torch_reference import TorchReference
+    from mt5lite.verification.evaluation import generate_in_batches
 
     texts = read_tagged_texts(path)
     reference = TorchReference.from_model(teacher, Tokenizer(Path(teacher_dir) / "spiece.model"))
-    outputs = []
-    for start in range(0, len(texts), 32):
-        outputs += reference.generate([t.text for t in texts[start : start + 32]])
+    outputs = generate_in_batches(reference.generate, [t.text for t in texts], 32)
     return [TaskPair(t.lang, t.text, out) for t, out in zip(texts, outputs, strict=True) if out.strip()]
 
 

@@ -60,16 +60,15 @@ def sensitivity_analysis(export_dir: str | os.PathLike, texts: list[str], config
     from mt5lite.runtimes.onnx_runtime import OnnxGenerator
     from mt5lite.runtimes.options import DecodingOptions
     from mt5lite.verification.comparison import graph_bytes
+    from mt5lite.verification.evaluation import generate_in_batches
 
     # Each group's own sensitivity: nothing smoothed or kept wide behind its back.
     config = replace(config or QuantizeConfig(), recipe="static-int8", smooth=False, keep_wide=False).validate()
     source = Path(export_dir)
     options = DecodingOptions(max_new_tokens=max_new_tokens)
     generator = OnnxGenerator(source, threads=threads)
-    reference_ids = []
-    step = 1 if generator.static_shapes else batch_size
-    for start in range(0, len(texts), step):
-        reference_ids += generator.generate_ids(texts[start : start + step], options)
+    reference_ids = generate_in_batches(lambda batch: generator.generate_ids(batch, options), texts,
+                                        1 if generator.static_shapes else batch_size)
     reference = {"generator": generator, "threads": threads, "ids": reference_ids,
                  "bytes": graph_bytes(source, generator.manifest)}
     calibration = calibration_for(source, config, progress)

@@ -14,7 +14,7 @@ import numpy as np
 
 from mt5lite.manifest import graph_files
 from mt5lite.reports import markdown_table, write_report
-from mt5lite.verification.evaluation import score
+from mt5lite.verification.evaluation import generate_in_batches, score
 from mt5lite.verification.parity import agreement
 
 #: The quality gate of a quantized export against its fp32 export (DESIGN.md, "What good means").
@@ -51,13 +51,6 @@ def loops(ids: list[int], max_new_tokens: int, eos_id: int) -> bool:
     """Whether ``ids`` ran to ``max_new_tokens`` without eos, ending in one token repeated ``LOOP_TAIL`` times."""
     return (len(ids) >= max_new_tokens and eos_id not in ids and len(ids) >= LOOP_TAIL
             and len(set(ids[-LOOP_TAIL:])) == 1)
-
-
-def _decode_all(generator, texts: list[str], options, batch_size: int) -> list[list[int]]:
-    ids: list[list[int]] = []
-    for start in range(0, len(texts), batch_size):
-        ids += generator.generate_ids(texts[start : start + batch_size], options)
-    return ids
 
 
 def time_per_token(generators: dict, texts: list[str], options, rounds: int = 2) -> dict[str, dict]:
@@ -101,7 +94,7 @@ def compare_exports(reference_dir: str | os.PathLike, candidate_dir: str | os.Pa
     for name, generator in generators.items():
         generator.add_step_hook(checks[name])
     texts = [p.source for p in pairs]
-    ids = {name: _decode_all(g, texts, options, batch_size)
+    ids = {name: generate_in_batches(lambda batch, g=g: g.generate_ids(batch, options), texts, batch_size)
            for name, g in tqdm(generators.items(), desc="decoding held-out set", disable=not progress, unit="export")}
     eos = int(generators["reference"].manifest["special_tokens"]["eos"])
     decode = generators["reference"].tokenizer.decode

@@ -44,11 +44,12 @@ def score(predictions: Sequence[str], pairs: Sequence[TaskPair]) -> dict:
 
 
 def generate_in_batches(generate: GenerateFn, sources: list[str], batch_size: int = 64,
-                        progress: bool = False) -> list[str]:
-    """Run ``generate`` over ``sources`` in batches, keeping order."""
+                        progress: bool = False) -> list:
+    """Run ``generate`` (texts or ids per input of a batch) over ``sources`` in batches, keeping order: the one
+    batched-decode loop of the project."""
     from tqdm import tqdm
 
-    outputs: list[str] = []
+    outputs: list = []
     starts = range(0, len(sources), batch_size)
     for start in tqdm(starts, desc="generating", disable=not progress, unit="batch"):
         outputs.extend(generate(sources[start : start + batch_size]))
