@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import uuid
 import warnings
 from dataclasses import asdict, dataclass
@@ -95,9 +94,9 @@ def _export_graph(module, spec: dict, path: Path, config: OnnxExportConfig, meta
     import torch
 
     from mt5lite.exporters.node_names import name_nodes_by_parameter
+    from mt5lite.exporters.staging import scratch_directory
 
-    scratch = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.stem}-"))
-    try:
+    with scratch_directory(path, "trace") as scratch:
         traced = scratch / path.name  # torch scatters > 2 GB weights into one file per tensor beside it
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
@@ -107,8 +106,6 @@ def _export_graph(module, spec: dict, path: Path, config: OnnxExportConfig, meta
                 dynamic_axes=_dynamic_axes(spec) or None, do_constant_folding=True,
             )
         model = onnx.load(str(traced), load_external_data=True)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     name_nodes_by_parameter(model.graph, fingerprints)
     del model.metadata_props[:]
     for key, value in metadata.items():

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -246,13 +245,10 @@ def _to_int8(source: Path, target: Path, model, config: QuantizeConfig, run) -> 
     nodes = select_nodes(model, config.chosen_groups, config.exclude)
     if not nodes:
         return model
-    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=".quantize-"))
-    try:
+    with scratch_directory(target, "quantize") as scratch:
         out = scratch / target.name
         run(nodes, op_types(config.chosen_groups), out)
         return onnx.load(str(out), load_external_data=True)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _static_int8(source: Path, target: Path, model, config: QuantizeConfig, feeds, external: bool,

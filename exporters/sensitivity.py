@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -57,6 +56,7 @@ def sensitivity_analysis(export_dir: str | os.PathLike, texts: list[str], config
         calibration_for,
         quantize_export,
     )
+    from mt5lite.exporters.staging import scratch_directory
     from mt5lite.runtimes.onnx_runtime import OnnxGenerator
     from mt5lite.runtimes.options import DecodingOptions
     from mt5lite.verification.comparison import graph_bytes
@@ -75,8 +75,7 @@ def sensitivity_analysis(export_dir: str | os.PathLike, texts: list[str], config
     variants = [(group, (group,)) for group in GROUPS]
     variants += [("default recipe", DEFAULT_STATIC_GROUPS), ("every group", tuple(GROUPS))]
     rows = []
-    work = Path(tempfile.mkdtemp(dir=source.parent, prefix=f".{source.name}.sensitivity-"))  # beside the export
-    try:
+    with scratch_directory(source, "sensitivity") as work:  # beside the export
         for name, groups in tqdm(variants, desc="sensitivity", disable=not progress, unit="variant"):
             target = work / name.replace(" ", "-")
             row = {"variant": name, "groups": list(groups)}
@@ -87,8 +86,6 @@ def sensitivity_analysis(export_dir: str | os.PathLike, texts: list[str], config
                 row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             shutil.rmtree(target, ignore_errors=True)
             rows.append(row)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return {
         "export": str(source), "n": len(texts), "max_new_tokens": max_new_tokens,
         "method": config.method.value if hasattr(config.method, "value") else config.method,
