@@ -48,20 +48,33 @@ def convert_to_fp16(model, keep_fp32: tuple[str, ...]):
     """A copy of ``model`` (an ``onnx.ModelProto``) computing in fp16 except the ``kept_nodes``; its inputs and
     outputs keep their fp32 types."""
     import onnx
-    from onnx import helper, numpy_helper
 
     inferred = onnx.shape_inference.infer_shapes(model)
     float_tensors = {v.name for v in list(inferred.graph.value_info) + list(inferred.graph.input)
                      + list(inferred.graph.output) if v.type.tensor_type.elem_type == FLOAT}
     float_tensors |= {t.name for t in model.graph.initializer if t.data_type == FLOAT}
     kept = kept_nodes(model, keep_fp32)
-    graph = model.graph
+    precision = {i.name: FLOAT for i in model.graph.input if i.name in float_tensors}
+    initializers = _fp16_initializers(model.graph, kept, precision)
+    nodes = _fp16_nodes(model.graph, kept, precision, float_tensors)
+    converted = onnx.ModelProto()
+    converted.CopyFrom(model)
+    del converted.graph.node[:]
+    converted.graph.node.extend(nodes)
+    del converted.graph.initializer[:]
+    converted.graph.initializer.extend(initializers)
+    del converted.graph.value_info[:]
+    return converted
+
+
+def _fp16_initializers(graph, kept: set[str], precision: dict) -> list:
+    """``graph``'s initializers, fp16 where no reader is ``kept``; records each float one's type in ``precision``."""
+    from onnx import numpy_helper
+
     consumers: dict[str, list] = {}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-
-    precision = {i.name: FLOAT for i in graph.input if i.name in float_tensors}
     initializers = []
     for init in graph.initializer:
         readers = consumers.get(init.name, [])
@@ -72,9 +85,17 @@ def convert_to_fp16(model, keep_fp32: tuple[str, ...]):
             initializers.append(init)
             if init.data_type == FLOAT:
                 precision[init.name] = FLOAT
+    return initializers
+
+
+def _fp16_nodes(graph, kept: set[str], precision: dict, float_tensors: set[str]) -> list:
+    """``graph``'s nodes computing in fp16 (fp32 where ``kept``), with a Cast wherever a tensor's type and its
+    reader's differ; graph outputs computed in fp16 are cast back to fp32 under their own name."""
+    import onnx
+    from onnx import helper
 
     outputs = {o.name for o in graph.output}
-    renamed = {}  # graph outputs computed in fp16 are cast back to fp32 under their own name
+    renamed = {}
     nodes, casts = [], {}
     for original in graph.node:
         node = onnx.NodeProto()
@@ -102,15 +123,7 @@ def convert_to_fp16(model, keep_fp32: tuple[str, ...]):
         nodes.append(node)
     for name, internal in renamed.items():
         nodes.append(helper.make_node("Cast", [internal], [name], to=FLOAT, name=f"{name}_to_fp32"))
-
-    converted = onnx.ModelProto()
-    converted.CopyFrom(model)
-    del converted.graph.node[:]
-    converted.graph.node.extend(nodes)
-    del converted.graph.initializer[:]
-    converted.graph.initializer.extend(initializers)
-    del converted.graph.value_info[:]
-    return converted
+    return nodes
 
 
 def _cast_target(node) -> int | None:

@@ -128,16 +128,8 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
     """
     config = (config or QuantizeConfig()).validate()
     recipe = RECIPES[config.recipe]
-    source = Path(export_dir)
-    output = Path(output_dir)
-    manifest = load_manifest(source)
-    if manifest.get("precision") != "fp32":
-        raise InputError(f"{source} is already quantized (precision {manifest.get('precision')}); quantize the fp32 "
-                         "export instead")
-    refuse_existing(output, force)
-    if output.resolve() == source.resolve():
-        raise InputError(f"--output {output} is the source export; choose a new directory")
-
+    source, output = Path(export_dir), Path(output_dir)
+    manifest = _fp32_source(source, output, force)
     with staged_directory(output, force) as staging, \
             scratch_directory(output, "calibration") as feeds_dir, \
             scratch_directory(output, "smoothed") as smoothed_dir:
@@ -169,30 +161,47 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
         for name in manifest["files"]:
             if name not in in_graphs:
                 shutil.copy2(inside(source, name), staging / name)
-        new_manifest = dict(manifest)
-        new_manifest["graphs"] = {role: {**spec, "external_data": [weights["file"]]}
-                                  for role, spec in manifest["graphs"].items()}
-        new_manifest.update({
-            "weights": weights,
-            "export_id": export_id,
-            "precision": recipe.precision,
-            "quantization": {
-                "recipe": config.recipe,
-                **dict.fromkeys(("method", "per_channel", "format", "groups", "kept_fp32")),
-                **recipe.describe(config),
-                "exclude": list(config.exclude),
-                "quantized_nodes": {role: s["quantized_nodes"] for role, s in summary.items()},
-                "calibration": None if calibration is None else calibration.describe(config.calibration,
-                                                                                     config.seed),
-                "source_export_id": manifest["export_id"],
-                "outliers": None if outliers is None else outliers.report(),
-                "lookups": {role: s["lookups"] for role, s in summary.items() if s["lookups"]},
-            },
-        })
-        new_files = [name for name in os.listdir(staging) if name != MANIFEST_NAME]
-        new_manifest["files"] = {name: sha256_file(staging / name) for name in sorted(new_files)}
-        write_manifest(staging, new_manifest)
+        quantization = {
+            "recipe": config.recipe,
+            **dict.fromkeys(("method", "per_channel", "format", "groups", "kept_fp32")),
+            **recipe.describe(config),
+            "exclude": list(config.exclude),
+            "quantized_nodes": {role: s["quantized_nodes"] for role, s in summary.items()},
+            "calibration": None if calibration is None else calibration.describe(config.calibration, config.seed),
+            "source_export_id": manifest["export_id"],
+            "outliers": None if outliers is None else outliers.report(),
+            "lookups": {role: s["lookups"] for role, s in summary.items() if s["lookups"]},
+        }
+        new_manifest = _write_quantized_manifest(staging, manifest, weights, export_id, recipe.precision,
+                                                 quantization)
     return {"manifest": new_manifest, "graphs": summary, "config": _config_dict(config)}
+
+
+def _fp32_source(source: Path, output: Path, force: bool) -> dict:
+    """The manifest of the fp32 export ``source``, once it and ``output`` are checked."""
+    manifest = load_manifest(source)
+    if manifest.get("precision") != "fp32":
+        raise InputError(f"{source} is already quantized (precision {manifest.get('precision')}); quantize the fp32 "
+                         "export instead")
+    refuse_existing(output, force)
+    if output.resolve() == source.resolve():
+        raise InputError(f"--output {output} is the source export; choose a new directory")
+    return manifest
+
+
+def _write_quantized_manifest(staging: Path, manifest: dict, weights: dict, export_id: str, precision: str,
+                              quantization: dict) -> dict:
+    """The source ``manifest`` made the quantized export's (its graphs reading ``weights``, every staged file
+    hashed), written into ``staging``; returns it."""
+    new_manifest = dict(manifest)
+    new_manifest["graphs"] = {role: {**spec, "external_data": [weights["file"]]}
+                              for role, spec in manifest["graphs"].items()}
+    new_manifest.update({"weights": weights, "export_id": export_id, "precision": precision,
+                         "quantization": quantization})
+    new_files = [name for name in os.listdir(staging) if name != MANIFEST_NAME]
+    new_manifest["files"] = {name: sha256_file(staging / name) for name in sorted(new_files)}
+    write_manifest(staging, new_manifest)
+    return new_manifest
 
 
 def calibration_for(export_dir: Path, config: QuantizeConfig, progress: bool = False, store: Path | None = None):

@@ -17,6 +17,7 @@ outputs can be compared token for token with PyTorch ``generate``. Step hooks se
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -61,6 +62,28 @@ def run_step(backend: StepBackend, tokens: np.ndarray, position: int, mask: np.n
     cache_k[:, :, :, position] = outputs["new_self_k"][:, :, :, 0]
     cache_v[:, :, :, position] = outputs["new_self_v"][:, :, :, 0]
     return np.asarray(outputs["logits"], dtype=np.float32)
+
+
+@dataclass
+class _Finished:
+    """Beam search's finished hypotheses per input (``beams`` each, best first): ids, length-normalised scores,
+    whether each slot holds one, and its length."""
+
+    seqs: np.ndarray
+    scores: np.ndarray
+    is_finished: np.ndarray
+    lengths: np.ndarray
+
+    def merge(self, candidates: np.ndarray, scores: np.ndarray, finished: np.ndarray, length: int) -> None:
+        """Keep the best ``beams`` of the held hypotheses and the ``candidates`` scored ``scores`` (``NEG`` where
+        a candidate did not finish)."""
+        merged = np.concatenate([self.scores, scores], axis=1)
+        _, best = _topk(merged, self.scores.shape[1])
+        self.seqs = _gather_beams(np.concatenate([self.seqs, candidates], axis=1), best)
+        self.scores = _gather_beams(merged, best)
+        self.is_finished = _gather_beams(np.concatenate([self.is_finished, finished], axis=1), best)
+        lengths = np.concatenate([self.lengths, np.full(candidates.shape[:2], length)], axis=1)
+        self.lengths = _gather_beams(lengths, best)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -146,13 +169,11 @@ class Decoder:
 
         running = np.full((batch, beams, max_length), self.eos_id, dtype=np.int64)
         running[:, :, 0] = self.decoder_start_id
-        finished_seqs = running.copy()
+        done = _Finished(running.copy(), np.full((batch, beams), NEG, np.float32),
+                         np.zeros((batch, beams), dtype=bool), np.zeros((batch, beams), dtype=np.int64))
         running_scores = np.zeros((batch, beams), np.float32)
         running_scores[:, 1:] = NEG
-        finished_scores = np.full((batch, beams), NEG, np.float32)
-        is_finished = np.zeros((batch, beams), dtype=bool)
         improvable = np.ones((batch, 1), dtype=bool)
-        finished_lengths = np.zeros((batch, beams), dtype=np.int64)
 
         for cur_len in range(1, max_length):
             position = cur_len - 1
@@ -177,26 +198,16 @@ class Decoder:
             # Candidates among the top `beams` that stopped join the finished hypotheses, length-normalised.
             just_finished = hits & top_beam_mask[None, :]
             normalised = top_scores / np.float32((cur_len + 1 - 1) ** options.length_penalty)
-            full = is_finished.all(axis=-1, keepdims=True) & (options.early_stopping is True)
+            full = done.is_finished.all(axis=-1, keepdims=True) & (options.early_stopping is True)
             normalised = normalised + full.astype(np.float32) * NEG + (~improvable).astype(np.float32) * NEG
-            normalised = normalised + (~just_finished).astype(np.float32) * NEG
-            merged_scores = np.concatenate([finished_scores, normalised], axis=1)
-            _, best = _topk(merged_scores, beams)
-            finished_seqs = _gather_beams(np.concatenate([finished_seqs, candidates], axis=1), best)
-            finished_scores = _gather_beams(merged_scores, best)
-            is_finished = _gather_beams(np.concatenate([is_finished, just_finished], axis=1), best)
-            lengths = np.concatenate([finished_lengths, np.full((batch, keep), cur_len)], axis=1)
-            finished_lengths = _gather_beams(lengths, best)
+            done.merge(candidates, normalised + (~just_finished).astype(np.float32) * NEG, just_finished, cur_len)
 
             # transformers' heuristic: can a running beam still beat the worst finished one?
             best_possible = running_scores[:, :1] / np.float32((cur_len + 1 - 1) ** options.length_penalty)
-            worst = np.where(is_finished, finished_scores.min(axis=1, keepdims=True), NEG)
+            worst = np.where(done.is_finished, done.scores.min(axis=1, keepdims=True), NEG)
             improvable = improvable & np.any(best_possible > worst, axis=-1, keepdims=True)
-            all_full = is_finished.all() and options.early_stopping is True
+            all_full = done.is_finished.all() and options.early_stopping is True
             if not improvable.any() or all_full or hits.all():
                 break
-
-        results = []
-        for row in range(batch):
-            results.append(through_eos(finished_seqs[row, 0, 1 : finished_lengths[row, 0] + 1].tolist(), self.eos_id))
-        return results
+        return [through_eos(done.seqs[row, 0, 1 : done.lengths[row, 0] + 1].tolist(), self.eos_id)
+                for row in range(batch)]
