@@ -28,6 +28,11 @@ def tiny_pte(tiny_mt5, tmp_path_factory) -> Path:
     return out
 
 
+#: Each ExecuTorch precision and the test that builds and checks it (the registry meta-test checks they cover all).
+PRECISION_CASES = {"fp32": "test_fp32_matches_pytorch_greedy_and_beam",
+                   "int8": "test_static_int8_of_the_demo_model_passes_the_quality_gate"}
+
+
 def test_the_export_keeps_the_contract_in_one_program(tiny_mt5, tiny_pte):
     from mt5lite import contract
     from mt5lite.checkpoint import load_model

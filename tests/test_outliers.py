@@ -70,6 +70,10 @@ def _smooth(export: Path, scratch: Path, model: ErrorModel):
     return smooth_graphs(files, feeds, model, scratch, manifest["model"]["num_heads"], manifest["model"]["d_kv"])
 
 
+#: Every smoothing fold; the fold test below exercises each (the registry meta-test checks they cover FOLDS).
+FOLD_CASES = ("norm", "ffn", "values")
+
+
 def test_fold_keeps_fp32_and_lowers_the_error(tiny_outlier_export, tmp_path):
     smoothed = _smooth(tiny_outlier_export, tmp_path / "smoothed", ErrorModel("static", "per-channel"))
     # checked inside smooth_graphs (ParityError otherwise); the numbers are recorded
@@ -81,9 +85,7 @@ def test_fold_keeps_fp32_and_lowers_the_error(tiny_outlier_export, tmp_path):
         weights = {t.name for t in model.graph.initializer}
         matmuls = {n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights}
         assert matmuls == {p for s in smoothed.sites if s.role == role for p in s.products}
-    from mt5lite.exporters.smoothing import FOLDS
-
-    assert {s.fold for s in smoothed.sites if s.strength is not None} == set(FOLDS)  # every fold, exercised
+    assert {s.fold for s in smoothed.sites if s.strength is not None} == set(FOLD_CASES)  # every fold, exercised
     ffn = [site for site in smoothed.sites if site.fold == "ffn"]
     assert ffn and all(site.outlier_ratio > 50 and site.strength is not None for site in ffn)
     for site in ffn:
@@ -221,8 +223,13 @@ def test_lookup_tables_with_outlier_columns_get_a_range_per_column(demo_model, t
         assert not any(n.op_type == "QuantizeLinear" and n.input[0] == readers[0].output[0] for n in graph.graph.node)
 
 
-@pytest.mark.parametrize("activation", ["static", "dynamic", "blockwise", "float"])
-@pytest.mark.parametrize("weight", ["per-channel", "blockwise"])
+#: Every activation and weight scheme of ``int8_error`` (the registry meta-test checks these cover them).
+ACTIVATION_CASES = ("static", "dynamic", "blockwise", "float")
+WEIGHT_CASES = ("per-channel", "blockwise")
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_CASES)
+@pytest.mark.parametrize("weight", WEIGHT_CASES)
 def test_every_error_scheme_sees_outliers_and_smoothing(activation, weight):
     """Each simulated scheme: outlier channels hurt an int8 activation, and migrating them into the weights (m =
     the channels' magnitudes) brings the error back; float activations only see the weights' rounding."""
@@ -338,8 +345,8 @@ def test_rotating_a_pytorch_model_keeps_its_graphs(tiny_outlier_export):
     if model.config.tie_word_embeddings:
         norms = set(rms_norms(model))
         stats = measure_modules(model, set(), norms, feeds, target)
-        choice, back = _rotate(model, [stats[name].rows for name in norms])
-        assert choice.seed is None and back is None and "tied" in choice.why_not
+        choice, back, q = _rotate(model, [stats[name].rows for name in norms])
+        assert choice.seed is None and back is None and q is None and "tied" in choice.why_not
         return
     expected = run_graphs(model, feeds, target, CHECK_RUNS)
     back = rotate_model(model, random_rotation(model.config.d_model, 0))
@@ -349,3 +356,33 @@ def test_rotating_a_pytorch_model_keeps_its_graphs(tiny_outlier_export):
         check.add(before, after, {})
     assert max(check.verdict().values()) <= 1e-4
     assert all(bool((norm.weight == 1).all()) for norm in rms_norms(model).values())
+
+
+@pytest.mark.parametrize("rotated", [False, True])
+def test_an_embedding_with_outlier_columns_is_stored_column_scaled(tiny_mt5, rotated):
+    """ExecuTorch's int8 embedding has one range per row: residual channels amplified x30 at the embedding leave
+    the other columns a few levels of it, rotated or not. The table is then stored divided by its columns' peaks
+    and the lookup multiplies them back (and rotates): the same rows, a lower per-column error; a table without
+    outlier columns is left as it is."""
+    import torch
+
+    from mt5lite.exporters.rotation import random_rotation
+    from mt5lite.exporters.torch_lookup import ColumnScaledLookup, scale_lookup_columns
+    from mt5lite.exporters.torch_rotation import rotate_model
+    from tests.outlier_fixtures import amplify_residual_channels
+
+    plain = load_model(tiny_mt5)
+    assert not scale_lookup_columns(plain)["column_scaled"]
+    model = load_model(tiny_mt5)
+    amplify_residual_channels(model, factor=30.0)
+    q = random_rotation(model.config.d_model, 0) if rotated else None
+    if rotated:
+        rotate_model(model, q)
+    ids = torch.arange(model.config.vocab_size).reshape(-1, 64)
+    before = model.encoder.embed_tokens(ids).detach().clone()
+    found = scale_lookup_columns(model, q)
+    assert found["column_scaled"] and found["per_row_error"] > 1.5 * found["column_scaled_error"]
+    assert isinstance(model.encoder.embed_tokens, ColumnScaledLookup) and model.decoder.embed_tokens is model.shared
+    after = model.decoder.embed_tokens(ids).detach()
+    assert float((after - before).abs().max()) <= 1e-5 * float(before.abs().max())
+

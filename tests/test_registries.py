@@ -62,6 +62,47 @@ def test_every_compression_pass_has_a_case():
     assert set(cases) == set(registry), f"{registry.kind}: add a test case for {set(registry) - set(cases)}"
 
 
+#: Each registry's kind -> where its cases are, as (test module, name of its case collection). Every Registry the
+#: package defines must be here, and each case collection must cover its registry's entries.
+CASE_MAPS = {
+    "quantization recipe": ("tests.test_registries", "RECIPE_CASES"),
+    "quantization group": ("tests.test_registries", "GROUP_COUNTS"),
+    "engine": ("tests.test_registries", "ENGINE_CASES"),
+    "TFLite precision": ("tests.test_tflite", "PRECISION_CASES"),
+    "ExecuTorch precision": ("tests.test_executorch", "PRECISION_CASES"),
+    "compression pass": ("tests.test_compression", "PASS_CASES"),
+    "compression recipe": ("tests.test_training", "RECIPE_CASES"),
+    "model family": ("tests.conftest", "TINY_FAMILIES"),
+    "smoothing fold": ("tests.test_outliers", "FOLD_CASES"),
+    "activation scheme": ("tests.test_outliers", "ACTIVATION_CASES"),
+    "weight scheme": ("tests.test_outliers", "WEIGHT_CASES"),
+}
+
+
+def _package_registries() -> dict[str, Registry]:
+    """Every ``Registry`` bound at the top level of an ``mt5lite`` module, by kind."""
+    import importlib
+
+    from tests.test_layers import package_sources
+
+    found = {}
+    for name in package_sources():
+        if not name.endswith("__main__"):
+            found.update({value.kind: value for value in vars(importlib.import_module(name)).values()
+                          if isinstance(value, Registry)})
+    return found
+
+
+def test_every_registry_has_cases_that_cover_it():
+    import importlib
+
+    registries = _package_registries()
+    assert set(registries) == set(CASE_MAPS), f"give these registries a case map: {set(registries) - set(CASE_MAPS)}"
+    for kind, (module, name) in CASE_MAPS.items():
+        cases = getattr(importlib.import_module(module), name)
+        assert set(cases) == set(registries[kind]), f"{kind}: add a test case for {set(registries[kind]) - set(cases)}"
+
+
 def test_every_tflite_precision_is_built_and_checked():
     from tests.test_tflite import PRECISION_CASES
 

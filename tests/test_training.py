@@ -173,6 +173,10 @@ def test_a_trimmed_student_is_distilled_over_its_own_pieces(tiny_mt5, tmp_path):
     assert _teacher_ids(tiny_mt5, read_sentencepiece(tiny_mt5 / "spiece.model")) is None
 
 
+#: Each compression recipe and the test that runs it (the registry meta-test checks they cover RECIPES).
+RECIPE_CASES = {"lite": "test_the_lite_recipe_chains_trim_prune_distill_finetune"}
+
+
 def test_the_lite_recipe_chains_trim_prune_distill_finetune(tiny_mt5, pairs, tmp_path):
     report = _compress(tiny_mt5, tmp_path / "lite", pairs, "--recipe", "lite", "--max-steps", "2",
                        "--importance-pairs", "8")
