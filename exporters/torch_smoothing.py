@@ -3,9 +3,8 @@ of ``mt5lite.exporters.smoothing``, measured with forward hooks on the contract'
 model's own parameters.
 
 First the residual stream is rotated where that lowers its measured error (``mt5lite.exporters.torch_rotation``):
-the linears' per-tensor activation ranges then no longer meet a few huge channels. XNNPACK's int8 embedding has
-one range per row, which outlier columns ruin, rotated or not: the table is stored column-scaled where that helps
-(``mt5lite.exporters.torch_lookup``). Sites by module: every RMS norm and
+the linears' per-tensor activation ranges then no longer meet a few huge channels, and XNNPACK's int8 embedding
+(one range per row) no longer meets outlier columns. Sites by module: every RMS norm and
 the linears that read it; ``wi_1`` (``wi``) and ``wo``; ``v`` and ``o``. The encoder's final norm output is also
 the contract's ``encoder_hidden_states``: its fold goes into a per-channel scale the encoder graph applies for the
 cross K/V alone (``EncoderGraph(cross_scale=...)``), as the ONNX graphs get a folded copy of the norm's scale. A
@@ -117,13 +116,12 @@ class TorchSmoothing:
     check: dict = field(default_factory=dict)  # the fold check's largest relative differences
     rotation: dict = field(default_factory=dict)  # the residual stream's rotation (RotationChoice.report)
     output_rotation: object = None  # torch tensor [D, D]: turns the rotated encoder output back (None: not rotated)
-    lookup: dict = field(default_factory=dict)  # the token embedding's storage (torch_lookup.scale_lookup_columns)
 
     def report(self) -> dict:
         """``site_report`` of the sites, grouped like the ONNX graphs' products."""
         return {**site_report(self.sites, lambda site, product: _group(product), lambda site, product: False),
                 "over_budget": self.over_budget, "fold_check": self.check, "scaled_states": sorted(self.scales),
-                "rotation": self.rotation, "lookup": self.lookup}
+                "rotation": self.rotation}
 
 
 def _group(module: str) -> str:
@@ -137,16 +135,15 @@ def _group(module: str) -> str:
 def _rotate(model, rows: list):
     """The residual stream's rotation, chosen on each norm's normalized calibration ``rows``
     (``mt5lite.exporters.rotation``) and folded into ``model`` where it lowers the error. Returns the choice and
-    the encoder output's way back and the rotation (None, None when not rotated)."""
+    the encoder output's way back (None when not rotated)."""
     from mt5lite.exporters.rotation import choose_rotation, random_rotation
     from mt5lite.exporters.torch_rotation import rotate_model
 
     tied = "a tied lm_head is the embedding itself" if model.config.tie_word_embeddings else None
     choice = choose_rotation(rows, why_not=tied)
     if choice.seed is None:
-        return choice, None, None
-    q = random_rotation(choice.width, choice.seed)
-    return choice, rotate_model(model, q), q
+        return choice, None
+    return choice, rotate_model(model, random_rotation(choice.width, choice.seed))
 
 
 def smooth_model(model, feeds: dict, max_target_length: int, activation: str = "static",
@@ -159,7 +156,6 @@ def smooth_model(model, feeds: dict, max_target_length: int, activation: str = "
     import torch
 
     from mt5lite.exporters.outliers import CHECK_RUNS, FoldCheck
-    from mt5lite.exporters.torch_lookup import scale_lookup_columns
     from mt5lite.exporters.torch_rotation import rms_norms
 
     sites = find_torch_sites(model)
@@ -167,8 +163,7 @@ def smooth_model(model, feeds: dict, max_target_length: int, activation: str = "
     expected = run_graphs(model, feeds, max_target_length, CHECK_RUNS)
     linears, norms = {s.activation for s in sites}, set(rms_norms(model))
     stats = measure_modules(model, linears, norms, feeds, max_target_length)  # one pass: sites and norms
-    rotation, back, q = _rotate(model, [stats[name].rows for name in norms])
-    lookup = scale_lookup_columns(model, q)  # the token embedding: one range per row in ExecuTorch's int8
+    rotation, back = _rotate(model, [stats[name].rows for name in norms])
     if back is not None:  # rotated: the sites are measured again
         stats = measure_modules(model, linears, set(), feeds, max_target_length)
     for site in sites:
@@ -191,7 +186,7 @@ def smooth_model(model, feeds: dict, max_target_length: int, activation: str = "
     config = model.config
     over = [p for s in sites for p, e in s.errors.items() if e["after"] > KEEP_WIDE_ERROR]
     smoothing = TorchSmoothing(sites, state_scales(sites, config.num_heads, config.d_kv), cross_scale, over,
-                               rotation=rotation.report(), output_rotation=back, lookup=lookup)
+                               rotation=rotation.report(), output_rotation=back)
     check = FoldCheck("smoothed model against the fp32 model")
     got = run_graphs(model, feeds, max_target_length, CHECK_RUNS, cross_scale, smoothing.scales, back)
     for before, after in zip(expected, got, strict=True):
