@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Callable
 from operator import attrgetter
 from pathlib import Path
@@ -367,6 +368,13 @@ def initializer_array(tensor, base_dir: str | Path = "") -> np.ndarray:
     return array.reshape(tuple(tensor.dims))
 
 
+def variable_name(name: str) -> str:
+    """``name`` (an ONNX initializer's) as a valid TensorFlow variable name: a root scope name starts with a letter,
+    a digit or a dot (an ONNX node path such as ``/encoder/final_layer_norm.rotation_back`` does not)."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.\-]", "_", name)
+    return cleaned if re.match(r"[A-Za-z0-9.]", cleaned) else f"w{cleaned}"
+
+
 def weight_variables(model, pool: dict | None = None, min_elements: int = VARIABLE_MIN_ELEMENTS,
                      base_dir: str | Path = "", skip: frozenset[str] = frozenset()) -> dict:
     """Every initializer of ``model`` with at least ``min_elements`` elements as a ``tf.Variable``, by name. Their
@@ -384,8 +392,7 @@ def weight_variables(model, pool: dict | None = None, min_elements: int = VARIAB
             array = initializer_array(tensor, base_dir)
             key = (array.dtype.str, array.shape, hashlib.sha256(array.tobytes()).hexdigest())
             if key not in pool:
-                pool[key] = tf.Variable(array, trainable=False,
-                                        name=tensor.name.replace("/", "_").replace(":", "_"))
+                pool[key] = tf.Variable(array, trainable=False, name=variable_name(tensor.name))
             variables[tensor.name] = pool[key]
             tensor.ClearField("raw_data")
             tensor.ClearField("float_data")

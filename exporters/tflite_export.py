@@ -25,7 +25,7 @@ import subprocess
 import sys
 import uuid
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mt5lite.contract import ROLES
@@ -33,6 +33,7 @@ from mt5lite.errors import InputError, ModelFileError
 from mt5lite.exporters.calibration import CalibrationDraw, CalibrationWarning
 from mt5lite.exporters.onnx_to_tf import ConversionError
 from mt5lite.exporters.staging import refuse_existing, scratch_directory, staged_directory
+from mt5lite.exporters.tflite_spec import GraphJob, LmHeadStandIn, WorkerSpec
 from mt5lite.manifest import MANIFEST_NAME, graph_files, inside, load_manifest, sha256_file, write_manifest
 from mt5lite.registry import Registry
 
@@ -82,14 +83,14 @@ def _dies_with(parent: int):
     return arm
 
 
-def _worker(command: str, spec: dict, scratch: Path, show_progress: bool = False) -> dict:
+def _worker(command: str, spec: WorkerSpec, scratch: Path, show_progress: bool = False) -> dict:
     """Run one ``mt5lite.exporters.tflite_worker`` step in a child process. Its toolkit error and warnings are
     raised again here; its crash (even SIGABRT) becomes a ``ConversionError``. ``show_progress`` lets the step's
     stderr (a progress bar) through; otherwise it is kept for the error message."""
-    name = Path(spec["output"]).name
+    name = Path(spec.output).name
     spec_path = scratch / f"{command}.json"
     result_path = spec_path.with_suffix(".result.json")
-    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    spec_path.write_text(spec.to_json(), encoding="utf-8")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     try:
         done = subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "-m",
@@ -117,10 +118,10 @@ def _worker(command: str, spec: dict, scratch: Path, show_progress: bool = False
     return result
 
 
-def _graph_spec(manifest: dict, role: str, onnx_dir: Path) -> dict:
+def _graph_job(manifest: dict, role: str, onnx_dir: Path) -> GraphJob:
     """What the worker needs of one ONNX graph: its file and its tensor specs."""
     graph = manifest["graphs"][role]
-    return {"onnx": str(inside(onnx_dir, graph["file"])), "inputs": graph["inputs"], "outputs": graph["outputs"]}
+    return GraphJob(str(inside(onnx_dir, graph["file"])), graph["inputs"], graph["outputs"])
 
 
 def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, quantize: str = "fp32",
@@ -156,7 +157,7 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
         checked = _worker("check", spec, Path(scratch))
         graphs, ops = json.loads(json.dumps(manifest["graphs"])), {}
         for role in ROLES:
-            _check_outputs(role, spec["graphs"][role], checked["signatures"][role], allow_flex)
+            _check_outputs(role, spec.graphs[role], checked["signatures"][role], allow_flex)
             graphs[role]["file"] = TFLITE_FILE
             graphs[role]["signature"] = role
             graphs[role].pop("external_data", None)  # the .tflite holds the weights
@@ -181,28 +182,28 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
 
 
 def conversion_spec(source: Path, manifest: dict, output: Path, quantize: str, scratch: Path,
-                    allow_flex: bool = False) -> dict:
+                    allow_flex: bool = False) -> WorkerSpec:
     """What the worker steps need: the output, the precision, the scratch files and each graph's ONNX file and
     tensor specs."""
-    return {"output": str(output), "quantize": quantize, "allow_flex": allow_flex,
-            "float": str(scratch / "float.tflite"), "calibrated": str(scratch / "calibrated.tflite"),
-            "graphs": {role: _graph_spec(manifest, role, source) for role in ROLES}}
+    return WorkerSpec(output=str(output), quantize=quantize, allow_flex=allow_flex,
+                      float_model=str(scratch / "float.tflite"), calibrated_model=str(scratch / "calibrated.tflite"),
+                      graphs={role: _graph_job(manifest, role, source) for role in ROLES})
 
 
-def convert_steps(spec: dict, scratch: Path) -> dict:
-    """Write ``spec["output"]``: ``convert``, then for int8 (``spec`` prepared by ``_prepare_int8``) TensorFlow's
+def convert_steps(spec: WorkerSpec, scratch: Path) -> dict:
+    """Write ``spec.output``: ``convert``, then for int8 (``spec`` prepared by ``_prepare_int8``) TensorFlow's
     int8 steps after it, ``calibrate`` and ``quantize``, each in a process of its own, so that no process holds
     more than one model at a time. Returns what ``convert`` reported (int8: and how many ops ``quantize`` left
     float)."""
     converted = _worker("convert", spec, scratch)
-    if TFLITE_PRECISIONS[spec["quantize"]].calibrated:
-        spec["stand_ins"] = converted["stand_ins"]
+    if TFLITE_PRECISIONS[spec.quantize].calibrated:
+        spec.lm_head_stand_ins = {role: LmHeadStandIn(**found) for role, found in converted["stand_ins"].items()}
         _worker("calibrate", spec, scratch)
         converted["float_nodes"] = _worker("quantize", spec, scratch)["float_nodes"]
     return converted
 
 
-def _prepare_int8(source: Path, spec: dict, calibration: CalibrationDraw, scratch: Path, progress: bool,
+def _prepare_int8(source: Path, spec: WorkerSpec, calibration: CalibrationDraw, scratch: Path, progress: bool,
                   config: dict) -> dict:
     """Capture the representative data and choose each graph's masking constant, in a child process that writes
     the feeds beside the output (``calibrate``); smooth the activation outliers into the weights
@@ -211,31 +212,31 @@ def _prepare_int8(source: Path, spec: dict, calibration: CalibrationDraw, scratc
     graphs and their feeds. Returns what the manifest records."""
     draw = {"file": str(calibration.file), "samples": calibration.samples,
             "max_decoder_steps": calibration.max_decoder_steps, "seed": calibration.seed}
-    found = _worker("capture", {**spec, "source": str(source), "draw": draw, "store": str(scratch / "calibration"),
-                                  "progress": progress}, scratch, show_progress=progress)
+    capture = replace(spec, source=str(source), draw=draw, store=str(scratch / "calibration"), progress=progress)
+    found = _worker("capture", capture, scratch, show_progress=progress)
     masks = found["calibration"]["masking_constants"]
-    spec["logits_range"] = found["logits_range"]
-    for role, graph in spec["graphs"].items():
-        graph["mask_value"] = masks[role]["value"]
-        graph["calibration"] = found["stores"][role]
+    spec.logits_range = found["logits_range"]
+    for role, graph in spec.graphs.items():
+        graph.mask_value = masks[role]["value"]
+        graph.calibration = found["stores"][role]
     outliers = _smooth(spec, scratch, config)
     # Outliers in the residual stream itself (its rotation was needed): the stream stays float (tflite_residual)
-    spec["float_residual"] = (outliers.get("rotation") or {}).get("seed") is not None
-    activations = "int8; the residual stream and RMS norms float" if spec["float_residual"] else "int8"
+    spec.float_residual = (outliers.get("rotation") or {}).get("seed") is not None
+    activations = "int8; the residual stream and RMS norms float" if spec.float_residual else "int8"
     return {"weights": "int8", "activations": activations, "inputs_outputs": "float32", "outliers": outliers,
             "calibration": found["calibration"]}
 
 
-def _smooth(spec: dict, scratch: Path, config: dict) -> dict:
+def _smooth(spec: WorkerSpec, scratch: Path, config: dict) -> dict:
     """Smooth both graphs of ``spec`` for full int8 from their captured feeds; the spec then points at the smoothed
     graphs and at decoder feeds holding the V states as those graphs do. Returns the outlier report."""
     from mt5lite.exporters.calibration import FeedStore
     from mt5lite.exporters.outliers import ErrorModel, smooth_graphs
 
-    graphs = spec["graphs"]
-    stores = {role: FeedStore(graph["calibration"]) for role, graph in graphs.items()}
+    graphs = spec.graphs
+    stores = {role: FeedStore(graph.calibration) for role, graph in graphs.items()}
     full_int8 = ErrorModel("static", "per-channel", residual=True)  # the residual stream is quantized too
-    smoothed = smooth_graphs({role: Path(graph["onnx"]) for role, graph in graphs.items()}, stores, full_int8,
+    smoothed = smooth_graphs({role: Path(graph.onnx) for role, graph in graphs.items()}, stores, full_int8,
                              scratch / "smoothed", config["num_heads"], config["d_kv"],
                              keep_wide=False)  # full int8 has no float products to keep
     if smoothed.scales:
@@ -243,9 +244,9 @@ def _smooth(spec: dict, scratch: Path, config: dict) -> dict:
         decoder = smoothed.decoder_feeds(stores["decoder"])
         for index in range(len(decoder)):
             rescaled.put(index, decoder[index])
-        graphs["decoder"]["calibration"] = str(rescaled.directory)
+        graphs["decoder"].calibration = str(rescaled.directory)
     for role, graph in graphs.items():
-        graph["onnx"] = str(smoothed.files[role])
+        graph.onnx = str(smoothed.files[role])
     return smoothed.report()
 
 
@@ -253,14 +254,14 @@ def _is_flex(op: str) -> bool:
     return op.startswith("Flex") or op == "CUSTOM"
 
 
-def _check_outputs(role: str, spec: dict, checked: dict, allow_flex: bool) -> None:
+def _check_outputs(role: str, graph: GraphJob, checked: dict, allow_flex: bool) -> None:
     """Refuse Flex ops (unless allowed) and any output whose shape is not the contract's."""
     flex = [op for op in checked["ops"] if _is_flex(op)]
     if flex and not allow_flex:
         raise ConversionError(f"the {role} graph needs Flex ops {', '.join(flex)}; pass --allow-flex (the Android "
                               f"app then needs {FLEX_ANDROID_LIBRARY})")
     problems = []
-    for tensor in spec["outputs"]:
+    for tensor in graph.outputs:
         got = checked["outputs"].get(tensor["name"])
         if got is None:
             problems.append(f"{tensor['name']}: missing")

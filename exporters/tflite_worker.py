@@ -11,10 +11,11 @@ returned before the next starts:
     python -m mt5lite.exporters.tflite_worker quantize SPEC.json RESULT.json   # int8: quantize, lm_head written in
     python -m mt5lite.exporters.tflite_worker check SPEC.json RESULT.json    # load, run each signature once (LiteRT)
 
-SPEC.json holds the output path, the precision and, per graph (role), the ONNX file and its tensor specs from the
-manifest; the step writes what it found (ops, output shapes, bytes) to RESULT.json, so nothing TensorFlow prints
-can be mistaken for it. A step that fails with one of the toolkit's errors writes it there too (``{"error": {"type",
-"message"}}``, exit status 1), and the toolkit's warnings it raised (``"warnings"``), for the caller to raise again.
+SPEC.json is a ``WorkerSpec`` (``mt5lite.exporters.tflite_spec``): the output path, the precision and, per graph
+(role), the ONNX file and its tensor specs from the manifest; the step writes what it found (ops, output shapes,
+bytes) to RESULT.json, so nothing TensorFlow prints can be mistaken for it. A step that fails with one of the
+toolkit's errors writes it there too (``{"error": {"type", "message"}}``, exit status 1), and the toolkit's warnings
+it raised (``"warnings"``), for the caller to raise again.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from mt5lite.exporters.tflite_spec import WorkerSpec
 
 
 def _named_function(names: list[str], body):
@@ -39,43 +42,42 @@ def _named_function(names: list[str], body):
     return namespace["graph"]
 
 
-def capture(spec: dict) -> dict:
-    """Capture the int8 calibration feeds of both graphs into ``spec["store"]`` (on disk, ``FeedStore``) while the
-    fp32 ONNX export ``spec["source"]`` decodes the draw ``spec["draw"]`` (``CalibrationDraw``'s fields), then
+def capture(spec: WorkerSpec) -> dict:
+    """Capture the int8 calibration feeds of both graphs into ``spec.store`` (on disk, ``FeedStore``) while the
+    fp32 ONNX export ``spec.source`` decodes the draw ``spec.draw`` (``CalibrationDraw``'s fields), then
     choose each graph's masking constant from them; also returns the logits' range over the kept decoder steps.
     ONNX Runtime only, in its own process: the fp32 sessions' memory is gone before TensorFlow converts."""
     from mt5lite.exporters.calibration import CalibrationDraw
     from mt5lite.exporters.int8_masking import int8_mask_value
 
-    draw = CalibrationDraw(**{**spec["draw"], "file": Path(spec["draw"]["file"])})
-    data = draw.capture(Path(spec["source"]), spec.get("progress", False), store=Path(spec["store"]))
-    masks = {role: int8_mask_value(graph["onnx"], getattr(data, role).feeds)
-             for role, graph in spec["graphs"].items()}
+    draw = CalibrationDraw(**{**spec.draw, "file": Path(spec.draw["file"])})
+    data = draw.capture(Path(spec.source), spec.progress, store=Path(spec.store))
+    masks = {role: int8_mask_value(graph.onnx, getattr(data, role).feeds) for role, graph in spec.graphs.items()}
     return {"calibration": {**data.describe(draw.file, draw.seed), "masking_constants": masks},
-            "stores": {role: str(getattr(data, role).feeds.directory) for role in spec["graphs"]},
+            "stores": {role: str(getattr(data, role).feeds.directory) for role in spec.graphs},
             "logits_range": data.logits_range}
 
 
-def _representative_data(spec: dict):
+def _representative_data(spec: WorkerSpec):
     """The calibration feeds of every graph, tagged with its signature key (the converter's multi-signature
     form)."""
     from mt5lite.exporters.calibration import FeedStore
 
-    names = {role: [t["name"] for t in graph["inputs"]] for role, graph in spec["graphs"].items()}
-    for role, graph in spec["graphs"].items():
-        for feed in FeedStore(graph["calibration"]):
+    names = {role: [t["name"] for t in graph.inputs] for role, graph in spec.graphs.items()}
+    for role, graph in spec.graphs.items():
+        for feed in FeedStore(graph.calibration):
             yield role, {name: feed[name] for name in names[role]}
 
 
-def convert(spec: dict) -> dict:
+def convert(spec: WorkerSpec) -> dict:
     """Translate every ONNX graph of the spec to TensorFlow and convert them together into one .tflite, one
     signature per graph (named by its role). A weight that several graphs read (identical dtype, shape and bytes)
     becomes one variable, so the converter writes it once and the signatures share its buffer. For ``int8``, each
     graph's ``calibration`` is a ``FeedStore`` directory (the representative dataset) and its ``mask_value`` the
     masking constant (``mt5lite.exporters.int8_masking``); the converter then stops at the float model it would
-    calibrate, written to ``spec["float"]`` with the lm_head as a stand-in (``mt5lite.exporters.tflite_splice``):
-    ``calibrate`` and ``quantize`` go on from there, each in its own process (``spec["stand_in"]`` False keeps the
-    real lm_head, for comparison). Other precisions are written to ``spec["output"]``."""
+    calibrate, written to ``spec.float_model`` with the lm_head as a stand-in (``mt5lite.exporters.tflite_splice``):
+    ``calibrate`` and ``quantize`` go on from there, each in its own process (``spec.use_stand_in`` False keeps the
+    real lm_head, for comparison). Other precisions are written to ``spec.output``."""
     import onnx
     import tensorflow as tf
 
@@ -84,22 +86,22 @@ def convert(spec: dict) -> dict:
     from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS
     from mt5lite.exporters.tflite_splice import STAND_IN_VALUE, stand_in_lm_head, stand_in_rows
 
-    calibrated = TFLITE_PRECISIONS[spec["quantize"]].calibrated  # lookup tables quantized on their own range
+    calibrated = TFLITE_PRECISIONS[spec.quantize].calibrated  # lookup tables quantized on their own range
     module, pool = tf.Module(), {}
     functions, stand_ins = {}, {}
-    for role, graph in spec["graphs"].items():
+    for role, graph in spec.graphs.items():
         # The graph alone: its weights are read from their file straight into the variables.
-        model, folder = onnx.load(graph["onnx"], load_external_data=False), str(Path(graph["onnx"]).parent)
-        if graph.get("mask_value") is not None:
-            with_mask_value(model, graph["mask_value"], folder)
-        names = [t["name"] for t in graph["inputs"]]
-        signature = [tf.TensorSpec(t["shape"], tf.as_dtype(t["dtype"]), name=t["name"]) for t in graph["inputs"]]
-        lm_head = stand_in_lm_head(model, folder) if calibrated and spec.get("stand_in", True) else None
+        model, folder = onnx.load(graph.onnx, load_external_data=False), str(Path(graph.onnx).parent)
+        if graph.mask_value is not None:
+            with_mask_value(model, graph.mask_value, folder)
+        names = [t["name"] for t in graph.inputs]
+        signature = [tf.TensorSpec(t["shape"], tf.as_dtype(t["dtype"]), name=t["name"]) for t in graph.inputs]
+        lm_head = stand_in_lm_head(model, folder) if calibrated and spec.use_stand_in else None
         skip = {}
         if lm_head is not None:
-            factors = Path(spec["float"]).with_name(f"lm-head-factors-{role}.npy")
+            factors = Path(spec.float_model).with_name(f"lm-head-factors-{role}.npy")
             np.save(factors, lm_head[1])
-            taken = {int(d) for g in spec["graphs"].values() for t in g["inputs"] + g["outputs"] for d in t["shape"]}
+            taken = {int(d) for g in spec.graphs.values() for t in g.inputs + g.outputs for d in t["shape"]}
             taken |= {int(d) for t in model.graph.initializer for d in t.dims}
             rows = stand_in_rows(taken)
             stand_ins[role] = {"weight": lm_head[0], "factors": str(factors), "rows": rows}
@@ -111,13 +113,13 @@ def convert(spec: dict) -> dict:
         setattr(module, f"graph_{role}", functions[role])
         del model
     module.weights = list(pool.values())
-    target = spec["float"] if calibrated else spec["output"]
+    target = spec.float_model if calibrated else spec.output
     with tempfile.TemporaryDirectory(dir=Path(target).parent, prefix=".saved-model-") as saved:
         # Through a SavedModel with the weights as variables: the converter then reads each weight once.
         tf.saved_model.save(module, saved, signatures={role: f.get_concrete_function()
                                                        for role, f in functions.items()})
         del module, functions, pool
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=list(spec["graphs"]))
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=list(spec.graphs))
         if calibrated:
             # TensorFlow's int8 steps after this one (calibrate, quantize, deduplicate buffers) run as separate
             # steps below, so no process holds more than one model at a time.
@@ -128,16 +130,16 @@ def convert(spec: dict) -> dict:
     return {"bytes": len(flatbuffer), "stand_ins": stand_ins}
 
 
-def _convert(converter, spec: dict) -> bytes:
+def _convert(converter, spec: WorkerSpec) -> bytes:
     """Set ``converter`` up for the spec's precision and ops, and convert."""
     import tensorflow as tf
 
     from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS
 
-    precision = TFLITE_PRECISIONS[spec["quantize"]]
+    precision = TFLITE_PRECISIONS[spec.quantize]
     # Calibrated int8 runs int8 builtins only; the contract's float inputs and outputs stay float.
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if precision.calibrated else tf.lite.OpsSet.TFLITE_BUILTINS]
-    if spec.get("allow_flex"):
+    if spec.allow_flex:
         ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
     converter.target_spec.supported_ops = ops
     if precision.optimize:
@@ -149,28 +151,28 @@ def _convert(converter, spec: dict) -> bytes:
     return converter.convert()
 
 
-def calibrate_float(spec: dict) -> dict:
-    """The float model of ``convert`` (``spec["float"]``) with the range of every tensor recorded on the
-    representative dataset, written to ``spec["calibrated"]``: what TensorFlow's converter does before it
+def calibrate_float(spec: WorkerSpec) -> dict:
+    """The float model of ``convert`` (``spec.float_model``) with the range of every tensor recorded on the
+    representative dataset, written to ``spec.calibrated_model``: what TensorFlow's converter does before it
     quantizes (``tf.lite.TFLiteConverter._quantize``: intermediate tensors added, then its calibrator)."""
     from tensorflow.lite.python.lite import RepresentativeDataset
     from tensorflow.lite.python.optimize import calibrator
 
-    model = calibrator.add_intermediate_tensors(Path(spec["float"]).read_bytes())
+    model = calibrator.add_intermediate_tensors(Path(spec.float_model).read_bytes())
     calibrated = calibrator.Calibrator(model).calibrate(
         RepresentativeDataset(lambda: _representative_data(spec)).input_gen)
     del model
-    Path(spec["calibrated"]).write_bytes(calibrated)
+    Path(spec.calibrated_model).write_bytes(calibrated)
     return {"bytes": len(calibrated)}
 
 
-def quantize(spec: dict) -> dict:
-    """The calibrated model (``spec["calibrated"]``) quantized to full int8 with float inputs and outputs, its
+def quantize(spec: WorkerSpec) -> dict:
+    """The calibrated model (``spec.calibrated_model``) quantized to full int8 with float inputs and outputs, its
     identical read-only buffers stored once (both as TensorFlow's converter does, for a model under 2 GB), and
-    the real lm_head written over its stand-in (``spec["stand_ins"]``: role -> the ONNX initializer and the
-    factors folded into it; the logits' calibrated range in ``spec["logits_range"]``); with
-    ``spec["float_residual"]`` the residual stream's adds and the RMS norms' arithmetic stay float
-    (``mt5lite.exporters.tflite_residual``). Writes ``spec["output"]``; returns its size and the float ops."""
+    the real lm_head written over its stand-in (``spec.lm_head_stand_ins``: role -> the ONNX initializer and the
+    factors folded into it; the logits' calibrated range in ``spec.logits_range``); with
+    ``spec.float_residual`` the residual stream's adds and the RMS norms' arithmetic stay float
+    (``mt5lite.exporters.tflite_residual``). Writes ``spec.output``; returns its size and the float ops."""
     import onnx
     import tensorflow as tf
     from tensorflow.lite.python import convert as tf_convert
@@ -179,24 +181,24 @@ def quantize(spec: dict) -> dict:
     from mt5lite.exporters.tflite_residual import residual_nodes
     from mt5lite.exporters.tflite_splice import splice_lm_head
 
-    calibrated = Path(spec["calibrated"]).read_bytes()
-    float_nodes = residual_nodes(calibrated) if spec.get("float_residual") else []
+    calibrated = Path(spec.calibrated_model).read_bytes()
+    float_nodes = residual_nodes(calibrated) if spec.float_residual else []
     model = tf_convert.mlir_quantize(calibrated, input_data_type=tf.float32, output_data_type=tf.float32,
                                      denylisted_nodes=float_nodes or None)
     del calibrated
     model = tf_convert.deduplicate_readonly_buffers(model)
-    for role, stand_in in spec.get("stand_ins", {}).items():
-        graph = spec["graphs"][role]
-        onnx_model = onnx.load(graph["onnx"], load_external_data=False)
-        tensor = next(t for t in onnx_model.graph.initializer if t.name == stand_in["weight"])
-        weight = initializer_array(tensor, Path(graph["onnx"]).parent) * np.load(stand_in["factors"])[:, None]
+    for role, stand_in in spec.lm_head_stand_ins.items():
+        graph = spec.graphs[role]
+        onnx_model = onnx.load(graph.onnx, load_external_data=False)
+        tensor = next(t for t in onnx_model.graph.initializer if t.name == stand_in.weight)
+        weight = initializer_array(tensor, Path(graph.onnx).parent) * np.load(stand_in.factors)[:, None]
         # MatMul's [in, out] is TFLite's [out, in]
-        model = splice_lm_head(model, weight.T, tuple(spec["logits_range"]), stand_in["rows"])
-    Path(spec["output"]).write_bytes(model)
+        model = splice_lm_head(model, weight.T, tuple(spec.logits_range), stand_in.rows)
+    Path(spec.output).write_bytes(model)
     return {"bytes": len(model), "float_nodes": len(float_nodes)}
 
 
-def check(spec: dict) -> dict:
+def check(spec: WorkerSpec) -> dict:
     """Load the .tflite with LiteRT, run each graph's signature once on neutral inputs; report each signature's
     ops and output shapes, and the weight buffers the signatures share."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -204,13 +206,13 @@ def check(spec: dict) -> dict:
     from mt5lite.exporters.tflite_inspect import read_signatures, shared_buffers
 
     # Without the default XNNPACK delegate: the model's own kernels run.
-    interpreter = Interpreter(model_path=spec["output"],
+    interpreter = Interpreter(model_path=spec.output,
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    signatures, sizes = read_signatures(spec["output"])
+    signatures, sizes = read_signatures(spec.output)
     found = {}
-    for role, graph in spec["graphs"].items():
+    for role, graph in spec.graphs.items():
         feeds = {}
-        for t in graph["inputs"]:
+        for t in graph.inputs:
             value = np.ones if t["name"].endswith("attention_mask") else np.zeros
             feeds[t["name"]] = value(t["shape"], dtype=t["dtype"])
         outputs = interpreter.get_signature_runner(role)(**feeds)
@@ -229,7 +231,7 @@ def main(argv: list[str]) -> int:
     from mt5lite.errors import Mt5LiteError
 
     command, spec_path, result_path = argv
-    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    spec = WorkerSpec.from_json(Path(spec_path).read_text(encoding="utf-8"))
     status = 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
@@ -239,7 +241,7 @@ def main(argv: list[str]) -> int:
             result, status = {"error": {"type": type(exc).__name__, "message": str(exc)}}, 1
         except Exception as exc:  # noqa: BLE001 - reported by the caller in one line, not as a traceback
             last_line = (str(exc).strip().splitlines() or [""])[-1]
-            message = f"{Path(spec['output']).name}: TFLite {command} failed ({type(exc).__name__}: {last_line})"
+            message = f"{Path(spec.output).name}: TFLite {command} failed ({type(exc).__name__}: {last_line})"
             result, status = {"error": {"type": "ConversionError", "message": message}}, 1
     result["warnings"] = [{"category": w.category.__name__, "message": str(w.message)} for w in caught
                           if w.category.__module__.startswith("mt5lite")]

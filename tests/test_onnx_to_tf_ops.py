@@ -317,3 +317,14 @@ def test_an_unknown_op_lists_the_known_ones(tf_results):
 
 if __name__ == "__main__":
     run_cases(Path(sys.argv[1]), Path(sys.argv[2]))
+
+
+def test_weights_become_valid_tensorflow_variable_names():
+    """An initializer named by its ONNX node path (the rotation's turn-back, ``/encoder/...``) would start a
+    TensorFlow root scope with ``_``, which TensorFlow refuses; names the converter saw before stay as they were."""
+    from mt5lite.exporters.onnx_to_tf import variable_name
+
+    assert variable_name("/encoder/final_layer_norm.rotation_back") == "w_encoder_final_layer_norm.rotation_back"
+    assert variable_name("encoder.block.0.layer.0.SelfAttention.q.weight") == (
+        "encoder.block.0.layer.0.SelfAttention.q.weight")
+    assert variable_name("onnx::MatMul_123:0") == "onnx__MatMul_123_0"

@@ -60,7 +60,7 @@ def test_stand_in_lm_head_matches_converting_the_real_weights(static_export, tmp
         scratch = tmp_path / f"stand-in-{stand_in}"
         scratch.mkdir()
         spec = conversion_spec(static_export, manifest, scratch / "model.tflite", "int8", scratch)
-        spec["stand_in"] = stand_in
+        spec.use_stand_in = stand_in
         _prepare_int8(static_export, spec, CalibrationDraw(samples=100, max_decoder_steps=64), scratch, False,
                       manifest["model"])
         converted = convert_steps(spec, scratch)
