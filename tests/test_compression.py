@@ -213,7 +213,7 @@ def test_a_tokenizer_that_is_not_sentencepiece_is_refused(demo_model, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(demo_model, model)
     (model / "spiece.model").write_text('{"model": {"type": "BPE"}}', encoding="utf-8")
-    assert "not a sentencepiece model" in _refused(tmp_path, "--model", str(model))
+    assert "not a readable sentencepiece model" in _refused(tmp_path, "--model", str(model))
 
 
 def test_a_model_with_fewer_rows_than_its_tokenizer_is_refused(tmp_path):
