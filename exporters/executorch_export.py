@@ -27,7 +27,7 @@ from mt5lite.contract import ROLES
 from mt5lite.errors import InputError
 from mt5lite.exporters.calibration import CalibrationDraw
 from mt5lite.exporters.onnx_export import OnnxExportConfig, graph_specs, sample_inputs
-from mt5lite.manifest import MANIFEST_NAME, sha256_file, write_manifest
+from mt5lite.manifest import seal_export
 from mt5lite.registry import Registry
 
 #: The one file of an ExecuTorch export: a method per graph, named by its role, sharing the common weights.
@@ -217,10 +217,7 @@ def _write_export(model, files, programs: dict, staging: Path, config: Executorc
         "weights": {"file": PTE_FILE, "bytes": (staging / PTE_FILE).stat().st_size},
         "executorch": {"version": executorch.version.__version__, "backend": "XnnpackBackend", "methods": methods},
     })
-    manifest["files"] = {name: sha256_file(staging / name) for name in sorted(os.listdir(staging))
-                         if name != MANIFEST_NAME}
-    write_manifest(staging, manifest)
-    return manifest
+    return seal_export(staging, manifest)
 
 
 def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLike,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mt5lite import __version__, contract
 from mt5lite.errors import InputError
-from mt5lite.manifest import FORMAT, FORMAT_VERSION, sha256_file, write_manifest
+from mt5lite.manifest import FORMAT, FORMAT_VERSION, seal_export, sha256_file
 
 TWO_GB = 2**31
 ENCODER_FILE, DECODER_FILE = "encoder.onnx", "decoder.onnx"
@@ -157,14 +157,12 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
             path = staging / specs[role]["file"]
             _export_graph(module, specs[role], path, config, {**metadata, "mt5lite.graph": role}, fingerprints)
         weights = store_once(staging, [ENCODER_FILE, DECODER_FILE])  # a weight both graphs use is stored once
-        written = [ENCODER_FILE, DECODER_FILE, weights["file"]]
         for role in specs:
             specs[role]["external_data"] = [weights["file"]]
-        written += copy_tokenizer(files.root, staging)
+        copy_tokenizer(files.root, staging)
         manifest = checkpoint_manifest(files, model, "onnxruntime", export_id, config, staging)
-        manifest.update({"opset": config.opset, "graphs": specs, "weights": weights,
-                         "files": {name: sha256_file(staging / name) for name in written}})
-        write_manifest(staging, manifest)
+        manifest.update({"opset": config.opset, "graphs": specs, "weights": weights})
+        seal_export(staging, manifest)
         validation = validate_export(model, staging, config, progress=progress)
     return {"manifest": manifest, "validation": validation}
 

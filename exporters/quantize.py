@@ -28,7 +28,6 @@ path unless every step passed.
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -45,7 +44,7 @@ from mt5lite.exporters.outliers import ErrorModel, smoothing
 from mt5lite.exporters.residual_scale import scale_residual
 from mt5lite.exporters.shared_weights import store_once
 from mt5lite.exporters.staging import refuse_existing, scratch_directory, staged_directory
-from mt5lite.manifest import MANIFEST_NAME, graph_files, inside, load_manifest, sha256_file, write_manifest
+from mt5lite.manifest import copy_companions, inside, load_manifest, seal_export
 from mt5lite.registry import Registry
 
 
@@ -157,10 +156,7 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
             raise InputError(f"nothing to quantize: no node of groups {', '.join(config.chosen_groups)} is left "
                              f"after --exclude {' '.join(config.exclude) or '(none)'}")
         weights = store_once(staging, [inside(source, manifest["graphs"][role]["file"]).name for role in ROLES])
-        in_graphs = {f for role in ROLES for f in graph_files(manifest, role)}
-        for name in manifest["files"]:
-            if name not in in_graphs:
-                shutil.copy2(inside(source, name), staging / name)
+        copy_companions(source, manifest, staging)
         quantization = {
             "recipe": config.recipe,
             **dict.fromkeys(("method", "per_channel", "format", "groups", "kept_fp32")),
@@ -191,17 +187,14 @@ def _fp32_source(source: Path, output: Path, force: bool) -> dict:
 
 def _write_quantized_manifest(staging: Path, manifest: dict, weights: dict, export_id: str, precision: str,
                               quantization: dict) -> dict:
-    """The source ``manifest`` made the quantized export's (its graphs reading ``weights``, every staged file
-    hashed), written into ``staging``; returns it."""
+    """The source ``manifest`` made the quantized export's (its graphs reading ``weights``), sealed into
+    ``staging``; returns it."""
     new_manifest = dict(manifest)
     new_manifest["graphs"] = {role: {**spec, "external_data": [weights["file"]]}
                               for role, spec in manifest["graphs"].items()}
     new_manifest.update({"weights": weights, "export_id": export_id, "precision": precision,
                          "quantization": quantization})
-    new_files = [name for name in os.listdir(staging) if name != MANIFEST_NAME]
-    new_manifest["files"] = {name: sha256_file(staging / name) for name in sorted(new_files)}
-    write_manifest(staging, new_manifest)
-    return new_manifest
+    return seal_export(staging, new_manifest)
 
 
 def calibration_for(export_dir: Path, config: QuantizeConfig, progress: bool = False, store: Path | None = None):

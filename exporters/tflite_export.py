@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from mt5lite.exporters.calibration import CalibrationDraw, CalibrationWarning
 from mt5lite.exporters.onnx_to_tf import ConversionError
 from mt5lite.exporters.staging import refuse_existing, scratch_directory, staged_directory
 from mt5lite.exporters.tflite_spec import GraphJob, LmHeadStandIn, WorkerSpec
-from mt5lite.manifest import MANIFEST_NAME, graph_files, inside, load_manifest, sha256_file, write_manifest
+from mt5lite.manifest import copy_companions, inside, load_manifest, seal_export
 from mt5lite.registry import Registry
 
 #: What an Android app must link to run a model with Flex (SELECT_TF) ops.
@@ -162,10 +161,7 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
             graphs[role]["signature"] = role
             graphs[role].pop("external_data", None)  # the .tflite holds the weights
             ops[role] = checked["signatures"][role]["ops"]
-        in_graphs = {f for role in ROLES for f in graph_files(manifest, role)}
-        for name in manifest["files"]:
-            if name not in in_graphs:  # the tokenizer files
-                shutil.copy2(inside(source, name), staging / name)
+        copy_companions(source, manifest, staging)  # the tokenizer files
         flex = sorted({op for role_ops in ops.values() for op in role_ops if _is_flex(op)})
         new_manifest = dict(manifest)
         new_manifest.update({
@@ -174,9 +170,7 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
             "tflite": {"converter": "mt5lite onnx_to_tf + TFLiteConverter", "ops": ops, "flex_ops": flex,
                        "android_library": FLEX_ANDROID_LIBRARY if flex else None},
         })
-        new_manifest["files"] = {name: sha256_file(staging / name) for name in sorted(os.listdir(staging))
-                                 if name != MANIFEST_NAME}
-        write_manifest(staging, new_manifest)
+        seal_export(staging, new_manifest)
         validation = validate_tflite(source, staging, precision, manifest, validate_samples)
     return {"manifest": new_manifest, "validation": validation}
 

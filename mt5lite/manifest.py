@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 from mt5lite.contract import LENGTHS, name_problems, spec_problems
@@ -67,6 +68,26 @@ def write_manifest(directory: Path, manifest: dict) -> Path:
     path = Path(directory) / MANIFEST_NAME
     path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
+
+
+def seal_export(staging: Path, manifest: dict) -> dict:
+    """Finish an export staged in ``staging``: ``manifest`` gets the sha256 of every file there (``files``) and is
+    written beside them. Every exporter ends with it; returns the manifest."""
+    staging = Path(staging)
+    manifest["files"] = {path.name: sha256_file(path) for path in sorted(staging.iterdir())
+                         if path.is_file() and path.name != MANIFEST_NAME}
+    write_manifest(staging, manifest)
+    return manifest
+
+
+def copy_companions(source: Path, manifest: dict, staging: Path) -> list[str]:
+    """Copy the files of the export ``source`` (its ``manifest``) that no graph consists of, the tokenizer's, into
+    ``staging``, for an export made from it; their names."""
+    in_graphs = {name for role in manifest["graphs"] for name in graph_files(manifest, role)}
+    copied = [name for name in manifest["files"] if name not in in_graphs]
+    for name in copied:
+        shutil.copy2(inside(Path(source), name), Path(staging) / name)
+    return copied
 
 
 def load_manifest(directory: str | Path, verify_hashes: bool = True) -> dict:
