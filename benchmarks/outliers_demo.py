@@ -156,7 +156,7 @@ def build(recipe: str, model: Path, onnx_dir: Path, out: Path, rtol: float | Non
     """The recipe's export of ``onnx_dir`` (ExecuTorch: of ``model``, its fp32 program validated with ``rtol``) at
     ``out`` (rebuilt every run: the code is what is measured)."""
     from mt5lite.exporters.quantize import QuantizeConfig, quantize_export
-    from mt5lite.exporters.tflite_export import export_tflite
+    from mt5lite.exporters.tflite_export import TfliteOptions, export_tflite
 
     if recipe == "executorch-int8":  # compared with the fp32 ONNX export: the fp32 program computes the same ids
         from mt5lite.exporters.executorch_export import ExecutorchExportConfig, export_executorch
@@ -164,7 +164,7 @@ def build(recipe: str, model: Path, onnx_dir: Path, out: Path, rtol: float | Non
         config = ExecutorchExportConfig(quantize="int8")
         export_executorch(model, out, config if rtol is None else replace(config, rtol=rtol), force=True)
     elif recipe == "tflite-int8":
-        export_tflite(onnx_dir, out, quantize="int8", force=True, validate_samples=2)
+        export_tflite(onnx_dir, out, quantize="int8", force=True, options=TfliteOptions(validate_samples=2))
     elif recipe.endswith("(no outlier step)"):
         config = replace(QuantizeConfig(recipe=recipe.split()[0]), smooth=False, keep_wide=False)
         quantize_export(onnx_dir, out, config, force=True)

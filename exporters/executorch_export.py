@@ -29,6 +29,7 @@ from mt5lite.exporters.calibration import CalibrationDraw
 from mt5lite.exporters.onnx_export import OnnxExportConfig, graph_specs, sample_inputs
 from mt5lite.manifest import seal_export
 from mt5lite.registry import Registry
+from mt5lite.verification.comparison import Gate
 
 #: The one file of an ExecuTorch export: a method per graph, named by its role, sharing the common weights.
 PTE_FILE = "model.pte"
@@ -222,14 +223,12 @@ def _write_export(model, files, programs: dict, staging: Path, config: Executorc
 
 def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLike,
                       config: ExecutorchExportConfig | None = None, force: bool = False, allow_pickle: bool = False,
-                      calibration: CalibrationDraw | None = None, gate_pairs=None,
-                      report: str | os.PathLike | None = None, threads: int | None = None,
+                      calibration: CalibrationDraw | None = None, gate: Gate | None = None,
                       progress: bool = False) -> dict:
     """Export ``model_dir`` into ``output_dir`` (model.pte with an ``encoder`` and a ``decoder`` method, the
     tokenizer, manifest.json). fp32 is validated against PyTorch (``ParityError`` beyond the tolerance); int8 is
-    calibrated with ``calibration`` and, given ``gate_pairs``, compared with the fp32 program on them and judged by
-    the quality gate (the report written to ``report``; ``threads`` for that comparison). Returns the manifest, the
-    validation numbers and the gate's report (None without ``gate_pairs``)."""
+    calibrated with ``calibration`` and, given ``gate``, compared with the fp32 program and judged by the quality
+    gate. Returns the manifest, the validation numbers and the gate's report (None without ``gate``)."""
     from mt5lite.checkpoint import inspect_checkpoint, load_model
     from mt5lite.exporters.staging import refuse_existing, scratch_directory, staged_directory
     from mt5lite.exporters.validation import validate_export
@@ -251,7 +250,7 @@ def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLik
     programs = export_programs(model, specs, config.max_target_length)
     with scratch_directory(output) as scratch:
         fp32 = Path(scratch) / "fp32"
-        quantization = gate = None
+        quantization = None
         if precision.calibrated:
             fp32.mkdir()
             _write_export(model, files, programs, fp32, replace(config, quantize="fp32"), specs, None)
@@ -265,8 +264,5 @@ def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLik
         with staged_directory(output, force) as staging:
             manifest = _write_export(model, files, programs, staging, config, specs, quantization)
             validation = validate_export(model, staging, config, progress=progress) if precision.exact else None
-        if precision.calibrated and gate_pairs is not None:  # against the fp32 program, the output in place
-            from mt5lite.verification.comparison import compare_and_gate
-
-            gate = compare_and_gate(fp32, output, gate_pairs, report, threads=threads, progress=progress)[0]
-    return {"manifest": manifest, "validation": validation, "gate": gate}
+        judged = gate.judge(fp32, output) if precision.calibrated and gate is not None else None  # output in place
+    return {"manifest": manifest, "validation": validation, "gate": judged}

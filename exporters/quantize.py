@@ -46,6 +46,7 @@ from mt5lite.exporters.shared_weights import store_once
 from mt5lite.exporters.staging import refuse_existing, scratch_directory, staged_directory
 from mt5lite.manifest import copy_companions, inside, load_manifest, seal_export
 from mt5lite.registry import Registry
+from mt5lite.verification.comparison import Gate
 
 
 class Method(str, Enum):
@@ -116,8 +117,10 @@ class QuantizeConfig:
 
 def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike,
                     config: QuantizeConfig | None = None, force: bool = False, progress: bool = False,
-                    calibration=None) -> dict:
-    """Quantize the fp32 export in ``export_dir`` into ``output_dir`` with ``config``'s recipe.
+                    calibration=None, gate: Gate | None = None) -> dict:
+    """Quantize the fp32 export in ``export_dir`` into ``output_dir`` with ``config``'s recipe; with ``gate``,
+    compare the result with ``export_dir`` and judge it by the quality gate (the report under ``"gate"``; a failed
+    export stays in place for inspection).
 
     ``calibration`` (a ``CalibrationData`` from ``calibration_for``) reuses captured calibration feeds, as the
     sensitivity analysis does for its many variants; by default they are drawn and captured here.
@@ -170,7 +173,8 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
         }
         new_manifest = _write_quantized_manifest(staging, manifest, weights, export_id, recipe.precision,
                                                  quantization)
-    return {"manifest": new_manifest, "graphs": summary, "config": _config_dict(config)}
+    return {"manifest": new_manifest, "graphs": summary, "config": _config_dict(config),
+            "gate": None if gate is None else gate.judge(source, output)}
 
 
 def _fp32_source(source: Path, output: Path, force: bool) -> dict:

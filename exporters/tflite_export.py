@@ -35,6 +35,7 @@ from mt5lite.exporters.staging import refuse_existing, scratch_directory, staged
 from mt5lite.exporters.tflite_spec import GraphJob, LmHeadStandIn, WorkerSpec
 from mt5lite.manifest import copy_companions, inside, load_manifest, seal_export
 from mt5lite.registry import Registry
+from mt5lite.verification.comparison import Gate
 
 #: What an Android app must link to run a model with Flex (SELECT_TF) ops.
 FLEX_ANDROID_LIBRARY = "org.tensorflow:tensorflow-lite-select-tf-ops"
@@ -123,13 +124,25 @@ def _graph_job(manifest: dict, role: str, onnx_dir: Path) -> GraphJob:
     return GraphJob(str(inside(onnx_dir, graph["file"])), graph["inputs"], graph["outputs"])
 
 
+@dataclass(frozen=True)
+class TfliteOptions:
+    """How a TFLite export is checked: Flex ops allowed (the app must then link TensorFlow's), and the held-out
+    samples it is validated against the ONNX export on."""
+
+    allow_flex: bool = False
+    validate_samples: int = 16
+
+
 def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, quantize: str = "fp32",
-                  force: bool = False, allow_flex: bool = False, validate_samples: int = 16,
-                  calibration: CalibrationDraw | None = None, progress: bool = False) -> dict:
+                  force: bool = False, calibration: CalibrationDraw | None = None, gate: Gate | None = None,
+                  progress: bool = False, options: TfliteOptions | None = None) -> dict:
     """Convert the static-shape fp32 ONNX export in ``onnx_dir`` to ``output_dir``: ``model.tflite`` holding the
     encoder and the decoder step as two signatures that share their common weights, the tokenizer, and
     manifest.json (which names each graph's file and signature). ``calibration`` sets the representative data of
-    ``int8``. Returns the manifest and the validation numbers."""
+    ``int8``. Every precision but fp32 (held to fp32's tolerance here) is, with ``gate``, compared with the ONNX
+    export and judged by the quality gate. Returns the manifest, the validation numbers and the gate's report."""
+    options = options or TfliteOptions()
+    allow_flex = options.allow_flex
     precision = TFLITE_PRECISIONS[quantize]
     source, output = Path(onnx_dir), Path(output_dir)
     manifest = load_manifest(source)
@@ -171,8 +184,9 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
                        "android_library": FLEX_ANDROID_LIBRARY if flex else None},
         })
         seal_export(staging, new_manifest)
-        validation = validate_tflite(source, staging, precision, manifest, validate_samples)
-    return {"manifest": new_manifest, "validation": validation}
+        validation = validate_tflite(source, staging, precision, manifest, options.validate_samples)
+    judged = gate.judge(source, output) if gate is not None and not precision.exact else None
+    return {"manifest": new_manifest, "validation": validation, "gate": judged}
 
 
 def conversion_spec(source: Path, manifest: dict, output: Path, quantize: str, scratch: Path,

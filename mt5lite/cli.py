@@ -131,14 +131,13 @@ def cmd_export_tflite(args: argparse.Namespace) -> int:
     with hashes and op lists, each signature run once in a child process, then validated against the ONNX export.
     Full int8 is calibrated on multilingual samples; every precision but fp32 is then compared with the ONNX export
     on a held-out set and held to the quality gate."""
-    from mt5lite.data import read_task_pairs
     from mt5lite.exporters.calibration import CalibrationDraw
-    from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS, export_tflite
+    from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS, TfliteOptions, export_tflite
 
-    pairs = read_task_pairs(args.data)  # read before any work, so a bad file fails fast
+    gate = _gate(args)  # the held-out pairs read before any work, so a bad file fails fast
     calibration = CalibrationDraw(args.calibration, args.samples, args.max_decoder_steps)
-    result = export_tflite(args.export, args.output, args.quantize, force=args.force, allow_flex=args.allow_flex,
-                           calibration=calibration, progress=True)
+    result = export_tflite(args.export, args.output, args.quantize, force=args.force, calibration=calibration,
+                           gate=gate, progress=True, options=TfliteOptions(allow_flex=args.allow_flex))
     for row in result["validation"]["rows"]:
         print(f"  {row['output']} vs ONNX fp32: max |diff| {row['max_abs_diff']:.2e} (tolerance {row['tolerance']:.2e}"
               f"{', checked' if result['validation']['checked_against_tolerance'] else ', reported only'})")
@@ -155,7 +154,7 @@ def cmd_export_tflite(args: argparse.Namespace) -> int:
     print(f"{args.quantize} TFLite export written to {args.output}")
     if TFLITE_PRECISIONS[args.quantize].exact:  # held to the fp32 tolerance during the export itself
         return 0
-    return _compare_and_gate(args, pairs, "mt5lite export tflite")
+    return _print_gate(result["gate"], args, "mt5lite export tflite")
 
 
 def cmd_export_executorch(args: argparse.Namespace) -> int:
@@ -163,16 +162,15 @@ def cmd_export_executorch(args: argparse.Namespace) -> int:
     common weights, lowered to the XNNPACK delegate: the contract's names, shapes and manifest. fp32 is validated
     against PyTorch; int8 (static, PT2E) is calibrated on the same multilingual draw as ONNX and TFLite int8, then
     compared with the fp32 program on a held-out set and held to the quality gate."""
-    from mt5lite.data import read_task_pairs
     from mt5lite.exporters.calibration import CalibrationDraw
     from mt5lite.exporters.executorch_export import PTE_PRECISIONS, ExecutorchExportConfig, export_executorch
 
-    pairs = read_task_pairs(args.data)  # read before any work, so a bad file fails fast
+    gate = _gate(args)  # the held-out pairs read before any work, so a bad file fails fast
     config = ExecutorchExportConfig(max_source_length=args.max_source_length, max_target_length=args.max_target_length,
                                     quantize=args.quantize, validate_samples=args.validate_samples)
     result = export_executorch(args.model, args.output, config, force=args.force, allow_pickle=args.allow_pickle,
                                calibration=CalibrationDraw(args.calibration, args.samples, args.max_decoder_steps),
-                               gate_pairs=pairs, report=args.report, threads=args.threads, progress=True)
+                               gate=gate, progress=True)
     for row in (result["validation"] or {}).get("rows", []):
         print(f"  {row['output']}: max |diff| {row['max_abs_diff']:.2e} (tolerance {row['tolerance']:.2e})")
     manifest = result["manifest"]
@@ -241,32 +239,29 @@ def _quantize_config(args: argparse.Namespace):
 def cmd_quantize(args: argparse.Namespace) -> int:
     """Quantize an fp32 ONNX export into a new export (same contract, manifest naming the recipe), then compare
     it with the fp32 export on a held-out set: agreement, exact match per language, size and decoding speed."""
-    from mt5lite.data import read_task_pairs
     from mt5lite.exporters.quantize import quantize_export
 
     config = _quantize_config(args)
-    pairs = read_task_pairs(args.data)  # read before any work, so a bad file fails fast
-    result = quantize_export(args.export, args.output, config, force=args.force, progress=True)
+    gate = _gate(args)  # the held-out pairs read before any work, so a bad file fails fast
+    result = quantize_export(args.export, args.output, config, force=args.force, progress=True, gate=gate)
     nodes = result["manifest"]["quantization"]["quantized_nodes"]
     counts = ", ".join(f"{role}: {n} quantized nodes" for role, n in nodes.items())
     print(f"{result['manifest']['quantization']['recipe']} export written to {args.output} ({counts})")
-    return _compare_and_gate(args, pairs, "mt5lite quantize")
+    return _print_gate(result["gate"], args, "mt5lite quantize")
 
 
-def _compare_and_gate(args: argparse.Namespace, pairs, command: str) -> int:
-    """Compare the export written to ``args.output`` with its fp32 source ``args.export`` on ``pairs`` and print
-    the verdict of the API's quality gate; ``EXIT_GATE`` when it fails and ``--gate`` is on."""
-    from mt5lite.verification.comparison import compare_and_gate
+def _gate(args: argparse.Namespace):
+    """The quality gate of an export command: its ``--data`` pairs, ``--report`` and ``--threads``."""
+    from mt5lite.data import read_task_pairs
+    from mt5lite.verification.comparison import Gate
 
-    report, json_path, md_path = compare_and_gate(args.export, args.output, pairs, args.report,
-                                                  threads=args.threads, progress=True)
-    print(f"report: {json_path} and {md_path}")
-    return _print_gate(report, args, command)
+    return Gate(read_task_pairs(args.data), args.report, args.threads, progress=True)
 
 
 def _print_gate(report: dict, args: argparse.Namespace, command: str) -> int:
-    """Print a comparison report's verdict (``compare_and_gate``); ``EXIT_GATE`` when it fails and ``--gate`` is
-    on."""
+    """Print a gated export's comparison report (``Gate.judge``): where it was written and the verdict;
+    ``EXIT_GATE`` when it fails and ``--gate`` is on."""
+    print(f"report: {report['files'][0]} and {report['files'][1]}")
     failures = report["gate"]["failures"]
     print(f"greedy agreement {report['greedy_agreement']:.3f}  exact match {report['exact_match']:.3f} "
           f"(fp32 {report['exact_match_reference']:.3f})  size {report['size_bytes'] / 1e6:.2f} MB "

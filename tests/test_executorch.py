@@ -15,6 +15,7 @@ from mt5lite.exporters.calibration import CalibrationDraw
 from mt5lite.exporters.executorch_export import PTE_FILE, ExecutorchExportConfig, export_executorch
 from mt5lite.manifest import MANIFEST_NAME, sha256_file, write_manifest
 from mt5lite.runtimes.generators import open_export
+from mt5lite.verification.comparison import Gate
 from tests.conftest import run_cli
 
 SOURCE, TARGET = 32, 12
@@ -85,7 +86,7 @@ def test_static_int8_is_calibrated_and_smaller(tiny_mt5, tiny_pte, tmp_path):
     draw = CalibrationDraw(samples=100, max_decoder_steps=32)
     result = export_executorch(tiny_mt5, out, ExecutorchExportConfig(max_source_length=SOURCE,
                                                                      max_target_length=TARGET, quantize="int8"),
-                               calibration=draw, gate_pairs=read_task_pairs()[::60])
+                               calibration=draw, gate=Gate(read_task_pairs()[::60]))
     manifest = result["manifest"]
     quantization = manifest["quantization"]
     assert manifest["precision"] == "int8" and quantization["recipe"] == "executorch-int8"
@@ -99,7 +100,7 @@ def test_static_int8_is_calibrated_and_smaller(tiny_mt5, tiny_pte, tmp_path):
 def test_static_int8_of_the_demo_model_passes_the_quality_gate(demo_model, tmp_path):
     # The default draw (256 samples, 512 decoder steps); with half of it German lost 3.3 points (measured).
     result = export_executorch(demo_model, tmp_path / "int8", ExecutorchExportConfig(quantize="int8"),
-                               gate_pairs=read_task_pairs(), report=tmp_path / "gate.json")
+                               gate=Gate(read_task_pairs(), tmp_path / "gate.json"))
     gate = result["gate"]
     assert gate["n"] == 600 and gate["gate"]["passed"], gate["gate"]["failures"]
     assert gate["greedy_agreement"] >= 0.99 and gate["exact_match"] >= gate["exact_match_reference"] - 0.01

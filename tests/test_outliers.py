@@ -167,10 +167,10 @@ def test_mild_fixture_outliers_are_found(demo_model, tmp_path):
 def test_full_int8_tflite_passes_the_gate_on_the_strong_fixture(strong_demo, heldout_pairs, tmp_path):
     """Full-integer TFLite (every activation one int8 range) on the strong fixture: 0.000 greedy agreement before
     smoothing; the smoothed graphs are what TensorFlow converts."""
-    from mt5lite.exporters.tflite_export import export_tflite
+    from mt5lite.exporters.tflite_export import TfliteOptions, export_tflite
 
     out = tmp_path / "tflite"
-    export_tflite(strong_demo, out, quantize="int8", validate_samples=2)
+    export_tflite(strong_demo, out, quantize="int8", options=TfliteOptions(validate_samples=2))
     report = compare_exports(strong_demo, out, heldout_pairs, speed_samples=0)
     assert quality_gate(report) == [], report["greedy_agreement"]
     outliers = report["quantization"]["outliers"]
@@ -311,7 +311,7 @@ def test_full_int8_tflite_keeps_a_rotated_residual_stream_float(tiny_mt5, tmp_pa
     from mt5lite.checkpoint import save_checkpoint
     from mt5lite.exporters.calibration import CalibrationDraw
     from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
-    from mt5lite.exporters.tflite_export import export_tflite
+    from mt5lite.exporters.tflite_export import TfliteOptions, export_tflite
     from tests.outlier_fixtures import amplify_residual_channels
 
     model = load_model(tiny_mt5)
@@ -319,7 +319,7 @@ def test_full_int8_tflite_keeps_a_rotated_residual_stream_float(tiny_mt5, tmp_pa
     save_checkpoint(model, (tiny_mt5 / "spiece.model").read_bytes(), tmp_path / "model")
     export_onnx(tmp_path / "model", tmp_path / "onnx", OnnxExportConfig(max_source_length=64, max_target_length=8,
                                                                         static_shapes=True))
-    export_tflite(tmp_path / "onnx", tmp_path / "tflite", quantize="int8", validate_samples=2,
+    export_tflite(tmp_path / "onnx", tmp_path / "tflite", quantize="int8", options=TfliteOptions(validate_samples=2),
                   calibration=CalibrationDraw(samples=100, max_decoder_steps=32))
     quantization = load_manifest(tmp_path / "tflite")["quantization"]
     assert quantization["outliers"]["rotation"]["seed"] is not None

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +182,25 @@ def compare_and_gate(reference_dir: str | os.PathLike, candidate_dir: str | os.P
     report["gate"] = {"failures": failures, "passed": not failures}
     path = Path(report_path) if report_path else Path("build/reports") / f"quantize-{report['recipe']}.json"
     return (report, *write_comparison_report(report, path))
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The quality gate an exporter holds what it writes to: compared with the fp32 export it was made from on
+    ``pairs`` (``compare_and_gate``), the report written to ``report`` (JSON + Markdown; by default
+    ``build/reports/quantize-<recipe>.json``), ``threads`` for the comparison."""
+
+    pairs: Sequence
+    report: str | os.PathLike | None = None
+    threads: int | None = None
+    progress: bool = False
+
+    def judge(self, reference_dir: str | os.PathLike, candidate_dir: str | os.PathLike) -> dict:
+        """The comparison report of ``candidate_dir`` against ``reference_dir``, with the verdict (``gate``:
+        ``passed``, ``failures``) and the files it was written to (``files``)."""
+        report, json_path, md_path = compare_and_gate(reference_dir, candidate_dir, self.pairs, self.report,
+                                                      self.threads, self.progress)
+        return {**report, "files": [str(json_path), str(md_path)]}
 
 
 def comparison_markdown(report: dict) -> str:
