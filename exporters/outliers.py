@@ -45,7 +45,9 @@ class ErrorModel:
 
     activation: str  # a key of ACTIVATION_SCHEMES
     weight: str  # a key of WEIGHT_SCHEMES
-    residual: bool = False  # the residual stream itself is quantized (full int8): rotate it where that helps
+    # Rotate the residual stream where that lowers the int8 error of the norms' outputs (one range per tensor: static
+    # and full int8; the products that read a norm then no longer meet outlier channels)
+    rotate: bool = False
 
 
 class TransformedFeeds:
@@ -115,12 +117,12 @@ def smooth_graphs(files: dict[str, Path], feeds: dict, model: ErrorModel, scratc
 
     graphs = {role: Graph(role, load_with_weights(files[role])) for role in ROLES}
     sites, rotation = find_sites(graphs), None
-    norms = normalized_inputs(graphs) if model.residual and smooth else {role: [] for role in ROLES}
+    norms = normalized_inputs(graphs) if model.rotate and smooth else {role: [] for role in ROLES}
     # One pass over the calibration feeds measures the sites' activations and, for the rotation, the norms' inputs
     stats = {role: collect_stats(files[role], sorted({s.activation for s in sites if s.role == role}
                                                      | set(norms[role])), feeds[role]) for role in ROLES}
     measured = files
-    if model.residual and smooth:
+    if model.rotate and smooth:
         rotation = choose_rotation([stats[role][name].rows for role in ROLES for name in norms[role]], graphs)
         if rotation.seed is not None:  # the sites are found and measured again on the rotated graphs
             graphs, measured = _rotated(graphs, rotation, scratch / "rotated")

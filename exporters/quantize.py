@@ -371,7 +371,7 @@ RECIPES: Registry[QuantRecipe] = Registry("quantization recipe", {
         "int8 weights, uint8 activations calibrated on multilingual inputs", "int8", True, DEFAULT_STATIC_GROUPS,
         _static_int8, lambda c: {"method": Method(c.method).value, "per_channel": c.per_channel,
                                  "format": Format(c.format).value, "groups": list(c.chosen_groups)},
-        smoothing(ErrorModel("static", "per-channel"))),
+        smoothing(ErrorModel("static", "per-channel", rotate=True))),
     "dynamic-int8": QuantRecipe(
         "int8 weights, activations quantized on the fly", "int8", False, WEIGHT_GROUPS, _dynamic_int8,
         lambda c: {"per_channel": c.per_channel, "format": Format(c.format).value, "groups": list(c.chosen_groups)},

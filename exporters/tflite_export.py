@@ -243,7 +243,7 @@ def _smooth(spec: WorkerSpec, scratch: Path, config: dict) -> dict:
 
     graphs = spec.graphs
     stores = {role: FeedStore(graph.calibration) for role, graph in graphs.items()}
-    full_int8 = ErrorModel("static", "per-channel", residual=True)  # the residual stream is quantized too
+    full_int8 = ErrorModel("static", "per-channel", rotate=True)  # the residual stream is quantized too
     smoothed = smooth_graphs({role: Path(graph.onnx) for role, graph in graphs.items()}, stores, full_int8,
                              scratch / "smoothed", config["num_heads"], config["d_kv"],
                              keep_wide=False)  # full int8 has no float products to keep

@@ -285,8 +285,8 @@ def test_rotating_the_residual_stream_keeps_fp32_on_every_family(tiny_outlier_ex
 def test_residual_outliers_from_training_are_rotated_and_a_plain_stream_is_not(demo_model, static_export,
                                                                                tmp_path):
     """Residual channels amplified x30 where they enter the stream (what training leaves in real checkpoints):
-    full int8's error model measures the norms' inputs, picks the rotation with the least error and applies it;
-    the demo model's stream, without such channels, is left as it is."""
+    static and full int8's error model measures the norms' inputs, picks the rotation with the least error and
+    applies it; the demo model's stream, without such channels, is left as it is."""
     from mt5lite.checkpoint import save_checkpoint
     from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
     from tests.outlier_fixtures import amplify_residual_channels
@@ -295,13 +295,13 @@ def test_residual_outliers_from_training_are_rotated_and_a_plain_stream_is_not(d
     amplify_residual_channels(model, factor=30.0)
     save_checkpoint(model, (demo_model / "spiece.model").read_bytes(), tmp_path / "model")
     export_onnx(tmp_path / "model", tmp_path / "onnx", OnnxExportConfig(max_source_length=32, max_target_length=16))
-    full_int8 = ErrorModel("static", "per-channel", residual=True)
+    full_int8 = ErrorModel("static", "per-channel", rotate=True)
     rotated = _smooth(tmp_path / "onnx", tmp_path / "rotated", full_int8).report()["rotation"]
     assert rotated["seed"] is not None and rotated["error_after"] * 1.5 <= rotated["error_before"]
     plain = _smooth(static_export, tmp_path / "plain", full_int8).report()["rotation"]
     assert plain["seed"] is None and plain["seeds_tried"] > 1
-    # ONNX Runtime's recipes quantize no residual stream: nothing is rotated for them
-    assert "rotation" not in _smooth(tmp_path / "onnx", tmp_path / "static", ErrorModel("static", "per-channel")
+    # Recipes with a range per row or per block (dynamic int8, weight-int8) meet no such channel: never rotated
+    assert "rotation" not in _smooth(tmp_path / "onnx", tmp_path / "dynamic", ErrorModel("dynamic", "per-channel")
                                      ).report()
 
 
