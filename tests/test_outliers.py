@@ -5,6 +5,7 @@ products int8 cannot hold stay wide."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -200,8 +201,10 @@ def test_fp16_scales_an_overflowing_residual_stream_into_range(demo_model, tmp_p
 
 def test_lookup_tables_with_outlier_columns_get_a_range_per_column(demo_model, tmp_path):
     """Residual channels amplified x30 where they enter the stream (the embedding's columns): one range for the
-    table leaves the other columns a handful of levels, so the lookup is quantized per column, and static QDQ's
-    re-quantization of the lookup's output with the table's one range is gone."""
+    table leaves the other columns a handful of levels, so the lookup is quantized per column (dynamic int8: the
+    table as it is); static int8 rotates the stream first, which spreads those columns, and still takes a range
+    per column where that is lower; static QDQ's re-quantization of the lookup's output with the table's one range
+    is gone."""
     from mt5lite.checkpoint import save_checkpoint
     from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
     from tests.outlier_fixtures import amplify_residual_channels
@@ -210,11 +213,17 @@ def test_lookup_tables_with_outlier_columns_get_a_range_per_column(demo_model, t
     amplify_residual_channels(model, factor=30.0)
     save_checkpoint(model, (demo_model / "spiece.model").read_bytes(), tmp_path / "model")
     export_onnx(tmp_path / "model", tmp_path / "onnx", OnnxExportConfig(max_source_length=32, max_target_length=16))
-    quantize_export(tmp_path / "onnx", tmp_path / "int8", QuantizeConfig(samples=100, max_decoder_steps=32))
+    config = QuantizeConfig(samples=100, max_decoder_steps=32)
+    quantize_export(tmp_path / "onnx", tmp_path / "dynamic", replace(config, recipe="dynamic-int8"))
+    for role, lookups in load_manifest(tmp_path / "dynamic")["quantization"]["lookups"].items():
+        (lookup,) = lookups.values()
+        assert lookup["per_column"] and lookup["per_tensor_error"] > 10 * lookup["per_column_error"], role
+    quantize_export(tmp_path / "onnx", tmp_path / "int8", config)
     manifest = load_manifest(tmp_path / "int8")
+    assert manifest["quantization"]["outliers"]["rotation"]["seed"] is not None
     for role in ("encoder", "decoder"):
         (lookup,) = manifest["quantization"]["lookups"][role].values()
-        assert lookup["per_column"] and lookup["per_tensor_error"] > 10 * lookup["per_column_error"]
+        assert lookup["per_column"] and lookup["per_tensor_error"] > lookup["per_column_error"]
         graph = onnx.load(str(tmp_path / "int8" / manifest["graphs"][role]["file"]), load_external_data=False)
         gather = next(n for n in graph.graph.node if n.op_type == "Gather" and n.name.startswith("shared/"))
         readers = [n for n in graph.graph.node if gather.output[0] in n.input]
