@@ -121,16 +121,29 @@ def collate(rows: list[dict]) -> dict:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def _trainer_class(teacher=None, temperature: float = 2.0, alpha: float = 0.5, teacher_ids=None):
-    """transformers' ``Trainer``, or one whose loss is the distillation loss against ``teacher``. With
-    ``teacher_ids`` (the teacher's id of each student piece, when the student's vocabulary was trimmed from the
-    teacher's) the teacher reads the same text and its distribution is taken over the student's pieces."""
+@dataclass(frozen=True)
+class Teacher:
+    """What distillation learns from: the teacher model, the temperature of both distributions, the weight of the
+    label cross-entropy, and ``ids`` (the teacher's id of each student piece, when the student's vocabulary was
+    trimmed from the teacher's; None when they share it)."""
+
+    model: object
+    temperature: float = 2.0
+    alpha: float = 0.5
+    ids: object = None
+
+
+def _trainer_class(distilling: Teacher | None = None):
+    """transformers' ``Trainer``, or one whose loss is the distillation loss against ``distilling``'s teacher.
+    With ``ids`` the teacher reads the same text and its distribution is taken over the student's pieces."""
     import torch
     from torch.nn import functional
     from transformers import Trainer
 
-    if teacher is None:
+    if distilling is None:
         return Trainer
+    teacher, temperature, alpha, teacher_ids = (distilling.model, distilling.temperature, distilling.alpha,
+                                                distilling.ids)
 
     class DistillationTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -194,9 +207,10 @@ def _resumable(scratch: Path, fingerprint: str) -> bool:
     return False
 
 
-def train(model, tokenizer_bytes: bytes, pairs, options: TrainingOptions, name: str, teacher=None,
-          temperature: float = 2.0, alpha: float = 0.5, teacher_ids=None) -> dict:
-    """Train ``model`` in place on ``pairs``; returns the loss curve, steps and seconds."""
+def train(model, tokenizer_bytes: bytes, pairs, options: TrainingOptions, name: str,
+          teacher: Teacher | None = None) -> dict:
+    """Train ``model`` in place on ``pairs`` (against ``teacher``'s distributions when given); returns the loss
+    curve, steps and seconds."""
     import importlib.util
     import time
 
@@ -218,7 +232,7 @@ def train(model, tokenizer_bytes: bytes, pairs, options: TrainingOptions, name: 
         remove_unused_columns=False, disable_tqdm=not is_main_process(), save_safetensors=True,
         ddp_find_unused_parameters=False)
     dataset = PairDataset(pairs, Tokenizer.from_bytes(tokenizer_bytes))
-    trainer_class = _trainer_class(teacher, temperature, alpha, teacher_ids)
+    trainer_class = _trainer_class(teacher)
     trainer = trainer_class(model=model, args=arguments, train_dataset=dataset, data_collator=collate)
     resume = _resumable(scratch, _fingerprint(model, options, name, len(dataset)))
     started = time.perf_counter()
@@ -227,7 +241,7 @@ def train(model, tokenizer_bytes: bytes, pairs, options: TrainingOptions, name: 
     model.eval()
     model.to("cpu")  # what comes next (quality, the next pass, saving) runs on the CPU
     if teacher is not None:
-        teacher.to("cpu")
+        teacher.model.to("cpu")
     losses = [{"step": row["step"], "loss": row["loss"]} for row in trainer.state.log_history if "loss" in row]
     if is_main_process():
         shutil.rmtree(scratch, ignore_errors=True)
@@ -323,8 +337,8 @@ def distill(model, tokenizer, config: DistillConfig):
     data = tokenizer.SerializeToString()
     pairs = read_task_pairs(config.train_data)
     generated = _teacher_pairs(teacher, config.teacher, config.unlabelled) if config.unlabelled else []
-    curve = train(model, data, pairs + generated, config, "distill", teacher, config.temperature, config.alpha,
-                  teacher_ids)
+    curve = train(model, data, pairs + generated, config, "distill",
+                  Teacher(teacher, config.temperature, config.alpha, teacher_ids))
     curve.update({"teacher": str(config.teacher), "labelled_pairs": len(pairs), "teacher_generated_pairs":
                   len(generated), "temperature": config.temperature, "alpha": config.alpha})
     summary = (f"distilled from {config.teacher} for {curve['steps']} steps (T={config.temperature}, "

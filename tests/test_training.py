@@ -114,13 +114,13 @@ def test_distillation_loss_is_kl_at_temperature_times_t_squared_plus_alpha_ce(ti
     from torch.nn import functional
 
     from mt5lite.checkpoint import load_model
-    from mt5lite.compression.training import _trainer_class
+    from mt5lite.compression.training import Teacher, _trainer_class
 
     teacher, student = load_model(tiny_mt5), load_model(tiny_mt5)
     with torch.no_grad():
         for p in student.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    distillation = _trainer_class(teacher, temperature=3.0, alpha=0.25)
+    distillation = _trainer_class(Teacher(teacher, temperature=3.0, alpha=0.25))
     trainer = distillation.__new__(distillation)  # compute_loss needs no trainer state
     inputs = {"input_ids": torch.tensor([[5, 6, 7, 1]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),
               "labels": torch.tensor([[8, 9, 1, -100]])}
@@ -155,7 +155,7 @@ def test_a_trimmed_student_is_distilled_over_its_own_pieces(tiny_mt5, tmp_path):
     student that is exactly the trimmed teacher has nothing left to learn from it (KL 0)."""
     from mt5lite.checkpoint import load_model
     from mt5lite.compression.compress import read_sentencepiece
-    from mt5lite.compression.training import _teacher_ids, _trainer_class
+    from mt5lite.compression.training import Teacher, _teacher_ids, _trainer_class
     from mt5lite.compression.trim_vocab import TrimVocabConfig, trim_vocab
 
     corpus = tmp_path / "corpus.txt"
@@ -164,7 +164,7 @@ def test_a_trimmed_student_is_distilled_over_its_own_pieces(tiny_mt5, tmp_path):
                                        TrimVocabConfig(corpus=(corpus,)))
     teacher_ids = _teacher_ids(tiny_mt5, tokenizer)
     assert teacher_ids is not None and len(teacher_ids) == len(tokenizer.pieces) < 1200
-    distillation = _trainer_class(load_model(tiny_mt5), temperature=2.0, alpha=0.5, teacher_ids=teacher_ids)
+    distillation = _trainer_class(Teacher(load_model(tiny_mt5), temperature=2.0, alpha=0.5, ids=teacher_ids))
     inputs = {"input_ids": torch.tensor([[5, 6, 7, 1]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),
               "labels": torch.tensor([[8, 9, 1, -100]])}
     loss = distillation.__new__(distillation).compute_loss(student, inputs)
