@@ -154,7 +154,7 @@ def shape_markdown(report: dict) -> str:
 
 def build(recipe: str, model: Path, onnx_dir: Path, out: Path, rtol: float | None = None) -> Path:
     """The recipe's export of ``onnx_dir`` (ExecuTorch: of ``model``, its fp32 program validated with ``rtol``) at
-    ``out`` (rebuilt every run: the code is what is measured)."""
+    ``out`` (``run`` rebuilds every time, the code being what is measured; ``run_shape`` reuses what is built)."""
     from mt5lite.exporters.quantize import QuantizeConfig, quantize_export
     from mt5lite.exporters.tflite_export import TfliteOptions, export_tflite
 

@@ -24,11 +24,12 @@ import json
 import sys
 import tempfile
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from mt5lite.exporters.tflite_spec import WorkerSpec
+from mt5lite.exporters.tflite_spec import LmHeadStandIn, WorkerSpec
 
 
 def _named_function(names: list[str], body):
@@ -104,7 +105,7 @@ def convert(spec: WorkerSpec) -> dict:
             taken = {int(d) for g in spec.graphs.values() for t in g.inputs + g.outputs for d in t["shape"]}
             taken |= {int(d) for t in model.graph.initializer for d in t.dims}
             rows = stand_in_rows(taken)
-            stand_ins[role] = {"weight": lm_head[0], "factors": str(factors), "rows": rows}
+            stand_ins[role] = asdict(LmHeadStandIn(lm_head[0], str(factors), rows))
             skip = {lm_head[0]: ([len(lm_head[1]), rows], STAND_IN_VALUE)}
         variables = weight_variables(model, pool, base_dir=folder, skip=frozenset(skip))
         functions[role] = tf.function(_named_function(names, graph_function(model, names, variables, calibrated,

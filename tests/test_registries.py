@@ -43,25 +43,6 @@ ENGINE_CASES = {"onnxruntime": ("demo_export", "OnnxGenerator"), "litert": ("tfl
                 "executorch": ("executorch_fp32", "ExecutorchGenerator")}
 
 
-@pytest.mark.parametrize("registry, cases", [(RECIPES, RECIPE_CASES), (GROUPS, GROUP_COUNTS), (ENGINES, ENGINE_CASES)],
-                         ids=["recipes", "groups", "engines"])
-def test_every_registered_entry_has_a_case(registry, cases):
-    assert set(cases) == set(registry), f"{registry.kind}: add a test case for {set(registry) - set(cases)}"
-
-
-def test_every_model_family_has_a_tiny_fixture():
-    from tests.conftest import TINY_FAMILIES  # the parity, quantization and TFLite tests run on each
-
-    assert set(TINY_FAMILIES) == set(FAMILIES), f"model family: add a fixture for {set(FAMILIES) - set(TINY_FAMILIES)}"
-
-
-def test_every_compression_pass_has_a_case():
-    from tests.test_compression import PASS_CASES
-
-    registry, cases = PASSES, PASS_CASES
-    assert set(cases) == set(registry), f"{registry.kind}: add a test case for {set(registry) - set(cases)}"
-
-
 #: Each registry's kind -> where its cases are, as (test module, name of its case collection). Every Registry the
 #: package defines must be here, and each case collection must cover its registry's entries.
 CASE_MAPS = {
@@ -101,12 +82,6 @@ def test_every_registry_has_cases_that_cover_it():
     for kind, (module, name) in CASE_MAPS.items():
         cases = getattr(importlib.import_module(module), name)
         assert set(cases) == set(registries[kind]), f"{kind}: add a test case for {set(registries[kind]) - set(cases)}"
-
-
-def test_every_tflite_precision_is_built_and_checked():
-    from tests.test_tflite import PRECISION_CASES
-
-    assert set(PRECISION_CASES) == set(TFLITE_PRECISIONS)
 
 
 def test_every_onnx_to_tf_op_has_a_case():
