@@ -97,40 +97,27 @@ $(BUILD)/tflite/manifest.json:
 lint: install
 	$(BIN)/ruff check .
 
-# The main job, on MODEL (default: the bundled demo model), into $(BUILD)/:
-#   1. ONNX export with static shapes (batch 1, for TFLite), validated against PyTorch on every export
-#   2. parity report: PyTorch vs the ONNX export
-#   3. static int8 ONNX export (calibrated on multilingual samples) + its quality report, for ONNX Runtime
-#   4. TFLite conversion at QUANTIZE precision, each model run once in a child process, validated against ONNX
-#   5. parity report: PyTorch vs the TFLite export, written beside it as $(BUILD)/tflite/parity.json
-#   6. the pipeline report, $(BUILD)/reports/pipeline.{json,md,png}: every stage of the run in one table
+# The main job, on MODEL (default: the bundled demo model), into $(BUILD)/: `mt5lite pipeline`, which a pip user
+# runs the same way. Its stages (each reused when its inputs, options and the code are unchanged):
+#   1. compression passes, when COMPRESS names some (COMPRESS_ARGS: their options, e.g. COMPRESS_ARGS="--corpus
+#      my.tsv"); the compressed checkpoint in $(BUILD)/compressed/ is then what is exported and compared with
+#   2. ONNX export with static shapes (batch 1, for TFLite), validated against PyTorch; parity report
+#   3. static int8 ONNX export (calibrated on multilingual samples), gated, for ONNX Runtime
+#   4. TFLite at QUANTIZE precision, validated against ONNX, gated below fp32; parity report in $(BUILD)/tflite/
+#   5. the pipeline report, $(BUILD)/reports/pipeline.{json,md,png}: every stage of the run in one table
 # QUANTIZE: int8 (full integer, calibrated on multilingual samples; the default), dynamic-int8, fp16 or fp32.
-# COMPRESS: compression passes run first (e.g. COMPRESS=trim-vocab; COMPRESS_ARGS for their options, e.g.
-# COMPRESS_ARGS="--corpus my.tsv"); the compressed checkpoint in $(BUILD)/compressed/ is then what is exported and
-# the reference of every parity report. Empty (the default): the model is exported as it is.
+# CONFIG: a pipeline TOML file (mt5lite pipeline --print-config prints one); the variables above override it.
 QUANTIZE ?= int8
 COMPRESS ?=
 COMPRESS_ARGS ?=
-SOURCE = $(if $(COMPRESS),$(BUILD)/compressed,$(MODEL))
 export-tflite: install
-	@case "$(QUANTIZE)" in fp32|fp16|dynamic-int8|int8) ;; \
-	  *) echo "export-tflite: unknown QUANTIZE=$(QUANTIZE); choose int8, dynamic-int8, fp16 or fp32" >&2; exit 2;; esac
-	$(if $(COMPRESS),$(BIN)/mt5lite compress --model $(MODEL) --output $(BUILD)/compressed --passes $(COMPRESS) \
-		--force $(COMPRESS_ARGS))
-	$(BIN)/mt5lite export onnx --model $(SOURCE) --output $(BUILD)/onnx --static-shapes --force
-	$(BIN)/mt5lite parity --model $(SOURCE) --export $(BUILD)/onnx --report $(BUILD)/reports/parity-onnx.json
-	$(BIN)/mt5lite quantize --export $(BUILD)/onnx --output $(BUILD)/onnx-int8 --force \
-		--report $(BUILD)/reports/quantize-int8.json $(if $(CALIBRATION),--calibration $(CALIBRATION))
-	$(BIN)/mt5lite export tflite --export $(BUILD)/onnx --output $(BUILD)/tflite --quantize $(QUANTIZE) --force \
-		--report $(BUILD)/reports/tflite-$(QUANTIZE).json $(if $(CALIBRATION),--calibration $(CALIBRATION))
-	$(BIN)/mt5lite parity --model $(SOURCE) --export $(BUILD)/tflite --report $(BUILD)/tflite/parity.json
-	$(BIN)/mt5lite pipeline-report --model $(SOURCE) $(if $(COMPRESS),--original $(MODEL)) --stage onnx=$(BUILD)/onnx \
-		--stage onnx-int8=$(BUILD)/onnx-int8 --stage tflite=$(BUILD)/tflite --report $(BUILD)/reports/pipeline.json
+	$(BIN)/mt5lite pipeline --model $(MODEL) --output $(BUILD) --tflite $(QUANTIZE) $(if $(CONFIG),--config $(CONFIG)) \
+		$(if $(COMPRESS),--compress $(COMPRESS) $(COMPRESS_ARGS)) $(if $(CALIBRATION),--calibration $(CALIBRATION))
 	@echo "export-tflite: TFLite ($(QUANTIZE)) in $(BUILD)/tflite/ (model.tflite: encoder + decoder signatures, manifest.json,"
 	@echo "export-tflite:   parity.json + parity.md: PyTorch vs TFLite)"
-	@echo "export-tflite: ONNX fp32 in $(BUILD)/onnx/, ONNX int8 in $(BUILD)/onnx-int8/"
+	@echo "export-tflite: ONNX fp32 in $(BUILD)/onnx/, ONNX int8 in $(BUILD)/onnx-int8/; the run's config: $(BUILD)/pipeline.toml"
 	@echo "export-tflite: reports in $(BUILD)/reports/: pipeline.{md,json,png} (every stage in one table; read it first),"
-	@echo "export-tflite:   parity-onnx, quantize-int8, tflite-$(QUANTIZE) unless fp32"
+	@echo "export-tflite:   parity-onnx, quantize-static-int8, tflite-$(QUANTIZE) unless fp32"
 
 # The sensitivity analysis the default static int8 recipe is chosen from (one node group quantized at a time).
 sensitivity: install

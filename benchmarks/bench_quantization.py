@@ -96,7 +96,7 @@ def prepare(model_dir: Path, work: Path, recipes: list[str], threads: int) -> di
         if not (exports[recipe] / "manifest.json").is_file():
             started = time.perf_counter()
             quantize_export(exports["fp32"], exports[recipe], QuantizeConfig(recipe=recipe), force=True,
-                            progress=True)
+                            progress=True, gate=False)
             print(f"{recipe}: quantized in {time.perf_counter() - started:.0f} s")
     return exports
 

@@ -30,7 +30,8 @@ from mt5lite.verification.comparison import directory_bytes
 EXPORT = """
 import sys
 from mt5lite.exporters.executorch_export import ExecutorchExportConfig, export_executorch
-export_executorch(sys.argv[1], sys.argv[2], ExecutorchExportConfig(quantize=sys.argv[3]), force=True)
+export_executorch(sys.argv[1], sys.argv[2], ExecutorchExportConfig(quantize=sys.argv[3]), force=True,
+                  gate=False)
 """
 #: ``make bench``'s builds of the same model compared side by side (name -> directory under --bench-dir).
 PEERS = {"onnx weight-int8": "ours-onnx-weight-int8", "onnx static-int8": "ours-onnx-static-int8",

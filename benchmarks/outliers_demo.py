@@ -162,14 +162,15 @@ def build(recipe: str, model: Path, onnx_dir: Path, out: Path, rtol: float | Non
         from mt5lite.exporters.executorch_export import ExecutorchExportConfig, export_executorch
 
         config = ExecutorchExportConfig(quantize="int8")
-        export_executorch(model, out, config if rtol is None else replace(config, rtol=rtol), force=True)
+        export_executorch(model, out, config if rtol is None else replace(config, rtol=rtol), force=True,
+                          gate=False)
     elif recipe == "tflite-int8":
-        export_tflite(onnx_dir, out, quantize="int8", force=True, options=TfliteOptions(validate_samples=2))
+        export_tflite(onnx_dir, out, quantize="int8", force=True, options=TfliteOptions(validate_samples=2), gate=False)
     elif recipe.endswith("(no outlier step)"):
         config = replace(QuantizeConfig(recipe=recipe.split()[0]), smooth=False, keep_wide=False)
-        quantize_export(onnx_dir, out, config, force=True)
+        quantize_export(onnx_dir, out, config, force=True, gate=False)
     else:
-        quantize_export(onnx_dir, out, QuantizeConfig(recipe=recipe), force=True)
+        quantize_export(onnx_dir, out, QuantizeConfig(recipe=recipe), force=True, gate=False)
     return out
 
 

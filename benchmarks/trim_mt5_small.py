@@ -63,10 +63,10 @@ def build(original: Path, work: Path) -> dict[str, Path]:
         fp32 = _once(work / f"{name}-onnx-fp32", lambda p, m=model: export_fp32(m, p))
         paths[f"{name}-onnx-fp32"] = fp32
         paths[f"{name}-onnx-int8"] = _once(work / f"{name}-onnx-int8", lambda p, s=fp32: quantize_export(
-            s, p, QuantizeConfig(**CALIBRATION), force=True, progress=True))
+            s, p, QuantizeConfig(**CALIBRATION), force=True, progress=True, gate=False))
     paths["trimmed-tflite-int8"] = _once(work / "trimmed-tflite-int8", lambda p: export_tflite(
         paths["trimmed-onnx-fp32"], p, "int8", force=True, calibration=CalibrationDraw(**CALIBRATION),
-        progress=True))
+        progress=True, gate=False))
     return paths
 
 

@@ -29,7 +29,7 @@ from mt5lite.exporters.calibration import CalibrationDraw
 from mt5lite.exporters.onnx_export import OnnxExportConfig, graph_specs, sample_inputs
 from mt5lite.manifest import seal_export
 from mt5lite.registry import Registry
-from mt5lite.verification.comparison import Gate
+from mt5lite.verification.comparison import Gate, resolve_gate
 
 #: The one file of an ExecuTorch export: a method per graph, named by its role, sharing the common weights.
 PTE_FILE = "model.pte"
@@ -223,12 +223,13 @@ def _write_export(model, files, programs: dict, staging: Path, config: Executorc
 
 def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLike,
                       config: ExecutorchExportConfig | None = None, force: bool = False, allow_pickle: bool = False,
-                      calibration: CalibrationDraw | None = None, gate: Gate | None = None,
+                      calibration: CalibrationDraw | None = None, gate: Gate | bool = True,
                       progress: bool = False) -> dict:
     """Export ``model_dir`` into ``output_dir`` (model.pte with an ``encoder`` and a ``decoder`` method, the
     tokenizer, manifest.json). fp32 is validated against PyTorch (``ParityError`` beyond the tolerance); int8 is
-    calibrated with ``calibration`` and, given ``gate``, compared with the fp32 program and judged by the quality
-    gate. Returns the manifest, the validation numbers and the gate's report (None without ``gate``)."""
+    calibrated with ``calibration``, compared with the fp32 program and judged by ``gate`` (``resolve_gate``:
+    ``True`` is the default gate, enforced; ``False`` skips it). Returns the manifest, the validation numbers and
+    the gate's report (None without a gate)."""
     from mt5lite.checkpoint import inspect_checkpoint, load_model
     from mt5lite.exporters.staging import refuse_existing, scratch_directory, staged_directory
     from mt5lite.exporters.validation import validate_export
@@ -236,6 +237,7 @@ def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLik
 
     config = (config or ExecutorchExportConfig()).validate()
     precision = PTE_PRECISIONS[config.quantize]
+    gate = resolve_gate(gate) if precision.calibrated else None  # pairs read before any work: a bad file fails fast
     calibration = calibration or CalibrationDraw()
     if precision.calibrated and calibration.problems():
         raise InputError("; ".join(calibration.problems()))
@@ -264,5 +266,5 @@ def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLik
         with staged_directory(output, force) as staging:
             manifest = _write_export(model, files, programs, staging, config, specs, quantization)
             validation = validate_export(model, staging, config, progress=progress) if precision.exact else None
-        judged = gate.judge(fp32, output) if precision.calibrated and gate is not None else None  # output in place
+        judged = gate.judge(fp32, output) if gate is not None else None  # output in place
     return {"manifest": manifest, "validation": validation, "gate": judged}

@@ -46,7 +46,7 @@ from mt5lite.exporters.shared_weights import store_once
 from mt5lite.exporters.staging import refuse_existing, scratch_directory, staged_directory
 from mt5lite.manifest import copy_companions, inside, load_manifest, seal_export
 from mt5lite.registry import Registry
-from mt5lite.verification.comparison import Gate
+from mt5lite.verification.comparison import Gate, resolve_gate
 
 
 class Method(str, Enum):
@@ -117,10 +117,11 @@ class QuantizeConfig:
 
 def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike,
                     config: QuantizeConfig | None = None, force: bool = False, progress: bool = False,
-                    calibration=None, gate: Gate | None = None) -> dict:
-    """Quantize the fp32 export in ``export_dir`` into ``output_dir`` with ``config``'s recipe; with ``gate``,
-    compare the result with ``export_dir`` and judge it by the quality gate (the report under ``"gate"``; a failed
-    export stays in place for inspection).
+                    calibration=None, gate: Gate | bool = True) -> dict:
+    """Quantize the fp32 export in ``export_dir`` into ``output_dir`` with ``config``'s recipe, then compare the
+    result with ``export_dir`` and judge it by ``gate`` (``resolve_gate``: ``True`` is the default gate, enforced;
+    ``False`` skips it). The report is under ``"gate"``; a failed export stays in place for inspection and, when
+    the gate is enforced, ``QualityGateError`` is raised.
 
     ``calibration`` (a ``CalibrationData`` from ``calibration_for``) reuses captured calibration feeds, as the
     sensitivity analysis does for its many variants; by default they are drawn and captured here.
@@ -129,6 +130,7 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
     and ``ModelFileError`` for a broken or non-fp32 export. Returns the new manifest and what was quantized.
     """
     config = (config or QuantizeConfig()).validate()
+    gate = resolve_gate(gate)  # its held-out pairs read before any work: a bad file fails fast
     recipe = RECIPES[config.recipe]
     source, output = Path(export_dir), Path(output_dir)
     manifest = _fp32_source(source, output, force)

@@ -80,7 +80,7 @@ def sensitivity_analysis(export_dir: str | os.PathLike, texts: list[str], config
             target = work / name.replace(" ", "-")
             row = {"variant": name, "groups": list(groups)}
             try:
-                quantize_export(source, target, replace(config, groups=groups), calibration=calibration)
+                quantize_export(source, target, replace(config, groups=groups), calibration=calibration, gate=False)
                 row.update(_measure(reference, target, texts, options, batch_size))
             except Exception as exc:  # a variant ORT cannot quantize or run is a finding, not a crash
                 row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

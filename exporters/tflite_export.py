@@ -35,7 +35,7 @@ from mt5lite.exporters.staging import refuse_existing, scratch_directory, staged
 from mt5lite.exporters.tflite_spec import GraphJob, LmHeadStandIn, WorkerSpec
 from mt5lite.manifest import copy_companions, inside, load_manifest, seal_export
 from mt5lite.registry import Registry
-from mt5lite.verification.comparison import Gate
+from mt5lite.verification.comparison import Gate, resolve_gate
 
 #: What an Android app must link to run a model with Flex (SELECT_TF) ops.
 FLEX_ANDROID_LIBRARY = "org.tensorflow:tensorflow-lite-select-tf-ops"
@@ -134,13 +134,14 @@ class TfliteOptions:
 
 
 def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, quantize: str = "fp32",
-                  force: bool = False, calibration: CalibrationDraw | None = None, gate: Gate | None = None,
+                  force: bool = False, calibration: CalibrationDraw | None = None, gate: Gate | bool = True,
                   progress: bool = False, options: TfliteOptions | None = None) -> dict:
     """Convert the static-shape fp32 ONNX export in ``onnx_dir`` to ``output_dir``: ``model.tflite`` holding the
     encoder and the decoder step as two signatures that share their common weights, the tokenizer, and
     manifest.json (which names each graph's file and signature). ``calibration`` sets the representative data of
-    ``int8``. Every precision but fp32 (held to fp32's tolerance here) is, with ``gate``, compared with the ONNX
-    export and judged by the quality gate. Returns the manifest, the validation numbers and the gate's report."""
+    ``int8``. Every precision but fp32 (held to fp32's tolerance here) is compared with the ONNX export and judged
+    by ``gate`` (``resolve_gate``: ``True`` is the default gate, enforced; ``False`` skips it). Returns the
+    manifest, the validation numbers and the gate's report."""
     options = options or TfliteOptions()
     allow_flex = options.allow_flex
     precision = TFLITE_PRECISIONS[quantize]
@@ -151,6 +152,7 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
                          "--static-shapes")
     if manifest.get("precision") != "fp32":
         raise InputError(f"{source} is a {manifest.get('precision')} export; convert the fp32 ONNX export")
+    gate = None if precision.exact else resolve_gate(gate)  # pairs read before any work: a bad file fails fast
     calibration = calibration or CalibrationDraw()
     if precision.calibrated and calibration.problems():
         raise InputError("; ".join(calibration.problems()))
@@ -185,7 +187,7 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
         })
         seal_export(staging, new_manifest)
         validation = validate_tflite(source, staging, precision, manifest, options.validate_samples)
-    judged = gate.judge(source, output) if gate is not None and not precision.exact else None
+    judged = gate.judge(source, output) if gate is not None else None
     return {"manifest": new_manifest, "validation": validation, "gate": judged}
 
 

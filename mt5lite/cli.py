@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 from mt5lite import __version__
-from mt5lite.errors import InputError, Mt5LiteError, os_error_line
+from mt5lite.errors import InputError, Mt5LiteError, QualityGateError, os_error_line
 from mt5lite.paths import DEMO_MODEL
 from mt5lite.quiet import quiet_third_party_logs
 
@@ -24,7 +24,7 @@ EXIT_GATE = 1  # the command ran, but its result misses the quality gate
 EXTRA_OF_MODULE = {
     "torch": "export", "transformers": "export", "safetensors": "export", "onnx": "export", "tensorflow": "export",
     "google": "export", "ai_edge_litert": "litert", "sacrebleu": "eval", "tqdm": "eval", "num2words": "train",
-    "accelerate": "train", "executorch": "executorch", "torchao": "executorch",
+    "accelerate": "train", "executorch": "executorch", "torchao": "executorch", "tomli_w": "export",
 }
 
 
@@ -184,6 +184,75 @@ def cmd_export_executorch(args: argparse.Namespace) -> int:
     return _print_gate(result["gate"], args, "mt5lite export executorch")
 
 
+def _pipeline_config(args: argparse.Namespace):
+    """The pipeline's configuration: ``--config`` with the command line's options over it."""
+    from mt5lite.compression.passes import PASSES
+    from mt5lite.workflow import configure, load_config
+
+    base = load_config(args.config)
+    chain = args.compress.split(",") if args.compress is not None else base.compress.chain()
+    passes = {name.strip(): _pass_options(args, PASSES[name.strip()].config) for name in chain if name.strip()}
+    return configure(base, model=args.model, output=args.output, data=args.data, gate=args.gate,
+                     threads=args.threads, allow_pickle=args.allow_pickle or None, compress=args.compress,
+                     int8=args.int8, tflite=args.tflite, executorch=args.executorch, calibration=args.calibration,
+                     pass_options={name: options for name, options in passes.items() if options})
+
+
+def _announce(index: int, total: int, planned) -> None:
+    state = "reused" if planned.reuse else f"running ({planned.why})"
+    print(f"[{index}/{total}] {planned.name}: {state}", flush=True)
+
+
+def _stage_line(stage) -> str:
+    """One row of the closing summary: what a stage's figures say."""
+    summary = stage.summary
+    if "greedy_agreement" in summary and "gate" in summary:
+        return (f"greedy agreement {summary['greedy_agreement']:.3f}, exact match {summary['exact_match']:.3f} "
+                f"(fp32 {summary['exact_match_reference']:.3f}), {summary['size_bytes'] / 1e6:.2f} MB, gate "
+                f"{summary['gate']}")
+    if "greedy_agreement" in summary:
+        return (f"max |logit diff| {summary['max_abs_logit_diff']:.2e}, greedy agreement "
+                f"{summary['greedy_agreement']:.3f}, beam agreement {summary['beam_agreement']:.3f}")
+    if "max_abs_diff" in summary:
+        return f"validated: max |diff| {summary['max_abs_diff']:.2e}"
+    if "stages" in summary:
+        return "; ".join(f"{name} EM {row['exact_match']:.3f} {row['bytes'] / 1e6:.1f} MB "
+                         f"{row['ms_per_token']:.2f} ms/token" for name, row in summary["stages"].items())
+    return ", ".join(f"{key} {value}" for key, value in summary.items())
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    """The main job in one command: compression (optional) -> ONNX export (validated) and its parity report ->
+    int8 ONNX (the recipe, gated) -> TFLite at a precision (gated below fp32) and its parity report -> ExecuTorch
+    (if asked) -> the pipeline report. Options come from --config (TOML; every stage's section holds its command's
+    options) with the command line over them; the run is recorded as OUTPUT/pipeline.toml. A stage is reused when
+    its inputs (by content), options and the code are unchanged, so a repeated or killed run picks up where it
+    stopped. A failed quality gate stops the pipeline with exit 1 and keeps that export for inspection."""
+    import tomli_w
+
+    from mt5lite.workflow import check, plan, run_pipeline
+    from mt5lite.workflow.config import as_table
+
+    config = _pipeline_config(args)
+    if args.print_config:
+        print(tomli_w.dumps(as_table(config)), end="")
+        return 0
+    check(config)
+    if args.dry_run:
+        for index, planned in enumerate(plan(config, args.force), 1):
+            state = "reuse" if planned.reuse else f"run ({planned.why})"
+            print(f"[{index}] {planned.name}: {state} -> {', '.join(str(p) for p in planned.outputs)}")
+        return 0
+    result = run_pipeline(config, force=args.force, progress=True, announce=_announce)
+    print(f"\npipeline finished in {config.output}:")
+    for stage in result.stages:
+        print(f"  {stage.name:>13}  {'reused' if stage.reused else 'built'} ({stage.seconds:.0f} s)  "
+              f"{_stage_line(stage)}")
+    if result.report is not None:
+        print(f"pipeline report: {result.report} (Markdown and PNG beside it)")
+    return 0
+
+
 def cmd_pipeline_report(args: argparse.Namespace) -> int:
     """One report over every stage of a pipeline run (PyTorch, compressed, ONNX fp32, int8 ONNX, TFLite): logit
     differences against PyTorch and against the stage each was made from, greedy and beam agreement, exact match
@@ -251,11 +320,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace):
-    """The quality gate of an export command: its ``--data`` pairs, ``--report`` and ``--threads``."""
+    """The quality gate of an export command: its ``--data`` pairs, ``--report`` and ``--threads``; judged, not
+    enforced (``_print_gate`` sets the exit code by ``--gate``)."""
     from mt5lite.data import read_task_pairs
     from mt5lite.verification.comparison import Gate
 
-    return Gate(read_task_pairs(args.data), args.report, args.threads, progress=True)
+    return Gate(read_task_pairs(args.data), args.report, args.threads, progress=True, enforce=False)
 
 
 def _print_gate(report: dict, args: argparse.Namespace, command: str) -> int:
@@ -269,11 +339,9 @@ def _print_gate(report: dict, args: argparse.Namespace, command: str) -> int:
           f"speed {report['speed']['speedup']:.2f}x fp32")
     print("quality gate: " + ("passed" if not failures else "FAILED: " + "; ".join(failures)))
     if failures and args.gate:
-        from mt5lite.verification.comparison import outlier_advice
+        from mt5lite.verification.comparison import gate_failure
 
-        print(f"{command}: the {report['recipe']} export misses the quality gate (it is kept at {args.output} "
-              f"for inspection){outlier_advice(report)}; measure on your task's held-out pairs with --data, or "
-              "report only with --no-gate", file=sys.stderr)
+        print(f"{command}: {gate_failure(report, args.output)}", file=sys.stderr)
         return EXIT_GATE
     return 0
 
@@ -535,6 +603,36 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument("--beam-samples", type=int, default=None, help="compare beam search on the first N inputs")
     parity.set_defaults(func=cmd_parity, length_penalty=1.0, early_stopping=False)
 
+    run = sub.add_parser("pipeline", help="the main job: compress, export, int8, TFLite (ExecuTorch), report",
+                         formatter_class=_Formatter, description=cmd_pipeline.__doc__)
+    run.add_argument("--config", type=Path, default=None, help="a pipeline TOML file (see --print-config)")
+    run.add_argument("--model", type=Path, default=None, help="the checkpoint (default: the bundled demo model)")
+    run.add_argument("--output", type=Path, default=None, help="the run's directory (default: build)")
+    run.add_argument("--data", type=Path, default=None, help="held-out pairs for the gates and the reports "
+                     "(lang<TAB>source<TAB>target; default: the demo task's)")
+    run.add_argument("--compress", default=None, metavar="PASSES",
+                     help=f"compression passes first, comma-separated: {', '.join(PASSES)}")
+    run.add_argument("--int8", default=None, metavar="RECIPE",
+                     help=f"the ONNX Runtime int8 recipe ({', '.join(RECIPES)}; none: skip; default static-int8)")
+    run.add_argument("--tflite", default=None, metavar="PRECISION",
+                     help=f"TFLite precision ({', '.join(TFLITE_PRECISIONS)}; none: skip; default int8)")
+    run.add_argument("--executorch", default=None, metavar="PRECISION",
+                     help=f"also an ExecuTorch program ({', '.join(PTE_PRECISIONS)}; default: none)")
+    run.add_argument("--calibration", type=Path, default=None,
+                     help="calibration inputs of every int8 stage (lang<TAB>text or task pairs; default: the bundled "
+                     "multilingual sentences)")
+    run.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None,
+                     help="stop with exit 1 when an int8 stage misses the quality gate (--no-gate: only report)")
+    run.add_argument("--threads", type=int, default=None, help="CPU threads for the comparisons")
+    run.add_argument("--allow-pickle", action="store_true",
+                     help="allow loading pickle weights (pytorch_model.bin); only for checkpoints you trust")
+    run.add_argument("--force", action="store_true", help="rebuild every stage, reusing nothing")
+    run.add_argument("--dry-run", action="store_true", help="print the plan (what runs, what is reused) and stop")
+    run.add_argument("--print-config", action="store_true",
+                     help="print the resolved configuration as TOML (a starting point for --config) and stop")
+    _add_pass_options(run)
+    run.set_defaults(func=cmd_pipeline)
+
     pipeline = sub.add_parser("pipeline-report", help="one report over every stage of a pipeline run",
                               formatter_class=_Formatter, description=cmd_pipeline_report.__doc__)
     _add_model_args(pipeline)
@@ -629,6 +727,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().addFilter(lambda record: "pre-processing" not in record.getMessage())
     try:
         return args.func(args)
+    except QualityGateError as exc:
+        print(f"mt5lite {args.command}: {exc}", file=sys.stderr)
+        return EXIT_GATE
     except Mt5LiteError as exc:
         message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         print(f"mt5lite {args.command}: error: {message}", file=sys.stderr)

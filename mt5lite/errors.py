@@ -56,6 +56,15 @@ class ModelFileError(Mt5LiteError):
     """An exported model file that is missing, unreadable, truncated or does not belong to its manifest."""
 
 
+class QualityGateError(Mt5LiteError):
+    """A derived export (int8, fp16) that misses the quality gate against the fp32 export it was made from; the
+    export is kept for inspection and ``report`` holds the comparison."""
+
+    def __init__(self, message: str, report: dict | None = None):
+        super().__init__(message)
+        self.report = report
+
+
 class ParityError(Mt5LiteError):
     """Exported outputs differ from PyTorch beyond the tolerance; one line per output with the numbers."""
 

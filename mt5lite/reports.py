@@ -8,7 +8,8 @@ import tempfile
 from pathlib import Path
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it, renamed into place: never half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -35,6 +36,6 @@ def write_report(report: dict, path: str | os.PathLike, markdown: str) -> tuple[
     """Write ``report`` as JSON at ``path`` and ``markdown`` beside it as ``<stem>.md``; return both paths."""
     json_path = Path(path)
     md_path = json_path.with_suffix(".md")
-    _atomic_write(json_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    _atomic_write(md_path, markdown.rstrip() + "\n")
+    atomic_write(json_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    atomic_write(md_path, markdown.rstrip() + "\n")
     return json_path, md_path

@@ -16,7 +16,7 @@ outputs can be compared token for token with PyTorch ``generate``. Step hooks se
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -125,35 +125,56 @@ class Decoder:
         """Run one step and write its K/V into the cache; returns float32 logits."""
         return run_step(self.backend, tokens, position, mask, cross_k, cross_v, cache_k, cache_v, self.hooks)
 
-    def generate(self, input_ids: np.ndarray, attention_mask: np.ndarray, options: DecodingOptions
-                 ) -> list[list[int]]:
-        """Generated ids per input (without the decoder start token), each ending at eos if one was produced."""
+    def _encode(self, input_ids: np.ndarray, attention_mask: np.ndarray, options: DecodingOptions):
+        """Check ``options`` against the cache and run the encoder; returns the cross-attention K and V."""
         options.validate()
         if options.max_new_tokens > self.backend.max_target_length:
             raise InputError(f"max_new_tokens is {options.max_new_tokens}, beyond this export's cache of "
                              f"{self.backend.max_target_length} positions (max_target_length); lower it or "
                              "re-export with a larger --max-target-length")
         encoded = self.backend.encode(encoder_feeds(input_ids, attention_mask))
-        cross_k, cross_v = encoded["cross_k"], encoded["cross_v"]
+        return encoded["cross_k"], encoded["cross_v"]
+
+    def generate(self, input_ids: np.ndarray, attention_mask: np.ndarray, options: DecodingOptions
+                 ) -> list[list[int]]:
+        """Generated ids per input (without the decoder start token), each ending at eos if one was produced."""
+        cross_k, cross_v = self._encode(input_ids, attention_mask, options)
         if options.num_beams == 1:
             return self._greedy(attention_mask, cross_k, cross_v, options)
         return self._beam(attention_mask, cross_k, cross_v, options)
 
-    def _greedy(self, mask, cross_k, cross_v, options) -> list[list[int]]:
+    def stream(self, input_ids: np.ndarray, attention_mask: np.ndarray, options: DecodingOptions
+               ) -> Iterator[int]:
+        """Greedy decoding of one input (batch 1), each token yielded as soon as its step has run (eos last, when
+        one is produced): what ``generate`` returns for it, token by token."""
+        if len(input_ids) != 1:
+            raise InputError(f"streaming decodes one input at a time, got {len(input_ids)}")
+        cross_k, cross_v = self._encode(input_ids, attention_mask, options)
+        for tokens in self._greedy_steps(attention_mask, cross_k, cross_v, options):
+            yield int(tokens[0])
+
+    def _greedy_steps(self, mask, cross_k, cross_v, options) -> Iterator[np.ndarray]:
+        """Each step's greedy token per row, until every row has produced eos or ``max_new_tokens`` steps ran."""
         batch = mask.shape[0]
         cache_k, cache_v = self._new_cache(cross_k, batch)
         tokens = np.full(batch, self.decoder_start_id, dtype=np.int64)
-        outputs: list[list[int]] = [[] for _ in range(batch)]
         finished = np.zeros(batch, dtype=bool)
         for position in range(options.max_new_tokens):
             logits = self._step(tokens, position, mask, cross_k, cross_v, cache_k, cache_v)
             logits[:, self.suppressed] = -np.inf
             tokens = logits.argmax(axis=-1).astype(np.int64)
-            for row in np.flatnonzero(~finished):
-                outputs[row].append(int(tokens[row]))
+            yield tokens
             finished |= tokens == self.eos_id
             if finished.all():
                 break
+
+    def _greedy(self, mask, cross_k, cross_v, options) -> list[list[int]]:
+        outputs: list[list[int]] = [[] for _ in range(mask.shape[0])]
+        finished = np.zeros(mask.shape[0], dtype=bool)
+        for tokens in self._greedy_steps(mask, cross_k, cross_v, options):
+            for row in np.flatnonzero(~finished):
+                outputs[row].append(int(tokens[row]))
+            finished |= tokens == self.eos_id
         return outputs
 
     def _beam(self, mask, cross_k, cross_v, options) -> list[list[int]]:

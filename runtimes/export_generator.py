@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,9 @@ class ExportGenerator(ABC):
                  overflow: Overflow = Overflow.ERROR) -> list[str]:
         """Generated text per input."""
         return [self.tokenizer.decode(ids) for ids in self.generate_ids(texts, options, overflow)]
+
+    def stream_ids(self, text: str, options: DecodingOptions | None = None,
+                   overflow: Overflow = Overflow.ERROR) -> Iterator[int]:
+        """Greedy decoding of ``text``, each id yielded as soon as its step has run (eos last)."""
+        ids, mask = self.encode_batch([text], overflow)
+        yield from self.decoder.stream(ids, mask, (options or DecodingOptions()).validate())

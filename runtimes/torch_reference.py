@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 from mt5lite.contract import through_eos
 from mt5lite.runtimes.options import DecodingOptions
@@ -67,6 +68,22 @@ class TorchReference:
                 pad_token_id=self.tokenizer.pad_id,
             )
         return [through_eos(row[1:], self.tokenizer.eos_id) for row in out.tolist()]  # without the start token
+
+    def stream_ids(self, text: str, options: DecodingOptions | None = None,
+                   overflow: Overflow = Overflow.ERROR) -> Iterator[int]:
+        """Greedy decoding of ``text`` through the one decoding loop over the model's own modules
+        (``TorchBackend``), each id yielded as soon as its step has run (eos last)."""
+        import torch
+
+        from mt5lite.runtimes.decoding import Decoder
+        from mt5lite.runtimes.torch_backend import TorchBackend
+
+        options = (options or DecodingOptions()).validate()
+        ids, mask = self.tokenizer.encode_batch([text], self.max_source_length, overflow)
+        decoder = Decoder(TorchBackend(self.model, options.max_new_tokens), self.tokenizer.eos_id,
+                          int(self.model.config.decoder_start_token_id), self.undecodable_ids)
+        with torch.inference_mode():
+            yield from decoder.stream(ids, mask, options)
 
     def generate(self, texts: list[str], options: DecodingOptions | None = None,
                  overflow: Overflow = Overflow.ERROR) -> list[str]:

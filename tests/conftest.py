@@ -101,7 +101,7 @@ def tflite_int8(static_export, tmp_path_factory) -> Path:
     from mt5lite.exporters.tflite_export import export_tflite
 
     out = tmp_path_factory.mktemp("tflite") / "int8"
-    export_tflite(static_export, out, "int8")
+    export_tflite(static_export, out, "int8", gate=False)
     return out
 
 

@@ -86,7 +86,7 @@ def test_static_int8_is_calibrated_and_smaller(tiny_mt5, tiny_pte, tmp_path):
     draw = CalibrationDraw(samples=100, max_decoder_steps=32)
     result = export_executorch(tiny_mt5, out, ExecutorchExportConfig(max_source_length=SOURCE,
                                                                      max_target_length=TARGET, quantize="int8"),
-                               calibration=draw, gate=Gate(read_task_pairs()[::60]))
+                               calibration=draw, gate=Gate(read_task_pairs()[::60], enforce=False))
     manifest = result["manifest"]
     quantization = manifest["quantization"]
     assert manifest["precision"] == "int8" and quantization["recipe"] == "executorch-int8"

@@ -74,7 +74,7 @@ def test_static_int8_converts_and_stays_close(tiny_model, tiny_export, tmp_path)
     from mt5lite.verification.parity import parity_report
 
     out = tmp_path / "int8"
-    quantize_export(tiny_export, out, QuantizeConfig())
+    quantize_export(tiny_export, out, QuantizeConfig(), gate=False)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["precision"] == "int8" and manifest["quantization"]["recipe"] == "static-int8"
     ops = {node.op_type for node in onnx.load(str(out / "decoder.onnx"), load_external_data=False).graph.node}
@@ -90,7 +90,8 @@ def test_tflite_builtin_ops_only_and_litert_matches_onnx_fp32(tiny_static, tmp_p
     from mt5lite.exporters.tflite_export import export_tflite
     from mt5lite.exporters.tflite_inspect import read_signatures
 
-    results = {precision: export_tflite(tiny_static, tmp_path / precision, precision) for precision in ("fp32", "int8")}
+    results = {precision: export_tflite(tiny_static, tmp_path / precision, precision, gate=False)
+               for precision in ("fp32", "int8")}
     for precision, result in results.items():
         for role, names in result["manifest"]["tflite"]["ops"].items():
             assert "FULLY_CONNECTED" in names, (precision, role)

@@ -116,7 +116,7 @@ def heldout_pairs():
 @pytest.mark.parametrize("recipe", ["static-int8", "dynamic-int8", "weight-int8"])
 def test_default_recipes_pass_the_gate_on_the_strong_fixture(strong_demo, heldout_pairs, tmp_path, recipe):
     out = tmp_path / recipe
-    quantize_export(strong_demo, out, QuantizeConfig(recipe=recipe))
+    quantize_export(strong_demo, out, QuantizeConfig(recipe=recipe), gate=False)
     report = compare_exports(strong_demo, out, heldout_pairs, speed_samples=0)
     assert quality_gate(report) == [], report["greedy_agreement"]
     outliers = report["quantization"]["outliers"]
@@ -126,7 +126,7 @@ def test_default_recipes_pass_the_gate_on_the_strong_fixture(strong_demo, heldou
 
 def test_without_smoothing_the_gate_refuses_and_names_the_outliers(strong_demo, heldout_pairs, tmp_path):
     out = tmp_path / "raw"
-    quantize_export(strong_demo, out, QuantizeConfig(smooth=False, keep_wide=False))
+    quantize_export(strong_demo, out, QuantizeConfig(smooth=False, keep_wide=False), gate=False)
     report = compare_exports(strong_demo, out, heldout_pairs, speed_samples=0)
     assert quality_gate(report)
     advice = outlier_advice(report)
@@ -137,7 +137,7 @@ def test_products_int8_cannot_hold_stay_wide(strong_demo, tmp_path):
     """Unsmoothed, the strong fixture's products miss the error budget: each one over it is left in float by the
     static recipe, and computes on float activations in weight-int8."""
     static = tmp_path / "static"
-    quantize_export(strong_demo, static, QuantizeConfig(smooth=False))
+    quantize_export(strong_demo, static, QuantizeConfig(smooth=False), gate=False)
     manifest = json.loads((static / "manifest.json").read_text())
     groups = manifest["quantization"]["outliers"]["groups"]
     wide = {node for row in groups.values() for node in row["kept_wide"]}
@@ -149,7 +149,7 @@ def test_products_int8_cannot_hold_stay_wide(strong_demo, tmp_path):
             assert producers.get(node.input[0]) != "DequantizeLinear"  # float activation
             assert producers.get(node.input[1]) != "DequantizeLinear"  # float weight
     weight = tmp_path / "weight"
-    quantize_export(strong_demo, weight, QuantizeConfig(recipe="weight-int8", smooth=False))
+    quantize_export(strong_demo, weight, QuantizeConfig(recipe="weight-int8", smooth=False), gate=False)
     manifest = json.loads((weight / "manifest.json").read_text())
     decoder = onnx.load(str(weight / manifest["graphs"]["decoder"]["file"]), load_external_data=False)
     levels = {onnx.helper.get_attribute_value(a) for n in decoder.graph.node if n.op_type == "MatMulNBits"
@@ -171,7 +171,7 @@ def test_full_int8_tflite_passes_the_gate_on_the_strong_fixture(strong_demo, hel
     from mt5lite.exporters.tflite_export import TfliteOptions, export_tflite
 
     out = tmp_path / "tflite"
-    export_tflite(strong_demo, out, quantize="int8", options=TfliteOptions(validate_samples=2))
+    export_tflite(strong_demo, out, quantize="int8", options=TfliteOptions(validate_samples=2), gate=False)
     report = compare_exports(strong_demo, out, heldout_pairs, speed_samples=0)
     assert quality_gate(report) == [], report["greedy_agreement"]
     outliers = report["quantization"]["outliers"]
@@ -187,7 +187,7 @@ def test_fp16_scales_an_overflowing_residual_stream_into_range(demo_model, tmp_p
     model = build_outlier_model(demo_model, tmp_path / "model", RESIDUAL_OVERFLOW)
     export_onnx(model, tmp_path / "onnx", OnnxExportConfig(max_source_length=64, max_target_length=32))
     quantize_export(tmp_path / "onnx", tmp_path / "fp16", QuantizeConfig(recipe="fp16", samples=100,
-                                                                        max_decoder_steps=64))
+                                                                        max_decoder_steps=64), gate=False)
     outliers = load_manifest(tmp_path / "fp16")["quantization"]["outliers"]
     assert outliers["residual_peak"] > 65504 and outliers["residual_divisor"] > 1
     assert outliers["residual_peak_after"] <= FP16_RESIDUAL_LIMIT
@@ -214,11 +214,11 @@ def test_lookup_tables_with_outlier_columns_get_a_range_per_column(demo_model, t
     save_checkpoint(model, (demo_model / "spiece.model").read_bytes(), tmp_path / "model")
     export_onnx(tmp_path / "model", tmp_path / "onnx", OnnxExportConfig(max_source_length=32, max_target_length=16))
     config = QuantizeConfig(samples=100, max_decoder_steps=32)
-    quantize_export(tmp_path / "onnx", tmp_path / "dynamic", replace(config, recipe="dynamic-int8"))
+    quantize_export(tmp_path / "onnx", tmp_path / "dynamic", replace(config, recipe="dynamic-int8"), gate=False)
     for role, lookups in load_manifest(tmp_path / "dynamic")["quantization"]["lookups"].items():
         (lookup,) = lookups.values()
         assert lookup["per_column"] and lookup["per_tensor_error"] > 10 * lookup["per_column_error"], role
-    quantize_export(tmp_path / "onnx", tmp_path / "int8", config)
+    quantize_export(tmp_path / "onnx", tmp_path / "int8", config, gate=False)
     manifest = load_manifest(tmp_path / "int8")
     assert manifest["quantization"]["outliers"]["rotation"]["seed"] is not None
     for role in ("encoder", "decoder"):
@@ -329,7 +329,7 @@ def test_full_int8_tflite_keeps_a_rotated_residual_stream_float(tiny_mt5, tmp_pa
     export_onnx(tmp_path / "model", tmp_path / "onnx", OnnxExportConfig(max_source_length=64, max_target_length=8,
                                                                         static_shapes=True))
     export_tflite(tmp_path / "onnx", tmp_path / "tflite", quantize="int8", options=TfliteOptions(validate_samples=2),
-                  calibration=CalibrationDraw(samples=100, max_decoder_steps=32))
+                  calibration=CalibrationDraw(samples=100, max_decoder_steps=32), gate=False)
     quantization = load_manifest(tmp_path / "tflite")["quantization"]
     assert quantization["outliers"]["rotation"]["seed"] is not None
     assert "residual stream" in quantization["activations"]

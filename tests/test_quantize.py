@@ -31,7 +31,7 @@ def _sentences(counts: dict[str, int]) -> list[Sentence]:
 @pytest.fixture(scope="session")
 def demo_int8(demo_export, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("quantized") / "int8"
-    quantize_export(demo_export, out, QuantizeConfig())
+    quantize_export(demo_export, out, QuantizeConfig(), gate=False)
     return out
 
 
@@ -157,7 +157,7 @@ def test_static_int8_holds_int8_weights_and_qdq_nodes(demo_export, demo_int8):
                                                 ("static-int8", "QLinearMatMul")])
 def test_other_int8_forms(demo_export, tmp_path, recipe, expected_op):
     config = QuantizeConfig(recipe=recipe, format="qoperator" if recipe == "static-int8" else "qdq")
-    quantize_export(demo_export, tmp_path / "q", config)
+    quantize_export(demo_export, tmp_path / "q", config, gate=False)
     ops = [n.op_type for n in _graph(tmp_path / "q", "decoder").graph.node]
     assert expected_op in ops and ("MatMulInteger" in ops or "QLinearMatMul" in ops)
     generator = OnnxGenerator(tmp_path / "q")
@@ -165,7 +165,7 @@ def test_other_int8_forms(demo_export, tmp_path, recipe, expected_op):
 
 
 def test_fp16_keeps_wo_and_layer_norms_in_fp32(demo_export, tmp_path):
-    quantize_export(demo_export, tmp_path / "fp16", QuantizeConfig(recipe="fp16"))
+    quantize_export(demo_export, tmp_path / "fp16", QuantizeConfig(recipe="fp16"), gate=False)
     model = _graph(tmp_path / "fp16", "decoder")
     dtypes = {t.name: t.data_type for t in model.graph.initializer}
     for node in model.graph.node:
@@ -200,9 +200,9 @@ def test_quantized_export_runs_unchanged_and_is_verified(demo_int8, tmp_path):
 
 def test_refuses_quantized_source_existing_output_and_bad_options(demo_export, demo_int8, tmp_path):
     with pytest.raises(InputError, match="already quantized"):
-        quantize_export(demo_int8, tmp_path / "again")
+        quantize_export(demo_int8, tmp_path / "again", gate=False)
     with pytest.raises(InputError, match="already exists; use --force"):
-        quantize_export(demo_export, demo_int8)
+        quantize_export(demo_export, demo_int8, gate=False)
     with pytest.raises(InputError, match="unknown method 'kl'"):
         QuantizeConfig(method="kl").validate()
     with pytest.raises(InputError, match="nothing to quantize"):
@@ -218,7 +218,7 @@ def test_failed_quantization_leaves_nothing(demo_export, tmp_path, monkeypatch):
 
     monkeypatch.setattr(quantize, "_to_int8", broken)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        quantize_export(demo_export, tmp_path / "out", QuantizeConfig(recipe="dynamic-int8"))
+        quantize_export(demo_export, tmp_path / "out", QuantizeConfig(recipe="dynamic-int8"), gate=False)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -55,7 +55,7 @@ def test_tflite_export_keeps_the_contract(static_export, tflite_fp32):
 def test_no_flex_ops_in_any_default_build(static_export, tflite_fp32, tflite_int8, tmp_path, quantize):
     out = {"fp32": tflite_fp32, "int8": tflite_int8}.get(quantize, tmp_path / quantize)
     if not out.exists():
-        export_tflite(static_export, out, quantize)
+        export_tflite(static_export, out, quantize, gate=False)
     manifest = json.loads((out / "manifest.json").read_text())
     for role, ops in manifest["tflite"]["ops"].items():
         assert ops and "FULLY_CONNECTED" in ops, role
@@ -113,13 +113,13 @@ def test_litert_beam_search_and_generate(tflite_fp32):
 
 def test_refusals(demo_export, static_export, tflite_fp32, tmp_path):
     with pytest.raises(InputError, match="--samples is 50: static calibration needs at least 100"):
-        export_tflite(static_export, tmp_path / "int8", "int8", calibration=CalibrationDraw(samples=50))
+        export_tflite(static_export, tmp_path / "int8", "int8", calibration=CalibrationDraw(samples=50), gate=False)
     with pytest.raises(InputError, match="max_decoder_steps must be at least 1, got 0"):
         export_tflite(static_export, tmp_path / "int8", "int8", calibration=CalibrationDraw(max_decoder_steps=0))
     with pytest.raises(InputError, match="has dynamic shapes.*--static-shapes"):
         export_tflite(demo_export, tmp_path / "dyn", "fp32")
     with pytest.raises(InputError, match="unknown TFLite precision 'int4'"):
-        export_tflite(static_export, tmp_path / "x", "int4")
+        export_tflite(static_export, tmp_path / "x", "int4", gate=False)
     with pytest.raises(InputError, match="already exists; use --force"):
         export_tflite(static_export, tflite_fp32, "fp32")
     assert sorted(p.name for p in tmp_path.iterdir()) == []

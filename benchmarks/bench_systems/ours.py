@@ -24,7 +24,8 @@ def _onnx_quantized(recipe: str):
 
         source = _onnx_fp32(checkpoint, work)
         return built(work / f"ours-onnx-{recipe}",
-                     lambda out: quantize_export(source, out, QuantizeConfig(recipe=recipe), force=True), checkpoint)
+                     lambda out: quantize_export(source, out, QuantizeConfig(recipe=recipe), force=True,
+                                                 gate=False), checkpoint)
     return build
 
 
@@ -33,8 +34,8 @@ def _tflite(precision: str):
         from mt5lite.exporters.tflite_export import export_tflite
 
         source = _onnx_fp32(checkpoint, work, static=True)
-        return built(work / f"ours-tflite-{precision}", lambda out: export_tflite(source, out, precision, force=True),
-                     checkpoint)
+        return built(work / f"ours-tflite-{precision}", lambda out: export_tflite(source, out, precision, force=True,
+                                                                     gate=False), checkpoint)
     return build
 
 
@@ -44,7 +45,7 @@ def _executorch(precision: str):
 
         return built(work / f"ours-executorch-{precision}",
                      lambda out: export_executorch(checkpoint, out, ExecutorchExportConfig(quantize=precision),
-                                                   force=True), checkpoint)
+                                                   force=True, gate=False), checkpoint)
     return build
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mt5lite.errors import QualityGateError
 from mt5lite.manifest import graph_files
 from mt5lite.reports import markdown_table, write_report
 from mt5lite.verification.evaluation import generate_in_batches, score
@@ -188,19 +189,42 @@ def compare_and_gate(reference_dir: str | os.PathLike, candidate_dir: str | os.P
 class Gate:
     """The quality gate an exporter holds what it writes to: compared with the fp32 export it was made from on
     ``pairs`` (``compare_and_gate``), the report written to ``report`` (JSON + Markdown; by default
-    ``build/reports/quantize-<recipe>.json``), ``threads`` for the comparison."""
+    ``build/reports/quantize-<recipe>.json``), ``threads`` for the comparison. ``enforce``: a failed gate raises
+    ``QualityGateError`` (the export is kept for inspection); off, it is only reported."""
 
     pairs: Sequence
     report: str | os.PathLike | None = None
     threads: int | None = None
     progress: bool = False
+    enforce: bool = True
 
     def judge(self, reference_dir: str | os.PathLike, candidate_dir: str | os.PathLike) -> dict:
         """The comparison report of ``candidate_dir`` against ``reference_dir``, with the verdict (``gate``:
         ``passed``, ``failures``) and the files it was written to (``files``)."""
         report, json_path, md_path = compare_and_gate(reference_dir, candidate_dir, self.pairs, self.report,
                                                       self.threads, self.progress)
-        return {**report, "files": [str(json_path), str(md_path)]}
+        report = {**report, "files": [str(json_path), str(md_path)]}
+        if self.enforce and report["gate"]["failures"]:
+            raise QualityGateError(gate_failure(report, candidate_dir), report)
+        return report
+
+
+def gate_failure(report: dict, kept: str | os.PathLike) -> str:
+    """The one line that says an export missed the gate: why, where it is kept, the outlier advice and what to
+    do next."""
+    return (f"the {report['recipe']} export misses the quality gate ({'; '.join(report['gate']['failures'])}; "
+            f"report: {report['files'][0]}); it is kept at {kept} for inspection{outlier_advice(report)}; measure "
+            "on your task's held-out pairs with --data, or report only with --no-gate")
+
+
+def resolve_gate(gate: Gate | bool | None) -> Gate | None:
+    """The gate an exporter applies: ``True`` is the default gate (the bundled demo task's held-out pairs,
+    enforced), ``False`` or ``None`` none at all (the caller said so)."""
+    if gate is True:
+        from mt5lite.data import read_task_pairs
+
+        return Gate(read_task_pairs())
+    return gate or None
 
 
 def comparison_markdown(report: dict) -> str:

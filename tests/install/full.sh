@@ -25,4 +25,21 @@ out=$($mt5lite generate --model onnx "words fr: 1234")
 USE_TF=0 $mt5lite evaluate --model onnx --report eval.json > eval.log || fail "evaluate: $(tail -3 eval.log)"
 grep -q '"exact_match"' eval.json || fail "evaluate wrote no report"
 echo "test-wheel: export onnx, generate and evaluate ran from $(pwd): $(head -1 eval.log)"
+
+# The main job after pip install: the bundled model to a gated TFLite int8 export and the pipeline report, then
+# a second run that reuses every stage.
+start=$(date +%s)
+USE_TF=0 $mt5lite pipeline --output out > pipeline.log 2>&1 || fail "pipeline: $(tail -3 pipeline.log)"
+first=$(( $(date +%s) - start ))
+for file in out/tflite/model.tflite out/tflite/manifest.json out/reports/pipeline.json out/reports/tflite-int8.json \
+        out/pipeline.toml; do
+    [ -s "$file" ] || fail "pipeline wrote no $file"
+done
+grep -q '"passed": true' out/reports/tflite-int8.json || fail "the TFLite int8 export did not pass its gate"
+start=$(date +%s)
+USE_TF=0 $mt5lite pipeline --output out > again.log 2>&1 || fail "pipeline, second run: $(tail -3 again.log)"
+again=$(( $(date +%s) - start ))
+reused=$(grep -c ': reused$' again.log)
+[ "$reused" -eq 6 ] || fail "the second pipeline run reused $reused of 6 stages: $(grep '^\[' again.log)"
+echo "test-wheel: pipeline --output out: $first s; the second run reused all 6 stages in $again s"
 echo "test-wheel: passed"

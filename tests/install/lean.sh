@@ -22,6 +22,27 @@ lean=$(cd "$work/elsewhere" && ../venv/bin/mt5lite generate --model ../onnx --nu
 [ "$full" == "$lean" ] || fail "the lean install printed other text than the full install"
 echo "test-lean: generate: $(wc -l < "$work/inputs.txt") of $(wc -l < "$work/inputs.txt") outputs identical"
 
+# The Python front door: mt5lite.load(...).generate gives the CLI's text, stream() the same text piece by piece,
+# and neither imports torch.
+api=$(cd "$work/elsewhere" && ../venv/bin/python - ../onnx ../inputs.txt <<'PY'
+import sys
+
+import mt5lite
+
+model = mt5lite.load(sys.argv[1])
+texts = open(sys.argv[2], encoding="utf-8").read().splitlines()
+outputs = model.generate(texts, num_beams=2)
+greedy = model.generate(texts)
+streamed = ["".join(model.stream(text)) for text in texts]
+assert streamed == greedy, [(s, g) for s, g in zip(streamed, greedy) if s != g]
+assert "torch" not in sys.modules and "transformers" not in sys.modules, "the front door imported torch"
+assert (model.engine, model.precision) == ("onnxruntime", "fp32"), model
+print("\n".join(outputs))
+PY
+) || fail "mt5lite.load in the lean install: $api"
+[ "$full" == "$api" ] || fail "mt5lite.load(...).generate printed other text than the CLI"
+echo "test-lean: mt5lite.load: generate gives the CLI's text, stream() joins to generate's, torch never imported"
+
 # Commands that need an extra say which one, exit 2, and write nothing.
 expect_extra() {  # expect_extra EXTRA ARGS...
     local extra=$1 out code; shift
