@@ -311,6 +311,57 @@ def test_a_killed_command_leaves_nothing_and_the_next_run_sweeps(demo_model, dem
     assert left == [], f"left beside the output after {kills} kills: {left}"
 
 
+@pytest.mark.faults
+def test_a_killed_pipeline_resumes_and_ends_as_an_uninterrupted_run(tiny_mt5, tmp_path, kills=12):
+    """``mt5lite pipeline`` on the tiny model, SIGKILLed at seeded random moments of a full run's duration, each
+    time rerun without --force: every stage's output is either absent or complete (its manifest's hashes verify),
+    the last run completes, its figures are the uninterrupted run's, and nothing hidden is left beside them."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mt5lite.manifest import load_manifest
+    from tests.test_workflow import tiny_config
+
+    pairs = tmp_path / "pairs.tsv"
+    lines = [line for line in (Path(__file__).parents[1] / "data" / "task" / "heldout.tsv").read_text(
+        encoding="utf-8").splitlines() if not line.startswith("#")]
+    pairs.write_text("\n".join(lines[::30]) + "\n", encoding="utf-8")
+    env = {**os.environ, "USE_TF": "0"}
+
+    def command(out: Path) -> list[str]:
+        config = tmp_path / f"{out.name}.toml"
+        config.write_text(tiny_config(tiny_mt5, out, pairs))
+        return [sys.executable, "-m", "mt5lite", "pipeline", "--config", str(config)]
+
+    def figures(out: Path) -> dict:
+        stamps = {p.stem: json.loads(p.read_text())["summary"] for p in (out / ".pipeline").glob("*.json")}
+        stamps["report"] = {name: row["exact_match"] for name, row in stamps["report"]["stages"].items()}
+        return stamps
+
+    start = time.monotonic()
+    done = subprocess.run(command(tmp_path / "whole"), capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    duration = time.monotonic() - start
+    out = tmp_path / "killed"
+    rng = random.Random(f"{SEED} pipeline")
+    for _ in range(kills):
+        run = subprocess.Popen(command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        time.sleep(rng.uniform(0.05, 1.0) * duration)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        for name in ("onnx", "onnx-int8", "tflite"):
+            if (out / name).exists():
+                load_manifest(out / name)  # complete: every file there, every hash right
+    done = subprocess.run(command(out), capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert figures(out) == figures(tmp_path / "whole")
+    hidden = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob(".*") if ".pipeline" not in p.parts)
+    assert hidden == [], f"left behind after {kills} kills: {hidden}"
+
+
 # --- unsafe files ---------------------------------------------------------------------------------------------------
 
 def _external_data_to(location: str):
