@@ -11,7 +11,7 @@ BUILD ?= build
 export USE_TF := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help install jvm-toolchain test test-slow test-faults test-lean test-wheel test-pi lint export-tflite sensitivity bench-quantization \
+.PHONY: help install jvm-toolchain test test-slow test-faults test-lean test-wheel test-pi docs test-docs lint export-tflite sensitivity bench-quantization \
 	evaluate demo-model outliers-demo outliers-mt5-small mt5-small-fixture parity-mt5-small tflite-mt5-small conversion-memory trim-mt5-small executorch-mt5-small lite-demo families-demo importance-demo sparsity-demo bench android-assets clean
 
 help:
@@ -44,6 +44,8 @@ help:
 	@echo "make importance-demo pruning by importance against random pruning (five seeds) on the demo model"
 	@echo "make sparsity-demo   magnitude pruning on the demo model: sparsity, sizes, zipped sizes, speed"
 	@echo "make android-assets  bundle $(BUILD)/tflite into the Android demo app (android_demo/), hashes checked"
+	@echo "make docs            the documentation site (MkDocs, strict) into $(BUILD)/site/"
+	@echo "make test-docs       every shell and Python snippet of the README and the docs, run for real"
 	@echo "make lint            ruff"
 
 install: $(STAMP)
@@ -51,7 +53,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[train,executorch,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,executorch,dev,docs]'
 	touch $(STAMP)
 
 test: install jvm-toolchain
@@ -73,6 +75,15 @@ test-slow: install
 test-faults: install
 	rm -f $(BUILD)/reports/faults.json
 	$(BIN)/python -m pytest -m faults tests/test_faults.py
+
+# The documentation site (docs/, mkdocs.yml) into $(BUILD)/site/, strict: a broken link or API reference fails.
+docs: install
+	NO_MKDOCS_2_WARNING=1 USE_TF=0 $(BIN)/mkdocs build --strict --site-dir $(BUILD)/site
+
+# Every shell and Python snippet of the README and the docs, run for real in a scratch directory (about 12 minutes;
+# make test checks them cheaply: commands parse, targets exist, blocks compile).
+test-docs: install
+	$(BIN)/python -m pytest -m docs tests/test_docs.py -s
 
 # The lean (device) install in a fresh venv: no torch/transformers/TensorFlow, same text as the full install on an
 # export the full install made, and a one-line "install the extra" error for what needs more (about 20 s).

@@ -1,3 +1,6 @@
+"""``python -m mt5lite``: the command line."""
+
 from mt5lite.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())
