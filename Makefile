@@ -117,12 +117,15 @@ lint: install
 #   4. TFLite at QUANTIZE precision, validated against ONNX, gated below fp32; parity report in $(BUILD)/tflite/
 #   5. the pipeline report, $(BUILD)/reports/pipeline.{json,md,png}: every stage of the run in one table
 # QUANTIZE: int8 (full integer, calibrated on multilingual samples; the default), dynamic-int8, fp16 or fp32.
-# CONFIG: a pipeline TOML file (mt5lite pipeline --print-config prints one); the variables above override it.
+# CONFIG: a pipeline TOML file (mt5lite pipeline --print-config prints one); MODEL, QUANTIZE, COMPRESS and
+# CALIBRATION given on the command line override it.
 QUANTIZE ?= int8
 COMPRESS ?=
 COMPRESS_ARGS ?=
 export-tflite: install
-	$(BIN)/mt5lite pipeline --model $(MODEL) --output $(BUILD) --tflite $(QUANTIZE) $(if $(CONFIG),--config $(CONFIG)) \
+	$(BIN)/mt5lite pipeline $(if $(CONFIG),--config $(CONFIG),--output $(BUILD)) \
+		$(if $(or $(filter-out file,$(origin MODEL)),$(if $(CONFIG),,x)),--model $(MODEL)) \
+		$(if $(or $(filter-out file,$(origin QUANTIZE)),$(if $(CONFIG),,x)),--tflite $(QUANTIZE)) \
 		$(if $(COMPRESS),--compress $(COMPRESS) $(COMPRESS_ARGS)) $(if $(CALIBRATION),--calibration $(CALIBRATION))
 	@echo "export-tflite: TFLite ($(QUANTIZE)) in $(BUILD)/tflite/ (model.tflite: encoder + decoder signatures, manifest.json,"
 	@echo "export-tflite:   parity.json + parity.md: PyTorch vs TFLite)"

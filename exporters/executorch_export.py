@@ -237,7 +237,7 @@ def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLik
 
     config = (config or ExecutorchExportConfig()).validate()
     precision = PTE_PRECISIONS[config.quantize]
-    gate = resolve_gate(gate) if precision.calibrated else None  # pairs read before any work: a bad file fails fast
+    gate = None if precision.exact else resolve_gate(gate)  # pairs read before any work: a bad file fails fast
     calibration = calibration or CalibrationDraw()
     if precision.calibrated and calibration.problems():
         raise InputError("; ".join(calibration.problems()))

@@ -237,8 +237,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     if args.print_config:
         print(tomli_w.dumps(as_table(config)), end="")
         return 0
-    check(config)
     if args.dry_run:
+        check(config)
         for index, planned in enumerate(plan(config, args.force), 1):
             state = "reuse" if planned.reuse else f"run ({planned.why})"
             print(f"[{index}] {planned.name}: {state} -> {', '.join(str(p) for p in planned.outputs)}")
@@ -246,7 +246,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     result = run_pipeline(config, force=args.force, progress=True, announce=_announce)
     print(f"\npipeline finished in {config.output}:")
     for stage in result.stages:
-        print(f"  {stage.name:>13}  {'reused' if stage.reused else 'built'} ({stage.seconds:.0f} s)  "
+        print(f"  {stage.name:>13}  {'reused (built in' if stage.reused else 'built in'} {stage.seconds:.0f} s"
+              f"{')' if stage.reused else ''}  "
               f"{_stage_line(stage)}")
     if result.report is not None:
         print(f"pipeline report: {result.report} (Markdown and PNG beside it)")

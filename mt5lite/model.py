@@ -67,7 +67,9 @@ class Model:
 
     def stream(self, text: str, max_new_tokens: int = 32, truncate: bool = False) -> Iterator[str]:
         """Greedy generation of ``text``, yielded as text arrives, piece by piece: the pieces join to exactly what
-        ``generate(text)`` returns. A piece that would end inside a character is held until it completes."""
+        ``generate(text)`` returns (for a checkpoint: unless its ``generation_config`` adds rules of its own, such
+        as ``no_repeat_ngram_size``, which transformers' ``generate`` applies and the one decoding loop does not).
+        A piece that would end inside a character is held until it completes."""
         tokenizer = self._generator.tokenizer
         options = DecodingOptions(max_new_tokens=max_new_tokens).validate()
         ids: list[int] = []

@@ -147,8 +147,9 @@ class Decoder:
                ) -> Iterator[int]:
         """Greedy decoding of one input (batch 1), each token yielded as soon as its step has run (eos last, when
         one is produced): what ``generate`` returns for it, token by token."""
-        if len(input_ids) != 1:
-            raise InputError(f"streaming decodes one input at a time, got {len(input_ids)}")
+        if len(input_ids) != 1 or options.num_beams != 1:
+            raise InputError(f"streaming decodes one input greedily, got {len(input_ids)} inputs and "
+                             f"{options.num_beams} beams")
         cross_k, cross_v = self._encode(input_ids, attention_mask, options)
         for tokens in self._greedy_steps(attention_mask, cross_k, cross_v, options):
             yield int(tokens[0])

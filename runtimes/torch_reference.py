@@ -82,8 +82,9 @@ class TorchReference:
         ids, mask = self.tokenizer.encode_batch([text], self.max_source_length, overflow)
         decoder = Decoder(TorchBackend(self.model, options.max_new_tokens), self.tokenizer.eos_id,
                           int(self.model.config.decoder_start_token_id), self.undecodable_ids)
-        with torch.inference_mode():
-            yield from decoder.stream(ids, mask, options)
+        # inference mode around each step only (a decorated generator re-enters it on every resume), never left on
+        # in the caller's code between tokens
+        yield from torch.inference_mode()(decoder.stream)(ids, mask, options)
 
     def generate(self, texts: list[str], options: DecodingOptions | None = None,
                  overflow: Overflow = Overflow.ERROR) -> list[str]:

@@ -48,6 +48,8 @@ def test_bad_input_is_an_input_error(demo_export):
         list(model.stream(TEXTS[0], max_new_tokens=100))
     with pytest.raises(InputError):
         model.generate([""])
+    with pytest.raises(InputError, match="streaming decodes one input greedily"):
+        model._generator.decoder.stream(*model._generator.encode_batch(TEXTS[:2]), DecodingOptions()).__next__()
     with pytest.raises(AttributeError, match="no attribute 'lod'"):
         mt5lite.lod  # noqa: B018
 

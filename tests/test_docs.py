@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from mt5lite.cli import build_parser
 from mt5lite.workflow import load_config
@@ -79,7 +78,9 @@ def check_command(line: str) -> None:
         done = subprocess.run(["make", "-n", "-C", str(REPO), *words[1:]], capture_output=True, text=True)
         assert done.returncode == 0, f"{line!r}: {done.stderr.strip()}"
     elif words[:2] == ["pip", "install"]:
-        extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+        from mt5lite.workflow.config import _read_toml
+
+        extras = _read_toml(REPO / "pyproject.toml")["project"]["optional-dependencies"]
         for spec in words[2:]:
             for extra in re.findall(r"\[([^\]]+)\]", spec):
                 assert set(extra.split(",")) <= set(extras), f"{line!r}: no such extra"

@@ -104,6 +104,11 @@ def tiny_run(tiny_mt5, small_pairs, tmp_path_factory):
     ("[compress]\npasses = ['shrink']\n", r"unknown compression pass 'shrink'; known: prune-ffn, "),
     ("[executorch]\nenabled = 'yes'\n", r"\[executorch\] enabled: expects true or false, got 'yes'"),
     ("[onnx\n", r"not valid TOML"),
+    ("threads = '4'\n", r"threads: expects int, got '4'"),
+    ("[compress]\npasses = ['trim-vocab']\n[compress.trim-vocab]\ncorpus = 'x.tsv'\n",
+     r"\[compress.trim-vocab\] corpus: expects a list, got 'x.tsv'"),
+    ("[compress]\npasses = ['distill']\n[compress.distill]\nteacher = 'nowhere'\n",
+     r"nowhere: the teacher is not a checkpoint directory"),
 ])
 def test_a_bad_config_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, body, message):
     config = tmp_path / "bad.toml"
@@ -150,6 +155,8 @@ def test_a_changed_option_or_input_reruns_that_stage_and_what_builds_on_it(tiny_
     assert all(p.reuse for p in plan(config))
     changed = {p.name for p in plan(replace(config, report=replace(config.report, beam_samples=3))) if not p.reuse}
     assert changed == {"report"}
+    changed = {p.name for p in plan(replace(config, threads=1)) if not p.reuse}
+    assert changed == {"onnx-int8", "tflite", "parity-tflite", "report"}  # what measures speed, and after
     changed = {p.name for p in plan(replace(config, tflite=replace(config.tflite, quantize="fp16")))
                if not p.reuse}
     assert changed == {"tflite", "parity-tflite", "report"}
@@ -205,3 +212,25 @@ def test_compression_and_executorch_run_as_stages_too(tiny_mt5, small_pairs, tmp
     assert json.loads((out / "executorch" / "manifest.json").read_text())["engine"] == "executorch"
     report = json.loads(result.report.read_text())
     assert list(report["stages"]) == ["original", "pytorch", "onnx", "executorch"]
+
+
+def test_a_rebuilt_stage_forgets_what_builds_on_it_first(tiny_run):
+    from mt5lite.workflow.runner import _depending_on
+
+    steps = plan(load_config(tiny_run[0]))
+    assert _depending_on(steps, "onnx") == ["onnx", "parity-onnx", "onnx-int8", "tflite", "parity-tflite", "report"]
+    assert _depending_on(steps, "tflite") == ["tflite", "parity-tflite", "report"]
+
+
+def test_a_pass_reads_files_by_content(tiny_mt5, small_pairs, tmp_path):
+    corpus = tmp_path / "corpus.tsv"
+    corpus.write_text("de\tzwei\n", encoding="utf-8")
+    config = configure(load_config(None), model=tiny_mt5, output=tmp_path / "out", compress="trim-vocab",
+                       pass_options={"trim-vocab": {"corpus": (corpus,)}})
+    before = {p.name: p.key for p in plan(config)}
+    corpus.write_text("de\tdrei\n", encoding="utf-8")
+    after = {p.name: p.key for p in plan(config)}
+    assert before["compress"] != after["compress"] and before["onnx"] != after["onnx"]
+    with pytest.raises(InputError, match=r"\[compress.trim-vocab\]: .*unexpected keyword argument 'bogus'"):
+        pipeline(config, pass_options={"trim-vocab": {"bogus": 1}})
+    assert not (tmp_path / "out").exists()  # refused before anything was written

@@ -214,7 +214,7 @@ def gate_failure(report: dict, kept: str | os.PathLike) -> str:
     do next."""
     return (f"the {report['recipe']} export misses the quality gate ({'; '.join(report['gate']['failures'])}; "
             f"report: {report['files'][0]}); it is kept at {kept} for inspection{outlier_advice(report)}; measure "
-            "on your task's held-out pairs with --data, or report only with --no-gate")
+            "on your task's held-out pairs with --data, or report only with --no-gate (gate=False from Python)")
 
 
 def resolve_gate(gate: Gate | bool | None) -> Gate | None:

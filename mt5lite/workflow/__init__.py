@@ -13,6 +13,7 @@ from mt5lite.workflow.runner import PipelineResult, PlannedStage, check, plan, r
 __all__ = ["PipelineConfig", "PipelineResult", "PlannedStage", "check", "configure", "load_config", "pipeline", "plan",
            "run_pipeline"]
 
+
 def configure(config: str | os.PathLike | PipelineConfig | None = None, *, model=None, output=None, data=None,
               gate: bool | None = None, threads: int | None = None, allow_pickle: bool | None = None,
               compress: str | list[str] | None = None, int8: str | None = None, tflite: str | None = None,

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from mt5lite.errors import InputError
+from mt5lite.errors import InputError, first_line
 from mt5lite.paths import BUILD_DIR, DEMO_MODEL
 
 #: The top-level keys of a pipeline file (the sections are SECTIONS).
@@ -134,17 +134,22 @@ def _coerce(value, f: dataclasses.Field, where: str):
     """``value`` from TOML as field ``f`` holds it: lists as tuples, strings as paths, and a type check against
     the field's default (an Enum default takes its value's type; an int is a float too)."""
     annotation = str(f.type)
-    if isinstance(value, list):
-        if "tuple" not in annotation:
-            raise InputError(f"{where}: expects one value, not a list")
+    if "tuple" in annotation:
+        if not isinstance(value, list):
+            raise InputError(f"{where}: expects a list, got {value!r}")
         return tuple(Path(v) if "Path" in annotation else v for v in value)
+    if isinstance(value, list):
+        raise InputError(f"{where}: expects one value, not a list")
     if "Path" in annotation:
         if not isinstance(value, str):
             raise InputError(f"{where}: expects a path, got {value!r}")
         return Path(value)
     default = f.default if f.default is not dataclasses.MISSING else None
-    if default is None:  # no typed default: the config's own validation judges it
-        return value
+    if default is None:  # an optional value: its annotation names the type
+        default = next((kind() for name, kind in (("int", int), ("float", float), ("str", str), ("bool", bool))
+                        if annotation.startswith(name)), None)
+        if default is None:
+            return value
     expected = type(getattr(default, "value", default))
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -174,8 +179,8 @@ def _read_toml(path: Path) -> dict:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise InputError(f"{path}: no such pipeline file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path}: not valid TOML ({exc})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid TOML ({first_line(exc)})") from None
 
 
 def _pass_tables(table: dict, where: str) -> tuple[dict, dict]:

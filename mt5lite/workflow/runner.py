@@ -9,14 +9,14 @@ output and renames it into place, so nothing half-written is ever left where a s
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mt5lite.errors import InputError, QualityGateError
 from mt5lite.reports import atomic_write
 from mt5lite.workflow import stamps
 from mt5lite.workflow.config import PipelineConfig, as_table
-from mt5lite.workflow.stages import STAGES, Layout, Run
+from mt5lite.workflow.stages import STAGES, Layout, Run, pass_configs
 
 #: Where a run records the configuration it ran with (TOML, readable by ``--config``).
 CONFIG_RECORD = "pipeline.toml"
@@ -31,6 +31,7 @@ class PlannedStage:
     reuse: bool
     why: str
     outputs: list[Path]
+    upstream: tuple[str, ...]  # the stages it builds on
 
 
 @dataclass
@@ -65,7 +66,7 @@ def check(config: PipelineConfig) -> None:
     from mt5lite.checkpoint import inspect_checkpoint
     from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS
 
-    config.compress.chain()
+    pass_configs(config)
     config.onnx.validate()
     problems = config.calibration.problems()
     if problems:
@@ -87,7 +88,10 @@ def record_config(config: PipelineConfig) -> Path:
     import tomli_w
 
     path = Path(config.output) / CONFIG_RECORD
-    atomic_write(path, tomli_w.dumps(as_table(config)))
+    absolute = replace(config, model=Path(config.model).resolve(), output=Path(config.output).resolve(),
+                       data=None if config.data is None else Path(config.data).resolve(),
+                       calibration=replace(config.calibration, file=Path(config.calibration.file).resolve()))
+    atomic_write(path, tomli_w.dumps(as_table(absolute)))  # absolute paths: it reruns from any directory
     return path
 
 
@@ -108,8 +112,9 @@ def plan(config: PipelineConfig, force: bool = False) -> list[PlannedStage]:
         key = keys[name] = stamps.stage_key(name, stage.options(config), inputs)
         outputs = stage.outputs(layout)
         stamp = stamps.read_stamp(layout.root, name)
-        upstream = sorted(target.partition(":")[2] for target in stage.inputs(layout).values()
-                          if target.startswith("stage:") and target.partition(":")[2] in rebuilt)
+        builds_on = tuple(target.partition(":")[2] for target in stage.inputs(layout).values()
+                          if target.startswith("stage:"))
+        upstream = sorted(set(builds_on) & rebuilt)
         if force:
             why = "--force"
         elif upstream:
@@ -124,8 +129,18 @@ def plan(config: PipelineConfig, force: bool = False) -> list[PlannedStage]:
             why = ""
         if why:
             rebuilt.add(name)
-        planned.append(PlannedStage(name, key, not why, why, outputs))
+        planned.append(PlannedStage(name, key, not why, why, outputs, builds_on))
     return planned
+
+
+def _depending_on(steps: list[PlannedStage], name: str) -> list[str]:
+    """``name`` and every planned stage that builds on it, directly or not: what a rebuild of ``name`` makes stale
+    (their stamps go before it runs, so a run killed part-way cannot reuse what was built from the old output)."""
+    stale = [name]
+    for step in steps:
+        if step.name not in stale and set(step.upstream) & set(stale):
+            stale.append(step.name)
+    return stale
 
 
 def run_pipeline(config: PipelineConfig, force: bool = False, progress: bool = False,
@@ -147,7 +162,8 @@ def run_pipeline(config: PipelineConfig, force: bool = False, progress: bool = F
         if stamp is not None:
             result.stages.append(StageResult(planned.name, True, stamp["seconds"], stamp["summary"], planned.outputs))
             continue
-        stamps.forget(layout.root, planned.name)
+        for stale in _depending_on(steps, planned.name):  # a kill from here on must not leave them reusable
+            stamps.forget(layout.root, stale)
         started = time.perf_counter()
         try:
             summary = STAGES[planned.name].run(run)

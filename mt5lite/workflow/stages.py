@@ -8,10 +8,12 @@ whether a stage is reused, and runs it through the same API function as its comm
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from mt5lite.errors import InputError
 from mt5lite.registry import Registry
 from mt5lite.workflow.config import PipelineConfig
 
@@ -56,27 +58,18 @@ class Run:
     layout: Layout
     progress: bool
 
-    @property
+    @functools.cached_property
     def pairs(self):
         """The held-out pairs of the gates and reports (read once per run)."""
-        return _pairs(self.config.held_out)
+        from mt5lite.data import read_task_pairs
+
+        return read_task_pairs(self.config.held_out)
 
     def gate(self, report: Path):
         """The quality gate of an int8 stage: enforced unless the config says ``gate = false``."""
         from mt5lite.verification.comparison import Gate
 
         return Gate(self.pairs, report, self.config.threads, self.progress, enforce=self.config.gate)
-
-
-_PAIRS: dict = {}
-
-
-def _pairs(path: Path):
-    from mt5lite.data import read_task_pairs
-
-    if path not in _PAIRS:
-        _PAIRS[path] = read_task_pairs(path)
-    return _PAIRS[path]
 
 
 @dataclass(frozen=True)
@@ -135,18 +128,41 @@ def _gate_summary(report: dict | None) -> dict:
             "gate": "passed" if report["gate"]["passed"] else "FAILED: " + "; ".join(report["gate"]["failures"])}
 
 
-def _run_compress(run: Run) -> dict:
-    from mt5lite.compression.compress import compress
+def pass_configs(config: PipelineConfig) -> dict:
+    """Each compression pass's config: its defaults, the file's ``[compress.PASS]`` options and the command line's
+    (``InputError`` for a bad one); distillation's teacher is by default the checkpoint being compressed."""
     from mt5lite.compression.passes import PASSES
 
-    config, names = run.config, run.config.compress.chain()
     configs = {}
-    for name in names:
+    for name in config.compress.chain():
         options = dict(config.pass_options.get(name, {}))
-        if name == "distill":  # the student comes from the teacher: by default the checkpoint being compressed
+        if name == "distill":
             options.setdefault("teacher", Path(config.model))
-        configs[name] = PASSES[name].config(**options)
-    report = compress(config.model, run.layout.compressed, list(names), configs,
+        try:
+            configs[name] = PASSES[name].config(**options)
+        except TypeError as exc:
+            raise InputError(f"[compress.{name}]: {exc}") from None
+    return configs
+
+
+def _pass_files(layout: Layout) -> dict[str, str]:
+    """Every file or folder the passes' configs name (corpora, training data, a teacher), hashed by content."""
+    files = {}
+    for name, pass_config in pass_configs(layout.config).items():
+        for key, value in asdict(pass_config).items():
+            for i, path in enumerate(value if isinstance(value, tuple) else (value,)):
+                if isinstance(path, Path) and path.exists():
+                    files[f"{name}.{key}.{i}"] = f"file:{path}"
+    return files
+
+
+def _run_compress(run: Run) -> dict:
+    from mt5lite.compression.compress import compress
+
+    config = run.config
+    configs = pass_configs(config)
+    names = list(configs)
+    report = compress(config.model, run.layout.compressed, names, configs,
                       pairs=run.pairs if config.compress.quality else None, force=True,
                       allow_pickle=config.allow_pickle, progress=run.progress)
     return {"passes": ", ".join(names), "parameters": [report["passes"][0]["parameters"][0],
@@ -242,7 +258,7 @@ def _report_inputs(layout: Layout) -> dict[str, str]:
 STAGES: Registry[Stage] = Registry("pipeline stage", {
     "compress": Stage(
         enabled=lambda c: bool(c.compress.chain()),
-        inputs=lambda lay: {"model": f"file:{lay.config.model}",
+        inputs=lambda lay: {"model": f"file:{lay.config.model}", **_pass_files(lay),
                             **(_data(lay) if lay.config.compress.quality else {})},
         options=lambda c: {"passes": c.compress.chain(), "pass_options": c.pass_options,
                            "quality": c.compress.quality},
@@ -264,13 +280,14 @@ STAGES: Registry[Stage] = Registry("pipeline stage", {
     "onnx-int8": Stage(
         enabled=lambda c: c.quantize is not None,
         inputs=lambda lay: {"export": "stage:onnx", **_calibration(lay), **_data(lay)},
-        options=lambda c: {**_asdict(_quantize_config(c)), "gate": c.gate},
+        options=lambda c: {**_asdict(_quantize_config(c)), "gate": c.gate, "threads": c.threads},
         outputs=lambda lay: [lay.onnx_int8, lay.gate_report(f"quantize-{lay.config.quantize.recipe}")],
         run=_run_quantize, description="int8 ONNX export (ONNX Runtime), gated"),
     "tflite": Stage(
         enabled=lambda c: c.tflite is not None,
         inputs=lambda lay: {"export": "stage:onnx", **_calibration(lay), **_data(lay)},
-        options=lambda c: {**_asdict(c.tflite), "calibration": _draw_fields(c), "gate": c.gate},
+        options=lambda c: {**_asdict(c.tflite), "calibration": _draw_fields(c), "gate": c.gate,
+                           "threads": c.threads},
         outputs=lambda lay: [lay.tflite] + ([lay.gate_report(f"tflite-{lay.config.tflite.quantize}")]
                                            if _tflite_gated(lay.config) else []),
         run=_run_tflite, description="TFLite (LiteRT) conversion, gated below fp32"),
@@ -284,14 +301,15 @@ STAGES: Registry[Stage] = Registry("pipeline stage", {
     "executorch": Stage(
         enabled=lambda c: c.executorch is not None,
         inputs=lambda lay: {**lay.source_input(), **_calibration(lay), **_data(lay)},
-        options=lambda c: {**_asdict(_executorch_config(c)), "calibration": _draw_fields(c), "gate": c.gate},
+        options=lambda c: {**_asdict(_executorch_config(c)), "calibration": _draw_fields(c), "gate": c.gate,
+                           "threads": c.threads},
         outputs=lambda lay: [lay.executorch] + ([lay.gate_report(f"executorch-{lay.config.executorch.quantize}")]
                                                 if _executorch_gated(lay.config) else []),
         run=_run_executorch, description="ExecuTorch program (XNNPACK), gated below fp32"),
     "report": Stage(
         enabled=lambda c: c.report is not None,
         inputs=_report_inputs,
-        options=lambda c: _asdict(c.report),
+        options=lambda c: {**_asdict(c.report), "threads": c.threads},
         outputs=lambda lay: [lay.reports / f"pipeline.{suffix}" for suffix in ("json", "md", "png")],
         run=_run_report, description="the pipeline report: every stage in one table"),
 })

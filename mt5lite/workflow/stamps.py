@@ -20,13 +20,23 @@ from mt5lite.reports import atomic_write
 STAMP_DIR = ".pipeline"
 
 
+#: The subpackages whose folders may lie outside ``mt5lite/`` (a checkout maps them from the top level).
+MAPPED_PACKAGES = ("mt5lite", "mt5lite.exporters", "mt5lite.runtimes", "mt5lite.compression")
+
+
 @functools.cache
 def code_hash() -> str:
-    """sha256 of the toolkit's Python files (the installed ``mt5lite`` package): new code rebuilds every stage."""
-    root = Path(__file__).resolve().parents[1]
+    """sha256 of the toolkit's Python files, wherever the import system finds each subpackage (a wheel puts them
+    all under ``mt5lite/``, a checkout maps some from the top level): new code rebuilds every stage."""
+    import importlib.util
+
+    files = set()
+    for package in MAPPED_PACKAGES:
+        for folder in importlib.util.find_spec(package).submodule_search_locations:
+            files.update(path.resolve() for path in Path(folder).rglob("*.py"))
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    for path in sorted(files):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -70,12 +80,6 @@ def read_stamp(output: Path, stage: str) -> dict | None:
         return json.loads(stamp_path(output, stage).read_text())
     except (OSError, ValueError):
         return None
-
-
-def is_current(output: Path, stage: str, key: str, outputs: list[Path]) -> bool:
-    """Whether ``stage`` can be reused: its stamp holds ``key`` and every output exists."""
-    stamp = read_stamp(output, stage)
-    return bool(stamp) and stamp.get("key") == key and all(Path(p).exists() for p in outputs)
 
 
 def write_stamp(output: Path, stage: str, stamp: dict) -> None:
