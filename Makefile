@@ -11,7 +11,7 @@ BUILD ?= build
 export USE_TF := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help install jvm-toolchain test test-slow test-faults test-lean test-wheel test-pi docs test-docs lint export-tflite sensitivity bench-quantization \
+.PHONY: help install jvm-toolchain test test-slow test-faults test-lean test-wheel test-pi docs test-docs results lint export-tflite sensitivity bench-quantization \
 	evaluate demo-model outliers-demo outliers-mt5-small mt5-small-fixture parity-mt5-small tflite-mt5-small conversion-memory trim-mt5-small executorch-mt5-small lite-demo families-demo importance-demo sparsity-demo bench android-assets clean
 
 help:
@@ -45,6 +45,7 @@ help:
 	@echo "make sparsity-demo   magnitude pruning on the demo model: sparsity, sizes, zipped sizes, speed"
 	@echo "make android-assets  bundle $(BUILD)/tflite into the Android demo app (android_demo/), hashes checked"
 	@echo "make docs            the documentation site (MkDocs, strict) into $(BUILD)/site/"
+	@echo "make results         refresh docs/results/ (the result pages) from the reports in $(BUILD)/reports/"
 	@echo "make test-docs       every shell and Python snippet of the README and the docs, run for real"
 	@echo "make lint            ruff"
 
@@ -75,6 +76,11 @@ test-slow: install
 test-faults: install
 	rm -f $(BUILD)/reports/faults.json
 	$(BIN)/python -m pytest -m faults tests/test_faults.py
+
+# The result pages of the docs (docs/results/): each report in build/ that exists, copied with when and where it was
+# measured, and its page rendered from it (tests/test_docs.py checks every committed page against its JSON).
+results: install
+	$(BIN)/python benchmarks/results_pages.py
 
 # The documentation site (docs/, mkdocs.yml) into $(BUILD)/site/, strict: a broken link or API reference fails.
 docs: install

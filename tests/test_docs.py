@@ -9,6 +9,7 @@ only checked, never run, each for the reason in ``CHECKED_ONLY``; ``make`` targe
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -114,6 +115,20 @@ def test_the_pages_have_snippets_and_the_site_lists_every_page():
     assert on_disk <= listed, f"pages missing from mkdocs.yml's nav: {on_disk - listed}"
     languages = [lang for _, _, lang, _ in CASES]
     assert languages.count("sh") >= 10 and languages.count("python") >= 3, languages
+
+
+@pytest.mark.parametrize("name", ["pipeline", "outliers-demo", "outliers-mt5-small"])
+def test_every_result_page_is_its_report_rendered(name):
+    """The result pages cannot drift from the figures the scripts wrote: each is its committed JSON rendered by the
+    script's own writer (``make results`` refreshes both from ``build/``)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from results_pages import PAGES, RESULTS_DIR, render
+
+    assert set(PAGES) == {"pipeline", "outliers-demo", "outliers-mt5-small"}
+    report = json.loads((RESULTS_DIR / f"{name}.json").read_text(encoding="utf-8"))
+    assert report["measured"]["date"] and report["measured"]["machine"]
+    assert (RESULTS_DIR / f"{name}.md").read_text(encoding="utf-8") == render(name, report), \
+        f"docs/results/{name}.md is not its JSON rendered: run make results"
 
 
 @pytest.mark.docs
