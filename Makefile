@@ -175,7 +175,7 @@ demo-model: install
 	$(BIN)/mt5lite train-demo --output $(MODEL) --force
 
 mt5-small-fixture: install
-	$(BIN)/python -c "from mt5lite.fixtures import mt5_small_random; print(mt5_small_random())"
+	$(BIN)/python -c "from tests.fixtures import mt5_small_random; print(mt5_small_random())"
 
 # ONNX parity on a random model of google/mt5-small's exact shape (about 1.2 GB; several minutes on 2 cores).
 parity-mt5-small: mt5-small-fixture
@@ -199,7 +199,7 @@ tflite-mt5-small: mt5-small-fixture
 conversion-memory: install
 	$(BIN)/python benchmarks/conversion_memory.py --output $(BUILD)/reports/conversion-memory.json
 
-# Vocabulary trimming on mt5-small's shape with a 250,100-piece tokenizer (mt5lite.fixtures.mt5_small_250k): trimmed
+# Vocabulary trimming on mt5-small's shape with a 250,100-piece tokenizer (tests.fixtures.mt5_small_250k): trimmed
 # with the project's data, compared at the kept ids, exported (fp32, static int8 ONNX, full-int8 TFLite, sizes) and
 # the untrimmed and trimmed int8 ONNX decoded side by side (about 40 minutes on 2 cores the first time).
 trim-mt5-small: mt5-small-fixture

@@ -50,7 +50,9 @@ SETTLE = 0.05
 
 
 def _mt5_small() -> Path:
-    from mt5lite.fixtures import mt5_small_250k
+    import repo_path  # noqa: F401  (tests.fixtures: not in the wheel)
+
+    from tests.fixtures import mt5_small_250k
 
     return mt5_small_250k()
 

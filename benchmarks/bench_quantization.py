@@ -103,10 +103,12 @@ def prepare(model_dir: Path, work: Path, recipes: list[str], threads: int) -> di
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write its JSON report."""
-    from mt5lite.fixtures import mt5_small_random
+    import repo_path  # noqa: F401  (tests.fixtures: not in the wheel)
+
     from mt5lite.runtimes.onnx_runtime import OnnxGenerator
     from mt5lite.runtimes.torch_reference import TorchReference
     from mt5lite.verification.comparison import graph_bytes
+    from tests.fixtures import mt5_small_random
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="checkpoint (default: random mt5-small shape)")

@@ -64,7 +64,9 @@ def main() -> int:
     sources = [p.source for p in read_task_pairs()][:: max(1, 600 // args.inputs)][: args.inputs]
     results = [time_reference(args.model, sources, args.new_tokens, args.threads, args.repeats)]
     if args.mt5_small:
-        from mt5lite.fixtures import mt5_small_random
+        import repo_path  # noqa: F401  (tests.fixtures: not in the wheel)
+
+        from tests.fixtures import mt5_small_random
 
         results.append(time_reference(mt5_small_random(), sources, args.new_tokens, args.threads, args.repeats))
     report = {"backend": "pytorch-fp32-eager", "threads": args.threads, "batch": 1,

@@ -3,7 +3,7 @@ google/mt5-small's and google/mt5-base's exact shapes.
 
     python benchmarks/conversion_memory.py [--models google/mt5-small google/mt5-base] [--output FILE.json]
 
-For each model: the random checkpoint (``mt5lite.fixtures.random_real_model``), its static-shape fp32 ONNX export,
+For each model: the random checkpoint (``tests.fixtures.random_real_model``), its static-shape fp32 ONNX export,
 then ``mt5lite export tflite --quantize int8`` with the default calibration (256 samples, 512 decoder steps; no
 quality gate, since the weights are random, and its report on 20 held-out pairs), run under
 ``benchmarks/peak_memory.py``: the peak of the whole process tree (sampled from /proc: what the machine must hold)
@@ -29,7 +29,9 @@ MLITE = [sys.executable, "-m", "mt5lite"]
 
 def _one(name: str, work: Path) -> dict:
     """Build, export and convert ``name``'s random model, measuring the two commands."""
-    from mt5lite.fixtures import random_real_model
+    import repo_path  # noqa: F401  (tests.fixtures: not in the wheel)
+
+    from tests.fixtures import random_real_model
 
     checkpoint = random_real_model(name)
     short = checkpoint.name.removesuffix("-random")

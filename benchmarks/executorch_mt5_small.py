@@ -3,7 +3,7 @@ their speed side by side with our ONNX Runtime and LiteRT int8 exports of the sa
 
     python benchmarks/executorch_mt5_small.py [--threads 2] [--inputs 8] [--new-tokens 32] [--output FILE.json]
 
-The model is ``make bench``'s mt5-small row (``mt5lite.fixtures.mt5_small_250k``: random weights, a 250,100-piece
+The model is ``make bench``'s mt5-small row (``tests.fixtures.mt5_small_250k``: random weights, a 250,100-piece
 tokenizer). Each export runs in a child process under ``peak_memory.measure`` (the whole process tree's peak and
 the largest process's). The int8 export is calibrated like every int8 of the project (256 samples, 512 decoder
 steps); random weights make near-tied logits, so it is not gated here (the demo model's gate is in the tests).
@@ -40,8 +40,10 @@ PEERS = {"onnx weight-int8": "ours-onnx-weight-int8", "onnx static-int8": "ours-
 
 def main(argv: list[str] | None = None) -> int:
     """Export, measure and write the table."""
-    from mt5lite.fixtures import mt5_small_250k
+    import repo_path  # noqa: F401  (tests.fixtures: not in the wheel)
+
     from mt5lite.runtimes.generators import open_export
+    from tests.fixtures import mt5_small_250k
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     speed_arguments(parser, inputs=8, new_tokens=32, output="executorch-mt5-small.json")

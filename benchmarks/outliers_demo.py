@@ -27,12 +27,10 @@ measure quality). Builds are reused from ``--work``; delete it to rebuild.
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.outlier_fixtures: not in the wheel
-
+import repo_path  # noqa: E402, F401  (tests.outlier_fixtures: not in the wheel)
 from lite_demo import training_file  # noqa: E402
 
 from mt5lite.data import HELDOUT_TASK, read_task_pairs  # noqa: E402
@@ -68,7 +66,7 @@ def shape_checkpoints(work: Path) -> dict[str, Path]:
     import json
 
     from mt5lite.checkpoint import load_model, save_checkpoint
-    from mt5lite.fixtures import REAL_CONFIGS, build_random_model
+    from tests.fixtures import REAL_CONFIGS, build_random_model
     from tests.outlier_fixtures import add_outliers, amplify_residual_channels
 
     plain, outliers = work / "plain" / "model", work / "outliers" / "model"

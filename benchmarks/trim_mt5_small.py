@@ -3,7 +3,7 @@ the kept ids, fp32 parity, the int8 exports' sizes, and decoding speed untrimmed
 
     python benchmarks/trim_mt5_small.py [--threads 2] [--inputs 16] [--new-tokens 32] [--output FILE.json]
 
-The model is ``mt5lite.fixtures.mt5_small_250k``: random weights of mt5-small's shape and a 250,100-piece
+The model is ``tests.fixtures.mt5_small_250k``: random weights of mt5-small's shape and a 250,100-piece
 sentencepiece model (mT5's own cannot be downloaded here). Steps, each cached under ``build/trim-mt5-small/``:
 
 1. ``trim-vocab`` with the project's multilingual data (the default corpus);
@@ -72,12 +72,14 @@ def build(original: Path, work: Path) -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """Build what is missing, measure, and write the JSON report."""
+    import repo_path  # noqa: F401  (tests.fixtures: not in the wheel)
+
     from mt5lite.compression.compress import read_sentencepiece
     from mt5lite.exporters.onnx_export import OnnxExportConfig
-    from mt5lite.fixtures import mt5_small_250k
     from mt5lite.runtimes.onnx_runtime import OnnxGenerator
     from mt5lite.verification.kept_ids import compare_trimmed
     from mt5lite.verification.teacher_forced import diff_rows
+    from tests.fixtures import mt5_small_250k
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     speed_arguments(parser, inputs=16, new_tokens=32, output="trim-mt5-small.json")

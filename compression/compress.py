@@ -43,7 +43,7 @@ def compress(model_dir: str | os.PathLike, output_dir: str | os.PathLike, passes
     the checkpoint in ``model_dir`` and write the result to ``output_dir``; ``pairs`` (task pairs) measure quality
     before and after each pass. Returns the report also written as ``compress_report.json``."""
     from mt5lite.checkpoint import inspect_checkpoint, load_model, save_checkpoint
-    from mt5lite.exporters.staging import refuse_existing, staged_directory
+    from mt5lite.staging import refuse_existing, staged_directory
 
     if not passes:
         raise InputError(f"no passes given; known: {', '.join(PASSES)}")

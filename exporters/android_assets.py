@@ -20,8 +20,8 @@ from pathlib import Path
 
 from mt5lite.data import TaskPair
 from mt5lite.errors import InputError, ModelFileError
-from mt5lite.exporters.staging import staged_directory
 from mt5lite.manifest import MANIFEST_NAME, inside, load_manifest, sha256_file
+from mt5lite.staging import staged_directory
 
 #: Where the app reads its bundled export, relative to the app module.
 ASSETS = Path("src") / "main" / "assets"

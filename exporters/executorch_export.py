@@ -231,9 +231,9 @@ def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLik
     ``True`` is the default gate, enforced; ``False`` skips it). Returns the manifest, the validation numbers and
     the gate's report (None without a gate)."""
     from mt5lite.checkpoint import inspect_checkpoint, load_model
-    from mt5lite.exporters.staging import refuse_existing, scratch_directory, staged_directory
     from mt5lite.exporters.validation import validate_export
     from mt5lite.quiet import quiet_third_party_logs
+    from mt5lite.staging import refuse_existing, scratch_directory, staged_directory
 
     config = (config or ExecutorchExportConfig()).validate()
     precision = PTE_PRECISIONS[config.quantize]

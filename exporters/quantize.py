@@ -43,9 +43,9 @@ from mt5lite.exporters.graph_probe import load_with_weights
 from mt5lite.exporters.outliers import ErrorModel, smoothing
 from mt5lite.exporters.residual_scale import scale_residual
 from mt5lite.exporters.shared_weights import store_once
-from mt5lite.exporters.staging import refuse_existing, scratch_directory, staged_directory
 from mt5lite.manifest import copy_companions, inside, load_manifest, seal_export
 from mt5lite.registry import Registry
+from mt5lite.staging import refuse_existing, scratch_directory, staged_directory
 from mt5lite.verification.comparison import Gate, resolve_gate
 
 

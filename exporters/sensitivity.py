@@ -56,9 +56,9 @@ def sensitivity_analysis(export_dir: str | os.PathLike, texts: list[str], config
         calibration_for,
         quantize_export,
     )
-    from mt5lite.exporters.staging import scratch_directory
     from mt5lite.runtimes.onnx_runtime import OnnxGenerator
     from mt5lite.runtimes.options import DecodingOptions
+    from mt5lite.staging import scratch_directory
     from mt5lite.verification.comparison import graph_bytes
     from mt5lite.verification.evaluation import generate_in_batches
 

@@ -31,10 +31,10 @@ from mt5lite.contract import ROLES
 from mt5lite.errors import InputError, ModelFileError
 from mt5lite.exporters.calibration import CalibrationDraw, CalibrationWarning
 from mt5lite.exporters.onnx_to_tf import ConversionError
-from mt5lite.exporters.staging import refuse_existing, scratch_directory, staged_directory
 from mt5lite.exporters.tflite_spec import GraphJob, LmHeadStandIn, WorkerSpec
 from mt5lite.manifest import copy_companions, inside, load_manifest, seal_export
 from mt5lite.registry import Registry
+from mt5lite.staging import refuse_existing, scratch_directory, staged_directory
 from mt5lite.verification.comparison import Gate, resolve_gate
 
 #: What an Android app must link to run a model with Flex (SELECT_TF) ops.

@@ -9,7 +9,7 @@ transformers class loads it, and what its graphs need to know.
 - ``umt5``: UniMax mT5 (``google/umt5-small``): mT5's, with a 256k vocabulary and a relative-position bias in every
   self-attention layer, where the others have one per stack, in block 0.
 
-Adding a family is one entry here plus its test fixture: its published config in ``mt5lite.fixtures.REAL_CONFIGS``
+Adding a family is one entry here plus its test fixture: its published config in ``tests.fixtures.REAL_CONFIGS``
 and a row in ``tests/conftest.py``'s ``TINY_FAMILIES``, which the parity, quantization and TFLite tests run on
 (``tests/test_families.py`` fails until it is there).
 """

@@ -43,7 +43,7 @@ def write_tokenizer_golden(directory: Path) -> dict:
     """Write the tokenizer models and ``tokenizer.json``; returns the case counts per model."""
     import sentencepiece as spm
 
-    from mt5lite.fixtures import large_tokenizer
+    from tests.fixtures import large_tokenizer
 
     sentences = read_sentences(CALIBRATION_SENTENCES) + read_sentences(HELDOUT_SENTENCES)
     training = [s.text for s in read_sentences(CALIBRATION_SENTENCES)]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mt5lite.fixtures import build_random_model, tiny_config
 from mt5lite.paths import DEMO_MODEL
+from tests.fixtures import build_random_model, tiny_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -217,7 +217,7 @@ def test_a_tokenizer_that_is_not_sentencepiece_is_refused(demo_model, tmp_path):
 
 
 def test_a_model_with_fewer_rows_than_its_tokenizer_is_refused(tmp_path):
-    from mt5lite.fixtures import build_random_model, tiny_config
+    from tests.fixtures import build_random_model, tiny_config
 
     model = build_random_model(tiny_config("google/mt5-small", vocab_size=1000), tmp_path / "model")
     assert "1000 embedding rows but its tokenizer 1200 pieces" in _refused(tmp_path, "--model", str(model))

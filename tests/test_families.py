@@ -13,8 +13,8 @@ import pytest
 
 from mt5lite.errors import CheckpointError
 from mt5lite.families import FAMILIES, family_of
-from mt5lite.fixtures import REAL_CONFIGS
 from tests.conftest import TINY_FAMILIES
+from tests.fixtures import REAL_CONFIGS
 
 #: The fp32 ONNX export of a tiny model: dynamic shapes for parity and int8, static (batch 1) for TFLite.
 SOURCE, TARGET = 32, 12

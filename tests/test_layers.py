@@ -15,12 +15,12 @@ import pytest
 #: (layer, module prefix): the first matching prefix decides a module's layer; a module that matches none fails.
 LAYERS: tuple[tuple[int, str], ...] = (
     (5, "mt5lite.cli"), (5, "mt5lite.__main__"), (5, "mt5lite.workflow"),
-    (4, "mt5lite.exporters"), (4, "mt5lite.compression"), (4, "mt5lite.demo"), (4, "mt5lite.fixtures"),
+    (4, "mt5lite.exporters"), (4, "mt5lite.compression"), (4, "mt5lite.demo"),
     (3, "mt5lite.verification"),
     (2, "mt5lite.runtimes"), (2, "mt5lite.model"),
     (1, "mt5lite.errors"), (1, "mt5lite.contract"), (1, "mt5lite.manifest"), (1, "mt5lite.data"),
     (1, "mt5lite.paths"), (1, "mt5lite.reports"), (1, "mt5lite.registry"), (1, "mt5lite.checkpoint"),
-    (1, "mt5lite.families"), (1, "mt5lite.quiet"),
+    (1, "mt5lite.families"), (1, "mt5lite.quiet"), (1, "mt5lite.staging"),
     (1, "mt5lite.hf_tokenizer"), (1, "mt5lite.spiece"),
     (1, "mt5lite.bundled_data"), (1, "mt5lite.bundled_models"),
 )

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from mt5lite.fixtures import REAL_CONFIGS, random_real_model
 from mt5lite.paths import BUILD_DIR
 from mt5lite.runtimes.options import DecodingOptions
 from mt5lite.runtimes.torch_reference import TorchReference
+from tests.fixtures import REAL_CONFIGS, random_real_model
 
 pytestmark = pytest.mark.slow
 

@@ -354,7 +354,7 @@ def test_a_killed_run_leaves_nothing_the_next_run_does_not_sweep(demo_export, tm
     import sys
     import time
 
-    from mt5lite.exporters.staging import hidden_directory, remove_hidden, sweep
+    from mt5lite.staging import hidden_directory, remove_hidden, sweep
 
     out = tmp_path / "q"
     command = [sys.executable, "-m", "mt5lite", "quantize", "--export", str(demo_export), "--output", str(out),
@@ -367,7 +367,7 @@ def test_a_killed_run_leaves_nothing_the_next_run_does_not_sweep(demo_export, tm
         run.send_signal(signal.SIGKILL)
         run.wait()
         assert not out.exists() or (out / "manifest.json").is_file()  # never a half-written output
-    killed = ("import os, signal; from mt5lite.exporters.staging import hidden_directory; "
+    killed = ("import os, signal; from mt5lite.staging import hidden_directory; "
               f"hidden_directory({str(out)!r}, 'tmp'); os.kill(os.getpid(), signal.SIGKILL)")
     subprocess.run([sys.executable, "-c", killed])  # one killed while staging, for certain
     live = hidden_directory(out, "scratch")  # this process's: alive, so kept
@@ -388,7 +388,7 @@ def test_sweep_removes_unowned_hidden_directories_only_once_stale(tmp_path):
     import os
     import time
 
-    from mt5lite.exporters.staging import UNOWNED_STALE_S, sweep
+    from mt5lite.staging import UNOWNED_STALE_S, sweep
 
     out = tmp_path / "export"
     old, new, other = tmp_path / ".export.tmp-old", tmp_path / ".export.tmp-new", tmp_path / ".other.tmp-x"
