@@ -496,10 +496,7 @@ def _add_quantize_args(parser: argparse.ArgumentParser) -> None:
 
 def _add_gate_args(parser: argparse.ArgumentParser, threads: bool = True) -> None:
     """The quality gate's options (``threads``: with its own ``--threads``, for commands that have none)."""
-    from mt5lite.data import HELDOUT_TASK
-
-    parser.add_argument("--data", type=Path, default=HELDOUT_TASK,
-                        help="held-out pairs (lang<TAB>source<TAB>target) to compare fp32 and quantized on")
+    _add_pairs_arg(parser, "held-out pairs (lang<TAB>source<TAB>target) to compare fp32 and quantized on")
     parser.add_argument("--report", type=Path, default=None,
                         help="JSON report (default build/reports/quantize-<recipe>.json; Markdown twin beside it)")
     if threads:
@@ -508,27 +505,47 @@ def _add_gate_args(parser: argparse.ArgumentParser, threads: bool = True) -> Non
                         help="exit 1 when the export misses the quality gate (--no-gate: only report)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``mt5lite`` argument parser with all subcommands."""
-    from mt5lite.compression.passes import PASSES
-    from mt5lite.compression.passes import RECIPES as COMPRESSION_RECIPES
-    from mt5lite.data import DEV_TASK, HELDOUT_TASK
-    from mt5lite.demo.config import DemoConfig
-    from mt5lite.exporters.executorch_export import PTE_PRECISIONS
-    from mt5lite.exporters.quant_groups import GROUPS
-    from mt5lite.exporters.quantize import RECIPES
-    from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS
+def _add_output_args(parser: argparse.ArgumentParser, what: str, required: bool = True, default=None) -> None:
+    """``--output`` (the directory a command creates) and ``--force`` (replace it), declared once for all."""
+    parser.add_argument("--output", type=Path, required=required, default=default, help=f"{what} to create")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output directory")
 
-    parser = argparse.ArgumentParser(
-        prog="mt5lite",
-        description="Make multilingual T5 models small and fast, and prove each stage still computes the same.",
-        formatter_class=_Formatter,
-    )
-    parser.add_argument("--version", action="version", version=f"mt5lite {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    gen = sub.add_parser("generate", help="generate text with a checkpoint (PyTorch) or an export (ONNX Runtime)",
-                         formatter_class=_Formatter, description=cmd_generate.__doc__)
+def _add_length_args(parser: argparse.ArgumentParser) -> None:
+    """An export's lengths and validation samples, with ``OnnxExportConfig``'s defaults (ExecuTorch shares them)."""
+    from mt5lite.exporters.onnx_export import OnnxExportConfig as Defaults
+
+    parser.add_argument("--max-source-length", type=int, default=Defaults.max_source_length,
+                        help="longest input in tokens (eos included)")
+    parser.add_argument("--max-target-length", type=int, default=Defaults.max_target_length,
+                        help="positions in the decoder's KV cache")
+    parser.add_argument("--validate-samples", type=int, default=Defaults.validate_samples,
+                        help="held-out inputs compared with PyTorch")
+
+
+def _add_pairs_arg(parser: argparse.ArgumentParser, help: str = "held-out pairs: lang<TAB>source<TAB>target",
+                   default: Path | None = None) -> None:
+    """``--data``: the task pairs a command measures on (default: the demo task's held-out set)."""
+    from mt5lite.data import HELDOUT_TASK
+
+    parser.add_argument("--data", type=Path, default=default or HELDOUT_TASK, help=help)
+
+
+def _add_report_arg(parser: argparse.ArgumentParser, default: str, twins: str = "a Markdown twin beside it") -> None:
+    """``--report``: the JSON report a command writes, with its twins."""
+    parser.add_argument("--report", type=Path, default=Path(default), help=f"JSON report to write ({twins})")
+
+
+def _command(sub, name: str, help: str, func) -> argparse.ArgumentParser:
+    """A subcommand running ``func`` (its docstring is the command's description)."""
+    parser = sub.add_parser(name, help=help, formatter_class=_Formatter, description=func.__doc__)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _generate_parser(sub) -> None:
+    gen = _command(sub, "generate", "generate text with a checkpoint (PyTorch) or an export (its engine)",
+                   cmd_generate)
     gen.add_argument("text", nargs="*", help="input texts, e.g. 'words fr: 1234'")
     gen.add_argument("--input-file", type=Path, help="read one input per line from this UTF-8 file ('-': stdin)")
     _add_model_args(gen)
@@ -536,38 +553,36 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-source-length", type=int, default=512, help="longest input, in tokens (eos included)")
     gen.add_argument("--truncate", action="store_true",
                      help="truncate longer inputs with a warning instead of failing")
-    gen.set_defaults(func=cmd_generate)
 
-    ev = sub.add_parser("evaluate", help="score a checkpoint on a held-out set (exact match, chrF, per language)",
-                        formatter_class=_Formatter, description=cmd_evaluate.__doc__)
+
+def _evaluate_parser(sub) -> None:
+    ev = _command(sub, "evaluate", "score a checkpoint on a held-out set (exact match, chrF, per language)",
+                  cmd_evaluate)
     _add_model_args(ev)
     _add_decoding_args(ev)
-    ev.add_argument("--data", type=Path, default=HELDOUT_TASK, help="held-out pairs: lang<TAB>source<TAB>target")
-    ev.add_argument("--report", type=Path, default=Path("build/eval_report.json"),
-                    help="JSON report to write (a Markdown twin is written beside it)")
+    _add_pairs_arg(ev)
+    _add_report_arg(ev, "build/eval_report.json")
     ev.add_argument("--batch-size", type=int, default=64, help="inputs decoded together")
-    ev.set_defaults(func=cmd_evaluate)
+
+
+def _export_parsers(sub) -> None:
+    from mt5lite.exporters.executorch_export import PTE_PRECISIONS
+    from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS
 
     export = sub.add_parser("export", help="export a checkpoint (onnx, executorch), or convert an ONNX export (tflite)",
                             formatter_class=_Formatter)
     targets = export.add_subparsers(dest="target", metavar="TARGET", required=True)
-    onnx = targets.add_parser("onnx", help="split encoder / decoder-step ONNX graphs + manifest",
-                              formatter_class=_Formatter, description=cmd_export_onnx.__doc__)
+    onnx = _command(targets, "onnx", "split encoder / decoder-step ONNX graphs + manifest", cmd_export_onnx)
     _add_model_args(onnx)
-    onnx.add_argument("--output", type=Path, required=True, help="export directory to create")
-    onnx.add_argument("--max-source-length", type=int, default=128, help="longest input in tokens (eos included)")
-    onnx.add_argument("--max-target-length", type=int, default=64, help="positions in the decoder's KV cache")
+    _add_output_args(onnx, "export directory")
+    _add_length_args(onnx)
     onnx.add_argument("--static-shapes", action="store_true",
                       help="fix batch 1 and the source length (for TFLite); default: dynamic, for ONNX Runtime")
     onnx.add_argument("--opset", type=int, default=17, help="ONNX opset of both graphs (11 to 21)")
-    onnx.add_argument("--validate-samples", type=int, default=16, help="held-out inputs compared with PyTorch")
-    onnx.add_argument("--force", action="store_true", help="overwrite an existing output directory")
-    onnx.set_defaults(func=cmd_export_onnx)
 
-    tflite = targets.add_parser("tflite", help="convert a static-shape ONNX export to TFLite (LiteRT)",
-                                formatter_class=_Formatter, description=cmd_export_tflite.__doc__)
+    tflite = _command(targets, "tflite", "convert a static-shape ONNX export to TFLite (LiteRT)", cmd_export_tflite)
     tflite.add_argument("--export", type=Path, required=True, help="a static-shape fp32 mt5lite ONNX export")
-    tflite.add_argument("--output", type=Path, required=True, help="TFLite export directory to create")
+    _add_output_args(tflite, "TFLite export directory")
     tflite.add_argument("--quantize", choices=list(TFLITE_PRECISIONS), default="fp32",
                         help="fp32; fp16 weights; dynamic-int8 (int8 weights); int8 (full integer: int8 weights and "
                         "activations, calibrated)")
@@ -575,37 +590,38 @@ def build_parser() -> argparse.ArgumentParser:
                         help="allow Flex (SELECT_TF) ops; the Android app then needs the select-tf-ops library")
     _add_calibration_args(tflite)
     _add_gate_args(tflite)
-    tflite.add_argument("--force", action="store_true", help="overwrite an existing output directory")
-    tflite.set_defaults(func=cmd_export_tflite)
 
-    pte = targets.add_parser("executorch", help="the two graphs as one ExecuTorch program (.pte, XNNPACK)",
-                             formatter_class=_Formatter, description=cmd_export_executorch.__doc__)
+    pte = _command(targets, "executorch", "the two graphs as one ExecuTorch program (.pte, XNNPACK)",
+                   cmd_export_executorch)
     _add_model_args(pte)
-    pte.add_argument("--output", type=Path, required=True, help="ExecuTorch export directory to create")
+    _add_output_args(pte, "ExecuTorch export directory")
     pte.add_argument("--quantize", choices=list(PTE_PRECISIONS), default="fp32",
                      help="fp32; int8 (static: int8 weights and activations at every linear layer, calibrated)")
-    pte.add_argument("--max-source-length", type=int, default=128, help="longest input in tokens (eos included)")
-    pte.add_argument("--max-target-length", type=int, default=64, help="positions in the decoder's KV cache")
-    pte.add_argument("--validate-samples", type=int, default=16, help="held-out inputs compared with PyTorch")
+    _add_length_args(pte)
     _add_calibration_args(pte)
     _add_gate_args(pte, threads=False)
-    pte.add_argument("--force", action="store_true", help="overwrite an existing output directory")
-    pte.set_defaults(func=cmd_export_executorch)
 
-    parity = sub.add_parser("parity", help="compare PyTorch with an export on a held-out set",
-                            formatter_class=_Formatter, description=cmd_parity.__doc__)
+
+def _parity_parser(sub) -> None:
+    parity = _command(sub, "parity", "compare PyTorch with an export on a held-out set", cmd_parity)
     _add_model_args(parity)
     parity.add_argument("--export", type=Path, required=True, help="an mt5lite export directory (ONNX or TFLite)")
-    parity.add_argument("--data", type=Path, default=HELDOUT_TASK, help="held-out pairs: lang<TAB>source<TAB>target")
-    parity.add_argument("--report", type=Path, default=Path("build/parity.json"),
-                        help="JSON report to write (a Markdown twin is written beside it)")
+    _add_pairs_arg(parity)
+    _add_report_arg(parity, "build/parity.json")
     parity.add_argument("--num-beams", type=int, default=4, help="beams for the beam-search comparison")
     parity.add_argument("--max-new-tokens", type=int, default=32, help="most tokens generated per input")
     parity.add_argument("--beam-samples", type=int, default=None, help="compare beam search on the first N inputs")
-    parity.set_defaults(func=cmd_parity, length_penalty=1.0, early_stopping=False)
+    parity.set_defaults(length_penalty=1.0, early_stopping=False)
 
-    run = sub.add_parser("pipeline", help="the main job: compress, export, int8, TFLite (ExecuTorch), report",
-                         formatter_class=_Formatter, description=cmd_pipeline.__doc__)
+
+def _pipeline_parser(sub) -> None:
+    from mt5lite.compression.passes import PASSES
+    from mt5lite.exporters.executorch_export import PTE_PRECISIONS
+    from mt5lite.exporters.quantize import RECIPES
+    from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS
+
+    run = _command(sub, "pipeline", "the main job: compress, export, int8, TFLite (ExecuTorch), report",
+                   cmd_pipeline)
     run.add_argument("--config", type=Path, default=None, help="a pipeline TOML file (see --print-config)")
     run.add_argument("--model", type=Path, default=None, help="the checkpoint (default: the bundled demo model)")
     run.add_argument("--output", type=Path, default=None, help="the run's directory (default: build)")
@@ -632,25 +648,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--print-config", action="store_true",
                      help="print the resolved configuration as TOML (a starting point for --config) and stop")
     _add_pass_options(run)
-    run.set_defaults(func=cmd_pipeline)
 
-    pipeline = sub.add_parser("pipeline-report", help="one report over every stage of a pipeline run",
-                              formatter_class=_Formatter, description=cmd_pipeline_report.__doc__)
-    _add_model_args(pipeline)
-    pipeline.add_argument("--original", type=Path, default=None,
-                          help="the checkpoint --model was compressed from (a stage of its own)")
-    pipeline.add_argument("--stage", action="append", default=[], metavar="NAME=DIR",
-                          help="an export of the run, in pipeline order (repeat: onnx=..., onnx-int8=..., tflite=...)")
-    pipeline.add_argument("--data", type=Path, default=HELDOUT_TASK, help="held-out pairs: lang<TAB>source<TAB>target")
-    pipeline.add_argument("--beam-samples", type=int, default=100, help="compare beam search on the first N inputs")
-    pipeline.add_argument("--report", type=Path, default=Path("build/reports/pipeline.json"),
-                          help="JSON report to write (Markdown and PNG twins beside it)")
-    pipeline.set_defaults(func=cmd_pipeline_report)
 
-    quantize = sub.add_parser("quantize", help="quantize an fp32 ONNX export (static int8, dynamic int8, fp16)",
-                              formatter_class=_Formatter, description=cmd_quantize.__doc__)
+def _pipeline_report_parser(sub) -> None:
+    report = _command(sub, "pipeline-report", "one report over every stage of a pipeline run", cmd_pipeline_report)
+    _add_model_args(report)
+    report.add_argument("--original", type=Path, default=None,
+                        help="the checkpoint --model was compressed from (a stage of its own)")
+    report.add_argument("--stage", action="append", default=[], metavar="NAME=DIR",
+                        help="an export of the run, in pipeline order (repeat: onnx=..., onnx-int8=..., tflite=...)")
+    _add_pairs_arg(report)
+    report.add_argument("--beam-samples", type=int, default=100, help="compare beam search on the first N inputs")
+    _add_report_arg(report, "build/reports/pipeline.json", "Markdown and PNG twins beside it")
+
+
+def _quantize_parser(sub) -> None:
+    from mt5lite.exporters.quant_groups import GROUPS
+    from mt5lite.exporters.quantize import RECIPES
+
+    quantize = _command(sub, "quantize", "quantize an fp32 ONNX export (static int8, dynamic int8, fp16)",
+                        cmd_quantize)
     quantize.add_argument("--export", type=Path, required=True, help="the fp32 mt5lite ONNX export to quantize")
-    quantize.add_argument("--output", type=Path, required=True, help="export directory to create")
+    _add_output_args(quantize, "export directory")
     _add_quantize_args(quantize)
     quantize.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=True,
                           help="the outlier step: int8 migrates activation outliers into the weights where that lowers "
@@ -665,52 +684,70 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN",
                           help="glob patterns of node names to leave in float, e.g. '*DenseReluDense.wo*'")
     _add_gate_args(quantize)
-    quantize.add_argument("--force", action="store_true", help="overwrite an existing output directory")
-    quantize.set_defaults(func=cmd_quantize)
 
-    sens = sub.add_parser("sensitivity", help="quantize one node group at a time and measure each",
-                          formatter_class=_Formatter, description=cmd_sensitivity.__doc__)
+
+def _sensitivity_parser(sub) -> None:
+    from mt5lite.data import DEV_TASK
+
+    sens = _command(sub, "sensitivity", "quantize one node group at a time and measure each", cmd_sensitivity)
     sens.add_argument("--export", type=Path, required=True, help="the fp32 mt5lite ONNX export")
     _add_quantize_args(sens)
-    sens.add_argument("--data", type=Path, default=DEV_TASK,
-                      help="inputs to measure on (lang<TAB>text or task pairs): use your model's own task; the "
-                      "default is the demo task's development set, disjoint from its held-out set")
+    _add_pairs_arg(sens, "inputs to measure on (lang<TAB>text or task pairs): use your model's own task; the default "
+                   "is the demo task's development set, disjoint from its held-out set", DEV_TASK)
     sens.add_argument("--eval-samples", type=int, default=200, help="inputs drawn from --data, balanced by language")
-    sens.add_argument("--report", type=Path, default=Path("build/reports/sensitivity.json"),
-                      help="JSON report to write (a Markdown twin is written beside it)")
+    _add_report_arg(sens, "build/reports/sensitivity.json")
     sens.add_argument("--threads", type=int, default=None, help="CPU threads")
-    sens.set_defaults(func=cmd_sensitivity)
 
-    comp = sub.add_parser("compress", help="run compression passes (trim-vocab, ...) on a checkpoint",
-                          formatter_class=_Formatter, description=cmd_compress.__doc__)
+
+def _compress_parser(sub) -> None:
+    from mt5lite.compression.passes import PASSES, RECIPES
+
+    comp = _command(sub, "compress", "run compression passes (trim-vocab, ...) on a checkpoint", cmd_compress)
     _add_model_args(comp)
-    comp.add_argument("--output", type=Path, required=True, help="checkpoint directory to create")
+    _add_output_args(comp, "checkpoint directory")
     chain = comp.add_mutually_exclusive_group(required=True)
     chain.add_argument("--passes", help=f"comma-separated passes, in order: {', '.join(PASSES)}")
     chain.add_argument("--recipe", help="a named chain of passes: " + "; ".join(
-        f"{name} = {','.join(recipe.passes)}" for name, recipe in COMPRESSION_RECIPES.items()))
-    comp.add_argument("--data", type=Path, default=HELDOUT_TASK,
-                      help="held-out pairs (lang<TAB>source<TAB>target) to measure quality on before and after "
-                      "each pass")
+        f"{name} = {','.join(recipe.passes)}" for name, recipe in RECIPES.items()))
+    _add_pairs_arg(comp, "held-out pairs (lang<TAB>source<TAB>target) to measure quality on before and after each "
+                   "pass")
     comp.add_argument("--no-quality", action="store_true", help="skip the quality measurement (faster)")
-    comp.add_argument("--force", action="store_true", help="overwrite an existing output directory")
     _add_pass_options(comp)
-    comp.set_defaults(func=cmd_compress)
 
-    assets = sub.add_parser("android-assets", help="bundle a TFLite export into the Android demo app's assets",
-                            formatter_class=_Formatter, description=cmd_android_assets.__doc__)
+
+def _android_assets_parser(sub) -> None:
+    assets = _command(sub, "android-assets", "bundle a TFLite export into the Android demo app's assets",
+                      cmd_android_assets)
     assets.add_argument("--export", type=Path, required=True, help="TFLite export directory (mt5lite export tflite)")
     assets.add_argument("--app", type=Path, default=Path("android_demo/app"), help="the app module")
-    assets.add_argument("--data", type=Path, default=HELDOUT_TASK,
-                        help="task pairs for the sample inputs and the golden outputs")
-    assets.set_defaults(func=cmd_android_assets)
+    _add_pairs_arg(assets, "task pairs for the sample inputs and the golden outputs")
 
-    train = sub.add_parser("train-demo", help="train the bundled demo model from scratch (fixed seeds)",
-                           formatter_class=_Formatter, description=cmd_train_demo.__doc__)
-    train.add_argument("--output", type=Path, default=DEMO_MODEL, help="checkpoint directory to write")
+
+def _train_demo_parser(sub) -> None:
+    from mt5lite.demo.config import DemoConfig
+
+    train = _command(sub, "train-demo", "train the bundled demo model from scratch (fixed seeds)", cmd_train_demo)
+    _add_output_args(train, "checkpoint directory", required=False, default=DEMO_MODEL)
     train.add_argument("--steps", type=int, default=DemoConfig.steps, help="optimizer steps")
-    train.add_argument("--force", action="store_true", help="replace an existing output directory")
-    train.set_defaults(func=cmd_train_demo)
+
+
+#: Every subcommand's parser builder, in the order ``mt5lite --help`` lists them.
+SUBCOMMANDS = (_generate_parser, _evaluate_parser, _export_parsers, _parity_parser, _pipeline_parser,
+               _pipeline_report_parser, _quantize_parser, _sensitivity_parser, _compress_parser,
+               _android_assets_parser, _train_demo_parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mt5lite`` argument parser with all subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="mt5lite",
+        description="Make multilingual T5 models small and fast, and prove each stage still computes the same.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"mt5lite {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
     return parser
 
 
