@@ -177,7 +177,9 @@ def _run_onnx(run: Run) -> dict:
     return {"max_abs_diff": max(row["max_abs_diff"] for row in result["validation"]["rows"])}
 
 
-def _parity(export: Callable[[Layout], Path], report: Callable[[Layout], Path]) -> Callable[[Run], dict]:
+def _parity_stage(stage: str, export: Callable[[Layout], Path], report: Callable[[Layout], Path],
+                  enabled: Callable[[PipelineConfig], bool], description: str) -> Stage:
+    """A parity report stage: PyTorch (the source checkpoint) against the export of ``stage``."""
     def run_parity(run: Run) -> dict:
         from mt5lite.verification.parity import parity_report, write_parity_report
 
@@ -186,7 +188,8 @@ def _parity(export: Callable[[Layout], Path], report: Callable[[Layout], Path]) 
         write_parity_report(result, report(run.layout))
         return {key: result[key] for key in ("max_abs_logit_diff", "greedy_agreement", "beam_agreement")}
 
-    return run_parity
+    return Stage(enabled=enabled, inputs=lambda lay: {**lay.source_input(), "export": f"stage:{stage}", **_data(lay)},
+                 options=lambda c: {}, outputs=lambda lay: [report(lay)], run=run_parity, description=description)
 
 
 def _run_quantize(run: Run) -> dict:
@@ -270,13 +273,8 @@ STAGES: Registry[Stage] = Registry("pipeline stage", {
         options=lambda c: _asdict(replace(c.onnx, static_shapes=True)),
         outputs=lambda lay: [lay.onnx],
         run=_run_onnx, description="ONNX export (static shapes), validated against PyTorch"),
-    "parity-onnx": Stage(
-        enabled=lambda c: True,
-        inputs=lambda lay: {**lay.source_input(), "export": "stage:onnx", **_data(lay)},
-        options=lambda c: {},
-        outputs=lambda lay: [lay.reports / "parity-onnx.json"],
-        run=_parity(lambda lay: lay.onnx, lambda lay: lay.reports / "parity-onnx.json"),
-        description="parity report: PyTorch vs ONNX"),
+    "parity-onnx": _parity_stage("onnx", lambda lay: lay.onnx, lambda lay: lay.reports / "parity-onnx.json",
+                                 lambda c: True, "parity report: PyTorch vs ONNX"),
     "onnx-int8": Stage(
         enabled=lambda c: c.quantize is not None,
         inputs=lambda lay: {"export": "stage:onnx", **_calibration(lay), **_data(lay)},
@@ -291,13 +289,8 @@ STAGES: Registry[Stage] = Registry("pipeline stage", {
         outputs=lambda lay: [lay.tflite] + ([lay.gate_report(f"tflite-{lay.config.tflite.quantize}")]
                                            if _tflite_gated(lay.config) else []),
         run=_run_tflite, description="TFLite (LiteRT) conversion, gated below fp32"),
-    "parity-tflite": Stage(
-        enabled=lambda c: c.tflite is not None,
-        inputs=lambda lay: {**lay.source_input(), "export": "stage:tflite", **_data(lay)},
-        options=lambda c: {},
-        outputs=lambda lay: [lay.tflite / "parity.json"],
-        run=_parity(lambda lay: lay.tflite, lambda lay: lay.tflite / "parity.json"),
-        description="parity report: PyTorch vs TFLite"),
+    "parity-tflite": _parity_stage("tflite", lambda lay: lay.tflite, lambda lay: lay.tflite / "parity.json",
+                                   lambda c: c.tflite is not None, "parity report: PyTorch vs TFLite"),
     "executorch": Stage(
         enabled=lambda c: c.executorch is not None,
         inputs=lambda lay: {**lay.source_input(), **_calibration(lay), **_data(lay)},
