@@ -118,17 +118,13 @@ class QuantizeConfig:
 def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike,
                     config: QuantizeConfig | None = None, force: bool = False, progress: bool = False,
                     calibration=None, gate: Gate | bool = True) -> dict:
-    """Quantize the fp32 export in ``export_dir`` into ``output_dir`` with ``config``'s recipe, then compare the
-    result with ``export_dir`` and judge it by ``gate`` (``resolve_gate``: ``True`` is the default gate, enforced;
-    ``False`` skips it). The report is under ``"gate"``; a failed export stays in place for inspection and, when
-    the gate is enforced, ``QualityGateError`` is raised.
-
-    ``calibration`` (a ``CalibrationData`` from ``calibration_for``) reuses captured calibration feeds, as the
-    sensitivity analysis does for its many variants; by default they are drawn and captured here.
-
-    Raises ``InputError`` for bad options, too little calibration data or an existing output without ``force``,
-    and ``ModelFileError`` for a broken or non-fp32 export. Returns the new manifest and what was quantized.
-    """
+    """Quantize the fp32 export in ``export_dir`` into ``output_dir`` with ``config``'s recipe, then judge it
+    against ``export_dir`` by ``gate`` (``resolve_gate``: ``True`` is the default gate, enforced, raising
+    ``QualityGateError`` with the export kept for inspection; ``False`` skips it; the report is under ``"gate"``).
+    ``calibration`` (``calibration_for``) reuses captured feeds, as the sensitivity analysis does; by default they
+    are drawn and captured here. Raises ``InputError`` for bad options, too little calibration data or an existing
+    output without ``force``, ``ModelFileError`` for a broken or non-fp32 export. Returns the new manifest and what
+    was quantized."""
     config = (config or QuantizeConfig()).validate()
     gate = resolve_gate(gate)  # its held-out pairs read before any work: a bad file fails fast
     recipe = RECIPES[config.recipe]

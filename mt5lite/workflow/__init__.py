@@ -7,28 +7,31 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from mt5lite.workflow.config import PipelineConfig, load_config
+from mt5lite.errors import InputError
+from mt5lite.workflow.config import TOP_LEVEL, PipelineConfig, load_config
 from mt5lite.workflow.runner import PipelineResult, PlannedStage, check, plan, run_pipeline
 
 __all__ = ["PipelineConfig", "PipelineResult", "PlannedStage", "check", "configure", "load_config", "pipeline", "plan",
            "run_pipeline"]
 
 
-def configure(config: str | os.PathLike | PipelineConfig | None = None, *, model=None, output=None, data=None,
-              gate: bool | None = None, threads: int | None = None, allow_pickle: bool | None = None,
-              compress: str | list[str] | None = None, int8: str | None = None, tflite: str | None = None,
-              executorch: str | None = None, calibration=None, pass_options: dict | None = None
-              ) -> PipelineConfig:
+def configure(config: str | os.PathLike | PipelineConfig | None = None, *, compress: str | list[str] | None = None,
+              int8: str | None = None, tflite: str | None = None, executorch: str | None = None,
+              calibration: str | os.PathLike | None = None, pass_options: dict | None = None,
+              **fields) -> PipelineConfig:
     """A ``PipelineConfig``: ``config`` (a TOML file, a config, or the defaults) with the options given here over
-    it, as the command line gives them (``int8``/``tflite``/``executorch``: a recipe or precision, ``"none"`` to
-    skip the stage; ``calibration``: the calibration file; ``compress``: pass names, comma-separated or a list;
-    ``pass_options``: pass name -> its config's fields, over the file's)."""
+    it, as the command line gives them: ``int8``/``tflite``/``executorch`` a recipe or precision (``"none"`` skips
+    the stage), ``compress`` pass names (comma-separated or a list), ``calibration`` the calibration file,
+    ``pass_options`` pass name -> its config's fields (over the file's), and ``fields`` the top-level settings
+    (``model``, ``output``, ``data``, ``gate``, ``threads``, ``allow_pickle``; None leaves one as it is)."""
     from mt5lite.exporters.executorch_export import ExecutorchExportConfig
 
     base = config if isinstance(config, PipelineConfig) else load_config(config)
-    top = {key: value for key, value in (("model", model), ("output", output), ("data", data), ("gate", gate),
-                                         ("threads", threads), ("allow_pickle", allow_pickle)) if value is not None}
-    top = {key: Path(value) if key in ("model", "output", "data") else value for key, value in top.items()}
+    unknown = sorted(set(fields) - set(TOP_LEVEL))
+    if unknown:
+        raise InputError(f"unknown pipeline option {unknown[0]!r}; known: {', '.join(TOP_LEVEL)}")
+    top = {key: Path(value) if key in ("model", "output", "data") else value
+           for key, value in fields.items() if value is not None}
     if compress is not None:
         passes = compress.split(",") if isinstance(compress, str) else compress
         top["compress"] = replace(base.compress, passes=tuple(p.strip() for p in passes if p.strip()), recipe="")
@@ -37,13 +40,12 @@ def configure(config: str | os.PathLike | PipelineConfig | None = None, *, model
     if pass_options:
         top["pass_options"] = {name: {**base.pass_options.get(name, {}), **values}
                                for name, values in {**base.pass_options, **pass_options}.items()}
-    if int8 is not None:
-        top["quantize"] = None if int8 == "none" else replace(base.quantize or load_config().quantize, recipe=int8)
-    if tflite is not None:
-        top["tflite"] = None if tflite == "none" else replace(base.tflite or load_config().tflite, quantize=tflite)
-    if executorch is not None:
-        top["executorch"] = None if executorch == "none" else replace(
-            base.executorch or ExecutorchExportConfig(), quantize=executorch)
+    defaults = PipelineConfig()
+    for value, section, key in ((int8, "quantize", "recipe"), (tflite, "tflite", "quantize"),
+                                (executorch, "executorch", "quantize")):
+        if value is not None:
+            current = getattr(base, section) or getattr(defaults, section) or ExecutorchExportConfig()
+            top[section] = None if value == "none" else replace(current, **{key: value})
     return replace(base, **top)
 
 
