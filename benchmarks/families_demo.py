@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     """Build every family's checkpoint and exports, measure, and write the table."""
     from mt5lite.checkpoint import inspect_checkpoint
     from mt5lite.verification.comparison import compare_and_gate
-    from mt5lite.verification.parity import parity_report
+    from mt5lite.verification.parity import ParityOptions, parity_report
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=300, help="fine-tuning steps of the converted umT5")
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     for name, path in paths.items():
         built = exports(path, work / f"{name}-export")
-        parity = parity_report(path, built["onnx"], pairs, num_beams=4, beam_samples=60)
+        parity = parity_report(path, built["onnx"], pairs, ParityOptions(beam_samples=60))
         gates = {kind: compare_and_gate(built["onnx"], built[kind], pairs,
                                         BUILD_DIR / "reports" / f"families-{name}-{kind}.json")[0]
                  for kind in ("onnx-int8", "tflite-int8")}

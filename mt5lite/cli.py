@@ -259,7 +259,7 @@ def cmd_pipeline_report(args: argparse.Namespace) -> int:
     differences against PyTorch and against the stage each was made from, greedy and beam agreement, exact match
     and chrF per language, size and ms/token; JSON, Markdown and a PNG plot."""
     from mt5lite.data import read_task_pairs
-    from mt5lite.verification.pipeline import pipeline_report, write_pipeline_report
+    from mt5lite.verification.pipeline import ReportSamples, pipeline_report, write_pipeline_report
 
     exports = []
     for stage in args.stage:
@@ -268,8 +268,8 @@ def cmd_pipeline_report(args: argparse.Namespace) -> int:
             raise InputError(f"--stage {stage!r}: give NAME=DIR, e.g. --stage onnx=build/onnx")
         exports.append((name, Path(directory)))
     report = pipeline_report(args.model, exports, read_task_pairs(args.data), original_dir=args.original,
-                             threads=args.threads, beam_samples=args.beam_samples, allow_pickle=args.allow_pickle,
-                             progress=True)
+                             samples=ReportSamples(beam=args.beam_samples), threads=args.threads,
+                             allow_pickle=args.allow_pickle, progress=True)
     paths = write_pipeline_report(report, args.report)
     for name, stage in report["stages"].items():
         print(f"{name:>10}: exact match {stage['exact_match']:.3f}, {stage['bytes'] / 1e6:.2f} MB, "
@@ -281,12 +281,12 @@ def cmd_pipeline_report(args: argparse.Namespace) -> int:
 def cmd_parity(args: argparse.Namespace) -> int:
     """Compare PyTorch with an export on a held-out set: logits, greedy and beam ids, exact match and chrF."""
     from mt5lite.data import read_task_pairs
-    from mt5lite.verification.parity import parity_report, write_parity_report
+    from mt5lite.verification.parity import ParityOptions, parity_report, write_parity_report
 
-    options = _decoding_options(args)
-    report = parity_report(args.model, args.export, read_task_pairs(args.data), threads=args.threads,
-                           max_new_tokens=options.max_new_tokens, num_beams=args.num_beams,
-                           beam_samples=args.beam_samples, allow_pickle=args.allow_pickle, progress=True)
+    options = ParityOptions(max_new_tokens=_decoding_options(args).max_new_tokens, num_beams=args.num_beams,
+                            beam_samples=args.beam_samples)
+    report = parity_report(args.model, args.export, read_task_pairs(args.data), options, threads=args.threads,
+                           allow_pickle=args.allow_pickle, progress=True)
     json_path, md_path = write_parity_report(report, args.report)
     print(f"max |logit diff| {report['max_abs_logit_diff']:.2e}  greedy agreement {report['greedy_agreement']:.3f}  "
           f"token agreement {report['token_agreement']:.3f}  beam agreement {report['beam_agreement']:.3f}")

@@ -53,18 +53,18 @@ def test_the_export_keeps_the_contract_in_one_program(tiny_mt5, tiny_pte):
 
 
 def test_fp32_matches_pytorch_greedy_and_beam(tiny_mt5, tiny_pte):
-    from mt5lite.verification.parity import parity_report
+    from mt5lite.verification.parity import ParityOptions, parity_report
 
-    report = parity_report(tiny_mt5, tiny_pte, read_task_pairs()[::40], max_new_tokens=TARGET, num_beams=4)
+    report = parity_report(tiny_mt5, tiny_pte, read_task_pairs()[::40], ParityOptions(max_new_tokens=TARGET))
     config = ExecutorchExportConfig()
     assert report["max_abs_logit_diff"] <= config.atol + config.rtol * report["max_abs_logit"]
     assert report["greedy_agreement"] == 1.0 and report["beam_agreement"] == 1.0
 
 
 def test_demo_fp32_matches_pytorch_on_held_out_pairs(demo_model, executorch_fp32):
-    from mt5lite.verification.parity import parity_report
+    from mt5lite.verification.parity import ParityOptions, parity_report
 
-    report = parity_report(demo_model, executorch_fp32, read_task_pairs()[::5], num_beams=4, beam_samples=30)
+    report = parity_report(demo_model, executorch_fp32, read_task_pairs()[::5], ParityOptions(beam_samples=30))
     config = ExecutorchExportConfig()
     assert report["max_abs_logit_diff"] <= config.atol + config.rtol * report["max_abs_logit"]
     assert report["greedy_agreement"] == 1.0 and report["beam_agreement"] == 1.0

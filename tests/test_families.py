@@ -71,7 +71,7 @@ def test_manifest_names_the_family(tiny_model, tiny_export):
 def test_static_int8_converts_and_stays_close(tiny_model, tiny_export, tmp_path):
     from mt5lite.data import read_task_pairs
     from mt5lite.exporters.quantize import QuantizeConfig, quantize_export
-    from mt5lite.verification.parity import parity_report
+    from mt5lite.verification.parity import ParityOptions, parity_report
 
     out = tmp_path / "int8"
     quantize_export(tiny_export, out, QuantizeConfig(), gate=False)
@@ -81,7 +81,7 @@ def test_static_int8_converts_and_stays_close(tiny_model, tiny_export, tmp_path)
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     # Random tiny models have flat distributions, so the gate (a trained model's) does not apply; a broken
     # quantization (an unmasked -1e9 range, a wrong scale) is far outside these bounds.
-    report = parity_report(tiny_model, out, read_task_pairs()[::40], max_new_tokens=TARGET, num_beams=1)
+    report = parity_report(tiny_model, out, read_task_pairs()[::40], ParityOptions(max_new_tokens=TARGET, num_beams=1))
     assert report["max_abs_logit_diff"] <= 0.25 * report["max_abs_logit"]
     assert report["token_agreement"] >= 0.6
 

@@ -8,13 +8,13 @@ import json
 
 from mt5lite.compression.compress import compress
 from mt5lite.data import HELDOUT_TASK, read_task_pairs
-from mt5lite.verification.pipeline import pipeline_report, write_pipeline_report
+from mt5lite.verification.pipeline import ReportSamples, pipeline_report, write_pipeline_report
 from tests.conftest import run_cli
 
 STAGE_KEYS = {"kind", "path", "precision", "bytes", "max_abs_logit_diff_vs_pytorch", "greedy_agreement",
               "beam_agreement", "exact_match", "chrf", "per_language", "ms_per_token"}
 PAIRS = read_task_pairs(HELDOUT_TASK)[::30]  # 20 pairs, every language
-SMALL = {"beam_samples": 4, "logit_samples": 4, "speed_samples": 2}
+SMALL = {"samples": ReportSamples(beam=4, logits=4, speed=2)}
 
 
 def test_the_report_holds_every_stage_of_the_run(demo_model, static_export, tflite_int8, executorch_fp32, tmp_path):

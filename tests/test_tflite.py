@@ -18,7 +18,7 @@ from mt5lite.exporters.tflite_export import export_tflite
 from mt5lite.exporters.tflite_inspect import read_signatures
 from mt5lite.runtimes.litert import LiteRTGenerator
 from mt5lite.runtimes.options import DecodingOptions
-from mt5lite.verification.parity import parity_report
+from mt5lite.verification.parity import ParityOptions, parity_report
 from tests.conftest import REPO_ROOT, run_cli
 
 FP32_ATOL = 1e-4  # TFLite fp32 vs PyTorch, on logits
@@ -61,7 +61,7 @@ def test_no_flex_ops_in_any_default_build(static_export, tflite_fp32, tflite_int
         assert ops and "FULLY_CONNECTED" in ops, role
         assert not [op for op in ops if op.startswith("Flex") or op == "CUSTOM"], (role, ops)
     assert manifest["tflite"]["flex_ops"] == [] and manifest["tflite"]["android_library"] is None
-    report = parity_report(REPO_ROOT / "models" / "demo", out, _pairs(20), num_beams=1, beam_samples=1)
+    report = parity_report(REPO_ROOT / "models" / "demo", out, _pairs(20), ParityOptions(num_beams=1, beam_samples=1))
     floor = {"fp32": 1.0, "fp16": 0.99, "dynamic-int8": 0.97, "int8": 0.95}[quantize]
     assert report["greedy_agreement"] >= floor
 
@@ -99,7 +99,7 @@ def test_full_int8_is_integer_only_with_calibrated_masks(tflite_int8):
 
 
 def test_tflite_fp32_matches_pytorch(demo_model, tflite_fp32):
-    report = parity_report(demo_model, tflite_fp32, _pairs(10), num_beams=4, beam_samples=20)
+    report = parity_report(demo_model, tflite_fp32, _pairs(10), ParityOptions(beam_samples=20))
     assert report["max_abs_logit_diff"] <= FP32_ATOL
     assert report["greedy_agreement"] == 1.0 and report["beam_agreement"] == 1.0
     assert report["exact_match"]["candidate"] == report["exact_match"]["reference"]

@@ -7,6 +7,7 @@ generated ids identical (greedy and beam search), then task quality for both.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +37,22 @@ def agreement(a: list[list[int]], b: list[list[int]]) -> tuple[float, float]:
     return same, (equal / total if total else 1.0)
 
 
-def parity_report(model_dir: str | os.PathLike, export_dir: str | os.PathLike, pairs, threads: int | None = None,
-                  max_new_tokens: int = 32, num_beams: int = 4, beam_samples: int | None = None,
-                  batch_size: int = 32, allow_pickle: bool = False, progress: bool = False) -> dict:
-    """Compare PyTorch with an export on ``pairs``: logits, greedy and beam ids, exact match and chrF."""
+@dataclass(frozen=True)
+class ParityOptions:
+    """What a parity comparison decodes: tokens per input, beams, the inputs beam search runs on (None: all) and
+    how many inputs are decoded together."""
+
+    max_new_tokens: int = 32
+    num_beams: int = 4
+    beam_samples: int | None = None
+    batch_size: int = 32
+
+
+def parity_report(model_dir: str | os.PathLike, export_dir: str | os.PathLike, pairs,
+                  options: ParityOptions | None = None, threads: int | None = None, allow_pickle: bool = False,
+                  progress: bool = False) -> dict:
+    """Compare PyTorch with an export on ``pairs``: logits, greedy and beam ids, exact match and chrF
+    (``options``: ``ParityOptions``)."""
     from tqdm import tqdm
 
     from mt5lite.checkpoint import load_model
@@ -53,9 +66,11 @@ def parity_report(model_dir: str | os.PathLike, export_dir: str | os.PathLike, p
     torch_backend = TorchBackend(model, generator.backend.max_target_length)
     suppressed = list(range(generator.tokenizer.piece_count, model.config.vocab_size))
     pairs = list(pairs)
+    options = options or ParityOptions()
+    max_new_tokens, num_beams, batch_size = options.max_new_tokens, options.num_beams, options.batch_size
     greedy = DecodingOptions(max_new_tokens=max_new_tokens)
     beam = DecodingOptions(max_new_tokens=max_new_tokens, num_beams=num_beams)
-    beam_pairs = pairs[: beam_samples or len(pairs)]
+    beam_pairs = pairs[: options.beam_samples or len(pairs)]
     ref_greedy, cand_greedy, ref_beam, cand_beam = [], [], [], []
     found = Differences()
     for start in tqdm(range(0, len(pairs), batch_size), desc="parity", disable=not progress, unit="batch"):

@@ -11,6 +11,7 @@ original, compared at the pieces both tokenizers share.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from mt5lite.reports import markdown_table, write_report
@@ -38,28 +39,21 @@ def _quality(report_scores: dict) -> dict:
                              for lang, row in report_scores["per_language"].items()}}
 
 
-def pipeline_report(model_dir: str | os.PathLike, exports: list[tuple[str, str | os.PathLike]], pairs,
-                    original_dir: str | os.PathLike | None = None, threads: int | None = None,
-                    beam_samples: int = 100, logit_samples: int = 32, speed_samples: int = 16,
-                    allow_pickle: bool = False, progress: bool = False) -> dict:
-    """Measure every stage: the PyTorch checkpoint ``model_dir`` (after ``original_dir`` when it was compressed
-    from it) and the ``exports`` (name, directory), in pipeline order, on the held-out ``pairs``."""
-    from mt5lite.runtimes.generators import open_export
-    from mt5lite.runtimes.options import DecodingOptions
-    from mt5lite.runtimes.torch_reference import TorchReference
-    from mt5lite.verification.comparison import time_per_token
-    from mt5lite.verification.evaluation import evaluate
-    from mt5lite.verification.kept_ids import at_kept_ids, kept_ids
-    from mt5lite.verification.parity import parity_report
+@dataclass(frozen=True)
+class ReportSamples:
+    """How many of the held-out inputs each measure of the pipeline report uses."""
 
-    pairs = list(pairs)
-    texts = [p.source for p in pairs]
-    model_dir = Path(model_dir)
-    references = {PYTORCH: TorchReference(model_dir, allow_pickle=allow_pickle, threads=threads)}
-    if original_dir is not None:
-        references = {ORIGINAL: TorchReference(original_dir, allow_pickle=allow_pickle, threads=threads),
-                      **references}
-    stages: dict[str, dict] = {}
+    beam: int = 100  # beam search compared with PyTorch
+    logits: int = 32  # teacher-forced logits against the stage each was made from
+    speed: int = 16  # ms/token, the stages taking turns
+
+
+def _checkpoint_stages(references: dict, model_dir: Path, original_dir, pairs) -> dict[str, dict]:
+    """The rows of the PyTorch checkpoints (the original, when compressed from one, and the exported one)."""
+    from mt5lite.runtimes.options import DecodingOptions
+    from mt5lite.verification.evaluation import evaluate
+
+    stages = {}
     for name, reference in references.items():
         scores = evaluate(lambda batch, r=reference: r.generate(batch, DecodingOptions()), pairs)
         directory = Path(original_dir) if name == ORIGINAL else model_dir
@@ -68,6 +62,32 @@ def pipeline_report(model_dir: str | os.PathLike, exports: list[tuple[str, str |
                         "max_abs_logit_diff_vs_pytorch": 0.0 if name == PYTORCH else None,
                         "greedy_agreement": 1.0 if name == PYTORCH else None,
                         "beam_agreement": 1.0 if name == PYTORCH else None, **_quality(scores)}
+    return stages
+
+
+def pipeline_report(model_dir: str | os.PathLike, exports: list[tuple[str, str | os.PathLike]], pairs,
+                    original_dir: str | os.PathLike | None = None, samples: ReportSamples | None = None,
+                    threads: int | None = None, allow_pickle: bool = False, progress: bool = False) -> dict:
+    """Measure every stage: the PyTorch checkpoint ``model_dir`` (after ``original_dir`` when it was compressed
+    from it) and the ``exports`` (name, directory), in pipeline order, on the held-out ``pairs`` (``samples``:
+    how many inputs each measure uses)."""
+    from mt5lite.runtimes.generators import open_export
+    from mt5lite.runtimes.options import DecodingOptions
+    from mt5lite.runtimes.torch_reference import TorchReference
+    from mt5lite.verification.comparison import time_per_token
+    from mt5lite.verification.kept_ids import at_kept_ids, kept_ids
+    from mt5lite.verification.parity import ParityOptions, parity_report
+
+    pairs = list(pairs)
+    texts = [p.source for p in pairs]
+    model_dir = Path(model_dir)
+    samples = samples or ReportSamples()
+    beam_samples, logit_samples, speed_samples = samples.beam, samples.logits, samples.speed
+    references = {PYTORCH: TorchReference(model_dir, allow_pickle=allow_pickle, threads=threads)}
+    if original_dir is not None:
+        references = {ORIGINAL: TorchReference(original_dir, allow_pickle=allow_pickle, threads=threads),
+                      **references}
+    stages = _checkpoint_stages(references, model_dir, original_dir, pairs)
     if original_dir is not None:
         stages[PYTORCH]["previous"] = ORIGINAL
         # The compressed checkpoint against the original, at the pieces its tokenizer kept.
@@ -77,7 +97,7 @@ def pipeline_report(model_dir: str | os.PathLike, exports: list[tuple[str, str |
     generators, previous = {}, PYTORCH
     for name, directory in exports:
         generators[name] = open_export(directory, threads=threads)
-        parity = parity_report(model_dir, directory, pairs, threads=threads, beam_samples=beam_samples,
+        parity = parity_report(model_dir, directory, pairs, ParityOptions(beam_samples=beam_samples), threads=threads,
                                allow_pickle=allow_pickle, progress=progress)
         vs_previous = (parity["max_abs_logit_diff"] if previous == PYTORCH
                        else _against_source(generators[previous], generators[name], texts[:logit_samples]))

@@ -233,13 +233,13 @@ def _reported(layout: Layout) -> list[tuple[str, Path]]:
 
 
 def _run_report(run: Run) -> dict:
-    from mt5lite.verification.pipeline import pipeline_report, write_pipeline_report
+    from mt5lite.verification.pipeline import ReportSamples, pipeline_report, write_pipeline_report
 
     config, layout = run.config, run.layout
     report = pipeline_report(layout.source, _reported(layout), run.pairs,
-                             original_dir=config.model if layout.compressing else None, threads=config.threads,
-                             beam_samples=config.report.beam_samples, allow_pickle=config.allow_pickle,
-                             progress=run.progress)
+                             original_dir=config.model if layout.compressing else None,
+                             samples=ReportSamples(beam=config.report.beam_samples), threads=config.threads,
+                             allow_pickle=config.allow_pickle, progress=run.progress)
     paths = write_pipeline_report(report, layout.reports / "pipeline.json")
     return {"report": str(paths[0]),
             "stages": {name: {"exact_match": stage["exact_match"], "bytes": stage["bytes"],
