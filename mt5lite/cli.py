@@ -203,24 +203,6 @@ def _announce(index: int, total: int, planned) -> None:
     print(f"[{index}/{total}] {planned.name}: {state}", flush=True)
 
 
-def _stage_line(stage) -> str:
-    """One row of the closing summary: what a stage's figures say."""
-    summary = stage.summary
-    if "greedy_agreement" in summary and "gate" in summary:
-        return (f"greedy agreement {summary['greedy_agreement']:.3f}, exact match {summary['exact_match']:.3f} "
-                f"(fp32 {summary['exact_match_reference']:.3f}), {summary['size_bytes'] / 1e6:.2f} MB, gate "
-                f"{summary['gate']}")
-    if "greedy_agreement" in summary:
-        return (f"max |logit diff| {summary['max_abs_logit_diff']:.2e}, greedy agreement "
-                f"{summary['greedy_agreement']:.3f}, beam agreement {summary['beam_agreement']:.3f}")
-    if "max_abs_diff" in summary:
-        return f"validated: max |diff| {summary['max_abs_diff']:.2e}"
-    if "stages" in summary:
-        return "; ".join(f"{name} EM {row['exact_match']:.3f} {row['bytes'] / 1e6:.1f} MB "
-                         f"{row['ms_per_token']:.2f} ms/token" for name, row in summary["stages"].items())
-    return ", ".join(f"{key} {value}" for key, value in summary.items())
-
-
 def cmd_pipeline(args: argparse.Namespace) -> int:
     """The main job in one command: compression (optional) -> ONNX export (validated) and its parity report ->
     int8 ONNX (the recipe, gated) -> TFLite at a precision (gated below fp32) and its parity report -> ExecuTorch
@@ -232,6 +214,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
     from mt5lite.workflow import check, plan, run_pipeline
     from mt5lite.workflow.config import as_table
+    from mt5lite.workflow.stages import STAGES
 
     config = _pipeline_config(args)
     if args.print_config:
@@ -248,7 +231,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     for stage in result.stages:
         print(f"  {stage.name:>13}  {'reused (built in' if stage.reused else 'built in'} {stage.seconds:.0f} s"
               f"{')' if stage.reused else ''}  "
-              f"{_stage_line(stage)}")
+              f"{STAGES[stage.name].headline(stage.summary)}")
     if result.report is not None:
         print(f"pipeline report: {result.report} (Markdown and PNG beside it)")
     return 0

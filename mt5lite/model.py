@@ -11,7 +11,6 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from mt5lite.manifest import MANIFEST_NAME
 from mt5lite.runtimes.options import DecodingOptions
 from mt5lite.runtimes.tokenizer import Overflow
 
@@ -100,5 +99,4 @@ def load(path: str | os.PathLike, threads: int | None = None, allow_pickle: bool
     from mt5lite.runtimes.generators import open_generator
 
     generator = open_generator(path, allow_pickle=allow_pickle, threads=threads, max_source_length=max_source_length)
-    manifest = getattr(generator, "manifest", None) if (Path(path) / MANIFEST_NAME).is_file() else None
-    return Model(path, generator, manifest)
+    return Model(path, generator, getattr(generator, "manifest", None))  # a checkpoint's reference has none

@@ -151,11 +151,12 @@ class Decoder:
             raise InputError(f"streaming decodes one input greedily, got {len(input_ids)} inputs and "
                              f"{options.num_beams} beams")
         cross_k, cross_v = self._encode(input_ids, attention_mask, options)
-        for tokens in self._greedy_steps(attention_mask, cross_k, cross_v, options):
+        for tokens, _ in self._greedy_steps(attention_mask, cross_k, cross_v, options):
             yield int(tokens[0])
 
-    def _greedy_steps(self, mask, cross_k, cross_v, options) -> Iterator[np.ndarray]:
-        """Each step's greedy token per row, until every row has produced eos or ``max_new_tokens`` steps ran."""
+    def _greedy_steps(self, mask, cross_k, cross_v, options) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Each step's greedy token per row and the rows still decoding (no eos before this step), until every row
+        has produced eos or ``max_new_tokens`` steps ran."""
         batch = mask.shape[0]
         cache_k, cache_v = self._new_cache(cross_k, batch)
         tokens = np.full(batch, self.decoder_start_id, dtype=np.int64)
@@ -164,18 +165,16 @@ class Decoder:
             logits = self._step(tokens, position, mask, cross_k, cross_v, cache_k, cache_v)
             logits[:, self.suppressed] = -np.inf
             tokens = logits.argmax(axis=-1).astype(np.int64)
-            yield tokens
+            yield tokens, ~finished
             finished |= tokens == self.eos_id
             if finished.all():
                 break
 
     def _greedy(self, mask, cross_k, cross_v, options) -> list[list[int]]:
         outputs: list[list[int]] = [[] for _ in range(mask.shape[0])]
-        finished = np.zeros(mask.shape[0], dtype=bool)
-        for tokens in self._greedy_steps(mask, cross_k, cross_v, options):
-            for row in np.flatnonzero(~finished):
+        for tokens, active in self._greedy_steps(mask, cross_k, cross_v, options):
+            for row in np.flatnonzero(active):
                 outputs[row].append(int(tokens[row]))
-            finished |= tokens == self.eos_id
         return outputs
 
     def _beam(self, mask, cross_k, cross_v, options) -> list[list[int]]:

@@ -105,15 +105,13 @@ def plan(config: PipelineConfig, force: bool = False) -> list[PlannedStage]:
     for name, stage in STAGES.items():
         if not stage.enabled(config):
             continue
-        inputs = {}
-        for label, ref in stage.inputs(layout).items():
-            kind, _, target = ref.partition(":")
-            inputs[label] = keys[target] if kind == "stage" else stamps.content_hash(target)
+        refs = {label: ref.partition(":") for label, ref in stage.inputs(layout).items()}
+        inputs = {label: keys[target] if kind == "stage" else stamps.content_hash(target)
+                  for label, (kind, _, target) in refs.items()}
         key = keys[name] = stamps.stage_key(name, stage.options(config), inputs)
         outputs = stage.outputs(layout)
         stamp = stamps.read_stamp(layout.root, name)
-        builds_on = tuple(target.partition(":")[2] for target in stage.inputs(layout).values()
-                          if target.startswith("stage:"))
+        builds_on = tuple(target for kind, _, target in refs.values() if kind == "stage")
         upstream = sorted(set(builds_on) & rebuilt)
         if force:
             why = "--force"

@@ -83,6 +83,7 @@ class Stage:
     outputs: Callable[[Layout], list[Path]]
     run: Callable[[Run], dict]
     description: str
+    headline: Callable[[dict], str]  # the summary in one line, for the final table
 
 
 def _data(layout: Layout) -> dict[str, str]:
@@ -126,6 +127,25 @@ def _gate_summary(report: dict | None) -> dict:
     return {"greedy_agreement": report["greedy_agreement"], "exact_match": report["exact_match"],
             "exact_match_reference": report["exact_match_reference"], "size_bytes": report["size_bytes"],
             "gate": "passed" if report["gate"]["passed"] else "FAILED: " + "; ".join(report["gate"]["failures"])}
+
+
+def _gated_line(summary: dict) -> str:
+    precision = f"{summary['precision']}: " if "precision" in summary else ""
+    if "gate" not in summary:
+        return f"{precision}held to fp32's tolerance"
+    return (f"{precision}greedy agreement {summary['greedy_agreement']:.3f}, exact match {summary['exact_match']:.3f} "
+            f"(fp32 {summary['exact_match_reference']:.3f}), {summary['size_bytes'] / 1e6:.2f} MB, gate "
+            f"{summary['gate']}")
+
+
+def _parity_line(summary: dict) -> str:
+    return (f"max |logit diff| {summary['max_abs_logit_diff']:.2e}, greedy agreement "
+            f"{summary['greedy_agreement']:.3f}, beam agreement {summary['beam_agreement']:.3f}")
+
+
+def _report_line(summary: dict) -> str:
+    return "; ".join(f"{name} EM {row['exact_match']:.3f} {row['bytes'] / 1e6:.1f} MB {row['ms_per_token']:.2f} "
+                     "ms/token" for name, row in summary["stages"].items())
 
 
 def pass_configs(config: PipelineConfig) -> dict:
@@ -189,7 +209,8 @@ def _parity_stage(stage: str, export: Callable[[Layout], Path], report: Callable
         return {key: result[key] for key in ("max_abs_logit_diff", "greedy_agreement", "beam_agreement")}
 
     return Stage(enabled=enabled, inputs=lambda lay: {**lay.source_input(), "export": f"stage:{stage}", **_data(lay)},
-                 options=lambda c: {}, outputs=lambda lay: [report(lay)], run=run_parity, description=description)
+                 options=lambda c: {}, outputs=lambda lay: [report(lay)], run=run_parity, description=description,
+                 headline=_parity_line)
 
 
 def _run_quantize(run: Run) -> dict:
@@ -266,13 +287,15 @@ STAGES: Registry[Stage] = Registry("pipeline stage", {
         options=lambda c: {"passes": c.compress.chain(), "pass_options": c.pass_options,
                            "quality": c.compress.quality},
         outputs=lambda lay: [lay.compressed],
-        run=_run_compress, description="compression passes"),
+        run=_run_compress, description="compression passes",
+        headline=lambda s: f"{s['passes']}: parameters {s['parameters'][0]:,} -> {s['parameters'][1]:,}"),
     "onnx": Stage(
         enabled=lambda c: True,
         inputs=lambda lay: lay.source_input(),
         options=lambda c: _asdict(replace(c.onnx, static_shapes=True)),
         outputs=lambda lay: [lay.onnx],
-        run=_run_onnx, description="ONNX export (static shapes), validated against PyTorch"),
+        run=_run_onnx, description="ONNX export (static shapes), validated against PyTorch",
+        headline=lambda s: f"validated: max |diff| {s['max_abs_diff']:.2e}"),
     "parity-onnx": _parity_stage("onnx", lambda lay: lay.onnx, lambda lay: lay.reports / "parity-onnx.json",
                                  lambda c: True, "parity report: PyTorch vs ONNX"),
     "onnx-int8": Stage(
@@ -280,7 +303,8 @@ STAGES: Registry[Stage] = Registry("pipeline stage", {
         inputs=lambda lay: {"export": "stage:onnx", **_calibration(lay), **_data(lay)},
         options=lambda c: {**_asdict(_quantize_config(c)), "gate": c.gate, "threads": c.threads},
         outputs=lambda lay: [lay.onnx_int8, lay.gate_report(f"quantize-{lay.config.quantize.recipe}")],
-        run=_run_quantize, description="int8 ONNX export (ONNX Runtime), gated"),
+        run=_run_quantize, description="int8 ONNX export (ONNX Runtime), gated",
+        headline=_gated_line),
     "tflite": Stage(
         enabled=lambda c: c.tflite is not None,
         inputs=lambda lay: {"export": "stage:onnx", **_calibration(lay), **_data(lay)},
@@ -288,7 +312,8 @@ STAGES: Registry[Stage] = Registry("pipeline stage", {
                            "threads": c.threads},
         outputs=lambda lay: [lay.tflite] + ([lay.gate_report(f"tflite-{lay.config.tflite.quantize}")]
                                            if _tflite_gated(lay.config) else []),
-        run=_run_tflite, description="TFLite (LiteRT) conversion, gated below fp32"),
+        run=_run_tflite, description="TFLite (LiteRT) conversion, gated below fp32",
+        headline=_gated_line),
     "parity-tflite": _parity_stage("tflite", lambda lay: lay.tflite, lambda lay: lay.tflite / "parity.json",
                                    lambda c: c.tflite is not None, "parity report: PyTorch vs TFLite"),
     "executorch": Stage(
@@ -298,11 +323,12 @@ STAGES: Registry[Stage] = Registry("pipeline stage", {
                            "threads": c.threads},
         outputs=lambda lay: [lay.executorch] + ([lay.gate_report(f"executorch-{lay.config.executorch.quantize}")]
                                                 if _executorch_gated(lay.config) else []),
-        run=_run_executorch, description="ExecuTorch program (XNNPACK), gated below fp32"),
+        run=_run_executorch, description="ExecuTorch program (XNNPACK), gated below fp32",
+        headline=_gated_line),
     "report": Stage(
         enabled=lambda c: c.report is not None,
         inputs=_report_inputs,
         options=lambda c: {**_asdict(c.report), "threads": c.threads},
         outputs=lambda lay: [lay.reports / f"pipeline.{suffix}" for suffix in ("json", "md", "png")],
-        run=_run_report, description="the pipeline report: every stage in one table"),
+        run=_run_report, description="the pipeline report: every stage in one table", headline=_report_line),
 })
