@@ -85,8 +85,8 @@ def torch_decode(reference, text: str, new_tokens: int) -> float:
 
 def prepare(model_dir: Path, work: Path, recipes: list[str], threads: int) -> dict[str, Path]:
     """The fp32 export and one quantized export per recipe under ``work`` (reused when already there)."""
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
-    from mt5lite.exporters.quantize import QuantizeConfig, quantize_export
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.quantize.recipes import QuantizeConfig, quantize_export
 
     exports = {"fp32": work / "fp32"}
     if not (exports["fp32"] / "manifest.json").is_file():

@@ -29,7 +29,7 @@ from mt5lite.verification.comparison import directory_bytes
 
 EXPORT = """
 import sys
-from mt5lite.exporters.executorch_export import ExecutorchExportConfig, export_executorch
+from mt5lite.exporters.executorch.export import ExecutorchExportConfig, export_executorch
 export_executorch(sys.argv[1], sys.argv[2], ExecutorchExportConfig(quantize=sys.argv[3]), force=True,
                   gate=False)
 """

@@ -69,10 +69,10 @@ def checkpoints(work: Path, train: Path, steps: int, pairs) -> dict[str, Path]:
 
 def exports(checkpoint: Path, work: Path) -> dict[str, Path]:
     """fp32 static ONNX, static int8 ONNX and full-int8 TFLite of ``checkpoint`` (reused when already there)."""
-    from mt5lite.exporters.calibration import CalibrationDraw
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
-    from mt5lite.exporters.quantize import QuantizeConfig, quantize_export
-    from mt5lite.exporters.tflite_export import export_tflite
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.quantize.calibration import CalibrationDraw
+    from mt5lite.exporters.quantize.recipes import QuantizeConfig, quantize_export
+    from mt5lite.exporters.tflite.export import export_tflite
 
     out = {"onnx": work / "onnx", "onnx-int8": work / "onnx-int8", "tflite-int8": work / "tflite-int8"}
     if not (out["onnx"] / "manifest.json").is_file():

@@ -96,7 +96,7 @@ def run_shape(work: Path, recipes: list[str], threads: int, inputs: int, new_tok
     """Every recipe on mt5-small's shape, plain and with outliers, decoded side by side."""
     from bench_quantization import side_by_side
 
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
     from mt5lite.runtimes.generators import open_export
     from mt5lite.verification.comparison import directory_bytes
 
@@ -153,11 +153,11 @@ def shape_markdown(report: dict) -> str:
 def build(recipe: str, model: Path, onnx_dir: Path, out: Path, rtol: float | None = None) -> Path:
     """The recipe's export of ``onnx_dir`` (ExecuTorch: of ``model``, its fp32 program validated with ``rtol``) at
     ``out`` (``run`` rebuilds every time, the code being what is measured; ``run_shape`` reuses what is built)."""
-    from mt5lite.exporters.quantize import QuantizeConfig, quantize_export
-    from mt5lite.exporters.tflite_export import TfliteOptions, export_tflite
+    from mt5lite.exporters.quantize.recipes import QuantizeConfig, quantize_export
+    from mt5lite.exporters.tflite.export import TfliteOptions, export_tflite
 
     if recipe == "executorch-int8":  # compared with the fp32 ONNX export: the fp32 program computes the same ids
-        from mt5lite.exporters.executorch_export import ExecutorchExportConfig, export_executorch
+        from mt5lite.exporters.executorch.export import ExecutorchExportConfig, export_executorch
 
         config = ExecutorchExportConfig(quantize="int8")
         export_executorch(model, out, config if rtol is None else replace(config, rtol=rtol), force=True,
@@ -222,7 +222,7 @@ def _outlier_step(row: dict) -> str:
 def run(fixtures: list[str], recipes: list[str], work: Path, threads: int, steps: int,
         output: Path | None = None) -> dict:
     """Every recipe on every fixture (the report rewritten at ``output`` after each row)."""
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
     from mt5lite.verification.comparison import compare_exports
 
     pairs = read_task_pairs(HELDOUT_TASK)

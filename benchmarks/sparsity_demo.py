@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     """Prune, export, measure, write JSON."""
     from mt5lite.compression.compress import compress
     from mt5lite.compression.sparsity import MagnitudePruneConfig
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
     from mt5lite.runtimes.onnx_runtime import OnnxGenerator
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -47,10 +47,10 @@ def _once(path: Path, make) -> Path:
 def build(original: Path, work: Path) -> dict[str, Path]:
     """The trimmed checkpoint and every export, reused when already there."""
     from mt5lite.compression.compress import compress
-    from mt5lite.exporters.calibration import CalibrationDraw
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
-    from mt5lite.exporters.quantize import QuantizeConfig, quantize_export
-    from mt5lite.exporters.tflite_export import export_tflite
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.quantize.calibration import CalibrationDraw
+    from mt5lite.exporters.quantize.recipes import QuantizeConfig, quantize_export
+    from mt5lite.exporters.tflite.export import export_tflite
 
     static = OnnxExportConfig(static_shapes=True)
     paths = {"trimmed": _once(work / "trimmed", lambda p: compress(original, p, ["trim-vocab"], {}, force=True,
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     import repo_path  # noqa: F401  (tests.fixtures: not in the wheel)
 
     from mt5lite.compression.compress import read_sentencepiece
-    from mt5lite.exporters.onnx_export import OnnxExportConfig
+    from mt5lite.exporters.onnx.export import OnnxExportConfig
     from mt5lite.runtimes.onnx_runtime import OnnxGenerator
     from mt5lite.verification.kept_ids import compare_trimmed
     from mt5lite.verification.teacher_forced import diff_rows

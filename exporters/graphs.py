@@ -50,9 +50,9 @@ class EncoderGraph(nn.Module):
         self.heads = model.config.num_heads
         self.d_kv = model.config.d_kv
         # Smoothing (int8): the cross K/V read the encoder's output divided per channel by what their weights took,
-        # while encoder_hidden_states stays as it is (mt5lite.exporters.torch_smoothing).
+        # while encoder_hidden_states stays as it is (mt5lite.exporters.quantize.outliers.torch_smoothing).
         self.cross_scale = None if cross_scale is None else nn.Parameter(cross_scale, requires_grad=False)
-        # A rotated residual stream (int8; mt5lite.exporters.torch_rotation): the cross K/V read the encoder's output
+        # A rotated residual stream (int8; outliers.torch_rotation): the cross K/V read the encoder's output
         # rotated, encoder_hidden_states turns back through this [D, D] matrix.
         self.output_rotation = None if output_rotation is None else nn.Parameter(output_rotation,
                                                                                  requires_grad=False)

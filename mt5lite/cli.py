@@ -110,7 +110,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     """Export a checkpoint as encoder.onnx + decoder.onnx (decoder step over a fixed-size KV cache), with the
     tokenizer and manifest.json, validated against PyTorch before it is written."""
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
 
     config = OnnxExportConfig(max_source_length=args.max_source_length, max_target_length=args.max_target_length,
                               static_shapes=args.static_shapes, opset=args.opset,
@@ -131,8 +131,8 @@ def cmd_export_tflite(args: argparse.Namespace) -> int:
     with hashes and op lists, each signature run once in a child process, then validated against the ONNX export.
     Full int8 is calibrated on multilingual samples; every precision but fp32 is then compared with the ONNX export
     on a held-out set and held to the quality gate."""
-    from mt5lite.exporters.calibration import CalibrationDraw
-    from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS, TfliteOptions, export_tflite
+    from mt5lite.exporters.quantize.calibration import CalibrationDraw
+    from mt5lite.exporters.tflite.export import TFLITE_PRECISIONS, TfliteOptions, export_tflite
 
     gate = _gate(args)  # the held-out pairs read before any work, so a bad file fails fast
     calibration = CalibrationDraw(args.calibration, args.samples, args.max_decoder_steps)
@@ -162,8 +162,8 @@ def cmd_export_executorch(args: argparse.Namespace) -> int:
     common weights, lowered to the XNNPACK delegate: the contract's names, shapes and manifest. fp32 is validated
     against PyTorch; int8 (static, PT2E) is calibrated on the same multilingual draw as ONNX and TFLite int8, then
     compared with the fp32 program on a held-out set and held to the quality gate."""
-    from mt5lite.exporters.calibration import CalibrationDraw
-    from mt5lite.exporters.executorch_export import PTE_PRECISIONS, ExecutorchExportConfig, export_executorch
+    from mt5lite.exporters.executorch.export import PTE_PRECISIONS, ExecutorchExportConfig, export_executorch
+    from mt5lite.exporters.quantize.calibration import CalibrationDraw
 
     gate = _gate(args)  # the held-out pairs read before any work, so a bad file fails fast
     config = ExecutorchExportConfig(max_source_length=args.max_source_length, max_target_length=args.max_target_length,
@@ -280,7 +280,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
 
 def _quantize_config(args: argparse.Namespace):
-    from mt5lite.exporters.quantize import QuantizeConfig
+    from mt5lite.exporters.quantize.recipes import QuantizeConfig
 
     return QuantizeConfig(recipe=args.recipe, method=args.method, per_channel=args.per_channel, format=args.format,
                           groups=tuple(args.groups) if args.groups else None, exclude=tuple(args.exclude),
@@ -292,7 +292,7 @@ def _quantize_config(args: argparse.Namespace):
 def cmd_quantize(args: argparse.Namespace) -> int:
     """Quantize an fp32 ONNX export into a new export (same contract, manifest naming the recipe), then compare
     it with the fp32 export on a held-out set: agreement, exact match per language, size and decoding speed."""
-    from mt5lite.exporters.quantize import quantize_export
+    from mt5lite.exporters.quantize.recipes import quantize_export
 
     config = _quantize_config(args)
     gate = _gate(args)  # the held-out pairs read before any work, so a bad file fails fast
@@ -334,8 +334,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     """Quantize one node group at a time (static int8) and measure each against the fp32 export: greedy
     agreement and teacher-forced logit error. The default static recipe is chosen from this table."""
     from mt5lite.data import read_tagged_texts
-    from mt5lite.exporters.calibration import draw_samples
-    from mt5lite.exporters.sensitivity import sensitivity_analysis, write_sensitivity_report
+    from mt5lite.exporters.quantize.calibration import draw_samples
+    from mt5lite.exporters.quantize.sensitivity import sensitivity_analysis, write_sensitivity_report
 
     args.recipe, args.groups, args.exclude = "static-int8", None, []
     args.smooth = args.keep_wide = False  # each group's own sensitivity (sensitivity_analysis says so too)
@@ -408,7 +408,7 @@ def cmd_android_assets(args: argparse.Namespace) -> int:
     checked), with sample inputs per task and language and the Python LiteRT runtime's outputs for the app's
     instrumented test."""
     from mt5lite.data import read_task_pairs
-    from mt5lite.exporters.android_assets import bundle_for_android
+    from mt5lite.exporters.apps.android_assets import bundle_for_android
 
     written = bundle_for_android(args.export, args.app, read_task_pairs(args.data))
     print(f"{written['files']} files ({written['bytes'] / 1e6:.1f} MB, export {written['export_id'][:12]}) and "
@@ -455,7 +455,7 @@ def cmd_train_demo(args: argparse.Namespace) -> int:
 
 
 def _add_calibration_args(parser: argparse.ArgumentParser) -> None:
-    from mt5lite.exporters.calibration import MIN_SAMPLES, CalibrationDraw
+    from mt5lite.exporters.quantize.calibration import MIN_SAMPLES, CalibrationDraw
 
     parser.add_argument("--calibration", type=Path, default=CalibrationDraw.file,
                         help="calibration inputs: lang<TAB>text sentences or lang<TAB>source<TAB>target pairs")
@@ -466,7 +466,7 @@ def _add_calibration_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_quantize_args(parser: argparse.ArgumentParser) -> None:
-    from mt5lite.exporters.quantize import Format, Method
+    from mt5lite.exporters.quantize.recipes import Format, Method
 
     _add_calibration_args(parser)
     parser.add_argument("--method", choices=[m.value for m in Method], default=Method.MINMAX.value,
@@ -496,7 +496,7 @@ def _add_output_args(parser: argparse.ArgumentParser, what: str, required: bool 
 
 def _add_length_args(parser: argparse.ArgumentParser) -> None:
     """An export's lengths and validation samples, with ``OnnxExportConfig``'s defaults (ExecuTorch shares them)."""
-    from mt5lite.exporters.onnx_export import OnnxExportConfig as Defaults
+    from mt5lite.exporters.onnx.export import OnnxExportConfig as Defaults
 
     parser.add_argument("--max-source-length", type=int, default=Defaults.max_source_length,
                         help="longest input in tokens (eos included)")
@@ -549,8 +549,8 @@ def _evaluate_parser(sub) -> None:
 
 
 def _export_parsers(sub) -> None:
-    from mt5lite.exporters.executorch_export import PTE_PRECISIONS
-    from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS
+    from mt5lite.exporters.executorch.export import PTE_PRECISIONS
+    from mt5lite.exporters.tflite.export import TFLITE_PRECISIONS
 
     export = sub.add_parser("export", help="export a checkpoint (onnx, executorch), or convert an ONNX export (tflite)",
                             formatter_class=_Formatter)
@@ -599,9 +599,9 @@ def _parity_parser(sub) -> None:
 
 def _pipeline_parser(sub) -> None:
     from mt5lite.compression.passes import PASSES
-    from mt5lite.exporters.executorch_export import PTE_PRECISIONS
-    from mt5lite.exporters.quantize import RECIPES
-    from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS
+    from mt5lite.exporters.executorch.export import PTE_PRECISIONS
+    from mt5lite.exporters.quantize.recipes import RECIPES
+    from mt5lite.exporters.tflite.export import TFLITE_PRECISIONS
 
     run = _command(sub, "pipeline", "the main job: compress, export, int8, TFLite (ExecuTorch), report",
                    cmd_pipeline)
@@ -646,8 +646,8 @@ def _pipeline_report_parser(sub) -> None:
 
 
 def _quantize_parser(sub) -> None:
-    from mt5lite.exporters.quant_groups import GROUPS
-    from mt5lite.exporters.quantize import RECIPES
+    from mt5lite.exporters.quantize.groups import GROUPS
+    from mt5lite.exporters.quantize.recipes import RECIPES
 
     quantize = _command(sub, "quantize", "quantize an fp32 ONNX export (static int8, dynamic int8, fp16)",
                         cmd_quantize)

@@ -45,7 +45,7 @@ def tiny_mt5(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_export(demo_model, tmp_path_factory):
     """The demo model's fp32 ONNX export (dynamic shapes, S=64, T_max=32)."""
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
 
     out = tmp_path_factory.mktemp("exports") / "demo"
     export_onnx(demo_model, out, OnnxExportConfig(max_source_length=64, max_target_length=32))
@@ -55,7 +55,7 @@ def demo_export(demo_model, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_export(tiny_model, tmp_path_factory):
     """Each tiny model's fp32 ONNX export (S=32, T_max=12)."""
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
 
     out = tmp_path_factory.mktemp("exports") / "tiny"
     export_onnx(tiny_model, out, OnnxExportConfig(max_source_length=32, max_target_length=12))
@@ -65,7 +65,7 @@ def tiny_export(tiny_model, tmp_path_factory):
 @pytest.fixture(scope="session")
 def static_export(demo_model, tmp_path_factory) -> Path:
     """The demo model's static-shape fp32 ONNX export (batch 1, S=32, T_max=32), the source of TFLite builds."""
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
 
     out = tmp_path_factory.mktemp("static") / "onnx"
     export_onnx(demo_model, out, OnnxExportConfig(max_source_length=32, max_target_length=32, static_shapes=True))
@@ -75,7 +75,7 @@ def static_export(demo_model, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tflite_fp32(static_export, tmp_path_factory) -> Path:
     """The static export converted to TFLite fp32."""
-    from mt5lite.exporters.tflite_export import export_tflite
+    from mt5lite.exporters.tflite.export import export_tflite
 
     out = tmp_path_factory.mktemp("tflite") / "fp32"
     export_tflite(static_export, out, "fp32")
@@ -98,7 +98,7 @@ def run_cli(*args: str | bytes, stdin: bytes | None = None) -> subprocess.Comple
 @pytest.fixture(scope="session")
 def tflite_int8(static_export, tmp_path_factory) -> Path:
     """The demo model's full-int8 TFLite export (calibrated on the project's multilingual samples)."""
-    from mt5lite.exporters.tflite_export import export_tflite
+    from mt5lite.exporters.tflite.export import export_tflite
 
     out = tmp_path_factory.mktemp("tflite") / "int8"
     export_tflite(static_export, out, "int8", gate=False)
@@ -108,7 +108,7 @@ def tflite_int8(static_export, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def executorch_fp32(demo_model, tmp_path_factory) -> Path:
     """The demo model's fp32 ExecuTorch export (one model.pte, S=32, T_max=32)."""
-    from mt5lite.exporters.executorch_export import ExecutorchExportConfig, export_executorch
+    from mt5lite.exporters.executorch.export import ExecutorchExportConfig, export_executorch
 
     out = tmp_path_factory.mktemp("executorch") / "demo-fp32"
     export_executorch(demo_model, out, ExecutorchExportConfig(max_source_length=32, max_target_length=32))

@@ -96,7 +96,7 @@ def test_android_assets_copy_the_export_by_its_manifest_with_samples_and_golden_
     import json
 
     from mt5lite.data import read_task_pairs
-    from mt5lite.exporters.android_assets import bundle_for_android
+    from mt5lite.exporters.apps.android_assets import bundle_for_android
     from mt5lite.manifest import load_manifest
 
     app = _app(tmp_path)

@@ -11,8 +11,8 @@ import pytest
 
 from mt5lite.data import read_task_pairs
 from mt5lite.errors import InputError, ModelFileError
-from mt5lite.exporters.calibration import CalibrationDraw
-from mt5lite.exporters.executorch_export import PTE_FILE, ExecutorchExportConfig, export_executorch
+from mt5lite.exporters.executorch.export import PTE_FILE, ExecutorchExportConfig, export_executorch
+from mt5lite.exporters.quantize.calibration import CalibrationDraw
 from mt5lite.manifest import MANIFEST_NAME, sha256_file, write_manifest
 from mt5lite.runtimes.generators import open_export
 from mt5lite.verification.comparison import Gate

@@ -53,7 +53,7 @@ def test_umt5_has_a_bias_table_per_layer_and_mt5_one_per_stack(tiny_model):
 @pytest.fixture(scope="session")
 def tiny_static(tiny_model, tmp_path_factory) -> Path:
     """Each family's tiny model exported with static shapes (batch 1), the source of its TFLite builds."""
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
 
     out = tmp_path_factory.mktemp("family-static") / "onnx"
     export_onnx(tiny_model, out, OnnxExportConfig(max_source_length=SOURCE, max_target_length=TARGET,
@@ -70,7 +70,7 @@ def test_manifest_names_the_family(tiny_model, tiny_export):
 
 def test_static_int8_converts_and_stays_close(tiny_model, tiny_export, tmp_path):
     from mt5lite.data import read_task_pairs
-    from mt5lite.exporters.quantize import QuantizeConfig, quantize_export
+    from mt5lite.exporters.quantize.recipes import QuantizeConfig, quantize_export
     from mt5lite.verification.parity import ParityOptions, parity_report
 
     out = tmp_path / "int8"
@@ -87,8 +87,8 @@ def test_static_int8_converts_and_stays_close(tiny_model, tiny_export, tmp_path)
 
 
 def test_tflite_builtin_ops_only_and_litert_matches_onnx_fp32(tiny_static, tmp_path):
-    from mt5lite.exporters.tflite_export import export_tflite
-    from mt5lite.exporters.tflite_inspect import read_signatures
+    from mt5lite.exporters.tflite.export import export_tflite
+    from mt5lite.exporters.tflite.inspection import read_signatures
 
     results = {precision: export_tflite(tiny_static, tmp_path / precision, precision, gate=False)
                for precision in ("fp32", "int8")}

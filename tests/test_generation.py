@@ -243,7 +243,7 @@ def eos_prone(tiny_model, tmp_path_factory):
     import torch
 
     from mt5lite.checkpoint import load_model
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
 
     root = tmp_path_factory.mktemp("eos_prone")
     model_dir = root / "model"

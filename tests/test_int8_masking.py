@@ -7,14 +7,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from mt5lite.exporters.int8_masking import (
+from mt5lite.exporters.tflite.masking import (
     LEAK_TOLERANCE,
     SAFETY_MARGIN,
     int8_mask_value,
     is_mask_constant,
     with_mask_value,
 )
-from mt5lite.exporters.onnx_to_tf import ConversionError
+from mt5lite.exporters.tflite.onnx_to_tf import ConversionError
 
 
 def _masked_softmax_graph(path, mask_constant: float = -1e9):

@@ -2,6 +2,9 @@
 
 Layers, bottom to top: 1 core, 2 runtimes, 3 verification, 4 exporters / compression / demo, 5 the CLI. Every
 ``mt5lite`` module is parsed (imports inside functions included); an import of a higher layer fails the test.
+Inside the exporters the folders rank too: what every target shares (the contract's torch graphs, validation), the
+ONNX export and its quantization passes, then the targets made from them (TFLite, ExecuTorch), then app packaging;
+a target never imports a sibling target.
 """
 
 from __future__ import annotations
@@ -26,8 +29,22 @@ LAYERS: tuple[tuple[int, str], ...] = (
 )
 #: What a device install lacks: no module of layers 1-2 may import these at module level.
 HEAVY = ("torch", "transformers", "tensorflow", "onnx", "sacrebleu", "num2words", "tqdm", "safetensors")
+#: (rank, exporters folder): the rank inside layer 4's exporters; equal ranks other than 0 may not import each other.
+EXPORTER_RANKS: tuple[tuple[int, str], ...] = (
+    (0, "mt5lite.exporters.onnx"), (0, "mt5lite.exporters.quantize"),
+    (1, "mt5lite.exporters.tflite"), (1, "mt5lite.exporters.executorch"),
+    (2, "mt5lite.exporters.apps"),
+)
 SUBPACKAGES = ("mt5lite", "mt5lite.verification", "mt5lite.demo", "mt5lite.runtimes", "mt5lite.exporters",
                "mt5lite.compression", "mt5lite.bundled_data", "mt5lite.bundled_models", "mt5lite.workflow")
+
+
+def exporter_folder(module: str) -> tuple[int, str] | None:
+    """``(rank, folder)`` of an exporters module (the shared top-level modules rank 0 in their own folder)."""
+    for rank, folder in EXPORTER_RANKS:
+        if module == folder or module.startswith(folder + "."):
+            return rank, folder
+    return (0, "mt5lite.exporters") if module.startswith("mt5lite.exporters.") else None
 
 
 def layer_of(module: str) -> int | None:
@@ -46,9 +63,12 @@ def package_sources() -> dict[str, str]:
     sources = {}
     for package in SUBPACKAGES:
         directory = Path(importlib.util.find_spec(package).submodule_search_locations[0])
-        for path in sorted(directory.glob("*.py")):
-            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
-            sources[name] = path.read_text(encoding="utf-8")
+        for path in sorted(directory.rglob("*.py")):
+            parts = path.relative_to(directory).with_suffix("").parts
+            parts = parts[:-1] if parts[-1] == "__init__" else parts
+            name = ".".join((package, *parts))
+            if package != "mt5lite" or len(parts) <= 1:  # mt5lite's own subpackages are listed on their own
+                sources[name] = path.read_text(encoding="utf-8")
     return sources
 
 
@@ -86,9 +106,20 @@ def violations(sources: dict[str, str]) -> list[str]:
             target = layer_of(name) if root == "mt5lite" else None
             if target is not None and target > layer:
                 problems.append(f"{module} (layer {layer}) imports {name} (layer {target})")
+            problems += _exporter_problems(module, name)
             if layer <= 2 and top_level and root in HEAVY:
                 problems.append(f"{module} (layer {layer}) imports {name} at module level")
     return sorted(set(problems))
+
+
+def _exporter_problems(module: str, name: str) -> list[str]:
+    """An exporters module importing a higher-ranked exporters folder, or a sibling target."""
+    source, target = exporter_folder(module), exporter_folder(name)
+    if source is None or target is None or source[1] == target[1]:
+        return []
+    if target[0] > source[0] or target[0] == source[0] > 0:
+        return [f"{module} ({source[1]}) imports {name} ({target[1]}): exporters folders point down"]
+    return []
 
 
 def test_layers_only_point_down():
@@ -100,8 +131,12 @@ def test_layers_only_point_down():
     ("mt5lite.errors", "def f():\n    from mt5lite.cli import main\n", "(layer 1) imports mt5lite.cli"),
     ("mt5lite.verification.parity", "from ..exporters import quantize", "(layer 3) imports mt5lite.exporters"),
     ("mt5lite.runtimes.tokenizer", "import torch", "imports torch at module level"),
-    ("mt5lite.cli", "from exporters.quantize import RECIPES", "use mt5lite.exporters.quantize"),
+    ("mt5lite.cli", "from exporters.quantize.recipes import RECIPES", "use mt5lite.exporters.quantize.recipes"),
     ("mt5lite.new_module", "import numpy", "no layer"),
+    ("mt5lite.exporters.onnx.export", "from mt5lite.exporters.tflite.export import export_tflite",
+     "exporters folders point down"),
+    ("mt5lite.exporters.tflite.export", "from mt5lite.exporters.executorch.export import export_executorch",
+     "exporters folders point down"),
 ])
 def test_a_wrong_import_fails_the_check(module, source, expected):
     sources = package_sources()
@@ -113,5 +148,6 @@ def test_a_wrong_import_fails_the_check(module, source, expected):
 def test_every_subpackage_is_checked():
     sources = package_sources()
     assert {"mt5lite.cli", "mt5lite.runtimes.decoding", "mt5lite.verification.teacher_forced",
-            "mt5lite.exporters.onnx_export", "mt5lite.demo.train", "mt5lite.contract"} <= set(sources)
+            "mt5lite.exporters.onnx.export", "mt5lite.exporters.quantize.outliers.step", "mt5lite.demo.train",
+            "mt5lite.contract"} <= set(sources)
     assert len(sources) >= 45

@@ -33,8 +33,8 @@ def test_random_model_has_the_real_shape_and_generates(name):
 @pytest.mark.parametrize("name", list(PARAMETERS))
 def test_random_model_onnx_export_matches_pytorch_and_reports_its_sizes(name, tmp_path):
     from mt5lite.data import read_task_pairs
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
-    from mt5lite.exporters.quantize import QuantizeConfig, quantize_export
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.quantize.recipes import QuantizeConfig, quantize_export
     from mt5lite.reports import markdown_table, write_report
     from mt5lite.verification.comparison import directory_bytes
     from mt5lite.verification.parity import ParityOptions, parity_report

@@ -11,7 +11,7 @@ import pytest
 
 from mt5lite.data import read_task_pairs
 from mt5lite.errors import InputError, ParityError
-from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
 from mt5lite.runtimes.onnx_runtime import OnnxGenerator
 from mt5lite.runtimes.options import DecodingOptions
 from mt5lite.runtimes.torch_backend import TorchBackend

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from mt5lite.errors import InputError, ModelFileError
-from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
 from mt5lite.runtimes.onnx_runtime import OnnxGenerator
 from mt5lite.runtimes.options import DecodingOptions
 from tests.conftest import REPO_ROOT

@@ -1,4 +1,4 @@
-"""Every ONNX -> TensorFlow translation in ``mt5lite.exporters.onnx_to_tf.OPS`` against ONNX Runtime, on one- or
+"""Every ONNX -> TensorFlow translation in ``mt5lite.exporters.tflite.onnx_to_tf.OPS`` against ONNX Runtime, on one- or
 few-node graphs with seeded random inputs.
 
 TensorFlow never loads in the pytest process (TensorFlow and LiteRT in one process can abort it, and other test
@@ -21,7 +21,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from mt5lite.exporters.onnx_to_tf import OPS
+from mt5lite.exporters.tflite.onnx_to_tf import OPS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INT64_MAX, INT64_MIN = np.iinfo(np.int64).max, np.iinfo(np.int64).min
@@ -236,7 +236,7 @@ def run_cases(cases_dir: Path, results: Path) -> None:
     from ``CASE.npz``; outputs to ``results.npz`` (``CASE/OUTPUT``), errors to ``results.json`` (``CASE: message``)."""
     import tensorflow as tf
 
-    from mt5lite.exporters.onnx_to_tf import graph_function
+    from mt5lite.exporters.tflite.onnx_to_tf import graph_function
 
     outputs, errors = {}, {}
     for path in sorted(cases_dir.glob("*.onnx")):
@@ -322,7 +322,7 @@ if __name__ == "__main__":
 def test_weights_become_valid_tensorflow_variable_names():
     """An initializer named by its ONNX node path (the rotation's turn-back, ``/encoder/...``) would start a
     TensorFlow root scope with ``_``, which TensorFlow refuses; names the converter saw before stay as they were."""
-    from mt5lite.exporters.onnx_to_tf import variable_name
+    from mt5lite.exporters.tflite.onnx_to_tf import variable_name
 
     assert variable_name("/encoder/final_layer_norm.rotation_back") == "w_encoder_final_layer_norm.rotation_back"
     assert variable_name("encoder.block.0.layer.0.SelfAttention.q.weight") == (

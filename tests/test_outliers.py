@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from mt5lite.checkpoint import load_model
-from mt5lite.exporters.outliers import ErrorModel, smooth_graphs
-from mt5lite.exporters.quantize import QuantizeConfig, calibration_for, quantize_export
-from mt5lite.exporters.smoothing import KEEP_WIDE_ERROR
+from mt5lite.exporters.quantize.outliers.smoothing import KEEP_WIDE_ERROR
+from mt5lite.exporters.quantize.outliers.step import ErrorModel, smooth_graphs
+from mt5lite.exporters.quantize.recipes import QuantizeConfig, calibration_for, quantize_export
 from mt5lite.manifest import inside, load_manifest
 from mt5lite.verification.comparison import compare_exports, outlier_advice, quality_gate
 from tests.outlier_fixtures import MILD, STRONG, Outliers, activation_ratios, add_outliers, build_outlier_model
@@ -54,7 +54,7 @@ def test_fixture_keeps_the_function_and_adds_outliers(tiny_model, kind):
 @pytest.fixture(scope="module")
 def tiny_outlier_export(tiny_model, tmp_path_factory) -> Path:
     """Each family's tiny fixture with norm, FFN and value outliers, exported (static shapes)."""
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
 
     root = tmp_path_factory.mktemp("tiny-outliers")
     model = build_outlier_model(tiny_model, root / "model", STRONG)
@@ -98,7 +98,7 @@ def test_fold_keeps_fp32_and_lowers_the_error(tiny_outlier_export, tmp_path):
 def strong_demo(demo_model, tmp_path_factory) -> Path:
     """The trained demo model rescaled strongly (norms x60, FFN units x200, values x60), exported like make
     export-tflite exports (static shapes)."""
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
 
     root = tmp_path_factory.mktemp("strong")
     model = build_outlier_model(demo_model, root / "model", STRONG)
@@ -168,7 +168,7 @@ def test_mild_fixture_outliers_are_found(demo_model, tmp_path):
 def test_full_int8_tflite_passes_the_gate_on_the_strong_fixture(strong_demo, heldout_pairs, tmp_path):
     """Full-integer TFLite (every activation one int8 range) on the strong fixture: 0.000 greedy agreement before
     smoothing; the smoothed graphs are what TensorFlow converts."""
-    from mt5lite.exporters.tflite_export import TfliteOptions, export_tflite
+    from mt5lite.exporters.tflite.export import TfliteOptions, export_tflite
 
     out = tmp_path / "tflite"
     export_tflite(strong_demo, out, quantize="int8", options=TfliteOptions(validate_samples=2), gate=False)
@@ -180,8 +180,8 @@ def test_full_int8_tflite_passes_the_gate_on_the_strong_fixture(strong_demo, hel
 
 def test_fp16_scales_an_overflowing_residual_stream_into_range(demo_model, tmp_path):
     """The residual stream x10,000 (peaks past fp16's 65,504): fp16 divides it by a power of two, exactly."""
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
-    from mt5lite.exporters.residual_scale import FP16_RESIDUAL_LIMIT
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.quantize.outliers.residual_scale import FP16_RESIDUAL_LIMIT
     from tests.outlier_fixtures import RESIDUAL_OVERFLOW
 
     model = build_outlier_model(demo_model, tmp_path / "model", RESIDUAL_OVERFLOW)
@@ -206,7 +206,7 @@ def test_lookup_tables_with_outlier_columns_get_a_range_per_column(demo_model, t
     per column where that is lower; static QDQ's re-quantization of the lookup's output with the table's one range
     is gone."""
     from mt5lite.checkpoint import save_checkpoint
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
     from tests.outlier_fixtures import amplify_residual_channels
 
     model = load_model(demo_model)
@@ -242,8 +242,8 @@ WEIGHT_CASES = ("per-channel", "blockwise")
 def test_every_error_scheme_sees_outliers_and_smoothing(activation, weight):
     """Each simulated scheme: outlier channels hurt an int8 activation, and migrating them into the weights (m =
     the channels' magnitudes) brings the error back; float activations only see the weights' rounding."""
-    from mt5lite.exporters.activation_stats import StatsAccumulator
-    from mt5lite.exporters.int8_error import ACTIVATION_SCHEMES, WEIGHT_SCHEMES, relative_error
+    from mt5lite.exporters.quantize.error_model import ACTIVATION_SCHEMES, WEIGHT_SCHEMES, relative_error
+    from mt5lite.exporters.quantize.outliers.stats import StatsAccumulator
 
     assert activation in ACTIVATION_SCHEMES and weight in WEIGHT_SCHEMES
     rng = np.random.default_rng(0)
@@ -265,10 +265,10 @@ def test_every_error_scheme_sees_outliers_and_smoothing(activation, weight):
 def _rotated_against_original(export: Path, scratch: Path, seed: int = 0) -> dict:
     """Rotate both graphs of ``export`` by seed ``seed`` and compare every output with the originals on
     calibration feeds; returns the largest relative difference per output."""
-    from mt5lite.exporters.graph_probe import load_with_weights
-    from mt5lite.exporters.outliers import SmoothedGraphs, check_fold, write_graphs
-    from mt5lite.exporters.rotation import random_rotation, rotatable, rotate
-    from mt5lite.exporters.smoothing import Graph
+    from mt5lite.exporters.onnx.probe import load_with_weights
+    from mt5lite.exporters.quantize.outliers.rotation import random_rotation, rotatable, rotate
+    from mt5lite.exporters.quantize.outliers.smoothing import Graph
+    from mt5lite.exporters.quantize.outliers.step import SmoothedGraphs, check_fold, write_graphs
 
     manifest = load_manifest(export)
     calibration = calibration_for(export, QuantizeConfig(samples=100, max_decoder_steps=32))
@@ -297,7 +297,7 @@ def test_residual_outliers_from_training_are_rotated_and_a_plain_stream_is_not(d
     static and full int8's error model measures the norms' inputs, picks the rotation with the least error and
     applies it; the demo model's stream, without such channels, is left as it is."""
     from mt5lite.checkpoint import save_checkpoint
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
     from tests.outlier_fixtures import amplify_residual_channels
 
     model = load_model(demo_model)
@@ -318,9 +318,9 @@ def test_full_int8_tflite_keeps_a_rotated_residual_stream_float(tiny_mt5, tmp_pa
     """Where the residual stream itself carries outlier channels (rotated by the outlier step), full-int8 TFLite
     keeps the stream's adds and the RMS norms' arithmetic float, every product int8, and its manifest says so."""
     from mt5lite.checkpoint import save_checkpoint
-    from mt5lite.exporters.calibration import CalibrationDraw
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
-    from mt5lite.exporters.tflite_export import TfliteOptions, export_tflite
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.quantize.calibration import CalibrationDraw
+    from mt5lite.exporters.tflite.export import TfliteOptions, export_tflite
     from tests.outlier_fixtures import amplify_residual_channels
 
     model = load_model(tiny_mt5)
@@ -342,10 +342,10 @@ def test_full_int8_tflite_keeps_a_rotated_residual_stream_float(tiny_mt5, tmp_pa
 def test_rotating_a_pytorch_model_keeps_its_graphs(tiny_outlier_export):
     """ExecuTorch's rotation, folded into the PyTorch model: the contract's graphs (the encoder's output turned
     back) compute what they computed, every norm's weight is ones; a tied lm_head (T5) is refused, not rotated."""
-    from mt5lite.exporters.outliers import CHECK_RUNS, FoldCheck
-    from mt5lite.exporters.rotation import random_rotation
-    from mt5lite.exporters.torch_rotation import rms_norms, rotate_model
-    from mt5lite.exporters.torch_smoothing import _rotate, measure_modules, run_graphs
+    from mt5lite.exporters.quantize.outliers.rotation import random_rotation
+    from mt5lite.exporters.quantize.outliers.step import CHECK_RUNS, FoldCheck
+    from mt5lite.exporters.quantize.outliers.torch_rotation import rms_norms, rotate_model
+    from mt5lite.exporters.quantize.outliers.torch_smoothing import _rotate, measure_modules, run_graphs
 
     model = load_model(tiny_outlier_export.parent / "model")
     calibration = calibration_for(tiny_outlier_export, QuantizeConfig(samples=100, max_decoder_steps=32))

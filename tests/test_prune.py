@@ -119,8 +119,8 @@ def test_neuron_importance_is_the_output_energy(tiny_mt5):
 
 def test_a_pruned_model_exports_to_onnx_and_tflite_within_tolerance(tiny_mt5, tmp_path):
     from mt5lite.compression.compress import compress
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
-    from mt5lite.exporters.tflite_export import export_tflite
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.tflite.export import export_tflite
 
     configs = {"prune-ffn": PruneFfnConfig(ffn_keep=0.5, importance_pairs=8),
                "prune-heads": PruneHeadsConfig(heads_keep=0.5, importance_pairs=8),

@@ -13,9 +13,9 @@ import pytest
 
 from mt5lite.data import Sentence, read_tagged_texts, read_task_pairs
 from mt5lite.errors import InputError, ModelFileError
-from mt5lite.exporters.calibration import MIN_SAMPLES, CalibrationWarning, draw_samples
-from mt5lite.exporters.quant_groups import node_groups, select_nodes
-from mt5lite.exporters.quantize import QuantizeConfig, quantize_export
+from mt5lite.exporters.quantize.calibration import MIN_SAMPLES, CalibrationWarning, draw_samples
+from mt5lite.exporters.quantize.groups import node_groups, select_nodes
+from mt5lite.exporters.quantize.recipes import QuantizeConfig, quantize_export
 from mt5lite.runtimes.onnx_runtime import OnnxGenerator
 from mt5lite.runtimes.options import DecodingOptions
 from mt5lite.verification.comparison import compare_exports, quality_gate
@@ -77,7 +77,7 @@ def test_draw_is_balanced_across_languages():
 def test_feed_reader_is_an_onnx_runtime_calibration_reader():
     from onnxruntime.quantization import CalibrationDataReader
 
-    from mt5lite.exporters.calibration import FeedReader
+    from mt5lite.exporters.quantize.calibration import FeedReader
 
     reader = FeedReader([{"x": np.zeros(1)}, {"x": np.ones(1)}])
     assert isinstance(reader, CalibrationDataReader)
@@ -87,7 +87,7 @@ def test_feed_reader_is_an_onnx_runtime_calibration_reader():
 
 
 def test_feed_store_keeps_feeds_on_disk_slot_by_slot(tmp_path):
-    from mt5lite.exporters.calibration import FeedReader, FeedStore
+    from mt5lite.exporters.quantize.calibration import FeedReader, FeedStore
 
     store = FeedStore(tmp_path / "feeds")
     feeds = [{"ids": np.full((1, 3), i, np.int64), "k": np.full((2, 2), i / 2, np.float32)} for i in range(3)]
@@ -211,7 +211,7 @@ def test_refuses_quantized_source_existing_output_and_bad_options(demo_export, d
 
 
 def test_failed_quantization_leaves_nothing(demo_export, tmp_path, monkeypatch):
-    import mt5lite.exporters.quantize as quantize
+    import mt5lite.exporters.quantize.recipes as quantize
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated crash inside the quantizer")
@@ -274,7 +274,7 @@ def test_quantized_lookups_gather_int8_rows_then_dequantize():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from mt5lite.exporters.gather_rows import gather_then_dequantize
+    from mt5lite.exporters.quantize.gather_rows import gather_then_dequantize
 
     table = np.random.default_rng(0).integers(-128, 127, (50, 8), dtype=np.int8)
 
@@ -307,7 +307,7 @@ def test_products_of_one_activation_fuse_into_one_with_the_same_values():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from mt5lite.exporters.fuse_products import fuse_parallel_products
+    from mt5lite.exporters.quantize.fuse_products import fuse_parallel_products
 
     rng = np.random.default_rng(0)
     inits, nodes = [], []

@@ -11,10 +11,10 @@ import pytest
 
 from mt5lite.compression.passes import PASSES
 from mt5lite.errors import InputError, ModelFileError, UnknownNameError
-from mt5lite.exporters.onnx_to_tf import OPS
-from mt5lite.exporters.quant_groups import GROUPS, node_groups
-from mt5lite.exporters.quantize import RECIPES, QuantizeConfig, quantize_export
-from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS
+from mt5lite.exporters.quantize.groups import GROUPS, node_groups
+from mt5lite.exporters.quantize.recipes import RECIPES, QuantizeConfig, quantize_export
+from mt5lite.exporters.tflite.export import TFLITE_PRECISIONS
+from mt5lite.exporters.tflite.onnx_to_tf import OPS
 from mt5lite.families import FAMILIES
 from mt5lite.registry import Registry
 from mt5lite.runtimes.generators import ENGINES, open_export

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from mt5lite.data import DEV_TASK, read_tagged_texts
-from mt5lite.exporters.quant_groups import GROUPS
-from mt5lite.exporters.quantize import DEFAULT_STATIC_GROUPS, WEIGHT_GROUPS, QuantizeConfig
-from mt5lite.exporters.sensitivity import sensitivity_analysis, write_sensitivity_report
+from mt5lite.exporters.quantize.groups import GROUPS
+from mt5lite.exporters.quantize.recipes import DEFAULT_STATIC_GROUPS, WEIGHT_GROUPS, QuantizeConfig
+from mt5lite.exporters.quantize.sensitivity import sensitivity_analysis, write_sensitivity_report
 
 TEXTS = 20  # inputs from the development set, every language (the README's table uses 200)
 

@@ -10,7 +10,7 @@ from mt5lite.compression.compress import compress, read_sentencepiece
 from mt5lite.compression.sharing import ShareLayersConfig, TieEmbeddingsConfig
 from mt5lite.compression.sparsity import MagnitudePruneConfig, magnitude_prune
 from mt5lite.compression.training import FinetuneConfig
-from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
 
 SMALL = OnnxExportConfig(max_source_length=16, max_target_length=8)
 
@@ -36,7 +36,7 @@ def test_shared_layers_are_stored_once_by_the_export(tiny_mt5, tmp_path):
 def test_shared_layers_are_stored_once_in_tflite_too(demo_model, tflite_fp32, tmp_path):
     """The demo model with every block of a stack shared, through the static ONNX export into TFLite (each export
     validated against the one before): model.tflite shrinks by the shared bytes."""
-    from mt5lite.exporters.tflite_export import export_tflite
+    from mt5lite.exporters.tflite.export import export_tflite
 
     report = compress(demo_model, tmp_path / "shared", ["share-layers"], {"share-layers": ShareLayersConfig(3)})
     shared_bytes = report["passes"][0]["details"]["shared_bytes_fp32"]

@@ -13,9 +13,9 @@ import pytest
 from mt5lite.contract import encoder_feeds
 from mt5lite.data import read_task_pairs
 from mt5lite.errors import InputError, ModelFileError
-from mt5lite.exporters.calibration import CalibrationDraw
-from mt5lite.exporters.tflite_export import export_tflite
-from mt5lite.exporters.tflite_inspect import read_signatures
+from mt5lite.exporters.quantize.calibration import CalibrationDraw
+from mt5lite.exporters.tflite.export import export_tflite
+from mt5lite.exporters.tflite.inspection import read_signatures
 from mt5lite.runtimes.litert import LiteRTGenerator
 from mt5lite.runtimes.options import DecodingOptions
 from mt5lite.verification.parity import ParityOptions, parity_report

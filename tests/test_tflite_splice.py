@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mt5lite.exporters.tflite_splice import activation_params, per_channel_int8
+from mt5lite.exporters.tflite.splice import activation_params, per_channel_int8
 
 
 def test_per_channel_int8_is_symmetric_narrow_range_half_away_from_zero():
@@ -50,8 +50,8 @@ def test_stand_in_lm_head_matches_converting_the_real_weights(static_export, tmp
     included; every quantization parameter identical except the logits', whose range comes from ONNX Runtime
     instead of TensorFlow's calibrator (within 0.1%). And the float model the converter handles loses the lm_head's
     float bytes, which is what the stand-in is for (converter memory)."""
-    from mt5lite.exporters.calibration import CalibrationDraw
-    from mt5lite.exporters.tflite_export import _prepare_int8, conversion_spec, convert_steps
+    from mt5lite.exporters.quantize.calibration import CalibrationDraw
+    from mt5lite.exporters.tflite.export import _prepare_int8, conversion_spec, convert_steps
     from mt5lite.manifest import load_manifest
 
     manifest = load_manifest(static_export)

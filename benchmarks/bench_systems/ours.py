@@ -11,7 +11,7 @@ from bench_systems import MAX_NEW_TOKENS, SYSTEMS, System, built
 
 
 def _onnx_fp32(checkpoint: Path, work: Path, static: bool = False) -> Path:
-    from mt5lite.exporters.onnx_export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
 
     name = "ours-onnx-static" if static else "ours-onnx-fp32"
     return built(work / name, lambda out: export_onnx(checkpoint, out, OnnxExportConfig(static_shapes=static),
@@ -20,7 +20,7 @@ def _onnx_fp32(checkpoint: Path, work: Path, static: bool = False) -> Path:
 
 def _onnx_quantized(recipe: str):
     def build(checkpoint: Path, work: Path) -> Path:
-        from mt5lite.exporters.quantize import QuantizeConfig, quantize_export
+        from mt5lite.exporters.quantize.recipes import QuantizeConfig, quantize_export
 
         source = _onnx_fp32(checkpoint, work)
         return built(work / f"ours-onnx-{recipe}",
@@ -31,7 +31,7 @@ def _onnx_quantized(recipe: str):
 
 def _tflite(precision: str):
     def build(checkpoint: Path, work: Path) -> Path:
-        from mt5lite.exporters.tflite_export import export_tflite
+        from mt5lite.exporters.tflite.export import export_tflite
 
         source = _onnx_fp32(checkpoint, work, static=True)
         return built(work / f"ours-tflite-{precision}", lambda out: export_tflite(source, out, precision, force=True,
@@ -41,7 +41,7 @@ def _tflite(precision: str):
 
 def _executorch(precision: str):
     def build(checkpoint: Path, work: Path) -> Path:
-        from mt5lite.exporters.executorch_export import ExecutorchExportConfig, export_executorch
+        from mt5lite.exporters.executorch.export import ExecutorchExportConfig, export_executorch
 
         return built(work / f"ours-executorch-{precision}",
                      lambda out: export_executorch(checkpoint, out, ExecutorchExportConfig(quantize=precision),

@@ -9,6 +9,7 @@ Each input carries a task and target-language tag, as T5 does:
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator
 
 from mt5lite.data import TaskPair
@@ -19,6 +20,9 @@ TASK_LANGUAGES: tuple[str, ...] = ("en", "fr", "de", "es", "ru", "ar", "he", "ja
 DIRECTIONS: tuple[str, ...] = ("words", "number")
 #: Numbers are drawn from ``0 .. MAX_NUMBER``.
 MAX_NUMBER = 9999
+#: How a demo-task input is written (``words fr: 1234``), and the pattern that reads it back.
+PROMPT = "{task} {lang}: {text}"
+PROMPT_PATTERN = re.compile(r"^(\w+) (\w+): (.+)$", re.DOTALL)
 
 
 def number_words(n: int, lang: str) -> str:
@@ -32,9 +36,9 @@ def make_pair(n: int, lang: str, direction: str) -> TaskPair:
     """Build the tagged example for number ``n`` in ``lang``, in the given direction."""
     words = number_words(n, lang)
     if direction == "words":
-        return TaskPair(lang, f"words {lang}: {n}", words)
+        return TaskPair(lang, PROMPT.format(task=direction, lang=lang, text=n), words)
     if direction == "number":
-        return TaskPair(lang, f"number {lang}: {words}", str(n))
+        return TaskPair(lang, PROMPT.format(task=direction, lang=lang, text=words), str(n))
     raise ValueError(f"unknown direction {direction!r}; known: {', '.join(DIRECTIONS)}")
 
 

@@ -24,7 +24,7 @@ def configure(config: str | os.PathLike | PipelineConfig | None = None, *, compr
     the stage), ``compress`` pass names (comma-separated or a list), ``calibration`` the calibration file,
     ``pass_options`` pass name -> its config's fields (over the file's), and ``fields`` the top-level settings
     (``model``, ``output``, ``data``, ``gate``, ``threads``, ``allow_pickle``; None leaves one as it is)."""
-    from mt5lite.exporters.executorch_export import ExecutorchExportConfig
+    from mt5lite.exporters.executorch.export import ExecutorchExportConfig
 
     base = config if isinstance(config, PipelineConfig) else load_config(config)
     unknown = sorted(set(fields) - set(TOP_LEVEL))

@@ -54,7 +54,7 @@ class ReportStage:
 def _tflite_stage() -> type:
     """``TfliteStage``: the TFLite conversion's precision over ``TfliteOptions`` (made once, on first use: the
     exporter's module is imported lazily)."""
-    from mt5lite.exporters.tflite_export import TfliteOptions
+    from mt5lite.exporters.tflite.export import TfliteOptions
 
     @dataclass(frozen=True)
     class TfliteStage(TfliteOptions):
@@ -107,10 +107,10 @@ class Section:
 
 def sections() -> dict[str, Section]:
     """The file's sections by name (imported lazily: the exporters' modules are heavy)."""
-    from mt5lite.exporters.calibration import CalibrationDraw
-    from mt5lite.exporters.executorch_export import ExecutorchExportConfig
-    from mt5lite.exporters.onnx_export import OnnxExportConfig
-    from mt5lite.exporters.quantize import QuantizeConfig
+    from mt5lite.exporters.executorch.export import ExecutorchExportConfig
+    from mt5lite.exporters.onnx.export import OnnxExportConfig
+    from mt5lite.exporters.quantize.calibration import CalibrationDraw
+    from mt5lite.exporters.quantize.recipes import QuantizeConfig
 
     draw = tuple(f.name for f in fields(CalibrationDraw))
     return {

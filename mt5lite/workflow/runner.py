@@ -64,7 +64,7 @@ class PipelineResult:
 def check(config: PipelineConfig) -> None:
     """Every option and input checked before anything is written: ``InputError`` (one line) otherwise."""
     from mt5lite.checkpoint import inspect_checkpoint
-    from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS
+    from mt5lite.exporters.tflite.export import TFLITE_PRECISIONS
 
     pass_configs(config)
     config.onnx.validate()

@@ -105,7 +105,7 @@ def _quantize_config(config: PipelineConfig):
 
 
 def _tflite_gated(config: PipelineConfig) -> bool:
-    from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS
+    from mt5lite.exporters.tflite.export import TFLITE_PRECISIONS
 
     return not TFLITE_PRECISIONS[config.tflite.quantize].exact
 
@@ -116,7 +116,7 @@ def _executorch_config(config: PipelineConfig):
 
 
 def _executorch_gated(config: PipelineConfig) -> bool:
-    from mt5lite.exporters.executorch_export import PTE_PRECISIONS
+    from mt5lite.exporters.executorch.export import PTE_PRECISIONS
 
     return not PTE_PRECISIONS[config.executorch.quantize].exact
 
@@ -190,7 +190,7 @@ def _run_compress(run: Run) -> dict:
 
 
 def _run_onnx(run: Run) -> dict:
-    from mt5lite.exporters.onnx_export import export_onnx
+    from mt5lite.exporters.onnx.export import export_onnx
 
     result = export_onnx(run.layout.source, run.layout.onnx, replace(run.config.onnx, static_shapes=True),
                          force=True, allow_pickle=run.config.allow_pickle, progress=run.progress)
@@ -214,7 +214,7 @@ def _parity_stage(stage: str, export: Callable[[Layout], Path], report: Callable
 
 
 def _run_quantize(run: Run) -> dict:
-    from mt5lite.exporters.quantize import quantize_export
+    from mt5lite.exporters.quantize.recipes import quantize_export
 
     config = _quantize_config(run.config)
     result = quantize_export(run.layout.onnx, run.layout.onnx_int8, config, force=True, progress=run.progress,
@@ -223,7 +223,7 @@ def _run_quantize(run: Run) -> dict:
 
 
 def _run_tflite(run: Run) -> dict:
-    from mt5lite.exporters.tflite_export import export_tflite
+    from mt5lite.exporters.tflite.export import export_tflite
 
     stage = run.config.tflite
     gate = run.gate(run.layout.gate_report(f"tflite-{stage.quantize}")) if _tflite_gated(run.config) else False
@@ -233,7 +233,7 @@ def _run_tflite(run: Run) -> dict:
 
 
 def _run_executorch(run: Run) -> dict:
-    from mt5lite.exporters.executorch_export import export_executorch
+    from mt5lite.exporters.executorch.export import export_executorch
 
     config = _executorch_config(run.config)
     gate = run.gate(run.layout.gate_report(f"executorch-{config.quantize}")) if _executorch_gated(run.config) \

@@ -1,4 +1,4 @@
-"""The quantizable node groups of an exported T5/mT5 graph, found by the names ``mt5lite.exporters.node_names``
+"""The quantizable node groups of an exported T5/mT5 graph, found by the names ``mt5lite.exporters.onnx.node_names``
 gives.
 
 A group is one kind of computation across every layer (all FFN output projections, all attention Q/K/V

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mt5lite.exporters.onnx_to_tf import ConversionError
+from mt5lite.exporters.tflite.onnx_to_tf import ConversionError
 
 #: The stand-in's one value (any value does; zero would give the calibrated logits an empty range).
 STAND_IN_VALUE = 0.01
@@ -35,7 +35,7 @@ def _constant(model, name: str, base_dir: str) -> np.ndarray | None:
     """The value of ``name`` if an initializer or a Constant node holds it, else None."""
     from onnx import numpy_helper
 
-    from mt5lite.exporters.onnx_to_tf import initializer_array
+    from mt5lite.exporters.tflite.onnx_to_tf import initializer_array
 
     for tensor in model.graph.initializer:
         if tensor.name == name:
@@ -52,7 +52,7 @@ def stand_in_lm_head(model, base_dir: str) -> tuple[str, np.ndarray] | None:
     norm's weight; T5's output rescaling) out of the graph, as the converter would fold them into the weight.
     Returns the weight's name and the per-input-row factors to multiply it by (float32), or None when the graph
     has no such lm_head (then nothing changes)."""
-    from mt5lite.exporters.quant_groups import node_groups
+    from mt5lite.exporters.quantize.groups import node_groups
 
     lm_head = node_groups(model)["lm_head"]
     initializers = {t.name: t for t in model.graph.initializer}

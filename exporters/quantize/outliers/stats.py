@@ -80,7 +80,7 @@ def collect_stats(onnx_path: str | Path, names: list[str], feeds, transform=None
     each passed through ``transform`` when given, and return the ``ChannelStats`` of each tensor in ``names``."""
     import onnx
 
-    from mt5lite.exporters.graph_probe import probe_session
+    from mt5lite.exporters.onnx.probe import probe_session
 
     onnx_path = Path(onnx_path)
     session = probe_session(onnx.load(str(onnx_path), load_external_data=False), onnx_path.parent, names)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mt5lite.exporters.onnx_to_tf import ConversionError
+from mt5lite.exporters.tflite.onnx_to_tf import ConversionError
 
 #: Float constants at or below this are attention masks (the graphs use -1e9 and float32's lowest).
 MASK_CONSTANT_THRESHOLD = -1e8
@@ -68,7 +68,7 @@ def with_mask_value(model, value: float, base_dir: str = "") -> int:
 def _softmax_inputs(model, weights_dir: Path) -> tuple[object, list[str]]:
     """An ONNX Runtime session of ``model`` with every Softmax input added as an output (``probe_session``);
     returns it and those names."""
-    from mt5lite.exporters.graph_probe import probe_session
+    from mt5lite.exporters.onnx.probe import probe_session
 
     names = [node.input[0] for node in model.graph.node if node.op_type == "Softmax"]
     return probe_session(model, weights_dir, names), names

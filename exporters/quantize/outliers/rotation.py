@@ -1,6 +1,6 @@
 """Rotate the residual stream: outliers that live in the residual itself, spread over every channel.
 
-Smoothing (``mt5lite.exporters.smoothing``) moves an outlier channel of a product's input into the product's
+Smoothing (``outliers.smoothing``) moves an outlier channel of a product's input into the product's
 weight. A full-int8 model also quantizes the residual stream itself (the adds, the norms' arithmetic, every
 projection's output), one range per tensor; outlier channels that training put into the residual then leave the
 other channels a level or two, and no per-channel scale can be folded anywhere to help. An orthogonal matrix ``Q``
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mt5lite.exporters.smoothing import MIN_GAIN, Graph, _module, _through_scalars
+from mt5lite.exporters.quantize.outliers.smoothing import MIN_GAIN, Graph, _module, _through_scalars
 
 #: Seeds of the random rotations tried (the least measured error wins).
 ROTATION_SEEDS = (0, 1, 2, 3, 4, 5, 6, 7)
@@ -216,7 +216,7 @@ def rotate(graphs: dict[str, Graph], q: np.ndarray) -> None:
 
 def static_error(rows: np.ndarray) -> float:
     """The relative error of quantizing ``rows`` to one uint8 range (what full int8 does to a tensor)."""
-    from mt5lite.exporters.int8_error import uniform
+    from mt5lite.exporters.quantize.error_model import uniform
 
     rows = rows.astype(np.float64)
     got = uniform(rows, float(rows.min()), float(rows.max()))

@@ -11,7 +11,7 @@ Precisions: ``fp32``; ``fp16`` (fp16 weights); ``dynamic-int8`` (int8 weights, d
 (full integer: int8 weights and activations, every op an int8 builtin, float inputs and outputs as the contract
 says). Full int8 is calibrated like the ONNX static recipe, on real encoder inputs and the decoder-step inputs
 captured while the fp32 export decodes multilingual samples, and its attention-mask constants are replaced by a
-finite value chosen from those inputs (``mt5lite.exporters.int8_masking``): -1e9 in an int8 tensor wipes out every
+finite value chosen from those inputs (``mt5lite.exporters.tflite.masking``): -1e9 in an int8 tensor wipes out every
 score.
 """
 
@@ -29,9 +29,9 @@ from pathlib import Path
 
 from mt5lite.contract import ROLES
 from mt5lite.errors import InputError, ModelFileError
-from mt5lite.exporters.calibration import CalibrationDraw, CalibrationWarning
-from mt5lite.exporters.onnx_to_tf import ConversionError
-from mt5lite.exporters.tflite_spec import GraphJob, LmHeadStandIn, WorkerSpec
+from mt5lite.exporters.quantize.calibration import CalibrationDraw, CalibrationWarning
+from mt5lite.exporters.tflite.onnx_to_tf import ConversionError
+from mt5lite.exporters.tflite.spec import GraphJob, LmHeadStandIn, WorkerSpec
 from mt5lite.manifest import copy_companions, inside, load_manifest, seal_export
 from mt5lite.registry import Registry
 from mt5lite.staging import refuse_existing, scratch_directory, staged_directory
@@ -84,7 +84,7 @@ def _dies_with(parent: int):
 
 
 def _worker(command: str, spec: WorkerSpec, scratch: Path, show_progress: bool = False) -> dict:
-    """Run one ``mt5lite.exporters.tflite_worker`` step in a child process. Its toolkit error and warnings are
+    """Run one ``mt5lite.exporters.tflite.worker`` step in a child process. Its toolkit error and warnings are
     raised again here; its crash (even SIGABRT) becomes a ``ConversionError``. ``show_progress`` lets the step's
     stderr (a progress bar) through; otherwise it is kept for the error message."""
     name = Path(spec.output).name
@@ -94,7 +94,7 @@ def _worker(command: str, spec: WorkerSpec, scratch: Path, show_progress: bool =
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     try:
         done = subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "-m",
-                               "mt5lite.exporters.tflite_worker", command, str(spec_path), str(result_path)],
+                               "mt5lite.exporters.tflite.worker", command, str(spec_path), str(result_path)],
                               stdout=subprocess.PIPE, stderr=None if show_progress else subprocess.PIPE, text=True,
                               env=env, timeout=WORKER_TIMEOUT_S, preexec_fn=_dies_with(os.getpid()))
     except subprocess.TimeoutExpired:
@@ -217,7 +217,7 @@ def _prepare_int8(source: Path, spec: WorkerSpec, calibration: CalibrationDraw, 
                   config: dict) -> dict:
     """Capture the representative data and choose each graph's masking constant, in a child process that writes
     the feeds beside the output (``calibrate``); smooth the activation outliers into the weights
-    (``mt5lite.exporters.outliers``, as full int8 quantizes: one range per tensor, weights per channel; the residual
+    (``outliers.step``, as full int8 quantizes: one range per tensor, weights per channel; the residual
     stream rotated where it carries outliers, and then kept float); point the graphs' worker specs at the smoothed
     graphs and their feeds. Returns what the manifest records."""
     draw = {"file": str(calibration.file), "samples": calibration.samples,
@@ -240,8 +240,8 @@ def _prepare_int8(source: Path, spec: WorkerSpec, calibration: CalibrationDraw, 
 def _smooth(spec: WorkerSpec, scratch: Path, config: dict) -> dict:
     """Smooth both graphs of ``spec`` for full int8 from their captured feeds; the spec then points at the smoothed
     graphs and at decoder feeds holding the V states as those graphs do. Returns the outlier report."""
-    from mt5lite.exporters.calibration import FeedStore
-    from mt5lite.exporters.outliers import ErrorModel, smooth_graphs
+    from mt5lite.exporters.quantize.calibration import FeedStore
+    from mt5lite.exporters.quantize.outliers.step import ErrorModel, smooth_graphs
 
     graphs = spec.graphs
     stores = {role: FeedStore(graph.calibration) for role, graph in graphs.items()}

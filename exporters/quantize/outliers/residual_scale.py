@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from mt5lite.contract import ROLES
-from mt5lite.exporters.graph_probe import load_with_weights, probe_session
-from mt5lite.exporters.outliers import SmoothedGraphs, check_fold, sampled_runs, write_graphs
-from mt5lite.exporters.smoothing import Graph
+from mt5lite.exporters.onnx.probe import load_with_weights, probe_session
+from mt5lite.exporters.quantize.outliers.smoothing import Graph
+from mt5lite.exporters.quantize.outliers.step import SmoothedGraphs, check_fold, sampled_runs, write_graphs
 
 #: The residual stream's measured peak is brought under this (fp16's largest value is 65,504).
 FP16_RESIDUAL_LIMIT = 4096.0
@@ -34,7 +34,7 @@ def stream_tensors(graph: Graph) -> list[str]:
 
 def _entries(graph: Graph):
     """The nodes whose weights write into the stream: the embedding lookups, every ``o`` and ``wo``."""
-    from mt5lite.exporters.quant_groups import GROUPS
+    from mt5lite.exporters.quantize.groups import GROUPS
 
     embeddings = GROUPS["embeddings"]
     for node in graph.model.graph.node:

@@ -1,4 +1,4 @@
-"""The residual stream's rotation (``mt5lite.exporters.rotation``) for exports made straight from PyTorch
+"""The residual stream's rotation (``outliers.rotation``) for exports made straight from PyTorch
 (ExecuTorch), folded into the model's own parameters.
 
 ``x`` becomes ``x Q``: the shared embedding's columns and every ``o``/``wo`` output take ``Q`` (``Q^T W`` in torch's

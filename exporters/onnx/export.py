@@ -93,7 +93,7 @@ def _export_graph(module, spec: dict, path: Path, config: OnnxExportConfig, meta
     import onnx
     import torch
 
-    from mt5lite.exporters.node_names import name_nodes_by_parameter
+    from mt5lite.exporters.onnx.node_names import name_nodes_by_parameter
     from mt5lite.staging import scratch_directory
 
     with scratch_directory(path, "trace") as scratch:
@@ -128,8 +128,8 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
     """
     from mt5lite.checkpoint import inspect_checkpoint, load_model
     from mt5lite.exporters.graphs import DecoderStepGraph, EncoderGraph
-    from mt5lite.exporters.node_names import parameter_fingerprints
-    from mt5lite.exporters.shared_weights import store_once
+    from mt5lite.exporters.onnx.node_names import parameter_fingerprints
+    from mt5lite.exporters.onnx.shared_weights import store_once
     from mt5lite.exporters.validation import validate_export
     from mt5lite.staging import refuse_existing, staged_directory
 

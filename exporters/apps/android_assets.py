@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 
 from mt5lite.data import TaskPair
+from mt5lite.demo.task import PROMPT, PROMPT_PATTERN
 from mt5lite.errors import InputError, ModelFileError
 from mt5lite.manifest import MANIFEST_NAME, inside, load_manifest, sha256_file
 from mt5lite.staging import staged_directory
@@ -26,16 +26,14 @@ from mt5lite.staging import staged_directory
 #: Where the app reads its bundled export, relative to the app module.
 ASSETS = Path("src") / "main" / "assets"
 MODEL_DIR = "model"
-#: The demo task's inputs: "words fr: 1234", "number ja: 三百".
-PROMPT = re.compile(r"^(\w+) (\w+): (.+)$", re.DOTALL)
 
 
 def _samples(pairs: list[TaskPair], per_language: int) -> dict:
     """Sample inputs per (task, language) and the prompt template that rebuilds a model input from them."""
-    parsed = [PROMPT.match(p.source) for p in pairs]
+    parsed = [PROMPT_PATTERN.match(p.source) for p in pairs]
     if all(m and m.group(2) == p.lang for m, p in zip(parsed, pairs, strict=True)):
         rows = [{"task": m.group(1), "lang": m.group(2), "text": m.group(3)} for m in parsed]
-        prompt = "{task} {lang}: {text}"
+        prompt = PROMPT
     else:
         rows = [{"task": "text", "lang": p.lang, "text": p.source} for p in pairs]
         prompt = "{text}"

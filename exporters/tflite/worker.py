@@ -5,13 +5,13 @@ whatever loads it, so each step runs alone; and TensorFlow's converter holds sev
 on, so its full-int8 steps (convert, calibrate, quantize) each get a process of their own, and the memory of one is
 returned before the next starts:
 
-    python -m mt5lite.exporters.tflite_worker capture SPEC.json RESULT.json  # int8: feeds + masks (ONNX Runtime)
-    python -m mt5lite.exporters.tflite_worker convert SPEC.json RESULT.json  # ONNX graphs -> .tflite (TensorFlow only)
-    python -m mt5lite.exporters.tflite_worker calibrate SPEC.json RESULT.json  # int8: the float model's ranges
-    python -m mt5lite.exporters.tflite_worker quantize SPEC.json RESULT.json   # int8: quantize, lm_head written in
-    python -m mt5lite.exporters.tflite_worker check SPEC.json RESULT.json    # load, run each signature once (LiteRT)
+    python -m mt5lite.exporters.tflite.worker capture SPEC.json RESULT.json  # int8: feeds + masks (ONNX Runtime)
+    python -m mt5lite.exporters.tflite.worker convert SPEC.json RESULT.json  # ONNX graphs -> .tflite (TensorFlow only)
+    python -m mt5lite.exporters.tflite.worker calibrate SPEC.json RESULT.json  # int8: the float model's ranges
+    python -m mt5lite.exporters.tflite.worker quantize SPEC.json RESULT.json   # int8: quantize, lm_head written in
+    python -m mt5lite.exporters.tflite.worker check SPEC.json RESULT.json    # load, run each signature once (LiteRT)
 
-SPEC.json is a ``WorkerSpec`` (``mt5lite.exporters.tflite_spec``): the output path, the precision and, per graph
+SPEC.json is a ``WorkerSpec`` (``mt5lite.exporters.tflite.spec``): the output path, the precision and, per graph
 (role), the ONNX file and its tensor specs from the manifest; the step writes what it found (ops, output shapes,
 bytes) to RESULT.json, so nothing TensorFlow prints can be mistaken for it. A step that fails with one of the
 toolkit's errors writes it there too (``{"error": {"type", "message"}}``, exit status 1), and the toolkit's warnings
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mt5lite.exporters.tflite_spec import LmHeadStandIn, WorkerSpec
+from mt5lite.exporters.tflite.spec import LmHeadStandIn, WorkerSpec
 
 
 def _named_function(names: list[str], body):
@@ -48,8 +48,8 @@ def capture(spec: WorkerSpec) -> dict:
     fp32 ONNX export ``spec.source`` decodes the draw ``spec.draw`` (``CalibrationDraw``'s fields), then
     choose each graph's masking constant from them; also returns the logits' range over the kept decoder steps.
     ONNX Runtime only, in its own process: the fp32 sessions' memory is gone before TensorFlow converts."""
-    from mt5lite.exporters.calibration import CalibrationDraw
-    from mt5lite.exporters.int8_masking import int8_mask_value
+    from mt5lite.exporters.quantize.calibration import CalibrationDraw
+    from mt5lite.exporters.tflite.masking import int8_mask_value
 
     draw = CalibrationDraw(**{**spec.draw, "file": Path(spec.draw["file"])})
     data = draw.capture(Path(spec.source), spec.progress, store=Path(spec.store))
@@ -62,7 +62,7 @@ def capture(spec: WorkerSpec) -> dict:
 def _representative_data(spec: WorkerSpec):
     """The calibration feeds of every graph, tagged with its signature key (the converter's multi-signature
     form)."""
-    from mt5lite.exporters.calibration import FeedStore
+    from mt5lite.exporters.quantize.calibration import FeedStore
 
     names = {role: [t["name"] for t in graph.inputs] for role, graph in spec.graphs.items()}
     for role, graph in spec.graphs.items():
@@ -75,17 +75,17 @@ def convert(spec: WorkerSpec) -> dict:
     signature per graph (named by its role). A weight that several graphs read (identical dtype, shape and bytes)
     becomes one variable, so the converter writes it once and the signatures share its buffer. For ``int8``, each
     graph's ``calibration`` is a ``FeedStore`` directory (the representative dataset) and its ``mask_value`` the
-    masking constant (``mt5lite.exporters.int8_masking``); the converter then stops at the float model it would
-    calibrate, written to ``spec.float_model`` with the lm_head as a stand-in (``mt5lite.exporters.tflite_splice``):
+    masking constant (``mt5lite.exporters.tflite.masking``); the converter then stops at the float model it would
+    calibrate, written to ``spec.float_model`` with the lm_head as a stand-in (``mt5lite.exporters.tflite.splice``):
     ``calibrate`` and ``quantize`` go on from there, each in its own process (``spec.use_stand_in`` False keeps the
     real lm_head, for comparison). Other precisions are written to ``spec.output``."""
     import onnx
     import tensorflow as tf
 
-    from mt5lite.exporters.int8_masking import with_mask_value
-    from mt5lite.exporters.onnx_to_tf import graph_function, weight_variables
-    from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS
-    from mt5lite.exporters.tflite_splice import STAND_IN_VALUE, stand_in_lm_head, stand_in_rows
+    from mt5lite.exporters.tflite.export import TFLITE_PRECISIONS
+    from mt5lite.exporters.tflite.masking import with_mask_value
+    from mt5lite.exporters.tflite.onnx_to_tf import graph_function, weight_variables
+    from mt5lite.exporters.tflite.splice import STAND_IN_VALUE, stand_in_lm_head, stand_in_rows
 
     calibrated = TFLITE_PRECISIONS[spec.quantize].calibrated  # lookup tables quantized on their own range
     module, pool = tf.Module(), {}
@@ -135,7 +135,7 @@ def _convert(converter, spec: WorkerSpec) -> bytes:
     """Set ``converter`` up for the spec's precision and ops, and convert."""
     import tensorflow as tf
 
-    from mt5lite.exporters.tflite_export import TFLITE_PRECISIONS
+    from mt5lite.exporters.tflite.export import TFLITE_PRECISIONS
 
     precision = TFLITE_PRECISIONS[spec.quantize]
     # Calibrated int8 runs int8 builtins only; the contract's float inputs and outputs stay float.
@@ -173,14 +173,14 @@ def quantize(spec: WorkerSpec) -> dict:
     the real lm_head written over its stand-in (``spec.lm_head_stand_ins``: role -> the ONNX initializer and the
     factors folded into it; the logits' calibrated range in ``spec.logits_range``); with
     ``spec.float_residual`` the residual stream's adds and the RMS norms' arithmetic stay float
-    (``mt5lite.exporters.tflite_residual``). Writes ``spec.output``; returns its size and the float ops."""
+    (``mt5lite.exporters.tflite.residual``). Writes ``spec.output``; returns its size and the float ops."""
     import onnx
     import tensorflow as tf
     from tensorflow.lite.python import convert as tf_convert
 
-    from mt5lite.exporters.onnx_to_tf import initializer_array
-    from mt5lite.exporters.tflite_residual import residual_nodes
-    from mt5lite.exporters.tflite_splice import splice_lm_head
+    from mt5lite.exporters.tflite.onnx_to_tf import initializer_array
+    from mt5lite.exporters.tflite.residual import residual_nodes
+    from mt5lite.exporters.tflite.splice import splice_lm_head
 
     calibrated = Path(spec.calibrated_model).read_bytes()
     float_nodes = residual_nodes(calibrated) if spec.float_residual else []
@@ -204,7 +204,7 @@ def check(spec: WorkerSpec) -> dict:
     ops and output shapes, and the weight buffers the signatures share."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from mt5lite.exporters.tflite_inspect import read_signatures, shared_buffers
+    from mt5lite.exporters.tflite.inspection import read_signatures, shared_buffers
 
     # Without the default XNNPACK delegate: the model's own kernels run.
     interpreter = Interpreter(model_path=spec.output,

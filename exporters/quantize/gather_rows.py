@@ -46,7 +46,7 @@ def lookup_error(table: np.ndarray, low, high) -> float:
     """The mean over the table's columns of each column's relative error once quantized to 256 levels over
     ``[low, high]`` (scalars: one range for the table; ``[D]`` arrays: one per column). Column by column, so a few
     outlier columns cannot hide what one range does to all the others."""
-    from mt5lite.exporters.int8_error import uniform
+    from mt5lite.exporters.quantize.error_model import uniform
 
     table = table.astype(np.float64)
     error = np.linalg.norm(uniform(table, low, high) - table, axis=0)

@@ -1,8 +1,8 @@
 """The outlier step of every int8 recipe: diagnose, smooth, check the fold, and say what must stay wide.
 
 Pipeline: both fp32 graphs with their weights -> for a recipe that quantizes the residual stream itself (full
-int8), its rotation (``mt5lite.exporters.rotation``) where that lowers the stream's measured error -> the sites
-(``mt5lite.exporters.smoothing.find_sites``) -> each site's activation measured on the calibration feeds
+int8), its rotation (``outliers.rotation``) where that lowers the stream's measured error -> the sites
+(``outliers.smoothing.find_sites``) -> each site's activation measured on the calibration feeds
 (``activation_stats``) -> a strength per site chosen from the recipe's simulated error (``int8_error``) -> folds
 applied -> the smoothed graphs written to scratch and run against the originals on calibration feeds
 (``ParityError`` when they differ beyond fp32 rounding) -> the products still above ``KEEP_WIDE_ERROR``. The
@@ -19,9 +19,9 @@ import numpy as np
 
 from mt5lite.contract import ROLES
 from mt5lite.errors import ParityError
-from mt5lite.exporters.graph_probe import load_with_weights
-from mt5lite.exporters.rotation import choose_rotation, normalized_inputs, random_rotation, rotate
-from mt5lite.exporters.smoothing import (
+from mt5lite.exporters.onnx.probe import load_with_weights
+from mt5lite.exporters.quantize.outliers.rotation import choose_rotation, normalized_inputs, random_rotation, rotate
+from mt5lite.exporters.quantize.outliers.smoothing import (
     FOLDS,
     KEEP_WIDE_ERROR,
     Graph,
@@ -41,7 +41,7 @@ FOLD_RTOL = 1e-4
 
 @dataclass(frozen=True)
 class ErrorModel:
-    """How a recipe quantizes products (``mt5lite.exporters.int8_error``'s schemes)."""
+    """How a recipe quantizes products (``mt5lite.exporters.quantize.error_model``'s schemes)."""
 
     activation: str  # a key of ACTIVATION_SCHEMES
     weight: str  # a key of WEIGHT_SCHEMES
@@ -99,7 +99,7 @@ def _product_groups(files: dict[str, Path]) -> dict[str, dict[str, str]]:
     """role -> product node -> its quantization group, for the outlier report."""
     import onnx
 
-    from mt5lite.exporters.quant_groups import node_groups
+    from mt5lite.exporters.quantize.groups import node_groups
 
     found = {}
     for role, path in files.items():
@@ -113,7 +113,7 @@ def smooth_graphs(files: dict[str, Path], feeds: dict, model: ErrorModel, scratc
     """Smooth the fp32 graphs ``files`` (role -> ONNX file) for a recipe quantizing as ``model`` says, from the
     calibration ``feeds`` (role -> a sequence of feed dicts) captured with them; write the smoothed graphs into
     ``scratch``. ``smooth`` off: measured only; ``keep_wide`` off: nothing kept wide."""
-    from mt5lite.exporters.activation_stats import collect_stats
+    from mt5lite.exporters.quantize.outliers.stats import collect_stats
 
     graphs = {role: Graph(role, load_with_weights(files[role])) for role in ROLES}
     sites, rotation = find_sites(graphs), None
@@ -156,7 +156,7 @@ def smooth_graphs(files: dict[str, Path], feeds: dict, model: ErrorModel, scratc
 
 
 def _rotated(graphs: dict[str, Graph], choice, scratch: Path) -> tuple[dict[str, Graph], dict[str, Path]]:
-    """``graphs`` with their residual stream rotated as ``choice`` (``mt5lite.exporters.rotation.RotationChoice``)
+    """``graphs`` with their residual stream rotated as ``choice`` (``outliers.rotation.RotationChoice``)
     says, written into ``scratch``: the rotated graphs, reloaded, and their files."""
     rotate(graphs, random_rotation(choice.width, choice.seed))
     written = write_graphs(graphs, scratch)

@@ -15,7 +15,7 @@ part of a **site**: an activation ``X`` that one or more weight MatMuls read, an
   calibration feeds captured from the fp32 export can be rescaled alike.
 
 ``m_c = max|X_c|^a / max|W_c|^(1-a)`` (SmoothQuant), with the strength ``a`` chosen per site, from
-``STRENGTHS``, as the one with the least simulated error (``mt5lite.exporters.int8_error``) on the calibration
+``STRENGTHS``, as the one with the least simulated error (``mt5lite.exporters.quantize.error_model``) on the calibration
 rows; ``None`` (no smoothing) competes too, and a strength is kept only where it divides the error by ``MIN_GAIN``.
 A site with a product still above ``KEEP_WIDE_ERROR`` after that is kept wide.
 """
@@ -229,7 +229,7 @@ def choose(site: Site, stats, weights: list[np.ndarray], activation: str, weight
            smooth: bool = True) -> None:
     """Pick ``site``'s strength (and ``m``) with the least simulated error summed over its products, and record
     each product's error before and after."""
-    from mt5lite.exporters.int8_error import relative_error
+    from mt5lite.exporters.quantize.error_model import relative_error
 
     site.outlier_ratio, site.outlier_channel = stats.outlier_ratio()
     absmax = np.maximum(stats.absmax, TINY)

@@ -1,8 +1,8 @@
 """The int8 outlier step for exports made straight from PyTorch (ExecuTorch): the sites, strengths and error model
-of ``mt5lite.exporters.smoothing``, measured with forward hooks on the contract's graphs and folded into the
+of ``outliers.smoothing``, measured with forward hooks on the contract's graphs and folded into the
 model's own parameters.
 
-First the residual stream is rotated where that lowers its measured error (``mt5lite.exporters.torch_rotation``):
+First the residual stream is rotated where that lowers its measured error (``outliers.torch_rotation``):
 the linears' per-tensor activation ranges then no longer meet a few huge channels, and XNNPACK's int8 embedding
 (one range per row) no longer meets outlier columns. Sites by module: every RMS norm and
 the linears that read it; ``wi_1`` (``wi``) and ``wo``; ``v`` and ``o``. The encoder's final norm output is also
@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mt5lite.exporters.smoothing import KEEP_WIDE_ERROR, Site, choose, rescale_states, site_report, state_scales
+from mt5lite.exporters.quantize.outliers.smoothing import (
+    KEEP_WIDE_ERROR,
+    Site,
+    choose,
+    rescale_states,
+    site_report,
+    state_scales,
+)
 
 
 def find_torch_sites(model) -> list[Site]:
@@ -63,7 +70,7 @@ def run_graphs(model, feeds: dict, max_target_length: int, runs: int | None = No
 
     from mt5lite.contract import NAMES
     from mt5lite.exporters.graphs import DecoderStepGraph, EncoderGraph
-    from mt5lite.exporters.outliers import sampled_runs
+    from mt5lite.exporters.quantize.outliers.step import sampled_runs
 
     graphs = {"encoder": EncoderGraph(model, cross_scale, output_rotation).eval(),
               "decoder": DecoderStepGraph(model, max_target_length).eval()}
@@ -82,7 +89,7 @@ def measure_modules(model, linears: set[str], norms: set[str], feeds: dict, max_
     """``ChannelStats`` over the calibration ``feeds`` (role -> a sequence of feed dicts) run through the contract's
     graphs, by module name: the input of each linear in ``linears``, and the normalized input ``x / rms(x)`` of
     each RMS norm in ``norms`` (what the residual stream's rotation is chosen on)."""
-    from mt5lite.exporters.activation_stats import StatsAccumulator
+    from mt5lite.exporters.quantize.outliers.stats import StatsAccumulator
 
     found = StatsAccumulator(sum(len(f) for f in feeds.values()))
 
@@ -126,7 +133,7 @@ class TorchSmoothing:
 
 def _group(module: str) -> str:
     """The quantization group of a linear, found by the name its ONNX node would have."""
-    from mt5lite.exporters.quant_groups import GROUPS
+    from mt5lite.exporters.quantize.groups import GROUPS
 
     return next((name for name, group in GROUPS.items() if group.op_type == "MatMul" and group.name_pattern
                  and re.search(group.name_pattern, f"{module}/MatMul")), "other")
@@ -134,10 +141,10 @@ def _group(module: str) -> str:
 
 def _rotate(model, rows: list):
     """The residual stream's rotation, chosen on each norm's normalized calibration ``rows``
-    (``mt5lite.exporters.rotation``) and folded into ``model`` where it lowers the error. Returns the choice and
+    (``outliers.rotation``) and folded into ``model`` where it lowers the error. Returns the choice and
     the encoder output's way back (None when not rotated)."""
-    from mt5lite.exporters.rotation import choose_rotation, random_rotation
-    from mt5lite.exporters.torch_rotation import rotate_model
+    from mt5lite.exporters.quantize.outliers.rotation import choose_rotation, random_rotation
+    from mt5lite.exporters.quantize.outliers.torch_rotation import rotate_model
 
     tied = "a tied lm_head is the embedding itself" if model.config.tie_word_embeddings else None
     choice = choose_rotation(rows, why_not=tied)
@@ -155,8 +162,8 @@ def smooth_model(model, feeds: dict, max_target_length: int, activation: str = "
     no longer computes its cross-attention K/V and encoder output as before."""
     import torch
 
-    from mt5lite.exporters.outliers import CHECK_RUNS, FoldCheck
-    from mt5lite.exporters.torch_rotation import rms_norms
+    from mt5lite.exporters.quantize.outliers.step import CHECK_RUNS, FoldCheck
+    from mt5lite.exporters.quantize.outliers.torch_rotation import rms_norms
 
     sites = find_torch_sites(model)
     modules = dict(model.named_modules())

@@ -1,7 +1,7 @@
 """The residual stream of a TFLite model, found by structure, for a full-int8 conversion that must keep it float.
 
 Full int8 quantizes the residual stream itself, one range per tensor. Where training put outlier channels into
-the stream (measured by the outlier step: its rotation, ``mt5lite.exporters.rotation``, was needed), rotating it
+the stream (measured by the outlier step: its rotation, ``outliers.rotation``, was needed), rotating it
 is not enough on its own: the stream's adds and the RMS norms' arithmetic stay float (TensorFlow's quantizer
 leaves denylisted ops float, with QUANTIZE/DEQUANTIZE around them), every product stays int8.
 
@@ -19,7 +19,7 @@ def residual_nodes(flatbuffer: bytes) -> list[str]:
     arithmetic of every subgraph of ``flatbuffer``."""
     from ai_edge_litert import schema_py_generated as schema
 
-    from mt5lite.exporters.tflite_splice import _op_names
+    from mt5lite.exporters.tflite.splice import _op_names
 
     model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
     names = _op_names(model)

@@ -3,7 +3,7 @@
 Pipeline: load -> the contract's two graphs (``mt5lite.exporters.graphs``) -> ``torch.export`` of each with static
 shapes (batch 1, ``S``, ``T_max``) -> for int8: the fp32 program is written and validated beside the output, the
 same multilingual draw as ONNX and TFLite int8 is decoded with it to capture each graph's calibration feeds
-(``mt5lite.exporters.calibration``), and each graph is quantized with PT2E and the XNNPACK quantizer, calibrated on
+(``exporters.quantize.calibration``), and each graph is quantized with PT2E and the XNNPACK quantizer, calibrated on
 them -> both graphs lowered together through ExecuTorch's edge dialect to the XNNPACK delegate, as the ``encoder``
 and ``decoder`` methods of one program (a weight both read, the token embedding, is stored once) -> tokenizer ->
 manifest -> fp32: validated against PyTorch at the ONNX export's tolerance; int8: compared with the fp32 program
@@ -25,8 +25,8 @@ from pathlib import Path
 
 from mt5lite.contract import ROLES
 from mt5lite.errors import InputError
-from mt5lite.exporters.calibration import CalibrationDraw
-from mt5lite.exporters.onnx_export import OnnxExportConfig, graph_specs, sample_inputs
+from mt5lite.exporters.onnx.export import OnnxExportConfig, graph_specs, sample_inputs
+from mt5lite.exporters.quantize.calibration import CalibrationDraw
 from mt5lite.manifest import seal_export
 from mt5lite.registry import Registry
 from mt5lite.verification.comparison import Gate, resolve_gate
@@ -163,12 +163,12 @@ def quantize_programs(programs: dict, specs: dict, data) -> dict:
 
 
 def _smoothed_programs(model, specs: dict, data, max_target_length: int) -> tuple[dict, dict]:
-    """The int8 outlier step (``mt5lite.exporters.torch_smoothing``): ``model`` smoothed in place from the captured
+    """The int8 outlier step (``outliers.torch_smoothing``): ``model`` smoothed in place from the captured
     feeds, its programs exported again, and ``data``'s decoder feeds rescaled as the smoothed decoder reads them.
     Returns the programs and the outlier report."""
-    from mt5lite.exporters.calibration import FeedReader
-    from mt5lite.exporters.outliers import rescaled_feeds
-    from mt5lite.exporters.torch_smoothing import smooth_model
+    from mt5lite.exporters.quantize.calibration import FeedReader
+    from mt5lite.exporters.quantize.outliers.step import rescaled_feeds
+    from mt5lite.exporters.quantize.outliers.torch_smoothing import smooth_model
 
     smoothing = smooth_model(model, {"encoder": data.encoder.feeds, "decoder": data.decoder.feeds},
                              max_target_length)
@@ -207,7 +207,7 @@ def _write_export(model, files, programs: dict, staging: Path, config: Executorc
     """Lower ``programs`` into ``staging/model.pte`` beside the tokenizer and the manifest; returns the manifest."""
     import executorch.version
 
-    from mt5lite.exporters.onnx_export import checkpoint_manifest, copy_tokenizer
+    from mt5lite.exporters.onnx.export import checkpoint_manifest, copy_tokenizer
 
     methods = lower_programs(programs, staging / PTE_FILE)
     copy_tokenizer(files.root, staging)

@@ -3,7 +3,7 @@
 Every variant is a static int8 export built from the same captured calibration feeds, compared with the fp32
 export on held-out inputs that are neither the calibration data nor the task set the quality gate uses:
 greedy agreement, and the teacher-forced logit error (every step of the fp32 greedy output, fed to both).
-The default static recipe (``mt5lite.exporters.quantize.DEFAULT_STATIC_GROUPS``) is chosen from this table.
+The default static recipe (``mt5lite.exporters.quantize.recipes.DEFAULT_STATIC_GROUPS``) is chosen from this table.
 """
 
 from __future__ import annotations
@@ -45,12 +45,12 @@ def _measure(reference: dict, candidate_dir: Path, texts: list[str], options, ba
 
 def sensitivity_analysis(export_dir: str | os.PathLike, texts: list[str], config=None, threads: int | None = None,
                          max_new_tokens: int = 32, batch_size: int = 32, progress: bool = False) -> dict:
-    """Quantize each group of ``mt5lite.exporters.quant_groups.GROUPS`` alone, then the default recipe and every group
+    """Quantize each group of ``exporters.quantize.groups.GROUPS`` alone, then the default recipe and every group
     together, and measure each variant against the fp32 export in ``export_dir`` on ``texts``."""
     from tqdm import tqdm
 
-    from mt5lite.exporters.quant_groups import GROUPS
-    from mt5lite.exporters.quantize import (
+    from mt5lite.exporters.quantize.groups import GROUPS
+    from mt5lite.exporters.quantize.recipes import (
         DEFAULT_STATIC_GROUPS,
         QuantizeConfig,
         calibration_for,
@@ -99,7 +99,7 @@ def sensitivity_analysis(export_dir: str | os.PathLike, texts: list[str], config
 
 def sensitivity_markdown(report: dict) -> str:
     """The Markdown twin of a sensitivity report."""
-    from mt5lite.exporters.quant_groups import GROUPS
+    from mt5lite.exporters.quantize.groups import GROUPS
 
     rows = []
     for row in report["rows"]:

@@ -1,4 +1,4 @@
-"""What the TFLite export hands each of its worker steps (``mt5lite.exporters.tflite_worker``): one typed spec,
+"""What the TFLite export hands each of its worker steps (``mt5lite.exporters.tflite.worker``): one typed spec,
 written as JSON for the child process and read back there, so a renamed or missing field fails at once."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Recipes (``RECIPES``):
 
 - ``static-int8``: int8 weights and uint8 activations whose ranges are calibrated on real multilingual inputs,
   the encoder on tokenized samples and the decoder-step graph on steps captured while the fp32 export decodes
-  them. Which node groups are quantized comes from the sensitivity analysis (``mt5lite.exporters.sensitivity``).
+  them. Which node groups are quantized comes from the sensitivity analysis (``exporters.quantize.sensitivity``).
 - ``dynamic-int8``: int8 weights, activations quantized on the fly (their ranges are not calibrated).
 - ``weight-int8``: the MatMuls' weights in int8 blocks of 128 input channels, each block with its own scale, run
   by ONNX Runtime's ``MatMulNBits``: kernels made for one-row products, the decoder step's case; the activations
@@ -15,9 +15,9 @@ Recipes (``RECIPES``):
 
 Every recipe has an outlier step (``QuantRecipe.outlier_step``), measured on the calibration draw: int8 recipes
 smooth activation outliers into the weights and keep wide what int8 still cannot hold
-(``mt5lite.exporters.outliers``), and give a lookup table with outlier columns a range per column
-(``mt5lite.exporters.gather_rows.columns_where_better``); fp16 scales the residual stream into its range
-(``mt5lite.exporters.residual_scale``). ``--no-smooth`` / ``--no-keep-wide`` turn them off.
+(``mt5lite.exporters.quantize.outliers.step``), and give a lookup table with outlier columns a range per column
+(``mt5lite.exporters.quantize.gather_rows.columns_where_better``); fp16 scales the residual stream into its range
+(``mt5lite.exporters.quantize.outliers.residual_scale``). ``--no-smooth`` / ``--no-keep-wide`` turn them off.
 
 Pipeline: check options -> read the fp32 export (hashes verified) -> capture calibration feeds -> the outlier step
 (smoothed fp32 graphs in scratch, checked against the originals) -> quantize each graph -> copy the tokenizer ->
@@ -36,13 +36,13 @@ from pathlib import Path
 
 from mt5lite.contract import ROLES
 from mt5lite.errors import InputError
-from mt5lite.exporters.calibration import CalibrationDraw, FeedReader
-from mt5lite.exporters.fuse_products import fuse_parallel_products
-from mt5lite.exporters.gather_rows import columns_where_better, gather_then_dequantize
-from mt5lite.exporters.graph_probe import load_with_weights
-from mt5lite.exporters.outliers import ErrorModel, smoothing
-from mt5lite.exporters.residual_scale import scale_residual
-from mt5lite.exporters.shared_weights import store_once
+from mt5lite.exporters.onnx.probe import load_with_weights
+from mt5lite.exporters.onnx.shared_weights import store_once
+from mt5lite.exporters.quantize.calibration import CalibrationDraw, FeedReader
+from mt5lite.exporters.quantize.fuse_products import fuse_parallel_products
+from mt5lite.exporters.quantize.gather_rows import columns_where_better, gather_then_dequantize
+from mt5lite.exporters.quantize.outliers.residual_scale import scale_residual
+from mt5lite.exporters.quantize.outliers.step import ErrorModel, smoothing
 from mt5lite.manifest import copy_companions, inside, load_manifest, seal_export
 from mt5lite.registry import Registry
 from mt5lite.staging import refuse_existing, scratch_directory, staged_directory
@@ -90,7 +90,7 @@ class QuantizeConfig:
 
     def validate(self) -> QuantizeConfig:
         """Raise ``InputError`` naming every bad value."""
-        from mt5lite.exporters.quant_groups import check_groups
+        from mt5lite.exporters.quantize.groups import check_groups
 
         problems = [] if self.recipe in RECIPES else [f"unknown recipe {self.recipe!r}; known: {', '.join(RECIPES)}"]
         for name, kind in (("method", Method), ("format", Format)):
@@ -244,7 +244,7 @@ def _to_int8(source: Path, target: Path, model, config: QuantizeConfig, run) -> 
     graph has no such node: the encoder has no lm_head)."""
     import onnx
 
-    from mt5lite.exporters.quant_groups import op_types, select_nodes
+    from mt5lite.exporters.quantize.groups import op_types, select_nodes
 
     nodes = select_nodes(model, config.chosen_groups, config.exclude)
     if not nodes:
@@ -317,7 +317,7 @@ def _weight_int8(source: Path, target: Path, model, config: QuantizeConfig, feed
     logging.getLogger().setLevel(level)  # the module sets the root logger to INFO when imported
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
 
-    from mt5lite.exporters.quant_groups import GROUPS, select_nodes
+    from mt5lite.exporters.quantize.groups import GROUPS, select_nodes
 
     lookups = tuple(g for g in config.chosen_groups if GROUPS[g].op_type == "Gather")
     if lookups:
@@ -343,7 +343,7 @@ def _weight_int8(source: Path, target: Path, model, config: QuantizeConfig, feed
 def _fp16(source: Path, target: Path, model, config: QuantizeConfig, feeds, external: bool,
           wide: tuple[str, ...] = ()):
     """fp16 weights and compute, ``FP16_KEEP_FP32`` kept in fp32."""
-    from mt5lite.exporters.fp16 import convert_to_fp16
+    from mt5lite.exporters.quantize.fp16 import convert_to_fp16
 
     return convert_to_fp16(model, FP16_KEEP_FP32)
 
@@ -359,7 +359,7 @@ class QuantRecipe:
     convert: Callable  # (source, target, model, config, feeds, external, wide) -> the quantized onnx.ModelProto
     describe: Callable[[QuantizeConfig], dict]  # the recipe's own fields of the manifest's quantization block
     #: (files, feeds, config, scratch, model dims) -> SmoothedGraphs: what the recipe does about activation outliers
-    #: before it quantizes (mt5lite.exporters.outliers.smoothing, mt5lite.exporters.residual_scale)
+    #: before it quantizes (outliers.step.smoothing, outliers.residual_scale)
     outlier_step: Callable | None = None
 
 

@@ -1,0 +1,1 @@
+"""Packaging an export for the apps that ship it (the Android demo's assets)."""

@@ -1,0 +1,1 @@
+"""The outlier step of the int8 recipes: diagnose activation outliers, smooth, rotate, keep wide."""
