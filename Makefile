@@ -80,7 +80,7 @@ test-faults: install
 # The result pages of the docs (docs/results/): each report in build/ that exists, copied with when and where it was
 # measured, and its page rendered from it (tests/test_docs.py checks every committed page against its JSON).
 results: install
-	$(BIN)/python benchmarks/results_pages.py
+	$(BIN)/python -m benchmarks.results_pages
 
 # The documentation site (docs/, mkdocs.yml) into $(BUILD)/site/, strict: a broken link or API reference fails.
 docs: install
@@ -144,30 +144,6 @@ sensitivity: install
 	$(BIN)/mt5lite export onnx --model $(MODEL) --output $(BUILD)/onnx --force
 	$(BIN)/mt5lite sensitivity --export $(BUILD)/onnx --report $(BUILD)/reports/sensitivity.json
 
-# Every int8 recipe with default flags on the demo model and on checkpoints with activation outliers (issue 25;
-# tests/outlier_fixtures.py builds them, the trained one in about 3 minutes), each against its own fp32 export.
-outliers-demo: install
-	$(BIN)/python benchmarks/outliers_demo.py --output $(BUILD)/reports/outliers-demo.json
-
-# The same recipes on mt5-small's shape (random weights, the demo's vocabulary), plain and with outliers, decoded
-# side by side: what the outlier step costs in ms/token and bytes (about an hour on 2 cores the first time).
-outliers-mt5-small: install
-	$(BIN)/python benchmarks/outliers_demo.py --mt5-small --output $(BUILD)/reports/outliers-mt5-small.json
-
-# Every system on every model, side by side, each in its own worker process (benchmarks/bench.py); BENCH_ARGS
-# narrows it, e.g. BENCH_ARGS="--models demo --systems pytorch-fp32 ours-onnx-static-int8".
-BENCH_ARGS ?=
-$(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[train,dev,bench]'
-	touch $(BENCH_STAMP)
-
-bench: $(BENCH_STAMP)
-	$(BIN)/python benchmarks/bench.py --threads 2 --output $(BUILD)/bench $(BENCH_ARGS)
-
-# int8 vs fp32 vs PyTorch decoding speed and size on a random model of google/mt5-small's shape (side by side).
-bench-quantization: mt5-small-fixture
-	$(BIN)/python benchmarks/bench_quantization.py --threads 2 --output $(BUILD)/reports/bench-quantization.json
-
 evaluate: install
 	$(BIN)/mt5lite evaluate --model $(MODEL) --report $(BUILD)/eval_report.json
 
@@ -194,40 +170,70 @@ tflite-mt5-small: mt5-small-fixture
 		--quantize int8 --samples 128 --max-decoder-steps 256 --data $(BUILD)/heldout-20.tsv --no-gate --force \
 		--report $(BUILD)/reports/tflite-int8-mt5-small.json
 
+# Every system on every model, side by side, each in its own worker process (python -m benchmarks.bench; its
+# modules are benchmarks/*.py and benchmarks/bench_systems/); BENCH_ARGS narrows it, e.g.
+# BENCH_ARGS="--models demo --systems pytorch-fp32 ours-onnx-static-int8".
+BENCH_ARGS ?=
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[train,dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.bench --threads 2 --output $(BUILD)/bench $(BENCH_ARGS)
+
+# The one-off experiments (benchmarks/experiments/, run as python -m benchmarks.experiments.NAME), from here to
+# sparsity-demo: each answers one question once, with a target of its own; make bench runs none of them.
+
+# Every int8 recipe with default flags on the demo model and on checkpoints with activation outliers (issue 25;
+# tests/outlier_fixtures.py builds them, the trained one in about 3 minutes), each against its own fp32 export.
+outliers-demo: install
+	$(BIN)/python -m benchmarks.experiments.outliers_demo --output $(BUILD)/reports/outliers-demo.json
+
+# The same recipes on mt5-small's shape (random weights, the demo's vocabulary), plain and with outliers, decoded
+# side by side: what the outlier step costs in ms/token and bytes (about an hour on 2 cores the first time).
+outliers-mt5-small: install
+	$(BIN)/python -m benchmarks.experiments.outliers_demo --mt5-small --output $(BUILD)/reports/outliers-mt5-small.json
+
+# int8 vs fp32 vs PyTorch decoding speed and size on a random model of google/mt5-small's shape (side by side).
+bench-quantization: mt5-small-fixture
+	$(BIN)/python -m benchmarks.experiments.bench_quantization --threads 2 \
+		--output $(BUILD)/reports/bench-quantization.json
+
 # Peak memory of the full-int8 TFLite conversion (the whole process tree, and time -v's largest process) against
 # the checkpoint's size, on random models of google/mt5-small's and google/mt5-base's shapes (about 40 minutes).
 conversion-memory: install
-	$(BIN)/python benchmarks/conversion_memory.py --output $(BUILD)/reports/conversion-memory.json
+	$(BIN)/python -m benchmarks.experiments.conversion_memory --output $(BUILD)/reports/conversion-memory.json
 
 # Vocabulary trimming on mt5-small's shape with a 250,100-piece tokenizer (tests.fixtures.mt5_small_250k): trimmed
 # with the project's data, compared at the kept ids, exported (fp32, static int8 ONNX, full-int8 TFLite, sizes) and
 # the untrimmed and trimmed int8 ONNX decoded side by side (about 40 minutes on 2 cores the first time).
 trim-mt5-small: mt5-small-fixture
-	$(BIN)/python benchmarks/trim_mt5_small.py --threads 2 --output $(BUILD)/reports/trim-mt5-small.json
+	$(BIN)/python -m benchmarks.experiments.trim_mt5_small --threads 2 --output $(BUILD)/reports/trim-mt5-small.json
 
 # ExecuTorch on mt5-small's shape (make bench's mt5-small model): fp32 and int8 .pte, sizes, conversion peak memory,
 # and ms/token side by side with make bench's ONNX and TFLite int8 builds of the same model (when built).
 executorch-mt5-small: mt5-small-fixture
-	$(BIN)/python benchmarks/executorch_mt5_small.py --threads 2 --output $(BUILD)/reports/executorch-mt5-small.json
+	$(BIN)/python -m benchmarks.experiments.executorch_mt5_small --threads 2 \
+		--output $(BUILD)/reports/executorch-mt5-small.json
 
 # The "lite" recipe on the demo model, stage by stage (trim, drop layers + prune FFN, distil, fine-tune), each stage
 # exported to ONNX, int8 ONNX and int8 TFLite and measured side by side (about 30 minutes on 2 cores).
 lite-demo: install
-	$(BIN)/python benchmarks/lite_demo.py --threads 2 --output $(BUILD)/reports/lite-demo.json
+	$(BIN)/python -m benchmarks.experiments.lite_demo --threads 2 --output $(BUILD)/reports/lite-demo.json
 
 # The trained demo model through each family's path (mt5lite.families): re-expressed as a T5 v1.1 / Flan-T5 and a
 # umT5 checkpoint (then fine-tuned, so every layer's bias table is its own), each exported like export-tflite, with
 # fp32 parity and both int8 exports held to the quantization gate per language (about 25 minutes on 2 cores).
 families-demo: install
-	$(BIN)/python benchmarks/families_demo.py --output $(BUILD)/reports/families-demo.json
+	$(BIN)/python -m benchmarks.experiments.families_demo --output $(BUILD)/reports/families-demo.json
 
 # Importance against random pruning on the demo model (dev-set exact match right after pruning, five random seeds).
 importance-demo: install
-	$(BIN)/python benchmarks/importance_demo.py --output $(BUILD)/reports/importance-demo.json
+	$(BIN)/python -m benchmarks.experiments.importance_demo --output $(BUILD)/reports/importance-demo.json
 
 # Unstructured magnitude pruning on the demo model: sparsity, sizes (plain and zipped), speed side by side, quality.
 sparsity-demo: install
-	$(BIN)/python benchmarks/sparsity_demo.py --threads 2 --output $(BUILD)/reports/sparsity-demo.json
+	$(BIN)/python -m benchmarks.experiments.sparsity_demo --threads 2 --output $(BUILD)/reports/sparsity-demo.json
 
 # The Android demo app's assets: the TFLite export (every file checked against its manifest), sample inputs, and the
 # Python runtime's outputs for the app's instrumented test. Then open android_demo/ in Android Studio.

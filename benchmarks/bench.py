@@ -1,6 +1,6 @@
 """`make bench`: our exports against what users would pick instead, on the same work, in one run.
 
-    python benchmarks/bench.py [--models demo mt5-small ...] [--systems ...] [--threads 2] [--inputs 8]
+    python -m benchmarks.bench [--models demo mt5-small ...] [--systems ...] [--threads 2] [--inputs 8]
 
 For each model (``MODELS``) every system (``bench_systems.SYSTEMS``) is built from the same checkpoint (cached under
 ``build/bench/<model>/``) and loaded in its own worker process. Then, warm-up first, every system takes its turn
@@ -34,47 +34,33 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-from bench_systems import SYSTEMS, Unavailable, reason
-from peer_envs import python as peer_python
 
+from benchmarks.bench_report import write_report
+from benchmarks.bench_systems import SYSTEMS, Unavailable, reason
+from benchmarks.models import lite_stages, mt5_small, training_file, trimmed_mt5_small
+from benchmarks.peer_envs import python as peer_python
 from mt5lite.data import HELDOUT_SENTENCES, HELDOUT_TASK, read_sentences, read_task_pairs
 from mt5lite.paths import BUILD_DIR, DEMO_MODEL
 from mt5lite.registry import Registry
 from mt5lite.verification.comparison import directory_bytes
 
-HERE = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]
 SOURCE_TOKENS, LONG_SOURCE_TOKENS, NEW_TOKENS, BATCH = 32, 128, 32, 8
 #: Seconds between two turns: thread pools that spin after a run (ONNX Runtime's, OpenMP's) go to sleep before the
 #: next system starts, so no system is timed against another's spinning threads.
 SETTLE = 0.05
 
 
-def _mt5_small() -> Path:
-    import repo_path  # noqa: F401  (tests.fixtures: not in the wheel)
-
-    from tests.fixtures import mt5_small_250k
-
-    return mt5_small_250k()
-
-
-def _mt5_small_trimmed() -> Path:
-    from trim_mt5_small import build
-
-    return build(_mt5_small(), BUILD_DIR / "trim-mt5-small")["trimmed"]
-
-
 def _student() -> Path:
-    from lite_demo import checkpoints, training_file
-
     work = BUILD_DIR / "lite"
-    return checkpoints(work, training_file(work / "train.tsv"), 2500, read_task_pairs(HELDOUT_TASK))["student"]
+    return lite_stages(work, training_file(work / "train.tsv"), 2500, read_task_pairs(HELDOUT_TASK))["student"]
 
 
 #: name -> (checkpoint maker, trained: whether quality is measured)
 MODELS: Registry[tuple] = Registry("benchmark model", {
     "demo": (lambda: DEMO_MODEL, True),
-    "mt5-small": (_mt5_small, False),
-    "mt5-small-trimmed": (_mt5_small_trimmed, False),
+    "mt5-small": (mt5_small, False),
+    "mt5-small-trimmed": (lambda: trimmed_mt5_small(mt5_small(), BUILD_DIR / "trim-mt5-small"), False),
     "student": (_student, True),
 })
 
@@ -123,14 +109,14 @@ def source_ids(tokenizer, tokens: int, count: int) -> list[list[int]]:
 
 
 class Worker:
-    """A system loaded in its own process (``bench_worker.py``)."""
+    """A system loaded in its own process (``python -m benchmarks.bench_worker``, the checkout on its path)."""
 
     def __init__(self, name: str, artifact: Path, threads: int, log: Path, interpreter: str = sys.executable):
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE", "USE_TF": "0",
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         self.name, self.log = name, log
-        self.process = subprocess.Popen([str(interpreter), str(HERE / "bench_worker.py"), name, str(artifact),
-                                         str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        self.process = subprocess.Popen([str(interpreter), "-m", "benchmarks.bench_worker", name,
+                                         str(artifact), str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=log.open("w"), text=True, env=env)
         answer = self._answer()
         if "error" in answer:
@@ -278,8 +264,6 @@ def bench_model(model: str, systems: list[str], threads: int, inputs: int, quali
 
 def main(argv: list[str] | None = None) -> int:
     """Measure every model and system, write JSON, Markdown and plots."""
-    from bench_report import write_report
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))

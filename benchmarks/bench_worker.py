@@ -1,6 +1,6 @@
-"""One benchmarked system in its own process, driven by ``bench.py`` over a pipe, one JSON request per line.
+"""One benchmarked system in its own process, driven by ``benchmarks.bench`` over a pipe, one JSON request per line.
 
-    python benchmarks/bench_worker.py SYSTEM ARTIFACT THREADS
+    python -m benchmarks.bench_worker SYSTEM ARTIFACT THREADS
 
 It loads the system (``bench_systems.SYSTEMS``), answers ``{"ready": ...}`` or ``{"error": "one line"}``, then
 serves requests until its input closes. Library output goes to stderr: stdout carries only the answers. Each
@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever the libraries print goes to stderr
     os.environ.setdefault("USE_TF", "0")
-    from bench_systems import SYSTEMS, reason
+    from benchmarks.bench_systems import SYSTEMS, reason
 
     try:
         runner = SYSTEMS[name].load(Path(artifact), int(threads))

@@ -17,8 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench_systems import Unavailable
-
+from benchmarks.bench_systems import Unavailable
 from mt5lite.paths import BUILD_DIR
 from mt5lite.registry import Registry
 

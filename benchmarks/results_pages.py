@@ -1,33 +1,34 @@
 """The documentation's result pages (``docs/results/``), generated from the reports the scripts write, so the
 figures on the site are the ones the scripts printed and cannot drift from them.
 
-``make results`` copies each report's JSON from ``build/`` into ``docs/results/`` with when, where and by which
-target it was measured, and renders its page from it with the script's own Markdown writer;
-``tests/test_docs.py`` fails when a committed page is not its committed JSON rendered.
+``make results`` (``python -m benchmarks.results_pages``) copies each report's JSON from ``build/`` into
+``docs/results/`` with when, where and by which target it was measured, and renders its page from it with the
+script's own Markdown writer; ``tests/test_docs.py`` fails when a committed page is not its committed JSON rendered.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import importlib
 import json
 import os
 import platform
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "benchmarks"), str(REPO)]  # the benchmark scripts' writers, as they import themselves
 RESULTS_DIR = REPO / "docs" / "results"
 
 #: page -> (the report it comes from, the target that writes it, "module:function" rendering it, its title).
 PAGES = {
     "pipeline": ("build/reports/pipeline.json", "make export-tflite",
                  "mt5lite.verification.pipeline:pipeline_markdown", "The pipeline on the demo model"),
-    "outliers-demo": ("build/reports/outliers-demo.json", "make outliers-demo", "outliers_demo:markdown",
+    "outliers-demo": ("build/reports/outliers-demo.json", "make outliers-demo",
+                      "benchmarks.experiments.outliers_demo:markdown",
                       "Int8 recipes on activation-outlier checkpoints"),
     "outliers-mt5-small": ("build/reports/outliers-mt5-small.json", "make outliers-mt5-small",
-                           "outliers_demo:shape_markdown", "Int8 recipes on mt5-small's shape, plain and outliers"),
+                           "benchmarks.experiments.outliers_demo:shape_markdown",
+                           "Int8 recipes on mt5-small's shape, plain and outliers"),
 }
 
 
@@ -73,8 +74,9 @@ def snapshot(name: str) -> Path | None:
     return page
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Snapshot every report that exists in ``build/``."""
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     for name, (source, target, _, _) in PAGES.items():
         page = snapshot(name)
         print(f"{name}: {page}" if page else f"{name}: no {source} yet (run {target})")

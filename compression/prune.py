@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mt5lite.checked import Checked
 from mt5lite.compression.importance import METHODS, measure_importance
 from mt5lite.compression.passes import PASSES, CompressionPass, make_report, measure
 from mt5lite.compression.structure import attentions, feed_forwards, head_rows, rebuild
@@ -26,12 +27,15 @@ from mt5lite.data import DEV_TASK
 from mt5lite.errors import InputError
 
 
-def _target_problem(name: str, value: float) -> str | None:
-    if value <= 0:
-        return f"{name} must be a fraction in (0, 1] or a count above 1, got {value}"
-    if value > 1 and value != int(value):
-        return f"{name} is {value}: a count must be a whole number (a fraction must be at most 1)"
-    return None
+def _target_problems(*targets: tuple[str, float]) -> list[str]:
+    """What is wrong with each ``(name, value)`` target: a fraction in (0, 1] or a whole count above 1."""
+    problems = []
+    for name, value in targets:
+        if value <= 0:
+            problems.append(f"{name} must be a fraction in (0, 1] or a count above 1, got {value}")
+        elif value > 1 and value != int(value):
+            problems.append(f"{name} is {value}: a count must be a whole number (a fraction must be at most 1)")
+    return problems
 
 
 def resolve(value: float, total: int, name: str, what: str) -> int:
@@ -43,7 +47,7 @@ def resolve(value: float, total: int, name: str, what: str) -> int:
 
 
 @dataclass(frozen=True)
-class ImportanceOptions:
+class ImportanceOptions(Checked):
     """How structures are scored (shared by every pruning pass)."""
 
     importance: str = field(default="measured", metadata={
@@ -63,12 +67,6 @@ class ImportanceOptions:
         if self.importance_pairs < 1:
             problems.append(f"importance_pairs must be at least 1, got {self.importance_pairs}")
         return problems
-
-    def check(self, *targets: tuple[str, float]) -> None:
-        """Raise ``InputError`` naming every bad option, the pass's targets included."""
-        problems = self.problems() + [p for p in (_target_problem(n, v) for n, v in targets) if p]
-        if problems:
-            raise InputError("; ".join(problems))
 
     def scores(self, model, tokenizer, kind: str):
         """The importance of ``model``'s structures of ``kind`` (heads, neurons or blocks; ``tokenizer``: its
@@ -97,8 +95,9 @@ class PruneFfnConfig(ImportanceOptions):
 
     ffn_keep: float = field(default=0.5, metadata={"help": "neurons kept per feed-forward layer: fraction or count"})
 
-    def __post_init__(self):
-        self.check(("ffn_keep", self.ffn_keep))
+    def problems(self) -> list[str]:
+        """The importance options' problems and the target's."""
+        return super().problems() + _target_problems(("ffn_keep", self.ffn_keep))
 
 
 def prune_ffn(model, tokenizer, config: PruneFfnConfig):
@@ -129,8 +128,9 @@ class PruneHeadsConfig(ImportanceOptions):
 
     heads_keep: float = field(default=0.5, metadata={"help": "heads kept per attention layer: fraction or count"})
 
-    def __post_init__(self):
-        self.check(("heads_keep", self.heads_keep))
+    def problems(self) -> list[str]:
+        """The importance options' problems and the target's."""
+        return super().problems() + _target_problems(("heads_keep", self.heads_keep))
 
 
 def prune_heads(model, tokenizer, config: PruneHeadsConfig):
@@ -171,9 +171,10 @@ class DropLayersConfig(ImportanceOptions):
     encoder_layers_keep: float = field(default=0.5, metadata={"help": "encoder blocks kept: fraction or count"})
     decoder_layers_keep: float = field(default=0.5, metadata={"help": "decoder blocks kept: fraction or count"})
 
-    def __post_init__(self):
-        self.check(("encoder_layers_keep", self.encoder_layers_keep),
-                   ("decoder_layers_keep", self.decoder_layers_keep))
+    def problems(self) -> list[str]:
+        """The importance options' problems and the targets'."""
+        return super().problems() + _target_problems(("encoder_layers_keep", self.encoder_layers_keep),
+                                                     ("decoder_layers_keep", self.decoder_layers_keep))
 
 
 def drop_layers(model, tokenizer, config: DropLayersConfig):

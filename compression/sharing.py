@@ -15,20 +15,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mt5lite.checked import Checked
 from mt5lite.compression.passes import PASSES, CompressionPass, make_report, measure
 from mt5lite.compression.structure import STACKS
 from mt5lite.errors import InputError
 
 
 @dataclass(frozen=True)
-class ShareLayersConfig:
+class ShareLayersConfig(Checked):
     """How many consecutive blocks share one set of weights."""
 
     share_group: int = field(default=2, metadata={"help": "consecutive blocks per group sharing one set of weights"})
 
-    def __post_init__(self):
-        if self.share_group < 2:
-            raise InputError(f"share_group must be at least 2 (blocks per shared group), got {self.share_group}")
+    def problems(self) -> list[str]:
+        """Groups of fewer than two blocks share nothing."""
+        return [] if self.share_group >= 2 else [
+            f"share_group must be at least 2 (blocks per shared group), got {self.share_group}"]
 
 
 def _tie(block, leader, prefix: str, tied: list[str]) -> int:

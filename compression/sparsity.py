@@ -13,19 +13,19 @@ import io
 import zipfile
 from dataclasses import dataclass, field
 
+from mt5lite.checked import Checked
 from mt5lite.compression.passes import PASSES, CompressionPass, make_report, measure
-from mt5lite.errors import InputError
 
 
 @dataclass(frozen=True)
-class MagnitudePruneConfig:
+class MagnitudePruneConfig(Checked):
     """How many of each linear layer's weights become zero."""
 
     sparsity: float = field(default=0.5, metadata={"help": "fraction of each linear layer's weights set to zero"})
 
-    def __post_init__(self):
-        if not 0 < self.sparsity < 1:
-            raise InputError(f"sparsity must be between 0 and 1 (exclusive), got {self.sparsity}")
+    def problems(self) -> list[str]:
+        """A sparsity outside (0, 1)."""
+        return [] if 0 < self.sparsity < 1 else [f"sparsity must be between 0 and 1 (exclusive), got {self.sparsity}"]
 
 
 def _linears(model) -> list:

@@ -21,24 +21,27 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mt5lite.checked import Checked
 from mt5lite.compression.passes import PASSES, CompressionPass, make_report, measure
 from mt5lite.errors import InputError
 
-#: Where training checkpoints go (``training_directory`` sets it for one ``compress`` run).
-_scratch: list[Path] = [Path(".mt5lite-training")]
+#: Where training checkpoints go: ``training_directory`` sets it for the block of one ``compress`` run (a context
+#: variable, so nested or concurrent runs each see their own).
+_CHECKPOINTS: ContextVar[Path] = ContextVar("training_checkpoints", default=Path(".mt5lite-training"))
 
 
 @contextmanager
 def training_directory(path: Path) -> Iterator[Path]:
     """Keep the training checkpoints of the passes run inside the block in ``path`` (beside the output)."""
-    _scratch.append(Path(path))
+    token = _CHECKPOINTS.set(Path(path))
     try:
         yield Path(path)
     finally:
-        _scratch.pop()
+        _CHECKPOINTS.reset(token)
         if is_main_process() and Path(path).is_dir() and not any(Path(path).iterdir()):
             Path(path).rmdir()
 
@@ -62,7 +65,7 @@ def end_data_parallel() -> None:
 
 
 @dataclass(frozen=True)
-class TrainingOptions:
+class TrainingOptions(Checked):
     """How to train (shared by ``finetune`` and ``distill``)."""
 
     train_data: Path | None = field(default=None, metadata={
@@ -221,7 +224,7 @@ def train(model, tokenizer_bytes: bytes, pairs, options: TrainingOptions, name: 
 
     from mt5lite.runtimes.tokenizer import Tokenizer
 
-    scratch = _scratch[-1] / name
+    scratch = _CHECKPOINTS.get() / name
     set_seed(options.train_seed)
     arguments = TrainingArguments(
         output_dir=str(scratch), max_steps=options.max_steps, per_device_train_batch_size=options.batch_size,
@@ -253,10 +256,6 @@ def train(model, tokenizer_bytes: bytes, pairs, options: TrainingOptions, name: 
 class FinetuneConfig(TrainingOptions):
     """Fine-tuning on labelled pairs."""
 
-    def __post_init__(self):
-        if self.problems():
-            raise InputError("; ".join(self.problems()))
-
 
 def finetune(model, tokenizer, config: FinetuneConfig):
     """The ``finetune`` pass: cross-entropy training on labelled pairs."""
@@ -278,8 +277,9 @@ class DistillConfig(TrainingOptions):
     unlabelled: Path | None = field(default=None, metadata={
         "help": "inputs without targets (lang<TAB>text); the teacher generates their targets"})
 
-    def __post_init__(self):
-        problems = self.problems()
+    def problems(self) -> list[str]:
+        """The training options' problems, and the teacher's, temperature's, alpha's and unlabelled file's."""
+        problems = super().problems()
         if self.teacher is None:
             problems.append("distill needs a teacher: give --teacher CHECKPOINT")
         elif not (Path(self.teacher) / "config.json").is_file():
@@ -290,8 +290,7 @@ class DistillConfig(TrainingOptions):
             problems.append(f"alpha must be at least 0, got {self.alpha}")
         if self.unlabelled is not None and not Path(self.unlabelled).is_file():
             problems.append(f"{self.unlabelled}: no such file of unlabelled inputs")
-        if problems:
-            raise InputError("; ".join(problems))
+        return problems
 
 
 def _teacher_ids(teacher_dir: Path, tokenizer):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mt5lite.checked import Checked
 from mt5lite.compression.passes import PASSES, CompressionPass, make_report, measure
 from mt5lite.errors import InputError
 
@@ -30,7 +31,7 @@ def default_corpus() -> tuple[Path, ...]:
 
 
 @dataclass(frozen=True)
-class TrimVocabConfig:
+class TrimVocabConfig(Checked):
     """Which pieces to keep."""
 
     corpus: tuple[Path, ...] = field(default_factory=default_corpus, metadata={
@@ -41,7 +42,8 @@ class TrimVocabConfig:
         "help": "at most this many pieces (0: no limit); special and byte pieces always stay, then the corpus's "
                 "most used pieces"})
 
-    def __post_init__(self):
+    def problems(self) -> list[str]:
+        """Every bad value, missing corpus files included."""
         problems = []
         if self.keep_top < 0:
             problems.append(f"keep_top must be at least 0, got {self.keep_top}")
@@ -49,9 +51,7 @@ class TrimVocabConfig:
             problems.append(f"max_pieces must be at least 0, got {self.max_pieces}")
         if not self.corpus:
             problems.append("give at least one corpus file")
-        problems += [f"{path}: no such corpus file" for path in self.corpus if not Path(path).is_file()]
-        if problems:
-            raise InputError("; ".join(problems))
+        return problems + [f"{path}: no such corpus file" for path in self.corpus if not Path(path).is_file()]
 
 
 def read_corpus(paths: tuple[Path, ...]) -> list[str]:

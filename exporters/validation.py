@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 from mt5lite.data import HELDOUT_SENTENCES, Sentence, read_sentences
+from mt5lite.exporters.result import Validation
 from mt5lite.verification.parity import torch_greedy
 from mt5lite.verification.teacher_forced import check_diffs, teacher_forced
 
@@ -29,7 +30,7 @@ def heldout_sample(count: int) -> list[Sentence]:
     return balanced_sample(read_sentences(HELDOUT_SENTENCES), count)
 
 
-def validate_export(model, export_dir: Path, config, progress: bool = False) -> dict:
+def validate_export(model, export_dir: Path, config, progress: bool = False) -> Validation:
     """Compare encoder outputs and teacher-forced step logits; raise ``ParityError`` listing every output if any
     differs by more than ``config.atol + config.rtol * max |reference|``. Returns the numbers."""
     from mt5lite.runtimes.generators import ENGINES, open_export
@@ -45,7 +46,7 @@ def validate_export(model, export_dir: Path, config, progress: bool = False) -> 
     targets = torch_greedy(model, ids, mask, min(16, config.max_target_length), suppressed)
     found = teacher_forced(TorchBackend(model, config.max_target_length), generator.stepper, ids, mask, targets,
                            generator.decoder.decoder_start_id)
-    outputs = {t["name"]: t["shape"] for g in generator.manifest["graphs"].values() for t in g["outputs"]}
-    stage = f"{ENGINES[generator.manifest['engine']].label} export validation"
+    outputs = {name: list(shape) for name, shape in generator.manifest.output_shapes.items()}
+    stage = f"{ENGINES[generator.manifest.engine].label} export validation"
     rows = check_diffs(stage, found, config.atol, config.rtol, outputs)
-    return {"samples": len(samples), "languages": sorted({s.lang for s in samples}), "rows": rows}
+    return Validation(len(samples), tuple(rows), tuple(sorted({s.lang for s in samples})))

@@ -57,7 +57,7 @@ def _decoding_options(args: argparse.Namespace):
         num_beams=args.num_beams,
         length_penalty=args.length_penalty,
         early_stopping=args.early_stopping,
-    ).validate()
+    )
 
 
 def _read_inputs(args: argparse.Namespace) -> list[str]:
@@ -117,10 +117,9 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
                               validate_samples=args.validate_samples)
     result = export_onnx(args.model, args.output, config, force=args.force, allow_pickle=args.allow_pickle,
                          progress=True)
-    for row in result["validation"]["rows"]:
+    for row in result.validation.rows:
         print(f"  {row['output']}: max |diff| {row['max_abs_diff']:.2e} (tolerance {row['tolerance']:.2e})")
-    print(f"validated on {result['validation']['samples']} held-out inputs in "
-          f"{len(result['validation']['languages'])} languages")
+    print(f"validated on {result.validation.samples} held-out inputs in {len(result.validation.languages)} languages")
     print(f"export written to {args.output}")
     return 0
 
@@ -138,23 +137,23 @@ def cmd_export_tflite(args: argparse.Namespace) -> int:
     calibration = CalibrationDraw(args.calibration, args.samples, args.max_decoder_steps)
     result = export_tflite(args.export, args.output, args.quantize, force=args.force, calibration=calibration,
                            gate=gate, progress=True, options=TfliteOptions(allow_flex=args.allow_flex))
-    for row in result["validation"]["rows"]:
+    checked = ", checked" if result.validation.checked_against_tolerance else ", reported only"
+    for row in result.validation.rows:
         print(f"  {row['output']} vs ONNX fp32: max |diff| {row['max_abs_diff']:.2e} (tolerance {row['tolerance']:.2e}"
-              f"{', checked' if result['validation']['checked_against_tolerance'] else ', reported only'})")
-    for role, ops in result["manifest"]["tflite"]["ops"].items():
+              f"{checked})")
+    manifest = result.manifest
+    for role, ops in manifest.engine_ops.items():
         print(f"  {role} signature ops: {' '.join(ops)}")
-    weights = result["manifest"]["weights"]
-    print(f"  {weights['file']}: {weights['buffer_bytes'] / 1e6:.1f} MB of weights, "
-          f"{weights['shared_bytes'] / 1e6:.1f} MB of them ({weights['shared_buffers']} buffers) stored once for both "
-          "signatures")
-    masks = (result["manifest"]["quantization"].get("calibration") or {}).get("masking_constants", {})
-    for role, mask in masks.items():
+    buffers, shared = manifest.shared_weights
+    print(f"  {manifest.weights_file}: {manifest.weights_bytes / 1e6:.1f} MB of weights, "
+          f"{shared / 1e6:.1f} MB of them ({buffers} buffers) stored once for both signatures")
+    for role, mask in manifest.quantization.masking_constants.items():
         print(f"  {role} attention mask constant {mask['value']} (leak <= {mask['tolerance']} on "
               f"{mask['masked_rows']} calibration rows)")
     print(f"{args.quantize} TFLite export written to {args.output}")
     if TFLITE_PRECISIONS[args.quantize].exact:  # held to the fp32 tolerance during the export itself
         return 0
-    return _print_gate(result["gate"], args, "mt5lite export tflite")
+    return _print_gate(result.gate, args, "mt5lite export tflite")
 
 
 def cmd_export_executorch(args: argparse.Namespace) -> int:
@@ -171,17 +170,17 @@ def cmd_export_executorch(args: argparse.Namespace) -> int:
     result = export_executorch(args.model, args.output, config, force=args.force, allow_pickle=args.allow_pickle,
                                calibration=CalibrationDraw(args.calibration, args.samples, args.max_decoder_steps),
                                gate=gate, progress=True)
-    for row in (result["validation"] or {}).get("rows", []):
+    for row in (result.validation.rows if result.validation else ()):
         print(f"  {row['output']}: max |diff| {row['max_abs_diff']:.2e} (tolerance {row['tolerance']:.2e})")
-    manifest = result["manifest"]
-    for role, method in manifest["executorch"]["methods"].items():
+    manifest = result.manifest
+    for role, method in manifest.engine_ops.items():
         print(f"  {role} method: {method['delegated_subgraphs']} XNNPACK subgraphs; portable ops: "
               f"{' '.join(method['portable_ops']) or 'none'}")
-    print(f"  {manifest['weights']['file']}: {manifest['weights']['bytes'] / 1e6:.1f} MB")
+    print(f"  {manifest.weights_file}: {manifest.weights_bytes / 1e6:.1f} MB")
     print(f"{args.quantize} ExecuTorch export written to {args.output}")
     if PTE_PRECISIONS[args.quantize].exact:
         return 0
-    return _print_gate(result["gate"], args, "mt5lite export executorch")
+    return _print_gate(result.gate, args, "mt5lite export executorch")
 
 
 def _pipeline_config(args: argparse.Namespace):
@@ -279,14 +278,18 @@ def cmd_parity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibration_fields(args: argparse.Namespace) -> dict:
+    """The calibration settings every quantizing command shares (``_add_quantize_args``)."""
+    return {"method": args.method, "per_channel": args.per_channel, "format": args.format,
+            "calibration": args.calibration, "samples": args.samples, "max_decoder_steps": args.max_decoder_steps}
+
+
 def _quantize_config(args: argparse.Namespace):
     from mt5lite.exporters.quantize.recipes import QuantizeConfig
 
-    return QuantizeConfig(recipe=args.recipe, method=args.method, per_channel=args.per_channel, format=args.format,
-                          groups=tuple(args.groups) if args.groups else None, exclude=tuple(args.exclude),
-                          calibration=args.calibration, samples=args.samples,
-                          max_decoder_steps=args.max_decoder_steps, smooth=args.smooth,
-                          keep_wide=args.keep_wide).validate()
+    return QuantizeConfig(recipe=args.recipe, groups=tuple(args.groups) if args.groups else None,
+                          exclude=tuple(args.exclude), smooth=args.smooth, keep_wide=args.keep_wide,
+                          **_calibration_fields(args))
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -297,10 +300,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     config = _quantize_config(args)
     gate = _gate(args)  # the held-out pairs read before any work, so a bad file fails fast
     result = quantize_export(args.export, args.output, config, force=args.force, progress=True, gate=gate)
-    nodes = result["manifest"]["quantization"]["quantized_nodes"]
-    counts = ", ".join(f"{role}: {n} quantized nodes" for role, n in nodes.items())
-    print(f"{result['manifest']['quantization']['recipe']} export written to {args.output} ({counts})")
-    return _print_gate(result["gate"], args, "mt5lite quantize")
+    quantization = result.manifest.quantization
+    counts = ", ".join(f"{role}: {n} quantized nodes" for role, n in quantization.quantized_nodes.items())
+    print(f"{quantization.recipe} export written to {args.output} ({counts})")
+    return _print_gate(result.gate, args, "mt5lite quantize")
 
 
 def _gate(args: argparse.Namespace):
@@ -335,11 +338,11 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     agreement and teacher-forced logit error. The default static recipe is chosen from this table."""
     from mt5lite.data import read_tagged_texts
     from mt5lite.exporters.quantize.calibration import draw_samples
+    from mt5lite.exporters.quantize.recipes import QuantizeConfig
     from mt5lite.exporters.quantize.sensitivity import sensitivity_analysis, write_sensitivity_report
 
-    args.recipe, args.groups, args.exclude = "static-int8", None, []
-    args.smooth = args.keep_wide = False  # each group's own sensitivity (sensitivity_analysis says so too)
-    config = _quantize_config(args)
+    # static int8, every group on its own: nothing smoothed or kept wide behind its back (sensitivity_analysis)
+    config = QuantizeConfig(recipe="static-int8", smooth=False, keep_wide=False, **_calibration_fields(args))
     texts = [s.text for s in draw_samples(read_tagged_texts(args.data), args.eval_samples, source=str(args.data))]
     report = sensitivity_analysis(args.export, texts, config, threads=args.threads, progress=True)
     json_path, md_path = write_sensitivity_report(report, args.report)
@@ -448,10 +451,10 @@ def _add_pass_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_train_demo(args: argparse.Namespace) -> int:
     """Train the bundled demo model (about 20 minutes on 2 cores)."""
-    from mt5lite.demo.train import main as train_main
+    from mt5lite.demo.train import train_and_write
 
-    argv = ["--output", str(args.output), "--steps", str(args.steps)] + (["--force"] if args.force else [])
-    return train_main(argv)
+    train_and_write(args.output, args.steps, args.force)
+    return 0
 
 
 def _add_calibration_args(parser: argparse.ArgumentParser) -> None:

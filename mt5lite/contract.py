@@ -12,6 +12,8 @@ refuse an export whose graphs name their tensors otherwise.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 ENCODER_INPUTS = ("input_ids", "attention_mask")
@@ -45,66 +47,97 @@ def contract_dtype(name: str) -> str:
     return "int64" if name in INT64_TENSORS else "float32"
 
 
-def tensor(name: str, shape: list) -> dict:
-    """A manifest tensor entry: name, dtype and shape (symbolic dimensions are strings)."""
-    return {"name": name, "dtype": contract_dtype(name), "shape": shape}
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor of a graph as the manifest records it: name, dtype and shape (a symbolic dimension is a str)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    @classmethod
+    def of(cls, name: str, shape) -> TensorSpec:
+        """Tensor ``name`` of the contract with ``shape`` (its dtype is the contract's)."""
+        return cls(name, contract_dtype(name), tuple(shape))
+
+    @classmethod
+    def from_dict(cls, entry: dict) -> TensorSpec:
+        """The tensor a manifest's JSON entry describes."""
+        return cls(entry["name"], entry["dtype"], tuple(entry["shape"]))
+
+    def to_dict(self) -> dict:
+        """The manifest's JSON entry."""
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
 
-def graph_specs(layers: int, heads: int, d_kv: int, d_model: int, vocab_size: int, max_source_length: int,
-                max_target_length: int, static_shapes: bool, files: dict[str, str]) -> dict:
+@dataclass(frozen=True)
+class GraphSpec:
+    """One graph of an export: its file, its tensors in order, and where an engine finds it in that file."""
+
+    file: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    external_data: tuple[str, ...] = ()  # ONNX: the weight files the graph points into
+    signature: str | None = None  # LiteRT: the signature of the one .tflite
+    method: str | None = None  # ExecuTorch: the method of the one .pte
+
+    @property
+    def tensors(self) -> dict[str, TensorSpec]:
+        """Every tensor by name, inputs then outputs."""
+        return {t.name: t for t in (*self.inputs, *self.outputs)}
+
+    @property
+    def files(self) -> list[str]:
+        """The files the graph consists of: the graph, then the external-data files it points into."""
+        return [self.file, *self.external_data]
+
+    @classmethod
+    def from_dict(cls, entry: dict) -> GraphSpec:
+        """The graph a manifest's JSON entry describes."""
+        return cls(entry["file"], tuple(map(TensorSpec.from_dict, entry["inputs"])),
+                   tuple(map(TensorSpec.from_dict, entry["outputs"])), tuple(entry.get("external_data", ())),
+                   entry.get("signature"), entry.get("method"))
+
+    def to_dict(self) -> dict:
+        """The manifest's JSON entry (engine fields only where set)."""
+        entry = {"file": self.file, "inputs": [t.to_dict() for t in self.inputs],
+                 "outputs": [t.to_dict() for t in self.outputs]}
+        extra = {"external_data": list(self.external_data), "signature": self.signature, "method": self.method}
+        return entry | {key: value for key, value in extra.items() if value}
+
+
+@dataclass(frozen=True)
+class ContractDims:
+    """What the contract's shapes are made of: the model's sizes and the export's lengths."""
+
+    layers: int  # decoder layers (the cross and self K/V of each)
+    heads: int
+    d_kv: int
+    d_model: int
+    vocab_size: int
+    max_source_length: int  # S
+    max_target_length: int  # T_max, the self-attention cache's length
+    static_shapes: bool  # batch 1 and S fixed (TFLite, ExecuTorch); else both symbolic
+
+
+def graph_specs(dims: ContractDims, files: dict[str, str]) -> dict[str, GraphSpec]:
     """Names, dtypes and shapes of both graphs as the manifest records them; with ``static_shapes`` batch is 1
     and the source length is ``max_source_length``, else both are symbolic."""
-    batch = 1 if static_shapes else "batch"
-    source = max_source_length if static_shapes else "source_length"
-    cross = [layers, batch, heads, source, d_kv]
-    cache = [layers, batch, heads, max_target_length, d_kv]
+    batch = 1 if dims.static_shapes else "batch"
+    source = dims.max_source_length if dims.static_shapes else "source_length"
+    cross = [dims.layers, batch, dims.heads, source, dims.d_kv]
+    cache = [dims.layers, batch, dims.heads, dims.max_target_length, dims.d_kv]
+    new = [dims.layers, batch, dims.heads, 1, dims.d_kv]
     shapes = {
         "input_ids": [batch, source], "attention_mask": [batch, source],
-        "encoder_hidden_states": [batch, source, d_model], "cross_k": cross, "cross_v": cross,
+        "encoder_hidden_states": [batch, source, dims.d_model], "cross_k": cross, "cross_v": cross,
         "decoder_input_ids": [batch, 1], "position": [1], "encoder_attention_mask": [batch, source],
-        "self_k_cache": cache, "self_v_cache": cache, "logits": [batch, vocab_size],
-        "new_self_k": [layers, batch, heads, 1, d_kv], "new_self_v": [layers, batch, heads, 1, d_kv],
+        "self_k_cache": cache, "self_v_cache": cache, "logits": [batch, dims.vocab_size],
+        "new_self_k": new, "new_self_v": new,
     }
-    return {role: {"file": files[role],
-                   "inputs": [tensor(name, shapes[name]) for name in NAMES[role][0]],
-                   "outputs": [tensor(name, shapes[name]) for name in NAMES[role][1]]}
+    return {role: GraphSpec(files[role], tuple(TensorSpec.of(name, shapes[name]) for name in NAMES[role][0]),
+                            tuple(TensorSpec.of(name, shapes[name]) for name in NAMES[role][1]))
             for role in ROLES}
-
-
-def name_problems(graphs: dict) -> list[str]:
-    """How a manifest's ``graphs`` differ from the contract's tensor names (empty when they match)."""
-    problems = []
-    for role in ROLES:
-        spec = graphs.get(role) if isinstance(graphs, dict) else None
-        if not isinstance(spec, dict):
-            problems.append(f"no {role} graph")
-            continue
-        for kind, expected in zip(("inputs", "outputs"), NAMES[role], strict=True):
-            found = [t.get("name") for t in spec.get(kind, []) if isinstance(t, dict)]
-            if sorted(found) != sorted(expected):
-                problems.append(f"{role} {kind} are {found}, the contract's are {list(expected)}")
-    return problems
-
-
-def spec_problems(graphs: dict, lengths: dict) -> list[str]:
-    """How a manifest's tensor entries (``graphs``, names already checked) disagree with the contract: a dtype
-    other than the contract's, a shape that is not a list of sizes or names, or a length the host builds its feeds
-    from (``lengths``: ``max_target_length``, ``vocab_size``, ``max_source_length``) that the shapes contradict."""
-    problems = []
-    for role in ROLES:
-        for entry in graphs[role]["inputs"] + graphs[role]["outputs"]:
-            name, shape = entry["name"], entry.get("shape")
-            dtype = contract_dtype(name)
-            if entry.get("dtype") != dtype:
-                problems.append(f"{role} {name} has dtype {entry.get('dtype')!r}, the contract's is {dtype!r}")
-            if not isinstance(shape, list) or not all(isinstance(d, (int, str)) for d in shape):
-                problems.append(f"{role} {name} has shape {shape!r}, not a list of sizes and names")
-                continue
-            axis, key = LENGTH_AXES.get(name, (None, None))
-            size = shape[axis] if axis is not None and len(shape) > axis else None
-            if isinstance(size, int) and size != lengths.get(key):
-                problems.append(f"{role} {name} has {size} along axis {axis}, but {key} is {lengths.get(key)!r}")
-    return problems
 
 
 def _dimension_agrees(have, want) -> bool:
@@ -113,20 +146,20 @@ def _dimension_agrees(have, want) -> bool:
     return have == want if fixed else isinstance(want, str)
 
 
-def engine_problems(spec: dict, found: dict[str, tuple[str, list]]) -> list[str]:
+def engine_problems(spec: GraphSpec, found: dict[str, tuple[str, list]]) -> list[str]:
     """How one graph's manifest entry (``spec``) disagrees with what the engine reads from the graph file itself
     (``found``: tensor name -> dtype and shape, a dimension the engine leaves open as a ``str`` or ``None``)."""
-    entries = {t["name"]: t for t in spec["inputs"] + spec["outputs"]}
+    entries = spec.tensors
     if set(found) != set(entries):
         return [f"the graph's tensors are {sorted(found)}, the manifest's {sorted(entries)}"]
     problems = []
     for name, (dtype, shape) in found.items():
         claimed = entries[name]
-        sizes_agree = len(shape) == len(claimed["shape"]) and all(
-            _dimension_agrees(have, want) for have, want in zip(shape, claimed["shape"], strict=True))
-        if dtype != claimed["dtype"] or not sizes_agree:
-            problems.append(f"{name} is {dtype} {list(shape)} in the graph, {claimed['dtype']} "
-                            f"{claimed['shape']} in the manifest")
+        sizes_agree = len(shape) == len(claimed.shape) and all(
+            _dimension_agrees(have, want) for have, want in zip(shape, claimed.shape, strict=True))
+        if dtype != claimed.dtype or not sizes_agree:
+            problems.append(f"{name} is {dtype} {list(shape)} in the graph, {claimed.dtype} "
+                            f"{list(claimed.shape)} in the manifest")
     return problems
 
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from mt5lite.contract import LENGTHS, name_problems, spec_problems
-from mt5lite.errors import ModelFileError
+from mt5lite.contract import LENGTH_AXES, LENGTHS, NAMES, ROLES, GraphSpec, contract_dtype
+from mt5lite.errors import ModelFileError, first_line
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "mt5lite-export"
@@ -23,6 +26,181 @@ REQUIRED_KEYS = ("format", "format_version", "engine", "export_id", "graphs", "f
                  "max_source_length", "max_target_length", "vocab_size", "model")
 #: What every graph entry names, whatever the engine (engines may need more, e.g. LiteRT a ``signature``).
 GRAPH_KEYS = ("file", "inputs", "outputs")
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """The ids the host feeds and stops on."""
+
+    pad: int
+    eos: int
+    decoder_start: int
+
+
+@dataclass(frozen=True)
+class TokenizerFile:
+    """The export's sentencepiece model and its piece count."""
+
+    file: str
+    pieces: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """The source checkpoint's sizes, as its ``config.json`` gives them."""
+
+    d_model: int
+    d_kv: int
+    d_ff: int
+    num_heads: int
+    num_layers: int
+    num_decoder_layers: int
+    feed_forward_proj: str
+    tie_word_embeddings: bool
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """What a quantized export's recipe did: the fields every recipe records, and the recipe's own (``details``)."""
+
+    recipe: str
+    source_export_id: str | None = None  # the fp32 export it was made from
+    quantized_nodes: Mapping[str, int] = field(default_factory=dict)  # per graph
+    calibration: Mapping[str, Any] | None = None  # the draw: file, samples per language, steps, masking constants
+    outliers: Mapping[str, Any] | None = None  # what the outlier step smoothed, rotated or kept wide
+    details: Mapping[str, Any] = field(default_factory=dict)  # the recipe's own fields (method, activations, ...)
+
+    @property
+    def masking_constants(self) -> dict[str, dict]:
+        """Full int8: the attention-mask constant chosen per graph from calibration (empty otherwise)."""
+        return dict((self.calibration or {}).get("masking_constants", {}))
+
+    @property
+    def calibration_languages(self) -> list[str]:
+        """The languages the calibration draw covered (empty without calibration)."""
+        return sorted((self.calibration or {}).get("languages", {}))
+
+    @classmethod
+    def from_dict(cls, block: dict) -> Quantization:
+        """The block a manifest's JSON records."""
+        known = {"recipe", "source_export_id", "quantized_nodes", "calibration", "outliers"}
+        return cls(block["recipe"], block.get("source_export_id"), dict(block.get("quantized_nodes") or {}),
+                   block.get("calibration"), block.get("outliers"),
+                   {key: value for key, value in block.items() if key not in known})
+
+    def to_dict(self) -> dict:
+        """The manifest's JSON block."""
+        return {"recipe": self.recipe, "source_export_id": self.source_export_id,
+                "quantized_nodes": dict(self.quantized_nodes), **self.details,
+                **({"calibration": self.calibration} if self.calibration is not None else {}),
+                **({"outliers": self.outliers} if self.outliers is not None else {})}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``manifest.json`` parsed: what an export is, the contract's graphs, and the sha256 of every file.
+
+    Exporters build one and seal it (``seal_export``); runtimes get one from ``load_manifest``. The record blocks
+    (``source``, ``export_config``, ``weights``, ``engine_info``) are kept as written; what the toolkit reads from
+    them has a property here."""
+
+    engine: str
+    export_id: str
+    graphs: Mapping[str, GraphSpec]
+    tokenizer: TokenizerFile
+    special_tokens: SpecialTokens
+    max_source_length: int
+    max_target_length: int
+    vocab_size: int
+    model: ModelDims
+    precision: str = "fp32"
+    quantization: Quantization | None = None
+    static_shapes: bool = False
+    files: Mapping[str, str] = field(default_factory=dict)  # name -> sha256, filled by seal_export
+    toolkit_version: str | None = None
+    source: Mapping[str, Any] = field(default_factory=dict)  # the checkpoint it came from
+    export_config: Mapping[str, Any] = field(default_factory=dict)  # the export's config, as given
+    opset: int | None = None  # ONNX
+    weights: Mapping[str, Any] = field(default_factory=dict)  # the weight file and how it is shared
+    engine_info: Mapping[str, Any] = field(default_factory=dict)  # the engine's own block (``tflite``, ...)
+
+    @property
+    def batch_size(self) -> int | None:
+        """1 for a static-shape export, None when the batch is symbolic."""
+        return 1 if self.static_shapes else None
+
+    @property
+    def weights_file(self) -> str | None:
+        """The file holding the weights (shared by both graphs)."""
+        return self.weights.get("file")
+
+    @property
+    def weights_bytes(self) -> int:
+        """Bytes of weights the export stores."""
+        return int(self.weights.get("bytes", self.weights.get("buffer_bytes", 0)))
+
+    @property
+    def shared_weights(self) -> tuple[int, int]:
+        """TFLite: ``(buffers, bytes)`` stored once for both signatures."""
+        return int(self.weights.get("shared_buffers", 0)), int(self.weights.get("shared_bytes", 0))
+
+    @property
+    def engine_ops(self) -> dict[str, Any]:
+        """Per graph, what the engine runs: TFLite's op names per signature, ExecuTorch's per-method facts."""
+        return dict(self.engine_info.get("ops") or self.engine_info.get("methods") or {})
+
+    @property
+    def tolerance(self) -> tuple[float | None, float | None]:
+        """``(atol, rtol)`` the export was validated with, when its config gives them."""
+        return self.export_config.get("atol"), self.export_config.get("rtol")
+
+    @property
+    def output_shapes(self) -> dict[str, tuple]:
+        """Every graph output's shape by name."""
+        return {t.name: t.shape for graph in self.graphs.values() for t in graph.outputs}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Manifest:
+        """The manifest a checked JSON object describes (``load_manifest`` checks it first)."""
+        engine_block = ENGINE_BLOCKS.get(data["engine"])
+        quantization = data.get("quantization")
+        return cls(
+            engine=data["engine"], export_id=data["export_id"],
+            graphs={role: GraphSpec.from_dict(graph) for role, graph in data["graphs"].items()},
+            tokenizer=TokenizerFile(data["tokenizer"]["file"], data["tokenizer"].get("pieces")),
+            special_tokens=SpecialTokens(**data["special_tokens"]),
+            max_source_length=int(data["max_source_length"]), max_target_length=int(data["max_target_length"]),
+            vocab_size=int(data["vocab_size"]), model=ModelDims(**data["model"]),
+            precision=data.get("precision", "fp32"),
+            quantization=Quantization.from_dict(quantization) if quantization else None,
+            static_shapes=bool(data.get("static_shapes")), files=dict(data["files"]),
+            toolkit_version=data.get("toolkit_version"), source=data.get("source") or {},
+            export_config=data.get("export_config") or {}, opset=data.get("opset"),
+            weights=data.get("weights") or {}, engine_info=data.get(engine_block) or {} if engine_block else {})
+
+    def to_dict(self) -> dict:
+        """The JSON object ``manifest.json`` holds."""
+        data = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "engine": self.engine, "export_id": self.export_id,
+            "toolkit_version": self.toolkit_version, "source": dict(self.source), "precision": self.precision,
+            "quantization": self.quantization.to_dict() if self.quantization else None,
+            "static_shapes": self.static_shapes, "batch_size": self.batch_size,
+            "max_source_length": self.max_source_length, "max_target_length": self.max_target_length,
+            "vocab_size": self.vocab_size, "model": asdict(self.model), "tokenizer": asdict(self.tokenizer),
+            "special_tokens": asdict(self.special_tokens), "export_config": dict(self.export_config),
+        }
+        if self.opset is not None:
+            data["opset"] = self.opset
+        data["graphs"] = {role: graph.to_dict() for role, graph in self.graphs.items()}
+        data["weights"] = dict(self.weights)
+        data["files"] = dict(self.files)
+        if ENGINE_BLOCKS.get(self.engine):
+            data[ENGINE_BLOCKS[self.engine]] = dict(self.engine_info)
+        return data
+
+
+#: The key of each engine's own block in ``manifest.json``.
+ENGINE_BLOCKS = {"litert": "tflite", "executorch": "executorch"}
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -56,41 +234,35 @@ def inside(root: Path, name: str) -> Path:
     return candidate
 
 
-def graph_files(manifest: dict, role: str) -> list[str]:
-    """The files graph ``role`` of an export consists of: the graph, then the external-data files it points into
-    (``weights.bin``, shared by both graphs of an ONNX export)."""
-    graph = manifest["graphs"][role]
-    return [graph["file"], *graph.get("external_data", [])]
-
-
-def write_manifest(directory: Path, manifest: dict) -> Path:
+def write_manifest(directory: Path, manifest: Manifest) -> Path:
     """Write ``manifest.json`` into ``directory``."""
     path = Path(directory) / MANIFEST_NAME
-    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
 
 
-def seal_export(staging: Path, manifest: dict) -> dict:
-    """Finish an export staged in ``staging``: ``manifest`` gets the sha256 of every file there (``files``) and is
-    written beside them. Every exporter ends with it; returns the manifest."""
+def seal_export(staging: Path, manifest: Manifest) -> Manifest:
+    """Finish an export staged in ``staging``: ``manifest`` with the sha256 of every file there (``files``),
+    written beside them. Every exporter ends with it; returns the sealed manifest."""
     staging = Path(staging)
-    manifest["files"] = {path.name: sha256_file(path) for path in sorted(staging.iterdir())
-                         if path.is_file() and path.name != MANIFEST_NAME}
-    write_manifest(staging, manifest)
-    return manifest
+    files = {path.name: sha256_file(path) for path in sorted(staging.iterdir())
+             if path.is_file() and path.name != MANIFEST_NAME}
+    sealed = replace(manifest, files=files)
+    write_manifest(staging, sealed)
+    return sealed
 
 
-def copy_companions(source: Path, manifest: dict, staging: Path) -> list[str]:
+def copy_companions(source: Path, manifest: Manifest, staging: Path) -> list[str]:
     """Copy the files of the export ``source`` (its ``manifest``) that no graph consists of, the tokenizer's, into
     ``staging``, for an export made from it; their names."""
-    in_graphs = {name for role in manifest["graphs"] for name in graph_files(manifest, role)}
-    copied = [name for name in manifest["files"] if name not in in_graphs]
+    in_graphs = {name for graph in manifest.graphs.values() for name in graph.files}
+    copied = [name for name in manifest.files if name not in in_graphs]
     for name in copied:
         shutil.copy2(inside(Path(source), name), Path(staging) / name)
     return copied
 
 
-def load_manifest(directory: str | Path, verify_hashes: bool = True) -> dict:
+def load_manifest(directory: str | Path, verify_hashes: bool = True) -> Manifest:
     """Read and check ``manifest.json`` in ``directory``: its keys, that every file is there, inside the folder,
     and (by default) has the recorded sha256, and that the graphs name their tensors as the contract does.
     Raises ``ModelFileError`` naming each problem."""
@@ -123,8 +295,8 @@ def load_manifest(directory: str | Path, verify_hashes: bool = True) -> dict:
         unnamed.append(f"the tokenizer file {tokenizer!r} is not among the hashed files")
     if unnamed:
         raise ModelFileError(f"{path}: " + "; ".join(unnamed) + "; re-export the model")
-    named = name_problems(manifest["graphs"])
-    contract = named or spec_problems(manifest["graphs"], {k: manifest[k] for k in LENGTHS})
+    named = _name_problems(manifest["graphs"])
+    contract = named or _spec_problems(manifest["graphs"], {k: manifest[k] for k in LENGTHS})
     if contract:
         raise ModelFileError(f"{path}: " + "; ".join(f"graphs: {problem}" for problem in contract)
                              + "; re-export the model")
@@ -138,4 +310,43 @@ def load_manifest(directory: str | Path, verify_hashes: bool = True) -> dict:
                             f"export){lfs_hint(file)}")
     if problems:
         raise ModelFileError(f"{root}: " + "; ".join(problems))
-    return manifest
+    try:
+        return Manifest.from_dict(manifest)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: malformed entry ({first_line(exc)}); re-export the model") from None
+
+
+def _name_problems(graphs: dict) -> list[str]:
+    """How a manifest's ``graphs`` differ from the contract's tensor names (empty when they match)."""
+    problems = []
+    for role in ROLES:
+        spec = graphs.get(role) if isinstance(graphs, dict) else None
+        if not isinstance(spec, dict):
+            problems.append(f"no {role} graph")
+            continue
+        for kind, expected in zip(("inputs", "outputs"), NAMES[role], strict=True):
+            found = [t.get("name") for t in spec.get(kind, []) if isinstance(t, dict)]
+            if sorted(found) != sorted(expected):
+                problems.append(f"{role} {kind} are {found}, the contract's are {list(expected)}")
+    return problems
+
+
+def _spec_problems(graphs: dict, lengths: dict) -> list[str]:
+    """How a manifest's tensor entries (``graphs``, names already checked) disagree with the contract: a dtype
+    other than the contract's, a shape that is not a list of sizes or names, or a length the host builds its feeds
+    from (``lengths``: ``max_target_length``, ``vocab_size``, ``max_source_length``) that the shapes contradict."""
+    problems = []
+    for role in ROLES:
+        for entry in graphs[role]["inputs"] + graphs[role]["outputs"]:
+            name, shape = entry["name"], entry.get("shape")
+            dtype = contract_dtype(name)
+            if entry.get("dtype") != dtype:
+                problems.append(f"{role} {name} has dtype {entry.get('dtype')!r}, the contract's is {dtype!r}")
+            if not isinstance(shape, list) or not all(isinstance(d, (int, str)) for d in shape):
+                problems.append(f"{role} {name} has shape {shape!r}, not a list of sizes and names")
+                continue
+            axis, key = LENGTH_AXES.get(name, (None, None))
+            size = shape[axis] if axis is not None and len(shape) > axis else None
+            if isinstance(size, int) and size != lengths.get(key):
+                problems.append(f"{role} {name} has {size} along axis {axis}, but {key} is {lengths.get(key)!r}")
+    return problems

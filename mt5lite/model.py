@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from mt5lite.manifest import Manifest
 from mt5lite.runtimes.options import DecodingOptions
 from mt5lite.runtimes.tokenizer import Overflow
 
@@ -21,7 +22,7 @@ CHECKPOINT_ENGINE = "pytorch"
 class Model:
     """A model ready to generate, with the facts of its manifest (an export) or of its config (a checkpoint)."""
 
-    def __init__(self, path: str | os.PathLike, generator, manifest: dict | None):
+    def __init__(self, path: str | os.PathLike, generator, manifest: Manifest | None):
         self.path = Path(path)
         self._generator = generator
         #: The export's manifest (None for a checkpoint).
@@ -30,18 +31,18 @@ class Model:
     @property
     def engine(self) -> str:
         """What runs it: ``onnxruntime``, ``litert``, ``executorch``, or ``pytorch`` for a checkpoint."""
-        return self.manifest["engine"] if self.manifest else CHECKPOINT_ENGINE
+        return self.manifest.engine if self.manifest else CHECKPOINT_ENGINE
 
     @property
     def precision(self) -> str:
         """The export's precision (``fp32``, ``int8``, ``fp16``, ...); a checkpoint runs in fp32."""
-        return self.manifest.get("precision", "fp32") if self.manifest else "fp32"
+        return self.manifest.precision if self.manifest else "fp32"
 
     @property
     def languages(self) -> list[str]:
         """The languages a quantized export was calibrated on (empty when it was not calibrated)."""
-        calibration = ((self.manifest or {}).get("quantization") or {}).get("calibration") or {}
-        return sorted(calibration.get("languages") or [])
+        quantization = self.manifest.quantization if self.manifest else None
+        return quantization.calibration_languages if quantization else []
 
     @property
     def max_source_length(self) -> int | None:
@@ -51,7 +52,7 @@ class Model:
     @property
     def max_target_length(self) -> int | None:
         """The most tokens the export's cache holds (None for a checkpoint: no fixed cache)."""
-        return int(self.manifest["max_target_length"]) if self.manifest else None
+        return self.manifest.max_target_length if self.manifest else None
 
     def generate(self, texts: str | Sequence[str], num_beams: int = 1, max_new_tokens: int = 32,
                  length_penalty: float = 1.0, early_stopping: bool = False, truncate: bool = False
@@ -59,7 +60,7 @@ class Model:
         """The generated text of each input (one string for one string): greedy, or beam search with
         ``num_beams``. An over-long input raises ``InputError`` unless ``truncate``."""
         options = DecodingOptions(max_new_tokens=max_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
-                                  early_stopping=early_stopping).validate()
+                                  early_stopping=early_stopping)
         single = isinstance(texts, str)
         outputs = self._generator.generate([texts] if single else list(texts), options, _overflow(truncate))
         return outputs[0] if single else outputs
@@ -70,7 +71,7 @@ class Model:
         as ``no_repeat_ngram_size``, which transformers' ``generate`` applies and the one decoding loop does not).
         A piece that would end inside a character is held until it completes."""
         tokenizer = self._generator.tokenizer
-        options = DecodingOptions(max_new_tokens=max_new_tokens).validate()
+        options = DecodingOptions(max_new_tokens=max_new_tokens)
         ids: list[int] = []
         shown = ""
         for token in self._generator.stream_ids(text, options, _overflow(truncate)):

@@ -43,24 +43,39 @@ class StepBackend(Protocol):
     def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
-def new_cache(cross_k: np.ndarray, batch: int, max_target_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """An empty self-attention cache pair ``[L,batch,H,T_max,d_kv]`` shaped after the cross K/V."""
-    layers, _, heads, _, d_kv = cross_k.shape
-    shape = (layers, batch, heads, max_target_length, d_kv)
-    return np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+@dataclass
+class StepState:
+    """What decoding carries from step to step, one row per hypothesis: the encoder mask, every decoder layer's
+    cross K/V ``[L,rows,H,S,d_kv]`` and the self-attention cache ``[L,rows,H,T_max,d_kv]``."""
+
+    mask: np.ndarray
+    cross_k: np.ndarray
+    cross_v: np.ndarray
+    cache_k: np.ndarray
+    cache_v: np.ndarray
+
+    @classmethod
+    def start(cls, mask: np.ndarray, cross_k: np.ndarray, cross_v: np.ndarray, max_target_length: int) -> StepState:
+        """The state before the first step: an empty cache of ``max_target_length`` positions per row."""
+        layers, rows, heads, _, d_kv = cross_k.shape
+        shape = (layers, rows, heads, max_target_length, d_kv)
+        return cls(mask, cross_k, cross_v, np.zeros(shape, np.float32), np.zeros(shape, np.float32))
+
+    def keep_rows(self, rows: np.ndarray) -> None:
+        """Carry the cache of ``rows`` forward (beam search: each new beam continues the beam it came from)."""
+        self.cache_k, self.cache_v = self.cache_k[:, rows], self.cache_v[:, rows]
 
 
-def run_step(backend: StepBackend, tokens: np.ndarray, position: int, mask: np.ndarray, cross_k: np.ndarray,
-             cross_v: np.ndarray, cache_k: np.ndarray, cache_v: np.ndarray,
+def run_step(backend: StepBackend, tokens: np.ndarray, position: int, state: StepState,
              hooks: Sequence[StepHook] = ()) -> np.ndarray:
     """Run one step, call ``hooks``, write the step's K/V into the cache at ``position`` (the host's half of the
     contract); returns the float32 logits."""
-    feeds = step_feeds(tokens, position, mask, cross_k, cross_v, cache_k, cache_v)
+    feeds = step_feeds(tokens, position, state.mask, state.cross_k, state.cross_v, state.cache_k, state.cache_v)
     outputs = backend.step(feeds)
     for hook in hooks:
         hook(feeds, outputs)
-    cache_k[:, :, :, position] = outputs["new_self_k"][:, :, :, 0]
-    cache_v[:, :, :, position] = outputs["new_self_v"][:, :, :, 0]
+    state.cache_k[:, :, :, position] = outputs["new_self_k"][:, :, :, 0]
+    state.cache_v[:, :, :, position] = outputs["new_self_v"][:, :, :, 0]
     return np.asarray(outputs["logits"], dtype=np.float32)
 
 
@@ -118,16 +133,15 @@ class Decoder:
         """Call ``hook(feeds, outputs)`` after every decoder step from now on."""
         self.hooks.append(hook)
 
-    def _new_cache(self, cross_k: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        return new_cache(cross_k, batch, self.backend.max_target_length)
+    def _start(self, mask: np.ndarray, cross_k: np.ndarray, cross_v: np.ndarray) -> StepState:
+        return StepState.start(mask, cross_k, cross_v, self.backend.max_target_length)
 
-    def _step(self, tokens, position, mask, cross_k, cross_v, cache_k, cache_v) -> np.ndarray:
+    def _step(self, tokens: np.ndarray, position: int, state: StepState) -> np.ndarray:
         """Run one step and write its K/V into the cache; returns float32 logits."""
-        return run_step(self.backend, tokens, position, mask, cross_k, cross_v, cache_k, cache_v, self.hooks)
+        return run_step(self.backend, tokens, position, state, self.hooks)
 
     def _encode(self, input_ids: np.ndarray, attention_mask: np.ndarray, options: DecodingOptions):
         """Check ``options`` against the cache and run the encoder; returns the cross-attention K and V."""
-        options.validate()
         if options.max_new_tokens > self.backend.max_target_length:
             raise InputError(f"max_new_tokens is {options.max_new_tokens}, beyond this export's cache of "
                              f"{self.backend.max_target_length} positions (max_target_length); lower it or "
@@ -158,11 +172,11 @@ class Decoder:
         """Each step's greedy token per row and the rows still decoding (no eos before this step), until every row
         has produced eos or ``max_new_tokens`` steps ran."""
         batch = mask.shape[0]
-        cache_k, cache_v = self._new_cache(cross_k, batch)
+        state = self._start(mask, cross_k, cross_v)
         tokens = np.full(batch, self.decoder_start_id, dtype=np.int64)
         finished = np.zeros(batch, dtype=bool)
         for position in range(options.max_new_tokens):
-            logits = self._step(tokens, position, mask, cross_k, cross_v, cache_k, cache_v)
+            logits = self._step(tokens, position, state)
             logits[:, self.suppressed] = -np.inf
             tokens = logits.argmax(axis=-1).astype(np.int64)
             yield tokens, ~finished
@@ -184,9 +198,8 @@ class Decoder:
         top_beam_mask = np.arange(keep) < beams
         max_length = 1 + options.max_new_tokens  # decoder start token + new tokens
         # Every beam of an input shares its encoder outputs: repeat them along the batch axis.
-        mask = np.repeat(mask, beams, axis=0)
-        cross_k, cross_v = np.repeat(cross_k, beams, axis=1), np.repeat(cross_v, beams, axis=1)
-        cache_k, cache_v = self._new_cache(cross_k, batch * beams)
+        state = self._start(np.repeat(mask, beams, axis=0), np.repeat(cross_k, beams, axis=1),
+                            np.repeat(cross_v, beams, axis=1))
 
         running = np.full((batch, beams, max_length), self.eos_id, dtype=np.int64)
         running[:, :, 0] = self.decoder_start_id
@@ -198,8 +211,7 @@ class Decoder:
 
         for cur_len in range(1, max_length):
             position = cur_len - 1
-            logits = self._step(running[:, :, position].reshape(-1), position, mask, cross_k, cross_v,
-                                cache_k, cache_v)
+            logits = self._step(running[:, :, position].reshape(-1), position, state)
             log_probs = _log_softmax(logits)
             log_probs[:, self.suppressed] = -np.inf
             log_probs = log_probs.reshape(batch, beams, vocab) + running_scores[:, :, None]
@@ -214,7 +226,7 @@ class Decoder:
             running = _gather_beams(candidates, next_beams)
             running_scores = _gather_beams(top_scores + hits.astype(np.float32) * NEG, next_beams)
             flat_source = (_gather_beams(source_beams, next_beams) + np.arange(batch)[:, None] * beams).reshape(-1)
-            cache_k, cache_v = cache_k[:, flat_source], cache_v[:, flat_source]
+            state.keep_rows(flat_source)
 
             # Candidates among the top `beams` that stopped join the finished hypotheses, length-normalised.
             just_finished = hits & top_beam_mask[None, :]

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mt5lite.contract import ROLES, engine_problems
+from mt5lite.contract import ROLES, GraphSpec, engine_problems
 from mt5lite.errors import ModelFileError, first_line
-from mt5lite.manifest import MANIFEST_NAME, inside, lfs_hint
+from mt5lite.manifest import MANIFEST_NAME, Manifest, inside, lfs_hint
 from mt5lite.quiet import quiet_third_party_logs
 from mt5lite.runtimes.export_generator import ExportGenerator, GraphBackend
 
@@ -66,11 +66,11 @@ class ExecutorchBackend(GraphBackend):
     """The two methods of an ExecuTorch export (the ``StepBackend`` of ``mt5lite.runtimes.decoding``), one loaded
     program per thread."""
 
-    def __init__(self, export_dir: str | os.PathLike, manifest: dict, threads: int | None = None):
+    def __init__(self, export_dir: str | os.PathLike, manifest: Manifest, threads: int | None = None):
         self.root = Path(export_dir)
-        self.specs = manifest["graphs"]
-        self.max_target_length = int(manifest["max_target_length"])
-        self.vocab_size = int(manifest["vocab_size"])
+        self.specs = manifest.graphs
+        self.max_target_length = manifest.max_target_length
+        self.vocab_size = manifest.vocab_size
         quiet_third_party_logs()
         if threads:
             from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
@@ -89,38 +89,39 @@ class ExecutorchBackend(GraphBackend):
             runtime, programs, methods = Runtime.get(), {}, {}
             for role in ROLES:
                 spec = self.specs[role]
-                path = inside(self.root, spec["file"])
-                if "method" not in spec:
+                path = inside(self.root, spec.file)
+                if not spec.method:
                     raise ModelFileError(f"{self.root}: the manifest names no method for the {role} graph; "
                                          "re-export the model")
                 with native_log() as log:
                     try:
                         if path not in programs:
                             programs[path] = runtime.load_program(path, verification=Verification.InternalConsistency)
-                        methods[role] = programs[path].load_method(spec["method"])
+                        methods[role] = programs[path].load_method(spec.method)
                     except (RuntimeError, ValueError) as exc:
                         failure = _reason(exc, log)
                     else:
                         failure = None
                 if failure:
-                    raise ModelFileError(f"{path}: ExecuTorch cannot load its {spec['method']!r} method "
+                    raise ModelFileError(f"{path}: ExecuTorch cannot load its {spec.method!r} method "
                                          f"({failure}){lfs_hint(path)}")
                 meta = methods[role].metadata
                 counts = {"inputs": meta.num_inputs(), "outputs": meta.num_outputs()}
-                problems = [f"it has {count} {kind}, the manifest {len(spec[kind])}" for kind, count in counts.items()
-                            if count != len(spec[kind])] or engine_problems(spec, self._found(spec, meta))
+                problems = [f"it has {count} {kind}, the manifest {len(getattr(spec, kind))}"
+                            for kind, count in counts.items() if count != len(getattr(spec, kind))]
+                problems = problems or engine_problems(spec, self._found(spec, meta))
                 if problems:
-                    raise ModelFileError(f"{path}: its {spec['method']!r} method does not match "
+                    raise ModelFileError(f"{path}: its {spec.method!r} method does not match "
                                          f"{self.root / MANIFEST_NAME}: " + "; ".join(problems))
             self._local.methods = methods
         return methods
 
     @staticmethod
-    def _found(spec: dict, meta) -> dict[str, tuple[str, list]]:
+    def _found(spec: GraphSpec, meta) -> dict[str, tuple[str, list]]:
         """The method's tensors by the manifest's names (in its order), as (dtype, shape)."""
         found = {}
         for kind, tensor_meta in (("inputs", meta.input_tensor_meta), ("outputs", meta.output_tensor_meta)):
-            for index, name in enumerate(t["name"] for t in spec[kind]):
+            for index, name in enumerate(t.name for t in getattr(spec, kind)):
                 tensor = tensor_meta(index)
                 found[name] = (SCALAR_TYPES.get(tensor.dtype(), f"scalar type {tensor.dtype()}"), list(tensor.sizes()))
         return found
@@ -129,18 +130,18 @@ class ExecutorchBackend(GraphBackend):
         import torch
 
         spec = self.specs[role]
-        inputs = [torch.from_numpy(np.ascontiguousarray(feeds[t["name"]], dtype=t["dtype"])) for t in spec["inputs"]]
+        inputs = [torch.from_numpy(np.ascontiguousarray(feeds[t.name], dtype=t.dtype)) for t in spec.inputs]
         try:  # not inside native_log: it would cost every step a pipe and a thread
             outputs = self._methods()[role].execute(inputs)
         except (RuntimeError, ValueError) as exc:  # feeds follow the verified manifest: a failure is the file's
-            raise ModelFileError(f"{inside(self.root, spec['file'])}: ExecuTorch failed running its "
-                                 f"{spec['method']!r} method ({first_line(exc)})") from None
-        return {t["name"]: output.numpy() for t, output in zip(spec["outputs"], outputs, strict=True)}
+            raise ModelFileError(f"{inside(self.root, spec.file)}: ExecuTorch failed running its "
+                                 f"{spec.method!r} method ({first_line(exc)})") from None
+        return {t.name: output.numpy() for t, output in zip(spec.outputs, outputs, strict=True)}
 
 
 
 class ExecutorchGenerator(ExportGenerator):
     """Tokenize, decode (greedy or beam search) and detokenize with an ExecuTorch export."""
 
-    def _backend(self, manifest: dict, threads: int | None) -> ExecutorchBackend:
+    def _backend(self, manifest: Manifest, threads: int | None) -> ExecutorchBackend:
         return ExecutorchBackend(self.root, manifest, threads)

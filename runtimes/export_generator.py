@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mt5lite.contract import batch_rows, concat_rows
-from mt5lite.manifest import inside, load_manifest
+from mt5lite.manifest import Manifest, inside, load_manifest
 from mt5lite.runtimes.decoding import Decoder, StepHook
 from mt5lite.runtimes.options import DecodingOptions
 from mt5lite.runtimes.tokenizer import Overflow, Tokenizer
@@ -63,24 +63,22 @@ class ExportGenerator(ABC):
     def __init__(self, export_dir: str | os.PathLike, threads: int | None = None):
         self.root = Path(export_dir)
         self.manifest = load_manifest(self.root)  # verifies every file's sha256 before any session exists
-        self.tokenizer = Tokenizer(inside(self.root, self.manifest["tokenizer"]["file"]))
+        self.tokenizer = Tokenizer(inside(self.root, self.manifest.tokenizer.file))
         self.backend = self._backend(self.manifest, threads)
-        special = self.manifest["special_tokens"]
-        vocab = int(self.manifest["vocab_size"])
-        self.max_source_length = int(self.manifest["max_source_length"])
-        self.static_shapes = bool(self.manifest.get("static_shapes"))
+        special = self.manifest.special_tokens
+        self.max_source_length = self.manifest.max_source_length
+        self.static_shapes = self.manifest.static_shapes
         #: What the decoding loop runs: the engine's backend, or for batch-1 graphs that backend row by row.
         self.stepper = RowByRow(self.backend) if self.static_shapes else self.backend
-        self.decoder = Decoder(self.stepper, eos_id=int(special["eos"]),
-                               decoder_start_id=int(special["decoder_start"]),
-                               suppressed_ids=list(range(self.tokenizer.piece_count, vocab)))
+        self.decoder = Decoder(self.stepper, eos_id=special.eos, decoder_start_id=special.decoder_start,
+                               suppressed_ids=list(range(self.tokenizer.piece_count, self.manifest.vocab_size)))
 
     def add_step_hook(self, hook: StepHook) -> None:
         """Call ``hook(feeds, outputs)`` after every decoder step the decoding loop runs."""
         self.decoder.add_step_hook(hook)
 
     @abstractmethod
-    def _backend(self, manifest: dict, threads: int | None):
+    def _backend(self, manifest: Manifest, threads: int | None):
         """The engine's step backend for this export (``mt5lite.runtimes.decoding.StepBackend``)."""
 
     def encode_batch(self, texts: list[str], overflow: Overflow = Overflow.ERROR) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +89,7 @@ class ExportGenerator(ABC):
     def generate_ids(self, texts: list[str], options: DecodingOptions | None = None,
                      overflow: Overflow = Overflow.ERROR) -> list[list[int]]:
         """Generated ids per input, up to and including eos."""
-        options = (options or DecodingOptions()).validate()
+        options = options or DecodingOptions()
         ids, mask = self.encode_batch(texts, overflow)
         if self.static_shapes:  # the graphs take batch 1
             return [self.decoder.generate(ids[i : i + 1], mask[i : i + 1], options)[0] for i in range(len(texts))]
@@ -106,4 +104,4 @@ class ExportGenerator(ABC):
                    overflow: Overflow = Overflow.ERROR) -> Iterator[int]:
         """Greedy decoding of ``text``, each id yielded as soon as its step has run (eos last)."""
         ids, mask = self.encode_batch([text], overflow)
-        yield from self.decoder.stream(ids, mask, (options or DecodingOptions()).validate())
+        yield from self.decoder.stream(ids, mask, options or DecodingOptions())

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mt5lite.errors import ModelFileError
-from mt5lite.manifest import MANIFEST_NAME, load_manifest
+from mt5lite.manifest import MANIFEST_NAME, Manifest, load_manifest
 from mt5lite.registry import Registry
 
 
@@ -23,7 +23,7 @@ class Engine:
     label: str  # its name in messages
 
 
-#: Every engine a manifest may name (``manifest["engine"]``).
+#: Every engine a manifest may name (``Manifest.engine``).
 ENGINES: Registry[Engine] = Registry("engine", {
     "onnxruntime": Engine("mt5lite.runtimes.onnx_runtime", "OnnxGenerator", "mt5lite", "ONNX Runtime"),
     "litert": Engine("mt5lite.runtimes.litert", "LiteRTGenerator", "mt5lite[litert]", "LiteRT"),
@@ -32,9 +32,9 @@ ENGINES: Registry[Engine] = Registry("engine", {
 })
 
 
-def engine_for(manifest: dict, where: str | os.PathLike = "") -> Engine:
+def engine_for(manifest: Manifest, where: str | os.PathLike = "") -> Engine:
     """The registered engine a manifest names; ``ModelFileError`` listing the known ones otherwise."""
-    name = manifest.get("engine")
+    name = manifest.engine
     if name not in ENGINES:
         raise ModelFileError(f"{where}: manifest engine {name!r} is unknown; known engines: {', '.join(ENGINES)}")
     return ENGINES[name]

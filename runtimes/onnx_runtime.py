@@ -17,7 +17,7 @@ import numpy as np
 
 from mt5lite.contract import LENGTHS, ROLES, engine_problems
 from mt5lite.errors import ModelFileError, first_line
-from mt5lite.manifest import MANIFEST_NAME, graph_files, inside, lfs_hint
+from mt5lite.manifest import MANIFEST_NAME, Manifest, inside, lfs_hint
 from mt5lite.runtimes.export_generator import ExportGenerator, GraphBackend
 
 #: ONNX Runtime's type names -> the manifest's dtypes.
@@ -44,18 +44,19 @@ def _load_error(exc: Exception) -> str:
     return first_line(exc)
 
 
-def _stamp_problems(session, manifest: dict) -> list[str]:
+def _stamp_problems(session, manifest: Manifest) -> list[str]:
     """How the lengths the exporter stamped into the graph's metadata differ from the manifest's (a dynamic graph's
     shapes do not show them)."""
     stamped = session.get_modelmeta().custom_metadata_map
-    return [f"it was exported with {key} {stamped[f'mt5lite.{key}']}, the manifest says {manifest[key]}"
-            for key in LENGTHS if f"mt5lite.{key}" in stamped and stamped[f"mt5lite.{key}"] != str(manifest[key])]
+    lengths = {key: getattr(manifest, key) for key in LENGTHS}
+    return [f"it was exported with {key} {stamped[f'mt5lite.{key}']}, the manifest says {value}"
+            for key, value in lengths.items() if stamped.get(f"mt5lite.{key}", str(value)) != str(value)]
 
 
 class OnnxBackend(GraphBackend):
     """The two graphs of an export as ONNX Runtime sessions (the ``StepBackend`` of ``mt5lite.runtimes.decoding``)."""
 
-    def __init__(self, export_dir: str | os.PathLike, manifest: dict, threads: int | None = None):
+    def __init__(self, export_dir: str | os.PathLike, manifest: Manifest, threads: int | None = None):
         import onnxruntime as ort
 
         root = Path(export_dir)
@@ -67,23 +68,24 @@ class OnnxBackend(GraphBackend):
         options.log_severity_level = 3
         self.sessions, self.paths = {}, {}
         for role in ROLES:
-            path = self.paths[role] = inside(root, manifest["graphs"][role]["file"])
-            weights = "".join(f" (with {name})" for name in graph_files(manifest, role)[1:])
+            graph = manifest.graphs[role]
+            path = self.paths[role] = inside(root, graph.file)
+            weights = "".join(f" (with {name})" for name in graph.external_data)
             try:
                 session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             except Exception as exc:  # onnxruntime raises its own untyped errors; name the files and stop
-                hint = next((h for n in graph_files(manifest, role) if (h := lfs_hint(inside(root, n)))), "")
+                hint = next((h for n in graph.files if (h := lfs_hint(inside(root, n)))), "")
                 raise ModelFileError(f"{path}{weights}: ONNX Runtime cannot load it ({_load_error(exc)}){hint}"
                                      ) from None
             found = {t.name: (ONNX_TYPES.get(t.type, t.type), list(t.shape))
                      for t in session.get_inputs() + session.get_outputs()}
-            problems = engine_problems(manifest["graphs"][role], found) + _stamp_problems(session, manifest)
+            problems = engine_problems(graph, found) + _stamp_problems(session, manifest)
             if problems:
                 raise ModelFileError(f"{path}: does not match {root / MANIFEST_NAME}: " + "; ".join(problems))
             self.sessions[role] = session
-        self.outputs = {role: [t["name"] for t in manifest["graphs"][role]["outputs"]] for role in self.sessions}
-        self.max_target_length = int(manifest["max_target_length"])
-        self.vocab_size = int(manifest["vocab_size"])
+        self.outputs = {role: [t.name for t in manifest.graphs[role].outputs] for role in self.sessions}
+        self.max_target_length = manifest.max_target_length
+        self.vocab_size = manifest.vocab_size
 
     def _run(self, role: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = self.outputs[role]
@@ -98,5 +100,5 @@ class OnnxBackend(GraphBackend):
 class OnnxGenerator(ExportGenerator):
     """Tokenize, decode (greedy or beam search) and detokenize with an ONNX export on ONNX Runtime."""
 
-    def _backend(self, manifest: dict, threads: int | None) -> OnnxBackend:
+    def _backend(self, manifest: Manifest, threads: int | None) -> OnnxBackend:
         return OnnxBackend(self.root, manifest, threads)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mt5lite.errors import InputError
+from mt5lite.checked import Checked
 
 
 @dataclass(frozen=True)
-class DecodingOptions:
+class DecodingOptions(Checked):
     """How to decode; the same options drive every backend."""
 
     max_new_tokens: int = 32  # tokens generated after the decoder start token, eos included
@@ -16,13 +16,11 @@ class DecodingOptions:
     length_penalty: float = 1.0  # beam search: score / length ** length_penalty
     early_stopping: bool = False  # beam search: stop once num_beams hypotheses are finished
 
-    def validate(self) -> DecodingOptions:
-        """Raise ``InputError`` naming every option that is out of range."""
+    def problems(self) -> list[str]:
+        """Every option that is out of range."""
         problems = []
         if self.max_new_tokens < 1:
             problems.append(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.num_beams < 1:
             problems.append(f"num_beams must be at least 1, got {self.num_beams}")
-        if problems:
-            raise InputError("; ".join(problems))
-        return self
+        return problems

@@ -51,7 +51,7 @@ class TorchReference:
         """Generated ids per input, without the decoder start token, up to and including eos."""
         import torch
 
-        options = (options or DecodingOptions()).validate()
+        options = options or DecodingOptions()
         input_ids, attention_mask = self.encode_batch(texts, overflow)
         with torch.inference_mode():
             out = self.model.generate(
@@ -78,7 +78,7 @@ class TorchReference:
         from mt5lite.runtimes.decoding import Decoder
         from mt5lite.runtimes.torch_backend import TorchBackend
 
-        options = (options or DecodingOptions()).validate()
+        options = options or DecodingOptions()
         ids, mask = self.tokenizer.encode_batch([text], self.max_source_length, overflow)
         decoder = Decoder(TorchBackend(self.model, options.max_new_tokens), self.tokenizer.eos_id,
                           int(self.model.config.decoder_start_token_id), self.undecodable_ids)

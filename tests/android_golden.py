@@ -83,8 +83,7 @@ def write_decoding_golden(export: Path, directory: Path, greedy_every: int = 10,
     from mt5lite.runtimes.litert import LiteRTGenerator
 
     generator = LiteRTGenerator(export)
-    manifest = generator.manifest
-    decoder_outputs = {t["name"]: t["shape"] for t in manifest["graphs"]["decoder"]["outputs"]}
+    decoder_outputs = {t.name: t.shape for t in generator.manifest.graphs["decoder"].outputs}
     kv = int(np.prod(decoder_outputs["new_self_k"])) // decoder_outputs["new_self_k"][1]
     floats: list[np.ndarray] = []
     offset = 0

@@ -103,12 +103,12 @@ def test_android_assets_copy_the_export_by_its_manifest_with_samples_and_golden_
     written = bundle_for_android(tflite_fp32, app, read_task_pairs())
     assets = app / "src" / "main" / "assets"
     manifest = load_manifest(assets / "model")  # every copied file has the manifest's sha256
-    assert sorted(p.name for p in (assets / "model").iterdir()) == sorted([*manifest["files"], "manifest.json"])
+    assert sorted(p.name for p in (assets / "model").iterdir()) == sorted([*manifest.files, "manifest.json"])
     samples = json.loads((assets / "samples.json").read_text(encoding="utf-8"))
     assert samples["prompt"] == "{task} {lang}: {text}" and samples["tasks"] == ["number", "words"]
     assert len(samples["languages"]) == 10 and len(samples["samples"]) == 10 * 2 * 5
     golden = json.loads((assets / "golden.json").read_text(encoding="utf-8"))
-    assert written["golden_cases"] == len(golden["cases"]) == 60 and golden["export_id"] == manifest["export_id"]
+    assert written["golden_cases"] == len(golden["cases"]) == 60 and golden["export_id"] == manifest.export_id
     assert {c["beams"] for c in golden["cases"]} == {1, 4} and all(c["ids"][-1] == 1 for c in golden["cases"])
 
 

@@ -121,8 +121,7 @@ def test_the_pages_have_snippets_and_the_site_lists_every_page():
 def test_every_result_page_is_its_report_rendered(name):
     """The result pages cannot drift from the figures the scripts wrote: each is its committed JSON rendered by the
     script's own writer (``make results`` refreshes both from ``build/``)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from results_pages import PAGES, RESULTS_DIR, render
+    from benchmarks.results_pages import PAGES, RESULTS_DIR, render
 
     assert set(PAGES) == {"pipeline", "outliers-demo", "outliers-mt5-small"}
     report = json.loads((RESULTS_DIR / f"{name}.json").read_text(encoding="utf-8"))

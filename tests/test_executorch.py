@@ -13,7 +13,7 @@ from mt5lite.data import read_task_pairs
 from mt5lite.errors import InputError, ModelFileError
 from mt5lite.exporters.executorch.export import PTE_FILE, ExecutorchExportConfig, export_executorch
 from mt5lite.exporters.quantize.calibration import CalibrationDraw
-from mt5lite.manifest import MANIFEST_NAME, sha256_file, write_manifest
+from mt5lite.manifest import MANIFEST_NAME, load_manifest, sha256_file
 from mt5lite.runtimes.generators import open_export
 from mt5lite.verification.comparison import Gate
 from tests.conftest import run_cli
@@ -38,18 +38,19 @@ def test_the_export_keeps_the_contract_in_one_program(tiny_mt5, tiny_pte):
     from mt5lite import contract
     from mt5lite.checkpoint import load_model
 
-    manifest = json.loads((tiny_pte / MANIFEST_NAME).read_text())
-    assert manifest["engine"] == "executorch" and manifest["precision"] == "fp32" and manifest["static_shapes"]
-    assert {PTE_FILE, "spiece.model"} <= set(manifest["files"])
+    manifest = load_manifest(tiny_pte)
+    assert manifest.engine == "executorch" and manifest.precision == "fp32" and manifest.static_shapes
+    assert {PTE_FILE, "spiece.model"} <= set(manifest.files)
     c = load_model(tiny_mt5).config
-    specs = contract.graph_specs(layers=c.num_decoder_layers, heads=c.num_heads, d_kv=c.d_kv, d_model=c.d_model,
+    dims = contract.ContractDims(layers=c.num_decoder_layers, heads=c.num_heads, d_kv=c.d_kv, d_model=c.d_model,
                                  vocab_size=c.vocab_size, max_source_length=SOURCE, max_target_length=TARGET,
-                                 static_shapes=True, files={"encoder": PTE_FILE, "decoder": PTE_FILE})
+                                 static_shapes=True)
+    specs = contract.graph_specs(dims, {"encoder": PTE_FILE, "decoder": PTE_FILE})
     for role in ("encoder", "decoder"):  # the contract's names, shapes and dtypes, one method per graph
-        graph = manifest["graphs"][role]
-        assert graph["file"] == PTE_FILE and graph["method"] == role
-        assert (graph["inputs"], graph["outputs"]) == (specs[role]["inputs"], specs[role]["outputs"])
-        assert manifest["executorch"]["methods"][role]["delegated_subgraphs"] >= 1  # XNNPACK runs the products
+        graph = manifest.graphs[role]
+        assert graph.file == PTE_FILE and graph.method == role
+        assert (graph.inputs, graph.outputs) == (specs[role].inputs, specs[role].outputs)
+        assert manifest.engine_info["methods"][role]["delegated_subgraphs"] >= 1  # XNNPACK runs the products
 
 
 def test_fp32_matches_pytorch_greedy_and_beam(tiny_mt5, tiny_pte):
@@ -87,12 +88,12 @@ def test_static_int8_is_calibrated_and_smaller(tiny_mt5, tiny_pte, tmp_path):
     result = export_executorch(tiny_mt5, out, ExecutorchExportConfig(max_source_length=SOURCE,
                                                                      max_target_length=TARGET, quantize="int8"),
                                calibration=draw, gate=Gate(read_task_pairs()[::60], enforce=False))
-    manifest = result["manifest"]
-    quantization = manifest["quantization"]
-    assert manifest["precision"] == "int8" and quantization["recipe"] == "executorch-int8"
-    assert quantization["calibration"]["samples"] == 100 and len(quantization["calibration"]["languages"]) >= 10
+    manifest = result.manifest
+    quantization = manifest.quantization
+    assert manifest.precision == "int8" and quantization.recipe == "executorch-int8"
+    assert quantization.calibration["samples"] == 100 and len(quantization.calibration["languages"]) >= 10
     assert (out / PTE_FILE).stat().st_size < 0.7 * (tiny_pte / PTE_FILE).stat().st_size
-    gate = result["gate"]  # against the fp32 program; random weights make near-tied logits: judged on the demo
+    gate = result.gate  # against the fp32 program; random weights make near-tied logits: judged on the demo
     assert gate["reference"].endswith("fp32") and gate["candidate"] == str(out) and gate["n"] == 10
     assert not list(tmp_path.glob(".*")), "scratch files left beside the output"
 
@@ -101,10 +102,15 @@ def test_static_int8_of_the_demo_model_passes_the_quality_gate(demo_model, tmp_p
     # The default draw (256 samples, 512 decoder steps); with half of it German lost 3.3 points (measured).
     result = export_executorch(demo_model, tmp_path / "int8", ExecutorchExportConfig(quantize="int8"),
                                gate=Gate(read_task_pairs(), tmp_path / "gate.json"))
-    gate = result["gate"]
+    gate = result.gate
     assert gate["n"] == 600 and gate["gate"]["passed"], gate["gate"]["failures"]
     assert gate["greedy_agreement"] >= 0.99 and gate["exact_match"] >= gate["exact_match_reference"] - 0.01
     assert gate["size_bytes"] < 0.4 * gate["size_bytes_reference"]
+
+
+def _write_json(folder: Path, manifest: dict) -> None:
+    """Write the raw JSON object ``manifest`` as ``folder``'s manifest.json."""
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _rehashed_copy(export: Path, target: Path, edit) -> Path:
@@ -113,7 +119,7 @@ def _rehashed_copy(export: Path, target: Path, edit) -> Path:
     edit(target)
     manifest = json.loads((target / MANIFEST_NAME).read_text())
     manifest["files"] = {name: sha256_file(target / name) for name in manifest["files"]}
-    write_manifest(target, manifest)
+    _write_json(target, manifest)
     return target
 
 
@@ -141,7 +147,7 @@ def test_a_manifest_that_misdescribes_a_method_is_refused(tiny_pte, tmp_path):
     def lengthen(d):
         manifest = json.loads((d / MANIFEST_NAME).read_text())
         manifest["graphs"]["decoder"]["method"] = "encoder"  # the other method: its tensors differ
-        write_manifest(d, manifest)
+        _write_json(d, manifest)
 
     with pytest.raises(ModelFileError, match="its 'encoder' method does not match .*manifest.json: it has 2 inputs, "
                                              "the manifest 7"):
@@ -153,4 +159,4 @@ def test_cli_refusals_are_one_line(tmp_path):
     assert done.returncode == 2 and done.stderr.decode().count("\n") == 1
     assert b"no such directory" in done.stderr and not (tmp_path / "out").exists()
     with pytest.raises(InputError, match="unknown ExecuTorch precision 'int4'; known: fp32, int8"):
-        ExecutorchExportConfig(quantize="int4").validate()
+        ExecutorchExportConfig(quantize="int4")

@@ -4,7 +4,6 @@ static int8, and TFLite fp32 and full int8 with builtin ops only, the LiteRT run
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 
 from mt5lite.errors import CheckpointError
 from mt5lite.families import FAMILIES, family_of
+from mt5lite.manifest import load_manifest
 from tests.conftest import TINY_FAMILIES
 from tests.fixtures import REAL_CONFIGS
 
@@ -64,8 +64,8 @@ def tiny_static(tiny_model, tmp_path_factory) -> Path:
 def test_manifest_names_the_family(tiny_model, tiny_export):
     from mt5lite.checkpoint import inspect_checkpoint
 
-    manifest = json.loads((tiny_export / "manifest.json").read_text())
-    assert manifest["source"]["family"] == inspect_checkpoint(tiny_model).family
+    manifest = load_manifest(tiny_export)
+    assert manifest.source["family"] == inspect_checkpoint(tiny_model).family
 
 
 def test_static_int8_converts_and_stays_close(tiny_model, tiny_export, tmp_path):
@@ -75,8 +75,8 @@ def test_static_int8_converts_and_stays_close(tiny_model, tiny_export, tmp_path)
 
     out = tmp_path / "int8"
     quantize_export(tiny_export, out, QuantizeConfig(), gate=False)
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["precision"] == "int8" and manifest["quantization"]["recipe"] == "static-int8"
+    manifest = load_manifest(out)
+    assert manifest.precision == "int8" and manifest.quantization.recipe == "static-int8"
     ops = {node.op_type for node in onnx.load(str(out / "decoder.onnx"), load_external_data=False).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     # Random tiny models have flat distributions, so the gate (a trained model's) does not apply; a broken
@@ -93,15 +93,15 @@ def test_tflite_builtin_ops_only_and_litert_matches_onnx_fp32(tiny_static, tmp_p
     results = {precision: export_tflite(tiny_static, tmp_path / precision, precision, gate=False)
                for precision in ("fp32", "int8")}
     for precision, result in results.items():
-        for role, names in result["manifest"]["tflite"]["ops"].items():
+        for role, names in result.manifest.engine_info["ops"].items():
             assert "FULLY_CONNECTED" in names, (precision, role)
             assert not [n for n in names if n.startswith("Flex") or n == "CUSTOM"], (precision, role, names)
     for role, signature in read_signatures(tmp_path / "int8" / "model.tflite")[0].items():
         weights = [op.input_dtypes[1] for op in signature.ops if op.name == "FULLY_CONNECTED"]
         assert weights and all(w == "int8" for w in weights), role
     # LiteRT fp32 against ONNX Runtime fp32, teacher-forced on held-out multilingual sentences, every output.
-    validation = results["fp32"]["validation"]
-    assert validation["checked_against_tolerance"] and validation["samples"] >= 8
-    assert {row["output"] for row in validation["rows"]} == {"encoder_hidden_states", "cross_k", "cross_v", "logits"}
-    for row in validation["rows"]:
+    validation = results["fp32"].validation
+    assert validation.checked_against_tolerance and validation.samples >= 8
+    assert {row["output"] for row in validation.rows} == {"encoder_hidden_states", "cross_k", "cross_v", "logits"}
+    for row in validation.rows:
         assert row["max_abs_diff"] <= row["tolerance"], row

@@ -52,7 +52,7 @@ def test_random_model_onnx_export_matches_pytorch_and_reports_its_sizes(name, tm
     quantize_export(out, tmp_path / "weight-int8", QuantizeConfig(recipe="weight-int8"), gate=False)
     sizes = {"checkpoint": directory_bytes(model), "onnx fp32": directory_bytes(out),
              "onnx weight-int8": directory_bytes(tmp_path / "weight-int8")}
-    assert result["manifest"]["weights"]["unique_tensors"] < result["manifest"]["weights"]["tensors"]
+    assert result.manifest.weights["unique_tensors"] < result.manifest.weights["tensors"]
     assert sizes["onnx fp32"] < 1.05 * sizes["checkpoint"]  # the embedding both graphs use is stored once
     write_report({"config": name, "parameters": PARAMETERS[name], "sizes_bytes": sizes,
                   "parity": {key: report[key] for key in ("max_abs_logit_diff", "max_abs_logit", "greedy_agreement",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from mt5lite.data import read_task_pairs
 from mt5lite.errors import InputError, ParityError
 from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
+from mt5lite.manifest import SpecialTokens, load_manifest
 from mt5lite.runtimes.onnx_runtime import OnnxGenerator
 from mt5lite.runtimes.options import DecodingOptions
 from mt5lite.runtimes.torch_backend import TorchBackend
@@ -31,12 +31,12 @@ FP32_ATOL = 1e-4  # fp32 ONNX Runtime vs PyTorch, on logits and encoder outputs
 def test_export_layout_and_manifest(demo_export):
     names = {p.name for p in demo_export.iterdir()}
     assert {"encoder.onnx", "decoder.onnx", "spiece.model", "manifest.json"} <= names
-    manifest = json.loads((demo_export / "manifest.json").read_text())
-    assert set(manifest["files"]) >= {"encoder.onnx", "decoder.onnx", "spiece.model"}
-    assert manifest["max_target_length"] == 32 and manifest["special_tokens"] == {"pad": 0, "eos": 1,
-                                                                                  "decoder_start": 0}
-    assert manifest["vocab_size"] == 1280 and manifest["tokenizer"]["pieces"] == 1200
-    decoder_inputs = [t["name"] for t in manifest["graphs"]["decoder"]["inputs"]]
+    manifest = load_manifest(demo_export)
+    assert set(manifest.files) >= {"encoder.onnx", "decoder.onnx", "spiece.model"}
+    assert manifest.max_target_length == 32 and manifest.special_tokens == SpecialTokens(pad=0, eos=1,
+                                                                                         decoder_start=0)
+    assert manifest.vocab_size == 1280 and manifest.tokenizer.pieces == 1200
+    decoder_inputs = [t.name for t in manifest.graphs["decoder"].inputs]
     assert decoder_inputs == ["decoder_input_ids", "position", "encoder_attention_mask", "cross_k", "cross_v",
                               "self_k_cache", "self_v_cache"]
 
@@ -50,8 +50,7 @@ def test_graphs_pass_the_checker_and_use_only_tflite_friendly_ops(demo_export, g
     assert not ops & {"If", "Loop", "Scan"}
     assert ops <= TFLITE_FRIENDLY_OPS, ops - TFLITE_FRIENDLY_OPS
     metadata = {p.key: p.value for p in model.metadata_props}
-    manifest = json.loads((demo_export / "manifest.json").read_text())
-    assert metadata["mt5lite.export_id"] == manifest["export_id"]
+    assert metadata["mt5lite.export_id"] == load_manifest(demo_export).export_id
     assert metadata["mt5lite.max_target_length"] == "32"
 
 
@@ -94,8 +93,8 @@ def test_every_cache_position_matches_pytorch_up_to_the_last(tiny_model, tiny_ex
 def test_static_shapes_export(demo_model, tmp_path):
     out = tmp_path / "static"
     export_onnx(demo_model, out, OnnxExportConfig(max_source_length=24, max_target_length=16, static_shapes=True))
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["graphs"]["encoder"]["inputs"][0]["shape"] == [1, 24]
+    manifest = load_manifest(out)
+    assert manifest.graphs["encoder"].inputs[0].shape == (1, 24)
     model = onnx.load(str(out / "decoder.onnx"))
     for tensor in model.graph.input:
         assert all(d.HasField("dim_value") for d in tensor.type.tensor_type.shape.dim), tensor.name
@@ -123,9 +122,9 @@ def test_failed_validation_leaves_nothing_behind(tiny_mt5, tmp_path):
 def test_force_replaces_an_export(tiny_mt5, tmp_path):
     out = tmp_path / "again"
     config = OnnxExportConfig(max_source_length=16, max_target_length=8)
-    first = export_onnx(tiny_mt5, out, config)["manifest"]["export_id"]
-    second = export_onnx(tiny_mt5, out, config, force=True)["manifest"]["export_id"]
-    assert first != second and json.loads((out / "manifest.json").read_text())["export_id"] == second
+    first = export_onnx(tiny_mt5, out, config).manifest.export_id
+    second = export_onnx(tiny_mt5, out, config, force=True).manifest.export_id
+    assert first != second and load_manifest(out).export_id == second
     assert [p.name for p in tmp_path.iterdir()] == ["again"]
 
 
@@ -142,9 +141,9 @@ def _external(model) -> dict[str, tuple[str, int, int]]:
 def test_external_data_stays_inside_the_folder(tiny_mt5, tmp_path):
     out = tmp_path / "external"  # external_data_bytes=1: the graphs are first saved with per-graph data files
     export_onnx(tiny_mt5, out, OnnxExportConfig(max_source_length=16, max_target_length=8, external_data_bytes=1))
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert {"encoder.onnx", "decoder.onnx", "weights.bin"} <= set(manifest["files"])
-    assert {p.name for p in out.iterdir()} == set(manifest["files"]) | {"manifest.json"}  # no .data file left
+    manifest = load_manifest(out)
+    assert {"encoder.onnx", "decoder.onnx", "weights.bin"} <= set(manifest.files)
+    assert {p.name for p in out.iterdir()} == set(manifest.files) | {"manifest.json"}  # no .data file left
     for graph in ("encoder.onnx", "decoder.onnx"):
         model = onnx.load(str(out / graph), load_external_data=False)
         assert {location for location, _, _ in _external(model).values()} == {"weights.bin"}  # inside the folder
@@ -159,14 +158,14 @@ def test_external_data_stays_inside_the_folder(tiny_mt5, tmp_path):
 
 
 def test_a_weight_both_graphs_use_is_stored_once(demo_model, demo_export):
-    manifest = json.loads((demo_export / "manifest.json").read_text())
+    manifest = load_manifest(demo_export)
     encoder, decoder = (_external(onnx.load(str(demo_export / f"{role}.onnx"), load_external_data=False))
                         for role in ("encoder", "decoder"))
     shared = set(encoder.values()) & set(decoder.values())
-    embedding = manifest["vocab_size"] * manifest["model"]["d_model"] * 4
+    embedding = manifest.vocab_size * manifest.model.d_model * 4
     assert [length for _, _, length in shared] == [embedding]  # the token embedding: one copy, two readers
-    assert manifest["weights"]["tensors"] == len(encoder) + len(decoder)
-    assert manifest["weights"]["unique_tensors"] == len(set(encoder.values()) | set(decoder.values()))
+    assert manifest.weights["tensors"] == len(encoder) + len(decoder)
+    assert manifest.weights["unique_tensors"] == len(set(encoder.values()) | set(decoder.values()))
     assert all(offset % 4096 == 0 for _, offset, _ in [*encoder.values(), *decoder.values()])  # mappable
     # On disk no larger than the checkpoint (+5%): before, each graph held its own embedding.
     assert (demo_export / "weights.bin").stat().st_size <= 1.05 * (demo_model / "model.safetensors").stat().st_size

@@ -4,7 +4,6 @@ products int8 cannot hold stay wide."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -66,9 +65,9 @@ def tiny_outlier_export(tiny_model, tmp_path_factory) -> Path:
 def _smooth(export: Path, scratch: Path, model: ErrorModel):
     manifest = load_manifest(export)
     calibration = calibration_for(export, QuantizeConfig())
-    files = {role: inside(export, manifest["graphs"][role]["file"]) for role in ("encoder", "decoder")}
+    files = {role: inside(export, manifest.graphs[role].file) for role in ("encoder", "decoder")}
     feeds = {role: getattr(calibration, role).feeds for role in files}
-    return smooth_graphs(files, feeds, model, scratch, manifest["model"]["num_heads"], manifest["model"]["d_kv"])
+    return smooth_graphs(files, feeds, model, scratch, manifest.model.num_heads, manifest.model.d_kv)
 
 
 #: Every smoothing fold; the fold test below exercises each (the registry meta-test checks they cover FOLDS).
@@ -138,11 +137,11 @@ def test_products_int8_cannot_hold_stay_wide(strong_demo, tmp_path):
     static recipe, and computes on float activations in weight-int8."""
     static = tmp_path / "static"
     quantize_export(strong_demo, static, QuantizeConfig(smooth=False), gate=False)
-    manifest = json.loads((static / "manifest.json").read_text())
-    groups = manifest["quantization"]["outliers"]["groups"]
+    manifest = load_manifest(static)
+    groups = manifest.quantization.outliers["groups"]
     wide = {node for row in groups.values() for node in row["kept_wide"]}
     assert wide and all(row["worst_error_after"] > KEEP_WIDE_ERROR for row in groups.values() if row["kept_wide"])
-    decoder = onnx.load(str(static / manifest["graphs"]["decoder"]["file"]), load_external_data=False)
+    decoder = onnx.load(str(static / manifest.graphs["decoder"].file), load_external_data=False)
     producers = {out: node.op_type for node in decoder.graph.node for out in node.output}
     for node in decoder.graph.node:
         if node.name in wide:
@@ -150,8 +149,8 @@ def test_products_int8_cannot_hold_stay_wide(strong_demo, tmp_path):
             assert producers.get(node.input[1]) != "DequantizeLinear"  # float weight
     weight = tmp_path / "weight"
     quantize_export(strong_demo, weight, QuantizeConfig(recipe="weight-int8", smooth=False), gate=False)
-    manifest = json.loads((weight / "manifest.json").read_text())
-    decoder = onnx.load(str(weight / manifest["graphs"]["decoder"]["file"]), load_external_data=False)
+    manifest = load_manifest(weight)
+    decoder = onnx.load(str(weight / manifest.graphs["decoder"].file), load_external_data=False)
     levels = {onnx.helper.get_attribute_value(a) for n in decoder.graph.node if n.op_type == "MatMulNBits"
               for a in n.attribute if a.name == "accuracy_level"}
     assert 1 in levels
@@ -188,7 +187,7 @@ def test_fp16_scales_an_overflowing_residual_stream_into_range(demo_model, tmp_p
     export_onnx(model, tmp_path / "onnx", OnnxExportConfig(max_source_length=64, max_target_length=32))
     quantize_export(tmp_path / "onnx", tmp_path / "fp16", QuantizeConfig(recipe="fp16", samples=100,
                                                                         max_decoder_steps=64), gate=False)
-    outliers = load_manifest(tmp_path / "fp16")["quantization"]["outliers"]
+    outliers = load_manifest(tmp_path / "fp16").quantization.outliers
     assert outliers["residual_peak"] > 65504 and outliers["residual_divisor"] > 1
     assert outliers["residual_peak_after"] <= FP16_RESIDUAL_LIMIT
     assert max(outliers["fold_check"].values()) == 0.0  # a power of two divides exactly
@@ -215,16 +214,16 @@ def test_lookup_tables_with_outlier_columns_get_a_range_per_column(demo_model, t
     export_onnx(tmp_path / "model", tmp_path / "onnx", OnnxExportConfig(max_source_length=32, max_target_length=16))
     config = QuantizeConfig(samples=100, max_decoder_steps=32)
     quantize_export(tmp_path / "onnx", tmp_path / "dynamic", replace(config, recipe="dynamic-int8"), gate=False)
-    for role, lookups in load_manifest(tmp_path / "dynamic")["quantization"]["lookups"].items():
+    for role, lookups in load_manifest(tmp_path / "dynamic").quantization.details["lookups"].items():
         (lookup,) = lookups.values()
         assert lookup["per_column"] and lookup["per_tensor_error"] > 10 * lookup["per_column_error"], role
     quantize_export(tmp_path / "onnx", tmp_path / "int8", config, gate=False)
     manifest = load_manifest(tmp_path / "int8")
-    assert manifest["quantization"]["outliers"]["rotation"]["seed"] is not None
+    assert manifest.quantization.outliers["rotation"]["seed"] is not None
     for role in ("encoder", "decoder"):
-        (lookup,) = manifest["quantization"]["lookups"][role].values()
+        (lookup,) = manifest.quantization.details["lookups"][role].values()
         assert lookup["per_column"] and lookup["per_tensor_error"] > lookup["per_column_error"]
-        graph = onnx.load(str(tmp_path / "int8" / manifest["graphs"][role]["file"]), load_external_data=False)
+        graph = onnx.load(str(tmp_path / "int8" / manifest.graphs[role].file), load_external_data=False)
         gather = next(n for n in graph.graph.node if n.op_type == "Gather" and n.name.startswith("shared/"))
         readers = [n for n in graph.graph.node if gather.output[0] in n.input]
         assert [n.op_type for n in readers] == ["DequantizeLinear"]
@@ -272,10 +271,10 @@ def _rotated_against_original(export: Path, scratch: Path, seed: int = 0) -> dic
 
     manifest = load_manifest(export)
     calibration = calibration_for(export, QuantizeConfig(samples=100, max_decoder_steps=32))
-    files = {role: inside(export, manifest["graphs"][role]["file"]) for role in ("encoder", "decoder")}
+    files = {role: inside(export, manifest.graphs[role].file) for role in ("encoder", "decoder")}
     feeds = {role: getattr(calibration, role).feeds for role in files}
     graphs = {role: Graph(role, load_with_weights(files[role])) for role in files}
-    width = manifest["model"]["d_model"]
+    width = manifest.model.d_model
     assert rotatable(graphs, width) is None
     rotate(graphs, random_rotation(width, seed))
     written = write_graphs(graphs, scratch)
@@ -330,13 +329,13 @@ def test_full_int8_tflite_keeps_a_rotated_residual_stream_float(tiny_mt5, tmp_pa
                                                                         static_shapes=True))
     export_tflite(tmp_path / "onnx", tmp_path / "tflite", quantize="int8", options=TfliteOptions(validate_samples=2),
                   calibration=CalibrationDraw(samples=100, max_decoder_steps=32), gate=False)
-    quantization = load_manifest(tmp_path / "tflite")["quantization"]
-    assert quantization["outliers"]["rotation"]["seed"] is not None
-    assert "residual stream" in quantization["activations"]
+    quantization = load_manifest(tmp_path / "tflite").quantization
+    assert quantization.outliers["rotation"]["seed"] is not None
+    assert "residual stream" in quantization.details["activations"]
     config = load_model(tiny_mt5).config
     norms = 2 * config.num_layers + 3 * config.num_decoder_layers + 2
     residual_adds = norms - 2  # every norm but each stack's first reads a residual add
-    assert quantization["float_ops"] >= 4 * norms + residual_adds
+    assert quantization.details["float_ops"] >= 4 * norms + residual_adds
 
 
 def test_rotating_a_pytorch_model_keeps_its_graphs(tiny_outlier_export):
@@ -350,7 +349,7 @@ def test_rotating_a_pytorch_model_keeps_its_graphs(tiny_outlier_export):
     model = load_model(tiny_outlier_export.parent / "model")
     calibration = calibration_for(tiny_outlier_export, QuantizeConfig(samples=100, max_decoder_steps=32))
     feeds = {role: getattr(calibration, role).feeds for role in ("encoder", "decoder")}
-    target = load_manifest(tiny_outlier_export)["max_target_length"]
+    target = load_manifest(tiny_outlier_export).max_target_length
     if model.config.tie_word_embeddings:
         norms = set(rms_norms(model))
         stats = measure_modules(model, set(), norms, feeds, target)

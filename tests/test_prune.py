@@ -129,9 +129,9 @@ def test_a_pruned_model_exports_to_onnx_and_tflite_within_tolerance(tiny_mt5, tm
     onnx = tmp_path / "onnx"
     result = export_onnx(tmp_path / "pruned", onnx, OnnxExportConfig(max_source_length=16, max_target_length=8,
                                                                     static_shapes=True))  # validated against PyTorch
-    assert result["manifest"]["model"]["num_heads"] == 1 and result["manifest"]["model"]["d_ff"] == 64
+    assert result.manifest.model.num_heads == 1 and result.manifest.model.d_ff == 64
     tflite = export_tflite(onnx, tmp_path / "tflite", "fp32")  # validated against the ONNX export
-    assert tflite["validation"]["checked_against_tolerance"]
+    assert tflite.validation.checked_against_tolerance
 
 
 @pytest.mark.parametrize(("args", "message"), [

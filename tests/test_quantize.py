@@ -16,6 +16,7 @@ from mt5lite.errors import InputError, ModelFileError
 from mt5lite.exporters.quantize.calibration import MIN_SAMPLES, CalibrationWarning, draw_samples
 from mt5lite.exporters.quantize.groups import node_groups, select_nodes
 from mt5lite.exporters.quantize.recipes import QuantizeConfig, quantize_export
+from mt5lite.manifest import load_manifest
 from mt5lite.runtimes.onnx_runtime import OnnxGenerator
 from mt5lite.runtimes.options import DecodingOptions
 from mt5lite.verification.comparison import compare_exports, quality_gate
@@ -36,16 +37,15 @@ def demo_int8(demo_export, tmp_path_factory) -> Path:
 
 
 def _graph(export: Path, role: str) -> onnx.ModelProto:
-    manifest = json.loads((export / "manifest.json").read_text())
-    return onnx.load(str(export / manifest["graphs"][role]["file"]))
+    return onnx.load(str(export / load_manifest(export).graphs[role].file))
 
 
 # --- node groups -----------------------------------------------------------------------------------------------
 
 def test_node_groups_find_every_layer(demo_export):
-    config = json.loads((demo_export / "manifest.json").read_text())["model"]
+    dims = load_manifest(demo_export).model
     encoder, decoder = (node_groups(_graph(demo_export, role)) for role in ("encoder", "decoder"))
-    layers, decoder_layers = config["num_layers"], config["num_decoder_layers"]
+    layers, decoder_layers = dims.num_layers, dims.num_decoder_layers
     assert len(encoder["ffn_out"]) == layers and len(decoder["ffn_out"]) == decoder_layers
     assert len(encoder["ffn_in"]) == 2 * layers  # gated GELU: wi_0 and wi_1
     # encoder: self q, k, v per layer + the decoder's cross k, v; decoder: self q, k, v + cross q per layer
@@ -132,11 +132,11 @@ def test_rare_language_warns_by_name():
 # --- what the quantized graphs hold ----------------------------------------------------------------------------
 
 def test_static_int8_holds_int8_weights_and_qdq_nodes(demo_export, demo_int8):
-    manifest = json.loads((demo_int8 / "manifest.json").read_text())
-    quantization = manifest["quantization"]
-    assert manifest["precision"] == "int8" and quantization["recipe"] == "static-int8"
-    assert quantization["source_export_id"] == json.loads((demo_export / "manifest.json").read_text())["export_id"]
-    assert quantization["calibration"]["samples"] == 256 and quantization["calibration"]["decoder_steps"] > 100
+    manifest = load_manifest(demo_int8)
+    quantization = manifest.quantization
+    assert manifest.precision == "int8" and quantization.recipe == "static-int8"
+    assert quantization.source_export_id == load_manifest(demo_export).export_id
+    assert quantization.calibration["samples"] == 256 and quantization.calibration["decoder_steps"] > 100
     for role in ("encoder", "decoder"):
         expected = len(select_nodes(_graph(demo_export, role), WEIGHT_GROUPS))
         model = _graph(demo_int8, role)
@@ -145,12 +145,12 @@ def test_static_int8_holds_int8_weights_and_qdq_nodes(demo_export, demo_int8):
                         if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) and len(t.dims) == 2]
         float_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT
                          and len(t.dims) == 2 and t.dims[0] * t.dims[1] > 1000]
-        assert quantization["quantized_nodes"][role] == expected
+        assert quantization.quantized_nodes[role] == expected
         assert len(int8_weights) == expected and ops.count("DequantizeLinear") >= expected
         assert ops.count("QuantizeLinear") > 0
         assert all(t.name.startswith("position_bias") or "relative_attention_bias" in t.name for t in float_weights)
         metadata = {p.key: p.value for p in model.metadata_props}
-        assert metadata["mt5lite.export_id"] == manifest["export_id"] and metadata["mt5lite.precision"] == "int8"
+        assert metadata["mt5lite.export_id"] == manifest.export_id and metadata["mt5lite.precision"] == "int8"
 
 
 @pytest.mark.parametrize("recipe,expected_op", [("dynamic-int8", "DynamicQuantizeLinear"),
@@ -204,7 +204,7 @@ def test_refuses_quantized_source_existing_output_and_bad_options(demo_export, d
     with pytest.raises(InputError, match="already exists; use --force"):
         quantize_export(demo_export, demo_int8, gate=False)
     with pytest.raises(InputError, match="unknown method 'kl'"):
-        QuantizeConfig(method="kl").validate()
+        QuantizeConfig(method="kl")
     with pytest.raises(InputError, match="nothing to quantize"):
         quantize_export(demo_export, tmp_path / "none", QuantizeConfig(groups=("lm_head",), exclude=("lm_head*",)))
     assert not (tmp_path / "none").exists()

@@ -16,6 +16,7 @@ from mt5lite.exporters.quantize.recipes import RECIPES, QuantizeConfig, quantize
 from mt5lite.exporters.tflite.export import TFLITE_PRECISIONS
 from mt5lite.exporters.tflite.onnx_to_tf import OPS
 from mt5lite.families import FAMILIES
+from mt5lite.manifest import load_manifest
 from mt5lite.registry import Registry
 from mt5lite.runtimes.generators import ENGINES, open_export
 
@@ -114,21 +115,21 @@ def test_every_recipe_quantizes_and_keeps_the_contract(demo_export, tmp_path, re
     precision, op = RECIPE_CASES[recipe]
     config = QuantizeConfig(recipe=recipe, samples=100, max_decoder_steps=64)
     result = quantize_export(demo_export, tmp_path / recipe, config, gate=False)
-    manifest = result["manifest"]
-    assert manifest["precision"] == precision and manifest["quantization"]["recipe"] == recipe
+    manifest = result.manifest
+    assert manifest.precision == precision and manifest.quantization.recipe == recipe
     decoder = onnx.load(str(tmp_path / recipe / "decoder.onnx"))
     assert op in {node.op_type for node in decoder.graph.node}
     # calibrated ranges, or an int8 recipe's outlier diagnosis, draw calibration data
     measured = RECIPES[recipe].calibrated or RECIPES[recipe].outlier_step is not None
-    assert (manifest["quantization"]["calibration"] is not None) == measured
-    assert "weights.bin" in manifest["files"] and manifest["weights"]["tensors"] > 0  # weights stored once here too
-    assert all(spec["external_data"] == ["weights.bin"] for spec in manifest["graphs"].values())
+    assert (manifest.quantization.calibration is not None) == measured
+    assert "weights.bin" in manifest.files and manifest.weights["tensors"] > 0  # weights stored once here too
+    assert all(spec.external_data == ("weights.bin",) for spec in manifest.graphs.values())
     assert open_export(tmp_path / recipe).generate(["words fr: 1234"]) == ["mille deux cent trente-quatre"]
 
 
 @pytest.mark.parametrize("group", GROUP_COUNTS)
 def test_every_group_finds_its_nodes_in_every_layer(demo_export, group):
-    layers = json.loads((demo_export / "manifest.json").read_text())["model"]["num_layers"]
+    layers = load_manifest(demo_export).model.num_layers
     for role, count in GROUP_COUNTS[group].items():
         found = node_groups(onnx.load(str(demo_export / f"{role}.onnx")))[group]
         assert len(found) == count(layers), (role, found)
@@ -139,7 +140,7 @@ def test_every_engine_opens_its_exports(request, engine):
     fixture, generator = ENGINE_CASES[engine]
     export = request.getfixturevalue(fixture)
     opened = open_export(export)
-    assert type(opened).__name__ == generator and opened.manifest["engine"] == engine
+    assert type(opened).__name__ == generator and opened.manifest.engine == engine
     assert opened.generate(["words fr: 1234"]) == ["mille deux cent trente-quatre"]
 
 

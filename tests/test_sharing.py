@@ -29,7 +29,7 @@ def test_shared_layers_are_stored_once_by_the_export(tiny_mt5, tmp_path):
     plain = export_onnx(tiny_mt5, tmp_path / "plain-onnx", SMALL)
     shared = export_onnx(tmp_path / "shared", tmp_path / "shared-onnx", SMALL)  # validated against PyTorch
     saved = _weights(tmp_path / "plain-onnx") - _weights(tmp_path / "shared-onnx")
-    assert shared["manifest"]["weights"]["unique_tensors"] < plain["manifest"]["weights"]["unique_tensors"]
+    assert shared.manifest.weights["unique_tensors"] < plain.manifest.weights["unique_tensors"]
     assert abs(saved - shared_bytes) <= 0.05 * shared_bytes  # page alignment and small layer norms aside
 
 
@@ -67,7 +67,7 @@ def test_tied_embeddings_hold_the_vocabulary_once_and_keep_t5s_output_rescaling(
     assert before - after == model.config.vocab_size * model.config.d_model
     # The export's own validation: PyTorch (rescaling the decoder output by d_model ** -0.5) against ONNX Runtime.
     export = export_onnx(tmp_path / "tied", tmp_path / "tied-onnx", SMALL)
-    assert export["manifest"]["model"]["tie_word_embeddings"]
+    assert export.manifest.model.tie_word_embeddings
 
 
 def test_magnitude_pruning_zeroes_weights_and_shrinks_only_the_zip(tiny_mt5):

@@ -16,6 +16,7 @@ from mt5lite.errors import InputError, ModelFileError
 from mt5lite.exporters.quantize.calibration import CalibrationDraw
 from mt5lite.exporters.tflite.export import export_tflite
 from mt5lite.exporters.tflite.inspection import read_signatures
+from mt5lite.manifest import load_manifest
 from mt5lite.runtimes.litert import LiteRTGenerator
 from mt5lite.runtimes.options import DecodingOptions
 from mt5lite.verification.parity import ParityOptions, parity_report
@@ -34,21 +35,21 @@ def _pairs(step: int = 10):
 
 
 def test_tflite_export_keeps_the_contract(static_export, tflite_fp32):
-    onnx_manifest = json.loads((static_export / "manifest.json").read_text())
-    manifest = json.loads((tflite_fp32 / "manifest.json").read_text())
-    assert manifest["engine"] == "litert" and manifest["precision"] == "fp32"
-    assert {"model.tflite", "spiece.model", "tokenizer.json"} <= set(manifest["files"])
-    assert not any(name.endswith((".onnx", ".bin", ".data")) for name in manifest["files"])  # no ONNX weights copied
+    onnx_manifest = load_manifest(static_export)
+    manifest = load_manifest(tflite_fp32)
+    assert manifest.engine == "litert" and manifest.precision == "fp32"
+    assert {"model.tflite", "spiece.model", "tokenizer.json"} <= set(manifest.files)
+    assert not any(name.endswith((".onnx", ".bin", ".data")) for name in manifest.files)  # no ONNX weights copied
     for role in ("encoder", "decoder"):  # same names, shapes and dtypes as the ONNX graphs
-        assert manifest["graphs"][role]["file"] == "model.tflite" and manifest["graphs"][role]["signature"] == role
-        for kind in ("inputs", "outputs"):
-            assert manifest["graphs"][role][kind] == onnx_manifest["graphs"][role][kind]
-    assert manifest["quantization"]["source_export_id"] == onnx_manifest["export_id"]
+        graph, onnx_graph = manifest.graphs[role], onnx_manifest.graphs[role]
+        assert graph.file == "model.tflite" and graph.signature == role
+        assert (graph.inputs, graph.outputs) == (onnx_graph.inputs, onnx_graph.outputs)
+    assert manifest.quantization.source_export_id == onnx_manifest.export_id
     generator = LiteRTGenerator(tflite_fp32)
     ids, mask = generator.encode_batch(["words ko: 58"])
     outputs = generator.backend.encode(encoder_feeds(ids, mask))
-    for tensor in manifest["graphs"]["encoder"]["outputs"]:
-        assert list(outputs[tensor["name"]].shape) == tensor["shape"], tensor["name"]
+    for tensor in manifest.graphs["encoder"].outputs:
+        assert tuple(outputs[tensor.name].shape) == tensor.shape, tensor.name
 
 
 @pytest.mark.parametrize("quantize", PRECISION_CASES)
@@ -56,11 +57,11 @@ def test_no_flex_ops_in_any_default_build(static_export, tflite_fp32, tflite_int
     out = {"fp32": tflite_fp32, "int8": tflite_int8}.get(quantize, tmp_path / quantize)
     if not out.exists():
         export_tflite(static_export, out, quantize, gate=False)
-    manifest = json.loads((out / "manifest.json").read_text())
-    for role, ops in manifest["tflite"]["ops"].items():
+    manifest = load_manifest(out)
+    for role, ops in manifest.engine_info["ops"].items():
         assert ops and "FULLY_CONNECTED" in ops, role
         assert not [op for op in ops if op.startswith("Flex") or op == "CUSTOM"], (role, ops)
-    assert manifest["tflite"]["flex_ops"] == [] and manifest["tflite"]["android_library"] is None
+    assert manifest.engine_info["flex_ops"] == [] and manifest.engine_info["android_library"] is None
     report = parity_report(REPO_ROOT / "models" / "demo", out, _pairs(20), ParityOptions(num_beams=1, beam_samples=1))
     floor = {"fp32": 1.0, "fp16": 0.99, "dynamic-int8": 0.97, "int8": 0.95}[quantize]
     assert report["greedy_agreement"] >= floor
@@ -69,22 +70,21 @@ def test_no_flex_ops_in_any_default_build(static_export, tflite_fp32, tflite_int
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_the_embedding_is_stored_once_for_both_signatures(request, precision):
     export = request.getfixturevalue(f"tflite_{precision}")
-    manifest = json.loads((export / "manifest.json").read_text())
-    config = manifest["model"]
-    embedding = manifest["vocab_size"] * config["d_model"] * {"fp32": 4, "int8": 1}[precision]
+    manifest = load_manifest(export)
+    embedding = manifest.vocab_size * manifest.model.d_model * {"fp32": 4, "int8": 1}[precision]
     signatures, sizes = read_signatures(export / "model.tflite")
     tables = [{index for index in signature.buffers if sizes[index] == embedding} for signature in signatures.values()]
     assert len(tables) == 2 and tables[0] & tables[1], "the two signatures do not read one embedding buffer"
-    weights = manifest["weights"]
+    weights = manifest.weights
     assert weights["shared_bytes"] >= embedding and weights["buffer_bytes"] == sum(sizes.values())
     assert (export / "model.tflite").stat().st_size < weights["buffer_bytes"] + embedding  # one copy, not two
 
 
 def test_full_int8_is_integer_only_with_calibrated_masks(tflite_int8):
-    manifest = json.loads((tflite_int8 / "manifest.json").read_text())
-    quantization = manifest["quantization"]
-    assert manifest["precision"] == "int8" and quantization["activations"] == "int8"
-    calibration = quantization["calibration"]
+    manifest = load_manifest(tflite_int8)
+    quantization = manifest.quantization
+    assert manifest.precision == "int8" and quantization.details["activations"] == "int8"
+    calibration = quantization.calibration
     assert calibration["samples"] >= 100 and len(calibration["languages"]) >= 10 and calibration["decoder_steps"]
     for role in ("encoder", "decoder"):
         mask = calibration["masking_constants"][role]
@@ -94,8 +94,8 @@ def test_full_int8_is_integer_only_with_calibrated_masks(tflite_int8):
         assert not float_ops, (role, float_ops)  # only the float inputs' QUANTIZE ops read float32
         weights = [op.input_dtypes[1] for op in signature.ops if op.name == "FULLY_CONNECTED"]
         assert weights and all(w == "int8" for w in weights), role
-    for tensor in manifest["graphs"]["decoder"]["outputs"]:  # the contract's float outputs are kept
-        assert tensor["dtype"] == "float32"
+    for tensor in manifest.graphs["decoder"].outputs:  # the contract's float outputs are kept
+        assert tensor.dtype == "float32"
 
 
 def test_tflite_fp32_matches_pytorch(demo_model, tflite_fp32):

@@ -62,12 +62,12 @@ def test_stand_in_lm_head_matches_converting_the_real_weights(static_export, tmp
         spec = conversion_spec(static_export, manifest, scratch / "model.tflite", "int8", scratch)
         spec.use_stand_in = stand_in
         _prepare_int8(static_export, spec, CalibrationDraw(samples=100, max_decoder_steps=64), scratch, False,
-                      manifest["model"])
+                      manifest.model)
         converted = convert_steps(spec, scratch)
         assert bool(converted["stand_ins"]) is stand_in
         float_bytes[stand_in] = converted["bytes"]
         built[stand_in] = _tensors(scratch / "model.tflite")
-    lm_head_floats = manifest["vocab_size"] * manifest["model"]["d_model"] * 4
+    lm_head_floats = manifest.vocab_size * manifest.model.d_model * 4
     assert float_bytes[True] < float_bytes[False] - 0.9 * lm_head_floats
     spliced, real = built[True], built[False]
     assert spliced.keys() == real.keys()
@@ -78,6 +78,6 @@ def test_stand_in_lm_head_matches_converting_the_real_weights(static_export, tmp
         if not (np.array_equal(got[3], scales) and np.array_equal(got[4], zeros)):
             logits.append(name)
             assert got[3] == pytest.approx(scales, rel=1e-3) and np.abs(got[4] - zeros).max() <= 1, name
-    lm_head = [k for k, v in real.items() if v[1] == (manifest["vocab_size"], manifest["model"]["d_model"])
+    lm_head = [k for k, v in real.items() if v[1] == (manifest.vocab_size, manifest.model.d_model)
                and k[0] == 0]
     assert lm_head and len(logits) <= 3  # only the logits chain (FC output, slice) may differ

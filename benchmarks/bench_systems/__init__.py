@@ -88,5 +88,5 @@ def built(path: Path, make: Callable[[Path], None], checkpoint: Path) -> Path:
 
 # Each family registers its systems (imported last: they build on the names above), ours first: the table's order.
 # isort: off
-from bench_systems import ours, pytorch, optimum, ctranslate2, llama_cpp, openvino  # noqa: E402, F401
+from benchmarks.bench_systems import ours, pytorch, optimum, ctranslate2, llama_cpp, openvino  # noqa: E402, F401
 # isort: on

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_systems import MAX_NEW_TOKENS, SYSTEMS, System, Unavailable, built
+from benchmarks.bench_systems import MAX_NEW_TOKENS, SYSTEMS, System, Unavailable, built
 from mt5lite.runtimes.tokenizer import Tokenizer
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_systems import MAX_NEW_TOKENS, SYSTEMS, System, Unavailable, built
+from benchmarks.bench_systems import MAX_NEW_TOKENS, SYSTEMS, System, Unavailable, built
 from mt5lite.runtimes.tokenizer import Tokenizer
 
 GGUF_TYPES = {"q8_0": (7, 34 / 32), "q4_0": (2, 18 / 32)}  # llama_ftype, bytes per weight (blocks of 32 + scale)
@@ -27,7 +27,7 @@ def _gguf(kind: str):
         import os
         import sys
 
-        from peer_envs import llama_cpp_source, python, run_command
+        from benchmarks.peer_envs import llama_cpp_source, python, run_command
 
         interpreter, source = python("llama-cpp"), llama_cpp_source() / "vendor" / "llama.cpp"
 

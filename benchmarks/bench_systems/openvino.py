@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from bench_systems import SYSTEMS, System, built
-from bench_systems.pytorch import TorchRunner
+from benchmarks.bench_systems import SYSTEMS, System, built
+from benchmarks.bench_systems.pytorch import TorchRunner
 from mt5lite.runtimes.tokenizer import Tokenizer
 
 EXPORT_OPENVINO = """
@@ -21,7 +21,7 @@ OVModelForSeq2SeqLM.from_pretrained(sys.argv[1], export=True, quantization_confi
 
 def _openvino(bits: int):
     def build(checkpoint: Path, work: Path) -> Path:
-        from peer_envs import python, run_command
+        from benchmarks.peer_envs import python, run_command
 
         interpreter = python("openvino")
 

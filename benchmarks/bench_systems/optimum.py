@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from bench_systems import SYSTEMS, System, Unavailable, built
-from bench_systems.pytorch import TorchRunner
+from benchmarks.bench_systems import SYSTEMS, System, Unavailable, built
+from benchmarks.bench_systems.pytorch import TorchRunner
 from mt5lite.runtimes.tokenizer import Tokenizer
 
 OPTIMUM_FILES = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")

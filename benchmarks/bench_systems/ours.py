@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_systems import MAX_NEW_TOKENS, SYSTEMS, System, built
+from benchmarks.bench_systems import MAX_NEW_TOKENS, SYSTEMS, System, built
 
 
 def _onnx_fp32(checkpoint: Path, work: Path, static: bool = False) -> Path:
@@ -67,7 +67,7 @@ class ExportRunner:
 
     def forced(self, ids: np.ndarray, new_tokens: int) -> float:
         """Seconds for the encoder and ``new_tokens`` greedy steps of the batch."""
-        from bench_quantization import forced_decode
+        from benchmarks.timing import forced_decode
 
         ids, mask = self._feeds(ids)
         return forced_decode(self.generator.stepper, ids, mask, self.generator.decoder.decoder_start_id,

@@ -54,14 +54,14 @@ def _golden(export: Path, pairs: list[TaskPair], max_new_tokens: int) -> dict:
     from mt5lite.runtimes.options import DecodingOptions
 
     generator = LiteRTGenerator(export)
-    steps = min(max_new_tokens, int(generator.manifest["max_target_length"]))
+    steps = min(max_new_tokens, int(generator.manifest.max_target_length))
     cases = []
     for beams in (1, 4):
         options = DecodingOptions(max_new_tokens=steps, num_beams=beams)
         for pair, ids in zip(pairs, generator.generate_ids([p.source for p in pairs], options), strict=True):
             cases.append({"text": pair.source, "lang": pair.lang, "beams": beams, "max_new_tokens": steps,
                           "ids": ids, "output": generator.tokenizer.decode(ids)})
-    return {"export_id": generator.manifest["export_id"], "cases": cases}
+    return {"export_id": generator.manifest.export_id, "cases": cases}
 
 
 def bundle_for_android(export_dir: str | os.PathLike, app_dir: str | os.PathLike, pairs: list[TaskPair],
@@ -73,8 +73,8 @@ def bundle_for_android(export_dir: str | os.PathLike, app_dir: str | os.PathLike
         raise InputError(f"{app} is not an Android app module (no src/main/AndroidManifest.xml); give "
                          "android_demo/app")
     manifest = load_manifest(export)
-    if manifest["engine"] != "litert":
-        raise InputError(f"{export} is an {manifest['engine']} export; the app runs LiteRT: convert it with "
+    if manifest.engine != "litert":
+        raise InputError(f"{export} is an {manifest.engine} export; the app runs LiteRT: convert it with "
                          "mt5lite export tflite first")
     if not pairs:
         raise InputError("no sample pairs given; give a task-pair TSV with --data")
@@ -83,7 +83,7 @@ def bundle_for_android(export_dir: str | os.PathLike, app_dir: str | os.PathLike
     with staged_directory(app / ASSETS, force=True) as staging:
         model = staging / MODEL_DIR
         model.mkdir()
-        for name, expected in [*manifest["files"].items(), (MANIFEST_NAME, None)]:
+        for name, expected in [*manifest.files.items(), (MANIFEST_NAME, None)]:
             shutil.copy2(inside(export, name), model / name)
             if expected is not None and sha256_file(model / name) != expected:
                 raise ModelFileError(f"{export / name}: the copy in the app's assets does not match the manifest's "
@@ -92,5 +92,5 @@ def bundle_for_android(export_dir: str | os.PathLike, app_dir: str | os.PathLike
                                               encoding="utf-8")
         (staging / "golden.json").write_text(json.dumps(golden, ensure_ascii=False), encoding="utf-8")
     size = sum(f.stat().st_size for f in (app / ASSETS / MODEL_DIR).iterdir())
-    return {"assets": str(app / ASSETS), "files": len(manifest["files"]) + 1, "bytes": size,
-            "golden_cases": len(golden["cases"]), "export_id": manifest["export_id"]}
+    return {"assets": str(app / ASSETS), "files": len(manifest.files) + 1, "bytes": size,
+            "golden_cases": len(golden["cases"]), "export_id": manifest.export_id}

@@ -23,11 +23,12 @@ import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from mt5lite.checked import Checked
 from mt5lite.contract import ROLES
-from mt5lite.errors import InputError
-from mt5lite.exporters.onnx.export import OnnxExportConfig, graph_specs, sample_inputs
+from mt5lite.exporters.onnx.export import OnnxExportConfig, graph_specs, length_problems, sample_inputs
 from mt5lite.exporters.quantize.calibration import CalibrationDraw
-from mt5lite.manifest import seal_export
+from mt5lite.exporters.result import ExportResult
+from mt5lite.manifest import Manifest, Quantization, seal_export
 from mt5lite.registry import Registry
 from mt5lite.verification.comparison import Gate, resolve_gate
 
@@ -55,7 +56,7 @@ PTE_PRECISIONS: Registry[PtePrecision] = Registry("ExecuTorch precision", {
 
 
 @dataclass(frozen=True)
-class ExecutorchExportConfig:
+class ExecutorchExportConfig(Checked):
     """What to export and how to check it (the lengths and tolerances mean what they mean for ONNX)."""
 
     max_source_length: int = 128
@@ -66,18 +67,11 @@ class ExecutorchExportConfig:
     rtol: float = OnnxExportConfig.rtol
     static_shapes: bool = field(default=True, init=False)  # batch 1 and S fixed, as XNNPACK's planned memory wants
 
-    def validate(self) -> ExecutorchExportConfig:
-        """Raise ``InputError`` naming every bad value."""
+    def problems(self) -> list[str]:
+        """Every bad value."""
         problems = [] if self.quantize in PTE_PRECISIONS else [
             f"unknown ExecuTorch precision {self.quantize!r}; known: {', '.join(PTE_PRECISIONS)}"]
-        try:
-            OnnxExportConfig(max_source_length=self.max_source_length, max_target_length=self.max_target_length,
-                             validate_samples=self.validate_samples).validate()
-        except InputError as exc:
-            problems.append(str(exc))
-        if problems:
-            raise InputError("; ".join(problems))
-        return self
+        return problems + length_problems(self.max_source_length, self.max_target_length, self.validate_samples)
 
 
 def export_programs(model, specs: dict, max_target_length: int, cross_scale=None, output_rotation=None) -> dict:
@@ -148,7 +142,7 @@ def quantize_programs(programs: dict, specs: dict, data) -> dict:
 
     quantized = {}
     for role, program in programs.items():
-        names = [t["name"] for t in specs[role]["inputs"]]
+        names = [t.name for t in specs[role].inputs]
         quantizer = ComposableQuantizer([_token_embedding_quantizer(), _linear_quantizer()])
         prepared = prepare_pt2e(program.module(), quantizer)
         reader = getattr(data, role)
@@ -203,7 +197,7 @@ def lower_programs(programs: dict, path: Path) -> dict:
 
 
 def _write_export(model, files, programs: dict, staging: Path, config: ExecutorchExportConfig, specs: dict,
-                  quantization: dict | None) -> dict:
+                  quantization: Quantization | None) -> Manifest:
     """Lower ``programs`` into ``staging/model.pte`` beside the tokenizer and the manifest; returns the manifest."""
     import executorch.version
 
@@ -211,20 +205,18 @@ def _write_export(model, files, programs: dict, staging: Path, config: Executorc
 
     methods = lower_programs(programs, staging / PTE_FILE)
     copy_tokenizer(files.root, staging)
-    graphs = {role: {**specs[role], "method": role} for role in ROLES}
-    manifest = checkpoint_manifest(files, model, "executorch", uuid.uuid4().hex, config, staging)
-    manifest.update({
-        "precision": config.quantize, "quantization": quantization, "graphs": graphs,
-        "weights": {"file": PTE_FILE, "bytes": (staging / PTE_FILE).stat().st_size},
-        "executorch": {"version": executorch.version.__version__, "backend": "XnnpackBackend", "methods": methods},
-    })
-    return seal_export(staging, manifest)
+    graphs = {role: replace(specs[role], method=role) for role in ROLES}
+    manifest = checkpoint_manifest(files, model, "executorch", uuid.uuid4().hex, config, staging, graphs)
+    return seal_export(staging, replace(
+        manifest, precision=config.quantize, quantization=quantization,
+        weights={"file": PTE_FILE, "bytes": (staging / PTE_FILE).stat().st_size},
+        engine_info={"version": executorch.version.__version__, "backend": "XnnpackBackend", "methods": methods}))
 
 
 def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLike,
                       config: ExecutorchExportConfig | None = None, force: bool = False, allow_pickle: bool = False,
                       calibration: CalibrationDraw | None = None, gate: Gate | bool = True,
-                      progress: bool = False) -> dict:
+                      progress: bool = False) -> ExportResult:
     """Export ``model_dir`` into ``output_dir`` (model.pte with an ``encoder`` and a ``decoder`` method, the
     tokenizer, manifest.json). fp32 is validated against PyTorch (``ParityError`` beyond the tolerance); int8 is
     calibrated with ``calibration``, compared with the fp32 program and judged by ``gate`` (``resolve_gate``:
@@ -235,12 +227,10 @@ def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLik
     from mt5lite.quiet import quiet_third_party_logs
     from mt5lite.staging import refuse_existing, scratch_directory, staged_directory
 
-    config = (config or ExecutorchExportConfig()).validate()
+    config = config or ExecutorchExportConfig()
     precision = PTE_PRECISIONS[config.quantize]
     gate = None if precision.exact else resolve_gate(gate)  # pairs read before any work: a bad file fails fast
     calibration = calibration or CalibrationDraw()
-    if precision.calibrated and calibration.problems():
-        raise InputError("; ".join(calibration.problems()))
     output = Path(output_dir)
     refuse_existing(output, force)
     files = inspect_checkpoint(model_dir, allow_pickle=allow_pickle)
@@ -260,11 +250,11 @@ def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLik
             data = calibration.capture(fp32, progress=progress, store=Path(scratch) / "calibration")
             programs, outliers = _smoothed_programs(model, specs, data, config.max_target_length)
             programs = quantize_programs(programs, specs, data)
-            quantization = {"recipe": "executorch-int8", "weights": "int8 (per output channel)",
-                            "activations": "int8 at linear layers",
-                            "calibration": data.describe(calibration.file, calibration.seed), "outliers": outliers}
+            quantization = Quantization(
+                "executorch-int8", calibration=data.describe(calibration.file, calibration.seed), outliers=outliers,
+                details={"weights": "int8 (per output channel)", "activations": "int8 at linear layers"})
         with staged_directory(output, force) as staging:
             manifest = _write_export(model, files, programs, staging, config, specs, quantization)
             validation = validate_export(model, staging, config, progress=progress) if precision.exact else None
         judged = gate.judge(fp32, output) if gate is not None else None  # output in place
-    return {"manifest": manifest, "validation": validation, "gate": judged}
+    return ExportResult(output, manifest, validation, judged)

@@ -11,20 +11,34 @@ import os
 import shutil
 import uuid
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from mt5lite import __version__, contract
-from mt5lite.errors import InputError
-from mt5lite.manifest import FORMAT, FORMAT_VERSION, seal_export, sha256_file
+from mt5lite.checked import Checked
+from mt5lite.contract import GraphSpec
+from mt5lite.exporters.result import ExportResult
+from mt5lite.manifest import Manifest, ModelDims, SpecialTokens, TokenizerFile, seal_export, sha256_file
 
 TWO_GB = 2**31
 ENCODER_FILE, DECODER_FILE = "encoder.onnx", "decoder.onnx"
 TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
+def length_problems(max_source_length: int, max_target_length: int, validate_samples: int) -> list[str]:
+    """What is wrong with an export's lengths and validation sample count (every export config has them)."""
+    problems = []
+    if max_source_length < 2:
+        problems.append(f"max_source_length must be at least 2, got {max_source_length}")
+    if max_target_length < 1:
+        problems.append(f"max_target_length must be at least 1, got {max_target_length}")
+    if validate_samples < 1:
+        problems.append(f"validate_samples must be at least 1, got {validate_samples}")
+    return problems
+
+
 @dataclass(frozen=True)
-class OnnxExportConfig:
+class OnnxExportConfig(Checked):
     """What to export and how to check it."""
 
     max_source_length: int = 128  # S: longest input in tokens (eos included); fixed in static graphs
@@ -38,53 +52,46 @@ class OnnxExportConfig:
     rtol: float = 4e-6
     external_data_bytes: int = TWO_GB  # weights at least this large go to one external-data file beside the graph
 
-    def validate(self) -> OnnxExportConfig:
-        """Raise ``InputError`` naming every bad value."""
-        problems = []
-        if self.max_source_length < 2:
-            problems.append(f"max_source_length must be at least 2, got {self.max_source_length}")
-        if self.max_target_length < 1:
-            problems.append(f"max_target_length must be at least 1, got {self.max_target_length}")
+    def problems(self) -> list[str]:
+        """Every bad value."""
+        problems = length_problems(self.max_source_length, self.max_target_length, self.validate_samples)
         if not 11 <= self.opset <= 21:
             problems.append(f"opset must be between 11 and 21, got {self.opset}")
-        if self.validate_samples < 1:
-            problems.append(f"validate_samples must be at least 1, got {self.validate_samples}")
-        if problems:
-            raise InputError("; ".join(problems))
-        return self
+        return problems
 
 
-def graph_specs(model_config, config, files: dict[str, str] | None = None) -> dict:
+def graph_specs(model_config, config, files: dict[str, str] | None = None) -> dict[str, GraphSpec]:
     """Names, dtypes and shapes of both graphs of ``model_config``'s export (``mt5lite.contract``): ``config`` gives
     the lengths and ``static_shapes`` (an ``OnnxExportConfig`` or any export config with them), ``files`` each
     graph's file (default: the ONNX export's)."""
-    return contract.graph_specs(
+    dims = contract.ContractDims(
         layers=model_config.num_decoder_layers, heads=model_config.num_heads, d_kv=model_config.d_kv,
         d_model=model_config.d_model, vocab_size=model_config.vocab_size,
         max_source_length=config.max_source_length, max_target_length=config.max_target_length,
-        static_shapes=config.static_shapes, files=files or {"encoder": ENCODER_FILE, "decoder": DECODER_FILE})
+        static_shapes=config.static_shapes)
+    return contract.graph_specs(dims, files or {"encoder": ENCODER_FILE, "decoder": DECODER_FILE})
 
 
-def _dynamic_axes(spec: dict) -> dict:
-    return {t["name"]: {axis: dim for axis, dim in enumerate(t["shape"]) if isinstance(dim, str)}
-            for t in spec["inputs"] + spec["outputs"]}
+def _dynamic_axes(spec: GraphSpec) -> dict:
+    return {t.name: {axis: dim for axis, dim in enumerate(t.shape) if isinstance(dim, str)}
+            for t in spec.tensors.values()}
 
 
-def sample_inputs(spec: dict, pad_id: int = 0) -> tuple:
+def sample_inputs(spec: GraphSpec, pad_id: int = 0) -> tuple:
     """Zero-filled example inputs for tracing (symbolic dims set to 2); ``position`` is 0, ids are ``pad_id``."""
     import torch
 
     def make(t):
-        shape = [2 if isinstance(d, str) else d for d in t["shape"]]
-        dtype = torch.int64 if t["dtype"] == "int64" else torch.float32
-        if t["name"].endswith("attention_mask"):
+        shape = [2 if isinstance(d, str) else d for d in t.shape]
+        dtype = torch.int64 if t.dtype == "int64" else torch.float32
+        if t.name.endswith("attention_mask"):
             return torch.ones(shape, dtype=dtype)
         return torch.full(shape, pad_id, dtype=dtype) if dtype == torch.int64 else torch.zeros(shape, dtype=dtype)
 
-    return tuple(make(t) for t in spec["inputs"])
+    return tuple(make(t) for t in spec.inputs)
 
 
-def _export_graph(module, spec: dict, path: Path, config: OnnxExportConfig, metadata: dict[str, str],
+def _export_graph(module, spec: GraphSpec, path: Path, config: OnnxExportConfig, metadata: dict[str, str],
                   fingerprints: dict[tuple, str]) -> None:
     """Trace ``module`` into ``path``, name its weight nodes after their modules, stamp ``metadata_props``, and
     check the result with full shape inference. Weights reaching ``config.external_data_bytes`` (2 GB by default,
@@ -102,7 +109,7 @@ def _export_graph(module, spec: dict, path: Path, config: OnnxExportConfig, meta
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
             torch.onnx.export(
                 module, sample_inputs(spec), str(traced), dynamo=False, opset_version=config.opset,
-                input_names=[t["name"] for t in spec["inputs"]], output_names=[t["name"] for t in spec["outputs"]],
+                input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
                 dynamic_axes=_dynamic_axes(spec) or None, do_constant_folding=True,
             )
         model = onnx.load(str(traced), load_external_data=True)
@@ -119,7 +126,7 @@ def _export_graph(module, spec: dict, path: Path, config: OnnxExportConfig, meta
 
 
 def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, config: OnnxExportConfig | None = None,
-                force: bool = False, allow_pickle: bool = False, progress: bool = False) -> dict:
+                force: bool = False, allow_pickle: bool = False, progress: bool = False) -> ExportResult:
     """Export ``model_dir`` into ``output_dir`` (encoder.onnx, decoder.onnx, tokenizer, manifest.json).
 
     Raises ``InputError`` for bad options or an existing output without ``force``, ``CheckpointError`` for a bad
@@ -133,7 +140,7 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
     from mt5lite.exporters.validation import validate_export
     from mt5lite.staging import refuse_existing, staged_directory
 
-    config = (config or OnnxExportConfig()).validate()
+    config = config or OnnxExportConfig()
     output = Path(output_dir)
     refuse_existing(output, force)
     files = inspect_checkpoint(model_dir, allow_pickle=allow_pickle)
@@ -154,17 +161,15 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
                  ("decoder", DecoderStepGraph(model, config.max_target_length).eval())]
         fingerprints = parameter_fingerprints(model)
         for role, module in _progress(steps, progress, "exporting graphs"):
-            path = staging / specs[role]["file"]
+            path = staging / specs[role].file
             _export_graph(module, specs[role], path, config, {**metadata, "mt5lite.graph": role}, fingerprints)
         weights = store_once(staging, [ENCODER_FILE, DECODER_FILE])  # a weight both graphs use is stored once
-        for role in specs:
-            specs[role]["external_data"] = [weights["file"]]
+        specs = {role: replace(spec, external_data=(weights["file"],)) for role, spec in specs.items()}
         copy_tokenizer(files.root, staging)
-        manifest = checkpoint_manifest(files, model, "onnxruntime", export_id, config, staging)
-        manifest.update({"opset": config.opset, "graphs": specs, "weights": weights})
-        seal_export(staging, manifest)
+        manifest = checkpoint_manifest(files, model, "onnxruntime", export_id, config, staging, specs)
+        manifest = seal_export(staging, replace(manifest, opset=config.opset, weights=weights))
         validation = validate_export(model, staging, config, progress=progress)
-    return {"manifest": manifest, "validation": validation}
+    return ExportResult(output, manifest, validation)
 
 
 def copy_tokenizer(checkpoint: Path, staging: Path) -> list[str]:
@@ -175,30 +180,24 @@ def copy_tokenizer(checkpoint: Path, staging: Path) -> list[str]:
     return copied
 
 
-def checkpoint_manifest(files, model, engine: str, export_id: str, config, staging: Path) -> dict:
-    """The manifest fields every export of a checkpoint shares, whatever its engine: format, source, lengths,
-    model shape, tokenizer (its piece count read from ``staging``), special ids and the export's ``config`` (a
-    dataclass with ``max_source_length``, ``max_target_length`` and ``static_shapes``). The caller adds its
-    graphs, weights and file hashes."""
+def checkpoint_manifest(files, model, engine: str, export_id: str, config, staging: Path,
+                        graphs: dict[str, GraphSpec]) -> Manifest:
+    """The manifest of an export of a checkpoint, whatever its engine: source, lengths, model shape, tokenizer (its
+    piece count read from ``staging``), special ids, ``graphs`` and the export's ``config`` (a dataclass with
+    ``max_source_length``, ``max_target_length`` and ``static_shapes``). The caller adds its weights; sealing adds
+    the file hashes."""
     from mt5lite.runtimes.tokenizer import Tokenizer
 
-    return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "engine": engine, "export_id": export_id,
-        "toolkit_version": __version__,
-        "source": {"checkpoint": files.root.name, "model_type": model.config.model_type, "family": files.family,
-                   "config_sha256": sha256_file(files.root / "config.json")},
-        "precision": "fp32", "quantization": None,
-        "static_shapes": config.static_shapes, "batch_size": 1 if config.static_shapes else None,
-        "max_source_length": config.max_source_length, "max_target_length": config.max_target_length,
-        "vocab_size": model.config.vocab_size,
-        "model": {key: getattr(model.config, key) for key in
-                  ("d_model", "d_kv", "d_ff", "num_heads", "num_layers", "num_decoder_layers",
-                   "feed_forward_proj", "tie_word_embeddings")},
-        "tokenizer": {"file": "spiece.model", "pieces": Tokenizer(staging / "spiece.model").piece_count},
-        "special_tokens": {"pad": 0, "eos": model.config.eos_token_id,
-                           "decoder_start": model.config.decoder_start_token_id},
-        "export_config": asdict(config),
-    }
+    dims = ModelDims(**{name: getattr(model.config, name) for name in ModelDims.__dataclass_fields__})
+    return Manifest(
+        engine=engine, export_id=export_id, graphs=graphs, toolkit_version=__version__,
+        source={"checkpoint": files.root.name, "model_type": model.config.model_type, "family": files.family,
+                "config_sha256": sha256_file(files.root / "config.json")},
+        static_shapes=config.static_shapes, max_source_length=config.max_source_length,
+        max_target_length=config.max_target_length, vocab_size=model.config.vocab_size, model=dims,
+        tokenizer=TokenizerFile("spiece.model", Tokenizer(staging / "spiece.model").piece_count),
+        special_tokens=SpecialTokens(0, model.config.eos_token_id, model.config.decoder_start_token_id),
+        export_config=asdict(config))
 
 
 def _progress(items, enabled: bool, description: str):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mt5lite.checked import Checked
 from mt5lite.contract import DECODER_OUTPUTS, encoder_feeds
 from mt5lite.data import CALIBRATION_SENTENCES, Sentence
 from mt5lite.errors import InputError
@@ -223,7 +224,7 @@ def capture_calibration_data(export_dir: Path, samples: list[Sentence], max_deco
 
 
 @dataclass(frozen=True)
-class CalibrationDraw:
+class CalibrationDraw(Checked):
     """Which calibration data to capture: the representative data of static int8 (``mt5lite quantize``) and of
     full-integer int8 TFLite (``mt5lite export tflite --quantize int8``)."""
 
@@ -234,9 +235,12 @@ class CalibrationDraw:
 
     def problems(self) -> list[str]:
         """What is wrong with these settings (the sample count is checked by ``draw_samples``)."""
-        if self.max_decoder_steps < 1:
-            return [f"max_decoder_steps must be at least 1, got {self.max_decoder_steps}"]
-        return []
+        return self.draw_problems(self.max_decoder_steps)
+
+    @staticmethod
+    def draw_problems(max_decoder_steps: int) -> list[str]:
+        """What is wrong with a draw keeping ``max_decoder_steps`` decoder-step feeds."""
+        return [] if max_decoder_steps >= 1 else [f"max_decoder_steps must be at least 1, got {max_decoder_steps}"]
 
     def capture(self, export_dir: Path, progress: bool = False, store: Path | None = None) -> CalibrationData:
         """Draw ``samples`` balanced samples from ``file`` and capture the feeds of both graphs of the fp32
@@ -244,9 +248,6 @@ class CalibrationDraw:
         settings or too little data."""
         from mt5lite.data import read_tagged_texts
 
-        problems = self.problems()
-        if problems:
-            raise InputError("; ".join(problems))
         drawn = draw_samples(read_tagged_texts(self.file), self.samples, self.seed, source=str(self.file))
         return capture_calibration_data(Path(export_dir), drawn, self.max_decoder_steps, seed=self.seed,
                                         progress=progress, store=store)

@@ -63,11 +63,17 @@ def node_groups(model) -> dict[str, list[str]]:
     return found
 
 
+def group_problems(groups: tuple[str, ...]) -> list[str]:
+    """A line naming every unknown group of ``groups`` and listing the known (empty when all are known)."""
+    unknown = [g for g in groups if g not in GROUPS]
+    return [f"unknown quantization group(s) {', '.join(unknown)}; known: {', '.join(GROUPS)}"] if unknown else []
+
+
 def check_groups(groups: tuple[str, ...]) -> tuple[str, ...]:
     """``groups``, or ``UnknownNameError`` naming every unknown one and listing the known."""
-    unknown = [g for g in groups if g not in GROUPS]
-    if unknown:
-        raise UnknownNameError(f"unknown quantization group(s) {', '.join(unknown)}; known: {', '.join(GROUPS)}")
+    problems = group_problems(groups)
+    if problems:
+        raise UnknownNameError(problems[0])
     return groups
 
 

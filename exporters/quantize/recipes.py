@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
+from mt5lite.checked import Checked
 from mt5lite.contract import ROLES
 from mt5lite.errors import InputError
 from mt5lite.exporters.onnx.probe import load_with_weights
@@ -43,7 +44,8 @@ from mt5lite.exporters.quantize.fuse_products import fuse_parallel_products
 from mt5lite.exporters.quantize.gather_rows import columns_where_better, gather_then_dequantize
 from mt5lite.exporters.quantize.outliers.residual_scale import scale_residual
 from mt5lite.exporters.quantize.outliers.step import ErrorModel, smoothing
-from mt5lite.manifest import copy_companions, inside, load_manifest, seal_export
+from mt5lite.exporters.result import ExportResult
+from mt5lite.manifest import Manifest, Quantization, copy_companions, inside, load_manifest, seal_export
 from mt5lite.registry import Registry
 from mt5lite.staging import refuse_existing, scratch_directory, staged_directory
 from mt5lite.verification.comparison import Gate, resolve_gate
@@ -72,7 +74,7 @@ FP16_KEEP_FP32 = ("*DenseReluDense.wo*", "*layer_norm*")
 
 
 @dataclass(frozen=True)
-class QuantizeConfig:
+class QuantizeConfig(Checked):
     """How to quantize an export."""
 
     recipe: str = "static-int8"  # a key of RECIPES
@@ -88,21 +90,17 @@ class QuantizeConfig:
     smooth: bool = True  # the outlier step: smoothing and per-column lookups (int8), residual scaling (fp16)
     keep_wide: bool = True  # int8: products int8 cannot hold (measured on the calibration draw) stay wide
 
-    def validate(self) -> QuantizeConfig:
-        """Raise ``InputError`` naming every bad value."""
-        from mt5lite.exporters.quantize.groups import check_groups
+    def problems(self) -> list[str]:
+        """Every bad value (the calibration draw's included)."""
+        from mt5lite.exporters.quantize.groups import group_problems
 
         problems = [] if self.recipe in RECIPES else [f"unknown recipe {self.recipe!r}; known: {', '.join(RECIPES)}"]
         for name, kind in (("method", Method), ("format", Format)):
             value = getattr(self, name)
             if value not in {k.value for k in kind}:
                 problems.append(f"unknown {name} {value!r}; choose from {', '.join(k.value for k in kind)}")
-        problems += self.draw.problems()
-        if problems:
-            raise InputError("; ".join(problems))
-        if self.groups is not None:
-            check_groups(self.groups)
-        return self
+        problems += CalibrationDraw.draw_problems(self.max_decoder_steps)
+        return problems + (group_problems(self.groups) if self.groups is not None else [])
 
     @property
     def draw(self) -> CalibrationDraw:
@@ -117,7 +115,7 @@ class QuantizeConfig:
 
 def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike,
                     config: QuantizeConfig | None = None, force: bool = False, progress: bool = False,
-                    calibration=None, gate: Gate | bool = True) -> dict:
+                    calibration=None, gate: Gate | bool = True) -> ExportResult:
     """Quantize the fp32 export in ``export_dir`` into ``output_dir`` with ``config``'s recipe, then judge it
     against ``export_dir`` by ``gate`` (``resolve_gate``: ``True`` is the default gate, enforced, raising
     ``QualityGateError`` with the export kept for inspection; ``False`` skips it; the report is under ``"gate"``).
@@ -125,7 +123,7 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
     are drawn and captured here. Raises ``InputError`` for bad options, too little calibration data or an existing
     output without ``force``, ``ModelFileError`` for a broken or non-fp32 export. Returns the new manifest and what
     was quantized."""
-    config = (config or QuantizeConfig()).validate()
+    config = config or QuantizeConfig()
     gate = resolve_gate(gate)  # its held-out pairs read before any work: a bad file fails fast
     recipe = RECIPES[config.recipe]
     source, output = Path(export_dir), Path(output_dir)
@@ -137,11 +135,11 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
             calibration = None
         elif calibration is None:  # captured feeds on disk beside the output (mt5-small's decoder steps: 2.4 GB)
             calibration = calibration_for(source, config, progress, store=Path(feeds_dir))
-        files = {role: inside(source, manifest["graphs"][role]["file"]) for role in ROLES}
+        files = {role: inside(source, manifest.graphs[role].file) for role in ROLES}
         outliers = None
         if recipe.outlier_step:  # int8: smoothed into the weights, what int8 cannot hold kept wide; fp16: scaled
             outliers = recipe.outlier_step(files, {role: getattr(calibration, role).feeds for role in ROLES}, config,
-                                           Path(smoothed_dir), manifest["model"])
+                                           Path(smoothed_dir), manifest.model)
         export_id = uuid.uuid4().hex
         summary = {}
         for role in ROLES:
@@ -156,47 +154,32 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
         if not any(s["quantized_nodes"] for s in summary.values()):
             raise InputError(f"nothing to quantize: no node of groups {', '.join(config.chosen_groups)} is left "
                              f"after --exclude {' '.join(config.exclude) or '(none)'}")
-        weights = store_once(staging, [inside(source, manifest["graphs"][role]["file"]).name for role in ROLES])
+        weights = store_once(staging, [files[role].name for role in ROLES])
         copy_companions(source, manifest, staging)
-        quantization = {
-            "recipe": config.recipe,
-            **dict.fromkeys(("method", "per_channel", "format", "groups", "kept_fp32")),
-            **recipe.describe(config),
-            "exclude": list(config.exclude),
-            "quantized_nodes": {role: s["quantized_nodes"] for role, s in summary.items()},
-            "calibration": None if calibration is None else calibration.describe(config.calibration, config.seed),
-            "source_export_id": manifest["export_id"],
-            "outliers": None if outliers is None else outliers.report(),
-            "lookups": {role: s["lookups"] for role, s in summary.items() if s["lookups"]},
-        }
-        new_manifest = _write_quantized_manifest(staging, manifest, weights, export_id, recipe.precision,
-                                                 quantization)
-    return {"manifest": new_manifest, "graphs": summary, "config": _config_dict(config),
-            "gate": None if gate is None else gate.judge(source, output)}
+        quantization = Quantization(
+            config.recipe, manifest.export_id, {role: s["quantized_nodes"] for role, s in summary.items()},
+            None if calibration is None else calibration.describe(config.calibration, config.seed),
+            None if outliers is None else outliers.report(),
+            {**dict.fromkeys(("method", "per_channel", "format", "groups", "kept_fp32")), **recipe.describe(config),
+             "exclude": list(config.exclude),
+             "lookups": {role: s["lookups"] for role, s in summary.items() if s["lookups"]}})
+        graphs = {role: replace(graph, external_data=(weights["file"],)) for role, graph in manifest.graphs.items()}
+        new_manifest = seal_export(staging, replace(manifest, graphs=graphs, weights=weights, export_id=export_id,
+                                                    precision=recipe.precision, quantization=quantization))
+    return ExportResult(output, new_manifest, gate=None if gate is None else gate.judge(source, output),
+                        details={"graphs": summary, "config": _config_dict(config)})
 
 
-def _fp32_source(source: Path, output: Path, force: bool) -> dict:
+def _fp32_source(source: Path, output: Path, force: bool) -> Manifest:
     """The manifest of the fp32 export ``source``, once it and ``output`` are checked."""
     manifest = load_manifest(source)
-    if manifest.get("precision") != "fp32":
-        raise InputError(f"{source} is already quantized (precision {manifest.get('precision')}); quantize the fp32 "
+    if manifest.precision != "fp32":
+        raise InputError(f"{source} is already quantized (precision {manifest.precision}); quantize the fp32 "
                          "export instead")
     refuse_existing(output, force)
     if output.resolve() == source.resolve():
         raise InputError(f"--output {output} is the source export; choose a new directory")
     return manifest
-
-
-def _write_quantized_manifest(staging: Path, manifest: dict, weights: dict, export_id: str, precision: str,
-                              quantization: dict) -> dict:
-    """The source ``manifest`` made the quantized export's (its graphs reading ``weights``), sealed into
-    ``staging``; returns it."""
-    new_manifest = dict(manifest)
-    new_manifest["graphs"] = {role: {**spec, "external_data": [weights["file"]]}
-                              for role, spec in manifest["graphs"].items()}
-    new_manifest.update({"weights": weights, "export_id": export_id, "precision": precision,
-                         "quantization": quantization})
-    return seal_export(staging, new_manifest)
 
 
 def calibration_for(export_dir: Path, config: QuantizeConfig, progress: bool = False, store: Path | None = None):

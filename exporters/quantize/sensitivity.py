@@ -33,9 +33,8 @@ def _measure(reference: dict, candidate_dir: Path, texts: list[str], options, ba
         found.merge(teacher_forced(reference["generator"].stepper, candidate.stepper, input_ids, mask,
                                    reference["ids"][start : start + step], candidate.decoder.decoder_start_id))
     greedy, tokens = agreement(reference["ids"], ids)
-    quantization = candidate.manifest["quantization"]
     return {
-        "quantized_nodes": sum(quantization["quantized_nodes"].values()),
+        "quantized_nodes": sum(candidate.manifest.quantization.quantized_nodes.values()),
         "greedy_agreement": greedy, "token_agreement": tokens,
         "max_abs_logit_diff": found.max_abs_diff["logits"],
         "mean_relative_logit_error": found.mean_relative_logit_error,
@@ -63,7 +62,7 @@ def sensitivity_analysis(export_dir: str | os.PathLike, texts: list[str], config
     from mt5lite.verification.evaluation import generate_in_batches
 
     # Each group's own sensitivity: nothing smoothed or kept wide behind its back.
-    config = replace(config or QuantizeConfig(), recipe="static-int8", smooth=False, keep_wide=False).validate()
+    config = replace(config or QuantizeConfig(), recipe="static-int8", smooth=False, keep_wide=False)
     source = Path(export_dir)
     options = DecodingOptions(max_new_tokens=max_new_tokens)
     generator = OnnxGenerator(source, threads=threads)

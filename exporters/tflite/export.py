@@ -30,9 +30,10 @@ from pathlib import Path
 from mt5lite.contract import ROLES
 from mt5lite.errors import InputError, ModelFileError
 from mt5lite.exporters.quantize.calibration import CalibrationDraw, CalibrationWarning
+from mt5lite.exporters.result import ExportResult, Validation
 from mt5lite.exporters.tflite.onnx_to_tf import ConversionError
 from mt5lite.exporters.tflite.spec import GraphJob, LmHeadStandIn, WorkerSpec
-from mt5lite.manifest import copy_companions, inside, load_manifest, seal_export
+from mt5lite.manifest import Manifest, ModelDims, Quantization, copy_companions, inside, load_manifest, seal_export
 from mt5lite.registry import Registry
 from mt5lite.staging import refuse_existing, scratch_directory, staged_directory
 from mt5lite.verification.comparison import Gate, resolve_gate
@@ -118,10 +119,10 @@ def _worker(command: str, spec: WorkerSpec, scratch: Path, show_progress: bool =
     return result
 
 
-def _graph_job(manifest: dict, role: str, onnx_dir: Path) -> GraphJob:
+def _graph_job(manifest: Manifest, role: str, onnx_dir: Path) -> GraphJob:
     """What the worker needs of one ONNX graph: its file and its tensor specs."""
-    graph = manifest["graphs"][role]
-    return GraphJob(str(inside(onnx_dir, graph["file"])), graph["inputs"], graph["outputs"])
+    graph = manifest.graphs[role]
+    return GraphJob(str(inside(onnx_dir, graph.file)), list(graph.inputs), list(graph.outputs))
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ class TfliteOptions:
 
 def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, quantize: str = "fp32",
                   force: bool = False, calibration: CalibrationDraw | None = None, gate: Gate | bool = True,
-                  progress: bool = False, options: TfliteOptions | None = None) -> dict:
+                  progress: bool = False, options: TfliteOptions | None = None) -> ExportResult:
     """Convert the static-shape fp32 ONNX export in ``onnx_dir`` to ``output_dir``: ``model.tflite`` holding the
     encoder and the decoder step as two signatures that share their common weights, the tokenizer, and
     manifest.json (which names each graph's file and signature). ``calibration`` sets the representative data of
@@ -147,51 +148,44 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
     precision = TFLITE_PRECISIONS[quantize]
     source, output = Path(onnx_dir), Path(output_dir)
     manifest = load_manifest(source)
-    if not manifest.get("static_shapes"):
+    if not manifest.static_shapes:
         raise InputError(f"{source} has dynamic shapes; TFLite needs a static export: mt5lite export onnx "
                          "--static-shapes")
-    if manifest.get("precision") != "fp32":
-        raise InputError(f"{source} is a {manifest.get('precision')} export; convert the fp32 ONNX export")
+    if manifest.precision != "fp32":
+        raise InputError(f"{source} is a {manifest.precision} export; convert the fp32 ONNX export")
     gate = None if precision.exact else resolve_gate(gate)  # pairs read before any work: a bad file fails fast
     calibration = calibration or CalibrationDraw()
-    if precision.calibrated and calibration.problems():
-        raise InputError("; ".join(calibration.problems()))
     refuse_existing(output, force)
 
     with staged_directory(output, force) as staging, \
             scratch_directory(output) as scratch:
         spec = conversion_spec(source, manifest, staging / TFLITE_FILE, quantize, Path(scratch), allow_flex)
-        quantization = {"recipe": f"tflite-{quantize}", "source_export_id": manifest["export_id"],
-                        "quantized_nodes": {}}
-        if precision.calibrated:
-            quantization.update(_prepare_int8(source, spec, calibration, Path(scratch), progress, manifest["model"]))
+        prepared = _prepare_int8(source, spec, calibration, Path(scratch), progress, manifest.model) \
+            if precision.calibrated else {}
         converted = convert_steps(spec, Path(scratch))
         if precision.calibrated:
-            quantization["float_ops"] = converted["float_nodes"]
+            prepared["float_ops"] = converted["float_nodes"]
         checked = _worker("check", spec, Path(scratch))
-        graphs, ops = json.loads(json.dumps(manifest["graphs"])), {}
         for role in ROLES:
             _check_outputs(role, spec.graphs[role], checked["signatures"][role], allow_flex)
-            graphs[role]["file"] = TFLITE_FILE
-            graphs[role]["signature"] = role
-            graphs[role].pop("external_data", None)  # the .tflite holds the weights
-            ops[role] = checked["signatures"][role]["ops"]
+        ops = {role: checked["signatures"][role]["ops"] for role in ROLES}
+        graphs = {role: replace(graph, file=TFLITE_FILE, signature=role, external_data=())  # the .tflite holds them
+                  for role, graph in manifest.graphs.items()}
         copy_companions(source, manifest, staging)  # the tokenizer files
         flex = sorted({op for role_ops in ops.values() for op in role_ops if _is_flex(op)})
-        new_manifest = dict(manifest)
-        new_manifest.update({
-            "export_id": uuid.uuid4().hex, "engine": "litert", "precision": quantize, "graphs": graphs,
-            "weights": {"file": TFLITE_FILE, **checked["weights"]}, "quantization": quantization,
-            "tflite": {"converter": "mt5lite onnx_to_tf + TFLiteConverter", "ops": ops, "flex_ops": flex,
-                       "android_library": FLEX_ANDROID_LIBRARY if flex else None},
-        })
-        seal_export(staging, new_manifest)
+        quantization = Quantization(f"tflite-{quantize}", manifest.export_id, {},
+                                    prepared.pop("calibration", None), prepared.pop("outliers", None), prepared)
+        new_manifest = seal_export(staging, replace(
+            manifest, export_id=uuid.uuid4().hex, engine="litert", precision=quantize, graphs=graphs,
+            weights={"file": TFLITE_FILE, **checked["weights"]}, quantization=quantization,
+            engine_info={"converter": "mt5lite onnx_to_tf + TFLiteConverter", "ops": ops, "flex_ops": flex,
+                         "android_library": FLEX_ANDROID_LIBRARY if flex else None}))
         validation = validate_tflite(source, staging, precision, manifest, options.validate_samples)
     judged = gate.judge(source, output) if gate is not None else None
-    return {"manifest": new_manifest, "validation": validation, "gate": judged}
+    return ExportResult(output, new_manifest, validation, judged)
 
 
-def conversion_spec(source: Path, manifest: dict, output: Path, quantize: str, scratch: Path,
+def conversion_spec(source: Path, manifest: Manifest, output: Path, quantize: str, scratch: Path,
                     allow_flex: bool = False) -> WorkerSpec:
     """What the worker steps need: the output, the precision, the scratch files and each graph's ONNX file and
     tensor specs."""
@@ -214,7 +208,7 @@ def convert_steps(spec: WorkerSpec, scratch: Path) -> dict:
 
 
 def _prepare_int8(source: Path, spec: WorkerSpec, calibration: CalibrationDraw, scratch: Path, progress: bool,
-                  config: dict) -> dict:
+                  dims: ModelDims) -> dict:
     """Capture the representative data and choose each graph's masking constant, in a child process that writes
     the feeds beside the output (``calibrate``); smooth the activation outliers into the weights
     (``outliers.step``, as full int8 quantizes: one range per tensor, weights per channel; the residual
@@ -229,7 +223,7 @@ def _prepare_int8(source: Path, spec: WorkerSpec, calibration: CalibrationDraw, 
     for role, graph in spec.graphs.items():
         graph.mask_value = masks[role]["value"]
         graph.calibration = found["stores"][role]
-    outliers = _smooth(spec, scratch, config)
+    outliers = _smooth(spec, scratch, dims)
     # Outliers in the residual stream itself (its rotation was needed): the stream stays float (tflite_residual)
     spec.float_residual = (outliers.get("rotation") or {}).get("seed") is not None
     activations = "int8; the residual stream and RMS norms float" if spec.float_residual else "int8"
@@ -237,7 +231,7 @@ def _prepare_int8(source: Path, spec: WorkerSpec, calibration: CalibrationDraw, 
             "calibration": found["calibration"]}
 
 
-def _smooth(spec: WorkerSpec, scratch: Path, config: dict) -> dict:
+def _smooth(spec: WorkerSpec, scratch: Path, dims: ModelDims) -> dict:
     """Smooth both graphs of ``spec`` for full int8 from their captured feeds; the spec then points at the smoothed
     graphs and at decoder feeds holding the V states as those graphs do. Returns the outlier report."""
     from mt5lite.exporters.quantize.calibration import FeedStore
@@ -247,7 +241,7 @@ def _smooth(spec: WorkerSpec, scratch: Path, config: dict) -> dict:
     stores = {role: FeedStore(graph.calibration) for role, graph in graphs.items()}
     full_int8 = ErrorModel("static", "per-channel", rotate=True)  # the residual stream is quantized too
     smoothed = smooth_graphs({role: Path(graph.onnx) for role, graph in graphs.items()}, stores, full_int8,
-                             scratch / "smoothed", config["num_heads"], config["d_kv"],
+                             scratch / "smoothed", dims.num_heads, dims.d_kv,
                              keep_wide=False)  # full int8 has no float products to keep
     if smoothed.scales:
         rescaled = FeedStore(scratch / "calibration-smoothed" / "decoder")
@@ -272,17 +266,17 @@ def _check_outputs(role: str, graph: GraphJob, checked: dict, allow_flex: bool) 
                               f"app then needs {FLEX_ANDROID_LIBRARY})")
     problems = []
     for tensor in graph.outputs:
-        got = checked["outputs"].get(tensor["name"])
+        got = checked["outputs"].get(tensor.name)
         if got is None:
-            problems.append(f"{tensor['name']}: missing")
-        elif got["shape"] != tensor["shape"]:
-            problems.append(f"{tensor['name']}: shape {got['shape']}, contract {tensor['shape']}")
+            problems.append(f"{tensor.name}: missing")
+        elif tuple(got["shape"]) != tensor.shape:
+            problems.append(f"{tensor.name}: shape {got['shape']}, contract {list(tensor.shape)}")
     if problems:
         raise ConversionError(f"the {role} graph of {TFLITE_FILE} does not keep the contract: " + "; ".join(problems))
 
 
-def validate_tflite(onnx_dir: Path, tflite_dir: Path, precision: TflitePrecision, manifest: dict,
-                    samples: int = 16) -> dict:
+def validate_tflite(onnx_dir: Path, tflite_dir: Path, precision: TflitePrecision, manifest: Manifest,
+                    samples: int = 16) -> Validation:
     """Encoder outputs and teacher-forced logits of the TFLite export against the ONNX export on held-out
     multilingual sentences, one sentence at a time (batch-1 graphs). fp32 must stay within the export's tolerance
     (``ParityError`` otherwise); other precisions report their numbers."""
@@ -304,11 +298,11 @@ def validate_tflite(onnx_dir: Path, tflite_dir: Path, precision: TflitePrecision
         target = reference.decoder.generate(ids, mask, options)
         found.merge(teacher_forced(reference.stepper, candidate.stepper, ids, mask, target,
                                    reference.decoder.decoder_start_id))
-    config = manifest.get("export_config", {})
-    atol, rtol = config.get("atol", 1e-4), config.get("rtol", 4e-6)
-    shapes = {t["name"]: t["shape"] for g in manifest["graphs"].values() for t in g["outputs"]}
+    atol, rtol = manifest.tolerance
+    atol, rtol = atol if atol is not None else 1e-4, rtol if rtol is not None else 4e-6
+    shapes = {name: list(shape) for name, shape in manifest.output_shapes.items()}
     if precision.exact:
         rows = check_diffs("TFLite fp32 validation against the ONNX export", found, atol, rtol, shapes)
     else:  # reduced precision: the numbers are reported, the quality gate judges the export
         rows = diff_rows(found, atol, rtol, shapes)
-    return {"samples": len(texts), "rows": rows, "checked_against_tolerance": precision.exact}
+    return Validation(len(texts), tuple(rows), checked_against_tolerance=precision.exact)

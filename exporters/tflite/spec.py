@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from mt5lite.contract import TensorSpec
+
 
 @dataclass
 class GraphJob:
     """One graph (a role) to convert: its ONNX file and the contract's tensor specs; int8 adds its calibration."""
 
     onnx: str
-    inputs: list[dict]
-    outputs: list[dict]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
     mask_value: float | None = None  # int8: the attention-masking constant (``int8_masking``)
     calibration: str | None = None  # int8: the ``FeedStore`` directory of its calibration feeds
 
@@ -55,6 +57,8 @@ class WorkerSpec:
     def from_json(cls, text: str) -> WorkerSpec:
         """The spec ``to_json`` wrote."""
         fields = json.loads(text)
-        fields["graphs"] = {role: GraphJob(**graph) for role, graph in fields["graphs"].items()}
+        fields["graphs"] = {role: GraphJob(**graph | {kind: [TensorSpec.from_dict(t) for t in graph[kind]]
+                                                     for kind in ("inputs", "outputs")})
+                            for role, graph in fields["graphs"].items()}
         fields["lm_head_stand_ins"] = {role: LmHeadStandIn(**s) for role, s in fields["lm_head_stand_ins"].items()}
         return cls(**fields)

@@ -64,7 +64,7 @@ def _representative_data(spec: WorkerSpec):
     form)."""
     from mt5lite.exporters.quantize.calibration import FeedStore
 
-    names = {role: [t["name"] for t in graph.inputs] for role, graph in spec.graphs.items()}
+    names = {role: [t.name for t in graph.inputs] for role, graph in spec.graphs.items()}
     for role, graph in spec.graphs.items():
         for feed in FeedStore(graph.calibration):
             yield role, {name: feed[name] for name in names[role]}
@@ -95,14 +95,14 @@ def convert(spec: WorkerSpec) -> dict:
         model, folder = onnx.load(graph.onnx, load_external_data=False), str(Path(graph.onnx).parent)
         if graph.mask_value is not None:
             with_mask_value(model, graph.mask_value, folder)
-        names = [t["name"] for t in graph.inputs]
-        signature = [tf.TensorSpec(t["shape"], tf.as_dtype(t["dtype"]), name=t["name"]) for t in graph.inputs]
+        names = [t.name for t in graph.inputs]
+        signature = [tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=t.name) for t in graph.inputs]
         lm_head = stand_in_lm_head(model, folder) if calibrated and spec.use_stand_in else None
         skip = {}
         if lm_head is not None:
             factors = Path(spec.float_model).with_name(f"lm-head-factors-{role}.npy")
             np.save(factors, lm_head[1])
-            taken = {int(d) for g in spec.graphs.values() for t in g.inputs + g.outputs for d in t["shape"]}
+            taken = {int(d) for g in spec.graphs.values() for t in g.inputs + g.outputs for d in t.shape}
             taken |= {int(d) for t in model.graph.initializer for d in t.dims}
             rows = stand_in_rows(taken)
             stand_ins[role] = asdict(LmHeadStandIn(lm_head[0], str(factors), rows))
@@ -214,8 +214,8 @@ def check(spec: WorkerSpec) -> dict:
     for role, graph in spec.graphs.items():
         feeds = {}
         for t in graph.inputs:
-            value = np.ones if t["name"].endswith("attention_mask") else np.zeros
-            feeds[t["name"]] = value(t["shape"], dtype=t["dtype"])
+            value = np.ones if t.name.endswith("attention_mask") else np.zeros
+            feeds[t.name] = value(t.shape, dtype=t.dtype)
         outputs = interpreter.get_signature_runner(role)(**feeds)
         found[role] = {"ops": sorted({op.name for op in signatures[role].ops}),
                        "outputs": {name: {"shape": list(v.shape), "dtype": str(v.dtype),

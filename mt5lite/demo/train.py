@@ -12,8 +12,6 @@ import io
 import json
 import math
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -29,6 +27,7 @@ from mt5lite.data import CALIBRATION_SENTENCES, HELDOUT_TASK, read_sentences, re
 from mt5lite.demo.config import DemoConfig
 from mt5lite.demo.task import TASK_LANGUAGES, heldout_numbers, training_pairs
 from mt5lite.paths import DEMO_MODEL
+from mt5lite.staging import staged_directory
 
 
 def train_tokenizer(config: DemoConfig, texts: list[str], output_dir: Path) -> spm.SentencePieceProcessor:
@@ -181,20 +180,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.output.exists() and not args.force:
         parser.error(f"{args.output} already exists; use --force to replace it")
-    config = DemoConfig(steps=args.steps)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=args.output.parent, prefix=".demo-") as tmp:
-        staging = Path(tmp) / "model"
-        staging.mkdir()
+    train_and_write(args.output, args.steps, args.force)
+    return 0
+
+
+def train_and_write(output: Path, steps: int = DemoConfig.steps, force: bool = False) -> dict:
+    """Train the demo model for ``steps`` and write it with its model card to ``output`` (staged beside it, renamed
+    into place once complete; ``InputError`` if it exists without ``force``); prints and returns the held-out
+    exact match and chrF."""
+    config = DemoConfig(steps=steps)
+    with staged_directory(output, force) as staging:
         result = train(config, staging)
         save_checkpoint(result["model"], (staging / "spiece.model").read_bytes(), staging)
         report = write_demo_report(staging, result["model"], config, result["train_seconds"], result["final_loss"])
-        if args.output.exists():
-            shutil.rmtree(args.output)
-        staging.rename(args.output)
-    print(json.dumps({k: report[k] for k in ("exact_match", "chrf")}, indent=2))
-    print(f"demo model written to {args.output} in {result['train_seconds']} s of training")
-    return 0
+    scores = {k: report[k] for k in ("exact_match", "chrf")}
+    print(json.dumps(scores, indent=2))
+    print(f"demo model written to {output} in {result['train_seconds']} s of training")
+    return scores
 
 
 if __name__ == "__main__":

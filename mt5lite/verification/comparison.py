@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mt5lite.errors import QualityGateError
-from mt5lite.manifest import graph_files
+from mt5lite.manifest import Manifest
 from mt5lite.reports import markdown_table, write_report
 from mt5lite.verification.evaluation import generate_in_batches, score
 from mt5lite.verification.parity import agreement
@@ -44,9 +44,9 @@ def directory_bytes(path: str | os.PathLike) -> int:
     return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
 
 
-def graph_bytes(export_dir: str | os.PathLike, manifest: dict) -> int:
+def graph_bytes(export_dir: str | os.PathLike, manifest: Manifest) -> int:
     """Bytes of an export's model files (the graphs and their external data, not the tokenizer or manifest)."""
-    names = {name for role in manifest["graphs"] for name in graph_files(manifest, role)}  # shared files once
+    names = {name for graph in manifest.graphs.values() for name in graph.files}  # shared files once
     return sum((Path(export_dir) / name).stat().st_size for name in names)
 
 
@@ -99,17 +99,17 @@ def compare_exports(reference_dir: str | os.PathLike, candidate_dir: str | os.Pa
     texts = [p.source for p in pairs]
     ids = {name: generate_in_batches(lambda batch, g=g: g.generate_ids(batch, options), texts, batch_size)
            for name, g in tqdm(generators.items(), desc="decoding held-out set", disable=not progress, unit="export")}
-    eos = int(generators["reference"].manifest["special_tokens"]["eos"])
+    eos = generators["reference"].manifest.special_tokens.eos
     decode = generators["reference"].tokenizer.decode
     scores = {name: score([decode(x) for x in ids[name]], pairs) for name in ids}
     looping = {name: [i for i, x in enumerate(ids[name]) if loops(x, max_new_tokens, eos)] for name in ids}
     greedy, tokens = agreement(ids["reference"], ids["candidate"])
     speed = time_per_token(generators, texts[:speed_samples], options) if speed_samples else None
     manifests = {name: g.manifest for name, g in generators.items()}
-    quantization = manifests["candidate"].get("quantization") or {}
-    per_graph = quantization.get("quantized_nodes", {})
+    quantization = manifests["candidate"].quantization
+    per_graph = dict(quantization.quantized_nodes) if quantization else {}
     return {
-        "recipe": quantization.get("recipe", manifests["candidate"].get("precision")),
+        "recipe": quantization.recipe if quantization else manifests["candidate"].precision,
         "reference": str(reference_dir), "candidate": str(candidate_dir), "n": len(pairs),
         "max_new_tokens": max_new_tokens,
         "size_bytes": graph_bytes(candidate_dir, manifests["candidate"]),
@@ -128,7 +128,7 @@ def compare_exports(reference_dir: str | os.PathLike, candidate_dir: str | os.Pa
         "nonfinite_steps": {name: check.nonfinite_steps for name, check in checks.items()},
         "speed": speed and {**speed, "threads": threads, "samples": min(speed_samples, len(texts)),
                             "speedup": speed["reference"]["ms_per_token"] / speed["candidate"]["ms_per_token"]},
-        "quantization": quantization,
+        "quantization": quantization.to_dict() if quantization else {},
         "mismatches": [{"source": p.source, "reference": decode(r), "candidate": decode(c)}
                        for p, r, c in zip(pairs, ids["reference"], ids["candidate"], strict=True) if r != c][:20],
     }

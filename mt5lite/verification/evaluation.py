@@ -76,7 +76,7 @@ def evaluate_model(model_dir: str | os.PathLike, pairs: Sequence[TaskPair], opti
     from mt5lite.runtimes.generators import open_generator
     from mt5lite.runtimes.options import DecodingOptions
 
-    options = (options or DecodingOptions()).validate()
+    options = options or DecodingOptions()
     generator = open_generator(model_dir, allow_pickle=allow_pickle, threads=threads)
     report = evaluate(lambda batch: generator.generate(batch, options), pairs, batch_size, progress)
     report["model"] = str(Path(model_dir))

@@ -93,7 +93,7 @@ def parity_report(model_dir: str | os.PathLike, export_dir: str | os.PathLike, p
     candidate_scores = score([decode(c) for c in cand_greedy], pairs)
     return {
         "reference": str(model_dir), "candidate": str(export_dir),
-        "candidate_precision": generator.manifest.get("precision"),
+        "candidate_precision": generator.manifest.precision,
         "n": len(pairs), "beam_n": len(beam_pairs), "num_beams": num_beams, "max_new_tokens": max_new_tokens,
         "max_abs_logit_diff": found.max_abs_diff["logits"],
         "max_abs_logit": found.max_abs_reference["logits"],

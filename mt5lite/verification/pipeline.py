@@ -101,8 +101,8 @@ def pipeline_report(model_dir: str | os.PathLike, exports: list[tuple[str, str |
                                allow_pickle=allow_pickle, progress=progress)
         vs_previous = (parity["max_abs_logit_diff"] if previous == PYTORCH
                        else _against_source(generators[previous], generators[name], texts[:logit_samples]))
-        stages[name] = {"kind": generators[name].manifest["engine"], "path": str(directory),
-                        "precision": generators[name].manifest.get("precision"),
+        stages[name] = {"kind": generators[name].manifest.engine, "path": str(directory),
+                        "precision": generators[name].manifest.precision,
                         "bytes": directory_bytes(directory),
                         "previous": previous, "max_abs_logit_diff_vs_previous": vs_previous,
                         "max_abs_logit_diff_vs_pytorch": parity["max_abs_logit_diff"],

@@ -13,7 +13,7 @@ import numpy as np
 
 from mt5lite.contract import BATCH_AXIS, ENCODER_OUTPUTS, SOURCE_AXIS, encoder_feeds
 from mt5lite.errors import ParityError
-from mt5lite.runtimes.decoding import StepBackend, new_cache, run_step
+from mt5lite.runtimes.decoding import StepBackend, StepState, run_step
 
 
 class Differences:
@@ -75,10 +75,10 @@ def teacher_forced(reference: StepBackend, candidate: StepBackend, input_ids: np
     sides = {}
     for name, backend in (("reference", reference), ("candidate", candidate)):
         cross_k, cross_v = encoded[name]["cross_k"], encoded[name]["cross_v"]
-        sides[name] = (backend, cross_k, cross_v, *new_cache(cross_k, batch, backend.max_target_length))
+        sides[name] = (backend, StepState.start(attention_mask, cross_k, cross_v, backend.max_target_length))
     for position in range(length):
-        logits = {name: run_step(backend, tokens[:, position], position, attention_mask, *state)
-                  for name, (backend, *state) in sides.items()}
+        logits = {name: run_step(backend, tokens[:, position], position, state)
+                  for name, (backend, state) in sides.items()}
         live = [row for row, target in enumerate(targets) if position < len(target)]
         reference_logits = logits["reference"][live].astype(np.float64)
         diff = logits["candidate"][live].astype(np.float64) - reference_logits

@@ -166,7 +166,10 @@ def fill(config: type, table: dict, where: str, excluded: tuple[str, ...] = (), 
     if unknown:
         raise InputError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
     values = {name: _coerce(value, known[name], f"{where} {name}") for name, value in table.items()}
-    return replace(base, **values) if base is not None else config(**values)
+    try:  # every config checks itself when made (mt5lite.checked)
+        return replace(base, **values) if base is not None else config(**values)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
 
 
 def _read_toml(path: Path) -> dict:

@@ -66,20 +66,12 @@ def check(config: PipelineConfig) -> None:
     from mt5lite.checkpoint import inspect_checkpoint
     from mt5lite.exporters.tflite.export import TFLITE_PRECISIONS
 
-    pass_configs(config)
-    config.onnx.validate()
-    problems = config.calibration.problems()
-    if problems:
-        raise InputError("; ".join(problems))
+    pass_configs(config)  # every config checked itself when it was made; what is left are files and names
     for path, what in ((config.held_out, "held-out pairs"), (config.calibration.file, "calibration data")):
         if not Path(path).is_file():
             raise InputError(f"{path}: no such file of {what}")
-    if config.quantize is not None:
-        config.quantize.validate()
     if config.tflite is not None:
         TFLITE_PRECISIONS[config.tflite.quantize]  # noqa: B018  (an unknown precision lists the known ones)
-    if config.executorch is not None:
-        config.executorch.validate()
     inspect_checkpoint(config.model, allow_pickle=config.allow_pickle)
 
 

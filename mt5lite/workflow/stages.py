@@ -101,7 +101,7 @@ def _draw_fields(config: PipelineConfig) -> dict:
 
 
 def _quantize_config(config: PipelineConfig):
-    return replace(config.quantize, **_draw_fields(config)).validate()
+    return replace(config.quantize, **_draw_fields(config))
 
 
 def _tflite_gated(config: PipelineConfig) -> bool:
@@ -112,7 +112,7 @@ def _tflite_gated(config: PipelineConfig) -> bool:
 
 def _executorch_config(config: PipelineConfig):
     return replace(config.executorch, max_source_length=config.onnx.max_source_length,
-                   max_target_length=config.onnx.max_target_length).validate()
+                   max_target_length=config.onnx.max_target_length)
 
 
 def _executorch_gated(config: PipelineConfig) -> bool:
@@ -194,7 +194,7 @@ def _run_onnx(run: Run) -> dict:
 
     result = export_onnx(run.layout.source, run.layout.onnx, replace(run.config.onnx, static_shapes=True),
                          force=True, allow_pickle=run.config.allow_pickle, progress=run.progress)
-    return {"max_abs_diff": max(row["max_abs_diff"] for row in result["validation"]["rows"])}
+    return {"max_abs_diff": result.validation.max_abs_diff}
 
 
 def _parity_stage(stage: str, export: Callable[[Layout], Path], report: Callable[[Layout], Path],
@@ -219,7 +219,7 @@ def _run_quantize(run: Run) -> dict:
     config = _quantize_config(run.config)
     result = quantize_export(run.layout.onnx, run.layout.onnx_int8, config, force=True, progress=run.progress,
                              gate=run.gate(run.layout.gate_report(f"quantize-{config.recipe}")))
-    return _gate_summary(result["gate"])
+    return _gate_summary(result.gate)
 
 
 def _run_tflite(run: Run) -> dict:
@@ -229,7 +229,7 @@ def _run_tflite(run: Run) -> dict:
     gate = run.gate(run.layout.gate_report(f"tflite-{stage.quantize}")) if _tflite_gated(run.config) else False
     result = export_tflite(run.layout.onnx, run.layout.tflite, stage.quantize, force=True,
                            calibration=run.config.calibration, gate=gate, progress=run.progress, options=stage)
-    return {"precision": stage.quantize, **_gate_summary(result["gate"])}
+    return {"precision": stage.quantize, **_gate_summary(result.gate)}
 
 
 def _run_executorch(run: Run) -> dict:
@@ -241,7 +241,7 @@ def _run_executorch(run: Run) -> dict:
     result = export_executorch(run.layout.source, run.layout.executorch, config, force=True,
                                allow_pickle=run.config.allow_pickle, calibration=run.config.calibration, gate=gate,
                                progress=run.progress)
-    return {"precision": config.quantize, **_gate_summary(result["gate"])}
+    return {"precision": config.quantize, **_gate_summary(result.gate)}
 
 
 #: The exports the pipeline report measures, by stage name (in pipeline order).

@@ -72,7 +72,7 @@ def residual_peak(files: dict[str, Path], feeds: dict, runs: int = PEAK_RUNS) ->
     return peak
 
 
-def scale_residual(files: dict[str, Path], feeds: dict, config, scratch: Path, dims: dict) -> SmoothedGraphs:
+def scale_residual(files: dict[str, Path], feeds: dict, config, scratch: Path, dims) -> SmoothedGraphs:
     """The fp16 recipe's outlier step (``config.smooth`` off: measured, not scaled): both graphs with the
     residual stream divided by the power of two that brings its measured peak under ``FP16_RESIDUAL_LIMIT``."""
     peak = residual_peak(files, feeds)

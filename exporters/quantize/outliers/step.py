@@ -166,8 +166,8 @@ def _rotated(graphs: dict[str, Graph], choice, scratch: Path) -> tuple[dict[str,
 def smoothing(model: ErrorModel):
     """The outlier step of an int8 recipe quantizing as ``model`` says: ``(files, feeds, config, scratch, dims)
     -> SmoothedGraphs``, honouring the config's ``smooth`` and ``keep_wide``."""
-    def prepare(files: dict[str, Path], feeds: dict, config, scratch: Path, dims: dict) -> SmoothedGraphs:
-        return smooth_graphs(files, feeds, model, scratch, dims["num_heads"], dims["d_kv"], smooth=config.smooth,
+    def prepare(files: dict[str, Path], feeds: dict, config, scratch: Path, dims) -> SmoothedGraphs:
+        return smooth_graphs(files, feeds, model, scratch, dims.num_heads, dims.d_kv, smooth=config.smooth,
                              keep_wide=config.keep_wide)
     return prepare
 

@@ -1,6 +1,6 @@
 """Does importance beat random? Each pruning pass on the demo model, by importance and by five random seeds.
 
-    python benchmarks/importance_demo.py [--output FILE.json]
+    python -m benchmarks.experiments.importance_demo [--output FILE.json]
 
 Importance is measured on 400 of the task's training pairs; exact match is measured right after pruning, before any
 training, on the 400 dev pairs (so importance never sees the pairs it is judged on). Writes JSON.
@@ -14,18 +14,29 @@ import os
 import tempfile
 from pathlib import Path
 
-from lite_demo import training_file
-
+from benchmarks.models import training_file
 from mt5lite.data import DEV_TASK, read_task_pairs
 from mt5lite.paths import BUILD_DIR, DEMO_MODEL
+from mt5lite.spiece import read_sentencepiece
 
 SEEDS = (0, 1, 2, 3, 4)
+
+
+def exact_match(model, tokenizer_path: Path, pairs) -> float:
+    """Exact match of ``model``'s greedy decoding (PyTorch, the tokenizer at ``tokenizer_path``) on ``pairs``, as
+    ``compress`` scores a pass."""
+    from mt5lite.runtimes.options import DecodingOptions
+    from mt5lite.runtimes.tokenizer import Tokenizer
+    from mt5lite.runtimes.torch_reference import TorchReference
+    from mt5lite.verification.evaluation import evaluate
+
+    reference = TorchReference.from_model(model, Tokenizer(tokenizer_path))
+    return evaluate(lambda batch: reference.generate(batch, DecodingOptions()), pairs)["exact_match"]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Prune each way, score each result, write JSON."""
     from mt5lite.checkpoint import load_model
-    from mt5lite.compression.compress import _quality, read_sentencepiece
     from mt5lite.compression.prune import (
         DropLayersConfig,
         PruneFfnConfig,
@@ -58,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         spiece = Path(scratch) / "spiece.model"
         spiece.write_bytes(tokenizer.SerializeToString())
         for name, (run, config) in cases.items():
-            row = {way: _quality(run(load_model(DEMO_MODEL), tokenizer, config(**options))[0], spiece, dev,
-                                 False)["exact_match"] for way, options in ways.items()}
+            row = {way: exact_match(run(load_model(DEMO_MODEL), tokenizer, config(**options))[0], spiece, dev)
+                   for way, options in ways.items()}
             row["random mean"] = sum(row[f"random seed {s}"] for s in SEEDS) / len(SEEDS)
             result[name] = row
             print(name, json.dumps(row), flush=True)

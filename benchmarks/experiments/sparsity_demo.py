@@ -1,6 +1,6 @@
 """What unstructured magnitude pruning buys on the demo model: sparsity, file sizes, zipped sizes, speed, quality.
 
-    python benchmarks/sparsity_demo.py [--sparsity 0.5] [--threads 2] [--output FILE.json]
+    python -m benchmarks.experiments.sparsity_demo [--sparsity 0.5] [--threads 2] [--output FILE.json]
 
 The demo model is pruned with ``magnitude-prune`` and both models are exported to fp32 static ONNX; the two exports
 decode the same held-out inputs side by side (taking turns input by input, forced length). Writes JSON; never a
@@ -16,8 +16,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from bench_quantization import side_by_side, speed_arguments
-
+from benchmarks.timing import side_by_side, speed_arguments
 from mt5lite.data import HELDOUT_TASK, read_task_pairs
 from mt5lite.paths import BUILD_DIR, DEMO_MODEL
 from mt5lite.verification.comparison import directory_bytes

@@ -2,7 +2,7 @@
 (what the machine must have; sampled from /proc) and ``/usr/bin/time -v``'s "Maximum resident set size" (the
 largest single process of the tree).
 
-    python benchmarks/peak_memory.py --output FILE.json -- COMMAND ARGS...
+    python -m benchmarks.experiments.peak_memory --output FILE.json -- COMMAND ARGS...
 
 The JSON holds both peaks, each process's own peak (by command line), the wall time, the exit status and a
 timeline of the tree's resident memory (one point per sample), so a phase that needs the memory can be found.

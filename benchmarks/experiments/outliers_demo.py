@@ -1,7 +1,7 @@
 """Every int8 recipe, with default flags, on the plain demo model and on checkpoints with activation outliers.
 
-    python benchmarks/outliers_demo.py [--fixtures plain strong mild trained residual] [--output FILE.json]
-    python benchmarks/outliers_demo.py --mt5-small [--output FILE.json]   # speed on mt5-small's shape
+    python -m benchmarks.experiments.outliers_demo [--fixtures plain strong mild trained residual] [--output FILE.json]
+    python -m benchmarks.experiments.outliers_demo --mt5-small [--output FILE.json]   # speed on mt5-small's shape
 
 Fixtures (``tests/outlier_fixtures.py``): ``strong`` (norm channels x60, FFN units x200, attention values x60; the
 demo's function), ``mild`` (FFN units x30), ``residual`` (the residual stream x1,000: fp16's case), ``trained``
@@ -30,13 +30,11 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-import repo_path  # noqa: E402, F401  (tests.outlier_fixtures: not in the wheel)
-from lite_demo import training_file  # noqa: E402
-
-from mt5lite.data import HELDOUT_TASK, read_task_pairs  # noqa: E402
-from mt5lite.paths import BUILD_DIR, DEMO_MODEL  # noqa: E402
-from mt5lite.reports import markdown_table, write_report  # noqa: E402
-from tests.outlier_fixtures import MILD, RESIDUAL_OVERFLOW, STRONG  # noqa: E402
+from benchmarks.models import training_file
+from mt5lite.data import HELDOUT_TASK, read_task_pairs
+from mt5lite.paths import BUILD_DIR, DEMO_MODEL
+from mt5lite.reports import markdown_table, write_report
+from tests.outlier_fixtures import MILD, RESIDUAL_OVERFLOW, STRONG
 
 FIXTURES = {"plain": None, "strong": STRONG, "mild": MILD, "residual": RESIDUAL_OVERFLOW, "trained": "trained"}
 #: Each recipe: how its export is built from the fp32 static ONNX export.
@@ -85,17 +83,17 @@ def _outlier_facts(export: Path) -> dict:
     """What the outlier step chose for ``export``, from its manifest."""
     from mt5lite.manifest import load_manifest
 
-    quantization = load_manifest(export, verify_hashes=False).get("quantization") or {}
-    step = quantization.get("outliers") or {}
-    return {"activations": quantization.get("activations"), "float_ops": quantization.get("float_ops"),
+    quantization = load_manifest(export, verify_hashes=False).quantization
+    details = dict(quantization.details) if quantization else {}
+    step = (quantization.outliers if quantization else None) or {}
+    return {"activations": details.get("activations"), "float_ops": details.get("float_ops"),
             "smoothed_sites": step.get("smoothed_sites"), "sites": step.get("sites"),
             "kept_wide": step.get("kept_wide"), "rotation_seed": (step.get("rotation") or {}).get("seed")}
 
 
 def run_shape(work: Path, recipes: list[str], threads: int, inputs: int, new_tokens: int) -> dict:
     """Every recipe on mt5-small's shape, plain and with outliers, decoded side by side."""
-    from bench_quantization import side_by_side
-
+    from benchmarks.timing import side_by_side
     from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
     from mt5lite.runtimes.generators import open_export
     from mt5lite.verification.comparison import directory_bytes

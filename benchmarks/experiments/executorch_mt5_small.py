@@ -1,9 +1,10 @@
 """ExecuTorch on mt5-small's shape: fp32 and int8 ``.pte`` exports, their sizes and conversion peak memory, and
 their speed side by side with our ONNX Runtime and LiteRT int8 exports of the same model.
 
-    python benchmarks/executorch_mt5_small.py [--threads 2] [--inputs 8] [--new-tokens 32] [--output FILE.json]
+    python -m benchmarks.experiments.executorch_mt5_small [--threads 2] [--inputs 8] [--new-tokens 32]
+        [--output FILE.json]
 
-The model is ``make bench``'s mt5-small row (``tests.fixtures.mt5_small_250k``: random weights, a 250,100-piece
+The model is ``make bench``'s mt5-small row (``benchmarks.models.mt5_small``: random weights, a 250,100-piece
 tokenizer). Each export runs in a child process under ``peak_memory.measure`` (the whole process tree's peak and
 the largest process's). The int8 export is calibrated like every int8 of the project (256 samples, 512 decoder
 steps); random weights make near-tied logits, so it is not gated here (the demo model's gate is in the tests).
@@ -19,9 +20,9 @@ import os
 import sys
 from pathlib import Path
 
-from bench_quantization import side_by_side, speed_arguments
-from peak_memory import measure
-
+from benchmarks.experiments.peak_memory import measure
+from benchmarks.models import mt5_small
+from benchmarks.timing import side_by_side, speed_arguments
 from mt5lite.data import HELDOUT_TASK, read_task_pairs
 from mt5lite.paths import BUILD_DIR
 from mt5lite.reports import markdown_table, write_report
@@ -40,10 +41,7 @@ PEERS = {"onnx weight-int8": "ours-onnx-weight-int8", "onnx static-int8": "ours-
 
 def main(argv: list[str] | None = None) -> int:
     """Export, measure and write the table."""
-    import repo_path  # noqa: F401  (tests.fixtures: not in the wheel)
-
     from mt5lite.runtimes.generators import open_export
-    from tests.fixtures import mt5_small_250k
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     speed_arguments(parser, inputs=8, new_tokens=32, output="executorch-mt5-small.json")
@@ -51,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("USE_TF", "0")
 
-    checkpoint = mt5_small_250k()
+    checkpoint = mt5_small()
     work = BUILD_DIR / "executorch-mt5-small"
     work.mkdir(parents=True, exist_ok=True)
     exports, conversion = {}, {}

@@ -1,6 +1,6 @@
 """Per-token decoding speed of the PyTorch reference (fp32 eager, batch 1), the baseline later stages must beat.
 
-    python benchmarks/bench_reference.py [--model DIR] [--mt5-small] [--threads 2] [--output FILE.json]
+    python -m benchmarks.experiments.bench_reference [--model DIR] [--mt5-small] [--threads 2] [--output FILE.json]
 
 Greedy decoding of a fixed number of new tokens (eos suppressed, so every run decodes the same count) on held-out
 inputs; writes the numbers to a JSON file. Timings on shared machines are noisy: compare only numbers taken side by
@@ -64,8 +64,6 @@ def main() -> int:
     sources = [p.source for p in read_task_pairs()][:: max(1, 600 // args.inputs)][: args.inputs]
     results = [time_reference(args.model, sources, args.new_tokens, args.threads, args.repeats)]
     if args.mt5_small:
-        import repo_path  # noqa: F401  (tests.fixtures: not in the wheel)
-
         from tests.fixtures import mt5_small_random
 
         results.append(time_reference(mt5_small_random(), sources, args.new_tokens, args.threads, args.repeats))

@@ -1,9 +1,10 @@
 """The "lite" recipe on the demo model, stage by stage: one row for the teacher and one after each stage.
 
-    python benchmarks/lite_demo.py [--steps 2500] [--threads 2] [--output FILE.json]
+    python -m benchmarks.experiments.lite_demo [--steps 2500] [--threads 2] [--output FILE.json]
 
-Stages (each a ``compress`` run, so each checkpoint is kept under ``build/lite/``): trim-vocab on the task's
-training texts -> drop-layers + prune-ffn (importance on 400 training pairs) -> distill from the teacher -> finetune.
+Stages (``benchmarks.models.lite_stages``, which `make bench`'s student row shares; each a ``compress`` run, so
+each checkpoint is kept under ``build/lite/``): trim-vocab on the task's training texts -> drop-layers + prune-ffn
+(importance on 400 training pairs) -> distill from the teacher -> finetune.
 Every checkpoint is exported like ``make export-tflite`` does (fp32 static ONNX validated against PyTorch, static
 int8 ONNX and full-int8 TFLite, both calibrated on the task's dev pairs, the TFLite validated against the ONNX
 export); the student's full-int8 TFLite is held to the quantization gate. Columns: parameters (non-embedding
@@ -19,52 +20,14 @@ import json
 import os
 from pathlib import Path
 
-from bench_quantization import side_by_side, speed_arguments
-
+from benchmarks.models import lite_stages, training_file
+from benchmarks.timing import side_by_side, speed_arguments
 from mt5lite.data import DEV_TASK, HELDOUT_TASK, read_task_pairs
-from mt5lite.paths import BUILD_DIR, DEMO_MODEL
+from mt5lite.paths import BUILD_DIR
 from mt5lite.reports import markdown_table, write_report
 from mt5lite.verification.comparison import directory_bytes
 
 STAGES = ("teacher", "trimmed", "pruned", "distilled", "student")
-
-
-def training_file(path: Path) -> Path:
-    """The demo task's training pairs (every number but the held-out ones), as the demo model was trained."""
-    from mt5lite.demo.task import heldout_numbers, training_pairs
-
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rows = training_pairs(heldout_numbers())
-        path.write_text("".join(f"{p.lang}\t{p.source}\t{p.target}\n" for p in rows), encoding="utf-8")
-    return path
-
-
-def checkpoints(work: Path, train: Path, steps: int, pairs) -> dict[str, Path]:
-    """Each stage's checkpoint (reused when already there)."""
-    from mt5lite.compression.compress import compress
-    from mt5lite.compression.prune import DropLayersConfig, PruneFfnConfig
-    from mt5lite.compression.training import DistillConfig, FinetuneConfig
-    from mt5lite.compression.trim_vocab import TrimVocabConfig
-
-    paths = {"teacher": DEMO_MODEL}
-    training = {"max_steps": steps, "batch_size": 32, "learning_rate": 1e-3, "save_steps": 500, "train_data": train}
-    plan = [
-        ("trimmed", {"trim-vocab": TrimVocabConfig(corpus=(train,))}),
-        ("pruned", {"drop-layers": DropLayersConfig(encoder_layers_keep=0.5, decoder_layers_keep=0.5,
-                                                    importance_data=train, importance_pairs=400),
-                    "prune-ffn": PruneFfnConfig(ffn_keep=0.5, importance_data=train, importance_pairs=400)}),
-        ("distilled", {"distill": DistillConfig(teacher=DEMO_MODEL, **training)}),
-        # Fine-tuning is gentle: at the distillation's learning rate it traded German for nothing (measured).
-        ("student", {"finetune": FinetuneConfig(**{**training, "max_steps": steps // 2, "learning_rate": 2e-4})}),
-    ]
-    source = DEMO_MODEL
-    for name, configs in plan:
-        paths[name] = work / name
-        if not (paths[name] / "compress_report.json").is_file():
-            compress(source, paths[name], list(configs), configs, pairs=pairs, force=True, progress=True)
-        source = paths[name]
-    return paths
 
 
 def exports(checkpoint: Path, work: Path) -> dict[str, Path]:
@@ -87,33 +50,21 @@ def exports(checkpoint: Path, work: Path) -> dict[str, Path]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Build every stage and its exports, measure, and write the table."""
-    from mt5lite.checkpoint import load_model
-    from mt5lite.compression.passes import parameter_count
-    from mt5lite.compression.structure import non_embedding_parameters
-    from mt5lite.runtimes.litert import LiteRTGenerator
-    from mt5lite.verification.comparison import compare_and_gate
-
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    """The command line's options."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=2500, help="optimizer steps of distill (finetune: half)")
     speed_arguments(parser, inputs=40, new_tokens=16, output="lite-demo.json")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("USE_TF", "0")
+    return parser.parse_args(argv)
 
-    work = BUILD_DIR / "lite"
-    pairs = read_task_pairs(HELDOUT_TASK)
-    paths = checkpoints(work, training_file(work / "train.tsv"), args.steps, pairs)
-    built = {name: exports(path, work / f"{name}-export") for name, path in paths.items()}
-    # Each stage's full int8 against its own fp32 export: does fine-tuning before int8 narrow the gap?
-    gates = {name: compare_and_gate(b["onnx"], b["tflite-int8"], pairs,
-                                    BUILD_DIR / "reports" / f"lite-{name}-tflite-int8.json")[0]
-             for name, b in built.items()}
-    gate = gates["student"]
 
-    generators = {name: LiteRTGenerator(b["tflite-int8"], threads=args.threads) for name, b in built.items()}
-    texts = [p.source for p in pairs[:: max(1, len(pairs) // args.inputs)][: args.inputs]]
-    speed = side_by_side(generators, texts, args.new_tokens)
+def stage_rows(paths: dict[str, Path], built: dict[str, dict], speed: dict[str, float],
+               gates: dict[str, dict]) -> dict[str, dict]:
+    """One row per stage: parameters, sizes, speed, quality (from the stage's ``compress`` report; the teacher's
+    is the first report's "before") and its full int8 against its own fp32 export."""
+    from mt5lite.checkpoint import load_model
+    from mt5lite.compression.passes import parameter_count
+    from mt5lite.compression.structure import non_embedding_parameters
 
     rows = {}
     quality = json.loads((paths["trimmed"] / "compress_report.json").read_text(encoding="utf-8"))["quality"]["before"]
@@ -136,12 +87,11 @@ def main(argv: list[str] | None = None) -> int:
                      "exact_match_fp32": gates[name]["exact_match_reference"],
                      "exact_match_int8": gates[name]["exact_match"], "gate_passed": gates[name]["gate"]["passed"]},
         }
-    teacher = rows["teacher"]
-    result = {"steps": args.steps, "threads": args.threads, "inputs": len(texts), "new_tokens": args.new_tokens,
-              "stages": rows, "student_gate": gate["gate"],
-              "student_non_embedding_fraction": rows["student"]["non_embedding_parameters"]
-              / teacher["non_embedding_parameters"],
-              "student_speedup": teacher["tflite_int8_ms_per_token"] / rows["student"]["tflite_int8_ms_per_token"]}
+    return rows
+
+
+def markdown(rows: dict[str, dict]) -> str:
+    """The stage table in Markdown."""
     table = [[name, f"{r['parameters'] / 1e6:.2f} M ({r['non_embedding_parameters'] / 1e6:.2f} M)",
               f"{r['bytes']['onnx'] / 1e6:.1f} / {r['bytes']['onnx-int8'] / 1e6:.1f} / "
               f"{r['bytes']['tflite-int8'] / 1e6:.1f}", f"{r['tflite_int8_ms_per_token']:.2f}",
@@ -150,11 +100,41 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['int8']['exact_match_int8'] - r['int8']['exact_match_fp32']:+.3f}",
               f"{r['training_seconds']:.0f}"]
              for name, r in rows.items()]
-    markdown = "# The lite recipe on the demo model\n\n" + markdown_table(
+    return "# The lite recipe on the demo model\n\n" + markdown_table(
         ["stage", "parameters (non-embedding)", "MB: fp32 ONNX / int8 ONNX / int8 TFLite", "ms/token (TFLite int8)",
          "exact match", "worst language", "int8 vs own fp32: agreement / exact match", "training s"], table)
-    write_report(result, args.output, markdown)
-    print(markdown)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build every stage and its exports, measure, and write the table."""
+    from mt5lite.runtimes.litert import LiteRTGenerator
+    from mt5lite.verification.comparison import compare_and_gate
+
+    args = parse_arguments(argv)
+    os.environ.setdefault("USE_TF", "0")
+
+    work = BUILD_DIR / "lite"
+    pairs = read_task_pairs(HELDOUT_TASK)
+    paths = lite_stages(work, training_file(work / "train.tsv"), args.steps, pairs)
+    built = {name: exports(path, work / f"{name}-export") for name, path in paths.items()}
+    # Each stage's full int8 against its own fp32 export: does fine-tuning before int8 narrow the gap?
+    gates = {name: compare_and_gate(b["onnx"], b["tflite-int8"], pairs,
+                                    BUILD_DIR / "reports" / f"lite-{name}-tflite-int8.json")[0]
+             for name, b in built.items()}
+    gate = gates["student"]
+
+    generators = {name: LiteRTGenerator(b["tflite-int8"], threads=args.threads) for name, b in built.items()}
+    texts = [p.source for p in pairs[:: max(1, len(pairs) // args.inputs)][: args.inputs]]
+    rows = stage_rows(paths, built, side_by_side(generators, texts, args.new_tokens), gates)
+    teacher = rows["teacher"]
+    result = {"steps": args.steps, "threads": args.threads, "inputs": len(texts), "new_tokens": args.new_tokens,
+              "stages": rows, "student_gate": gate["gate"],
+              "student_non_embedding_fraction": rows["student"]["non_embedding_parameters"]
+              / teacher["non_embedding_parameters"],
+              "student_speedup": teacher["tflite_int8_ms_per_token"] / rows["student"]["tflite_int8_ms_per_token"]}
+    table = markdown(rows)
+    write_report(result, args.output, table)
+    print(table)
     print(f"student: {result['student_non_embedding_fraction']:.1%} of the teacher's non-embedding parameters, "
           f"{result['student_speedup']:.2f}x faster per token; TFLite int8 gate "
           f"{'passed' if gate['gate']['passed'] else 'FAILED: ' + '; '.join(gate['gate']['failures'])}")

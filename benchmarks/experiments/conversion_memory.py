@@ -1,14 +1,14 @@
 """Peak memory of the full-int8 TFLite conversion against the size of the checkpoint, on random models of
 google/mt5-small's and google/mt5-base's exact shapes.
 
-    python benchmarks/conversion_memory.py [--models google/mt5-small google/mt5-base] [--output FILE.json]
+    python -m benchmarks.experiments.conversion_memory [--models google/mt5-small google/mt5-base] [--output FILE.json]
 
 For each model: the random checkpoint (``tests.fixtures.random_real_model``), its static-shape fp32 ONNX export,
 then ``mt5lite export tflite --quantize int8`` with the default calibration (256 samples, 512 decoder steps; no
 quality gate, since the weights are random, and its report on 20 held-out pairs), run under
-``benchmarks/peak_memory.py``: the peak of the whole process tree (sampled from /proc: what the machine must hold)
-and ``/usr/bin/time -v``'s largest process, each as a multiple of the checkpoint's bytes. The ONNX export's peak is
-reported too. Writes JSON and a Markdown table.
+``benchmarks.experiments.peak_memory``: the peak of the whole process tree (sampled from /proc: what the machine
+must hold) and ``/usr/bin/time -v``'s largest process, each as a multiple of the checkpoint's bytes. The ONNX
+export's peak is reported too. Writes JSON and a Markdown table.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from peak_memory import measure
-
+from benchmarks.experiments.peak_memory import measure
 from mt5lite.data import HELDOUT_TASK
 from mt5lite.paths import BUILD_DIR
 
@@ -29,8 +28,6 @@ MLITE = [sys.executable, "-m", "mt5lite"]
 
 def _one(name: str, work: Path) -> dict:
     """Build, export and convert ``name``'s random model, measuring the two commands."""
-    import repo_path  # noqa: F401  (tests.fixtures: not in the wheel)
-
     from tests.fixtures import random_real_model
 
     checkpoint = random_real_model(name)

@@ -1,6 +1,6 @@
 """The trained demo model through each model family's path (``mt5lite.families``), quality measured per language.
 
-    python benchmarks/families_demo.py [--steps 300] [--output FILE.json]
+    python -m benchmarks.experiments.families_demo [--steps 300] [--output FILE.json]
 
 No trained umT5 or Flan-T5 small enough for this machine can be downloaded here, so the trained demo model (an mT5)
 is re-expressed in the other families' terms:
@@ -23,8 +23,8 @@ import argparse
 import os
 from pathlib import Path
 
-from lite_demo import exports, training_file
-
+from benchmarks.experiments.lite_demo import exports
+from benchmarks.models import training_file
 from mt5lite.data import HELDOUT_TASK, read_task_pairs
 from mt5lite.paths import BUILD_DIR, DEMO_MODEL
 from mt5lite.reports import markdown_table, write_report

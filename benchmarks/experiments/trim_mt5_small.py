@@ -1,10 +1,11 @@
 """Vocabulary trimming on a model of google/mt5-small's exact shape with a tokenizer of mT5's size: equality at
 the kept ids, fp32 parity, the int8 exports' sizes, and decoding speed untrimmed against trimmed, in one run.
 
-    python benchmarks/trim_mt5_small.py [--threads 2] [--inputs 16] [--new-tokens 32] [--output FILE.json]
+    python -m benchmarks.experiments.trim_mt5_small [--threads 2] [--inputs 16] [--new-tokens 32] [--output FILE.json]
 
-The model is ``tests.fixtures.mt5_small_250k``: random weights of mt5-small's shape and a 250,100-piece
-sentencepiece model (mT5's own cannot be downloaded here). Steps, each cached under ``build/trim-mt5-small/``:
+The model is ``benchmarks.models.mt5_small`` (``tests.fixtures.mt5_small_250k``): random weights of mt5-small's
+shape and a 250,100-piece sentencepiece model (mT5's own cannot be downloaded here). Steps, each cached under
+``build/trim-mt5-small/``:
 
 1. ``trim-vocab`` with the project's multilingual data (the default corpus);
 2. the trimmed model against the original, teacher-forced in PyTorch, at the kept ids (encoder outputs, cross
@@ -22,11 +23,11 @@ import argparse
 import json
 import os
 import platform
-import time
+from dataclasses import asdict
 from pathlib import Path
 
-from bench_quantization import side_by_side, speed_arguments
-
+from benchmarks.models import mt5_small, once, trimmed_mt5_small
+from benchmarks.timing import side_by_side, speed_arguments
 from mt5lite.data import HELDOUT_SENTENCES, read_sentences
 from mt5lite.paths import BUILD_DIR
 from mt5lite.verification.comparison import directory_bytes
@@ -35,36 +36,27 @@ from mt5lite.verification.comparison import directory_bytes
 CALIBRATION = {"samples": 128, "max_decoder_steps": 256}
 
 
-def _once(path: Path, make) -> Path:
-    """``make(path)`` unless ``path`` already holds a finished export or checkpoint."""
-    if not ((path / "manifest.json").is_file() or (path / "compress_report.json").is_file()):
-        started = time.perf_counter()
-        make(path)
-        print(f"{path.name}: {time.perf_counter() - started:.0f} s")
-    return path
-
-
 def build(original: Path, work: Path) -> dict[str, Path]:
-    """The trimmed checkpoint and every export, reused when already there."""
-    from mt5lite.compression.compress import compress
+    """The trimmed checkpoint (``benchmarks.models.trimmed_mt5_small``, `make bench`'s trimmed row) and every
+    export, reused when already there."""
     from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
     from mt5lite.exporters.quantize.calibration import CalibrationDraw
     from mt5lite.exporters.quantize.recipes import QuantizeConfig, quantize_export
     from mt5lite.exporters.tflite.export import export_tflite
 
     static = OnnxExportConfig(static_shapes=True)
-    paths = {"trimmed": _once(work / "trimmed", lambda p: compress(original, p, ["trim-vocab"], {}, force=True,
-                                                                   progress=True))}
+    paths = {"trimmed": trimmed_mt5_small(original, work)}
+
     def export_fp32(model: Path, path: Path) -> None:  # keeps the validation against PyTorch beside the export
-        validation = export_onnx(model, path, static, force=True, progress=True)["validation"]
-        path.with_suffix(".validation.json").write_text(json.dumps(validation, indent=2), encoding="utf-8")
+        validation = export_onnx(model, path, static, force=True, progress=True).validation
+        path.with_suffix(".validation.json").write_text(json.dumps(asdict(validation), indent=2), encoding="utf-8")
 
     for name, model in (("untrimmed", original), ("trimmed", paths["trimmed"])):
-        fp32 = _once(work / f"{name}-onnx-fp32", lambda p, m=model: export_fp32(m, p))
+        fp32 = once(work / f"{name}-onnx-fp32", lambda p, m=model: export_fp32(m, p))
         paths[f"{name}-onnx-fp32"] = fp32
-        paths[f"{name}-onnx-int8"] = _once(work / f"{name}-onnx-int8", lambda p, s=fp32: quantize_export(
+        paths[f"{name}-onnx-int8"] = once(work / f"{name}-onnx-int8", lambda p, s=fp32: quantize_export(
             s, p, QuantizeConfig(**CALIBRATION), force=True, progress=True, gate=False))
-    paths["trimmed-tflite-int8"] = _once(work / "trimmed-tflite-int8", lambda p: export_tflite(
+    paths["trimmed-tflite-int8"] = once(work / "trimmed-tflite-int8", lambda p: export_tflite(
         paths["trimmed-onnx-fp32"], p, "int8", force=True, calibration=CalibrationDraw(**CALIBRATION),
         progress=True, gate=False))
     return paths
@@ -72,21 +64,18 @@ def build(original: Path, work: Path) -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """Build what is missing, measure, and write the JSON report."""
-    import repo_path  # noqa: F401  (tests.fixtures: not in the wheel)
-
     from mt5lite.compression.compress import read_sentencepiece
     from mt5lite.exporters.onnx.export import OnnxExportConfig
     from mt5lite.runtimes.onnx_runtime import OnnxGenerator
     from mt5lite.verification.kept_ids import compare_trimmed
     from mt5lite.verification.teacher_forced import diff_rows
-    from tests.fixtures import mt5_small_250k
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     speed_arguments(parser, inputs=16, new_tokens=32, output="trim-mt5-small.json")
     args = parser.parse_args(argv)
     os.environ.setdefault("USE_TF", "0")
 
-    original = mt5_small_250k()
+    original = mt5_small()
     work = BUILD_DIR / "trim-mt5-small"
     paths = build(original, work)
     texts = [s.text for s in read_sentences(HELDOUT_SENTENCES)[: args.inputs]]

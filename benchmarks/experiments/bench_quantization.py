@@ -1,6 +1,6 @@
 """Decoding speed and size of quantized exports against the fp32 export and PyTorch, side by side in one run.
 
-    python benchmarks/bench_quantization.py [--mt5-small | --model DIR] [--threads 2] [--output FILE.json]
+    python -m benchmarks.experiments.bench_quantization [--model DIR] [--no-torch] [--threads 2] [--output FILE.json]
 
 By default it benchmarks a random-init model of google/mt5-small's exact shape (built and cached on first use):
 exports it (fp32, dynamic shapes), quantizes it with each recipe, then decodes the same held-out inputs with every
@@ -19,56 +19,9 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
-
-from mt5lite.contract import encoder_feeds
+from benchmarks.timing import timed_decode
 from mt5lite.data import HELDOUT_SENTENCES, read_sentences
 from mt5lite.paths import BUILD_DIR
-from mt5lite.runtimes.decoding import new_cache, run_step
-
-
-def forced_decode(backend, ids: np.ndarray, mask: np.ndarray, start_id: int, new_tokens: int) -> tuple[float, float]:
-    """(seconds for the encoder and exactly ``new_tokens`` greedy steps of the batch, seconds for the steps alone)
-    on a step backend; forced length: no eos check, every input decodes the same count."""
-    started = time.perf_counter()
-    encoded = backend.encode(encoder_feeds(ids, mask))
-    cross_k, cross_v = encoded["cross_k"], encoded["cross_v"]
-    encoded_at = time.perf_counter()
-    cache_k, cache_v = new_cache(cross_k, len(ids), backend.max_target_length)
-    token = np.full(len(ids), start_id, dtype=np.int64)
-    for position in range(new_tokens):
-        token = run_step(backend, token, position, mask, cross_k, cross_v, cache_k, cache_v).argmax(axis=-1)
-    finished = time.perf_counter()
-    return finished - started, finished - encoded_at
-
-
-def timed_decode(generator, text: str, new_tokens: int) -> tuple[float, float]:
-    """``forced_decode`` of one text, batch 1, with an export generator."""
-    ids, mask = generator.encode_batch([text])
-    return forced_decode(generator.backend, ids, mask, generator.decoder.decoder_start_id, new_tokens)
-
-
-def side_by_side(generators: dict, texts: list[str], new_tokens: int) -> dict[str, float]:
-    """Median ms per token of each generator, all decoding every text in turn (warm-up first), so that load on a
-    shared machine hits all alike."""
-    import statistics
-
-    for generator in generators.values():  # warm-up: first runs allocate and page in the weights
-        timed_decode(generator, texts[0], 4)
-    per_token: dict[str, list[float]] = {name: [] for name in generators}
-    for text in texts:
-        for name, generator in generators.items():
-            total, _ = timed_decode(generator, text, new_tokens)
-            per_token[name].append(1000 * total / new_tokens)
-    return {name: statistics.median(values) for name, values in per_token.items()}
-
-
-def speed_arguments(parser, inputs: int, new_tokens: int, output: str) -> None:
-    """The options every side-by-side benchmark takes."""
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--inputs", type=int, default=inputs, help="held-out inputs decoded by every variant")
-    parser.add_argument("--new-tokens", type=int, default=new_tokens)
-    parser.add_argument("--output", type=Path, default=BUILD_DIR / "reports" / output)
 
 
 def torch_decode(reference, text: str, new_tokens: int) -> float:
@@ -101,15 +54,8 @@ def prepare(model_dir: Path, work: Path, recipes: list[str], threads: int) -> di
     return exports
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and write its JSON report."""
-    import repo_path  # noqa: F401  (tests.fixtures: not in the wheel)
-
-    from mt5lite.runtimes.onnx_runtime import OnnxGenerator
-    from mt5lite.runtimes.torch_reference import TorchReference
-    from mt5lite.verification.comparison import graph_bytes
-    from tests.fixtures import mt5_small_random
-
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    """The command line's options."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="checkpoint (default: random mt5-small shape)")
     parser.add_argument("--threads", type=int, default=2)
@@ -118,16 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipes", nargs="+", default=["static-int8", "dynamic-int8"])
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager baseline")
     parser.add_argument("--output", type=Path, default=BUILD_DIR / "reports" / "bench-quantization.json")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    os.environ.setdefault("USE_TF", "0")
-    model_dir = args.model or mt5_small_random()
-    work = BUILD_DIR / "bench" / model_dir.name
-    exports = prepare(model_dir, work, args.recipes, args.threads)
-    generators = {name: OnnxGenerator(path, threads=args.threads) for name, path in exports.items()}
-    texts = [s.text for s in read_sentences(HELDOUT_SENTENCES)[: args.inputs]]
-    reference = None if args.no_torch else TorchReference(model_dir, threads=args.threads)
 
+def measure(generators: dict, texts: list[str], new_tokens: int, reference) -> tuple[dict, dict, list[float]]:
+    """Seconds per token of every variant on every text, taking turns input by input (warm-up first): the
+    totals (encoder included) and the steps alone by variant, and PyTorch eager's totals (none without
+    ``reference``)."""
     for generator in generators.values():  # warm-up: first runs allocate and page in the weights
         timed_decode(generator, texts[0], 4)
     totals = {name: [] for name in generators}
@@ -135,11 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     torch_totals = []
     for text in texts:
         for name, generator in generators.items():
-            total, step_only = timed_decode(generator, text, args.new_tokens)
-            totals[name].append(total / args.new_tokens)
-            steps[name].append(step_only / args.new_tokens)
+            total, step_only = timed_decode(generator, text, new_tokens)
+            totals[name].append(total / new_tokens)
+            steps[name].append(step_only / new_tokens)
         if reference is not None:
-            torch_totals.append(torch_decode(reference, text, args.new_tokens) / args.new_tokens)
+            torch_totals.append(torch_decode(reference, text, new_tokens) / new_tokens)
+    return totals, steps, torch_totals
+
+
+def variant_rows(exports: dict[str, Path], generators: dict, totals: dict, steps: dict) -> dict[str, dict]:
+    """Each variant's size and median ms per token and per step, and both as ratios to the fp32 export's."""
+    from mt5lite.verification.comparison import graph_bytes
 
     variants = {}
     for name, path in exports.items():
@@ -152,23 +101,54 @@ def main(argv: list[str] | None = None) -> int:
     for row in variants.values():
         row["size_vs_fp32"] = row["size_bytes"] / fp32["size_bytes"]
         row["speedup_vs_fp32"] = fp32["ms_per_token_median"] / row["ms_per_token_median"]
+    return variants
+
+
+def with_pytorch(variants: dict[str, dict], torch_totals: list[float]) -> dict:
+    """PyTorch eager's median ms per token, and each variant's speed-up over it (empty without PyTorch)."""
+    if not torch_totals:
+        return {}
+    torch_ms = 1000 * statistics.median(torch_totals)
+    for row in variants.values():
+        row["speedup_vs_pytorch"] = torch_ms / row["ms_per_token_median"]
+    return {"pytorch_eager_fp32_ms_per_token_median": torch_ms}
+
+
+def print_summary(variants: dict[str, dict], output: Path) -> None:
+    """One line per variant: speed, speed-ups and size."""
+    for name, row in variants.items():
+        print(f"{name:>13}: {row['ms_per_token_median']:7.2f} ms/token  {row['speedup_vs_fp32']:.2f}x fp32  "
+              f"{row.get('speedup_vs_pytorch', float('nan')):.2f}x PyTorch  size {row['size_bytes'] / 1e6:7.1f} MB "
+              f"({row['size_vs_fp32']:.1%})")
+    print(f"written to {output}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and write its JSON report."""
+    from mt5lite.runtimes.onnx_runtime import OnnxGenerator
+    from mt5lite.runtimes.torch_reference import TorchReference
+    from tests.fixtures import mt5_small_random
+
+    args = parse_arguments(argv)
+    os.environ.setdefault("USE_TF", "0")
+    model_dir = args.model or mt5_small_random()
+    work = BUILD_DIR / "bench" / model_dir.name
+    exports = prepare(model_dir, work, args.recipes, args.threads)
+    generators = {name: OnnxGenerator(path, threads=args.threads) for name, path in exports.items()}
+    texts = [s.text for s in read_sentences(HELDOUT_SENTENCES)[: args.inputs]]
+    reference = None if args.no_torch else TorchReference(model_dir, threads=args.threads)
+
+    totals, steps, torch_totals = measure(generators, texts, args.new_tokens, reference)
+    variants = variant_rows(exports, generators, totals, steps)
     result = {
         "model": str(model_dir), "threads": args.threads, "inputs": len(texts), "new_tokens": args.new_tokens,
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
         "variants": variants,
     }
-    if torch_totals:
-        torch_ms = 1000 * statistics.median(torch_totals)
-        result["pytorch_eager_fp32_ms_per_token_median"] = torch_ms
-        for row in variants.values():
-            row["speedup_vs_pytorch"] = torch_ms / row["ms_per_token_median"]
+    result.update(with_pytorch(variants, torch_totals))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    for name, row in variants.items():
-        print(f"{name:>13}: {row['ms_per_token_median']:7.2f} ms/token  {row['speedup_vs_fp32']:.2f}x fp32  "
-              f"{row.get('speedup_vs_pytorch', float('nan')):.2f}x PyTorch  size {row['size_bytes'] / 1e6:7.1f} MB "
-              f"({row['size_vs_fp32']:.1%})")
-    print(f"written to {args.output}")
+    print_summary(variants, args.output)
     return 0
 
 

@@ -1,0 +1,84 @@
+"""The checkpoints `make bench` measures besides the bundled demo model, each built once and cached under
+``build/`` (the experiments that study them build on the same functions, so both share one cache):
+
+- ``mt5_small()``: random weights of google/mt5-small's shape with a 250,100-piece tokenizer
+  (``tests.fixtures.mt5_small_250k``; the wheel does not ship ``tests``, so run from the checkout's root);
+- ``trimmed_mt5_small(...)``: that model with its vocabulary trimmed to the project's data (``trim-vocab``);
+- ``lite_stages(...)``: the "lite" recipe's stages on the demo model (trim, drop layers + prune FFN, distil,
+  fine-tune), ``"student"`` the last; trained on ``training_file(...)``, the demo task's training pairs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from mt5lite.paths import DEMO_MODEL
+
+
+def once(path: Path, make: Callable[[Path], object]) -> Path:
+    """``make(path)`` unless ``path`` already holds a finished export or checkpoint (its ``manifest.json`` or
+    ``compress_report.json``); prints how long a build took."""
+    if not ((path / "manifest.json").is_file() or (path / "compress_report.json").is_file()):
+        started = time.perf_counter()
+        make(path)
+        print(f"{path.name}: {time.perf_counter() - started:.0f} s")
+    return path
+
+
+def mt5_small() -> Path:
+    """Random weights of google/mt5-small's shape with a tokenizer of mT5's size (250,100 pieces), built once."""
+    from tests.fixtures import mt5_small_250k
+
+    return mt5_small_250k()
+
+
+def trimmed_mt5_small(original: Path, work: Path) -> Path:
+    """``original`` with ``trim-vocab`` on the project's multilingual data (the default corpus), at
+    ``work / "trimmed"`` (reused when already there)."""
+    from mt5lite.compression.compress import compress
+
+    return once(work / "trimmed", lambda path: compress(original, path, ["trim-vocab"], {}, force=True,
+                                                        progress=True))
+
+
+def training_file(path: Path) -> Path:
+    """The demo task's training pairs (every number but the held-out ones), as the demo model was trained, written
+    to ``path`` (``lang<TAB>source<TAB>target`` lines) unless it is there."""
+    from mt5lite.demo.task import heldout_numbers, training_pairs
+
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = training_pairs(heldout_numbers())
+        path.write_text("".join(f"{p.lang}\t{p.source}\t{p.target}\n" for p in rows), encoding="utf-8")
+    return path
+
+
+def lite_stages(work: Path, train: Path, steps: int, pairs) -> dict[str, Path]:
+    """The "lite" recipe's checkpoint after each stage, by stage (``teacher``: the demo model, then ``trimmed``,
+    ``pruned``, ``distilled``, ``student``), each a ``compress`` run under ``work`` trained on ``train`` for
+    ``steps`` distillation steps (fine-tuning: half) and scored on ``pairs``; reused when already there."""
+    from mt5lite.compression.compress import compress
+    from mt5lite.compression.prune import DropLayersConfig, PruneFfnConfig
+    from mt5lite.compression.training import DistillConfig, FinetuneConfig
+    from mt5lite.compression.trim_vocab import TrimVocabConfig
+
+    paths = {"teacher": DEMO_MODEL}
+    training = {"max_steps": steps, "batch_size": 32, "learning_rate": 1e-3, "save_steps": 500, "train_data": train}
+    plan = [
+        ("trimmed", {"trim-vocab": TrimVocabConfig(corpus=(train,))}),
+        ("pruned", {"drop-layers": DropLayersConfig(encoder_layers_keep=0.5, decoder_layers_keep=0.5,
+                                                    importance_data=train, importance_pairs=400),
+                    "prune-ffn": PruneFfnConfig(ffn_keep=0.5, importance_data=train, importance_pairs=400)}),
+        ("distilled", {"distill": DistillConfig(teacher=DEMO_MODEL, **training)}),
+        # Fine-tuning is gentle: at the distillation's learning rate it traded German for nothing (measured).
+        ("student", {"finetune": FinetuneConfig(**{**training, "max_steps": steps // 2, "learning_rate": 2e-4})}),
+    ]
+    source = DEMO_MODEL
+    for name, configs in plan:
+        paths[name] = work / name
+        if not (paths[name] / "compress_report.json").is_file():
+            compress(source, paths[name], list(configs), configs, pairs=pairs, force=True, progress=True)
+        source = paths[name]
+    return paths
