@@ -11,7 +11,7 @@ BUILD ?= build
 export USE_TF := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help install jvm-toolchain test test-slow test-faults test-lean test-wheel test-pi docs test-docs results lint export-tflite sensitivity bench-quantization \
+.PHONY: help install jvm-toolchain test test-quick test-slow test-faults test-lean test-wheel test-pi docs test-docs results lint export-tflite sensitivity bench-quantization \
 	evaluate demo-model outliers-demo outliers-mt5-small mt5-small-fixture parity-mt5-small tflite-mt5-small conversion-memory trim-mt5-small executorch-mt5-small lite-demo families-demo importance-demo sparsity-demo bench android-assets clean
 
 help:
@@ -68,6 +68,9 @@ jvm-toolchain:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kotlin junit4 libjna-java \
 	    >/dev/null) || echo "jvm-toolchain: apt-get could not install kotlin junit4 libjna-java; JVM tests will skip"; \
 	else echo "jvm-toolchain: not root or no apt-get; install kotlin junit4 libjna-java to run the JVM tests"; fi
+
+test-quick: install  ## the inner loop: every test file, without the tests of 4 s or more (make test runs all)
+	$(BIN)/python -m pytest -m "not slow and not faults and not docs and not heavy"
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow

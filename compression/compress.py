@@ -23,7 +23,7 @@ from mt5lite.spiece import read_sentencepiece
 REPORT_NAME = "compress_report.json"
 
 
-def _quality(model, tokenizer_path: Path, pairs, progress: bool) -> dict | None:
+def greedy_quality(model, tokenizer_path: Path, pairs, progress: bool = False) -> dict | None:
     """Exact match and chrF, overall and per language, of greedy decoding on ``pairs`` (None without pairs)."""
     if not pairs:
         return None
@@ -58,8 +58,8 @@ def compress(model_dir: str | os.PathLike, output_dir: str | os.PathLike, passes
     # Data-parallel: the other ranks wait in collectives while rank 0 measures, so quality is measured after the
     # last pass only (a long evaluation could outlast the collectives' timeout).
     alone = int(os.environ.get("WORLD_SIZE", "1")) == 1
-    report = {"model": str(model_dir), "output": str(output), "passes": [],
-              "quality": {"before": _quality(model, files.tokenizer, pairs, progress) if main and alone else None}}
+    before = greedy_quality(model, files.tokenizer, pairs, progress) if main and alone else None
+    report = {"model": str(model_dir), "output": str(output), "passes": [], "quality": {"before": before}}
     with ExitStack() as stack:
         staging = stack.enter_context(staged_directory(output, force)) if main else None
         stack.enter_context(training_directory(output.parent / f"{output.name}.training"))
@@ -71,7 +71,7 @@ def compress(model_dir: str | os.PathLike, output_dir: str | os.PathLike, passes
             if main and (alone or index == len(chosen) - 1):
                 spiece = staging / "spiece.model"
                 spiece.write_bytes(tokenizer.SerializeToString())
-                row["quality_after"] = _quality(model, spiece, pairs, progress)
+                row["quality_after"] = greedy_quality(model, spiece, pairs, progress)
             report["passes"].append(row)
         if main:
             untie_for_saving(model)  # shared layers are saved as identical copies; the exports store them once

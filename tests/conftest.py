@@ -22,6 +22,82 @@ TINY_FAMILIES = {"mt5": "google/mt5-small", "t5": "t5-small", "t5-v1.1": "google
                  "umt5": "google/umt5-small"}
 
 
+#: The inner loop's cut (make test-quick): tests that take 4 s or more here, their fixtures' setup included (a
+#: conversion, training, an ExecuTorch or TFLite int8 export, a Kotlin compile, a CLI subprocess importing torch),
+#: measured with --durations; every parametrisation of a listed test is heavy. make test runs them all.
+HEAVY_TESTS = frozenset({
+    "tests/test_android_core.py::test_kotlin_core_on_real_litert_gives_the_python_runtimes_tokens",
+    "tests/test_android_core.py::test_kotlin_decoding_replays_the_python_litert_run_token_for_token",
+    "tests/test_android_core.py::test_kotlin_tokenizer_gives_sentencepieces_ids",
+    "tests/test_cli.py::test_a_malicious_pickle_never_runs",
+    "tests/test_cli.py::test_evaluate_writes_json_and_markdown",
+    "tests/test_cli.py::test_generate_prints_what_the_python_api_returns",
+    "tests/test_cli.py::test_generate_with_an_onnx_export",
+    "tests/test_cli.py::test_generate_with_the_default_model",
+    "tests/test_cli.py::test_killed_export_leaves_no_output_directory",
+    "tests/test_cli.py::test_parity_report",
+    "tests/test_cli.py::test_pickle_only_checkpoint_without_the_flag",
+    "tests/test_compression.py::test_a_corpus_that_covers_nothing_is_refused",
+    "tests/test_compression.py::test_a_model_with_fewer_rows_than_its_tokenizer_is_refused",
+    "tests/test_compression.py::test_a_vocabulary_smaller_than_the_special_and_byte_pieces_is_refused",
+    "tests/test_compression.py::test_trimmed_checkpoint_is_an_ordinary_hugging_face_checkpoint",
+    "tests/test_compression.py::test_trimmed_demo_tokenizes_every_heldout_text_the_same_up_to_the_id_map",
+    "tests/test_data.py::test_heldout_numbers_are_never_training_examples",
+    "tests/test_executorch.py::test_demo_fp32_matches_pytorch_on_held_out_pairs",
+    "tests/test_executorch.py::test_fp32_matches_pytorch_greedy_and_beam",
+    "tests/test_executorch.py::test_static_int8_is_calibrated_and_smaller",
+    "tests/test_executorch.py::test_static_int8_of_the_demo_model_passes_the_quality_gate",
+    "tests/test_executorch.py::test_the_export_keeps_the_contract_in_one_program",
+    "tests/test_families.py::test_tflite_builtin_ops_only_and_litert_matches_onnx_fp32",
+    "tests/test_faults.py::test_a_full_or_read_only_disk_is_one_line_and_leaves_nothing",
+    "tests/test_faults.py::test_corrupted_files_quick_subset",
+    "tests/test_generation.py::test_beam_search_matches_generate_on_the_demo_model",
+    "tests/test_onnx_to_tf_ops.py::test_translation_matches_onnxruntime",
+    "tests/test_outliers.py::test_default_recipes_pass_the_gate_on_the_strong_fixture",
+    "tests/test_outliers.py::test_full_int8_tflite_keeps_a_rotated_residual_stream_float",
+    "tests/test_outliers.py::test_full_int8_tflite_passes_the_gate_on_the_strong_fixture",
+    "tests/test_outliers.py::test_lookup_tables_with_outlier_columns_get_a_range_per_column",
+    "tests/test_outliers.py::test_products_int8_cannot_hold_stay_wide",
+    "tests/test_outliers.py::test_residual_outliers_from_training_are_rotated_and_a_plain_stream_is_not",
+    "tests/test_outliers.py::test_without_smoothing_the_gate_refuses_and_names_the_outliers",
+    "tests/test_pipeline_report.py::test_the_report_holds_every_stage_of_the_run",
+    "tests/test_prune.py::test_a_pruned_model_exports_to_onnx_and_tflite_within_tolerance",
+    "tests/test_prune.py::test_bad_pruning_targets_are_refused_in_one_line",
+    "tests/test_quantize.py::test_a_killed_run_leaves_nothing_the_next_run_does_not_sweep",
+    "tests/test_quantize.py::test_other_int8_forms",
+    "tests/test_quantize.py::test_quantize_cli_exits_1_when_the_gate_fails",
+    "tests/test_quantize.py::test_quantize_cli_writes_export_and_report",
+    "tests/test_quantize.py::test_refuses_quantized_source_existing_output_and_bad_options",
+    "tests/test_quantize.py::test_static_int8_holds_int8_weights_and_qdq_nodes",
+    "tests/test_sensitivity.py::test_every_variant_is_measured",
+    "tests/test_sensitivity.py::test_one_row_per_group_then_the_default_recipe_and_every_group",
+    "tests/test_sharing.py::test_shared_layers_are_stored_once_in_tflite_too",
+    "tests/test_tflite.py::test_no_flex_ops_in_any_default_build",
+    "tests/test_tflite_splice.py::test_stand_in_lm_head_matches_converting_the_real_weights",
+    "tests/test_training.py::test_a_killed_training_run_resumes_from_its_checkpoint",
+    "tests/test_training.py::test_data_parallel_runs_measure_quality_after_the_last_pass_only",
+    "tests/test_training.py::test_the_lite_recipe_chains_trim_prune_distill_finetune",
+    "tests/test_training.py::test_two_processes_average_gradients_and_only_rank_zero_writes",
+    "tests/test_workflow.py::test_a_changed_option_or_input_reruns_that_stage_and_what_builds_on_it",
+    "tests/test_workflow.py::test_a_failed_gate_stops_the_pipeline_names_the_stage_and_keeps_the_export",
+    "tests/test_workflow.py::test_a_run_builds_every_stage_then_reuses_every_stage",
+    "tests/test_workflow.py::test_compression_and_executorch_run_as_stages_too",
+    "tests/test_registries.py::test_every_engine_opens_its_exports",
+    "tests/test_tflite.py::test_the_embedding_is_stored_once_for_both_signatures",
+})
+
+#: Fixtures whose setup alone takes 4 s or more (a Kotlin compile, an ExecuTorch or TFLite int8 export, a whole
+#: pipeline run, a sensitivity analysis): every test that asks for one is heavy too.
+HEAVY_FIXTURES = frozenset({"compiled", "golden", "executorch_fp32", "tflite_int8", "tiny_pte", "tiny_run", "analysis"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the ``HEAVY_TESTS`` and the tests using ``HEAVY_FIXTURES`` ``heavy``: make test-quick leaves them out."""
+    for item in items:
+        if item.nodeid.split("[")[0] in HEAVY_TESTS or HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.heavy)
+
+
 @pytest.fixture(scope="session")
 def demo_model() -> Path:
     """The bundled, trained demo model."""

@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[int, str], ...] = (
     (1, "mt5lite.errors"), (1, "mt5lite.contract"), (1, "mt5lite.manifest"), (1, "mt5lite.data"),
     (1, "mt5lite.paths"), (1, "mt5lite.reports"), (1, "mt5lite.registry"), (1, "mt5lite.checkpoint"),
     (1, "mt5lite.families"), (1, "mt5lite.quiet"), (1, "mt5lite.staging"),
-    (1, "mt5lite.hf_tokenizer"), (1, "mt5lite.spiece"),
+    (1, "mt5lite.hf_tokenizer"), (1, "mt5lite.spiece"), (1, "mt5lite.checked"),
     (1, "mt5lite.bundled_data"), (1, "mt5lite.bundled_models"),
 )
 #: What a device install lacks: no module of layers 1-2 may import these at module level.

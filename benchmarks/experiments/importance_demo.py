@@ -25,13 +25,9 @@ SEEDS = (0, 1, 2, 3, 4)
 def exact_match(model, tokenizer_path: Path, pairs) -> float:
     """Exact match of ``model``'s greedy decoding (PyTorch, the tokenizer at ``tokenizer_path``) on ``pairs``, as
     ``compress`` scores a pass."""
-    from mt5lite.runtimes.options import DecodingOptions
-    from mt5lite.runtimes.tokenizer import Tokenizer
-    from mt5lite.runtimes.torch_reference import TorchReference
-    from mt5lite.verification.evaluation import evaluate
+    from mt5lite.compression.compress import greedy_quality
 
-    reference = TorchReference.from_model(model, Tokenizer(tokenizer_path))
-    return evaluate(lambda batch: reference.generate(batch, DecodingOptions()), pairs)["exact_match"]
+    return greedy_quality(model, tokenizer_path, pairs)["exact_match"]
 
 
 def main(argv: list[str] | None = None) -> int:
