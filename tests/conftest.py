@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mt5lite.cli import EXTRA_OF_MODULE
 from mt5lite.paths import DEMO_MODEL
 from tests.fixtures import build_random_model, tiny_config
 
@@ -91,11 +93,48 @@ HEAVY_TESTS = frozenset({
 HEAVY_FIXTURES = frozenset({"compiled", "golden", "executorch_fp32", "tflite_int8", "tiny_pte", "tiny_run", "analysis"})
 
 
+#: The suite runs on the [export,dev] install; the extras beyond it are optional. A test marked ``needs(extra)``, or
+#: asking for a fixture below, skips with one line when a module of that extra (``EXTRA_OF_MODULE``) is missing.
+EXTRA_FIXTURES = {"executorch_fp32": "executorch", "tiny_pte": "executorch", "training_corpus": "train"}
+
+
+def _missing(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is None
+    except (ImportError, ValueError):  # a blocked or half-installed module
+        return True
+
+
+def extra_missing(extra: str) -> str | None:
+    """The first module of ``extra`` (pyproject.toml's optional dependencies) that is not installed, or None."""
+    return next((m for m, e in EXTRA_OF_MODULE.items() if e == extra and _missing(m)), None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Stop in one line when the install lacks what every test needs (the [export] extra)."""
+    missing = extra_missing("export")
+    if missing:
+        pytest.exit(f"the tests need the export extra ({missing} is not installed): run make install, "
+                    "or pip install -e '.[export,dev]'", returncode=4)
+
+
+def _needed_extras(item: pytest.Item) -> set[str]:
+    marked = {mark.args[0] for mark in item.iter_markers("needs")}
+    return marked | {EXTRA_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in EXTRA_FIXTURES}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the ``HEAVY_TESTS`` and the tests using ``HEAVY_FIXTURES`` ``heavy``: make test-quick leaves them out."""
+    """Mark the ``HEAVY_TESTS`` and the tests using ``HEAVY_FIXTURES`` ``heavy`` (make test-quick leaves them out);
+    skip, with one line, each test whose extra is not installed."""
+    missing = {}
     for item in items:
         if item.nodeid.split("[")[0] in HEAVY_TESTS or HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.heavy)
+        for extra in sorted(_needed_extras(item)):
+            module = missing.setdefault(extra, extra_missing(extra))
+            if module:
+                item.add_marker(pytest.mark.skip(
+                    reason=f"needs the {extra} extra ({module} is not installed): pip install -e '.[{extra}]'"))
 
 
 @pytest.fixture(scope="session")

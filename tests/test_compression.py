@@ -150,7 +150,8 @@ def test_tied_lm_head_stays_tied(tiny_model, tmp_path):
     assert report.details["kept_by_score"] <= 10 and report.details["special_and_byte_pieces"] == 259
 
 
-@pytest.mark.parametrize("name", PASS_CASES)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.needs("train")) if n in TRAINING_PASSES else n
+                                  for n in PASS_CASES])
 def test_every_pass_keeps_a_working_model_and_reports_what_changed(tiny_mt5, tmp_path, name):
     files = {"corpus": tmp_path / "corpus.txt", "pairs": tmp_path / "pairs.tsv", "unlabelled": tmp_path / "in.tsv"}
     files["corpus"].write_text("words en: 12\nnumber fr: douze\nwords ja: 2026\n", encoding="utf-8")

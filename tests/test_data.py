@@ -69,6 +69,7 @@ def test_emoji_combining_marks_and_mixed_scripts_are_present():
     assert len(mixed) >= 3
 
 
+@pytest.mark.needs("train")
 def test_task_heldout_file_is_the_generated_set():
     assert read_task_pairs(HELDOUT_TASK) == heldout_pairs()
 
@@ -79,6 +80,7 @@ def test_task_heldout_covers_every_language_and_both_directions():
     assert {p.source.split(" ", 1)[0] for p in pairs} == {"words", "number"}
 
 
+@pytest.mark.needs("train")
 def test_heldout_numbers_are_never_training_examples():
     from mt5lite.demo.task import training_pairs
 

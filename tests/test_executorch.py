@@ -18,6 +18,8 @@ from mt5lite.runtimes.generators import open_export
 from mt5lite.verification.comparison import Gate
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.needs("executorch")
+
 SOURCE, TARGET = 32, 12
 
 

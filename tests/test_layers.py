@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import extra_missing
 
 #: (layer, module prefix): the first matching prefix decides a module's layer; a module that matches none fails.
 LAYERS: tuple[tuple[int, str], ...] = (
@@ -151,3 +154,9 @@ def test_every_subpackage_is_checked():
             "mt5lite.exporters.onnx.export", "mt5lite.exporters.quantize.outliers.step", "mt5lite.demo.train",
             "mt5lite.contract"} <= set(sources)
     assert len(sources) >= 45
+
+
+def test_a_missing_extra_is_named_by_its_first_missing_module(monkeypatch):
+    assert extra_missing("train") is None and extra_missing("executorch") is None  # this install has every extra
+    monkeypatch.setitem(sys.modules, "accelerate", None)  # what find_spec reports for a module that is not there
+    assert extra_missing("train") == "accelerate" and extra_missing("executorch") is None

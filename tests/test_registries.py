@@ -135,7 +135,8 @@ def test_every_group_finds_its_nodes_in_every_layer(demo_export, group):
         assert len(found) == count(layers), (role, found)
 
 
-@pytest.mark.parametrize("engine", ENGINE_CASES)
+@pytest.mark.parametrize("engine", [pytest.param(e, marks=pytest.mark.needs(e)) if e == "executorch" else e
+                                    for e in ENGINE_CASES])
 def test_every_engine_opens_its_exports(request, engine):
     fixture, generator = ENGINE_CASES[engine]
     export = request.getfixturevalue(fixture)

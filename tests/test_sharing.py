@@ -3,6 +3,7 @@ shared bytes), sharing survives training, a tied head keeps T5's rescaling, and 
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mt5lite.checkpoint import load_model
@@ -47,6 +48,7 @@ def test_shared_layers_are_stored_once_in_tflite_too(demo_model, tflite_fp32, tm
     assert abs(saved - shared_bytes) <= 0.05 * shared_bytes
 
 
+@pytest.mark.needs("train")
 def test_sharing_survives_fine_tuning_in_the_same_run(tiny_mt5, tmp_path):
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("en\twords en: 12\ttwelve\nfr\tnumber fr: douze\t12\n" * 4, encoding="utf-8")

@@ -16,6 +16,8 @@ import torch
 
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.needs("train")
+
 ENV = dict(os.environ, USE_TF="0", OMP_NUM_THREADS="1")
 
 

@@ -200,6 +200,7 @@ def test_the_options_of_the_command_line_and_the_api_agree(tmp_path):
         configure(None, compress="trim-vocab,shrink").compress.chain()
 
 
+@pytest.mark.needs("executorch")
 def test_compression_and_executorch_run_as_stages_too(tiny_mt5, small_pairs, tmp_path):
     config = tmp_path / "more.toml"
     config.write_text(tiny_config(tiny_mt5, tmp_path / "out", small_pairs) + "\n[compress]\npasses = ['trim-vocab']\n"
