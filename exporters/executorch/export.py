@@ -30,7 +30,7 @@ from mt5lite.exporters.quantize.calibration import CalibrationDraw
 from mt5lite.exporters.result import ExportResult
 from mt5lite.manifest import Manifest, Quantization, seal_export
 from mt5lite.registry import Registry
-from mt5lite.verification.comparison import Gate, resolve_gate
+from mt5lite.verification.comparison import Gate
 
 #: The one file of an ExecuTorch export: a method per graph, named by its role, sharing the common weights.
 PTE_FILE = "model.pte"
@@ -198,7 +198,7 @@ def lower_programs(programs: dict, path: Path) -> dict:
 
 def _write_export(model, files, programs: dict, staging: Path, config: ExecutorchExportConfig, specs: dict,
                   quantization: Quantization | None) -> Manifest:
-    """Lower ``programs`` into ``staging/model.pte`` beside the tokenizer and the manifest; returns the manifest."""
+    """Lower ``programs`` into ``staging/model.pte`` beside the tokenizer; returns the manifest, to be sealed."""
     import executorch.version
 
     from mt5lite.exporters.onnx.export import checkpoint_manifest, copy_tokenizer
@@ -207,10 +207,10 @@ def _write_export(model, files, programs: dict, staging: Path, config: Executorc
     copy_tokenizer(files.root, staging)
     graphs = {role: replace(specs[role], method=role) for role in ROLES}
     manifest = checkpoint_manifest(files, model, "executorch", uuid.uuid4().hex, config, staging, graphs)
-    return seal_export(staging, replace(
+    return replace(
         manifest, precision=config.quantize, quantization=quantization,
         weights={"file": PTE_FILE, "bytes": (staging / PTE_FILE).stat().st_size},
-        engine_info={"version": executorch.version.__version__, "backend": "XnnpackBackend", "methods": methods}))
+        engine_info={"version": executorch.version.__version__, "backend": "XnnpackBackend", "methods": methods})
 
 
 def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLike,
@@ -224,15 +224,13 @@ def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLik
     the gate's report (None without a gate)."""
     from mt5lite.checkpoint import inspect_checkpoint, load_model
     from mt5lite.exporters.validation import validate_export
+    from mt5lite.exporters.writer import ExportWriter
     from mt5lite.quiet import quiet_third_party_logs
-    from mt5lite.staging import refuse_existing, scratch_directory, staged_directory
 
     config = config or ExecutorchExportConfig()
     precision = PTE_PRECISIONS[config.quantize]
-    gate = None if precision.exact else resolve_gate(gate)  # pairs read before any work: a bad file fails fast
     calibration = calibration or CalibrationDraw()
-    output = Path(output_dir)
-    refuse_existing(output, force)
+    writer = ExportWriter(output_dir, force, None if precision.exact else gate)
     files = inspect_checkpoint(model_dir, allow_pickle=allow_pickle)
     quiet_third_party_logs()
     import executorch.exir  # noqa: F401  (before the model loads: a missing mt5lite[executorch] is named first)
@@ -240,21 +238,21 @@ def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLik
     model = load_model(files.root, allow_pickle=allow_pickle)
     specs = graph_specs(model.config, config, files={role: PTE_FILE for role in ROLES})
     programs = export_programs(model, specs, config.max_target_length)
-    with scratch_directory(output) as scratch:
-        fp32 = Path(scratch) / "fp32"
+    with writer:
+        fp32 = writer.reference = writer.scratch["scratch"] / "fp32"  # the int8 program is judged against it
         quantization = None
         if precision.calibrated:
             fp32.mkdir()
-            _write_export(model, files, programs, fp32, replace(config, quantize="fp32"), specs, None)
+            seal_export(fp32, _write_export(model, files, programs, fp32, replace(config, quantize="fp32"), specs,
+                                            None))
             validate_export(model, fp32, config, progress=progress)
-            data = calibration.capture(fp32, progress=progress, store=Path(scratch) / "calibration")
+            data = calibration.capture(fp32, progress=progress, store=writer.scratch["scratch"] / "calibration")
             programs, outliers = _smoothed_programs(model, specs, data, config.max_target_length)
             programs = quantize_programs(programs, specs, data)
             quantization = Quantization(
                 "executorch-int8", calibration=data.describe(calibration.file, calibration.seed), outliers=outliers,
                 details={"weights": "int8 (per output channel)", "activations": "int8 at linear layers"})
-        with staged_directory(output, force) as staging:
-            manifest = _write_export(model, files, programs, staging, config, specs, quantization)
-            validation = validate_export(model, staging, config, progress=progress) if precision.exact else None
-        judged = gate.judge(fp32, output) if gate is not None else None  # output in place
-    return ExportResult(output, manifest, validation, judged)
+        writer.seal(_write_export(model, files, programs, writer.staging, config, specs, quantization))
+        if precision.exact:
+            writer.validation = validate_export(model, writer.staging, config, progress=progress)
+    return writer.result()

@@ -18,7 +18,7 @@ from mt5lite import __version__, contract
 from mt5lite.checked import Checked
 from mt5lite.contract import GraphSpec
 from mt5lite.exporters.result import ExportResult
-from mt5lite.manifest import Manifest, ModelDims, SpecialTokens, TokenizerFile, seal_export, sha256_file
+from mt5lite.manifest import Manifest, ModelDims, SpecialTokens, TokenizerFile, sha256_file
 
 TWO_GB = 2**31
 ENCODER_FILE, DECODER_FILE = "encoder.onnx", "decoder.onnx"
@@ -138,11 +138,10 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
     from mt5lite.exporters.onnx.node_names import parameter_fingerprints
     from mt5lite.exporters.onnx.shared_weights import store_once
     from mt5lite.exporters.validation import validate_export
-    from mt5lite.staging import refuse_existing, staged_directory
+    from mt5lite.exporters.writer import ExportWriter
 
     config = config or OnnxExportConfig()
-    output = Path(output_dir)
-    refuse_existing(output, force)
+    writer = ExportWriter(output_dir, force, scratch=())
     files = inspect_checkpoint(model_dir, allow_pickle=allow_pickle)
     model = load_model(files.root, allow_pickle=allow_pickle)
     specs = graph_specs(model.config, config)
@@ -156,7 +155,8 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
         "mt5lite.decoder_start_id": str(model.config.decoder_start_token_id),
     }
 
-    with staged_directory(output, force) as staging:
+    with writer:
+        staging = writer.staging
         steps = [("encoder", EncoderGraph(model).eval()),
                  ("decoder", DecoderStepGraph(model, config.max_target_length).eval())]
         fingerprints = parameter_fingerprints(model)
@@ -167,9 +167,9 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
         specs = {role: replace(spec, external_data=(weights["file"],)) for role, spec in specs.items()}
         copy_tokenizer(files.root, staging)
         manifest = checkpoint_manifest(files, model, "onnxruntime", export_id, config, staging, specs)
-        manifest = seal_export(staging, replace(manifest, opset=config.opset, weights=weights))
-        validation = validate_export(model, staging, config, progress=progress)
-    return ExportResult(output, manifest, validation)
+        writer.seal(replace(manifest, opset=config.opset, weights=weights))
+        writer.validation = validate_export(model, staging, config, progress=progress)
+    return writer.result()
 
 
 def copy_tokenizer(checkpoint: Path, staging: Path) -> list[str]:

@@ -45,10 +45,11 @@ from mt5lite.exporters.quantize.gather_rows import columns_where_better, gather_
 from mt5lite.exporters.quantize.outliers.residual_scale import scale_residual
 from mt5lite.exporters.quantize.outliers.step import ErrorModel, smoothing
 from mt5lite.exporters.result import ExportResult
-from mt5lite.manifest import Manifest, Quantization, copy_companions, inside, load_manifest, seal_export
+from mt5lite.exporters.writer import ExportWriter
+from mt5lite.manifest import Manifest, Quantization, inside, load_manifest
 from mt5lite.registry import Registry
-from mt5lite.staging import refuse_existing, scratch_directory, staged_directory
-from mt5lite.verification.comparison import Gate, resolve_gate
+from mt5lite.staging import scratch_directory
+from mt5lite.verification.comparison import Gate
 
 
 class Method(str, Enum):
@@ -124,13 +125,13 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
     output without ``force``, ``ModelFileError`` for a broken or non-fp32 export. Returns the new manifest and what
     was quantized."""
     config = config or QuantizeConfig()
-    gate = resolve_gate(gate)  # its held-out pairs read before any work: a bad file fails fast
     recipe = RECIPES[config.recipe]
-    source, output = Path(export_dir), Path(output_dir)
-    manifest = _fp32_source(source, output, force)
-    with staged_directory(output, force) as staging, \
-            scratch_directory(output, "calibration") as feeds_dir, \
-            scratch_directory(output, "smoothed") as smoothed_dir:
+    source = Path(export_dir)
+    manifest = _fp32_source(source, Path(output_dir))
+    writer = ExportWriter(output_dir, force, gate, scratch=("calibration", "smoothed"))
+    writer.reference = source
+    with writer:
+        staging, feeds_dir, smoothed_dir = writer.staging, writer.scratch["calibration"], writer.scratch["smoothed"]
         if not (recipe.calibrated or recipe.outlier_step):
             calibration = None
         elif calibration is None:  # captured feeds on disk beside the output (mt5-small's decoder steps: 2.4 GB)
@@ -155,7 +156,6 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
             raise InputError(f"nothing to quantize: no node of groups {', '.join(config.chosen_groups)} is left "
                              f"after --exclude {' '.join(config.exclude) or '(none)'}")
         weights = store_once(staging, [files[role].name for role in ROLES])
-        copy_companions(source, manifest, staging)
         quantization = Quantization(
             config.recipe, manifest.export_id, {role: s["quantized_nodes"] for role, s in summary.items()},
             None if calibration is None else calibration.describe(config.calibration, config.seed),
@@ -164,19 +164,17 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
              "exclude": list(config.exclude),
              "lookups": {role: s["lookups"] for role, s in summary.items() if s["lookups"]}})
         graphs = {role: replace(graph, external_data=(weights["file"],)) for role, graph in manifest.graphs.items()}
-        new_manifest = seal_export(staging, replace(manifest, graphs=graphs, weights=weights, export_id=export_id,
-                                                    precision=recipe.precision, quantization=quantization))
-    return ExportResult(output, new_manifest, gate=None if gate is None else gate.judge(source, output),
-                        details={"graphs": summary, "config": _config_dict(config)})
+        writer.seal(replace(manifest, graphs=graphs, weights=weights, export_id=export_id,
+                            precision=recipe.precision, quantization=quantization), companions_of=(source, manifest))
+    return writer.result({"graphs": summary, "config": _config_dict(config)})
 
 
-def _fp32_source(source: Path, output: Path, force: bool) -> Manifest:
-    """The manifest of the fp32 export ``source``, once it and ``output`` are checked."""
+def _fp32_source(source: Path, output: Path) -> Manifest:
+    """The manifest of the fp32 export ``source``, once it is checked and ``output`` is not it."""
     manifest = load_manifest(source)
     if manifest.precision != "fp32":
         raise InputError(f"{source} is already quantized (precision {manifest.precision}); quantize the fp32 "
                          "export instead")
-    refuse_existing(output, force)
     if output.resolve() == source.resolve():
         raise InputError(f"--output {output} is the source export; choose a new directory")
     return manifest

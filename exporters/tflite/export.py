@@ -33,10 +33,10 @@ from mt5lite.exporters.quantize.calibration import CalibrationDraw, CalibrationW
 from mt5lite.exporters.result import ExportResult, Validation
 from mt5lite.exporters.tflite.onnx_to_tf import ConversionError
 from mt5lite.exporters.tflite.spec import GraphJob, LmHeadStandIn, WorkerSpec
-from mt5lite.manifest import Manifest, ModelDims, Quantization, copy_companions, inside, load_manifest, seal_export
+from mt5lite.exporters.writer import ExportWriter
+from mt5lite.manifest import Manifest, ModelDims, Quantization, inside, load_manifest
 from mt5lite.registry import Registry
-from mt5lite.staging import refuse_existing, scratch_directory, staged_directory
-from mt5lite.verification.comparison import Gate, resolve_gate
+from mt5lite.verification.comparison import Gate
 
 #: What an Android app must link to run a model with Flex (SELECT_TF) ops.
 FLEX_ANDROID_LIBRARY = "org.tensorflow:tensorflow-lite-select-tf-ops"
@@ -153,12 +153,11 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
                          "--static-shapes")
     if manifest.precision != "fp32":
         raise InputError(f"{source} is a {manifest.precision} export; convert the fp32 ONNX export")
-    gate = None if precision.exact else resolve_gate(gate)  # pairs read before any work: a bad file fails fast
     calibration = calibration or CalibrationDraw()
-    refuse_existing(output, force)
-
-    with staged_directory(output, force) as staging, \
-            scratch_directory(output) as scratch:
+    writer = ExportWriter(output, force, None if precision.exact else gate)
+    writer.reference = source
+    with writer:
+        staging, scratch = writer.staging, writer.scratch["scratch"]
         spec = conversion_spec(source, manifest, staging / TFLITE_FILE, quantize, Path(scratch), allow_flex)
         prepared = _prepare_int8(source, spec, calibration, Path(scratch), progress, manifest.model) \
             if precision.calibrated else {}
@@ -171,18 +170,16 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
         ops = {role: checked["signatures"][role]["ops"] for role in ROLES}
         graphs = {role: replace(graph, file=TFLITE_FILE, signature=role, external_data=())  # the .tflite holds them
                   for role, graph in manifest.graphs.items()}
-        copy_companions(source, manifest, staging)  # the tokenizer files
         flex = sorted({op for role_ops in ops.values() for op in role_ops if _is_flex(op)})
         quantization = Quantization(f"tflite-{quantize}", manifest.export_id, {},
                                     prepared.pop("calibration", None), prepared.pop("outliers", None), prepared)
-        new_manifest = seal_export(staging, replace(
+        writer.seal(replace(
             manifest, export_id=uuid.uuid4().hex, engine="litert", precision=quantize, graphs=graphs,
             weights={"file": TFLITE_FILE, **checked["weights"]}, quantization=quantization,
             engine_info={"converter": "mt5lite onnx_to_tf + TFLiteConverter", "ops": ops, "flex_ops": flex,
-                         "android_library": FLEX_ANDROID_LIBRARY if flex else None}))
-        validation = validate_tflite(source, staging, precision, manifest, options.validate_samples)
-    judged = gate.judge(source, output) if gate is not None else None
-    return ExportResult(output, new_manifest, validation, judged)
+                         "android_library": FLEX_ANDROID_LIBRARY if flex else None}), companions_of=(source, manifest))
+        writer.validation = validate_tflite(source, staging, precision, manifest, options.validate_samples)
+    return writer.result()
 
 
 def conversion_spec(source: Path, manifest: Manifest, output: Path, quantize: str, scratch: Path,
