@@ -70,8 +70,8 @@ class LiteRTBackend(GraphBackend):
         try:
             return dict(self._runners()[role](**typed))
         except (ValueError, RuntimeError) as exc:  # feeds follow the verified manifest: a failure is the file's
-            path = inside(self.root, self.specs[role]["file"])
-            raise ModelFileError(f"{path}: LiteRT failed running its {self.specs[role]['signature']!r} signature "
+            path = inside(self.root, self.specs[role].file)
+            raise ModelFileError(f"{path}: LiteRT failed running its {self.specs[role].signature!r} signature "
                                  f"({first_line(exc)})") from None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import onnx
 import pytest
 
@@ -143,6 +144,16 @@ def test_every_engine_opens_its_exports(request, engine):
     opened = open_export(export)
     assert type(opened).__name__ == generator and opened.manifest.engine == engine
     assert opened.generate(["words fr: 1234"]) == ["mille deux cent trente-quatre"]
+
+
+@pytest.mark.parametrize("engine", [pytest.param(e, marks=pytest.mark.needs(e)) if e == "executorch" else e
+                                    for e in ENGINE_CASES])
+def test_every_engine_names_its_file_when_a_run_fails(request, engine):
+    opened = open_export(request.getfixturevalue(ENGINE_CASES[engine][0]))
+    spec = opened.manifest.graphs["encoder"]
+    feeds = {t.name: np.zeros((1, 1, 3), dtype=t.dtype) for t in spec.inputs}  # one rank too many: the run fails
+    with pytest.raises(ModelFileError, match=rf"^\S*{spec.file}: .* failed running"):
+        opened.backend.encode(feeds)
 
 
 def test_an_unknown_engine_is_refused_not_run_on_onnx(demo_export, tmp_path):
