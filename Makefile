@@ -106,8 +106,9 @@ test-wheel: install
 
 # The device install on an emulated 64-bit Raspberry Pi OS (Debian bookworm arm64 through qemu-user; needs root):
 # the wheel with [litert] from PyPI's aarch64 wheels in a cached debootstrap root under $(BUILD)/pi/, then the fp32
-# ONNX, int8 ONNX and int8 TFLite exports must print the same text as on x86 (here: about 12 minutes the first time, 9.5 after;
-# the fp32 ONNX export dominates under qemu, 12.5 s per input against 1.1 s for int8 ONNX and 0.2 s for TFLite).
+# ONNX, int8 ONNX and int8 TFLite exports must print the same text as on x86 (here: about 12 minutes the first
+# time, 9.5 after; the fp32 ONNX export dominates under qemu, 12.5 s per input against 1.1 s for int8 ONNX and 0.2 s
+# for TFLite).
 test-pi: install $(BUILD)/tflite/manifest.json
 	BUILD=$(BUILD) tests/pi/test_pi.sh
 
