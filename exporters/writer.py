@@ -30,7 +30,7 @@ class ExportWriter:
         refuse_existing(self.output, force)
         self._kinds = scratch
         self.reference: Path | None = None  # what the gate compares the export with
-        self.staging = Path()
+        self.staging: Path | None = None  # inside the block: the directory the export is written into
         self.scratch: dict[str, Path] = {}
         self.manifest: Manifest | None = None
         self.validation: Validation | None = None

@@ -28,9 +28,6 @@ TINY_FAMILIES = {"mt5": "google/mt5-small", "t5": "t5-small", "t5-v1.1": "google
 #: conversion, training, an ExecuTorch or TFLite int8 export, a Kotlin compile, a CLI subprocess importing torch),
 #: measured with --durations; every parametrisation of a listed test is heavy. make test runs them all.
 HEAVY_TESTS = frozenset({
-    "tests/test_android_core.py::test_kotlin_core_on_real_litert_gives_the_python_runtimes_tokens",
-    "tests/test_android_core.py::test_kotlin_decoding_replays_the_python_litert_run_token_for_token",
-    "tests/test_android_core.py::test_kotlin_tokenizer_gives_sentencepieces_ids",
     "tests/test_cli.py::test_a_malicious_pickle_never_runs",
     "tests/test_cli.py::test_evaluate_writes_json_and_markdown",
     "tests/test_cli.py::test_generate_prints_what_the_python_api_returns",
@@ -131,8 +128,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.nodeid.split("[")[0] in HEAVY_TESTS or HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.heavy)
         for extra in sorted(_needed_extras(item)):
-            module = missing.setdefault(extra, extra_missing(extra))
-            if module:
+            if extra not in missing:  # looked up once per extra, not once per test
+                missing[extra] = extra_missing(extra)
+            if module := missing[extra]:
                 item.add_marker(pytest.mark.skip(
                     reason=f"needs the {extra} extra ({module} is not installed): pip install -e '.[{extra}]'"))
 

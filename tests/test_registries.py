@@ -43,6 +43,8 @@ GROUP_COUNTS = {
 #: engine -> the fixture of an export that runs on it, and the generator class it must open as.
 ENGINE_CASES = {"onnxruntime": ("demo_export", "OnnxGenerator"), "litert": ("tflite_fp32", "LiteRTGenerator"),
                 "executorch": ("executorch_fp32", "ExecutorchGenerator")}
+#: The engines as test parameters: ExecuTorch's needs its extra (the fixture is reached through getfixturevalue).
+ENGINE_PARAMS = [pytest.param(e, marks=pytest.mark.needs(e)) if e == "executorch" else e for e in ENGINE_CASES]
 
 
 #: Each registry's kind -> where its cases are, as (test module, name of its case collection). Every Registry the
@@ -136,8 +138,7 @@ def test_every_group_finds_its_nodes_in_every_layer(demo_export, group):
         assert len(found) == count(layers), (role, found)
 
 
-@pytest.mark.parametrize("engine", [pytest.param(e, marks=pytest.mark.needs(e)) if e == "executorch" else e
-                                    for e in ENGINE_CASES])
+@pytest.mark.parametrize("engine", ENGINE_PARAMS)
 def test_every_engine_opens_its_exports(request, engine):
     fixture, generator = ENGINE_CASES[engine]
     export = request.getfixturevalue(fixture)
@@ -146,8 +147,7 @@ def test_every_engine_opens_its_exports(request, engine):
     assert opened.generate(["words fr: 1234"]) == ["mille deux cent trente-quatre"]
 
 
-@pytest.mark.parametrize("engine", [pytest.param(e, marks=pytest.mark.needs(e)) if e == "executorch" else e
-                                    for e in ENGINE_CASES])
+@pytest.mark.parametrize("engine", ENGINE_PARAMS)
 def test_every_engine_names_its_file_when_a_run_fails(request, engine):
     opened = open_export(request.getfixturevalue(ENGINE_CASES[engine][0]))
     spec = opened.manifest.graphs["encoder"]

@@ -158,13 +158,13 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
     writer.reference = source
     with writer:
         staging, scratch = writer.staging, writer.scratch["scratch"]
-        spec = conversion_spec(source, manifest, staging / TFLITE_FILE, quantize, Path(scratch), allow_flex)
-        prepared = _prepare_int8(source, spec, calibration, Path(scratch), progress, manifest.model) \
+        spec = conversion_spec(source, manifest, staging / TFLITE_FILE, quantize, scratch, allow_flex)
+        prepared = _prepare_int8(source, spec, calibration, scratch, progress, manifest.model) \
             if precision.calibrated else {}
-        converted = convert_steps(spec, Path(scratch))
+        converted = convert_steps(spec, scratch)
         if precision.calibrated:
             prepared["float_ops"] = converted["float_nodes"]
-        checked = _worker("check", spec, Path(scratch))
+        checked = _worker("check", spec, scratch)
         for role in ROLES:
             _check_outputs(role, spec.graphs[role], checked["signatures"][role], allow_flex)
         ops = {role: checked["signatures"][role]["ops"] for role in ROLES}
