@@ -12,6 +12,7 @@ import pytest
 from mt5lite.data import read_task_pairs
 from mt5lite.errors import InputError, ModelFileError
 from mt5lite.exporters.executorch.export import PTE_FILE, ExecutorchExportConfig, export_executorch
+from mt5lite.exporters.executorch.mixed import DYNAMIC_GAIN
 from mt5lite.exporters.quantize.calibration import CalibrationDraw
 from mt5lite.manifest import MANIFEST_NAME, load_manifest, sha256_file
 from mt5lite.runtimes.generators import open_export
@@ -85,6 +86,10 @@ def test_the_embedding_both_methods_read_is_stored_once(tiny_mt5, tiny_pte):
 
 
 def test_static_int8_is_calibrated_and_smaller(tiny_mt5, tiny_pte, tmp_path):
+    import torch
+
+    from mt5lite.checkpoint import load_model
+
     out = tmp_path / "int8"
     draw = CalibrationDraw(samples=100, max_decoder_steps=32)
     result = export_executorch(tiny_mt5, out, ExecutorchExportConfig(max_source_length=SOURCE,
@@ -97,6 +102,11 @@ def test_static_int8_is_calibrated_and_smaller(tiny_mt5, tiny_pte, tmp_path):
     assert (out / PTE_FILE).stat().st_size < 0.7 * (tiny_pte / PTE_FILE).stat().st_size
     gate = result.gate  # against the fp32 program; random weights make near-tied logits: judged on the demo
     assert gate["reference"].endswith("fp32") and gate["candidate"] == str(out) and gate["n"] == 10
+    mixed = quantization.outliers["mixed_precision"]  # every linear measured in the int8 program
+    linears = sum(isinstance(m, torch.nn.Linear) for m in load_model(tiny_mt5).modules())
+    assert mixed["linears"] == linears  # each once: the cross K/V in the encoder, the rest where they run
+    for path, errors in mixed["dynamic_activations"].items():
+        assert errors["static_error"] >= DYNAMIC_GAIN * errors["dynamic_error"] * 0.8, path
     assert not list(tmp_path.glob(".*")), "scratch files left beside the output"
 
 
@@ -108,6 +118,41 @@ def test_static_int8_of_the_demo_model_passes_the_quality_gate(demo_model, tmp_p
     assert gate["n"] == 600 and gate["gate"]["passed"], gate["gate"]["failures"]
     assert gate["greedy_agreement"] >= 0.99 and gate["exact_match"] >= gate["exact_match_reference"] - 0.01
     assert gate["size_bytes"] < 0.4 * gate["size_bytes_reference"]
+
+
+def test_a_linear_static_int8_cannot_hold_gets_dynamic_activations():
+    """Three linears: ``a`` reads an input whose range one run in eight sets (a token 300 times the rest, as a
+    trained outlier does) and writes into a residual sum that ``b`` and ``c`` both read. The measure finds ``a``'s
+    static error and gives it dynamic activations; the mixed program then measures what the measure predicted.
+    ``b`` and ``c`` stay static: XNNPACK refuses dynamic activations two linears share."""
+    import torch
+
+    from mt5lite.exporters.executorch.export import _converted
+    from mt5lite.exporters.executorch.mixed import MixedPrecision, linear_weights, measure_linears
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = (torch.nn.Linear(32, 32) for _ in range(3))
+
+        def forward(self, x):
+            h = x + self.a(x)
+            return self.b(h) + self.c(h)
+
+    torch.manual_seed(0)
+    program = torch.export.export(Net().eval(), (torch.randn(1, 8, 32),), strict=False)
+    feeds = [(torch.randn(1, 8, 32),) for _ in range(16)]
+    for run in feeds[::8]:
+        run[0][0, 3, 5] = 300.0
+    weights = linear_weights(program.module())
+    mixed = MixedPrecision(linears={"net": {name: (path, sole) for name, (_, _, path, sole) in weights.items()}})
+    mixed.static["net"] = measure_linears(_converted(program, feeds), weights, feeds)
+    paths = {path: name for name, (path, _) in mixed.linears["net"].items()}
+    static, predicted = mixed.static["net"][paths["a"]]
+    assert static > 0.05 and static > 3 * predicted and not mixed.linears["net"][paths["b"]][1]
+    assert mixed.dynamic("net") == {paths["a"]}
+    errors = measure_linears(_converted(program, feeds, ("a",)), weights, feeds)
+    assert errors[paths["a"]][0] == pytest.approx(predicted, rel=0.02)  # as measured in the mixed program
 
 
 def _write_json(folder: Path, manifest: dict) -> None:

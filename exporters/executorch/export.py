@@ -90,12 +90,13 @@ def export_programs(model, specs: dict, max_target_length: int, cross_scale=None
                 for role, module in modules.items()}
 
 
-def _linear_quantizer():
+def _linear_quantizer(dynamic: tuple[str, ...] = ()):
     """The XNNPACK quantizer, static int8 at linear layers only: per-channel symmetric weights, and activation ranges
     from min/max observers, as ONNX Runtime's static recipe calibrates them (XNNPACK's default histogram observer
-    clipped the demo model's outlier activations: German lost 3.3 points of exact match). Its scalar-to-tensor
-    rewrite is skipped: it only serves annotated adds and muls, and it turns the encoder's integer
-    relative-position arithmetic into float."""
+    clipped the demo model's outlier activations: German lost 3.3 points of exact match). The linears of the module
+    paths ``dynamic`` get dynamic int8 activations instead (``mixed``). Its scalar-to-tensor rewrite is skipped: it
+    only serves annotated adds and muls, and it turns the encoder's integer relative-position arithmetic into
+    float."""
     import dataclasses
 
     import torch
@@ -113,7 +114,10 @@ def _linear_quantizer():
     activations = dataclasses.replace(config.input_activation,
                                       observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
     config = dataclasses.replace(config, input_activation=activations, output_activation=activations)
-    return LinearQuantizer().set_operator_type(torch.ops.aten.linear.default, config)
+    quantizer = LinearQuantizer().set_operator_type(torch.ops.aten.linear.default, config)
+    for path in dynamic:
+        quantizer.set_module_name(path, get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
+    return quantizer
 
 
 def _token_embedding_quantizer():
@@ -132,28 +136,53 @@ def _token_embedding_quantizer():
     return TokenEmbeddingQuantizer()
 
 
-def quantize_programs(programs: dict, specs: dict, data) -> dict:
-    """Each program quantized with PT2E: observers inserted by the XNNPACK quantizer, run on the captured feeds of
-    its graph (``data``: ``CalibrationData``), then converted and exported again."""
-    import numpy as np
+def _converted(program, feeds, dynamic: tuple[str, ...] = ()):
+    """``program`` quantized with PT2E: observers inserted by the XNNPACK quantizer (``dynamic``: module paths
+    given dynamic activations), run on ``feeds``, converted."""
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer.composable_quantizer import ComposableQuantizer
 
-    quantized = {}
+    quantizer = ComposableQuantizer([_token_embedding_quantizer(), _linear_quantizer(dynamic)])
+    prepared = prepare_pt2e(program.module(), quantizer)
+    with torch.no_grad():
+        for args in feeds:
+            prepared(*args)
+    return convert_pt2e(prepared)
+
+
+def quantize_programs(programs: dict, specs: dict, data) -> tuple[dict, dict]:
+    """Each program quantized with PT2E and calibrated on the captured feeds of its graph (``data``:
+    ``CalibrationData``); the linears whose measured error static int8 cannot hold get dynamic activations
+    (``mixed``). Returns the programs, exported again, and the mixed-precision report."""
+    import numpy as np
+    import torch
+
+    from mt5lite.exporters.executorch.mixed import MEASURE_RUNS, MixedPrecision, linear_weights, measure_linears
+    from mt5lite.exporters.quantize.outliers.step import sampled_runs
+
+    quantized, mixed = {}, MixedPrecision()
     for role, program in programs.items():
         names = [t.name for t in specs[role].inputs]
-        quantizer = ComposableQuantizer([_token_embedding_quantizer(), _linear_quantizer()])
-        prepared = prepare_pt2e(program.module(), quantizer)
-        reader = getattr(data, role)
-        reader.rewind()
-        with torch.no_grad():
-            while (feed := reader.get_next()) is not None:
-                prepared(*[torch.from_numpy(np.ascontiguousarray(feed[name])) for name in names])
+        feeds = getattr(data, role).feeds
+
+        def arguments(indices, feeds=feeds, names=names):  # one feed at a time: a store on disk stays there
+            return (tuple(torch.from_numpy(np.ascontiguousarray(feeds[i][name])) for name in names) for i in indices)
+
+        measured = list(arguments(sampled_runs(feeds, MEASURE_RUNS)))
+        weights = linear_weights(program.module())
+        mixed.linears[role] = {name: (path, sole) for name, (_, _, path, sole) in weights.items()}
+        converted = _converted(program, arguments(range(len(feeds))))
+        mixed.static[role] = measure_linears(converted, weights, measured)
+        if dynamic := mixed.dynamic(role):
+            converted = _converted(program, arguments(range(len(feeds))),
+                                   tuple(sorted(mixed.linears[role][name][0] for name in dynamic)))
+            errors = measure_linears(converted, weights, measured)
+            mixed.mixed[role] = {name: errors[name][0] for name in dynamic}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            quantized[role] = torch.export.export(convert_pt2e(prepared), sample_inputs(specs[role]), strict=False)
-    return quantized
+            quantized[role] = torch.export.export(converted, sample_inputs(specs[role]), strict=False)
+    return quantized, mixed.report()
 
 
 def _smoothed_programs(model, specs: dict, data, max_target_length: int) -> tuple[dict, dict]:
@@ -248,10 +277,12 @@ def export_executorch(model_dir: str | os.PathLike, output_dir: str | os.PathLik
             validate_export(model, fp32, config, progress=progress)
             data = calibration.capture(fp32, progress=progress, store=writer.scratch["scratch"] / "calibration")
             programs, outliers = _smoothed_programs(model, specs, data, config.max_target_length)
-            programs = quantize_programs(programs, specs, data)
+            programs, mixed = quantize_programs(programs, specs, data)
             quantization = Quantization(
-                "executorch-int8", calibration=data.describe(calibration.file, calibration.seed), outliers=outliers,
-                details={"weights": "int8 (per output channel)", "activations": "int8 at linear layers"})
+                "executorch-int8", calibration=data.describe(calibration.file, calibration.seed),
+                outliers={**outliers, "mixed_precision": mixed},
+                details={"weights": "int8 (per output channel)", "activations": "int8 at linear layers, static "
+                         "(calibrated) except where dynamic (mixed_precision)"})
         writer.seal(_write_export(model, files, programs, writer.staging, config, specs, quantization))
         if precision.exact:
             writer.validation = validate_export(model, writer.staging, config, progress=progress)

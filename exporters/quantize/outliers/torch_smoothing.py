@@ -9,8 +9,9 @@ the linears that read it; ``wi_1`` (``wi``) and ``wo``; ``v`` and ``o``. The enc
 the contract's ``encoder_hidden_states``: its fold goes into a per-channel scale the encoder graph applies for the
 cross K/V alone (``EncoderGraph(cross_scale=...)``), as the ONNX graphs get a folded copy of the norm's scale. A
 tied ``lm_head``'s norm is measured, not folded (its weight is the embedding).
-Nothing is kept wide yet: the XNNPACK quantizer would need each linear's name in the exported programs
-(``TorchSmoothing.over_budget`` lists the products above ``KEEP_WIDE_ERROR``, for the report).
+Nothing is kept wide here: ExecuTorch measures each linear in its quantized program and gives dynamic
+activations to those static int8 holds worse (``exporters.executorch.mixed``); ``TorchSmoothing.over_budget``
+lists the products the error model still puts above ``KEEP_WIDE_ERROR``, for the report.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class TorchSmoothing:
     sites: list[Site]
     scales: dict  # the V states' rescaling (``state_scales``)
     cross_scale: object  # torch tensor [D]: the encoder output's scale for the cross K/V (None: not smoothed)
-    over_budget: list[str]  # linears still above KEEP_WIDE_ERROR after smoothing (quantized all the same)
+    over_budget: list[str]  # linears the error model still puts above KEEP_WIDE_ERROR after smoothing (for the report)
     check: dict = field(default_factory=dict)  # the fold check's largest relative differences
     rotation: dict = field(default_factory=dict)  # the residual stream's rotation (RotationChoice.report)
     output_rotation: object = None  # torch tensor [D, D]: turns the rotated encoder output back (None: not rotated)
