@@ -25,6 +25,7 @@ EXTRA_OF_MODULE = {
     "torch": "export", "transformers": "export", "safetensors": "export", "onnx": "export", "tensorflow": "export",
     "google": "export", "ai_edge_litert": "litert", "sacrebleu": "eval", "tqdm": "eval", "num2words": "train",
     "accelerate": "train", "executorch": "executorch", "torchao": "executorch", "tomli_w": "export",
+    "babel": "train", "dataset_build": "train",
 }
 
 

@@ -21,7 +21,7 @@ from tests.conftest import extra_missing
 #: (layer, module prefix): the first matching prefix decides a module's layer; a module that matches none fails.
 LAYERS: tuple[tuple[int, str], ...] = (
     (5, "mt5lite.cli"), (5, "mt5lite.__main__"), (5, "mt5lite.workflow"),
-    (4, "mt5lite.exporters"), (4, "mt5lite.compression"), (4, "mt5lite.demo"),
+    (4, "mt5lite.exporters"), (4, "mt5lite.compression"), (4, "mt5lite.demo"), (4, "mt5lite.natural"),
     (3, "mt5lite.verification"),
     (2, "mt5lite.runtimes"), (2, "mt5lite.model"),
     (1, "mt5lite.errors"), (1, "mt5lite.contract"), (1, "mt5lite.manifest"), (1, "mt5lite.data"),
@@ -39,7 +39,8 @@ EXPORTER_RANKS: tuple[tuple[int, str], ...] = (
     (2, "mt5lite.exporters.apps"),
 )
 SUBPACKAGES = ("mt5lite", "mt5lite.verification", "mt5lite.demo", "mt5lite.runtimes", "mt5lite.exporters",
-               "mt5lite.compression", "mt5lite.bundled_data", "mt5lite.bundled_models", "mt5lite.workflow")
+               "mt5lite.compression", "mt5lite.bundled_data", "mt5lite.bundled_models", "mt5lite.workflow",
+               "mt5lite.natural")
 
 
 def exporter_folder(module: str) -> tuple[int, str] | None:

@@ -1,0 +1,1 @@
+"""The natural corpus: multilingual text and a translation task built from CLDR names (see ``corpus``)."""
