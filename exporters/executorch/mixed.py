@@ -134,12 +134,12 @@ class MixedPrecision:
                 if self.linears[role][name][1] and static >= DYNAMIC_GAIN * dynamic}
 
     def report(self) -> dict:
-        """For the manifest: the rule, every linear given dynamic activations (module path, measured static
-        error, and its error in the mixed program) and the worst static error kept."""
-        dynamic = {self.linears[role][name][0]: {"static_error": round(self.static[role][name][0], 4),
+        """For the manifest: the rule, every linear given dynamic activations (``graph/module path``: measured
+        static error, and its error in the mixed program) and the worst static error kept."""
+        dynamic = {f"{role}/{self.linears[role][name][0]}": {"static_error": round(self.static[role][name][0], 4),
                                                  "dynamic_error": round(self.mixed[role][name], 4)}
                    for role in self.static for name in sorted(self.dynamic(role))}
-        kept = [(errors[0], self.linears[role][name][0]) for role, measured in self.static.items()
+        kept = [(errors[0], f"{role}/{self.linears[role][name][0]}") for role, measured in self.static.items()
                 for name, errors in measured.items() if name not in self.dynamic(role)]
         worst = max(kept, default=(0.0, None))
         return {"dynamic_gain": DYNAMIC_GAIN, "measured_runs": MEASURE_RUNS,
