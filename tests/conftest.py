@@ -28,6 +28,7 @@ TINY_FAMILIES = {"mt5": "google/mt5-small", "t5": "t5-small", "t5-v1.1": "google
 #: conversion, training, an ExecuTorch or TFLite int8 export, a Kotlin compile, a CLI subprocess importing torch),
 #: measured with --durations; every parametrisation of a listed test is heavy. make test runs them all.
 HEAVY_TESTS = frozenset({
+    "tests/test_natural_train.py::test_a_tiny_run_writes_a_loadable_checkpoint_and_a_report_of_every_language",
     "tests/test_cli.py::test_a_malicious_pickle_never_runs",
     "tests/test_cli.py::test_evaluate_writes_json_and_markdown",
     "tests/test_cli.py::test_generate_prints_what_the_python_api_returns",

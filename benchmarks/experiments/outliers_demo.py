@@ -88,7 +88,14 @@ def _outlier_facts(export: Path) -> dict:
     step = (quantization.outliers if quantization else None) or {}
     return {"activations": details.get("activations"), "float_ops": details.get("float_ops"),
             "smoothed_sites": step.get("smoothed_sites"), "sites": step.get("sites"),
-            "kept_wide": step.get("kept_wide"), "rotation_seed": (step.get("rotation") or {}).get("seed")}
+            "kept_wide": step.get("kept_wide"), "rotation_seed": (step.get("rotation") or {}).get("seed"),
+            "dynamic_linears": _dynamic_linears(step)}
+
+
+def _dynamic_linears(step: dict) -> int | None:
+    """How many linears ExecuTorch's measured mixed precision gave dynamic activations (None: other recipes)."""
+    mixed = step.get("mixed_precision")
+    return len(mixed["dynamic_activations"]) if mixed else None
 
 
 def run_shape(work: Path, recipes: list[str], threads: int, inputs: int, new_tokens: int) -> dict:
@@ -133,6 +140,7 @@ def shape_markdown(report: dict) -> str:
         parts = [f"rotated (seed {facts['rotation_seed']})" if facts["rotation_seed"] is not None else "",
                  f"{facts['smoothed_sites']}/{facts['sites']} smoothed" if facts["sites"] else "",
                  f"{facts['kept_wide']} kept wide" if facts["kept_wide"] else "",
+                 f"{facts['dynamic_linears']} linears dynamic" if facts.get("dynamic_linears") else "",
                  f"{facts['float_ops']} ops float" if facts["float_ops"] else ""]
         return ", ".join(part for part in parts if part) or "-"
 
@@ -192,7 +200,8 @@ def row(fixture: str, recipe: str, report: dict) -> dict:
                      "worst_ratio": groups[top]["worst_ratio"] if top else None,
                      "residual_divisor": outliers.get("residual_divisor"),
                      "residual_peak": outliers.get("residual_peak"),
-                     "rotation_seed": (outliers.get("rotation") or {}).get("seed")} if outliers else None,
+                     "rotation_seed": (outliers.get("rotation") or {}).get("seed"),
+                     "dynamic_linears": _dynamic_linears(outliers)} if outliers else None,
         "activations": (report["quantization"] or {}).get("activations"),
         "float_ops": (report["quantization"] or {}).get("float_ops"),
         "lookups_per_column": sorted({name for graph in ((report["quantization"] or {}).get("lookups") or {}).values()
@@ -213,8 +222,9 @@ def _outlier_step(row: dict) -> str:
     lookups = ", lookups per column" if row.get("lookups_per_column") else ""
     rotated = "" if step.get("rotation_seed") is None else f"residual rotated (seed {step['rotation_seed']}); "
     floats = f", {row['float_ops']} residual ops float" if row.get("float_ops") else ""
+    dynamic = f", {step['dynamic_linears']} linears dynamic" if step.get("dynamic_linears") else ""
     return (f"{rotated}{step['worst_group']} x{step['worst_ratio']:.0f}; {step['smoothed_sites']}/{step['sites']} "
-            f"smoothed, {step['kept_wide']} kept wide{lookups}{floats}")
+            f"smoothed, {step['kept_wide']} kept wide{lookups}{floats}{dynamic}")
 
 
 def run(fixtures: list[str], recipes: list[str], work: Path, threads: int, steps: int,

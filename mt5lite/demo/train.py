@@ -8,7 +8,6 @@ relative-position buckets, ``d_kv`` that is not ``d_model / heads``, and more em
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import random
@@ -26,35 +25,22 @@ from mt5lite.checkpoint import save_checkpoint
 from mt5lite.data import CALIBRATION_SENTENCES, HELDOUT_TASK, read_sentences, read_task_pairs
 from mt5lite.demo.config import DemoConfig
 from mt5lite.demo.task import TASK_LANGUAGES, heldout_numbers, training_pairs
+from mt5lite.natural.tokenizer import train_tokenizer as train_t5_tokenizer
 from mt5lite.paths import DEMO_MODEL
 from mt5lite.staging import staged_directory
 
 
 def train_tokenizer(config: DemoConfig, texts: list[str], output_dir: Path) -> spm.SentencePieceProcessor:
-    """Train a unigram sentencepiece model with T5's special ids (pad 0, eos 1, unk 2) and byte fallback."""
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts),
-        model_writer=model,
-        model_type="unigram",
-        vocab_size=config.vocab_pieces,
-        character_coverage=0.9995,
-        byte_fallback=True,  # any text round-trips, even characters the pieces do not cover
-        split_digits=True,  # without it the model does not learn digits -> words (see the issue)
-        normalization_rule_name="identity",  # decode(encode(text)) == text
-        pad_id=0,
-        eos_id=1,
-        unk_id=2,
-        bos_id=-1,
-        num_threads=config.threads,
-        minloglevel=2,
-    )
-    (output_dir / "spiece.model").write_bytes(model.getvalue())
-    return spm.SentencePieceProcessor(model_proto=model.getvalue())
+    """Train a unigram sentencepiece model with T5's special ids (pad 0, eos 1, unk 2) and byte fallback, no
+    sentinels (``mt5lite.natural.tokenizer``), into ``output_dir/spiece.model``."""
+    model = train_t5_tokenizer(texts, config.vocab_pieces, sentinels=0, threads=config.threads)
+    (output_dir / "spiece.model").write_bytes(model)
+    return spm.SentencePieceProcessor(model_proto=model)
 
 
 def build_model(config: DemoConfig, pieces: int) -> MT5ForConditionalGeneration:
-    """A randomly initialised mT5 of the demo's shape."""
+    """A randomly initialised mT5 of ``config``'s shape (its shape fields: ``DemoConfig``'s, or ``NaturalConfig``'s,
+    which has the same names)."""
     rows = math.ceil(pieces / config.embedding_multiple) * config.embedding_multiple
     mt5_config = MT5Config(
         vocab_size=rows,

@@ -1,0 +1,61 @@
+"""The shape and training recipe of the natural model (no heavy imports, so a CLI can show the defaults).
+
+The natural model is mT5's shape scaled down like google/mt5-small (gated-GELU, untied ``lm_head``, ``d_kv`` that
+is not ``d_model / heads``, 32 relative-position buckets up to distance 128, more embedding rows than pieces),
+pre-trained with span corruption on ``data/natural/monolingual.tsv`` and then fine-tuned on the CLDR names task
+(``data/natural/train.tsv``). Its fp32 safetensors file is about 28 MB (28.3 MB, 7.08 M parameters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training run through ``compression.training.train``: AdamW, its learning rate decayed linearly to 0."""
+
+    steps: int
+    batch_size: int
+    learning_rate: float
+
+
+@dataclass(frozen=True)
+class NaturalConfig:
+    """Every knob of the natural model, its tokenizer and its two training runs.
+
+    Parameters of the default shape (8,064 embedding rows, d_model 256, 3+3 layers, 4 heads x d_kv 32, d_ff 384):
+    the token embedding, 8,064 x 256 = 2,064,384, and the untied ``lm_head`` as many again: 4,128,768; an encoder
+    layer, attention 4 x 256 x 128 = 131,072 + gated FFN 3 x 256 x 384 = 294,912 + 2 norms of 256 = 426,496; a
+    decoder layer, with cross-attention and a third norm, 557,824; relative-position biases 2 x 32 x 4 and 2 final
+    norms, 768. Total 4,128,768 + 3 x 426,496 + 3 x 557,824 + 768 = 7,082,496 parameters: 28.3 MB in fp32. (4+4
+    layers with d_kv 48 and d_ff 640 would be 10.4 M parameters, 41.7 MB; with 3+3, d_ff 512, 30.7 MB.)
+    """
+
+    seed: int = 1234
+    threads: int = 2  # torch threads: the machine's 2 cores (on cores another job keeps busy, 1 is far faster)
+    # The tokenizer: sentencepiece unigram with byte fallback and T5's special ids (pad 0, eos 1, unk 2).
+    vocab_pieces: int = 8000  # pieces, the special, byte and sentinel pieces included
+    sentinels: int = 50  # <extra_id_0> .. <extra_id_49>, user-defined pieces that mark span-corruption spans
+    character_coverage: float = 0.9995  # the rarest characters are left to byte fallback (3,504 characters kept)
+    tokenizer_texts: int | None = None  # train the tokenizer on a seeded sample of this many texts (None: all)
+    embedding_multiple: int = 128  # embedding rows are rounded up to this, like mT5's 250112 > 250100 pieces
+    # The shape: google/mt5-small scaled down (there: d_model 512, 6 x d_kv 64, d_ff 1024, 8+8 layers).
+    d_model: int = 256
+    d_kv: int = 32  # 4 heads x 32 = 128 != d_model, as in mT5
+    d_ff: int = 384
+    num_layers: int = 3
+    num_decoder_layers: int = 3
+    num_heads: int = 4
+    # Pre-training (span corruption of the monolingual text, packed into windows of ~117 pieces: 5,479 a pass) and
+    # fine-tuning (the 32,299 names pairs). Timed on this shape on 2 CPU cores that another job kept busy: 20 steps
+    # of each stage through compression.training.train ran at 0.19 steps/s with 2 threads, an artefact of two
+    # threads contending for one free core; a plain training loop with 1 thread ran 1.0 steps/s (32 x 120 input,
+    # 24 target pieces) and 2.7 steps/s (64 x 16, 12). Taking those as the floor: 2,700 steps ~ 45 min (16 passes)
+    # and 8,000 steps ~ 50-60 min (16 epochs); two idle cores should take less. The learning rates are the demo's
+    # (its measured best, 5e-4), untuned here: train() has no warm-up.
+    pretrain: Stage = Stage(steps=2700, batch_size=32, learning_rate=5e-4)
+    finetune: Stage = Stage(steps=8000, batch_size=64, learning_rate=5e-4)
+    save_steps: int = 500  # steps between training checkpoints (a killed run resumes from the last one)
+    # Evaluation: greedy decoding of this many held-out pairs per language (all 40 by default), batch of 64.
+    eval_per_language: int = 40

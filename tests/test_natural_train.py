@@ -1,0 +1,173 @@
+"""The natural model's training: span corruption (mT5's noise share and spans, exact inverse, seeded), corrupted
+examples that survive the trip through text, and one tiny end-to-end run of ``train_natural``."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+
+from mt5lite.data import read_sentences, read_task_pairs
+from mt5lite.natural.config import NaturalConfig, Stage
+from mt5lite.natural.corpus import LANGUAGES, NATURAL_DIR
+from mt5lite.natural.span_corruption import (
+    MAX_PIECES,
+    NOISE_DENSITY,
+    PieceKinds,
+    corrupt,
+    pretraining_pairs,
+    random_spans_noise_mask,
+    uncorrupt,
+    windows,
+)
+from mt5lite.natural.tokenizer import sentinel_ids, train_tokenizer
+
+#: Stand-in ids for the sequences the properties are checked on, and their sentinels.
+SENTINELS = list(range(1000, 1050))
+PIECE_IDS = (10, 1000)
+#: The tiny model of the end-to-end run, derived from the real config: its shape and training cut to seconds.
+TINY = replace(NaturalConfig(), vocab_pieces=1500, character_coverage=0.98, tokenizer_texts=5000, d_model=32, d_kv=8,
+               d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=2, pretrain=Stage(5, 8, 1e-3),
+               finetune=Stage(5, 8, 1e-3), save_steps=5, eval_per_language=1)
+
+
+def _sequences(count: int, seed: int = 0) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(*PIECE_IDS, size=rng.integers(2, MAX_PIECES + 1)).tolist() for _ in range(count)]
+
+
+def _sentinels_in(ids: list[int], sentinels=SENTINELS) -> list[int]:
+    return [token for token in ids if token in sentinels]
+
+
+def test_the_mask_hides_mt5s_share_in_spans_of_three():
+    rng = np.random.default_rng(0)
+    hidden = total = spans = 0
+    for length in range(20, MAX_PIECES + 1):
+        for _ in range(20):
+            mask = random_spans_noise_mask(length, rng)
+            assert mask.shape == (length,) and mask.sum() == round(length * NOISE_DENSITY)
+            hidden, total = hidden + mask.sum(), total + length
+            spans += np.sum(mask[1:] & ~mask[:-1]) + mask[0]
+    assert abs(hidden / total - NOISE_DENSITY) < 0.005
+    assert 2.5 < hidden / spans < 3.5
+
+
+def test_spans_may_start_or_end_a_sequence_but_mostly_do_neither():
+    rng = np.random.default_rng(1)
+    masks = [random_spans_noise_mask(30, rng) for _ in range(2000)]
+    starts, ends = np.mean([m[0] for m in masks]), np.mean([m[-1] for m in masks])
+    assert 0 < starts < 0.2 and 0 < ends < 0.2  # T5's mask: never starts with a span, always ends with one
+
+
+def test_the_noise_share_over_many_sequences_is_near_fifteen_percent():
+    rng = np.random.default_rng(2)
+    hidden = total = 0
+    for ids in _sequences(2000):
+        inputs, targets = corrupt(ids, SENTINELS, rng)
+        hidden += len(targets) - len(_sentinels_in(targets))
+        total += len(ids)
+    assert abs(hidden / total - NOISE_DENSITY) < 0.01
+
+
+def test_spans_and_sentinels_alternate_and_input_with_target_give_back_the_ids():
+    rng = np.random.default_rng(3)
+    for ids in _sequences(500):
+        inputs, targets = corrupt(ids, SENTINELS, rng)
+        marks = _sentinels_in(inputs)
+        assert marks == SENTINELS[: len(marks)] and len(marks) >= 1
+        assert _sentinels_in(targets) == SENTINELS[: len(marks) + 1] and targets[-1] == SENTINELS[len(marks)]
+        assert all(not (a in SENTINELS and b in SENTINELS) for a, b in zip(inputs, inputs[1:], strict=False))
+        assert all(b not in SENTINELS for a, b in zip(targets[:-1], targets[1:], strict=False) if a in SENTINELS)
+        assert uncorrupt(inputs, targets, SENTINELS) == ids
+
+
+def test_corruption_is_deterministic_per_seed():
+    def run(seed: int) -> list:
+        rng = np.random.default_rng(seed)
+        return [corrupt(ids, SENTINELS, rng) for ids in _sequences(50)]
+
+    assert run(4) == run(4)
+    assert run(4) != run(5)
+
+
+def test_no_span_splits_a_character_spelled_in_byte_pieces():
+    continuations = frozenset(range(2000, 2064))  # stand-ins for the byte pieces 0x80-0xBF
+    rng = np.random.default_rng(6)
+    for ids in _sequences(300):
+        ids = [piece for i, token in enumerate(ids) for piece in ([token, 2000 + i % 64] if i % 3 else [token])]
+        inputs, targets = corrupt(ids, SENTINELS, rng, continuations)
+        for sequence in (inputs, targets):  # no span, and no kept text after a span, starts inside a character
+            assert all(b not in continuations for a, b in zip(sequence, sequence[1:], strict=False)
+                       if a in SENTINELS)
+        assert uncorrupt(inputs, targets, SENTINELS) == ids
+
+
+@pytest.fixture(scope="module")
+def processor() -> spm.SentencePieceProcessor:
+    """A small tokenizer with sentinels, trained on a sample of the natural corpus (about a second)."""
+    texts = [s.text for s in read_sentences(NATURAL_DIR / "monolingual.tsv")]
+    texts += [p.target for p in read_task_pairs(NATURAL_DIR / "train.tsv")]
+    random.Random(0).shuffle(texts)
+    return spm.SentencePieceProcessor(model_proto=train_tokenizer(texts[:5000], 1500, 50, 0.98))
+
+
+def test_corrupted_text_tokenizes_back_to_the_same_sentinels_and_text(processor):
+    """The examples travel as text (``train`` tokenizes them again): every sentinel comes back as the same single
+    piece and the text reconstructs exactly; the ids themselves differ, almost always only by the "▁" that
+    sentencepiece's dummy prefix puts before a leading sentinel (every target starts with one)."""
+    sentinels = sentinel_ids(processor, 50)
+    space = processor.piece_to_id("\u2581")
+    kinds = PieceKinds.of(processor)
+    rng = np.random.default_rng(7)
+    same_ids = count = 0
+    for sentence in read_sentences(NATURAL_DIR / "monolingual.tsv")[::10]:
+        for window in windows(processor.encode(sentence.text), kinds):
+            inputs, targets = corrupt(window, sentinels, rng, kinds.continuations)
+            again = [processor.encode(processor.decode(ids)) for ids in (inputs, targets)]
+            assert [_sentinels_in(ids, sentinels) for ids in again] == [_sentinels_in(inputs, sentinels),
+                                                                         _sentinels_in(targets, sentinels)]
+            assert processor.decode(uncorrupt(*again, sentinels)) == processor.decode(window)
+            unprefixed = [ids[1:] if ids[:1] == [space] and ids[1] in sentinels else ids for ids in again]
+            same_ids += unprefixed == [inputs, targets]
+            count += 1
+    assert same_ids / count > 0.9
+
+
+def test_pretraining_pairs_pack_each_language_seeded(processor):
+    sentences = read_sentences(NATURAL_DIR / "monolingual.tsv")[::20]
+    sentinels = sentinel_ids(processor, 50)
+    pairs = pretraining_pairs(sentences, processor, sentinels, np.random.default_rng(8), examples=1000)
+    assert len(pairs) >= 1000
+    assert pairs == pretraining_pairs(sentences, processor, sentinels, np.random.default_rng(8), examples=1000)
+    assert {p.lang for p in pairs} == {s.lang for s in sentences}
+    lengths = []
+    for pair in pairs:
+        assert pair.source.count("<extra_id_") + 1 == pair.target.count("<extra_id_")
+        source, target = processor.encode(pair.source), processor.encode(pair.target)
+        assert len(source) < 128 and len(target) < 128  # with eos, within what PairDataset keeps
+        lengths.append(len(source) + len(target))
+    assert np.mean(lengths) > 0.8 * MAX_PIECES  # packed: most windows are nearly full
+
+
+@pytest.mark.needs("train")
+def test_a_tiny_run_writes_a_loadable_checkpoint_and_a_report_of_every_language(tmp_path):
+    from mt5lite.checkpoint import load_model
+    from mt5lite.natural.train import REPORT_NAME, train_natural
+
+    output = tmp_path / "natural"
+    report = train_natural(TINY, output)
+    model = load_model(output)
+    assert model.config.d_model == TINY.d_model and not model.config.tie_word_embeddings
+    assert json.loads((output / REPORT_NAME).read_text(encoding="utf-8")) == report
+    assert set(report["heldout"]["per_language"]) == set(LANGUAGES)
+    for row in report["heldout"]["per_language"].values():
+        assert row["n"] == TINY.eval_per_language
+        assert {"chrf", "exact_match"} <= set(row["model"]) and {"chrf", "exact_match"} <= set(row["baseline"])
+    assert report["training"]["pretrain"]["steps"] == report["training"]["finetune"]["steps"] == 5
+    assert "| ja |" in (output / "README.md").read_text(encoding="utf-8")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["natural"]  # no staging or training left
