@@ -28,6 +28,7 @@ FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
 #: Commands (by their first words) a test only checks, and why.
 CHECKED_ONLY = {
     ("mt5lite", "train-demo"): "retrains the demo model: about 20 minutes",
+    ("mt5lite", "train-natural"): "retrains the natural model: about an hour",
     ("mt5lite", "sensitivity"): "quantizes each node group in turn: several minutes",
     ("mt5lite", "android-assets"): "writes into the Android app of a checkout",
     ("torchrun",): "two training processes",
