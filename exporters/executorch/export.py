@@ -153,8 +153,9 @@ def _converted(program, feeds, dynamic: tuple[str, ...] = ()):
 
 def quantize_programs(programs: dict, specs: dict, data) -> tuple[dict, dict]:
     """Each program quantized with PT2E and calibrated on the captured feeds of its graph (``data``:
-    ``CalibrationData``); the linears whose measured error static int8 cannot hold get dynamic activations
-    (``mixed``). Returns the programs, exported again, and the mixed-precision report."""
+    ``CalibrationData``); every linear's error is measured in the quantized program, and those that dynamic
+    activations hold better get them (``mixed``). Returns the programs, exported again, and the mixed-precision
+    report."""
     import numpy as np
     import torch
 

@@ -58,7 +58,7 @@ def measure_linears(converted, weights: dict[str, tuple], feeds: list[tuple]) ->
     the error the same int8 weight gives with dynamic activations (one range per run)."""
     import torch
 
-    measure = _Measure(converted, weights)
+    measure = _measuring_interpreter(converted, weights)
     with torch.no_grad():
         for args in feeds:
             measure.run(*args)
@@ -70,53 +70,51 @@ def _is(node, op: str) -> bool:
     return node.op == "call_function" and getattr(node.target, "__name__", "").startswith(op)
 
 
-class _Measure:
-    """An ``fx.Interpreter`` that, at each linear, computes the float product of its float input and records the
-    error of what the program makes of it (after the output's requantization, where there is one)."""
+def _measuring_interpreter(module, weights: dict[str, tuple]):
+    """An ``fx.Interpreter`` over ``module`` that, at each linear of ``weights``, computes the float product of its
+    float input and sums (in ``.sums``) the error of what the program makes of it, after the output's
+    requantization where there is one, and the error of the same int8 weight with dynamic activations."""
+    import torch
 
-    def __new__(cls, module, weights):
-        import torch
+    class Interpreter(torch.fx.Interpreter):
+        def run_node(self, node):
+            result = super().run_node(node)
+            if node.op == "call_function" and node.target == torch.ops.aten.linear.default:
+                self.linear(node, result)
+            elif _is(node, "dequantize_per_tensor") and _is(node.args[0], "quantize_per_tensor"):
+                source = node.args[0].args[0]
+                if source in self.ideal:
+                    self.add(source.name, result, self.ideal.pop(source))
+            return result
 
-        class Interpreter(torch.fx.Interpreter):
-            def run_node(self, node):
-                result = super().run_node(node)
-                if node.op == "call_function" and node.target == torch.ops.aten.linear.default:
-                    self.linear(node, result)
-                elif _is(node, "dequantize_per_tensor") and _is(node.args[0], "quantize_per_tensor"):
-                    source = node.args[0].args[0]
-                    if source in self.ideal:
-                        self.add(source.name, result, self.ideal.pop(source))
-                return result
+        def linear(self, node, result):
+            if node.name not in weights:
+                return
+            x = node.args[0]
+            if _is(x, "dequantize_per_tensor") and _is(x.args[0], "quantize_per_tensor"):
+                x = x.args[0].args[0]  # the float activation before its quantization
+            weight, bias = weights[node.name][:2]
+            ideal = torch.nn.functional.linear(self.env[x], weight, bias)
+            # the same product with dynamic activations: one int8 range per run, the program's int8 weight
+            low, high = min(float(self.env[x].min()), 0.0), max(float(self.env[x].max()), 0.0)
+            scale = max((high - low) / 255.0, 1e-30)
+            zero = round(-low / scale) - 128
+            xq = (torch.clamp(torch.round(self.env[x] / scale) + zero, -128, 127) - zero) * scale
+            dynamic = torch.nn.functional.linear(xq, self.env[node.args[1]], bias)
+            self.sums.setdefault(node.name, [0.0, 0.0, 0.0])[2] += float(torch.sum((dynamic - ideal) ** 2))
+            if any(_is(user, "quantize_per_tensor") for user in node.users):
+                self.ideal[node] = ideal  # measured after the output's requantization
+            else:
+                self.add(node.name, result, ideal)
 
-            def linear(self, node, result):
-                if node.name not in weights:
-                    return
-                x = node.args[0]
-                if _is(x, "dequantize_per_tensor") and _is(x.args[0], "quantize_per_tensor"):
-                    x = x.args[0].args[0]  # the float activation before its quantization
-                weight, bias = weights[node.name][:2]
-                ideal = torch.nn.functional.linear(self.env[x], weight, bias)
-                # the same product with dynamic activations: one int8 range per run, the program's int8 weight
-                low, high = min(float(self.env[x].min()), 0.0), max(float(self.env[x].max()), 0.0)
-                scale = max((high - low) / 255.0, 1e-30)
-                zero = round(-low / scale) - 128
-                xq = (torch.clamp(torch.round(self.env[x] / scale) + zero, -128, 127) - zero) * scale
-                dynamic = torch.nn.functional.linear(xq, self.env[node.args[1]], bias)
-                sums = self.sums.setdefault(node.name, [0.0, 0.0, 0.0])
-                sums[2] += float(torch.sum((dynamic - ideal) ** 2))
-                if any(_is(user, "quantize_per_tensor") for user in node.users):
-                    self.ideal[node] = ideal  # measured after the output's requantization
-                else:
-                    self.add(node.name, result, ideal)
+        def add(self, name, got, ideal):
+            sums = self.sums.setdefault(name, [0.0, 0.0, 0.0])
+            sums[0] += float(torch.sum((got.float() - ideal) ** 2))
+            sums[1] += float(torch.sum(ideal**2))
 
-            def add(self, name, got, ideal):
-                sums = self.sums.setdefault(name, [0.0, 0.0, 0.0])
-                sums[0] += float(torch.sum((got.float() - ideal) ** 2))
-                sums[1] += float(torch.sum(ideal**2))
-
-        interpreter = Interpreter(module, garbage_collect_values=False)
-        interpreter.ideal, interpreter.sums = {}, {}
-        return interpreter
+    interpreter = Interpreter(module, garbage_collect_values=False)
+    interpreter.ideal, interpreter.sums = {}, {}
+    return interpreter
 
 
 @dataclass
@@ -136,11 +134,12 @@ class MixedPrecision:
     def report(self) -> dict:
         """For the manifest: the rule, every linear given dynamic activations (``graph/module path``: measured
         static error, and its error in the mixed program) and the worst static error kept."""
+        chosen = {role: self.dynamic(role) for role in self.static}
         dynamic = {f"{role}/{self.linears[role][name][0]}": {"static_error": round(self.static[role][name][0], 4),
-                                                 "dynamic_error": round(self.mixed[role][name], 4)}
-                   for role in self.static for name in sorted(self.dynamic(role))}
+                                                             "dynamic_error": round(self.mixed[role][name], 4)}
+                   for role in self.static for name in sorted(chosen[role])}
         kept = [(errors[0], f"{role}/{self.linears[role][name][0]}") for role, measured in self.static.items()
-                for name, errors in measured.items() if name not in self.dynamic(role)]
+                for name, errors in measured.items() if name not in chosen[role]]
         worst = max(kept, default=(0.0, None))
         return {"dynamic_gain": DYNAMIC_GAIN, "measured_runs": MEASURE_RUNS,
                 "linears": sum(map(len, self.static.values())), "dynamic_activations": dynamic,
