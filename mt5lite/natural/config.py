@@ -48,12 +48,9 @@ class NaturalConfig:
     num_decoder_layers: int = 3
     num_heads: int = 4
     # Pre-training (span corruption of the monolingual text, packed into windows of ~117 pieces: 5,479 a pass) and
-    # fine-tuning (the 32,299 names pairs). Timed on this shape on 2 CPU cores that another job kept busy: 20 steps
-    # of each stage through compression.training.train ran at 0.19 steps/s with 2 threads, an artefact of two
-    # threads contending for one free core; a plain training loop with 1 thread ran 1.0 steps/s (32 x 120 input,
-    # 24 target pieces) and 2.7 steps/s (64 x 16, 12). Taking those as the floor: 2,700 steps ~ 45 min (16 passes)
-    # and 8,000 steps ~ 50-60 min (16 epochs); two idle cores should take less. The learning rates are the demo's
-    # (its measured best, 5e-4), untuned here: train() has no warm-up.
+    # fine-tuning (the 32,299 names pairs). Measured on 2 idle cores with 2 threads (1 thread: 1.2 and 1.8): 2.1 and
+    # 3.3-3.6 steps/s; `make natural-model` took 75 minutes on 2026-12-04 (2,108 s + 2,384 s + evaluation). The
+    # learning rates are the demo's (its measured best, 5e-4), untuned here: train() has no warm-up.
     pretrain: Stage = Stage(steps=2700, batch_size=32, learning_rate=5e-4)
     finetune: Stage = Stage(steps=8000, batch_size=64, learning_rate=5e-4)
     save_steps: int = 500  # steps between training checkpoints (a killed run resumes from the last one)
