@@ -27,7 +27,7 @@ help:
 	@echo "make evaluate        score MODEL on the demo task's held-out set"
 	@echo "make demo-model      retrain the bundled demo model from scratch (about 20 minutes on 2 cores)"
 	@echo "make natural-model   train the natural model (span corruption, then CLDR names in 64 languages) from"
-	@echo "                     scratch into models/natural (about 2 hours on 2 cores)"
+	@echo "                     scratch into $(BUILD)/natural (about 75 minutes on 2 cores)"
 	@echo "make parity-mt5-small ONNX parity on a random model of google/mt5-small's shape"
 	@echo "make tflite-mt5-small TFLite fp32 + full int8 of that model: conversion, sizes, speed"
 	@echo "make conversion-memory  full-int8 TFLite conversion's peak memory against the checkpoint, mt5-small and"
@@ -158,7 +158,7 @@ demo-model: install
 	$(BIN)/mt5lite train-demo --output $(MODEL) --force
 
 natural-model: install
-	$(BIN)/mt5lite train-natural --output models/natural --force
+	$(BIN)/mt5lite train-natural --output $(BUILD)/natural --force
 
 mt5-small-fixture: install
 	$(BIN)/python -c "from tests.fixtures import mt5_small_random; print(mt5_small_random())"

@@ -19,7 +19,7 @@ def _bundled(package: str, *parts: str) -> Path:
 DATA_DIR = _bundled("mt5lite.bundled_data")
 #: The bundled demo model, the default ``--model`` of every command.
 DEMO_MODEL = _bundled("mt5lite.bundled_models", "demo")
-#: The bundled natural model (CLDR names in 64 languages; ``mt5lite train-natural``).
-NATURAL_MODEL = _bundled("mt5lite.bundled_models", "natural")
 #: Generated artefacts, relative to the working directory (ignored by git in the source tree).
 BUILD_DIR = Path("build")
+#: Where ``mt5lite train-natural`` writes the natural model (a build artefact: 28 MB, not committed).
+NATURAL_MODEL = BUILD_DIR / "natural"
