@@ -38,6 +38,15 @@ def train_tokenizer(config: DemoConfig, texts: list[str], output_dir: Path) -> s
     return spm.SentencePieceProcessor(model_proto=model)
 
 
+def seed_everything(config: DemoConfig) -> None:
+    """Seed Python's, numpy's and torch's generators with ``config.seed`` and set torch's threads (``DemoConfig``,
+    or ``NaturalConfig``: the same fields)."""
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+
+
 def build_model(config: DemoConfig, pieces: int) -> MT5ForConditionalGeneration:
     """A randomly initialised mT5 of ``config``'s shape (its shape fields: ``DemoConfig``'s, or ``NaturalConfig``'s,
     which has the same names)."""
@@ -83,10 +92,7 @@ def learning_rate(config: DemoConfig, step: int) -> float:
 
 def train(config: DemoConfig, output_dir: Path) -> dict:
     """Train the tokenizer and the model into ``output_dir`` (a Hugging Face checkpoint directory)."""
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    torch.set_num_threads(config.threads)
+    seed_everything(config)
 
     pairs = list(training_pairs(heldout_numbers()))
     sentences = [s.text for s in read_sentences(CALIBRATION_SENTENCES)]

@@ -1,6 +1,6 @@
 """Train the natural model: a scaled-down mT5, pre-trained with span corruption, fine-tuned on CLDR names.
 
-    python -m mt5lite.natural.train --output models/natural [--force] [--pretrain-steps N --finetune-steps N]
+    python -m mt5lite.natural.train --output build/natural [--force] [--pretrain-steps N --finetune-steps N]
 
 Steps: train the tokenizer on the monolingual text and the training pairs (never dev or held-out) -> build the model
 (the demo's builder: mT5's quirks, ``lm_head`` scaled) -> pre-train on span corruption of ``monolingual.tsv`` ->
@@ -21,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
-import torch
 
 from mt5lite.checkpoint import save_checkpoint
 from mt5lite.compression.compress import greedy_quality
 from mt5lite.compression.training import TrainingOptions, train, training_directory
 from mt5lite.data import Sentence, TaskPair, read_sentences, read_task_pairs
-from mt5lite.demo.train import build_model
+from mt5lite.demo.train import build_model, seed_everything
 from mt5lite.errors import InputError
 from mt5lite.natural.config import NaturalConfig, Stage
 from mt5lite.natural.corpus import LANGUAGES, NATURAL_DIR, PROMPT
@@ -44,14 +43,6 @@ TRAIN_PAIRS = NATURAL_DIR / "train.tsv"
 HELDOUT_PAIRS = NATURAL_DIR / "heldout.tsv"
 #: The report written beside the checkpoint (with its Markdown twin, ``eval_report.md``).
 REPORT_NAME = "eval_report.json"
-
-
-def seed_everything(config: NaturalConfig) -> None:
-    """Seed Python's, numpy's and torch's generators and set torch's threads, as the demo's training does."""
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    torch.set_num_threads(config.threads)
 
 
 def tokenizer_texts(config: NaturalConfig, sentences: list[Sentence], pairs: list[TaskPair]) -> list[str]:
@@ -177,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     """Train the natural model and write it, with its report and model card, to ``--output``."""
     parser = argparse.ArgumentParser(prog="python -m mt5lite.natural.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", type=Path, required=True, help="checkpoint directory, e.g. models/natural")
+    parser.add_argument("--output", type=Path, required=True, help="checkpoint directory, e.g. build/natural")
     parser.add_argument("--force", action="store_true", help="replace an existing output directory")
     parser.add_argument("--pretrain-steps", type=int, default=NaturalConfig.pretrain.steps,
                         help=f"span-corruption steps (default: {NaturalConfig.pretrain.steps})")
