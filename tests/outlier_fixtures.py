@@ -131,6 +131,13 @@ def build_outlier_model(source: Path, output: Path, outliers: Outliers = STRONG)
     return output
 
 
+#: The fp32 validation tolerance (relative to the peak) for exports of a model with amplified residual channels
+#: that was not trained back: its stream's outlier channels make fp32 rounding differ between PyTorch and ONNX
+#: Runtime beyond the default (``OnnxExportConfig.rtol``): 1.6e-4 on the demo model's logits (peak 7.5) on a CPU
+#: without AVX2, against 1.3e-4 allowed; about 1e-3 on mt5-small's shape (logits near 100).
+AMPLIFIED_RTOL = 2e-5
+
+
 def amplify_residual_channels(model, channels: int = 3, factor: float = 30.0, seed: int = 0) -> list[int]:
     """Multiply ``channels`` residual-stream channels by ``factor`` where they enter the stream (the embedding's
     columns, every ``o``/``wo`` output row): unlike the rescalings above this changes the function (RMS norm is not
