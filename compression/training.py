@@ -75,6 +75,11 @@ class TrainingOptions(Checked):
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (linear decay)"})
     save_steps: int = field(default=50, metadata={"help": "steps between training checkpoints (for resuming)"})
     train_seed: int = field(default=0, metadata={"help": "seed of initialisation order and data shuffling"})
+    eval_data: Path | None = field(default=None, metadata={
+        "help": "labelled pairs held out from training: their loss is measured every save_steps and the "
+                "checkpoint with the lowest one is kept (default: the last)"})
+    dropout: float | None = field(default=None, metadata={
+        "help": "dropout rate while training (default: the checkpoint's dropout_rate)", "type": float})
 
     def problems(self) -> list[str]:
         """What is wrong with the training options."""
@@ -88,6 +93,10 @@ class TrainingOptions(Checked):
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.learning_rate > 0:
             problems.append(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.eval_data is not None and not Path(self.eval_data).is_file():
+            problems.append(f"{self.eval_data}: no such evaluation data file")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         return problems
 
 
@@ -213,7 +222,8 @@ def _resumable(scratch: Path, fingerprint: str) -> bool:
 def train(model, tokenizer_bytes: bytes, pairs, options: TrainingOptions, name: str,
           teacher: Teacher | None = None) -> dict:
     """Train ``model`` in place on ``pairs`` (against ``teacher``'s distributions when given); returns the loss
-    curve, steps and seconds."""
+    curve, steps and seconds, and with ``options.eval_data`` the held-out losses and the step whose checkpoint was
+    kept (the lowest held-out loss)."""
     import importlib.util
     import time
 
@@ -222,10 +232,12 @@ def train(model, tokenizer_bytes: bytes, pairs, options: TrainingOptions, name: 
     import torch
     from transformers import TrainingArguments, set_seed
 
+    from mt5lite.data import read_task_pairs
     from mt5lite.runtimes.tokenizer import Tokenizer
 
     scratch = _CHECKPOINTS.get() / name
     set_seed(options.train_seed)
+    evaluating = options.eval_data is not None
     arguments = TrainingArguments(
         output_dir=str(scratch), max_steps=options.max_steps, per_device_train_batch_size=options.batch_size,
         learning_rate=options.learning_rate, lr_scheduler_type="linear", weight_decay=0.0, seed=options.train_seed,
@@ -233,23 +245,51 @@ def train(model, tokenizer_bytes: bytes, pairs, options: TrainingOptions, name: 
         save_total_limit=2, save_strategy="steps", report_to=[], dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),  # GPUs when there are (NCCL under torchrun), else the CPU (gloo)
         remove_unused_columns=False, disable_tqdm=not is_main_process(), save_safetensors=True,
-        ddp_find_unused_parameters=False)
-    dataset = PairDataset(pairs, Tokenizer.from_bytes(tokenizer_bytes))
+        ddp_find_unused_parameters=False, per_device_eval_batch_size=options.batch_size,
+        # With held-out pairs: their loss at every checkpoint, and the best checkpoint loaded at the end (the
+        # Trainer keeps it beside the last two)
+        eval_strategy="steps" if evaluating else "no", eval_steps=options.save_steps if evaluating else None,
+        load_best_model_at_end=evaluating, metric_for_best_model="eval_loss" if evaluating else None,
+        greater_is_better=False if evaluating else None, prediction_loss_only=True)
+    tokenizer = Tokenizer.from_bytes(tokenizer_bytes)
+    dataset = PairDataset(pairs, tokenizer)
+    held_out = PairDataset(read_task_pairs(options.eval_data), tokenizer) if evaluating else None
     trainer_class = _trainer_class(teacher)
-    trainer = trainer_class(model=model, args=arguments, train_dataset=dataset, data_collator=collate)
+    trainer = trainer_class(model=model, args=arguments, train_dataset=dataset, eval_dataset=held_out,
+                            data_collator=collate)
     resume = _resumable(scratch, _fingerprint(model, options, name, len(dataset)))
     started = time.perf_counter()
+    rate = model.config.dropout_rate
+    _set_dropout(model, rate if options.dropout is None else options.dropout)
     model.train()
     trainer.train(resume_from_checkpoint=True if resume else None)
     model.eval()
+    _set_dropout(model, rate)  # the checkpoint keeps the dropout rate it came with
     model.to("cpu")  # what comes next (quality, the next pass, saving) runs on the CPU
     if teacher is not None:
         teacher.model.to("cpu")
-    losses = [{"step": row["step"], "loss": row["loss"]} for row in trainer.state.log_history if "loss" in row]
+    history = trainer.state.log_history
+    losses = [{"step": row["step"], "loss": row["loss"]} for row in history if "loss" in row]
     if is_main_process():
         shutil.rmtree(scratch, ignore_errors=True)
-    return {"steps": trainer.state.global_step, "resumed": resume, "losses": losses,
-            "processes": trainer.args.world_size, "seconds": round(time.perf_counter() - started, 1)}
+    curve = {"steps": trainer.state.global_step, "resumed": resume, "losses": losses,
+             "processes": trainer.args.world_size, "seconds": round(time.perf_counter() - started, 1)}
+    if evaluating:
+        best = trainer.state.best_model_checkpoint
+        curve["eval_losses"] = [{"step": row["step"], "loss": row["eval_loss"]} for row in history
+                                if "eval_loss" in row]
+        curve["kept_step"] = int(Path(best).name.removeprefix("checkpoint-")) if best else curve["steps"]
+    return curve
+
+
+def _set_dropout(model, rate: float) -> None:
+    """Set every dropout layer of ``model`` (and its config) to ``rate``."""
+    import torch
+
+    model.config.dropout_rate = rate
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = rate
 
 
 @dataclass(frozen=True)

@@ -444,7 +444,8 @@ def _add_pass_options(parser: argparse.ArgumentParser) -> None:
             default = f.default if f.default is not MISSING else f.default_factory()
             many = isinstance(default, tuple)
             shown = " ".join(str(v) for v in default) if many else default
-            kind = Path if many or default is None else type(default)  # a None default: an optional file
+            # A None default is an optional file unless the field names its type
+            kind = f.metadata.get("type") or (Path if many or default is None else type(default))
             parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
                                 nargs="+" if many else None, type=kind,
                                 help=f"{name}: {f.metadata.get('help', '')} (default: {shown})")

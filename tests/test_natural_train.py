@@ -169,5 +169,7 @@ def test_a_tiny_run_writes_a_loadable_checkpoint_and_a_report_of_every_language(
         assert row["n"] == TINY.eval_per_language
         assert {"chrf", "exact_match"} <= set(row["model"]) and {"chrf", "exact_match"} <= set(row["baseline"])
     assert report["training"]["pretrain"]["steps"] == report["training"]["finetune"]["steps"] == 5
+    assert [row["step"] for row in report["training"]["finetune"]["eval_losses"]] == [5]  # dev.tsv's loss
+    assert report["training"]["finetune"]["kept_step"] == 5
     assert "| ja |" in (output / "README.md").read_text(encoding="utf-8")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["natural"]  # no staging or training left

@@ -194,3 +194,57 @@ def test_data_parallel_runs_measure_quality_after_the_last_pass_only(tiny_mt5, p
                        "--importance-pairs", "8", processes=2, quality=pairs)
     assert report["quality"]["before"] is None and report["passes"][0]["quality_after"] is None
     assert report["passes"][1]["quality_after"]["n"] == len(pairs.read_text(encoding="utf-8").splitlines())
+
+
+def _held_out_loss(model, spiece: bytes, path: Path) -> float:
+    from mt5lite.compression.training import PairDataset, collate
+    from mt5lite.data import read_task_pairs
+    from mt5lite.runtimes.tokenizer import Tokenizer
+
+    dataset = PairDataset(read_task_pairs(path), Tokenizer.from_bytes(spiece))
+    with torch.no_grad():
+        return model(**collate([dataset[i] for i in range(len(dataset))])).loss.item()
+
+
+def test_held_out_pairs_keep_the_checkpoint_with_their_lowest_loss(demo_model, pairs, tmp_path):
+    """With ``eval_data`` the held-out loss is measured at every checkpoint and the model ends as the checkpoint
+    where it was lowest, not as the last step left it: the trained demo model, trained on wrong targets (each
+    pair's target rotated to the next pair), gets worse on the right ones with every step."""
+    from mt5lite.checkpoint import load_model
+    from mt5lite.compression.training import TrainingOptions, train, training_directory
+    from mt5lite.data import TaskPair, read_task_pairs
+
+    right = read_task_pairs(pairs)
+    wrong = [TaskPair(p.lang, p.source, q.target) for p, q in zip(right, right[1:] + right[:1], strict=True)]
+    held_out = tmp_path / "held_out.tsv"
+    held_out.write_text("".join(pairs.read_text(encoding="utf-8").splitlines(keepends=True)[:8]), encoding="utf-8")
+    model, spiece = load_model(demo_model), (demo_model / "spiece.model").read_bytes()
+    options = TrainingOptions(train_data=pairs, max_steps=12, batch_size=8, learning_rate=2e-4, save_steps=3,
+                              eval_data=held_out)
+    with training_directory(tmp_path / "training"):
+        curve = train(model, spiece, wrong, options, "finetune")
+    losses = {row["step"]: row["loss"] for row in curve["eval_losses"]}
+    assert sorted(losses) == [3, 6, 9, 12]
+    assert curve["kept_step"] == min(losses, key=losses.get) and curve["kept_step"] != 12
+    assert losses[12] > 1.2 * losses[curve["kept_step"]]  # the choice matters
+    assert _held_out_loss(model, spiece, held_out) == pytest.approx(losses[curve["kept_step"]], rel=1e-4)
+
+
+def test_dropout_applies_while_training_only(tiny_mt5, pairs, tmp_path):
+    """``dropout`` sets every dropout layer's rate while training; the model keeps its own rate afterwards."""
+    from mt5lite.checkpoint import load_model
+    from mt5lite.compression.training import TrainingOptions, train, training_directory
+    from mt5lite.data import read_task_pairs
+
+    curves = {}
+    for rate in (None, 0.0, 0.3):
+        model = load_model(tiny_mt5)
+        before = model.config.dropout_rate
+        options = TrainingOptions(train_data=pairs, max_steps=4, batch_size=8, save_steps=100, dropout=rate)
+        with training_directory(tmp_path / f"training-{rate}"):
+            curves[rate] = [row["loss"] for row in train(model, (tiny_mt5 / "spiece.model").read_bytes(),
+                                                         read_task_pairs(pairs), options, "finetune")["losses"]]
+        assert model.config.dropout_rate == before
+        assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {before}
+    assert curves[None] == curves[0.0]  # the checkpoint's own rate by default (the tiny model's is 0)
+    assert curves[0.3] != curves[0.0]

@@ -75,7 +75,9 @@ sentencepiece pieces (unigram, byte fallback, split digits, identity normalisati
   average, as in mT5) on `monolingual.tsv`: CLDR name lists, dates and LLM-written prose
   ({pretrain["examples"]:,} examples); {pretrain["seconds"]:.0f} s.
 - **Fine-tuning**: {finetune["steps"]} steps of batch {finetune["batch_size"]} (learning rate
-  {finetune["learning_rate"]}) on the {finetune["examples"]:,} pairs of `train.tsv`; {finetune["seconds"]:.0f} s.
+  {finetune["learning_rate"]}, dropout {finetune["dropout"]}) on the {finetune["examples"]:,} pairs of `train.tsv`;
+  {finetune["seconds"]:.0f} s. The checkpoint kept is step {finetune["kept_step"]}'s, the one with the lowest loss
+  on `dev.tsv` (measured every {training["save_steps"]} steps).
 
 Seed {training["seed"]}, {training["threads"]} CPU threads. No held-out or dev target is in the training pairs or the
 monolingual text (`data/README.md`).

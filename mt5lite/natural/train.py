@@ -4,7 +4,8 @@
 
 Steps: train the tokenizer on the monolingual text and the training pairs (never dev or held-out) -> build the model
 (the demo's builder: mT5's quirks, ``lm_head`` scaled) -> pre-train on span corruption of ``monolingual.tsv`` ->
-fine-tune on ``train.tsv`` (both through ``compression.training.train``, whose checkpoints go to
+fine-tune on ``train.tsv`` with dropout 0.1, keeping the checkpoint with the lowest loss on ``dev.tsv`` (both
+through ``compression.training.train``, whose checkpoints go to
 ``<output>.training/`` beside the output, so a killed run resumes) -> greedy exact match and chrF per language on
 ``heldout.tsv``, against copying the English name -> checkpoint, ``eval_report.json`` and model card, staged beside
 the output and renamed into place once complete. Everything is seeded (``NaturalConfig``).
@@ -40,6 +41,7 @@ from mt5lite.verification.evaluation import score
 #: The corpus files each step reads (``mt5lite.natural.corpus``).
 MONOLINGUAL = NATURAL_DIR / "monolingual.tsv"
 TRAIN_PAIRS = NATURAL_DIR / "train.tsv"
+DEV_PAIRS = NATURAL_DIR / "dev.tsv"
 HELDOUT_PAIRS = NATURAL_DIR / "heldout.tsv"
 #: The report written beside the checkpoint (with its Markdown twin, ``eval_report.md``).
 REPORT_NAME = "eval_report.json"
@@ -53,18 +55,21 @@ def tokenizer_texts(config: NaturalConfig, sentences: list[Sentence], pairs: lis
     return texts[: config.tokenizer_texts]
 
 
-def stage_options(stage: Stage, data: Path, config: NaturalConfig) -> TrainingOptions:
-    """``compression.training.train``'s options for ``stage`` (``data``: the file its examples come from),
-    checked when made, so a bad value fails before anything is trained."""
+def stage_options(stage: Stage, data: Path, config: NaturalConfig, eval_data: Path | None = None) -> TrainingOptions:
+    """``compression.training.train``'s options for ``stage`` (``data``: the file its examples come from;
+    ``eval_data``: held-out pairs whose lowest loss picks the checkpoint kept), checked when made, so a bad value
+    fails before anything is trained."""
     return TrainingOptions(train_data=data, max_steps=stage.steps, batch_size=stage.batch_size,
-                           learning_rate=stage.learning_rate, save_steps=config.save_steps, train_seed=config.seed)
+                           learning_rate=stage.learning_rate, save_steps=config.save_steps, train_seed=config.seed,
+                           eval_data=eval_data, dropout=stage.dropout)
 
 
 def run_stage(model, spiece: bytes, pairs: list[TaskPair], options: TrainingOptions, name: str) -> dict:
-    """Train ``model`` in place on ``pairs``; returns the batch size, learning rate, loss curve, steps, seconds and
-    number of examples."""
+    """Train ``model`` in place on ``pairs``; returns the batch size, learning rate, dropout, loss curve (and held-out
+    losses with the step kept, where ``options`` has ``eval_data``), steps, seconds and number of examples."""
     curve = train(model, spiece, pairs, options, name)
-    return {"batch_size": options.batch_size, "learning_rate": options.learning_rate, **curve, "examples": len(pairs)}
+    return {"batch_size": options.batch_size, "learning_rate": options.learning_rate, "dropout": options.dropout,
+            **curve, "examples": len(pairs)}
 
 
 def pretraining_examples(sentences: list[Sentence], spiece: bytes, options: TrainingOptions,
@@ -129,7 +134,7 @@ def train_natural(config: NaturalConfig, output_dir: str | Path, progress: bool 
     exists without ``force``). Returns the report."""
     output = Path(output_dir)
     options = {"pretrain": stage_options(config.pretrain, MONOLINGUAL, config),
-               "finetune": stage_options(config.finetune, TRAIN_PAIRS, config)}
+               "finetune": stage_options(config.finetune, TRAIN_PAIRS, config, DEV_PAIRS)}
     with staged_directory(output, force) as staging, \
             training_directory(output.parent / f"{output.name}.training"):
         model, spiece, stages = train_model(config, options, staging)
