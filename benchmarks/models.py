@@ -55,27 +55,27 @@ def training_file(path: Path) -> Path:
     return path
 
 
-def lite_stages(work: Path, train: Path, steps: int, pairs) -> dict[str, Path]:
-    """The "lite" recipe's checkpoint after each stage, by stage (``teacher``: the demo model, then ``trimmed``,
-    ``pruned``, ``distilled``, ``student``), each a ``compress`` run under ``work`` trained on ``train`` for
-    ``steps`` distillation steps (fine-tuning: half) and scored on ``pairs``; reused when already there."""
+def lite_stages(work: Path, train: Path, steps: int, pairs, teacher: Path = DEMO_MODEL) -> dict[str, Path]:
+    """The "lite" recipe's checkpoint after each stage, by stage (``teacher``: the demo model by default, then
+    ``trimmed``, ``pruned``, ``distilled``, ``student``), each a ``compress`` run under ``work`` trained on ``train``
+    for ``steps`` distillation steps (fine-tuning: half) and scored on ``pairs``; reused when already there."""
     from mt5lite.compression.compress import compress
     from mt5lite.compression.prune import DropLayersConfig, PruneFfnConfig
     from mt5lite.compression.training import DistillConfig, FinetuneConfig
     from mt5lite.compression.trim_vocab import TrimVocabConfig
 
-    paths = {"teacher": DEMO_MODEL}
+    paths = {"teacher": teacher}
     training = {"max_steps": steps, "batch_size": 32, "learning_rate": 1e-3, "save_steps": 500, "train_data": train}
     plan = [
         ("trimmed", {"trim-vocab": TrimVocabConfig(corpus=(train,))}),
         ("pruned", {"drop-layers": DropLayersConfig(encoder_layers_keep=0.5, decoder_layers_keep=0.5,
                                                     importance_data=train, importance_pairs=400),
                     "prune-ffn": PruneFfnConfig(ffn_keep=0.5, importance_data=train, importance_pairs=400)}),
-        ("distilled", {"distill": DistillConfig(teacher=DEMO_MODEL, **training)}),
+        ("distilled", {"distill": DistillConfig(teacher=teacher, **training)}),
         # Fine-tuning is gentle: at the distillation's learning rate it traded German for nothing (measured).
         ("student", {"finetune": FinetuneConfig(**{**training, "max_steps": steps // 2, "learning_rate": 2e-4})}),
     ]
-    source = DEMO_MODEL
+    source = teacher
     for name, configs in plan:
         paths[name] = work / name
         if not (paths[name] / "compress_report.json").is_file():

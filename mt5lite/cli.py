@@ -19,6 +19,8 @@ from mt5lite.quiet import quiet_third_party_logs
 
 EXIT_USAGE = 2
 EXIT_GATE = 1  # the command ran, but its result misses the quality gate
+#: ``generate`` warns when at least this share of the input's characters fall back to bytes (no piece covers them)
+BYTE_FALLBACK_WARNING = 0.1
 #: The extra that brings each optional top-level module (pyproject.toml); a command that needs a missing one says
 #: which extra to install instead of failing with a traceback.
 EXTRA_OF_MODULE = {
@@ -93,6 +95,16 @@ def _read_bytes(path: Path) -> bytes:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
 
 
+def byte_fallback_warning(in_bytes: int, characters: int) -> str | None:
+    """What ``generate`` warns when ``in_bytes`` of the input's ``characters`` are in no piece of the vocabulary
+    (``Tokenizer.byte_fallback``), or None below ``BYTE_FALLBACK_WARNING``."""
+    if not characters or in_bytes / characters < BYTE_FALLBACK_WARNING:
+        return None
+    return (f"{in_bytes} of {characters} input characters ({in_bytes / characters:.0%}) are in no piece of the "
+            "vocabulary and are spelled in byte-fallback pieces: the model saw little such text (was its vocabulary "
+            "trimmed to other languages?), so expect weaker outputs")
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     """Generate text for each input: with ONNX Runtime when --model is an export directory (it has a
     manifest.json), with the PyTorch reference when it is a Hugging Face checkpoint."""
@@ -103,6 +115,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     options = _decoding_options(args)
     overflow = Overflow.TRUNCATE if args.truncate else Overflow.ERROR
     generator = open_generator(args.model, args.allow_pickle, args.threads, args.max_source_length)
+    warning = byte_fallback_warning(*generator.tokenizer.byte_fallback(texts))
+    if warning:
+        warnings.warn(warning, stacklevel=1)
     for output in generator.generate(texts, options, overflow):
         print(output)
     return 0

@@ -116,6 +116,14 @@ def test_generate_with_the_default_model():
     result = run_cli("generate", "words es: 21", "number ja: 三百")
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.decode("utf-8").splitlines() == ["veintiuno", "300"]
+    assert not result.stderr.strip()
+    # Text no piece covers (Georgian is in none of the demo's languages) falls back to bytes, and says how much
+    result = run_cli("generate", "words ka: საქართველო")
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 1, result.stderr.decode()
+    assert result.stderr.decode().splitlines() == [
+        "mt5lite generate: warning: 10 of 18 input characters (56%) are in no piece of the vocabulary and are "
+        "spelled in byte-fallback pieces: the model saw little such text (was its vocabulary trimmed to other "
+        "languages?), so expect weaker outputs"]
 
 
 def test_evaluate_writes_json_and_markdown(tmp_path):

@@ -25,6 +25,15 @@ def test_round_trip_in_every_data_language(tokenizer, lang):
         assert tokenizer.decode(ids) == sentence.text
 
 
+def test_byte_fallback_counts_the_characters_no_piece_covers(tokenizer):
+    """Georgian is in none of the demo's languages: each of its letters is spelled in three byte pieces and counts
+    once; the digits and Latin letters are pieces; whitespace is not counted."""
+    assert tokenizer.byte_fallback(["words ka: 21"]) == (0, 10)
+    assert tokenizer.byte_fallback(["words ka: საქართველო", "  7 "]) == (10, 19)
+    georgian = tokenizer._sp.encode("ს")
+    assert sum(tokenizer._sp.is_byte(i) for i in georgian) == 3
+
+
 def test_task_inputs_split_digits(tokenizer):
     ids = tokenizer.encode("words fr: 1234")
     pieces = [tokenizer._sp.id_to_piece(i) for i in ids[:-1]]

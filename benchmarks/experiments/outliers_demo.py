@@ -156,25 +156,30 @@ def shape_markdown(report: dict) -> str:
     ])
 
 
-def build(recipe: str, model: Path, onnx_dir: Path, out: Path, rtol: float | None = None) -> Path:
+def build(recipe: str, model: Path, onnx_dir: Path, out: Path, rtol: float | None = None,
+          calibration: Path | None = None) -> Path:
     """The recipe's export of ``onnx_dir`` (ExecuTorch: of ``model``, its fp32 program validated with ``rtol``) at
-    ``out`` (``run`` rebuilds every time, the code being what is measured; ``run_shape`` reuses what is built)."""
+    ``out``, calibrated on ``calibration`` (default: the project's multilingual sentences) (``run`` rebuilds every
+    time, the code being what is measured; ``run_shape`` reuses what is built)."""
+    from mt5lite.exporters.quantize.calibration import CalibrationDraw
     from mt5lite.exporters.quantize.recipes import QuantizeConfig, quantize_export
     from mt5lite.exporters.tflite.export import TfliteOptions, export_tflite
 
+    draw = CalibrationDraw() if calibration is None else CalibrationDraw(file=calibration)
     if recipe == "executorch-int8":  # compared with the fp32 ONNX export: the fp32 program computes the same ids
         from mt5lite.exporters.executorch.export import ExecutorchExportConfig, export_executorch
 
         config = ExecutorchExportConfig(quantize="int8")
         export_executorch(model, out, config if rtol is None else replace(config, rtol=rtol), force=True,
-                          gate=False)
+                          calibration=draw, gate=False)
     elif recipe == "tflite-int8":
-        export_tflite(onnx_dir, out, quantize="int8", force=True, options=TfliteOptions(validate_samples=2), gate=False)
-    elif recipe.endswith("(no outlier step)"):
-        config = replace(QuantizeConfig(recipe=recipe.split()[0]), smooth=False, keep_wide=False)
-        quantize_export(onnx_dir, out, config, force=True, gate=False)
+        export_tflite(onnx_dir, out, quantize="int8", force=True, options=TfliteOptions(validate_samples=2),
+                      calibration=draw, gate=False)
     else:
-        quantize_export(onnx_dir, out, QuantizeConfig(recipe=recipe), force=True, gate=False)
+        config = QuantizeConfig(recipe=recipe.split()[0], calibration=draw.file)
+        if recipe.endswith("(no outlier step)"):
+            config = replace(config, smooth=False, keep_wide=False)
+        quantize_export(onnx_dir, out, config, force=True, gate=False)
     return out
 
 

@@ -1,0 +1,328 @@
+"""Every stage of mT5 Lite on the natural model (issue 29): a model that learned natural text in 64 languages.
+
+    python -m benchmarks.experiments.natural_demo [--model build/natural] [--sections ...] [--threads 2]
+
+Sections (``SECTIONS``; each writes its part of one JSON and Markdown report, rewritten after each section):
+
+- ``parity``: the fp32 static ONNX export against PyTorch (the exporter's own validation) and the fp32 TFLite
+  export against the ONNX export (its validation, then greedy agreement on every held-out pair).
+- ``int8``: every int8 recipe (static, dynamic and weight-int8 ONNX, full-int8 TFLite, ExecuTorch int8), each
+  calibrated on the natural training inputs and compared with the fp32 ONNX export on the 2,560 held-out pairs:
+  greedy agreement, exact match and chrF overall and per language, the quality gate.
+- ``trim``: ``trim-vocab`` to 5 and to 20 of the languages (the corpus: their training pairs and monolingual
+  text), each exported (fp32 ONNX) and decoded beside the untrimmed export: outputs identical in the kept languages,
+  exact match and chrF in the dropped ones, how much of their text falls back to bytes and the warning
+  ``mt5lite generate`` prints, size and ms/token side by side.
+- ``scripts``: the share of greedy-identical outputs of static int8 and full-int8 TFLite against fp32, per script,
+  on the held-out pairs and on the project's held-out natural sentences (``data/sentences/heldout.tsv``).
+- ``outliers``: the activation statistics the outlier step measures (per node group, the worst channel's range
+  over the median channel's) on the natural model and on the demo model.
+- ``student``: the lite recipe (trim, drop layers + prune FFN, distil, fine-tune) with the natural model as the
+  teacher; chrF and exact match per language of teacher and student (PyTorch, greedy).
+
+Never a pass/fail on timing; the gate's verdicts are reported, not enforced. Builds go to ``--work``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+from benchmarks.experiments.outliers_demo import build
+from benchmarks.experiments.outliers_demo import row as recipe_row
+from benchmarks.timing import side_by_side
+from mt5lite.data import HELDOUT_SENTENCES, read_sentences, read_task_pairs
+from mt5lite.natural.corpus import LANGUAGES, NATURAL_DIR
+from mt5lite.paths import BUILD_DIR, DEMO_MODEL, NATURAL_MODEL
+from mt5lite.reports import markdown_table, write_report
+
+HELDOUT = NATURAL_DIR / "heldout.tsv"
+TRAIN = NATURAL_DIR / "train.tsv"
+MONOLINGUAL = NATURAL_DIR / "monolingual.tsv"
+#: The int8 recipes measured (``outliers_demo.build`` builds each).
+INT8_RECIPES = ("static-int8", "dynamic-int8", "weight-int8", "tflite-int8", "executorch-int8")
+#: The languages each trimmed model keeps: 5 in five scripts, and 20 in nine.
+TRIM_LANGUAGES = {
+    "trim-5": ("de", "ru", "ar", "hi", "ja"),
+    "trim-20": ("de", "fr", "es", "pt", "it", "nl", "pl", "tr", "vi", "id", "ru", "uk", "ar", "fa", "hi", "bn",
+                "ja", "zh", "ko", "th"),
+}
+#: Scripts of the held-out natural sentences' tags outside the natural corpus's languages.
+SENTENCE_SCRIPTS = {"en": "Latn", "mul": "mixed"}
+
+
+def decode(export: Path, texts: list[str], threads: int) -> list[list[int]]:
+    """Greedy ids of ``texts`` from ``export`` (the project's batched decoding loop)."""
+    from mt5lite.runtimes.generators import open_export
+    from mt5lite.runtimes.options import DecodingOptions
+    from mt5lite.verification.evaluation import generate_in_batches
+
+    generator = open_export(export, threads=threads)
+    options = DecodingOptions(max_new_tokens=min(32, generator.backend.max_target_length))
+    return generate_in_batches(lambda batch: generator.generate_ids(batch, options), texts, 32)
+
+
+def fp32_onnx(model: Path, work: Path) -> Path:
+    """The fp32 static-shape ONNX export of ``model`` (validated against PyTorch; reused when built)."""
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
+
+    out = work / "onnx"
+    if not (out / "manifest.json").is_file():
+        export_onnx(model, out, OnnxExportConfig(static_shapes=True), force=True)
+    return out
+
+
+def parity(context: dict) -> dict:
+    """fp32 ONNX against PyTorch and fp32 TFLite against ONNX: the exporters' validations, and greedy agreement of
+    TFLite with ONNX on the held-out pairs."""
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
+    from mt5lite.exporters.tflite.export import export_tflite
+    from mt5lite.verification.parity import agreement
+
+    work, pairs = context["work"], context["pairs"]
+    onnx = export_onnx(context["model"], work / "onnx", OnnxExportConfig(static_shapes=True), force=True)
+    tflite = export_tflite(work / "onnx", work / "tflite-fp32", "fp32", force=True)
+    texts = [p.source for p in pairs]
+    greedy, tokens = agreement(decode(work / "onnx", texts, context["threads"]),
+                               decode(work / "tflite-fp32", texts, context["threads"]))
+    return {"onnx_vs_pytorch": _validation(onnx.validation), "tflite_vs_onnx": _validation(tflite.validation),
+            "tflite_greedy_agreement": greedy, "tflite_token_agreement": tokens, "n": len(pairs)}
+
+
+def _validation(validation) -> dict:
+    return {"samples": validation.samples, "languages": len(validation.languages),
+            "max_abs_diff": {row["output"]: row["max_abs_diff"] for row in validation.rows},
+            "tolerance": {row["output"]: row["tolerance"] for row in validation.rows}}
+
+
+def int8(context: dict) -> dict:
+    """Every int8 recipe against the fp32 ONNX export on the held-out pairs (calibrated on training inputs)."""
+    from mt5lite.verification.comparison import compare_exports
+
+    work, onnx = context["work"], fp32_onnx(context["model"], context["work"])
+    rows = []
+    for recipe in INT8_RECIPES:
+        out = build(recipe, context["model"], onnx, work / recipe, calibration=TRAIN)
+        report = compare_exports(onnx, out, context["pairs"], threads=context["threads"], speed_samples=24)
+        rows.append(recipe_row("natural", recipe, report) | {"chrf": report["chrf"],
+                                                             "chrf_reference": report["chrf_reference"]})
+        print(f"int8 {recipe:16s} agreement {rows[-1]['greedy_agreement']:.3f} "
+              f"gate {'passed' if not rows[-1]['gate_failures'] else 'FAILED'}", flush=True)
+    return {"calibration": str(TRAIN), "n": len(context["pairs"]), "rows": rows}
+
+
+def trim_corpus(languages: tuple[str, ...], path: Path) -> Path:
+    """A trim-vocab corpus of ``languages``: their training pairs and monolingual lines (never held-out text)."""
+    lines = [line for source in (TRAIN, MONOLINGUAL) for line in source.read_text(encoding="utf-8").splitlines()
+             if line.split("\t", 1)[0] in languages]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def trimmed(model: Path, languages: tuple[str, ...], work: Path) -> Path:
+    """``model`` trimmed to the pieces ``languages`` use (a ``compress`` run; reused when built)."""
+    from mt5lite.compression.compress import compress
+    from mt5lite.compression.trim_vocab import TrimVocabConfig
+
+    if not (work / "model" / "compress_report.json").is_file():
+        configs = {"trim-vocab": TrimVocabConfig(corpus=(trim_corpus(languages, work / "corpus.tsv"),))}
+        compress(model, work / "model", ["trim-vocab"], configs, pairs=None, force=True)
+    return work / "model"
+
+
+def trim(context: dict) -> dict:
+    """Trimmed to 5 and to 20 languages: kept languages identical, dropped ones measured, with their byte fallback,
+    the warning, and size and speed side by side with the untrimmed export."""
+    from mt5lite.cli import byte_fallback_warning
+    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
+    from mt5lite.runtimes.generators import open_export
+    from mt5lite.runtimes.tokenizer import Tokenizer
+    from mt5lite.verification.comparison import directory_bytes
+    from mt5lite.verification.evaluation import score
+
+    work, pairs, threads = context["work"], context["pairs"], context["threads"]
+    texts = [p.source for p in pairs]
+    onnx = fp32_onnx(context["model"], work)
+    full = Tokenizer(onnx / "spiece.model")
+    untrimmed = [full.decode(ids) for ids in decode(onnx, texts, threads)]
+    results = {}
+    for name, languages in TRIM_LANGUAGES.items():
+        checkpoint = trimmed(context["model"], languages, work / name)
+        export = work / name / "onnx"
+        export_onnx(checkpoint, export, OnnxExportConfig(static_shapes=True), force=True)
+        tokenizer = Tokenizer(export / "spiece.model")
+        outputs = [tokenizer.decode(ids) for ids in decode(export, texts, threads)]
+        ours, before = score(outputs, pairs), score(untrimmed, pairs)
+        per_language = {}
+        for lang in ours["per_language"]:
+            rows = [i for i, p in enumerate(pairs) if p.lang == lang]
+            sources = [pairs[i].source for i in rows]
+            in_bytes, characters = tokenizer.byte_fallback(sources)
+            per_language[lang] = {
+                "kept": lang in languages, "identical": sum(outputs[i] == untrimmed[i] for i in rows) / len(rows),
+                "exact_match": ours["per_language"][lang]["exact_match"],
+                "exact_match_untrimmed": before["per_language"][lang]["exact_match"],
+                "chrf": ours["per_language"][lang]["chrf"], "chrf_untrimmed": before["per_language"][lang]["chrf"],
+                "byte_fallback": in_bytes / characters,
+                "byte_fallback_untrimmed": full.byte_fallback(sources)[0] / characters,
+                "warning": byte_fallback_warning(in_bytes, characters)}
+        generators = {"untrimmed": open_export(onnx, threads=threads), name: open_export(export, threads=threads)}
+        kept_texts = [p.source for p in pairs if p.lang in languages][:24]
+        speed = side_by_side(generators, kept_texts, 16)
+        results[name] = {"languages": list(languages), "pieces": tokenizer.piece_count,
+                         "pieces_untrimmed": full.piece_count, "size_bytes": directory_bytes(export),
+                         "size_bytes_untrimmed": directory_bytes(onnx), "ms_per_token": speed[name],
+                         "ms_per_token_untrimmed": speed["untrimmed"], "per_language": per_language}
+        kept = [row for row in per_language.values() if row["kept"]]
+        print(f"{name}: {tokenizer.piece_count} pieces, kept languages identical "
+              f"{min(row['identical'] for row in kept):.3f} (lowest)", flush=True)
+    return results
+
+
+def scripts(context: dict) -> dict:
+    """Greedy-identical share of static int8 and full-int8 TFLite against fp32, per script, on the held-out pairs
+    and the held-out natural sentences."""
+    work, threads = context["work"], context["threads"]
+    onnx = fp32_onnx(context["model"], work)
+    exports = {recipe: work / recipe for recipe in ("static-int8", "tflite-int8")}
+    for recipe, out in exports.items():
+        if not (out / "manifest.json").is_file():
+            build(recipe, context["model"], onnx, out, calibration=TRAIN)
+    sentences = read_sentences(HELDOUT_SENTENCES)
+    sets = {"heldout_pairs": [(LANGUAGES[p.lang], p.source) for p in context["pairs"]],
+            "heldout_sentences": [(LANGUAGES.get(s.lang) or SENTENCE_SCRIPTS[s.lang], s.text) for s in sentences]}
+    result = {}
+    for name, rows in sets.items():
+        texts = [text for _, text in rows]
+        reference = decode(onnx, texts, threads)
+        candidates = {recipe: decode(out, texts, threads) for recipe, out in exports.items()}
+        by_script = defaultdict(list)
+        for index, (script, _) in enumerate(rows):
+            by_script[script].append(index)
+        result[name] = {script: {"n": len(indices), **{
+            recipe: sum(ids[i] == reference[i] for i in indices) / len(indices) for recipe, ids in candidates.items()}}
+            for script, indices in sorted(by_script.items())}
+    return result
+
+
+def outliers(context: dict) -> dict:
+    """Per node group, the worst channel's range over the median channel's, as static int8's outlier step measured
+    it, on the natural model and on the demo model (each calibrated on its own training inputs)."""
+    from mt5lite.data import DEV_TASK
+    from mt5lite.manifest import load_manifest
+
+    work = context["work"]
+    built = {"natural": (context["model"], fp32_onnx(context["model"], work), TRAIN, work / "static-int8"),
+             "demo": (DEMO_MODEL, fp32_onnx(DEMO_MODEL, work / "demo"), DEV_TASK, work / "demo" / "static-int8")}
+    result = {}
+    for name, (model, onnx, calibration, out) in built.items():
+        if not (out / "manifest.json").is_file():
+            build("static-int8", model, onnx, out, calibration=calibration)
+        groups = load_manifest(out, verify_hashes=False).quantization.outliers["groups"]
+        result[name] = {group: {"worst_ratio": row["worst_ratio"], "worst_node": row["worst_node"],
+                                "smoothed": row["smoothed"], "products": row["products"]}
+                        for group, row in groups.items()}
+    return result
+
+
+def student(context: dict) -> dict:
+    """The lite recipe with the natural model as teacher: chrF and exact match per language, teacher and student."""
+    import json
+
+    from benchmarks.models import lite_stages
+
+    paths = lite_stages(context["work"] / "lite", TRAIN, context["student_steps"], context["pairs"],
+                        teacher=context["model"])
+    reports = {stage: json.loads((paths[stage] / "compress_report.json").read_text(encoding="utf-8"))
+               for stage in ("trimmed", "student")}
+    teacher = reports["trimmed"]["quality"]["before"]  # the first stage's input is the teacher
+    after = reports["student"]["passes"][-1]["quality_after"]
+    return {"steps": context["student_steps"], "teacher": teacher, "student": after,
+            "parameters": (reports["trimmed"]["passes"][0]["parameters"][0],
+                           reports["student"]["passes"][-1]["parameters"][1]),
+            "gaps": {lang: teacher["per_language"][lang]["chrf"] - row["chrf"]
+                     for lang, row in after["per_language"].items()}}
+
+
+#: Each section: what it measures (its function), in the report's order.
+SECTIONS = {"parity": parity, "int8": int8, "trim": trim, "scripts": scripts, "outliers": outliers,
+            "student": student}
+
+
+def markdown(report: dict) -> str:
+    """The Markdown twin of the report (the sections that ran)."""
+    parts = ["# Every stage on the natural model", f"Model `{report['model']}`; {report['threads']} threads."]
+    if "parity" in report:
+        found = report["parity"]
+        parts += ["## fp32 parity", markdown_table(["stage", "max |diff| per output (tolerance)"], [
+            [stage, ", ".join(f"{name} {value:.2e} ({found[stage]['tolerance'][name]:.1e})"
+                              for name, value in found[stage]["max_abs_diff"].items())]
+            for stage in ("onnx_vs_pytorch", "tflite_vs_onnx")]),
+            f"TFLite fp32 against ONNX fp32: greedy agreement {found['tflite_greedy_agreement']:.3f} on "
+            f"{found['n']} held-out pairs."]
+    if "int8" in report:
+        parts += ["## int8 recipes against fp32", markdown_table(
+            ["recipe", "greedy agreement", "exact match (fp32)", "chrF (fp32)", "worst language (points)", "gate",
+             "MB"],
+            [[r["recipe"], f"{r['greedy_agreement']:.3f}", f"{r['exact_match']:.3f} ({r['exact_match_reference']:.3f})",
+              f"{r['chrf']:.1f} ({r['chrf_reference']:.1f})",
+              f"{r['worst_language']} {-r['worst_language_drop'] * 100:+.1f}",
+              "passes" if not r["gate_failures"] else "; ".join(r["gate_failures"]), f"{r['size_bytes'] / 1e6:.2f}"]
+             for r in report["int8"]["rows"]])]
+    for name, found in report.get("trim", {}).items():
+        rows = [[lang, "kept" if row["kept"] else "dropped", f"{row['identical']:.3f}",
+                 f"{row['chrf']:.1f} ({row['chrf_untrimmed']:.1f})",
+                 f"{row['byte_fallback']:.0%} ({row['byte_fallback_untrimmed']:.0%})", "yes" if row["warning"] else "-"]
+                for lang, row in found["per_language"].items()]
+        parts += [f"## {name}: {', '.join(found['languages'])}",
+                  f"{found['pieces']:,} pieces of {found['pieces_untrimmed']:,}; fp32 ONNX "
+                  f"{found['size_bytes'] / 1e6:.1f} MB against {found['size_bytes_untrimmed'] / 1e6:.1f} MB; "
+                  f"{found['ms_per_token']:.2f} ms/token against {found['ms_per_token_untrimmed']:.2f} (side by side).",
+                  markdown_table(["language", "", "identical to untrimmed", "chrF (untrimmed)",
+                                  "input characters in bytes (untrimmed)", "warning"], rows)]
+    for name, found in report.get("scripts", {}).items():
+        parts += [f"## Greedy-identical to fp32 per script: {name.replace('_', ' ')}", markdown_table(
+            ["script", "n", "static int8", "TFLite int8"],
+            [[script, row["n"], f"{row['static-int8']:.3f}", f"{row['tflite-int8']:.3f}"]
+             for script, row in found.items()])]
+    if "outliers" in report:
+        groups = sorted({g for found in report["outliers"].values() for g in found})
+        parts += ["## Activation outliers (worst channel over median, per node group)", markdown_table(
+            ["group", *report["outliers"]], [[g, *(f"{found[g]['worst_ratio']:.1f}" if g in found else "-"
+                                                   for found in report["outliers"].values())] for g in groups])]
+    if "student" in report:
+        found = report["student"]
+        parts += [f"## Lite student ({found['parameters'][0]:,} -> {found['parameters'][1]:,} parameters)",
+                  markdown_table(["language", "teacher chrF", "student chrF", "gap"],
+                                 [[lang, f"{found['teacher']['per_language'][lang]['chrf']:.1f}",
+                                   f"{row['chrf']:.1f}", f"{found['gaps'][lang]:+.1f}"]
+                                  for lang, row in found["student"]["per_language"].items()])]
+    return "\n\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen sections and write the report."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=NATURAL_MODEL)
+    parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--student-steps", type=int, default=2500, help="distillation steps (fine-tuning: half)")
+    parser.add_argument("--work", type=Path, default=BUILD_DIR / "natural-demo")
+    parser.add_argument("--output", type=Path, default=BUILD_DIR / "reports" / "natural-demo.json")
+    args = parser.parse_args(argv)
+    if not (args.model / "config.json").is_file():
+        parser.exit(2, f"{parser.prog}: error: {args.model}: no natural model there; run make natural-model\n")
+    context = {"model": args.model, "work": args.work, "threads": args.threads, "student_steps": args.student_steps,
+               "pairs": read_task_pairs(HELDOUT)}
+    report = {"model": str(args.model), "threads": args.threads}
+    for name in args.sections:
+        report[name] = SECTIONS[name](context)
+        written = write_report(report, args.output, markdown(report))
+    print("report:", *written)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
