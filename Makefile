@@ -12,7 +12,7 @@ export USE_TF := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: help install jvm-toolchain test test-quick test-slow test-faults test-lean test-wheel test-pi docs test-docs results lint export-tflite sensitivity bench-quantization \
-	evaluate demo-model natural-model outliers-demo outliers-mt5-small mt5-small-fixture parity-mt5-small tflite-mt5-small conversion-memory trim-mt5-small executorch-mt5-small lite-demo families-demo importance-demo sparsity-demo bench android-assets clean
+	evaluate demo-model natural-model natural-demo outliers-demo outliers-mt5-small mt5-small-fixture parity-mt5-small tflite-mt5-small conversion-memory trim-mt5-small executorch-mt5-small lite-demo families-demo importance-demo sparsity-demo bench android-assets clean
 
 help:
 	@echo "make export-tflite   run the pipeline on MODEL (default: the bundled demo model) into $(BUILD)/"
@@ -26,8 +26,10 @@ help:
 	@echo "                     root): the three exports must print exactly what they print on x86"
 	@echo "make evaluate        score MODEL on the demo task's held-out set"
 	@echo "make demo-model      retrain the bundled demo model from scratch (about 20 minutes on 2 cores)"
-	@echo "make natural-model   train the natural model (span corruption, then CLDR names in 64 languages) from"
-	@echo "                     scratch into $(BUILD)/natural (about 75 minutes on 2 cores)"
+	@echo "make natural-model   retrain the natural model (span corruption, then CLDR names in 64 languages) from"
+	@echo "                     scratch into models/natural (about 75 minutes on 2 cores)"
+	@echo "make natural-demo    every stage on the natural model (parity, int8 per language, trimming, scripts, outliers,"
+	@echo "                     the lite student): $(BUILD)/reports/natural-demo.{json,md}"
 	@echo "make parity-mt5-small ONNX parity on a random model of google/mt5-small's shape"
 	@echo "make tflite-mt5-small TFLite fp32 + full int8 of that model: conversion, sizes, speed"
 	@echo "make conversion-memory  full-int8 TFLite conversion's peak memory against the checkpoint, mt5-small and"
@@ -158,7 +160,12 @@ demo-model: install
 	$(BIN)/mt5lite train-demo --output $(MODEL) --force
 
 natural-model: install
-	$(BIN)/mt5lite train-natural --output $(BUILD)/natural --force
+	$(BIN)/mt5lite train-natural --output models/natural --force
+
+# Every stage of the toolkit measured on the natural model (issue 29; about an hour on 2 cores, the student's
+# training included): one JSON and Markdown report.
+natural-demo: install
+	$(BIN)/python -m benchmarks.experiments.natural_demo --threads 2 --output $(BUILD)/reports/natural-demo.json
 
 mt5-small-fixture: install
 	$(BIN)/python -c "from tests.fixtures import mt5_small_random; print(mt5_small_random())"

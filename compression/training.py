@@ -76,8 +76,8 @@ class TrainingOptions(Checked):
     save_steps: int = field(default=50, metadata={"help": "steps between training checkpoints (for resuming)"})
     train_seed: int = field(default=0, metadata={"help": "seed of initialisation order and data shuffling"})
     eval_data: Path | None = field(default=None, metadata={
-        "help": "labelled pairs held out from training: their loss is measured every save_steps and the "
-                "checkpoint with the lowest one is kept (default: the last)"})
+        "help": "labelled pairs held out from training: their loss (distill: the distillation loss) is measured "
+                "every save_steps and the checkpoint with the lowest one is kept (default: the last)"})
     dropout: float | None = field(default=None, metadata={
         "help": "dropout rate while training (default: the checkpoint's dropout_rate)", "type": float})
 
@@ -95,6 +95,9 @@ class TrainingOptions(Checked):
             problems.append(f"learning_rate must be positive, got {self.learning_rate}")
         if self.eval_data is not None and not Path(self.eval_data).is_file():
             problems.append(f"{self.eval_data}: no such evaluation data file")
+        if self.eval_data is not None and self.save_steps >= 1 and self.max_steps % self.save_steps:
+            problems.append(f"with eval_data, max_steps ({self.max_steps}) must be a multiple of save_steps "
+                            f"({self.save_steps}), so that the last step is evaluated too")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         return problems
@@ -262,9 +265,11 @@ def train(model, tokenizer_bytes: bytes, pairs, options: TrainingOptions, name: 
     rate = model.config.dropout_rate
     _set_dropout(model, rate if options.dropout is None else options.dropout)
     model.train()
-    trainer.train(resume_from_checkpoint=True if resume else None)
-    model.eval()
-    _set_dropout(model, rate)  # the checkpoint keeps the dropout rate it came with
+    try:
+        trainer.train(resume_from_checkpoint=True if resume else None)
+    finally:
+        model.eval()
+        _set_dropout(model, rate)  # the checkpoint keeps the dropout rate it came with
     model.to("cpu")  # what comes next (quality, the next pass, saving) runs on the CPU
     if teacher is not None:
         teacher.model.to("cpu")
@@ -275,11 +280,15 @@ def train(model, tokenizer_bytes: bytes, pairs, options: TrainingOptions, name: 
     curve = {"steps": trainer.state.global_step, "resumed": resume, "losses": losses,
              "processes": trainer.args.world_size, "seconds": round(time.perf_counter() - started, 1)}
     if evaluating:
-        best = trainer.state.best_model_checkpoint
         curve["eval_losses"] = [{"step": row["step"], "loss": row["eval_loss"]} for row in history
                                 if "eval_loss" in row]
-        curve["kept_step"] = int(Path(best).name.removeprefix("checkpoint-")) if best else curve["steps"]
+        curve["kept_step"] = trainer.state.best_global_step
     return curve
+
+
+def _kept(curve: dict, options: TrainingOptions) -> str:
+    """The summary's note of the checkpoint kept, where held-out pairs chose it (else nothing)."""
+    return f"; kept step {curve['kept_step']}, the lowest loss on {options.eval_data}" if "kept_step" in curve else ""
 
 
 def _set_dropout(model, rate: float) -> None:
@@ -303,7 +312,8 @@ def finetune(model, tokenizer, config: FinetuneConfig):
 
     before = measure(model, tokenizer)
     curve = train(model, tokenizer.SerializeToString(), read_task_pairs(config.train_data), config, "finetune")
-    summary = f"fine-tuned {curve['steps']} steps on {config.train_data} ({curve['processes']} process(es))"
+    summary = (f"fine-tuned {curve['steps']} steps on {config.train_data} ({curve['processes']} process(es))"
+               f"{_kept(curve, config)}")
     return model, tokenizer, make_report("finetune", summary, before, measure(model, tokenizer), curve)
 
 
@@ -381,7 +391,8 @@ def distill(model, tokenizer, config: DistillConfig):
     curve.update({"teacher": str(config.teacher), "labelled_pairs": len(pairs), "teacher_generated_pairs":
                   len(generated), "temperature": config.temperature, "alpha": config.alpha})
     summary = (f"distilled from {config.teacher} for {curve['steps']} steps (T={config.temperature}, "
-               f"alpha={config.alpha}; {len(pairs)} labelled + {len(generated)} teacher-labelled pairs)")
+               f"alpha={config.alpha}; {len(pairs)} labelled + {len(generated)} teacher-labelled pairs)"
+               f"{_kept(curve, config)}")
     return model, tokenizer, make_report("distill", summary, before, measure(model, tokenizer), curve)
 
 

@@ -19,8 +19,8 @@ from mt5lite.quiet import quiet_third_party_logs
 
 EXIT_USAGE = 2
 EXIT_GATE = 1  # the command ran, but its result misses the quality gate
-#: ``generate`` warns when at least this share of the input's characters fall back to bytes (no piece covers them)
-BYTE_FALLBACK_WARNING = 0.1
+#: ``generate`` warns when no piece covers at least this share of the input's characters
+UNCOVERED_WARNING = 0.1
 #: The extra that brings each optional top-level module (pyproject.toml); a command that needs a missing one says
 #: which extra to install instead of failing with a traceback.
 EXTRA_OF_MODULE = {
@@ -95,14 +95,14 @@ def _read_bytes(path: Path) -> bytes:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
 
 
-def byte_fallback_warning(in_bytes: int, characters: int) -> str | None:
-    """What ``generate`` warns when ``in_bytes`` of the input's ``characters`` are in no piece of the vocabulary
-    (``Tokenizer.byte_fallback``), or None below ``BYTE_FALLBACK_WARNING``."""
-    if not characters or in_bytes / characters < BYTE_FALLBACK_WARNING:
+def uncovered_warning(missing: int, characters: int) -> str | None:
+    """What ``generate`` warns when ``missing`` of the input's ``characters`` are in no piece of the vocabulary
+    (``Tokenizer.uncovered``), or None below ``UNCOVERED_WARNING``."""
+    if not characters or missing / characters < UNCOVERED_WARNING:
         return None
-    return (f"{in_bytes} of {characters} input characters ({in_bytes / characters:.0%}) are in no piece of the "
-            "vocabulary and are spelled in byte-fallback pieces: the model saw little such text (was its vocabulary "
-            "trimmed to other languages?), so expect weaker outputs")
+    return (f"{missing} of {characters} input characters ({missing / characters:.0%}) are in no piece of the "
+            "vocabulary (byte fallback spells them in bytes, or they are unknown): the model saw little such text "
+            "(was its vocabulary trimmed to other languages?), so expect weaker outputs")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -115,7 +115,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     options = _decoding_options(args)
     overflow = Overflow.TRUNCATE if args.truncate else Overflow.ERROR
     generator = open_generator(args.model, args.allow_pickle, args.threads, args.max_source_length)
-    warning = byte_fallback_warning(*generator.tokenizer.byte_fallback(texts))
+    warning = uncovered_warning(*generator.tokenizer.uncovered(texts))
     if warning:
         warnings.warn(warning, stacklevel=1)
     for output in generator.generate(texts, options, overflow):

@@ -117,16 +117,17 @@ class Tokenizer:
             mask[row, : len(tokens)] = 1
         return ids, mask
 
-    def byte_fallback(self, texts: list[str]) -> tuple[int, int]:
-        """``(characters spelled in byte-fallback pieces, characters)`` over ``texts``, whitespace not counted: the
-        characters no piece covers, as in text of a language the vocabulary was trimmed away from."""
-        in_bytes = characters = 0
+    def uncovered(self, texts: list[str]) -> tuple[int, int]:
+        """``(characters no piece covers, characters)`` over ``texts``, whitespace not counted: characters spelled
+        in byte-fallback pieces, or ``<unk>`` for a tokenizer without byte fallback (google/mt5-*), as in text of a
+        language the vocabulary was trimmed away from."""
+        missing = characters = 0
         for text in texts:
             characters += sum(not char.isspace() for char in text)
             for piece in self._sp.encode(text, out_type="immutable_proto").pieces:
-                if self._sp.is_byte(piece.id):
-                    in_bytes += len(piece.surface)  # the character, on its last byte piece
-        return in_bytes, characters
+                if self._sp.is_byte(piece.id) or self._sp.is_unknown(piece.id):
+                    missing += len(piece.surface)  # a byte-spelled character is on its last byte piece
+        return missing, characters
 
     def decode(self, ids: list[int]) -> str:
         """Text of ``ids``, stopping at the first ``eos`` and skipping pad and undecodable ids."""

@@ -121,9 +121,9 @@ def test_generate_with_the_default_model():
     result = run_cli("generate", "words ka: საქართველო")
     assert result.returncode == 0 and len(result.stdout.splitlines()) == 1, result.stderr.decode()
     assert result.stderr.decode().splitlines() == [
-        "mt5lite generate: warning: 10 of 18 input characters (56%) are in no piece of the vocabulary and are "
-        "spelled in byte-fallback pieces: the model saw little such text (was its vocabulary trimmed to other "
-        "languages?), so expect weaker outputs"]
+        "mt5lite generate: warning: 10 of 18 input characters (56%) are in no piece of the vocabulary (byte "
+        "fallback spells them in bytes, or they are unknown): the model saw little such text (was its vocabulary "
+        "trimmed to other languages?), so expect weaker outputs"]
 
 
 def test_evaluate_writes_json_and_markdown(tmp_path):

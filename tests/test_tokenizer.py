@@ -25,13 +25,24 @@ def test_round_trip_in_every_data_language(tokenizer, lang):
         assert tokenizer.decode(ids) == sentence.text
 
 
-def test_byte_fallback_counts_the_characters_no_piece_covers(tokenizer):
+def test_uncovered_counts_the_characters_no_piece_covers(tokenizer):
     """Georgian is in none of the demo's languages: each of its letters is spelled in three byte pieces and counts
     once; the digits and Latin letters are pieces; whitespace is not counted."""
-    assert tokenizer.byte_fallback(["words ka: 21"]) == (0, 10)
-    assert tokenizer.byte_fallback(["words ka: საქართველო", "  7 "]) == (10, 19)
+    assert tokenizer.uncovered(["words ka: 21"]) == (0, 10)
+    assert tokenizer.uncovered(["words ka: საქართველო", "  7 "]) == (10, 19)
     georgian = tokenizer._sp.encode("ს")
     assert sum(tokenizer._sp.is_byte(i) for i in georgian) == 3
+
+
+def test_uncovered_counts_unknown_characters_without_byte_fallback(tmp_path):
+    """A tokenizer without byte fallback (google/mt5-*) maps what it does not cover to ``<unk>``: counted too."""
+    import sentencepiece as spm
+
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(["words and numbers, seven and twenty one"] * 50),
+                                   model_prefix=str(tmp_path / "plain"), vocab_size=20, model_type="unigram",
+                                   byte_fallback=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+    plain = Tokenizer(tmp_path / "plain.model")
+    assert plain.uncovered(["seven and ドイツ"]) == (3, 11)
 
 
 def test_task_inputs_split_digits(tokenizer):

@@ -145,7 +145,14 @@ def test_training_options_are_checked_before_anything_runs(tiny_mt5, pairs, tmp_
                            "the teacher is not a checkpoint directory"),
                           (["--recipe", "tiny"], "unknown compression recipe 'tiny'; known: lite"),
                           (["--passes", "finetune", "--train-data", str(pairs), "--max-steps", "0"],
-                           "max_steps must be at least 1, got 0")):
+                           "max_steps must be at least 1, got 0"),
+                          (["--passes", "finetune", "--train-data", str(pairs), "--dropout", "1.5"],
+                           "dropout must be in [0, 1), got 1.5"),
+                          (["--passes", "finetune", "--train-data", str(pairs), "--eval-data", str(pairs),
+                            "--max-steps", "10", "--save-steps", "4"],
+                           "with eval_data, max_steps (10) must be a multiple of save_steps (4)"),
+                          (["--passes", "finetune", "--train-data", str(pairs), "--eval-data", "nothing.tsv"],
+                           "nothing.tsv: no such evaluation data file")):
         result = run_cli("compress", "--model", str(tiny_mt5), "--output", str(tmp_path / "o"), "--no-quality", *args)
         stderr = result.stderr.decode().strip()
         assert result.returncode == 2 and message in stderr and len(stderr.splitlines()) == 1, stderr
@@ -231,20 +238,24 @@ def test_held_out_pairs_keep_the_checkpoint_with_their_lowest_loss(demo_model, p
 
 
 def test_dropout_applies_while_training_only(tiny_mt5, pairs, tmp_path):
-    """``dropout`` sets every dropout layer's rate while training; the model keeps its own rate afterwards."""
+    """``dropout`` sets every dropout layer's rate while training; by default the checkpoint's own rate trains,
+    and the model keeps its own rate afterwards."""
     from mt5lite.checkpoint import load_model
     from mt5lite.compression.training import TrainingOptions, train, training_directory
     from mt5lite.data import read_task_pairs
 
     curves = {}
-    for rate in (None, 0.0, 0.3):
+    for rate in (None, 0.1, 0.0):
         model = load_model(tiny_mt5)
-        before = model.config.dropout_rate
+        model.config.dropout_rate = 0.1  # the checkpoint's own rate
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.1
         options = TrainingOptions(train_data=pairs, max_steps=4, batch_size=8, save_steps=100, dropout=rate)
         with training_directory(tmp_path / f"training-{rate}"):
             curves[rate] = [row["loss"] for row in train(model, (tiny_mt5 / "spiece.model").read_bytes(),
                                                          read_task_pairs(pairs), options, "finetune")["losses"]]
-        assert model.config.dropout_rate == before
-        assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {before}
-    assert curves[None] == curves[0.0]  # the checkpoint's own rate by default (the tiny model's is 0)
-    assert curves[0.3] != curves[0.0]
+        assert model.config.dropout_rate == 0.1
+        assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}
+    assert curves[None] == curves[0.1]
+    assert curves[0.0] != curves[0.1]

@@ -11,7 +11,7 @@ Sections (``SECTIONS``; each writes its part of one JSON and Markdown report, re
   greedy agreement, exact match and chrF overall and per language, the quality gate.
 - ``trim``: ``trim-vocab`` to 5 and to 20 of the languages (the corpus: their training pairs and monolingual
   text), each exported (fp32 ONNX) and decoded beside the untrimmed export: outputs identical in the kept languages,
-  exact match and chrF in the dropped ones, how much of their text falls back to bytes and the warning
+  exact match and chrF in the dropped ones, how much of their own text no piece covers any more and the warning
   ``mt5lite generate`` prints, size and ms/token side by side.
 - ``scripts``: the share of greedy-identical outputs of static int8 and full-int8 TFLite against fp32, per script,
   on the held-out pairs and on the project's held-out natural sentences (``data/sentences/heldout.tsv``).
@@ -31,15 +31,16 @@ from pathlib import Path
 
 from benchmarks.experiments.outliers_demo import build
 from benchmarks.experiments.outliers_demo import row as recipe_row
+from benchmarks.models import once
 from benchmarks.timing import side_by_side
-from mt5lite.data import HELDOUT_SENTENCES, read_sentences, read_task_pairs
-from mt5lite.natural.corpus import LANGUAGES, NATURAL_DIR
-from mt5lite.paths import BUILD_DIR, DEMO_MODEL, NATURAL_MODEL
+from mt5lite.data import HELDOUT_SENTENCES, read_sentences
+from mt5lite.natural.corpus import LANGUAGES
+from mt5lite.natural.train import MONOLINGUAL, TRAIN_PAIRS, heldout_pairs
+from mt5lite.paths import BUILD_DIR, DEMO_MODEL
 from mt5lite.reports import markdown_table, write_report
 
-HELDOUT = NATURAL_DIR / "heldout.tsv"
-TRAIN = NATURAL_DIR / "train.tsv"
-MONOLINGUAL = NATURAL_DIR / "monolingual.tsv"
+#: The committed natural model (``make natural-model`` retrains it there).
+NATURAL_MODEL = Path("models") / "natural"
 #: The int8 recipes measured (``outliers_demo.build`` builds each).
 INT8_RECIPES = ("static-int8", "dynamic-int8", "weight-int8", "tflite-int8", "executorch-int8")
 #: The languages each trimmed model keeps: 5 in five scripts, and 20 in nine.
@@ -67,10 +68,7 @@ def fp32_onnx(model: Path, work: Path) -> Path:
     """The fp32 static-shape ONNX export of ``model`` (validated against PyTorch; reused when built)."""
     from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
 
-    out = work / "onnx"
-    if not (out / "manifest.json").is_file():
-        export_onnx(model, out, OnnxExportConfig(static_shapes=True), force=True)
-    return out
+    return once(work / "onnx", lambda out: export_onnx(model, out, OnnxExportConfig(static_shapes=True), force=True))
 
 
 def parity(context: dict) -> dict:
@@ -103,18 +101,18 @@ def int8(context: dict) -> dict:
     work, onnx = context["work"], fp32_onnx(context["model"], context["work"])
     rows = []
     for recipe in INT8_RECIPES:
-        out = build(recipe, context["model"], onnx, work / recipe, calibration=TRAIN)
+        out = build(recipe, context["model"], onnx, work / recipe, calibration=TRAIN_PAIRS)
         report = compare_exports(onnx, out, context["pairs"], threads=context["threads"], speed_samples=24)
         rows.append(recipe_row("natural", recipe, report) | {"chrf": report["chrf"],
                                                              "chrf_reference": report["chrf_reference"]})
         print(f"int8 {recipe:16s} agreement {rows[-1]['greedy_agreement']:.3f} "
               f"gate {'passed' if not rows[-1]['gate_failures'] else 'FAILED'}", flush=True)
-    return {"calibration": str(TRAIN), "n": len(context["pairs"]), "rows": rows}
+    return {"calibration": str(TRAIN_PAIRS), "n": len(context["pairs"]), "rows": rows}
 
 
 def trim_corpus(languages: tuple[str, ...], path: Path) -> Path:
     """A trim-vocab corpus of ``languages``: their training pairs and monolingual lines (never held-out text)."""
-    lines = [line for source in (TRAIN, MONOLINGUAL) for line in source.read_text(encoding="utf-8").splitlines()
+    lines = [line for source in (TRAIN_PAIRS, MONOLINGUAL) for line in source.read_text(encoding="utf-8").splitlines()
              if line.split("\t", 1)[0] in languages]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
@@ -126,16 +124,15 @@ def trimmed(model: Path, languages: tuple[str, ...], work: Path) -> Path:
     from mt5lite.compression.compress import compress
     from mt5lite.compression.trim_vocab import TrimVocabConfig
 
-    if not (work / "model" / "compress_report.json").is_file():
-        configs = {"trim-vocab": TrimVocabConfig(corpus=(trim_corpus(languages, work / "corpus.tsv"),))}
-        compress(model, work / "model", ["trim-vocab"], configs, pairs=None, force=True)
-    return work / "model"
+    configs = {"trim-vocab": TrimVocabConfig(corpus=(trim_corpus(languages, work / "corpus.tsv"),))}
+    return once(work / "model", lambda out: compress(model, out, ["trim-vocab"], configs, pairs=None, force=True))
 
 
 def trim(context: dict) -> dict:
-    """Trimmed to 5 and to 20 languages: kept languages identical, dropped ones measured, with their byte fallback,
-    the warning, and size and speed side by side with the untrimmed export."""
-    from mt5lite.cli import byte_fallback_warning
+    """Trimmed to 5 and to 20 languages: kept languages identical, dropped ones measured, with how much of their
+    text no piece covers any more and the warning ``generate`` prints for it, and size and speed side by side with
+    the untrimmed export."""
+    from mt5lite.cli import uncovered_warning
     from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
     from mt5lite.runtimes.generators import open_export
     from mt5lite.runtimes.tokenizer import Tokenizer
@@ -147,30 +144,31 @@ def trim(context: dict) -> dict:
     onnx = fp32_onnx(context["model"], work)
     full = Tokenizer(onnx / "spiece.model")
     untrimmed = [full.decode(ids) for ids in decode(onnx, texts, threads)]
+    before = score(untrimmed, pairs)
+    rows_of = defaultdict(list)
+    for index, pair in enumerate(pairs):
+        rows_of[pair.lang].append(index)
     results = {}
     for name, languages in TRIM_LANGUAGES.items():
         checkpoint = trimmed(context["model"], languages, work / name)
-        export = work / name / "onnx"
-        export_onnx(checkpoint, export, OnnxExportConfig(static_shapes=True), force=True)
+        export = once(work / name / "onnx", lambda out, c=checkpoint: export_onnx(
+            c, out, OnnxExportConfig(static_shapes=True), force=True))
         tokenizer = Tokenizer(export / "spiece.model")
         outputs = [tokenizer.decode(ids) for ids in decode(export, texts, threads)]
-        ours, before = score(outputs, pairs), score(untrimmed, pairs)
+        ours = score(outputs, pairs)
         per_language = {}
-        for lang in ours["per_language"]:
-            rows = [i for i, p in enumerate(pairs) if p.lang == lang]
-            sources = [pairs[i].source for i in rows]
-            in_bytes, characters = tokenizer.byte_fallback(sources)
+        for lang, rows in rows_of.items():
+            own_text = [pairs[i].target for i in rows]  # the language's own text (the sources are English names)
+            missing, characters = tokenizer.uncovered(own_text)
             per_language[lang] = {
                 "kept": lang in languages, "identical": sum(outputs[i] == untrimmed[i] for i in rows) / len(rows),
                 "exact_match": ours["per_language"][lang]["exact_match"],
                 "exact_match_untrimmed": before["per_language"][lang]["exact_match"],
                 "chrf": ours["per_language"][lang]["chrf"], "chrf_untrimmed": before["per_language"][lang]["chrf"],
-                "byte_fallback": in_bytes / characters,
-                "byte_fallback_untrimmed": full.byte_fallback(sources)[0] / characters,
-                "warning": byte_fallback_warning(in_bytes, characters)}
+                "uncovered": missing / characters, "uncovered_untrimmed": full.uncovered(own_text)[0] / characters,
+                "warning": uncovered_warning(missing, characters)}
         generators = {"untrimmed": open_export(onnx, threads=threads), name: open_export(export, threads=threads)}
-        kept_texts = [p.source for p in pairs if p.lang in languages][:24]
-        speed = side_by_side(generators, kept_texts, 16)
+        speed = side_by_side(generators, [p.source for p in pairs if p.lang in languages][:24], 16)
         results[name] = {"languages": list(languages), "pieces": tokenizer.piece_count,
                          "pieces_untrimmed": full.piece_count, "size_bytes": directory_bytes(export),
                          "size_bytes_untrimmed": directory_bytes(onnx), "ms_per_token": speed[name],
@@ -186,10 +184,9 @@ def scripts(context: dict) -> dict:
     and the held-out natural sentences."""
     work, threads = context["work"], context["threads"]
     onnx = fp32_onnx(context["model"], work)
-    exports = {recipe: work / recipe for recipe in ("static-int8", "tflite-int8")}
-    for recipe, out in exports.items():
-        if not (out / "manifest.json").is_file():
-            build(recipe, context["model"], onnx, out, calibration=TRAIN)
+    exports = {recipe: once(work / recipe, lambda out, r=recipe: build(r, context["model"], onnx, out,
+                                                                       calibration=TRAIN_PAIRS))
+               for recipe in ("static-int8", "tflite-int8")}
     sentences = read_sentences(HELDOUT_SENTENCES)
     sets = {"heldout_pairs": [(LANGUAGES[p.lang], p.source) for p in context["pairs"]],
             "heldout_sentences": [(LANGUAGES.get(s.lang) or SENTENCE_SCRIPTS[s.lang], s.text) for s in sentences]}
@@ -209,17 +206,17 @@ def scripts(context: dict) -> dict:
 
 def outliers(context: dict) -> dict:
     """Per node group, the worst channel's range over the median channel's, as static int8's outlier step measured
-    it, on the natural model and on the demo model (each calibrated on its own training inputs)."""
+    it, on the natural model (calibrated on its training inputs) and on the demo model (on its task's dev pairs,
+    as ``lite_demo`` calibrates it)."""
     from mt5lite.data import DEV_TASK
     from mt5lite.manifest import load_manifest
 
     work = context["work"]
-    built = {"natural": (context["model"], fp32_onnx(context["model"], work), TRAIN, work / "static-int8"),
+    built = {"natural": (context["model"], fp32_onnx(context["model"], work), TRAIN_PAIRS, work / "static-int8"),
              "demo": (DEMO_MODEL, fp32_onnx(DEMO_MODEL, work / "demo"), DEV_TASK, work / "demo" / "static-int8")}
     result = {}
     for name, (model, onnx, calibration, out) in built.items():
-        if not (out / "manifest.json").is_file():
-            build("static-int8", model, onnx, out, calibration=calibration)
+        once(out, lambda path, m=model, o=onnx, c=calibration: build("static-int8", m, o, path, calibration=c))
         groups = load_manifest(out, verify_hashes=False).quantization.outliers["groups"]
         result[name] = {group: {"worst_ratio": row["worst_ratio"], "worst_node": row["worst_node"],
                                 "smoothed": row["smoothed"], "products": row["products"]}
@@ -233,7 +230,7 @@ def student(context: dict) -> dict:
 
     from benchmarks.models import lite_stages
 
-    paths = lite_stages(context["work"] / "lite", TRAIN, context["student_steps"], context["pairs"],
+    paths = lite_stages(context["work"] / "lite", TRAIN_PAIRS, context["student_steps"], context["pairs"],
                         teacher=context["model"])
     reports = {stage: json.loads((paths[stage] / "compress_report.json").read_text(encoding="utf-8"))
                for stage in ("trimmed", "student")}
@@ -274,14 +271,14 @@ def markdown(report: dict) -> str:
     for name, found in report.get("trim", {}).items():
         rows = [[lang, "kept" if row["kept"] else "dropped", f"{row['identical']:.3f}",
                  f"{row['chrf']:.1f} ({row['chrf_untrimmed']:.1f})",
-                 f"{row['byte_fallback']:.0%} ({row['byte_fallback_untrimmed']:.0%})", "yes" if row["warning"] else "-"]
+                 f"{row['uncovered']:.0%} ({row['uncovered_untrimmed']:.0%})", "yes" if row["warning"] else "-"]
                 for lang, row in found["per_language"].items()]
         parts += [f"## {name}: {', '.join(found['languages'])}",
-                  f"{found['pieces']:,} pieces of {found['pieces_untrimmed']:,}; fp32 ONNX "
+                  f"{found['pieces']:,} pieces of {found['pieces_untrimmed']:,}; fp32 ONNX export (every file) "
                   f"{found['size_bytes'] / 1e6:.1f} MB against {found['size_bytes_untrimmed'] / 1e6:.1f} MB; "
                   f"{found['ms_per_token']:.2f} ms/token against {found['ms_per_token_untrimmed']:.2f} (side by side).",
                   markdown_table(["language", "", "identical to untrimmed", "chrF (untrimmed)",
-                                  "input characters in bytes (untrimmed)", "warning"], rows)]
+                                  "target characters no piece covers (untrimmed)", "warning"], rows)]
     for name, found in report.get("scripts", {}).items():
         parts += [f"## Greedy-identical to fp32 per script: {name.replace('_', ' ')}", markdown_table(
             ["script", "n", "static int8", "TFLite int8"],
@@ -309,13 +306,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--student-steps", type=int, default=2500, help="distillation steps (fine-tuning: half)")
+    parser.add_argument("--per-language", type=int, default=40, help="held-out pairs per language (all: 40)")
     parser.add_argument("--work", type=Path, default=BUILD_DIR / "natural-demo")
     parser.add_argument("--output", type=Path, default=BUILD_DIR / "reports" / "natural-demo.json")
     args = parser.parse_args(argv)
     if not (args.model / "config.json").is_file():
         parser.exit(2, f"{parser.prog}: error: {args.model}: no natural model there; run make natural-model\n")
     context = {"model": args.model, "work": args.work, "threads": args.threads, "student_steps": args.student_steps,
-               "pairs": read_task_pairs(HELDOUT)}
+               "pairs": heldout_pairs(args.per_language)}
     report = {"model": str(args.model), "threads": args.threads}
     for name in args.sections:
         report[name] = SECTIONS[name](context)
