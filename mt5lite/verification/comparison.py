@@ -80,8 +80,8 @@ def time_per_token(generators: dict, texts: list[str], options, rounds: int = 2)
 def compare_exports(reference_dir: str | os.PathLike, candidate_dir: str | os.PathLike, pairs,
                     threads: int | None = None, max_new_tokens: int = 32, batch_size: int = 32, speed_samples: int = 64,
                     progress: bool = False) -> dict:
-    """Decode ``pairs`` with both exports; report agreement, quality per language, loops, non-finite logits,
-    sizes, quantized node counts and decoding speed per token."""
+    """Decode ``pairs`` with both exports; report agreement (also on the pairs the reference gets exactly right),
+    quality per language, loops, non-finite logits, sizes, quantized node counts and decoding speed per token."""
     from tqdm import tqdm
 
     from mt5lite.runtimes.generators import open_export
@@ -101,7 +101,10 @@ def compare_exports(reference_dir: str | os.PathLike, candidate_dir: str | os.Pa
            for name, g in tqdm(generators.items(), desc="decoding held-out set", disable=not progress, unit="export")}
     eos = generators["reference"].manifest.special_tokens.eos
     decode = generators["reference"].tokenizer.decode
-    scores = {name: score([decode(x) for x in ids[name]], pairs) for name in ids}
+    outputs = {name: [decode(x) for x in ids[name]] for name in ids}
+    scores = {name: score(outputs[name], pairs) for name in ids}
+    # Where fp32 is right, the model is sure of its output; elsewhere near-tied logits flip under any rounding
+    right = [i for i, pair in enumerate(pairs) if outputs["reference"][i].strip() == pair.target.strip()]
     looping = {name: [i for i, x in enumerate(ids[name]) if loops(x, max_new_tokens, eos)] for name in ids}
     greedy, tokens = agreement(ids["reference"], ids["candidate"])
     speed = time_per_token(generators, texts[:speed_samples], options) if speed_samples else None
@@ -116,6 +119,8 @@ def compare_exports(reference_dir: str | os.PathLike, candidate_dir: str | os.Pa
         "size_bytes_reference": graph_bytes(reference_dir, manifests["reference"]),
         "quantized_nodes": sum(per_graph.values()), "quantized_nodes_per_graph": per_graph,
         "greedy_agreement": greedy, "token_agreement": tokens,
+        "greedy_agreement_where_reference_exact": (
+            sum(ids["reference"][i] == ids["candidate"][i] for i in right) / len(right) if right else None),
         "exact_match": scores["candidate"]["exact_match"], "exact_match_reference": scores["reference"]["exact_match"],
         "chrf": scores["candidate"]["chrf"], "chrf_reference": scores["reference"]["chrf"],
         "per_language": {
