@@ -7,8 +7,9 @@ Sections (``SECTIONS``; each writes its part of one JSON and Markdown report, re
 - ``parity``: the fp32 static ONNX export against PyTorch (the exporter's own validation) and the fp32 TFLite
   export against the ONNX export (its validation, then greedy agreement on every held-out pair).
 - ``int8``: every int8 recipe (static, dynamic and weight-int8 ONNX, full-int8 TFLite, ExecuTorch int8), each
-  calibrated on the natural training inputs and compared with the fp32 ONNX export on the 2,560 held-out pairs:
-  greedy agreement, exact match and chrF overall and per language, the quality gate.
+  calibrated on the natural training inputs, and fp16 as a control, compared with the fp32 ONNX export on the
+  2,560 held-out pairs: greedy agreement (also where fp32 is exactly right), exact match and chrF overall and per
+  language, the quality gate.
 - ``trim``: ``trim-vocab`` to 5 and to 20 of the languages (the corpus: their training pairs and monolingual
   text), each exported (fp32 ONNX) and decoded beside the untrimmed export: outputs identical in the kept languages,
   exact match and chrF in the dropped ones, how much of their own text no piece covers any more and the warning
@@ -41,8 +42,9 @@ from mt5lite.reports import markdown_table, write_report
 
 #: The committed natural model (``make natural-model`` retrains it there).
 NATURAL_MODEL = Path("models") / "natural"
-#: The int8 recipes measured (``outliers_demo.build`` builds each).
-INT8_RECIPES = ("static-int8", "dynamic-int8", "weight-int8", "tflite-int8", "executorch-int8")
+#: The int8 recipes measured (``outliers_demo.build`` builds each), and fp16 as the control: what rounding alone
+#: does to the outputs of a model that is unsure of many of them.
+INT8_RECIPES = ("static-int8", "dynamic-int8", "weight-int8", "tflite-int8", "executorch-int8", "fp16")
 #: The languages each trimmed model keeps: 5 in five scripts, and 20 in nine.
 TRIM_LANGUAGES = {
     "trim-5": ("de", "ru", "ar", "hi", "ja"),
