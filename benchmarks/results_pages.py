@@ -29,6 +29,8 @@ PAGES = {
     "outliers-mt5-small": ("build/reports/outliers-mt5-small.json", "make outliers-mt5-small",
                            "benchmarks.experiments.outliers_demo:shape_markdown",
                            "Int8 recipes on mt5-small's shape, plain and outliers"),
+    "natural-demo": ("build/reports/natural-demo.json", "make natural-demo",
+                     "benchmarks.experiments.natural_demo:markdown", "Every stage on the natural model"),
 }
 
 

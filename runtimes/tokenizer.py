@@ -120,9 +120,13 @@ class Tokenizer:
     def uncovered(self, texts: list[str]) -> tuple[int, int]:
         """``(characters no piece covers, characters)`` over ``texts``, whitespace not counted: characters spelled
         in byte-fallback pieces, or ``<unk>`` for a tokenizer without byte fallback (google/mt5-*), as in text of a
-        language the vocabulary was trimmed away from."""
+        language the vocabulary was trimmed away from. Texts that are not valid input count for nothing."""
         missing = characters = 0
         for text in texts:
+            try:
+                text = validate_text(text)
+            except InputError:
+                continue  # bad input is refused where it is encoded, with the input it concerns named
             characters += sum(not char.isspace() for char in text)
             for piece in self._sp.encode(text, out_type="immutable_proto").pieces:
                 if self._sp.is_byte(piece.id) or self._sp.is_unknown(piece.id):

@@ -29,6 +29,7 @@ def test_uncovered_counts_the_characters_no_piece_covers(tokenizer):
     """Georgian is in none of the demo's languages: each of its letters is spelled in three byte pieces and counts
     once; the digits and Latin letters are pieces; whitespace is not counted."""
     assert tokenizer.uncovered(["words ka: 21"]) == (0, 10)
+    assert tokenizer.uncovered(["", "\udcff", "words ka: 21"]) == (0, 10)  # bad input is refused where it is encoded
     assert tokenizer.uncovered(["words ka: საქართველო", "  7 "]) == (10, 19)
     georgian = tokenizer._sp.encode("ს")
     assert sum(tokenizer._sp.is_byte(i) for i in georgian) == 3
