@@ -11,9 +11,9 @@ Sections (``SECTIONS``; each writes its part of one JSON and Markdown report, re
   2,560 held-out pairs: greedy agreement (also where fp32 is exactly right), exact match and chrF overall and per
   language, the quality gate.
 - ``trim``: ``trim-vocab`` to 5 and to 20 of the languages (the corpus: their training pairs and monolingual
-  text), each exported (fp32 ONNX) and decoded beside the untrimmed export: outputs identical in the kept languages,
-  exact match and chrF in the dropped ones, how much of their own text no piece covers any more and the warning
-  ``mt5lite generate`` prints, size and ms/token side by side.
+  text, and every training input, English names), each exported (fp32 ONNX) and decoded beside the untrimmed
+  export: outputs identical in the kept languages, exact match and chrF in the dropped ones, how much of their own
+  text no piece covers any more and the warning ``mt5lite generate`` prints, size and ms/token side by side.
 - ``scripts``: the share of greedy-identical outputs of static int8 and full-int8 TFLite against fp32, per script,
   on the held-out pairs and on the project's held-out natural sentences (``data/sentences/heldout.tsv``).
 - ``outliers``: the activation statistics the outlier step measures (per node group, the worst channel's range
@@ -21,12 +21,14 @@ Sections (``SECTIONS``; each writes its part of one JSON and Markdown report, re
 - ``student``: the lite recipe (trim, drop layers + prune FFN, distil, fine-tune) with the natural model as the
   teacher; chrF and exact match per language of teacher and student (PyTorch, greedy).
 
-Never a pass/fail on timing; the gate's verdicts are reported, not enforced. Builds go to ``--work``.
+Never a pass/fail on timing; the gate's verdicts are reported, not enforced. Builds go to ``--work``; sections not
+run keep what an earlier run on the same model wrote to ``--output``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -114,9 +116,18 @@ def int8(context: dict) -> dict:
 
 
 def trim_corpus(languages: tuple[str, ...], path: Path) -> Path:
-    """A trim-vocab corpus of ``languages``: their training pairs and monolingual lines (never held-out text)."""
-    lines = [line for source in (TRAIN_PAIRS, MONOLINGUAL) for line in source.read_text(encoding="utf-8").splitlines()
-             if line.split("\t", 1)[0] in languages]
+    """A trim-vocab corpus for ``languages``: their training pairs and monolingual lines, and the inputs of every
+    language's training pairs (``translate xx: <English name>``: the model reads English whatever the target
+    language, so an English name trained only for other languages is still an input the kept ones get). Never
+    held-out text."""
+    lines = []
+    for source in (TRAIN_PAIRS, MONOLINGUAL):
+        for line in source.read_text(encoding="utf-8").splitlines():
+            fields = line.split("\t")
+            if fields[0] in languages:
+                lines.append(line)
+            elif source == TRAIN_PAIRS and len(fields) == 3:
+                lines.append("\t".join(fields[:2]))  # the input only
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path
@@ -229,8 +240,6 @@ def outliers(context: dict) -> dict:
 
 def student(context: dict) -> dict:
     """The lite recipe with the natural model as teacher: chrF and exact match per language, teacher and student."""
-    import json
-
     from benchmarks.models import lite_stages
 
     paths = lite_stages(context["work"] / "lite", TRAIN_PAIRS, context["student_steps"], context["pairs"],
@@ -319,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     context = {"model": args.model, "work": args.work, "threads": args.threads, "student_steps": args.student_steps,
                "pairs": heldout_pairs(args.per_language)}
     report = {"model": str(args.model), "threads": args.threads}
+    if args.output.is_file():  # the sections not run now keep what an earlier run of the same model measured
+        earlier = json.loads(args.output.read_text(encoding="utf-8"))
+        if earlier.get("model") == report["model"]:
+            report = {**earlier, **report}
     for name in args.sections:
         report[name] = SECTIONS[name](context)
         written = write_report(report, args.output, markdown(report))
