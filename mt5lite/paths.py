@@ -21,6 +21,6 @@ DATA_DIR = _bundled("mt5lite.bundled_data")
 DEMO_MODEL = _bundled("mt5lite.bundled_models", "demo")
 #: Generated artefacts, relative to the working directory (ignored by git in the source tree).
 BUILD_DIR = Path("build")
-#: Where ``mt5lite train-natural`` writes the natural model by default. The committed one is ``models/natural`` in
-#: the source tree (``make natural-model`` retrains it there; 29 MB, not in the wheel).
+#: Where ``mt5lite train-natural`` (``make natural-model``) writes the natural model: a build artefact (29 MB), not
+#: committed, since only the demo model is.
 NATURAL_MODEL = BUILD_DIR / "natural"

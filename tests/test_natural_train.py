@@ -175,22 +175,3 @@ def test_a_tiny_run_writes_a_loadable_checkpoint_and_a_report_of_every_language(
     assert "| ja |" in (output / "README.md").read_text(encoding="utf-8")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["natural"]  # no staging or training left
 
-
-def test_the_committed_natural_model_is_the_one_its_report_and_card_describe():
-    """``models/natural`` (what ``make natural-model`` retrains there): the default config's shape, the parameter
-    and piece counts its report gives, and a card row of held-out figures for every language of the task."""
-    from mt5lite.checkpoint import load_model
-    from mt5lite.natural.train import REPORT_NAME
-    from tests.conftest import REPO_ROOT
-
-    folder = REPO_ROOT / "models" / "natural"
-    model, report = load_model(folder), json.loads((folder / REPORT_NAME).read_text(encoding="utf-8"))
-    config = NaturalConfig()
-    assert (model.config.d_model, model.config.d_ff, model.config.num_layers) == (config.d_model, config.d_ff,
-                                                                                   config.num_layers)
-    assert sum(p.numel() for p in model.parameters()) == report["parameters"]
-    pieces = spm.SentencePieceProcessor(model_file=str(folder / "spiece.model")).get_piece_size()
-    assert pieces == report["tokenizer_pieces"] == config.vocab_pieces
-    assert set(report["heldout"]["per_language"]) == set(LANGUAGES)
-    card = (folder / "README.md").read_text(encoding="utf-8")
-    assert all(f"| {lang} |" in card for lang in LANGUAGES)

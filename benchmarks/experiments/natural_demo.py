@@ -39,11 +39,8 @@ from benchmarks.timing import side_by_side
 from mt5lite.data import HELDOUT_SENTENCES, read_sentences
 from mt5lite.natural.corpus import LANGUAGES
 from mt5lite.natural.train import MONOLINGUAL, TRAIN_PAIRS, heldout_pairs
-from mt5lite.paths import BUILD_DIR, DEMO_MODEL
+from mt5lite.paths import BUILD_DIR, DEMO_MODEL, NATURAL_MODEL
 from mt5lite.reports import markdown_table, write_report
-
-#: The committed natural model (``make natural-model`` retrains it there).
-NATURAL_MODEL = Path("models") / "natural"
 #: The int8 recipes measured (``outliers_demo.build`` builds each), and fp16 as the control: what rounding alone
 #: does to the outputs of a model that is unsure of many of them.
 INT8_RECIPES = ("static-int8", "dynamic-int8", "weight-int8", "tflite-int8", "executorch-int8", "fp16")
