@@ -41,6 +41,7 @@ from mt5lite.natural.corpus import LANGUAGES
 from mt5lite.natural.train import MONOLINGUAL, TRAIN_PAIRS, heldout_pairs
 from mt5lite.paths import BUILD_DIR, DEMO_MODEL, NATURAL_MODEL
 from mt5lite.reports import markdown_table, write_report
+
 #: The int8 recipes measured (``outliers_demo.build`` builds each), and fp16 as the control: what rounding alone
 #: does to the outputs of a model that is unsure of many of them.
 INT8_RECIPES = ("static-int8", "dynamic-int8", "weight-int8", "tflite-int8", "executorch-int8", "fp16")
