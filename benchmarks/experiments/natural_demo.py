@@ -66,22 +66,27 @@ def decode(export: Path, texts: list[str], threads: int) -> list[list[int]]:
     return generate_in_batches(lambda batch: generator.generate_ids(batch, options), texts, 32)
 
 
-def fp32_onnx(model: Path, work: Path) -> Path:
-    """The fp32 static-shape ONNX export of ``model`` (validated against PyTorch; reused when built)."""
+def export_fp32(model: Path, out: Path):
+    """Export ``model`` to ``out`` as the fp32 static-shape ONNX export, validated against PyTorch (the
+    ``ExportResult``)."""
     from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
 
-    return once(work / "onnx", lambda out: export_onnx(model, out, OnnxExportConfig(static_shapes=True), force=True))
+    return export_onnx(model, out, OnnxExportConfig(static_shapes=True), force=True)
+
+
+def fp32_onnx(model: Path, work: Path) -> Path:
+    """The fp32 static-shape ONNX export of ``model`` under ``work`` (reused when built)."""
+    return once(work / "onnx", lambda out: export_fp32(model, out))
 
 
 def parity(context: dict) -> dict:
     """fp32 ONNX against PyTorch and fp32 TFLite against ONNX: the exporters' validations, and greedy agreement of
     TFLite with ONNX on the held-out pairs."""
-    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
     from mt5lite.exporters.tflite.export import export_tflite
     from mt5lite.verification.parity import agreement
 
     work, pairs = context["work"], context["pairs"]
-    onnx = export_onnx(context["model"], work / "onnx", OnnxExportConfig(static_shapes=True), force=True)
+    onnx = export_fp32(context["model"], work / "onnx")  # rebuilt: its validation is what this section reports
     tflite = export_tflite(work / "onnx", work / "tflite-fp32", "fp32", force=True)
     texts = [p.source for p in pairs]
     greedy, tokens = agreement(decode(work / "onnx", texts, context["threads"]),
@@ -145,7 +150,6 @@ def trim(context: dict) -> dict:
     text no piece covers any more and the warning ``generate`` prints for it, and size and speed side by side with
     the untrimmed export."""
     from mt5lite.cli import uncovered_warning
-    from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
     from mt5lite.runtimes.generators import open_export
     from mt5lite.runtimes.tokenizer import Tokenizer
     from mt5lite.verification.comparison import directory_bytes
@@ -160,24 +164,24 @@ def trim(context: dict) -> dict:
     rows_of = defaultdict(list)
     for index, pair in enumerate(pairs):
         rows_of[pair.lang].append(index)
+    own_text = {lang: [pairs[i].target for i in rows] for lang, rows in rows_of.items()}  # not the English sources
+    uncovered_before = {lang: full.uncovered(text) for lang, text in own_text.items()}
     results = {}
     for name, languages in TRIM_LANGUAGES.items():
         checkpoint = trimmed(context["model"], languages, work / name)
-        export = once(work / name / "onnx", lambda out, c=checkpoint: export_onnx(
-            c, out, OnnxExportConfig(static_shapes=True), force=True))
+        export = once(work / name / "onnx", lambda out, c=checkpoint: export_fp32(c, out))
         tokenizer = Tokenizer(export / "spiece.model")
         outputs = [tokenizer.decode(ids) for ids in decode(export, texts, threads)]
         ours = score(outputs, pairs)
         per_language = {}
         for lang, rows in rows_of.items():
-            own_text = [pairs[i].target for i in rows]  # the language's own text (the sources are English names)
-            missing, characters = tokenizer.uncovered(own_text)
+            missing, characters = tokenizer.uncovered(own_text[lang])
             per_language[lang] = {
                 "kept": lang in languages, "identical": sum(outputs[i] == untrimmed[i] for i in rows) / len(rows),
                 "exact_match": ours["per_language"][lang]["exact_match"],
                 "exact_match_untrimmed": before["per_language"][lang]["exact_match"],
                 "chrf": ours["per_language"][lang]["chrf"], "chrf_untrimmed": before["per_language"][lang]["chrf"],
-                "uncovered": missing / characters, "uncovered_untrimmed": full.uncovered(own_text)[0] / characters,
+                "uncovered": missing / characters, "uncovered_untrimmed": uncovered_before[lang][0] / characters,
                 "warning": uncovered_warning(missing, characters)}
         generators = {"untrimmed": open_export(onnx, threads=threads), name: open_export(export, threads=threads)}
         speed = side_by_side(generators, [p.source for p in pairs if p.lang in languages][:24], 16)
