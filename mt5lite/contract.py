@@ -12,6 +12,7 @@ refuse an export whose graphs name their tensors otherwise.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,9 @@ DECODER_INPUTS = ("decoder_input_ids", "position", "encoder_attention_mask", "cr
 DECODER_OUTPUTS = ("logits", "new_self_k", "new_self_v")
 ROLES = ("encoder", "decoder")
 NAMES = {"encoder": (ENCODER_INPUTS, ENCODER_OUTPUTS), "decoder": (DECODER_INPUTS, DECODER_OUTPUTS)}
+#: A static export's further decoder steps: ``decoder_b4`` is the decoder step at batch 4 (the beams of beam search
+#: in one call), the same graph and weights as ``decoder`` with the batch fixed at 4 instead of 1.
+BATCHED_DECODER = re.compile(r"decoder_b([1-9][0-9]*)")
 
 #: The batch axis of every tensor of the contract (``position`` has none: one position for the whole batch).
 BATCH_AXIS: dict[str, int | None] = {
@@ -40,6 +44,28 @@ INT64_TENSORS = frozenset({"input_ids", "attention_mask", "decoder_input_ids", "
 LENGTHS = ("max_target_length", "vocab_size", "max_source_length")
 LENGTH_AXES = {"self_k_cache": (3, "max_target_length"), "self_v_cache": (3, "max_target_length"),
                "logits": (1, "vocab_size"), "input_ids": (1, "max_source_length")}
+
+
+def batched_role(batch: int) -> str:
+    """The role of a static export's decoder step at batch ``batch`` (``decoder`` itself at batch 1)."""
+    return "decoder" if batch == 1 else f"decoder_b{batch}"
+
+
+def role_kind(role: str) -> str | None:
+    """The contract graph ``role`` is an instance of (``encoder`` or ``decoder``), None for an unknown role."""
+    if role in ROLES:
+        return role
+    found = BATCHED_DECODER.fullmatch(role)
+    return "decoder" if found and int(found[1]) > 1 else None
+
+
+def decoder_batches(roles) -> dict[int, str]:
+    """The batch sizes a static export's decoder steps serve, each with its role (batch 1: ``decoder``)."""
+    found = {1: "decoder"} if "decoder" in roles else {}
+    for role in roles:
+        if role != "decoder" and role_kind(role) == "decoder":
+            found[int(BATCHED_DECODER.fullmatch(role)[1])] = role
+    return dict(sorted(found.items()))
 
 
 def contract_dtype(name: str) -> str:
@@ -140,6 +166,19 @@ def graph_specs(dims: ContractDims, files: dict[str, str]) -> dict[str, GraphSpe
             for role in ROLES}
 
 
+def with_batch(spec: GraphSpec, batch: int, file: str) -> GraphSpec:
+    """``spec`` (a static graph, batch 1) with every batch axis fixed at ``batch`` instead, in ``file``."""
+    def rebatched(tensor: TensorSpec) -> TensorSpec:
+        axis = BATCH_AXIS[tensor.name]
+        shape = list(tensor.shape)
+        if axis is not None:
+            shape[axis] = batch
+        return TensorSpec(tensor.name, tensor.dtype, tuple(shape))
+
+    return GraphSpec(file, tuple(map(rebatched, spec.inputs)), tuple(map(rebatched, spec.outputs)),
+                     spec.external_data, spec.signature, spec.method)
+
+
 def _dimension_agrees(have, want) -> bool:
     """A fixed size in the graph must be the manifest's; an open one (a name, ``None`` or -1) must be a name there."""
     fixed = isinstance(have, int) and have >= 0
@@ -184,6 +223,12 @@ def batch_rows(feeds: dict[str, np.ndarray], rows: slice) -> dict[str, np.ndarra
         axis = BATCH_AXIS[name]
         out[name] = value if axis is None else value[(slice(None),) * axis + (rows,)]
     return out
+
+
+def repeat_rows(value: np.ndarray, name: str, times: int) -> np.ndarray:
+    """Tensor ``name`` with each batch row repeated ``times`` times along its batch axis (``position`` unchanged)."""
+    axis = BATCH_AXIS[name]
+    return value if axis is None or times == 1 else np.repeat(value, times, axis=axis)
 
 
 def concat_rows(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -68,10 +68,10 @@ class QualityGateError(Mt5LiteError):
 class ParityError(Mt5LiteError):
     """Exported outputs differ from PyTorch beyond the tolerance; one line per output with the numbers."""
 
-    def __init__(self, stage: str, rows: list[dict]):
+    def __init__(self, stage: str, rows: list[dict], reference: str = "PyTorch"):
         self.stage = stage
         self.rows = rows
-        lines = [f"{stage}: outputs differ from PyTorch beyond the tolerance"]
+        lines = [f"{stage}: outputs differ from {reference} beyond the tolerance"]
         for row in rows:
             verdict = "ok" if row["max_abs_diff"] <= row["tolerance"] else "FAIL"  # NaN fails
             lines.append(f"  {row['output']}: shape {row['shape']}, max |diff| {row['max_abs_diff']:.3g} "

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mt5lite.contract import LENGTH_AXES, LENGTHS, NAMES, ROLES, GraphSpec, contract_dtype
+from mt5lite.contract import (BATCH_AXIS, LENGTH_AXES, LENGTHS, NAMES, ROLES, GraphSpec, contract_dtype,
+                              decoder_batches, role_kind)
 from mt5lite.errors import ModelFileError, first_line
 
 MANIFEST_NAME = "manifest.json"
@@ -128,6 +129,13 @@ class Manifest:
     def batch_size(self) -> int | None:
         """1 for a static-shape export, None when the batch is symbolic."""
         return 1 if self.static_shapes else None
+
+    @property
+    def decoder_batches(self) -> dict[int, str]:
+        """The batch sizes the decoder steps serve, each with its graph's role: ``{1: "decoder"}``, plus the
+        batched steps (``decoder_b4``: beam search's 4 beams in one call) of a static export that has them; empty
+        for a dynamic export (any batch)."""
+        return decoder_batches(self.graphs) if self.static_shapes else {}
 
     @property
     def weights_file(self) -> str | None:
@@ -317,26 +325,33 @@ def load_manifest(directory: str | Path, verify_hashes: bool = True) -> Manifest
 
 
 def _name_problems(graphs: dict) -> list[str]:
-    """How a manifest's ``graphs`` differ from the contract's tensor names (empty when they match)."""
-    problems = []
-    for role in ROLES:
-        spec = graphs.get(role) if isinstance(graphs, dict) else None
-        if not isinstance(spec, dict):
-            problems.append(f"no {role} graph")
+    """How a manifest's ``graphs`` differ from the contract's tensor names (empty when they match): both roles
+    present, no unknown role, every graph (a batched decoder step too) naming the tensors of its kind."""
+    graphs = graphs if isinstance(graphs, dict) else {}
+    problems = [f"no {role} graph" for role in ROLES if not isinstance(graphs.get(role), dict)]
+    for role, spec in graphs.items():
+        kind = role_kind(role)
+        if kind is None:
+            problems.append(f"unknown graph {role!r} (the contract's are {', '.join(ROLES)} and decoder_bN)")
             continue
-        for kind, expected in zip(("inputs", "outputs"), NAMES[role], strict=True):
-            found = [t.get("name") for t in spec.get(kind, []) if isinstance(t, dict)]
+        if not isinstance(spec, dict):
+            problems += [] if role in ROLES else [f"{role} is not a graph entry"]
+            continue
+        for part, expected in zip(("inputs", "outputs"), NAMES[kind], strict=True):
+            found = [t.get("name") for t in spec.get(part, []) if isinstance(t, dict)]
             if sorted(found) != sorted(expected):
-                problems.append(f"{role} {kind} are {found}, the contract's are {list(expected)}")
+                problems.append(f"{role} {part} are {found}, the contract's are {list(expected)}")
     return problems
 
 
 def _spec_problems(graphs: dict, lengths: dict) -> list[str]:
     """How a manifest's tensor entries (``graphs``, names already checked) disagree with the contract: a dtype
-    other than the contract's, a shape that is not a list of sizes or names, or a length the host builds its feeds
-    from (``lengths``: ``max_target_length``, ``vocab_size``, ``max_source_length``) that the shapes contradict."""
+    other than the contract's, a shape that is not a list of sizes or names, a length the host builds its feeds
+    from (``lengths``: ``max_target_length``, ``vocab_size``, ``max_source_length``) that the shapes contradict, or
+    a batched decoder step (``decoder_bN``) whose batch axes are not N."""
     problems = []
-    for role in ROLES:
+    batches = {role: batch for batch, role in decoder_batches(graphs).items() if batch > 1}
+    for role in graphs:
         for entry in graphs[role]["inputs"] + graphs[role]["outputs"]:
             name, shape = entry["name"], entry.get("shape")
             dtype = contract_dtype(name)
@@ -349,4 +364,7 @@ def _spec_problems(graphs: dict, lengths: dict) -> list[str]:
             size = shape[axis] if axis is not None and len(shape) > axis else None
             if isinstance(size, int) and size != lengths.get(key):
                 problems.append(f"{role} {name} has {size} along axis {axis}, but {key} is {lengths.get(key)!r}")
+            batch_axis = BATCH_AXIS[name]
+            if role in batches and batch_axis is not None and shape[batch_axis:batch_axis + 1] != [batches[role]]:
+                problems.append(f"{role} {name} has shape {shape}, not batch {batches[role]} along axis {batch_axis}")
     return problems

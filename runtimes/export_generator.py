@@ -31,36 +31,44 @@ class GraphBackend(ABC):
         """Run the encoder; returns every output by name (hidden states, cross K/V ``[L,B,H,S,d_kv]``)."""
         return self._run("encoder", feeds)
 
-    def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one decoder step; returns ``logits [B,V]``, ``new_self_k`` and ``new_self_v`` by name."""
-        return self._run("decoder", feeds)
+    def step(self, feeds: dict[str, np.ndarray], role: str = "decoder") -> dict[str, np.ndarray]:
+        """Run one decoder step (graph ``role``: a static export's batched steps are ``decoder_bN``); returns
+        ``logits [B,V]``, ``new_self_k`` and ``new_self_v`` by name."""
+        return self._run(role, feeds)
 
 
-class RowByRow:
-    """A step backend for batch-1 graphs (static-shape exports) that runs a larger batch, such as the beams of
-    beam search, one row at a time."""
+class StaticBatches:
+    """The step backend of a static-shape export, whose graphs take fixed batch sizes: the encoder 1, the decoder
+    step 1 and the batched steps the export has (``decoder_b4``: batch 4). A larger batch, such as the beams of beam
+    search or several inputs decoded together, runs in as few step calls as those sizes allow: the largest that
+    fits first, then smaller ones. With only batch 1 that is row by row."""
 
-    def __init__(self, backend):
+    def __init__(self, backend: GraphBackend, batches: dict[int, str]):
         self.backend = backend
+        self.batches = batches  # batch size -> the decoder step's role
         self.max_target_length = backend.max_target_length
         self.vocab_size = backend.vocab_size
 
-    def _rows(self, run, feeds: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
-        return concat_rows([run(batch_rows(feeds, slice(row, row + 1))) for row in range(batch)])
-
     def encode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every encoder output, one input row at a time."""
-        return self._rows(self.backend.encode, feeds, len(feeds["input_ids"]))
+        rows = len(feeds["input_ids"])
+        return concat_rows([self.backend.encode(batch_rows(feeds, slice(row, row + 1))) for row in range(rows)])
 
     def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One decoder step, one row at a time."""
-        return self._rows(self.backend.step, feeds, len(feeds["decoder_input_ids"]))
+        """One decoder step of every row, in chunks of the batch sizes the export serves."""
+        rows, start, parts = len(feeds["decoder_input_ids"]), 0, []
+        while start < rows:
+            size = max(batch for batch in self.batches if batch <= rows - start)
+            chunk = feeds if size == rows else batch_rows(feeds, slice(start, start + size))
+            parts.append(self.backend.step(chunk, self.batches[size]))
+            start += size
+        return parts[0] if len(parts) == 1 else concat_rows(parts)
 
 
 class ExportGenerator(ABC):
     """Tokenize, decode (greedy or beam search) and detokenize with an export; subclasses bring the engine."""
 
-    def __init__(self, export_dir: str | os.PathLike, threads: int | None = None):
+    def __init__(self, export_dir: str | os.PathLike, threads: int | None = None, row_by_row: bool = False):
         self.root = Path(export_dir)
         self.manifest = load_manifest(self.root)  # verifies every file's sha256 before any session exists
         self.tokenizer = Tokenizer(inside(self.root, self.manifest.tokenizer.file))
@@ -68,8 +76,10 @@ class ExportGenerator(ABC):
         special = self.manifest.special_tokens
         self.max_source_length = self.manifest.max_source_length
         self.static_shapes = self.manifest.static_shapes
-        #: What the decoding loop runs: the engine's backend, or for batch-1 graphs that backend row by row.
-        self.stepper = RowByRow(self.backend) if self.static_shapes else self.backend
+        #: The batch sizes the static export's decoder steps serve (``row_by_row``: 1 only); empty when dynamic.
+        self.decoder_batches = {1: "decoder"} if row_by_row else self.manifest.decoder_batches
+        #: What the decoding loop runs: the engine's backend, or for static graphs that backend in their batches.
+        self.stepper = StaticBatches(self.backend, self.decoder_batches) if self.static_shapes else self.backend
         self.decoder = Decoder(self.stepper, eos_id=special.eos, decoder_start_id=special.decoder_start,
                                suppressed_ids=list(range(self.tokenizer.piece_count, self.manifest.vocab_size)))
 
@@ -91,9 +101,12 @@ class ExportGenerator(ABC):
         """Generated ids per input, up to and including eos."""
         options = options or DecodingOptions()
         ids, mask = self.encode_batch(texts, overflow)
-        if self.static_shapes:  # the graphs take batch 1
-            return [self.decoder.generate(ids[i : i + 1], mask[i : i + 1], options)[0] for i in range(len(texts))]
-        return self.decoder.generate(ids, mask, options)
+        if not self.static_shapes:
+            return self.decoder.generate(ids, mask, options)
+        # Fixed batch sizes: as many inputs together as the largest batched step holds with their beams
+        group = max(1, max(self.decoder_batches) // options.num_beams)
+        return [row for start in range(0, len(texts), group)
+                for row in self.decoder.generate(ids[start : start + group], mask[start : start + group], options)]
 
     def generate(self, texts: list[str], options: DecodingOptions | None = None,
                  overflow: Overflow = Overflow.ERROR) -> list[str]:

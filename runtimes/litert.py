@@ -24,7 +24,7 @@ from mt5lite.runtimes.export_generator import ExportGenerator, GraphBackend
 
 
 class LiteRTBackend(GraphBackend):
-    """The two graphs of a TFLite export as LiteRT signature runners (the ``StepBackend`` of
+    """The graphs of a TFLite export as LiteRT signature runners (the ``StepBackend`` of
     ``mt5lite.runtimes.decoding``), one interpreter per file per thread."""
 
     def __init__(self, export_dir: str | os.PathLike, manifest: Manifest, threads: int | None = None):
@@ -42,8 +42,7 @@ class LiteRTBackend(GraphBackend):
             from ai_edge_litert.interpreter import Interpreter
 
             runners, interpreters = {}, {}
-            for role in ("encoder", "decoder"):
-                spec = self.specs[role]
+            for role, spec in self.specs.items():  # encoder, decoder, and the batched decoder steps
                 path = inside(self.root, spec.file)
                 if not spec.signature:
                     raise ModelFileError(f"{self.root}: the manifest names no signature for the {role} graph; "

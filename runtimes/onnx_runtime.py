@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mt5lite.contract import LENGTHS, ROLES, engine_problems
+from mt5lite.contract import LENGTHS, engine_problems
 from mt5lite.errors import ModelFileError, first_line
 from mt5lite.manifest import MANIFEST_NAME, Manifest, inside, lfs_hint
 from mt5lite.runtimes.export_generator import ExportGenerator, GraphBackend
@@ -54,7 +54,7 @@ def _stamp_problems(session, manifest: Manifest) -> list[str]:
 
 
 class OnnxBackend(GraphBackend):
-    """The two graphs of an export as ONNX Runtime sessions (the ``StepBackend`` of ``mt5lite.runtimes.decoding``)."""
+    """The graphs of an export as ONNX Runtime sessions (the ``StepBackend`` of ``mt5lite.runtimes.decoding``)."""
 
     def __init__(self, export_dir: str | os.PathLike, manifest: Manifest, threads: int | None = None):
         import onnxruntime as ort
@@ -67,8 +67,7 @@ class OnnxBackend(GraphBackend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         self.sessions, self.paths = {}, {}
-        for role in ROLES:
-            graph = manifest.graphs[role]
+        for role, graph in manifest.graphs.items():  # encoder, decoder, and a static export's batched steps
             path = self.paths[role] = inside(root, graph.file)
             weights = "".join(f" (with {name})" for name in graph.external_data)
             try:

@@ -51,10 +51,16 @@ class OnnxExportConfig(Checked):
     # Measured on a random model of mt5-small's shape (logits up to 135): PyTorch fp32 itself is 1.3e-4 from fp64.
     rtol: float = 4e-6
     external_data_bytes: int = TWO_GB  # weights at least this large go to one external-data file beside the graph
+    # static_shapes: the further batch sizes the decoder step is exported at (decoder_b4.onnx: beam search's 4
+    # beams in one call instead of 4), each sharing every weight with the batch-1 step
+    decoder_batches: tuple[int, ...] = (4,)
 
     def problems(self) -> list[str]:
         """Every bad value."""
+        from mt5lite.exporters.onnx.batched import batch_problems
+
         problems = length_problems(self.max_source_length, self.max_target_length, self.validate_samples)
+        problems += batch_problems(self.decoder_batches)
         if not 11 <= self.opset <= 21:
             problems.append(f"opset must be between 11 and 21, got {self.opset}")
         return problems
@@ -135,6 +141,7 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
     """
     from mt5lite.checkpoint import inspect_checkpoint, load_model
     from mt5lite.exporters.graphs import DecoderStepGraph, EncoderGraph
+    from mt5lite.exporters.onnx.batched import write_batched_decoders
     from mt5lite.exporters.onnx.node_names import parameter_fingerprints
     from mt5lite.exporters.onnx.shared_weights import store_once
     from mt5lite.exporters.validation import validate_export
@@ -165,6 +172,8 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
             _export_graph(module, specs[role], path, config, {**metadata, "mt5lite.graph": role}, fingerprints)
         weights = store_once(staging, [ENCODER_FILE, DECODER_FILE])  # a weight both graphs use is stored once
         specs = {role: replace(spec, external_data=(weights["file"],)) for role, spec in specs.items()}
+        if config.static_shapes:  # the decoder step at the further batch sizes, pointing into the same weights
+            specs = write_batched_decoders(staging, specs, config.decoder_batches)
         copy_tokenizer(files.root, staging)
         manifest = checkpoint_manifest(files, model, "onnxruntime", export_id, config, staging, specs)
         writer.seal(replace(manifest, opset=config.opset, weights=weights))

@@ -38,6 +38,7 @@ from mt5lite.checked import Checked
 from mt5lite.contract import ROLES
 from mt5lite.errors import InputError
 from mt5lite.exporters.onnx.probe import load_with_weights
+from mt5lite.exporters.onnx.batched import write_batched_decoders
 from mt5lite.exporters.onnx.shared_weights import store_once
 from mt5lite.exporters.quantize.calibration import CalibrationDraw, FeedReader
 from mt5lite.exporters.quantize.fuse_products import fuse_parallel_products
@@ -164,6 +165,8 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
              "exclude": list(config.exclude),
              "lookups": {role: s["lookups"] for role, s in summary.items() if s["lookups"]}})
         graphs = {role: replace(graph, external_data=(weights["file"],)) for role, graph in manifest.graphs.items()}
+        # The source's batched decoder steps, again from the quantized step
+        graphs = write_batched_decoders(staging, graphs, [b for b in manifest.decoder_batches if b > 1])
         writer.seal(replace(manifest, graphs=graphs, weights=weights, export_id=export_id,
                             precision=recipe.precision, quantization=quantization), companions_of=(source, manifest))
     return writer.result({"graphs": summary, "config": _config_dict(config)})

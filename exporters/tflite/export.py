@@ -27,7 +27,7 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mt5lite.contract import ROLES
+from mt5lite.contract import ROLES, GraphSpec
 from mt5lite.errors import InputError, ModelFileError
 from mt5lite.exporters.quantize.calibration import CalibrationDraw, CalibrationWarning
 from mt5lite.exporters.result import ExportResult, Validation
@@ -161,13 +161,14 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
         spec = conversion_spec(source, manifest, staging / TFLITE_FILE, quantize, scratch, allow_flex)
         prepared = _prepare_int8(source, spec, calibration, scratch, progress, manifest.model) \
             if precision.calibrated else {}
+        _add_batched_steps(spec, manifest, source)
         converted = convert_steps(spec, scratch)
         if precision.calibrated:
             prepared["float_ops"] = converted["float_nodes"]
         checked = _worker("check", spec, scratch)
-        for role in ROLES:
-            _check_outputs(role, spec.graphs[role], checked["signatures"][role], allow_flex)
-        ops = {role: checked["signatures"][role]["ops"] for role in ROLES}
+        for role, graph in spec.graphs.items():
+            _check_outputs(role, graph, checked["signatures"][role], allow_flex)
+        ops = {role: checked["signatures"][role]["ops"] for role in spec.graphs}
         graphs = {role: replace(graph, file=TFLITE_FILE, signature=role, external_data=())  # the .tflite holds them
                   for role, graph in manifest.graphs.items()}
         flex = sorted({op for role_ops in ops.values() for op in role_ops if _is_flex(op)})
@@ -189,6 +190,27 @@ def conversion_spec(source: Path, manifest: Manifest, output: Path, quantize: st
     return WorkerSpec(output=str(output), quantize=quantize, allow_flex=allow_flex,
                       float_model=str(scratch / "float.tflite"), calibrated_model=str(scratch / "calibrated.tflite"),
                       graphs={role: _graph_job(manifest, role, source) for role in ROLES})
+
+
+def _add_batched_steps(spec: WorkerSpec, manifest: Manifest, source: Path) -> None:
+    """Give ``spec`` a job for each batched decoder step of the ONNX export (``decoder_b4``: a signature of its own
+    in the one ``.tflite``, sharing every weight): the source's batched graph, or where the decoder job was
+    smoothed for int8, the smoothed step rebatched beside it; int8 calibrates it on the decoder's feeds."""
+    from mt5lite.exporters.onnx.batched import write_batched_decoders
+
+    decoder = spec.graphs["decoder"]
+    batches = {batch: role for batch, role in manifest.decoder_batches.items() if batch > 1}
+    folder = Path(decoder.onnx).parent
+    if folder == source.resolve() or not batches:
+        files = {role: str(inside(source, manifest.graphs[role].file)) for role in batches.values()}
+    else:  # the smoothed decoder (int8): its steps at those batches, written and checked beside it
+        single = GraphSpec(Path(decoder.onnx).name, tuple(decoder.inputs), tuple(decoder.outputs))
+        written = write_batched_decoders(folder, {"decoder": single}, list(batches))
+        files = {role: str(folder / written[role].file) for role in batches.values()}
+    for batch, role in batches.items():
+        graph = manifest.graphs[role]
+        spec.graphs[role] = GraphJob(files[role], list(graph.inputs), list(graph.outputs), decoder.mask_value,
+                                     decoder.calibration, batch)
 
 
 def convert_steps(spec: WorkerSpec, scratch: Path) -> dict:

@@ -18,6 +18,7 @@ class GraphJob:
     outputs: list[TensorSpec]
     mask_value: float | None = None  # int8: the attention-masking constant (``int8_masking``)
     calibration: str | None = None  # int8: the ``FeedStore`` directory of its calibration feeds
+    batch: int = 1  # a batched decoder step's batch: its calibration feeds are batch-1 feeds, rows repeated
 
 
 @dataclass

@@ -132,11 +132,12 @@ def _resized(shape, rows: int, vocabulary: int):
 
 def splice_lm_head(flatbuffer: bytes, weight: np.ndarray, logits_range: tuple[float, float], rows: int) -> bytes:
     """``flatbuffer`` (a quantized model whose lm_head is a ``[rows, in]`` stand-in) with the real lm_head
-    ``weight`` (``[out, in]``, float, folded factors applied) in its place: the one FULLY_CONNECTED op whose int8
-    weight has the stand-in's shape gets the real weight quantized per output channel, every tensor of its
-    subgraph with a ``rows``-sized dimension gets ``out`` instead (the logits), and its output, and what passes
-    it on unchanged, the scale and zero point of ``logits_range``. Raises ``ConversionError`` when the op is not
-    found exactly once."""
+    ``weight`` (``[out, in]``, float, folded factors applied) in its place: the FULLY_CONNECTED ops whose int8
+    weight has the stand-in's shape (one per decoder-step signature: batch 1 and the batched steps, all reading one
+    buffer) get the real weight quantized per output channel, every tensor of their subgraphs with a
+    ``rows``-sized dimension gets ``out`` instead (the logits), and their outputs, and what passes them on
+    unchanged, the scale and zero point of ``logits_range``. Raises ``ConversionError`` when no such op is found,
+    or when their weight buffer is not theirs alone."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
@@ -146,16 +147,30 @@ def splice_lm_head(flatbuffer: bytes, weight: np.ndarray, logits_range: tuple[fl
              if op_names[op.opcodeIndex] == "FULLY_CONNECTED"
              and tuple(graph.tensors[op.inputs[1]].shape) == (rows, weight.shape[1])
              and graph.tensors[op.inputs[1]].type == schema.TensorType.INT8]
-    if len(found) != 1:
+    buffers = {graph.tensors[op.inputs[1]].buffer for graph, op in found}
+    if len(buffers) != 1:
         raise ConversionError(f"the int8 model has {len(found)} fully-connected ops with the lm_head stand-in's "
-                              f"shape {[rows, weight.shape[1]]}, not one; the lm_head cannot be written in")
-    graph, op = found[0]
-    vocabulary = weight.shape[0]
-    tensor = graph.tensors[op.inputs[1]]
-    if sum(t.buffer == tensor.buffer for g in model.subgraphs for t in g.tensors) != 1:
+                              f"shape {[rows, weight.shape[1]]} reading {len(buffers)} buffers, not one; the lm_head "
+                              "cannot be written in")
+    buffer = buffers.pop()
+    if sum(t.buffer == buffer for g in model.subgraphs for t in g.tensors) != len(found):
         raise ConversionError("the lm_head's stand-in shares its buffer with another tensor")
     values, scales = per_channel_int8(weight)
-    model.buffers[tensor.buffer].data = values.reshape(-1).view(np.uint8)
+    model.buffers[buffer].data = values.reshape(-1).view(np.uint8)
+    for graph, op in found:
+        _splice_op(model, graph, op, scales, rows, activation_params(*logits_range), op_names)
+    builder = flatbuffers.Builder(len(flatbuffer) + weight.size)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _splice_op(model, graph, op, scales: np.ndarray, rows: int, logits_params: tuple, op_names: list[str]) -> None:
+    """One lm_head op of ``splice_lm_head``: its weight's per-channel ``scales``, its zero bias, and the logits'
+    sizes and quantization (``logits_params``: scale, zero point) along the ops that pass them on."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    vocabulary = len(scales)
+    tensor = graph.tensors[op.inputs[1]]
     tensor.quantization.scale, tensor.quantization.zeroPoint = scales, np.zeros(vocabulary, np.int64)
     if len(op.inputs) > 2 and op.inputs[2] >= 0:  # a bias: int32 at input scale x weight scale, all zero
         bias = graph.tensors[op.inputs[2]]
@@ -177,12 +192,10 @@ def splice_lm_head(flatbuffer: bytes, weight: np.ndarray, logits_range: tuple[fl
     for index in resized:
         graph.tensors[index].shape = _resized(graph.tensors[index].shape, rows, vocabulary)
         graph.tensors[index].shapeSignature = _resized(graph.tensors[index].shapeSignature, rows, vocabulary)
-    scale, zero = activation_params(*logits_range)
+    scale, zero = logits_params
     for index in chain:
         quantization = graph.tensors[index].quantization
         if graph.tensors[index].type == schema.TensorType.INT8:
             quantization.scale = np.array([scale], np.float32)
             quantization.zeroPoint = np.array([zero], np.int64)
-    builder = flatbuffers.Builder(len(flatbuffer) + weight.size)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+

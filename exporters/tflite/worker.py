@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mt5lite.contract import repeat_rows
 from mt5lite.exporters.tflite.spec import LmHeadStandIn, WorkerSpec
 
 
@@ -61,13 +62,14 @@ def capture(spec: WorkerSpec) -> dict:
 
 def _representative_data(spec: WorkerSpec):
     """The calibration feeds of every graph, tagged with its signature key (the converter's multi-signature
-    form)."""
+    form). A batched decoder step calibrates on the batch-1 step's feeds, each row repeated to its batch: the same
+    ranges, so the same quantization as the batch-1 step, row for row."""
     from mt5lite.exporters.quantize.calibration import FeedStore
 
     names = {role: [t.name for t in graph.inputs] for role, graph in spec.graphs.items()}
     for role, graph in spec.graphs.items():
         for feed in FeedStore(graph.calibration):
-            yield role, {name: feed[name] for name in names[role]}
+            yield role, {name: repeat_rows(feed[name], name, graph.batch) for name in names[role]}
 
 
 def convert(spec: WorkerSpec) -> dict:
@@ -188,7 +190,11 @@ def quantize(spec: WorkerSpec) -> dict:
                                      denylisted_nodes=float_nodes or None)
     del calibrated
     model = tf_convert.deduplicate_readonly_buffers(model)
+    spliced = set()
     for role, stand_in in spec.lm_head_stand_ins.items():
+        if (stand_in.weight, stand_in.rows) in spliced:  # a batched decoder step's: the same buffer, done
+            continue
+        spliced.add((stand_in.weight, stand_in.rows))
         graph = spec.graphs[role]
         onnx_model = onnx.load(graph.onnx, load_external_data=False)
         tensor = next(t for t in onnx_model.graph.initializer if t.name == stand_in.weight)

@@ -1,0 +1,104 @@
+"""A static export's decoder step at batch 4 (``decoder_b4``): the beams of beam search in one call, every weight
+shared with the batch-1 step, and outputs identical to decoding row by row."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import onnx
+import pytest
+from onnx import helper
+
+from mt5lite.errors import InputError, ModelFileError, ParityError
+from mt5lite.exporters.onnx.batched import write_batched_decoders
+from mt5lite.exporters.onnx.export import OnnxExportConfig
+from mt5lite.exporters.quantize.recipes import QuantizeConfig, quantize_export
+from mt5lite.exporters.validation import heldout_sample
+from mt5lite.manifest import MANIFEST_NAME, load_manifest
+from mt5lite.runtimes.generators import open_export
+from mt5lite.runtimes.options import DecodingOptions
+from mt5lite.runtimes.tokenizer import Overflow
+
+TRUNCATE = Overflow.TRUNCATE  # held-out sentences run past the static export's 32 tokens
+
+
+@pytest.fixture(scope="module")
+def static_int8(static_export, tmp_path_factory):
+    """The static export quantized by the default (static int8) recipe: it gets its batched step again."""
+    out = tmp_path_factory.mktemp("batched") / "int8"
+    quantize_export(static_export, out, QuantizeConfig(samples=100, max_decoder_steps=64), gate=False)
+    return out
+
+
+def test_static_export_serves_batch_4_from_the_same_weights(static_export):
+    manifest = load_manifest(static_export)
+    assert manifest.decoder_batches == {1: "decoder", 4: "decoder_b4"}
+    batched = manifest.graphs["decoder_b4"]
+    assert batched.tensors["self_k_cache"].shape[1] == 4 and batched.tensors["logits"].shape[0] == 4
+    assert batched.external_data == manifest.graphs["decoder"].external_data == ("weights.bin",)
+    graph = onnx.load(str(static_export / batched.file), load_external_data=False)
+    locations = {entry.value for t in graph.graph.initializer for entry in t.external_data if entry.key == "location"}
+    assert locations == {"weights.bin"}
+    assert (static_export / batched.file).stat().st_size < 0.01 * (static_export / "weights.bin").stat().st_size
+
+
+@pytest.mark.parametrize("export", ["static_export", "static_int8", "tflite_fp32", "tflite_int8"])
+def test_beams_in_one_call_are_identical_to_row_by_row(export, request, monkeypatch):
+    path = request.getfixturevalue(export)
+    batched, rows = open_export(path), open_export(path, row_by_row=True)
+    roles = {"batched": [], "rows": []}
+    for name, generator in (("batched", batched), ("rows", rows)):
+        def step(feeds, role="decoder", run=generator.backend.step, seen=roles[name]):
+            seen.append(role)
+            return run(feeds, role)
+        monkeypatch.setattr(generator.backend, "step", step)  # records which graph each engine call runs
+    texts = [s.text for s in heldout_sample(12)]
+    for beams in (4, 1):
+        options = DecodingOptions(num_beams=beams, max_new_tokens=16)
+        assert batched.generate_ids(texts, options, TRUNCATE) == rows.generate_ids(texts, options, TRUNCATE)
+    # beams: 4 rows per input; greedy: 12 inputs, 4 at a time
+    assert set(roles["batched"]) == {"decoder_b4"} and set(roles["rows"]) == {"decoder"}
+
+
+def test_a_step_that_mixes_rows_is_refused(static_export, tmp_path):
+    """A decoder whose logits depend on the other rows (here: plus their mean) passes at batch 1 but not at 4."""
+    root = tmp_path / "export"
+    shutil.copytree(static_export, root)
+    model = onnx.load(str(root / "decoder.onnx"), load_external_data=False)
+    producer = next(node for node in model.graph.node if "logits" in node.output)
+    producer.output[list(producer.output).index("logits")] = "logits_rows"
+    model.graph.node.extend([
+        helper.make_node("ReduceMean", ["logits_rows"], ["logits_mean"], axes=[0], keepdims=1),
+        helper.make_node("Add", ["logits_rows", "logits_mean"], ["logits"])])
+    onnx.save(model, str(root / "decoder.onnx"))
+    graphs = dict(load_manifest(root, verify_hashes=False).graphs)
+    with pytest.raises(ParityError, match="decoder step at batch 4.*batch-1 decoder step row by row"):
+        write_batched_decoders(root, graphs, [4])
+
+
+def test_batch_sizes_are_checked():
+    with pytest.raises(InputError, match="whole numbers from 2 to 64, got 1, 100"):
+        OnnxExportConfig(static_shapes=True, decoder_batches=(1, 4, 100))
+    assert OnnxExportConfig(decoder_batches=()).decoder_batches == ()
+
+
+def _rewrite_manifest(root, change) -> None:
+    path = root / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    change(data["graphs"])
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda graphs: graphs.update(decoder_x=graphs["decoder"]), "unknown graph 'decoder_x'"),
+    (lambda graphs: graphs.update(decoder_b8=graphs["decoder_b4"]), "decoder_b8 logits has shape .4, 1280., not batch 8"),
+    (lambda graphs: graphs["decoder_b4"]["outputs"].pop(), "decoder_b4 outputs are"),
+])
+def test_manifest_refuses_a_bad_batched_step(static_export, tmp_path, change, message):
+    root = tmp_path / "export"
+    shutil.copytree(static_export, root)
+    _rewrite_manifest(root, change)
+    with pytest.raises(ModelFileError, match=message):
+        load_manifest(root)
+
