@@ -14,8 +14,17 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mt5lite.contract import (BATCH_AXIS, LENGTH_AXES, LENGTHS, NAMES, ROLES, GraphSpec, contract_dtype,
-                              decoder_batches, role_kind)
+from mt5lite.contract import (
+    BATCH_AXIS,
+    LENGTH_AXES,
+    LENGTHS,
+    NAMES,
+    ROLES,
+    GraphSpec,
+    contract_dtype,
+    decoder_batches,
+    role_kind,
+)
 from mt5lite.errors import ModelFileError, first_line
 
 MANIFEST_NAME = "manifest.json"

@@ -92,7 +92,8 @@ def _rewrite_manifest(root, change) -> None:
 
 @pytest.mark.parametrize(("change", "message"), [
     (lambda graphs: graphs.update(decoder_x=graphs["decoder"]), "unknown graph 'decoder_x'"),
-    (lambda graphs: graphs.update(decoder_b8=graphs["decoder_b4"]), "decoder_b8 logits has shape .4, 1280., not batch 8"),
+    (lambda graphs: graphs.update(decoder_b8=graphs["decoder_b4"]),
+     "decoder_b8 logits has shape .4, 1280., not batch 8"),
     (lambda graphs: graphs["decoder_b4"]["outputs"].pop(), "decoder_b4 outputs are"),
 ])
 def test_manifest_refuses_a_bad_batched_step(static_export, tmp_path, change, message):

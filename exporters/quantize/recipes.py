@@ -37,8 +37,8 @@ from pathlib import Path
 from mt5lite.checked import Checked
 from mt5lite.contract import ROLES
 from mt5lite.errors import InputError
-from mt5lite.exporters.onnx.probe import load_with_weights
 from mt5lite.exporters.onnx.batched import write_batched_decoders
+from mt5lite.exporters.onnx.probe import load_with_weights
 from mt5lite.exporters.onnx.shared_weights import store_once
 from mt5lite.exporters.quantize.calibration import CalibrationDraw, FeedReader
 from mt5lite.exporters.quantize.fuse_products import fuse_parallel_products
