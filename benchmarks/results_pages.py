@@ -31,6 +31,8 @@ PAGES = {
                            "Int8 recipes on mt5-small's shape, plain and outliers"),
     "natural-demo": ("build/reports/natural-demo.json", "make natural-demo",
                      "benchmarks.experiments.natural_demo:markdown", "Every stage on the natural model"),
+    "beam-batch": ("build/reports/beam-batch.json", "make beam-batch", "benchmarks.experiments.beam_batch:markdown",
+                   "Beam search in one step call, mt5-small's shape"),
 }
 
 

@@ -75,7 +75,7 @@ def test_kotlin_decoding_replays_the_python_litert_run_token_for_token(compiled,
 
 
 def test_kotlin_core_refuses_bad_exports(compiled, golden):
-    assert "OK (6 tests)" in _junit(compiled, golden, TEST_CLASSES[2])
+    assert "OK (7 tests)" in _junit(compiled, golden, TEST_CLASSES[2])
 
 
 def test_kotlin_core_on_real_litert_gives_the_python_runtimes_tokens(compiled, golden):
@@ -83,6 +83,7 @@ def test_kotlin_core_on_real_litert_gives_the_python_runtimes_tokens(compiled, g
     for export in ("fp32", "int8"):
         assert f"{export} export, greedy: 600 of 600 token-identical" in out, out
         assert f"{export} export, 4-beam: 100 of 100 token-identical" in out, out
+        assert f"ms per 4-beam token on the JVM (the beams in one call of decoder/decoder_b4)" in out, out
 
 
 def _app(tmp_path: Path) -> Path:

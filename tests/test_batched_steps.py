@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import onnx
 import pytest
 from onnx import helper
@@ -14,6 +15,7 @@ from mt5lite.errors import InputError, ModelFileError, ParityError
 from mt5lite.exporters.onnx.batched import write_batched_decoders
 from mt5lite.exporters.onnx.export import OnnxExportConfig
 from mt5lite.exporters.quantize.recipes import QuantizeConfig, quantize_export
+from mt5lite.exporters.tflite.batched_ranges import quantization_mismatches
 from mt5lite.exporters.validation import heldout_sample
 from mt5lite.manifest import MANIFEST_NAME, load_manifest
 from mt5lite.runtimes.generators import open_export
@@ -103,3 +105,22 @@ def test_manifest_refuses_a_bad_batched_step(static_export, tmp_path, change, me
     with pytest.raises(ModelFileError, match=message):
         load_manifest(root)
 
+
+
+def test_full_int8_quantizes_the_batched_step_as_the_batch_1_step(tflite_int8):
+    """Calibrated at batch 4 the float kernels round otherwise; the batched step gets the batch-1 step's ranges."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = (tflite_int8 / "model.tflite").read_bytes()
+    assert quantization_mismatches(model, "decoder", "decoder_b4") == 0
+    # one scale a single ulp off is counted
+    parsed = schema.ModelT.InitFromPackedBuf(model, 0)
+    batched = next(s.subgraphIndex for s in parsed.signatureDefs if s.signatureKey == b"decoder_b4")
+    graph = parsed.subgraphs[batched]
+    tensor = next(graph.tensors[op.outputs[0]] for op in graph.operators
+                  if graph.tensors[op.outputs[0]].type == schema.TensorType.INT8)  # an activation
+    tensor.quantization.scale = np.nextafter(np.asarray(tensor.quantization.scale, np.float32), np.float32(1))
+    builder = flatbuffers.Builder(len(model))
+    builder.Finish(parsed.Pack(builder), file_identifier=b"TFL3")
+    assert quantization_mismatches(bytes(builder.Output()), "decoder", "decoder_b4") == 1

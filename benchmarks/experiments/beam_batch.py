@@ -89,6 +89,22 @@ def measure(path: Path, texts: list[str], threads: int, new_tokens: int) -> dict
             "decoder_batches": sorted(generators["beams_batched"].decoder_batches)}
 
 
+def markdown(report: dict) -> str:
+    """The report as a Markdown page: per export, greedy and 4-beam ms per generated token, side by side."""
+    lines = [f"Model: {report['model']}; {report['threads']} threads; {report['inputs']} held-out sentences, at "
+             f"most {report['max_new_tokens']} new tokens; {report['beams']} beams. Each variant decodes every "
+             "input in turn (side by side); ms per generated token is the median over the inputs of the decoding "
+             "time (encoder included) over the steps the loop ran.", "",
+             "| export | greedy ms/token | 4 beams, one call per step | 4 beams, row by row | beam ids identical |",
+             "|---|---|---|---|---|"]
+    for name, row in report["exports"].items():
+        ms = row["ms_per_token"]
+        lines.append(f"| {name} | {ms['greedy']:.2f} | {ms['beams_batched']:.2f} "
+                     f"({row['beams_batched_over_greedy']:.2f}x greedy) | {ms['beams_row_by_row']:.2f} "
+                     f"({row['beams_row_by_row_over_greedy']:.2f}x) | {row['beam_ids_identical']} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     """Build what is missing, measure, write the JSON report."""
     from mt5lite.data import HELDOUT_SENTENCES, read_sentences

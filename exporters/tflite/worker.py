@@ -60,15 +60,21 @@ def capture(spec: WorkerSpec) -> dict:
             "logits_range": data.logits_range}
 
 
+#: Feeds a batched decoder step is run on while calibrating: its ranges are then replaced by the batch-1 step's.
+BATCHED_CALIBRATION_FEEDS = 2
+
+
 def _representative_data(spec: WorkerSpec):
     """The calibration feeds of every graph, tagged with its signature key (the converter's multi-signature
-    form). A batched decoder step calibrates on the batch-1 step's feeds, each row repeated to its batch: the same
-    ranges, so the same quantization as the batch-1 step, row for row."""
+    form). A batched decoder step gets only the first few of the batch-1 step's feeds, each row repeated to its
+    batch: its ranges are the batch-1 step's, copied after calibration (``batched_ranges.share_ranges``)."""
     from mt5lite.exporters.quantize.calibration import FeedStore
 
     names = {role: [t.name for t in graph.inputs] for role, graph in spec.graphs.items()}
     for role, graph in spec.graphs.items():
-        for feed in FeedStore(graph.calibration):
+        for index, feed in enumerate(FeedStore(graph.calibration)):
+            if graph.batch > 1 and index >= BATCHED_CALIBRATION_FEEDS:
+                break
             yield role, {name: repeat_rows(feed[name], name, graph.batch) for name in names[role]}
 
 
@@ -161,10 +167,15 @@ def calibrate_float(spec: WorkerSpec) -> dict:
     from tensorflow.lite.python.lite import RepresentativeDataset
     from tensorflow.lite.python.optimize import calibrator
 
+    from mt5lite.exporters.tflite.batched_ranges import share_ranges
+
     model = calibrator.add_intermediate_tensors(Path(spec.float_model).read_bytes())
     calibrated = calibrator.Calibrator(model).calibrate(
         RepresentativeDataset(lambda: _representative_data(spec)).input_gen)
     del model
+    batched = [role for role, graph in spec.graphs.items() if graph.batch > 1]
+    if batched:  # quantized as the batch-1 step, row for row
+        calibrated = share_ranges(calibrated, "decoder", batched)
     Path(spec.calibrated_model).write_bytes(calibrated)
     return {"bytes": len(calibrated)}
 
@@ -180,7 +191,8 @@ def quantize(spec: WorkerSpec) -> dict:
     import tensorflow as tf
     from tensorflow.lite.python import convert as tf_convert
 
-    from mt5lite.exporters.tflite.onnx_to_tf import initializer_array
+    from mt5lite.exporters.tflite.batched_ranges import quantization_mismatches
+    from mt5lite.exporters.tflite.onnx_to_tf import ConversionError, initializer_array
     from mt5lite.exporters.tflite.residual import residual_nodes
     from mt5lite.exporters.tflite.splice import splice_lm_head
 
@@ -201,6 +213,10 @@ def quantize(spec: WorkerSpec) -> dict:
         weight = initializer_array(tensor, Path(graph.onnx).parent) * np.load(stand_in.factors)[:, None]
         # MatMul's [in, out] is TFLite's [out, in]
         model = splice_lm_head(model, weight.T, tuple(spec.logits_range), stand_in.rows)
+    for role in (role for role, graph in spec.graphs.items() if graph.batch > 1):
+        if mismatched := quantization_mismatches(model, "decoder", role):
+            raise ConversionError(f"the {role} signature has {mismatched} tensors quantized otherwise than the "
+                                  "decoder signature's; its rows would not compute what the batch-1 step computes")
     Path(spec.output).write_bytes(model)
     return {"bytes": len(model), "float_nodes": len(float_nodes)}
 

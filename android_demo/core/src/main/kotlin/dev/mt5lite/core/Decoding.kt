@@ -17,68 +17,106 @@ class DecodingOptions(
     }
 }
 
-/** One input's encoder results that every decoder step reads: its mask and the cross-attention K/V. */
-class Encoded(val mask: Tensor, val crossK: Tensor, val crossV: Tensor)
+/** One input's encoder results that every decoder step reads: its mask and the cross-attention K/V, per row. */
+class Encoded(val mask: Tensor, val crossK: Tensor, val crossV: Tensor) {
+    /** The same input repeated to [times] rows (the beams of beam search share it). */
+    fun repeated(times: Int): Encoded = select(IntArray(times))
+
+    /** These [rows] of the batch. */
+    fun select(rows: IntArray): Encoded =
+        Encoded(mask.selectRows(0, rows), crossK.selectRows(1, rows), crossV.selectRows(1, rows))
+}
 
 /**
- * The fixed-size self-attention cache of one hypothesis, `[L,1,H,T_max,d_kv]` for K and for V, as the manifest
- * shapes it. The host writes each step's K/V at its position (the contract has no growing concat).
+ * The fixed-size self-attention cache, `[L,B,H,T_max,d_kv]` for K and for V (a row per hypothesis), as the
+ * manifest shapes it. The host writes each step's K/V at its position (the contract has no growing concat).
  */
 class KvCache(val k: Tensor, val v: Tensor) {
-    /** An independent copy (beams that continue the same hypothesis must not share a cache). */
-    fun copy(): KvCache = KvCache(Tensor.of(k.shape, k.floatData().copyOf()), Tensor.of(v.shape, v.floatData().copyOf()))
+    /** The cache of these [rows], copied (beam search: each new beam continues the beam it came from). */
+    fun select(rows: IntArray): KvCache = KvCache(k.selectRows(1, rows), v.selectRows(1, rows))
 
-    /** Write a step's `new_self_k`/`new_self_v` (`[L,1,H,1,d_kv]`) at [position]. */
-    fun write(position: Int, newK: Tensor, newV: Tensor) {
-        put(k, newK, position)
-        put(v, newV, position)
+    /** Write a step's `new_self_k`/`new_self_v` (`[L,b,H,1,d_kv]`) at [position] into rows [firstRow] onward. */
+    fun write(position: Int, newK: Tensor, newV: Tensor, firstRow: Int = 0) {
+        put(k, newK, position, firstRow)
+        put(v, newV, position, firstRow)
     }
 
-    private fun put(cache: Tensor, new: Tensor, position: Int) {
-        val (layers, heads, steps, dkv) = listOf(cache.shape[0], cache.shape[2], cache.shape[3], cache.shape[4])
+    private fun put(cache: Tensor, new: Tensor, position: Int, firstRow: Int) {
+        val (layers, rows, heads, steps) = listOf(cache.shape[0], cache.shape[1], cache.shape[2], cache.shape[3])
+        val (newRows, dkv) = Pair(new.shape[1], cache.shape[4])
         val target = cache.floatData()
         val source = new.floatData()
         for (l in 0 until layers) {
-            for (h in 0 until heads) {
-                val from = (l * heads + h) * dkv
-                val to = ((l * heads + h) * steps + position) * dkv
-                System.arraycopy(source, from, target, to, dkv)
+            for (r in 0 until newRows) {
+                for (h in 0 until heads) {
+                    val from = ((l * newRows + r) * heads + h) * dkv
+                    val to = (((l * rows + firstRow + r) * heads + h) * steps + position) * dkv
+                    System.arraycopy(source, from, target, to, dkv)
+                }
             }
         }
     }
 }
 
 /**
- * The two graphs of an export driven as the contract says: encode once, then one decoder step per token with
- * the host's cache. Shapes come from the manifest's specs.
+ * The graphs of an export driven as the contract says: encode once, then one decoder step per token with the
+ * host's cache. A step of several rows (beams) runs in as few calls as the export's decoder steps allow (`decoder`
+ * takes 1 row, `decoder_b4` 4): the largest that fits first. Shapes come from the manifest's specs; the time of
+ * every encoder run and every step is kept for the app to show.
  */
-class Stepper(private val encoder: Graph, private val decoder: Graph, private val manifest: Manifest) {
+class Stepper(private val encoder: Graph, private val decoders: Map<Int, Graph>, private val manifest: Manifest) {
     private val cacheShape = manifest.graphs.getValue("decoder").inputs.first { it.name == "self_k_cache" }.shape
 
     /** The vocabulary width of the logits (embedding rows). */
     val vocabSize: Int = manifest.vocabSize
     val maxTargetLength: Int = manifest.maxTargetLength
+    /** Milliseconds of each encoder run and of each step (all its rows), since the last [clearTimes]. */
+    val encodeMillis = ArrayList<Double>()
+    val stepMillis = ArrayList<Double>()
+
+    fun clearTimes() {
+        encodeMillis.clear()
+        stepMillis.clear()
+    }
 
     /** Run the encoder on one padded input (`[1,S]` ids and mask). */
     fun encode(ids: LongArray, mask: LongArray): Encoded {
+        val started = System.nanoTime()
         val shape = intArrayOf(1, ids.size)
         val out = encoder.run(mapOf("input_ids" to Tensor.of(shape, ids), "attention_mask" to Tensor.of(shape, mask)))
+        encodeMillis.add((System.nanoTime() - started) / 1e6)
         return Encoded(Tensor.of(shape, mask), output(out, "cross_k"), output(out, "cross_v"))
     }
 
-    /** An empty cache pair. */
-    fun newCache(): KvCache = KvCache(Tensor.zeros(cacheShape, Tensor.DType.FLOAT32), Tensor.zeros(cacheShape, Tensor.DType.FLOAT32))
+    /** An empty cache of [rows] rows. */
+    fun newCache(rows: Int = 1): KvCache {
+        val shape = cacheShape.copyOf().also { it[1] = rows }
+        return KvCache(Tensor.zeros(shape, Tensor.DType.FLOAT32), Tensor.zeros(shape, Tensor.DType.FLOAT32))
+    }
 
-    /** Run one step for [token] at [position], write its K/V into [cache]; returns the logits `[V]`. */
-    fun step(token: Long, position: Int, encoded: Encoded, cache: KvCache): FloatArray {
-        val feeds = mapOf(
-            "decoder_input_ids" to Tensor.of(intArrayOf(1, 1), longArrayOf(token)),
-            "position" to Tensor.of(intArrayOf(1), longArrayOf(position.toLong())),
-            "encoder_attention_mask" to encoded.mask, "cross_k" to encoded.crossK, "cross_v" to encoded.crossV,
-            "self_k_cache" to cache.k, "self_v_cache" to cache.v)
-        val out = decoder.run(feeds)
-        cache.write(position, output(out, "new_self_k"), output(out, "new_self_v"))
-        return output(out, "logits").floatData()
+    /** Run one step of every row: [tokens] at [position]; writes their K/V into [cache]; returns each row's logits. */
+    fun step(tokens: LongArray, position: Int, encoded: Encoded, cache: KvCache): Array<FloatArray> {
+        val started = System.nanoTime()
+        val rows = tokens.size
+        val logits = ArrayList<FloatArray>()
+        var start = 0
+        while (start < rows) {
+            val size = decoders.keys.filter { it <= rows - start }.max() ?: 1
+            val part = IntArray(size) { start + it }
+            val (rowsOf, cacheOf) = if (size == rows) Pair(encoded, cache) else Pair(encoded.select(part), cache.select(part))
+            val feeds = mapOf(
+                "decoder_input_ids" to Tensor.of(intArrayOf(size, 1), LongArray(size) { tokens[start + it] }),
+                "position" to Tensor.of(intArrayOf(1), longArrayOf(position.toLong())),
+                "encoder_attention_mask" to rowsOf.mask, "cross_k" to rowsOf.crossK, "cross_v" to rowsOf.crossV,
+                "self_k_cache" to cacheOf.k, "self_v_cache" to cacheOf.v)
+            val out = decoders.getValue(size).run(feeds)
+            cache.write(position, output(out, "new_self_k"), output(out, "new_self_v"), start)
+            val flat = output(out, "logits").floatData()
+            for (r in 0 until size) logits.add(flat.copyOfRange(r * vocabSize, (r + 1) * vocabSize))
+            start += size
+        }
+        stepMillis.add((System.nanoTime() - started) / 1e6)
+        return logits.toTypedArray()
     }
 
     private fun output(outputs: Map<String, Tensor>, name: String): Tensor =
@@ -87,7 +125,7 @@ class Stepper(private val encoder: Graph, private val decoder: Graph, private va
 
 /**
  * Greedy and beam search over a [Stepper], step for step as `mt5lite.runtimes.decoding.Decoder` (which follows
- * transformers' beam search), for one input at a time (the exports' graphs take batch 1).
+ * transformers' beam search), for one input at a time; the beams are the rows of one step.
  */
 class Decoder(private val stepper: Stepper, private val eosId: Int, private val decoderStartId: Int,
               private val suppressed: IntArray) {
@@ -109,7 +147,7 @@ class Decoder(private val stepper: Stepper, private val eosId: Int, private val 
         var token = decoderStartId.toLong()
         val out = ArrayList<Int>()
         for (position in 0 until options.maxNewTokens) {
-            val logits = stepper.step(token, position, encoded, cache)
+            val logits = stepper.step(longArrayOf(token), position, encoded, cache)[0]
             for (id in suppressed) logits[id] = Float.NEGATIVE_INFINITY
             token = argmax(logits).toLong()
             out.add(token.toInt())
@@ -123,7 +161,8 @@ class Decoder(private val stepper: Stepper, private val eosId: Int, private val 
         val vocab = stepper.vocabSize
         val keep = 2 * beams
         val maxLength = 1 + options.maxNewTokens
-        var caches = List(beams) { stepper.newCache() }
+        val rows = encoded.repeated(beams)  // every beam reads the input's encoder outputs
+        var cache = stepper.newCache(beams)
         var running = Array(beams) { LongArray(maxLength) { eosId.toLong() }.also { r -> r[0] = decoderStartId.toLong() } }
         var finishedSeqs = Array(beams) { running[it].copyOf() }
         var runningScores = FloatArray(beams) { if (it == 0) 0f else NEG }
@@ -135,8 +174,9 @@ class Decoder(private val stepper: Stepper, private val eosId: Int, private val 
         for (curLen in 1 until maxLength) {
             val position = curLen - 1
             val scores = FloatArray(beams * vocab)
+            val logits = stepper.step(LongArray(beams) { running[it][position] }, position, rows, cache)
             for (b in 0 until beams) {
-                val logProbs = logSoftmax(stepper.step(running[b][position], position, encoded, caches[b]))
+                val logProbs = logSoftmax(logits[b])
                 for (id in suppressed) logProbs[id] = Float.NEGATIVE_INFINITY
                 for (t in 0 until vocab) scores[b * vocab + t] = logProbs[t] + runningScores[b]
             }
@@ -152,8 +192,7 @@ class Decoder(private val stepper: Stepper, private val eosId: Int, private val 
             val next = topK(alive, beams)
             running = Array(beams) { candidates[next[it]] }
             runningScores = FloatArray(beams) { alive[next[it]] }
-            val sources = caches
-            caches = List(beams) { sources[sourceBeams[next[it]]].copy() }
+            cache = cache.select(IntArray(beams) { sourceBeams[next[it]] })
 
             // Candidates among the top `beams` that stopped join the finished hypotheses, length-normalised.
             val divisor = Math.pow((curLen + 1 - 1).toDouble(), options.lengthPenalty).toFloat()
@@ -199,13 +238,24 @@ class Decoder(private val stepper: Stepper, private val eosId: Int, private val 
             return best
         }
 
-        /** Indices of the [k] largest values, largest first, ties by lower index (numpy's stable argsort). */
+        /**
+         * Indices of the [k] largest values, largest first, ties by lower index (numpy's stable argsort): one pass
+         * that keeps the best [k] in order (beam search takes 8 of beams x vocabulary values at every step).
+         */
         fun topK(values: FloatArray, k: Int): IntArray {
-            val order = values.indices.sortedWith(Comparator { a, b ->
-                val byValue = values[b].compareTo(values[a])
-                if (byValue != 0) byValue else a.compareTo(b)
-            })
-            return order.take(k).toIntArray()
+            val best = IntArray(minOf(k, values.size))
+            var count = 0
+            for (i in values.indices) {
+                // a later value must be strictly larger to pass a kept one: ties stay in index order
+                var at = count
+                while (at > 0 && values[i] > values[best[at - 1]]) at--
+                if (at >= best.size) continue
+                val end = minOf(count, best.size - 1)
+                System.arraycopy(best, at, best, at + 1, end - at)
+                best[at] = i
+                if (count < best.size) count++
+            }
+            return best
         }
 
         /** log-softmax in float32 as numpy computes it (max-shifted, exp, pairwise sum, log). */

@@ -15,18 +15,6 @@ class Generation(
     val steps: Int
 )
 
-/** A [Graph] that records how long each run took. */
-class TimedGraph(private val graph: Graph) : Graph {
-    val millis = ArrayList<Double>()
-
-    override fun run(inputs: Map<String, Tensor>): Map<String, Tensor> {
-        val started = System.nanoTime()
-        val out = graph.run(inputs)
-        millis.add((System.nanoTime() - started) / 1e6)
-        return out
-    }
-}
-
 /**
  * Tokenize, decode (greedy or beam search) and detokenize with an mt5lite export, as the Python runtimes do:
  * the manifest is checked (hashes included) before any graph is opened, the graphs come from [loader] by the file
@@ -40,9 +28,9 @@ class T5Generator(directory: File, loader: GraphLoader, verifyHashes: Boolean = 
                 "the model's ${manifest.vocabSize} rows; the files are from different models")
         }
     }
-    private val encoder = TimedGraph(open(loader, "encoder"))
-    private val decoderGraph = TimedGraph(open(loader, "decoder"))
-    private val decoder = Decoder(Stepper(encoder, decoderGraph, manifest), manifest.eosId, manifest.decoderStartId,
+    private val stepper = Stepper(open(loader, "encoder"),
+        manifest.decoderBatches.mapValues { open(loader, it.value) }, manifest)
+    private val decoder = Decoder(stepper, manifest.eosId, manifest.decoderStartId,
         (tokenizer.pieceCount until manifest.vocabSize).toList().toIntArray())
 
     private fun open(loader: GraphLoader, role: String): Graph {
@@ -86,14 +74,12 @@ class T5Generator(directory: File, loader: GraphLoader, verifyHashes: Boolean = 
 
     /** Generate for [text] and say where the time went. */
     fun generate(text: String, options: DecodingOptions = DecodingOptions(), overflow: Overflow = Overflow.ERROR): Generation {
-        encoder.millis.clear()
-        decoderGraph.millis.clear()
+        stepper.clearTimes()
         val ids = generateIds(text, options, overflow)
-        val steps = decoderGraph.millis
-        val encoderMs = encoder.millis.sum()
-        val firstStep = steps.take(options.numBeams).sum()
-        return Generation(decode(ids), ids, encoderMs, encoderMs + firstStep,
-            if (steps.isEmpty()) 0.0 else steps.sum() / steps.size * options.numBeams, steps.size / options.numBeams)
+        val steps = stepper.stepMillis  // one per generated token, all beams together
+        val encoderMs = stepper.encodeMillis.sum()
+        return Generation(decode(ids), ids, encoderMs, encoderMs + (steps.firstOrNull() ?: 0.0),
+            if (steps.isEmpty()) 0.0 else steps.sum() / steps.size, steps.size)
     }
 
     companion object {

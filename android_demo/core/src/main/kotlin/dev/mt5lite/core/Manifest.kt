@@ -25,6 +25,11 @@ class Manifest private constructor(
     /** The file inside [root] that [name] (from this manifest) refers to. */
     fun file(name: String): File = inside(root, name)
 
+    /** The batch sizes the decoder steps serve, each with its graph's role: 1 is `decoder`, 4 `decoder_b4`. */
+    val decoderBatches: Map<Int, String> = graphs.keys.filter { it == "decoder" || BATCHED_DECODER.matches(it) }
+        .associateBy { if (it == "decoder") 1 else BATCHED_DECODER.matchEntire(it)!!.groupValues[1].toInt() }
+        .toSortedMap()
+
     companion object {
         const val NAME = "manifest.json"
         const val FORMAT = "mt5lite-export"
@@ -34,6 +39,8 @@ class Manifest private constructor(
         val DECODER_INPUTS = listOf("decoder_input_ids", "position", "encoder_attention_mask", "cross_k", "cross_v",
             "self_k_cache", "self_v_cache")
         val DECODER_OUTPUTS = listOf("logits", "new_self_k", "new_self_v")
+        /** A static export's decoder step at a further batch size: `decoder_b4` runs 4 rows (beams) in one call. */
+        val BATCHED_DECODER = Regex("decoder_b([2-9]|[1-9][0-9]+)")
         private val REQUIRED = listOf("format", "format_version", "engine", "export_id", "graphs", "files",
             "tokenizer", "special_tokens", "max_source_length", "max_target_length", "vocab_size")
 
@@ -72,18 +79,28 @@ class Manifest private constructor(
             }
             val graphs = LinkedHashMap<String, GraphSpec>()
             val rawGraphs = asMap(top["graphs"], "graphs", path)
-            for ((role, inputs, outputs) in listOf(Triple("encoder", ENCODER_INPUTS, ENCODER_OUTPUTS),
-                Triple("decoder", DECODER_INPUTS, DECODER_OUTPUTS))) {
-                val graph = rawGraphs[role] as? Map<*, *>
-                if (graph == null) {
-                    problems.add("graphs: no $role graph")
-                    continue
+            for (role in listOf("encoder", "decoder")) if (rawGraphs[role] !is Map<*, *>) problems.add("graphs: no $role graph")
+            graphs@ for ((key, graph) in rawGraphs) {
+                val role = key.toString()
+                val (inputs, outputs) = when {
+                    role == "encoder" -> Pair(ENCODER_INPUTS, ENCODER_OUTPUTS)
+                    role == "decoder" || BATCHED_DECODER.matches(role) -> Pair(DECODER_INPUTS, DECODER_OUTPUTS)
+                    else -> {
+                        problems.add("graphs: unknown graph '$role' (the contract's are encoder, decoder and decoder_bN)")
+                        continue@graphs
+                    }
                 }
+                if (graph !is Map<*, *>) continue
                 val spec = graphSpec(role, graph, path)
                 if (spec.file !in files) problems.add("graphs.$role: file ${spec.file} is not listed in files")
                 if (spec.inputs.map { it.name }.sorted() != inputs.sorted() ||
                     spec.outputs.map { it.name }.sorted() != outputs.sorted()) {
                     problems.add("graphs.$role: tensor names are not the contract's")
+                }
+                val batch = spec.inputs.firstOrNull { it.name == "decoder_input_ids" }?.shape?.get(0)
+                val named = BATCHED_DECODER.matchEntire(role)?.groupValues?.get(1)?.toInt() ?: 1
+                if (inputs == DECODER_INPUTS && batch != null && batch != named) {
+                    problems.add("graphs.$role: decoder_input_ids has batch $batch, not $named")
                 }
                 graphs[role] = spec
             }

@@ -21,6 +21,21 @@ class Tensor private constructor(val dtype: DType, val shape: IntArray, val floa
     fun floatData(): FloatArray = floats ?: throw IllegalStateException("tensor is $dtype, not float32")
     fun longData(): LongArray = longs ?: throw IllegalStateException("tensor is $dtype, not int64")
 
+    /** A new tensor of this one's [rows] along [axis], in that order (a row may repeat): beams taken from inputs. */
+    fun selectRows(axis: Int, rows: IntArray): Tensor {
+        val outer = elementCount(shape.copyOfRange(0, axis))
+        val inner = elementCount(shape.copyOfRange(axis + 1, shape.size))
+        val newShape = shape.copyOf().also { it[axis] = rows.size }
+        val source: Any = floats ?: longData()
+        val target: Any = if (floats != null) FloatArray(elementCount(newShape)) else LongArray(elementCount(newShape))
+        for (o in 0 until outer) {
+            for ((j, row) in rows.withIndex()) {
+                System.arraycopy(source, (o * shape[axis] + row) * inner, target, (o * rows.size + j) * inner, inner)
+            }
+        }
+        return if (target is FloatArray) of(newShape, target) else of(newShape, target as LongArray)
+    }
+
     companion object {
         fun elementCount(shape: IntArray): Int = shape.fold(1) { acc, d -> acc * d }
 

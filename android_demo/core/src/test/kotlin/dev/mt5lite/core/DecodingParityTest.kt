@@ -32,30 +32,41 @@ class DecodingParityTest {
             return spec.outputs.associate { it.name to Tensor.zeros(it.shape, it.dtype) }
         }
 
+        /** A step of one row or several (beams in one call): each row is one of Python's recorded steps. */
         private fun step(spec: GraphSpec, inputs: Map<String, Tensor>): Map<String, Tensor> {
-            if (next >= calls.size) {
-                problems.add("more decoder steps than Python ran (${calls.size})")
-                return spec.outputs.associate { it.name to Tensor.zeros(it.shape, it.dtype) }
-            }
-            val call = calls[next++]
-            val token = inputs.getValue("decoder_input_ids").longData()[0]
-            val position = inputs.getValue("position").longData()[0]
-            if (token != call["token"] || position != call["position"]) {
-                problems.add("step $next: token $token at $position, Python fed ${call["token"]} at ${call["position"]}")
-            }
-            for (name in listOf("k", "v")) {
-                val sum = positionWeightedSum(inputs.getValue("self_${name}_cache"))
-                val expected = call["${name}_sum"] as Double
-                if (Math.abs(sum - expected) > 1e-4 * (1.0 + Math.abs(expected))) {
-                    problems.add("step $next: self_${name}_cache sums to $sum, Python's to $expected")
+            val rows = inputs.getValue("decoder_input_ids").shape[0]
+            val out = spec.outputs.associate { it.name to Tensor.zeros(it.shape, it.dtype) }
+            for (row in 0 until rows) {
+                if (next >= calls.size) {
+                    problems.add("more decoder steps than Python ran (${calls.size})")
+                    return out
                 }
-            }
-            var offset = (call["offset"] as Long).toInt()
-            val out = HashMap<String, Tensor>()
-            for (tensor in spec.outputs) {  // recorded in the order logits, new_self_k, new_self_v
-                val width = if (tensor.name == "logits") logitsWidth else kvWidth
-                out[tensor.name] = Tensor.of(tensor.shape, floats.copyOfRange(offset, offset + width))
-                offset += width
+                val call = calls[next++]
+                val token = inputs.getValue("decoder_input_ids").longData()[row]
+                val position = inputs.getValue("position").longData()[0]
+                if (token != call["token"] || position != call["position"]) {
+                    problems.add("step $next: token $token at $position, Python fed ${call["token"]} at ${call["position"]}")
+                }
+                for (name in listOf("k", "v")) {
+                    val sum = positionWeightedSum(inputs.getValue("self_${name}_cache").selectRows(1, intArrayOf(row)))
+                    val expected = call["${name}_sum"] as Double
+                    if (Math.abs(sum - expected) > 1e-4 * (1.0 + Math.abs(expected))) {
+                        problems.add("step $next: self_${name}_cache sums to $sum, Python's to $expected")
+                    }
+                }
+                var offset = (call["offset"] as Long).toInt()
+                for (tensor in spec.outputs) {  // recorded per row in the order logits, new_self_k, new_self_v
+                    val target = out.getValue(tensor.name).floatData()
+                    if (tensor.name == "logits") {
+                        System.arraycopy(floats, offset, target, row * logitsWidth, logitsWidth)
+                        offset += logitsWidth
+                        continue
+                    }
+                    val layers = tensor.shape[0]
+                    val block = kvWidth / layers  // one row of one layer: [H,1,d_kv]
+                    for (l in 0 until layers) System.arraycopy(floats, offset + l * block, target, (l * rows + row) * block, block)
+                    offset += kvWidth
+                }
             }
             return out
         }

@@ -37,6 +37,18 @@ class ManifestTest {
         val manifest = Manifest.load(export)
         assertEquals("encoder", manifest.graphs.getValue("encoder").signature)
         assertEquals(manifest.graphs.getValue("encoder").file, manifest.graphs.getValue("decoder").file)
+        assertEquals(mapOf(1 to "decoder", 4 to "decoder_b4"), manifest.decoderBatches)
+    }
+
+    @Test
+    fun aBatchedStepThatIsNotWhatItsNameSaysIsRefused() {
+        val dir = copy()
+        val manifest = File(dir, "manifest.json")
+        val text = manifest.readText()
+        manifest.writeText(text.replace("\"decoder_b4\": {", "\"decoder_b8\": {"))
+        refused(dir, "graphs.decoder_b8: decoder_input_ids has batch 4, not 8")
+        manifest.writeText(text.replace("\"decoder_b4\": {", "\"decoder_x\": {"))
+        refused(dir, "graphs: unknown graph 'decoder_x'")
     }
 
     @Test

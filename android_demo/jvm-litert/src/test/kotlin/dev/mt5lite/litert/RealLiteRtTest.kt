@@ -21,8 +21,8 @@ class RealLiteRtTest {
             for ((name, path) in golden["exports"] as Map<*, *>) {
                 val generator = T5Generator(File(path.toString()), loader)
                 val counts = HashMap<Int, IntArray>()
-                var tokens = 0
-                var millis = 0.0
+                val tokens = HashMap<Int, Int>()  // per beam count: generated tokens and the ms they took
+                val millis = HashMap<Int, Double>()
                 for (item in golden["cases"] as List<*>) {
                     val case = item as Map<*, *>
                     if (case["export"] != name) continue
@@ -37,16 +37,19 @@ class RealLiteRtTest {
                     } else {
                         problems.add("$name ${case["text"]} (beams $beams): ${result.ids.toList()} != ${case["ids"]}")
                     }
-                    if (beams == 1) {
-                        tokens += result.steps
-                        millis += result.encoderMs + result.msPerStep * result.steps
-                    }
+                    tokens[beams] = (tokens[beams] ?: 0) + result.steps
+                    millis[beams] = (millis[beams] ?: 0.0) + result.encoderMs + result.msPerStep * result.steps
                 }
                 for ((beams, count) in counts.toSortedMap()) {
                     println("real LiteRT, $name export, ${if (beams == 1) "greedy" else "$beams-beam"}: " +
                         "${count[0]} of ${count[1]} token-identical")
                 }
-                println("real LiteRT, $name export: ${"%.2f".format(millis / tokens)} ms per greedy token on the JVM")
+                val perToken = tokens.keys.sorted().joinToString(", ") { beams ->
+                    "%.2f ms per %s token".format(millis.getValue(beams) / tokens.getValue(beams),
+                        if (beams == 1) "greedy" else "$beams-beam")
+                }
+                println("real LiteRT, $name export: $perToken on the JVM (the beams in one call of " +
+                    "${generator.manifest.decoderBatches.values.joinToString("/")})")
             }
         }
         assertTrue(problems.take(10).joinToString("\n"), problems.isEmpty())
