@@ -83,7 +83,7 @@ def test_kotlin_core_on_real_litert_gives_the_python_runtimes_tokens(compiled, g
     for export in ("fp32", "int8"):
         assert f"{export} export, greedy: 600 of 600 token-identical" in out, out
         assert f"{export} export, 4-beam: 100 of 100 token-identical" in out, out
-        assert f"ms per 4-beam token on the JVM (the beams in one call of decoder/decoder_b4)" in out, out
+        assert "ms per 4-beam token on the JVM (the beams in one call of decoder/decoder_b4)" in out, out
 
 
 def _app(tmp_path: Path) -> Path:
