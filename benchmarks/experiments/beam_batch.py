@@ -29,7 +29,9 @@ from benchmarks.models import mt5_small, once
 from benchmarks.timing import speed_arguments
 from mt5lite.paths import BUILD_DIR, DEMO_MODEL
 
-MODELS = {"mt5-small": mt5_small, "demo": lambda: DEMO_MODEL}
+#: name -> (the checkpoint, what the report calls it)
+MODELS = {"mt5-small": (mt5_small, "random weights of google/mt5-small's shape, 250,100-piece tokenizer"),
+          "demo": (lambda: DEMO_MODEL, "the demo model")}
 BEAMS = 4
 
 
@@ -117,9 +119,10 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("USE_TF", "0")
     work = BUILD_DIR / "beam-batch" / args.model
-    paths = build(MODELS[args.model](), work, args.exports)
+    checkpoint, described = MODELS[args.model]
+    paths = build(checkpoint(), work, args.exports)
     texts = [s.text for s in read_sentences(HELDOUT_SENTENCES)][: args.inputs]
-    report = {"model": args.model, "threads": args.threads, "inputs": len(texts), "max_new_tokens": args.new_tokens,
+    report = {"model": described, "threads": args.threads, "inputs": len(texts), "max_new_tokens": args.new_tokens,
               "beams": BEAMS, "machine": platform.processor() or platform.machine(),
               "exports": {name: measure(path, texts, args.threads, args.new_tokens) for name, path in paths.items()}}
     args.output.parent.mkdir(parents=True, exist_ok=True)

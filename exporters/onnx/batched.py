@@ -42,9 +42,11 @@ def write_batched_decoders(directory: Path, graphs: dict[str, GraphSpec], batche
     problems = batch_problems(batches)
     if problems:
         raise InputError("; ".join(problems))
+    result = {role: spec for role, spec in graphs.items() if role_kind(role) != "decoder" or role == "decoder"}
+    if not batches:
+        return result
     decoder = graphs["decoder"]
     model = onnx.load(str(directory / decoder.file), load_external_data=False)
-    result = {role: spec for role, spec in graphs.items() if role_kind(role) != "decoder" or role == "decoder"}
     dynamic = any(node.op_type == "DynamicQuantizeLinear" for node in model.graph.node)
     tolerance = DYNAMIC_TOLERANCE if dynamic else TOLERANCE
     for batch in sorted(set(batches)):

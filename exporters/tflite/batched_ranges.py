@@ -36,9 +36,9 @@ def _pairs(model, source: str, target: str):
     ``TensorT``s): inputs and outputs by name, every other tensor by the op that writes it, ops matched in order; a
     reshape only ``target`` has is paired with its own input. Raises ``ConversionError`` when the ops differ
     beyond such reshapes."""
-    from mt5lite.exporters.tflite.splice import _op_names
+    from mt5lite.exporters.tflite.splice import op_names
 
-    op_names = _op_names(model)
+    names = op_names(model)
     signatures = {s.signatureKey.decode(): s for s in model.signatureDefs}
     reference = model.subgraphs[signatures[source].subgraphIndex]
     graph = model.subgraphs[signatures[target].subgraphIndex]
@@ -46,7 +46,7 @@ def _pairs(model, source: str, target: str):
         by_name = {t.name.decode(): t.tensorIndex for t in getattr(signatures[source], ends)}
         for tensor in getattr(signatures[target], ends):
             yield reference.tensors[by_name[tensor.name.decode()]], graph.tensors[tensor.tensorIndex]
-    ops = [[op_names[op.opcodeIndex] for op in g.operators] for g in (reference, graph)]
+    ops = [[names[op.opcodeIndex] for op in g.operators] for g in (reference, graph)]
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=ops[0], b=ops[1], autojunk=False).get_opcodes():
         if tag == "equal":
             for left, right in zip(reference.operators[i1:i2], graph.operators[j1:j2], strict=True):

@@ -19,10 +19,10 @@ def residual_nodes(flatbuffer: bytes) -> list[str]:
     arithmetic of every subgraph of ``flatbuffer``."""
     from ai_edge_litert import schema_py_generated as schema
 
-    from mt5lite.exporters.tflite.splice import _op_names
+    from mt5lite.exporters.tflite.splice import op_names
 
     model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
-    names = _op_names(model)
+    names = op_names(model)
     found = set()
     for graph in model.subgraphs:
         producers = {out: op for op in graph.operators for out in op.outputs}

@@ -118,7 +118,7 @@ def activation_params(low: float, high: float) -> tuple[float, int]:
     return float(np.float32(scale)), int(np.clip(np.trunc(zero + np.copysign(0.5, zero)), qmin, qmax))
 
 
-def _op_names(model) -> list[str]:
+def op_names(model) -> list[str]:
     """The builtin name of each operator code of ``model`` (a ``ModelT``)."""
     from ai_edge_litert import schema_py_generated as schema
 
@@ -142,9 +142,9 @@ def splice_lm_head(flatbuffer: bytes, weight: np.ndarray, logits_range: tuple[fl
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
-    op_names = _op_names(model)
+    names = op_names(model)
     found = [(graph, op) for graph in model.subgraphs for op in graph.operators
-             if op_names[op.opcodeIndex] == "FULLY_CONNECTED"
+             if names[op.opcodeIndex] == "FULLY_CONNECTED"
              and tuple(graph.tensors[op.inputs[1]].shape) == (rows, weight.shape[1])
              and graph.tensors[op.inputs[1]].type == schema.TensorType.INT8]
     buffers = {graph.tensors[op.inputs[1]].buffer for graph, op in found}
@@ -158,15 +158,16 @@ def splice_lm_head(flatbuffer: bytes, weight: np.ndarray, logits_range: tuple[fl
     values, scales = per_channel_int8(weight)
     model.buffers[buffer].data = values.reshape(-1).view(np.uint8)
     for graph, op in found:
-        _splice_op(model, graph, op, scales, rows, activation_params(*logits_range), op_names)
+        _splice_op(model, graph, op, scales, rows, activation_params(*logits_range), names)
     builder = flatbuffers.Builder(len(flatbuffer) + weight.size)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 
 
-def _splice_op(model, graph, op, scales: np.ndarray, rows: int, logits_params: tuple, op_names: list[str]) -> None:
+def _splice_op(model, graph, op, scales: np.ndarray, rows: int, logits_params: tuple, names: list[str]) -> None:
     """One lm_head op of ``splice_lm_head``: its weight's per-channel ``scales``, its zero bias, and the logits'
-    sizes and quantization (``logits_params``: scale, zero point) along the ops that pass them on."""
+    sizes and quantization (``logits_params``: scale, zero point) along the ops that pass them on (``names``: each
+    operator code's name)."""
     from ai_edge_litert import schema_py_generated as schema
 
     vocabulary = len(scales)
@@ -183,7 +184,7 @@ def _splice_op(model, graph, op, scales: np.ndarray, rows: int, logits_params: t
     chain, current = [op.outputs[0]], op.outputs[0]
     while current is not None:  # the logits: the lm_head's output and the ops that pass it on
         current = next((o.outputs[0] for o in graph.operators if len(o.inputs) and o.inputs[0] == current
-                        and op_names[o.opcodeIndex] in _SAME_SCALE_OPS | {"DEQUANTIZE"}), None)
+                        and names[o.opcodeIndex] in _SAME_SCALE_OPS | {"DEQUANTIZE"}), None)
         chain += [current] if current is not None else []
     resized = {i for i, t in enumerate(graph.tensors) if t.shape is not None and rows in t.shape}
     if not resized <= set(chain) | set(op.inputs[1:]):
