@@ -74,6 +74,7 @@ class Stepper(private val encoder: Graph, private val decoders: Map<Int, Graph>,
     val encodeMillis = ArrayList<Double>()
     val stepMillis = ArrayList<Double>()
 
+    /** Forget the recorded times (before a generation whose times are wanted). */
     fun clearTimes() {
         encodeMillis.clear()
         stepMillis.clear()
