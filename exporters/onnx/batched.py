@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mt5lite.contract import BATCH_AXIS, GraphSpec, batched_role, role_kind, with_batch
-from mt5lite.errors import InputError, ParityError
+from mt5lite.errors import InputError
 
 #: A batched step must match the batch-1 step row by row to this (max |diff| <= atol + rtol x max |reference|):
 #: GEMM kernels for B rows may sum in another order than those for one row (weight-int8 on the demo model: 2.4e-6).
@@ -94,6 +94,7 @@ def _check_rows(directory: Path, single: GraphSpec, batched: GraphSpec, toleranc
     import onnxruntime as ort
 
     from mt5lite.contract import batch_rows, concat_rows
+    from mt5lite.verification.teacher_forced import Differences, check_diffs
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -105,10 +106,8 @@ def _check_rows(directory: Path, single: GraphSpec, batched: GraphSpec, toleranc
     together = dict(zip(names, sessions[1].run(names, feeds), strict=True))
     apart = concat_rows([dict(zip(names, sessions[0].run(names, batch_rows(feeds, slice(row, row + 1))),
                                   strict=True)) for row in range(batch)])
-    atol, rtol = tolerance
-    rows = [{"output": name, "shape": list(together[name].shape),
-             "max_abs_diff": float(np.abs(together[name] - apart[name]).max()),
-             "tolerance": atol + rtol * float(np.abs(apart[name]).max())} for name in names]
-    if any(not row["max_abs_diff"] <= row["tolerance"] for row in rows):
-        raise ParityError(f"{batched.file} (the decoder step at batch {batch})", rows,
-                          reference="the batch-1 decoder step row by row")
+    found = Differences()
+    for name in names:
+        found.add(name, together[name], apart[name])
+    check_diffs(f"{batched.file} (the decoder step at batch {batch})", found, *tolerance,
+                {name: list(together[name].shape) for name in names}, "the batch-1 decoder step row by row")

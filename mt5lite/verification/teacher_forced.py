@@ -96,9 +96,11 @@ def diff_rows(found: Differences, atol: float, rtol: float, shapes: dict[str, li
             for name, value in found.max_abs_diff.items()]
 
 
-def check_diffs(stage: str, found: Differences, atol: float, rtol: float, shapes: dict[str, list]) -> list[dict]:
-    """``diff_rows``, or ``ParityError`` listing all of them if any output is over its tolerance (NaN is over)."""
+def check_diffs(stage: str, found: Differences, atol: float, rtol: float, shapes: dict[str, list],
+                reference: str = "PyTorch") -> list[dict]:
+    """``diff_rows``, or ``ParityError`` listing all of them if any output is over its tolerance (NaN is over);
+    ``reference`` names what the outputs were compared with."""
     rows = diff_rows(found, atol, rtol, shapes)
     if any(not (row["max_abs_diff"] <= row["tolerance"]) for row in rows):
-        raise ParityError(stage, rows)
+        raise ParityError(stage, rows, reference)
     return rows
