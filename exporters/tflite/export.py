@@ -321,7 +321,7 @@ def validate_tflite(onnx_dir: Path, tflite_dir: Path, precision: TflitePrecision
     atol, rtol = atol if atol is not None else 1e-4, rtol if rtol is not None else 4e-6
     shapes = {name: list(shape) for name, shape in manifest.output_shapes.items()}
     if precision.exact:
-        rows = check_diffs("TFLite fp32 validation against the ONNX export", found, atol, rtol, shapes)
+        rows = check_diffs("TFLite fp32 validation", found, atol, rtol, shapes, "the ONNX export")
     else:  # reduced precision: the numbers are reported, the quality gate judges the export
         rows = diff_rows(found, atol, rtol, shapes)
     return Validation(len(texts), tuple(rows), checked_against_tolerance=precision.exact)
