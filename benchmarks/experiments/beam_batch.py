@@ -44,12 +44,11 @@ def build(model: Path, work: Path, exports: list[str]) -> dict[str, Path]:
 
     fp32 = once(work / "onnx-fp32", lambda p: export_onnx(model, p, OnnxExportConfig(static_shapes=True),
                                                          force=True, progress=True))
-    makers = {
-        "onnx-fp32": lambda p: None,
+    made_from_fp32 = {
         "static-int8": lambda p: quantize_export(fp32, p, QuantizeConfig(), force=True, progress=True, gate=False),
         "tflite-int8": lambda p: export_tflite(fp32, p, "int8", force=True, gate=False, progress=True),
     }
-    return {name: fp32 if name == "onnx-fp32" else once(work / name, makers[name]) for name in exports}
+    return {name: once(work / name, made_from_fp32[name]) if name in made_from_fp32 else fp32 for name in exports}
 
 
 def _decode(generator, steps: list, text: str, beams: int, new_tokens: int) -> tuple[float, list[int], int]:
