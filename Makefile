@@ -12,7 +12,7 @@ export USE_TF := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: help install jvm-toolchain test test-quick test-slow test-faults test-lean test-wheel test-pi docs test-docs results lint export-tflite sensitivity bench-quantization \
-	evaluate demo-model natural-model natural-demo beam-batch outliers-demo outliers-mt5-small mt5-small-fixture parity-mt5-small tflite-mt5-small conversion-memory trim-mt5-small executorch-mt5-small lite-demo families-demo importance-demo sparsity-demo bench android-assets clean
+	evaluate demo-model natural-model natural-demo device-speed outliers-demo outliers-mt5-small mt5-small-fixture parity-mt5-small tflite-mt5-small conversion-memory trim-mt5-small executorch-mt5-small lite-demo families-demo importance-demo sparsity-demo bench android-assets clean
 
 help:
 	@echo "make export-tflite   run the pipeline on MODEL (default: the bundled demo model) into $(BUILD)/"
@@ -30,8 +30,9 @@ help:
 	@echo "                     scratch into $(BUILD)/natural (about 75 minutes on 2 cores)"
 	@echo "make natural-demo    every stage on the natural model (parity, int8 per language, trimming, scripts, outliers,"
 	@echo "                     the lite student): $(BUILD)/reports/natural-demo.{json,md}"
-	@echo "make beam-batch      4-beam against greedy ms/token on mt5-small's shape, the beams in one call of the"
-	@echo "                     batch-4 step and row by row: $(BUILD)/reports/beam-batch.json"
+	@echo "make device-speed    on mt5-small's shape: 4-beam against greedy ms/token (the beams in one call of the"
+	@echo "                     batch-4 step and row by row), time to first token with and without source-length"
+	@echo "                     buckets: $(BUILD)/reports/device-speed.json"
 	@echo "make parity-mt5-small ONNX parity on a random model of google/mt5-small's shape"
 	@echo "make tflite-mt5-small TFLite fp32 + full int8 of that model: conversion, sizes, speed"
 	@echo "make conversion-memory  full-int8 TFLite conversion's peak memory against the checkpoint, mt5-small and"
@@ -169,12 +170,12 @@ natural-model: install
 natural-demo: install
 	$(BIN)/python -m benchmarks.experiments.natural_demo --threads 2 --output $(BUILD)/reports/natural-demo.json
 
-# Beam search on static exports of a random model of mt5-small's shape: the 4 beams in one call of the batch-4 step
-# against row by row, beside greedy, for static int8 ONNX and full-int8 TFLite (about 35 minutes the first time,
-# building the exports under $(BUILD)/beam-batch/).
-beam-batch: install
-	$(BIN)/python -m benchmarks.experiments.beam_batch --exports static-int8 tflite-int8 --threads 2 \
-		--output $(BUILD)/reports/beam-batch.json
+# Static exports of a random model of mt5-small's shape, static int8 ONNX and full-int8 TFLite: beam search with the
+# 4 beams in one call of the batch-4 step against row by row, beside greedy, and time to first token with and without
+# source-length buckets (about 40 minutes the first time, building the exports under $(BUILD)/device-speed/).
+device-speed: install
+	$(BIN)/python -m benchmarks.experiments.device_speed --exports static-int8 tflite-int8 --threads 2 \
+		--output $(BUILD)/reports/device-speed.json
 
 mt5-small-fixture: install
 	$(BIN)/python -c "from tests.fixtures import mt5_small_random; print(mt5_small_random())"

@@ -31,8 +31,9 @@ PAGES = {
                            "Int8 recipes on mt5-small's shape, plain and outliers"),
     "natural-demo": ("build/reports/natural-demo.json", "make natural-demo",
                      "benchmarks.experiments.natural_demo:markdown", "Every stage on the natural model"),
-    "beam-batch": ("build/reports/beam-batch.json", "make beam-batch", "benchmarks.experiments.beam_batch:markdown",
-                   "Beam search in one step call, mt5-small's shape"),
+    "device-speed": ("build/reports/device-speed.json", "make device-speed",
+                     "benchmarks.experiments.device_speed:markdown",
+                     "Beams and short inputs on static exports, mt5-small's shape"),
 }
 
 

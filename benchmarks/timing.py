@@ -31,9 +31,10 @@ def forced_decode(backend, ids: np.ndarray, mask: np.ndarray, start_id: int, new
 
 
 def timed_decode(generator, text: str, new_tokens: int) -> tuple[float, float]:
-    """``forced_decode`` of one text, batch 1, with an export generator."""
+    """``forced_decode`` of one text, batch 1, with an export generator (a static export's graphs in the shapes
+    of the padded input)."""
     ids, mask = generator.encode_batch([text])
-    return forced_decode(generator.backend, ids, mask, generator.decoder.decoder_start_id, new_tokens)
+    return forced_decode(generator.stepper, ids, mask, generator.decoder.decoder_start_id, new_tokens)
 
 
 def side_by_side(generators: dict, texts: list[str], new_tokens: int) -> dict[str, float]:

@@ -130,7 +130,8 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
     config = OnnxExportConfig(max_source_length=args.max_source_length, max_target_length=args.max_target_length,
                               static_shapes=args.static_shapes, opset=args.opset,
-                              validate_samples=args.validate_samples, decoder_batches=tuple(args.decoder_batches))
+                              validate_samples=args.validate_samples, decoder_batches=tuple(args.decoder_batches),
+                              source_buckets=None if args.source_buckets is None else tuple(args.source_buckets))
     result = export_onnx(args.model, args.output, config, force=args.force, allow_pickle=args.allow_pickle,
                          progress=True)
     for row in result.validation.rows:
@@ -592,6 +593,10 @@ def _export_parsers(sub) -> None:
     onnx.add_argument("--decoder-batches", type=int, nargs="*", default=[4], metavar="B",
                       help="with --static-shapes: further batch sizes of the decoder step, sharing its weights "
                            "(4: beam search's 4 beams in one call); none: batch 1 only")
+    onnx.add_argument("--source-buckets", type=int, nargs="*", default=None, metavar="S",
+                      help="with --static-shapes: shorter source lengths every graph is exported at too, sharing its "
+                           "weights (a short input runs the shortest that fits); default: 16 32 64, those below "
+                           "--max-source-length; none: --max-source-length only")
     onnx.add_argument("--opset", type=int, default=17, help="ONNX opset of both graphs (11 to 21)")
 
     tflite = _command(targets, "tflite", "convert a static-shape ONNX export to TFLite (LiteRT)", cmd_export_tflite)

@@ -24,9 +24,10 @@ DECODER_INPUTS = ("decoder_input_ids", "position", "encoder_attention_mask", "cr
 DECODER_OUTPUTS = ("logits", "new_self_k", "new_self_v")
 ROLES = ("encoder", "decoder")
 NAMES = {"encoder": (ENCODER_INPUTS, ENCODER_OUTPUTS), "decoder": (DECODER_INPUTS, DECODER_OUTPUTS)}
-#: A static export's further decoder steps: ``decoder_b4`` is the decoder step at batch 4 (the beams of beam search
-#: in one call), the same graph and weights as ``decoder`` with the batch fixed at 4 instead of 1.
-BATCHED_DECODER = re.compile(r"decoder_b([1-9][0-9]*)")
+#: A static export's further graphs, each the same graph and weights as its kind's at another fixed shape:
+#: ``decoder_b4`` is the decoder step at batch 4 (the beams of beam search in one call), ``encoder_s16`` the encoder
+#: over 16 source positions instead of ``max_source_length`` (a source-length bucket), ``decoder_b4_s16`` both.
+GRAPH_ROLE = re.compile(r"(encoder|decoder)(?:_b([1-9][0-9]*))?(?:_s([1-9][0-9]*))?")
 
 #: The batch axis of every tensor of the contract (``position`` has none: one position for the whole batch).
 BATCH_AXIS: dict[str, int | None] = {
@@ -35,7 +36,8 @@ BATCH_AXIS: dict[str, int | None] = {
     "logits": 0, "new_self_k": 1, "new_self_v": 1,
 }
 #: The source-length axis of the tensors that have one (parity compares only real source positions).
-SOURCE_AXIS: dict[str, int] = {"encoder_hidden_states": 1, "cross_k": 3, "cross_v": 3}
+SOURCE_AXIS: dict[str, int] = {"input_ids": 1, "attention_mask": 1, "encoder_hidden_states": 1, "cross_k": 3,
+                               "cross_v": 3, "encoder_attention_mask": 1}
 #: Integer inputs are int64; everything else is float32.
 INT64_TENSORS = frozenset({"input_ids", "attention_mask", "decoder_input_ids", "position", "encoder_attention_mask"})
 
@@ -46,26 +48,57 @@ LENGTH_AXES = {"self_k_cache": (3, "max_target_length"), "self_v_cache": (3, "ma
                "logits": (1, "vocab_size"), "input_ids": (1, "max_source_length")}
 
 
-def batched_role(batch: int) -> str:
-    """The role of a static export's decoder step at batch ``batch`` (``decoder`` itself at batch 1)."""
-    return "decoder" if batch == 1 else f"decoder_b{batch}"
+@dataclass(frozen=True)
+class Role:
+    """What a graph's role says: its kind (``encoder`` or ``decoder``), the batch it takes, and the source length of
+    a source-length bucket (None: the export's ``max_source_length``)."""
+
+    kind: str
+    batch: int = 1
+    source: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The role's name: ``decoder``, ``decoder_b4``, ``encoder_s16``, ``decoder_b4_s16``."""
+        return self.kind + (f"_b{self.batch}" if self.batch > 1 else "") + (f"_s{self.source}" if self.source else "")
+
+
+def parse_role(role: str) -> Role | None:
+    """The ``Role`` a graph's role names; None for an unknown role (an encoder takes batch 1 only)."""
+    found = GRAPH_ROLE.fullmatch(role)
+    if not found or (found[2] and (found[1] == "encoder" or int(found[2]) == 1)):
+        return None
+    return Role(found[1], int(found[2] or 1), int(found[3]) if found[3] else None)
+
+
+def batched_role(batch: int, source: int | None = None) -> str:
+    """The role of a static export's decoder step at batch ``batch`` (``decoder`` itself at batch 1), over
+    ``source`` positions (None: the export's own length)."""
+    return Role("decoder", batch, source).name
 
 
 def role_kind(role: str) -> str | None:
     """The contract graph ``role`` is an instance of (``encoder`` or ``decoder``), None for an unknown role."""
-    if role in ROLES:
-        return role
-    found = BATCHED_DECODER.fullmatch(role)
-    return "decoder" if found and int(found[1]) > 1 else None
+    found = parse_role(role)
+    return found.kind if found else None
 
 
-def decoder_batches(roles) -> dict[int, str]:
-    """The batch sizes a static export's decoder steps serve, each with its role (batch 1: ``decoder``)."""
-    found = {1: "decoder"} if "decoder" in roles else {}
+def decoder_batches(roles, source: int | None = None) -> dict[int, str]:
+    """The batch sizes a static export's decoder steps serve over ``source`` positions (None: the export's own
+    length), each with its role (batch 1: ``decoder``)."""
+    found = {}
     for role in roles:
-        if role != "decoder" and role_kind(role) == "decoder":
-            found[int(BATCHED_DECODER.fullmatch(role)[1])] = role
+        parsed = parse_role(role)
+        if parsed and parsed.kind == "decoder" and parsed.source == source:
+            found[parsed.batch] = role
     return dict(sorted(found.items()))
+
+
+def source_buckets(roles) -> list[int]:
+    """The shorter source lengths a static export has graphs for (its encoder at each: ``encoder_s16``), ascending;
+    the export's ``max_source_length`` serves the rest."""
+    return sorted({parsed.source for parsed in map(parse_role, roles)
+                   if parsed and parsed.kind == "encoder" and parsed.source})
 
 
 def contract_dtype(name: str) -> str:
@@ -166,16 +199,17 @@ def graph_specs(dims: ContractDims, files: dict[str, str]) -> dict[str, GraphSpe
             for role in ROLES}
 
 
-def with_batch(spec: GraphSpec, batch: int, file: str) -> GraphSpec:
-    """``spec`` (a static graph, batch 1) with every batch axis fixed at ``batch`` instead, in ``file``."""
-    def rebatched(tensor: TensorSpec) -> TensorSpec:
-        axis = BATCH_AXIS[tensor.name]
+def with_shape(spec: GraphSpec, file: str, batch: int | None = None, source: int | None = None) -> GraphSpec:
+    """``spec`` (a static graph) in ``file`` with every batch axis fixed at ``batch`` and every source-length axis
+    at ``source`` instead (None: as it is)."""
+    def reshaped(tensor: TensorSpec) -> TensorSpec:
         shape = list(tensor.shape)
-        if axis is not None:
-            shape[axis] = batch
+        for axis, size in ((BATCH_AXIS[tensor.name], batch), (SOURCE_AXIS.get(tensor.name), source)):
+            if axis is not None and size is not None:
+                shape[axis] = size
         return TensorSpec(tensor.name, tensor.dtype, tuple(shape))
 
-    return GraphSpec(file, tuple(map(rebatched, spec.inputs)), tuple(map(rebatched, spec.outputs)),
+    return GraphSpec(file, tuple(map(reshaped, spec.inputs)), tuple(map(reshaped, spec.outputs)),
                      spec.external_data, spec.signature, spec.method)
 
 

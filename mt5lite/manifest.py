@@ -21,9 +21,13 @@ from mt5lite.contract import (
     NAMES,
     ROLES,
     GraphSpec,
+    SOURCE_AXIS,
+    Role,
     contract_dtype,
     decoder_batches,
+    parse_role,
     role_kind,
+    source_buckets,
 )
 from mt5lite.errors import ModelFileError, first_line
 
@@ -145,6 +149,25 @@ class Manifest:
         batched steps (``decoder_b4``: beam search's 4 beams in one call) of a static export that has them; empty
         for a dynamic export (any batch)."""
         return decoder_batches(self.graphs) if self.static_shapes else {}
+
+    @property
+    def further_batches(self) -> list[int]:
+        """The batch sizes of a static export's batched decoder steps (``decoder_b4``: 4), beyond batch 1."""
+        return [batch for batch in self.decoder_batches if batch > 1]
+
+    @property
+    def source_lengths(self) -> list[int]:
+        """The source lengths a static export's graphs take, ascending: its source-length buckets (``encoder_s16``
+        and the decoder steps over 16 positions), then ``max_source_length``; empty for a dynamic export."""
+        return [*source_buckets(self.graphs), self.max_source_length] if self.static_shapes else []
+
+    def role_at(self, kind: str, batch: int = 1, source: int | None = None) -> str:
+        """The role of the graph of ``kind`` at ``batch`` over ``source`` positions (None or ``max_source_length``:
+        the full length), ``KeyError`` when the export has no such graph."""
+        role = Role(kind, batch, None if source == self.max_source_length else source).name
+        if role not in self.graphs:
+            raise KeyError(role)
+        return role
 
     @property
     def weights_file(self) -> str | None:
@@ -341,7 +364,8 @@ def _name_problems(graphs: dict) -> list[str]:
     for role, spec in graphs.items():
         kind = role_kind(role)
         if kind is None:
-            problems.append(f"unknown graph {role!r} (the contract's are {', '.join(ROLES)} and decoder_bN)")
+            problems.append(f"unknown graph {role!r} (the contract's are {', '.join(ROLES)}, decoder_bN, "
+                            "encoder_sN, decoder_sN and decoder_bN_sN)")
             continue
         if not isinstance(spec, dict):
             problems += [] if role in ROLES else [f"{role} is not a graph entry"]
@@ -356,11 +380,16 @@ def _name_problems(graphs: dict) -> list[str]:
 def _spec_problems(graphs: dict, lengths: dict) -> list[str]:
     """How a manifest's tensor entries (``graphs``, names already checked) disagree with the contract: a dtype
     other than the contract's, a shape that is not a list of sizes or names, a length the host builds its feeds
-    from (``lengths``: ``max_target_length``, ``vocab_size``, ``max_source_length``) that the shapes contradict, or
-    a batched decoder step (``decoder_bN``) whose batch axes are not N."""
+    from (``lengths``: ``max_target_length``, ``vocab_size``, ``max_source_length``) that the shapes contradict, a
+    batched decoder step (``decoder_bN``) whose batch axes are not N, or a source-length bucket (``encoder_sN``)
+    whose source axes are not N or not shorter than ``max_source_length``."""
     problems = []
-    batches = {role: batch for batch, role in decoder_batches(graphs).items() if batch > 1}
     for role in graphs:
+        parsed = parse_role(role)
+        if parsed.source is not None and not (isinstance(lengths.get("max_source_length"), int)
+                                              and parsed.source < lengths["max_source_length"]):
+            problems.append(f"{role} is a source-length bucket not shorter than max_source_length "
+                            f"({lengths.get('max_source_length')!r})")
         for entry in graphs[role]["inputs"] + graphs[role]["outputs"]:
             name, shape = entry["name"], entry.get("shape")
             dtype = contract_dtype(name)
@@ -371,9 +400,10 @@ def _spec_problems(graphs: dict, lengths: dict) -> list[str]:
                 continue
             axis, key = LENGTH_AXES.get(name, (None, None))
             size = shape[axis] if axis is not None and len(shape) > axis else None
-            if isinstance(size, int) and size != lengths.get(key):
+            if isinstance(size, int) and size != lengths.get(key) and not (parsed.source and key == "max_source_length"):
                 problems.append(f"{role} {name} has {size} along axis {axis}, but {key} is {lengths.get(key)!r}")
-            batch_axis = BATCH_AXIS[name]
-            if role in batches and batch_axis is not None and shape[batch_axis:batch_axis + 1] != [batches[role]]:
-                problems.append(f"{role} {name} has shape {shape}, not batch {batches[role]} along axis {batch_axis}")
+            for what, axis, size in (("batch", BATCH_AXIS[name], parsed.batch if parsed.batch > 1 else None),
+                                     ("source length", SOURCE_AXIS.get(name), parsed.source)):
+                if size is not None and axis is not None and shape[axis:axis + 1] != [size]:
+                    problems.append(f"{role} {name} has shape {shape}, not {what} {size} along axis {axis}")
     return problems

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mt5lite.contract import batch_rows, concat_rows
+from mt5lite.contract import SOURCE_AXIS, batch_rows, concat_rows
 from mt5lite.manifest import Manifest, inside, load_manifest
 from mt5lite.runtimes.decoding import Decoder, StepHook
 from mt5lite.runtimes.options import DecodingOptions
@@ -27,9 +27,10 @@ class GraphBackend(ABC):
     def _run(self, role: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run graph ``role`` (``encoder`` or ``decoder``) on ``feeds`` by name; every output by name."""
 
-    def encode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the encoder; returns every output by name (hidden states, cross K/V ``[L,B,H,S,d_kv]``)."""
-        return self._run("encoder", feeds)
+    def encode(self, feeds: dict[str, np.ndarray], role: str = "encoder") -> dict[str, np.ndarray]:
+        """Run the encoder (graph ``role``: a static export's source-length buckets are ``encoder_sN``); returns
+        every output by name (hidden states, cross K/V ``[L,B,H,S,d_kv]``)."""
+        return self._run(role, feeds)
 
     def step(self, feeds: dict[str, np.ndarray], role: str = "decoder") -> dict[str, np.ndarray]:
         """Run one decoder step (graph ``role``: a static export's batched steps are ``decoder_bN``); returns
@@ -38,29 +39,58 @@ class GraphBackend(ABC):
 
 
 class StaticBatches:
-    """The step backend of a static-shape export, whose graphs take fixed batch sizes: the encoder 1, the decoder
-    step 1 and the batched steps the export has (``decoder_b4``: batch 4). A larger batch, such as the beams of beam
-    search or several inputs decoded together, runs in as few step calls as those sizes allow: the largest that
-    fits first, then smaller ones. With only batch 1 that is row by row."""
+    """The step backend of a static-shape export, whose graphs take fixed shapes: the encoder batch 1, the decoder
+    step batch 1 and the batched steps the export has (``decoder_b4``: batch 4), each over ``max_source_length``
+    positions or a shorter source-length bucket (``encoder_s16``, ``decoder_b4_s16``). Each call runs the graphs
+    of its feeds' source length; a larger batch, such as the beams of beam search or several inputs decoded
+    together, runs in as few step calls as the export's batch sizes allow: the largest that fits first, then
+    smaller ones. With only batch 1 that is row by row."""
 
-    def __init__(self, backend: GraphBackend, batches: dict[int, str]):
+    def __init__(self, backend: GraphBackend, roles: dict[tuple[str, int, int], str]):
         self.backend = backend
-        self.batches = batches  # batch size -> the decoder step's role
+        self.roles = roles  # (kind, batch, source length) -> the graph's role
+        self.lengths = sorted({length for _, _, length in roles})
         self.max_target_length = backend.max_target_length
         self.vocab_size = backend.vocab_size
 
+    def _fitted(self, feeds: dict[str, np.ndarray], mask: str) -> tuple[dict[str, np.ndarray], int]:
+        """``feeds`` padded along the source axis to the shortest length the graphs take that holds them (as they
+        are when they already have such a length, as this export's own inputs do: no copy), and that length.
+        Feeds padded for another export (a parity check) run here too."""
+        width = feeds[mask].shape[1]
+        length = min(length for length in self.lengths if length >= width)
+        if length == width:
+            return feeds, length
+        padded = {}
+        for name, value in feeds.items():
+            axis = SOURCE_AXIS.get(name)
+            padding = [(0, 0)] * value.ndim
+            if axis is not None:
+                padding[axis] = (0, length - width)
+            padded[name] = value if axis is None else np.pad(value, padding)
+        return padded, length
+
     def encode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Every encoder output, one input row at a time."""
-        rows = len(feeds["input_ids"])
-        return concat_rows([self.backend.encode(batch_rows(feeds, slice(row, row + 1))) for row in range(rows)])
+        """Every encoder output, one input row at a time (over as many source positions as ``feeds`` have)."""
+        width = feeds["input_ids"].shape[1]
+        feeds, length = self._fitted(feeds, "attention_mask")
+        rows, role = len(feeds["input_ids"]), self.roles["encoder", 1, length]
+        outputs = concat_rows([self.backend.encode(batch_rows(feeds, slice(row, row + 1)), role)
+                               for row in range(rows)])
+        return outputs if length == width else {
+            name: value[(slice(None),) * SOURCE_AXIS[name] + (slice(0, width),)] if name in SOURCE_AXIS else value
+            for name, value in outputs.items()}
 
     def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One decoder step of every row, in chunks of the batch sizes the export serves."""
+        feeds, source = self._fitted(feeds, "encoder_attention_mask")
+        batches = {batch: role for (kind, batch, length), role in self.roles.items()
+                   if kind == "decoder" and length == source}
         rows, start, parts = len(feeds["decoder_input_ids"]), 0, []
         while start < rows:
-            size = max(batch for batch in self.batches if batch <= rows - start)
+            size = max(batch for batch in batches if batch <= rows - start)
             chunk = feeds if size == rows else batch_rows(feeds, slice(start, start + size))
-            parts.append(self.backend.step(chunk, self.batches[size]))
+            parts.append(self.backend.step(chunk, batches[size]))
             start += size
         return parts[0] if len(parts) == 1 else concat_rows(parts)
 
@@ -68,7 +98,8 @@ class StaticBatches:
 class ExportGenerator(ABC):
     """Tokenize, decode (greedy or beam search) and detokenize with an export; subclasses bring the engine."""
 
-    def __init__(self, export_dir: str | os.PathLike, threads: int | None = None, row_by_row: bool = False):
+    def __init__(self, export_dir: str | os.PathLike, threads: int | None = None, row_by_row: bool = False,
+                 full_length: bool = False):
         self.root = Path(export_dir)
         self.manifest = load_manifest(self.root)  # verifies every file's sha256 before any session exists
         self.tokenizer = Tokenizer(inside(self.root, self.manifest.tokenizer.file))
@@ -78,8 +109,17 @@ class ExportGenerator(ABC):
         self.static_shapes = self.manifest.static_shapes
         #: The batch sizes the static export's decoder steps serve (``row_by_row``: 1 only); empty when dynamic.
         self.decoder_batches = {1: "decoder"} if row_by_row else self.manifest.decoder_batches
-        #: What the decoding loop runs: the engine's backend, or for static graphs that backend in their batches.
-        self.stepper = StaticBatches(self.backend, self.decoder_batches) if self.static_shapes else self.backend
+        #: The source lengths a static export's inputs are padded to, the shortest that holds them
+        #: (``full_length``: ``max_source_length`` only); empty when dynamic.
+        self.source_lengths = [self.max_source_length] if full_length else self.manifest.source_lengths
+        #: What the decoding loop runs: the engine's backend, or for static graphs that backend in their shapes.
+        self.stepper = self.backend
+        if self.static_shapes:
+            roles = {(kind, batch, source): self.manifest.role_at(kind, batch, source)
+                     for source in self.source_lengths for kind, batches in (("encoder", [1]),
+                                                                             ("decoder", self.decoder_batches))
+                     for batch in batches}
+            self.stepper = StaticBatches(self.backend, roles)
         self.decoder = Decoder(self.stepper, eos_id=special.eos, decoder_start_id=special.decoder_start,
                                suppressed_ids=list(range(self.tokenizer.piece_count, self.manifest.vocab_size)))
 
@@ -92,9 +132,9 @@ class ExportGenerator(ABC):
         """The engine's step backend for this export (``mt5lite.runtimes.decoding.StepBackend``)."""
 
     def encode_batch(self, texts: list[str], overflow: Overflow = Overflow.ERROR) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids and mask, right-padded (to ``max_source_length`` for a static-shape export)."""
-        pad_to = self.max_source_length if self.static_shapes else None
-        return self.tokenizer.encode_batch(texts, self.max_source_length, overflow, pad_to)
+        """Token ids and mask, right-padded (for a static-shape export, to the shortest of its source lengths that
+        holds the longest input)."""
+        return self.tokenizer.encode_batch(texts, self.max_source_length, overflow, self.source_lengths or None)
 
     def generate_ids(self, texts: list[str], options: DecodingOptions | None = None,
                      overflow: Overflow = Overflow.ERROR) -> list[list[int]]:

@@ -40,12 +40,14 @@ def engine_for(manifest: Manifest, where: str | os.PathLike = "") -> Engine:
     return ENGINES[name]
 
 
-def open_export(export_dir: str | os.PathLike, threads: int | None = None, row_by_row: bool = False):
+def open_export(export_dir: str | os.PathLike, threads: int | None = None, row_by_row: bool = False,
+                full_length: bool = False):
     """The generator of an mt5lite export, on the engine its manifest names (hashes verified before loading);
-    ``row_by_row`` runs a static export's steps at batch 1 only (``ExportGenerator``)."""
+    ``row_by_row`` runs a static export's steps at batch 1 only, ``full_length`` pads its inputs to
+    ``max_source_length`` (no source-length bucket) (``ExportGenerator``)."""
     engine = engine_for(load_manifest(export_dir, verify_hashes=False), export_dir)
     generator = getattr(importlib.import_module(engine.module), engine.generator)
-    return generator(export_dir, threads=threads, row_by_row=row_by_row)
+    return generator(export_dir, threads=threads, row_by_row=row_by_row, full_length=full_length)
 
 
 def open_generator(model_dir: str | os.PathLike, allow_pickle: bool = False, threads: int | None = None,

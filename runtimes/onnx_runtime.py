@@ -54,46 +54,59 @@ def _stamp_problems(session, manifest: Manifest) -> list[str]:
 
 
 class OnnxBackend(GraphBackend):
-    """The graphs of an export as ONNX Runtime sessions (the ``StepBackend`` of ``mt5lite.runtimes.decoding``)."""
+    """The graphs of an export as ONNX Runtime sessions (the ``StepBackend`` of ``mt5lite.runtimes.decoding``).
+
+    The encoder and the decoder step load at once, so a bad file fails here; a static export's further graphs
+    (batched steps, source-length buckets) load when first run, since each session packs the weights it reads for
+    itself."""
 
     def __init__(self, export_dir: str | os.PathLike, manifest: Manifest, threads: int | None = None):
         import onnxruntime as ort
 
-        root = Path(export_dir)
-        options = ort.SessionOptions()
+        self.root, self.manifest = Path(export_dir), manifest
+        self.options = options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         self.sessions, self.paths = {}, {}
-        for role, graph in manifest.graphs.items():  # encoder, decoder, and a static export's batched steps
-            path = self.paths[role] = inside(root, graph.file)
-            weights = "".join(f" (with {name})" for name in graph.external_data)
-            try:
-                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            except Exception as exc:  # onnxruntime raises its own untyped errors; name the files and stop
-                hint = next((h for n in graph.files if (h := lfs_hint(inside(root, n)))), "")
-                raise ModelFileError(f"{path}{weights}: ONNX Runtime cannot load it ({_load_error(exc)}){hint}"
-                                     ) from None
-            found = {t.name: (ONNX_TYPES.get(t.type, t.type), list(t.shape))
-                     for t in session.get_inputs() + session.get_outputs()}
-            problems = engine_problems(graph, found) + _stamp_problems(session, manifest)
-            if problems:
-                raise ModelFileError(f"{path}: does not match {root / MANIFEST_NAME}: " + "; ".join(problems))
-            self.sessions[role] = session
-        self.outputs = {role: [t.name for t in manifest.graphs[role].outputs] for role in self.sessions}
+        self.outputs = {role: [t.name for t in graph.outputs] for role, graph in manifest.graphs.items()}
         self.max_target_length = manifest.max_target_length
         self.vocab_size = manifest.vocab_size
+        for role in ("encoder", "decoder"):
+            self.session(role)
+
+    def session(self, role: str):
+        """The ONNX Runtime session of graph ``role``, loaded and checked against the manifest on first use."""
+        if role in self.sessions:
+            return self.sessions[role]
+        import onnxruntime as ort
+
+        graph = self.manifest.graphs[role]
+        path = self.paths[role] = inside(self.root, graph.file)
+        weights = "".join(f" (with {name})" for name in graph.external_data)
+        try:
+            session = ort.InferenceSession(str(path), self.options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors; name the files and stop
+            hint = next((h for n in graph.files if (h := lfs_hint(inside(self.root, n)))), "")
+            raise ModelFileError(f"{path}{weights}: ONNX Runtime cannot load it ({_load_error(exc)}){hint}") from None
+        found = {t.name: (ONNX_TYPES.get(t.type, t.type), list(t.shape))
+                 for t in session.get_inputs() + session.get_outputs()}
+        problems = engine_problems(graph, found) + _stamp_problems(session, self.manifest)
+        if problems:
+            raise ModelFileError(f"{path}: does not match {self.root / MANIFEST_NAME}: " + "; ".join(problems))
+        self.sessions[role] = session
+        return session
 
     def _run(self, role: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = self.outputs[role]
+        session = self.session(role)
         try:
-            results = self.sessions[role].run(names, feeds)
+            results = session.run(names, feeds)
         except Exception as exc:  # feeds follow the verified manifest: a failure is the graph file's
             raise ModelFileError(f"{self.paths[role]}: ONNX Runtime failed running it ({first_line(exc)})") from None
         return dict(zip(names, results, strict=True))
-
 
 
 class OnnxGenerator(ExportGenerator):

@@ -96,9 +96,10 @@ class Tokenizer:
         return ids
 
     def encode_batch(self, texts: list[str], max_length: int | None = None, overflow: Overflow = Overflow.ERROR,
-                     pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     pad_to: int | list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Encode and right-pad a batch: ``(input_ids, attention_mask)``, int64 ``[B, width]``; the width is the
-        longest input, or ``pad_to`` (static-shape graphs). Errors name the input they concern."""
+        longest input, or ``pad_to`` (static-shape graphs: a length, or several, of which the shortest that holds
+        the longest input). Errors name the input they concern."""
         if not texts:
             raise InputError("no inputs given")
         rows = []
@@ -109,7 +110,9 @@ class Tokenizer:
                 if len(texts) == 1:
                     raise
                 raise InputError(f"input {index}: {exc}") from None
-        width = pad_to or max(len(r) for r in rows)
+        width = longest = max(len(r) for r in rows)
+        if pad_to:
+            width = min(length for length in ([pad_to] if isinstance(pad_to, int) else pad_to) if length >= longest)
         ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(rows), width), dtype=np.int64)
         for row, tokens in enumerate(rows):

@@ -187,6 +187,17 @@ def static_export(demo_model, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def static_int8(static_export, tmp_path_factory) -> Path:
+    """The static export quantized by the default (static int8) recipe: it gets its batched step and its
+    source-length buckets again, from its quantized graphs."""
+    from mt5lite.exporters.quantize.recipes import QuantizeConfig, quantize_export
+
+    out = tmp_path_factory.mktemp("static-int8") / "int8"
+    quantize_export(static_export, out, QuantizeConfig(samples=100, max_decoder_steps=64), gate=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tflite_fp32(static_export, tmp_path_factory) -> Path:
     """The static export converted to TFLite fp32."""
     from mt5lite.exporters.tflite.export import export_tflite

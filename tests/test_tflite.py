@@ -45,7 +45,7 @@ def test_tflite_export_keeps_the_contract(static_export, tflite_fp32):
         assert graph.file == "model.tflite" and graph.signature == role
         assert (graph.inputs, graph.outputs) == (onnx_graph.inputs, onnx_graph.outputs)
     assert manifest.quantization.source_export_id == onnx_manifest.export_id
-    generator = LiteRTGenerator(tflite_fp32)
+    generator = LiteRTGenerator(tflite_fp32, full_length=True)  # padded to the encoder's S, no shorter bucket
     ids, mask = generator.encode_batch(["words ko: 58"])
     outputs = generator.backend.encode(encoder_feeds(ids, mask))
     for tensor in manifest.graphs["encoder"].outputs:
@@ -74,11 +74,15 @@ def test_the_embedding_is_stored_once_for_both_signatures(request, precision):
     embedding = manifest.vocab_size * manifest.model.d_model * {"fp32": 4, "int8": 1}[precision]
     signatures, sizes = read_signatures(export / "model.tflite")
     tables = [{index for index in signature.buffers if sizes[index] == embedding} for signature in signatures.values()]
-    assert sorted(signatures) == ["decoder", "decoder_b4", "encoder"]
+    assert sorted(signatures) == ["decoder", "decoder_b4", "decoder_b4_s16", "decoder_s16", "encoder", "encoder_s16"]
     assert set.intersection(*tables), "the signatures do not read one embedding buffer (one copy in the file)"
-    # the batch-4 step reads the batch-1 step's weights: no weight of its own
+    # the batch-4 step and the source-length buckets read their kind's weights: none of their own but the bucket
+    # encoder's relative-position bias ([16,16,H], folded by the converter)
     weights_of = {role: {index for index in signatures[role].buffers if sizes[index] >= 1024} for role in signatures}
-    assert weights_of["decoder_b4"] and weights_of["decoder_b4"] <= weights_of["decoder"]
+    for role in ("decoder_b4", "decoder_s16", "decoder_b4_s16", "encoder_s16"):
+        kind, bias = role.split("_")[0], 16 * 16 * manifest.model.num_heads * 4
+        assert weights_of[role] & weights_of[kind], role
+        assert all(sizes[index] <= bias for index in weights_of[role] - weights_of[kind]), role
     weights = manifest.weights
     assert weights["shared_bytes"] >= embedding and weights["buffer_bytes"] == sum(sizes.values())
 

@@ -91,7 +91,8 @@ def tiny_run(tiny_mt5, small_pairs, tmp_path_factory):
 
 @pytest.mark.parametrize("body, message", [
     ("[onnx]\nmax_source_lenght = 64\n", r"\[onnx\]: unknown key 'max_source_lenght'; known keys: atol, "
-     "decoder_batches, external_data_bytes, max_source_length, max_target_length, opset, rtol, validate_samples$"),
+     "decoder_batches, external_data_bytes, max_source_length, max_target_length, opset, rtol, source_buckets, "
+     "validate_samples$"),
     ("modle = 'x'\n", r"unknown key 'modle'; known keys: model, output, data, gate, threads, allow_pickle and the "
      r"sections \[compress\], \[onnx\]"),
     ("[tflit]\nquantize = 'int8'\n", r"unknown key 'tflit'"),

@@ -54,13 +54,18 @@ class OnnxExportConfig(Checked):
     # static_shapes: the further batch sizes the decoder step is exported at (decoder_b4.onnx: beam search's 4
     # beams in one call instead of 4), each sharing every weight with the batch-1 step
     decoder_batches: tuple[int, ...] = (4,)
+    # static_shapes: the shorter source lengths the graphs are exported at too (encoder_s16, decoder_s16, ...), so a
+    # short input does not pay for S positions; None: 16, 32 and 64, those below max_source_length
+    source_buckets: tuple[int, ...] | None = None
 
     def problems(self) -> list[str]:
         """Every bad value."""
         from mt5lite.exporters.onnx.batched import batch_problems
+        from mt5lite.exporters.onnx.buckets import bucket_problems
 
         problems = length_problems(self.max_source_length, self.max_target_length, self.validate_samples)
         problems += batch_problems(self.decoder_batches)
+        problems += bucket_problems(self.source_buckets or (), self.max_source_length)
         if not 11 <= self.opset <= 21:
             problems.append(f"opset must be between 11 and 21, got {self.opset}")
         return problems
@@ -142,6 +147,7 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
     from mt5lite.checkpoint import inspect_checkpoint, load_model
     from mt5lite.exporters.graphs import DecoderStepGraph, EncoderGraph
     from mt5lite.exporters.onnx.batched import write_batched_decoders
+    from mt5lite.exporters.onnx.buckets import chosen_buckets, traced_constants, write_source_buckets
     from mt5lite.exporters.onnx.node_names import parameter_fingerprints
     from mt5lite.exporters.onnx.shared_weights import store_once
     from mt5lite.exporters.validation import validate_export
@@ -174,6 +180,12 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
         specs = {role: replace(spec, external_data=(weights["file"],)) for role, spec in specs.items()}
         if config.static_shapes:  # the decoder step at the further batch sizes, pointing into the same weights
             specs = write_batched_decoders(staging, specs, config.decoder_batches)
+            # ... and every graph at the shorter source lengths (the decoder step's are its inputs' alone)
+            buckets = chosen_buckets(config.source_buckets, config.max_source_length)
+            constants = {bucket: {"encoder": traced_constants(steps[0][1], specs["encoder"], bucket,
+                                                              staging / ENCODER_FILE, config.opset), "decoder": {}}
+                         for bucket in _progress(buckets, progress and bool(buckets), "source-length buckets")}
+            specs = write_source_buckets(staging, specs, constants)
         copy_tokenizer(files.root, staging)
         manifest = checkpoint_manifest(files, model, "onnxruntime", export_id, config, staging, specs)
         writer.seal(replace(manifest, opset=config.opset, weights=weights))

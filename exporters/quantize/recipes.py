@@ -38,6 +38,7 @@ from mt5lite.checked import Checked
 from mt5lite.contract import ROLES
 from mt5lite.errors import InputError
 from mt5lite.exporters.onnx.batched import write_batched_decoders
+from mt5lite.exporters.onnx.buckets import recorded_constants, write_source_buckets
 from mt5lite.exporters.onnx.probe import load_with_weights
 from mt5lite.exporters.onnx.shared_weights import store_once
 from mt5lite.exporters.quantize.calibration import CalibrationDraw, FeedReader
@@ -165,8 +166,9 @@ def quantize_export(export_dir: str | os.PathLike, output_dir: str | os.PathLike
              "exclude": list(config.exclude),
              "lookups": {role: s["lookups"] for role, s in summary.items() if s["lookups"]}})
         graphs = {role: replace(graph, external_data=(weights["file"],)) for role, graph in manifest.graphs.items()}
-        # The source's batched decoder steps, again from the quantized step
-        graphs = write_batched_decoders(staging, graphs, [b for b in manifest.decoder_batches if b > 1])
+        # The source's batched decoder steps and source-length buckets, again from the quantized graphs
+        graphs = write_batched_decoders(staging, graphs, manifest.further_batches)
+        graphs = write_source_buckets(staging, graphs, recorded_constants(source, manifest.graphs))
         writer.seal(replace(manifest, graphs=graphs, weights=weights, export_id=export_id,
                             precision=recipe.precision, quantization=quantization), companions_of=(source, manifest))
     return writer.result({"graphs": summary, "config": _config_dict(config)})

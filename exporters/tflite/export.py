@@ -27,7 +27,7 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mt5lite.contract import ROLES, GraphSpec
+from mt5lite.contract import ROLES, GraphSpec, parse_role
 from mt5lite.errors import InputError, ModelFileError
 from mt5lite.exporters.quantize.calibration import CalibrationDraw, CalibrationWarning
 from mt5lite.exporters.result import ExportResult, Validation
@@ -161,7 +161,7 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
         spec = conversion_spec(source, manifest, staging / TFLITE_FILE, quantize, scratch, allow_flex)
         prepared = _prepare_int8(source, spec, calibration, scratch, progress, manifest.model) \
             if precision.calibrated else {}
-        _add_batched_steps(spec, manifest, source)
+        _add_further_graphs(spec, manifest, source)
         converted = convert_steps(spec, scratch)
         if precision.calibrated:
             prepared["float_ops"] = converted["float_nodes"]
@@ -192,25 +192,30 @@ def conversion_spec(source: Path, manifest: Manifest, output: Path, quantize: st
                       graphs={role: _graph_job(manifest, role, source) for role in ROLES})
 
 
-def _add_batched_steps(spec: WorkerSpec, manifest: Manifest, source: Path) -> None:
-    """Give ``spec`` a job for each batched decoder step of the ONNX export (``decoder_b4``: a signature of its own
-    in the one ``.tflite``, sharing every weight): the source's batched graph, or where the decoder job was
-    smoothed for int8, the smoothed step rebatched beside it; int8 calibrates it on the decoder's feeds."""
+def _add_further_graphs(spec: WorkerSpec, manifest: Manifest, source: Path) -> None:
+    """Give ``spec`` a job for each further graph of the ONNX export (batched decoder steps ``decoder_b4``,
+    source-length buckets ``encoder_s16``: each a signature of its own in the one ``.tflite``, sharing every
+    weight): the source's graph, or where the jobs were smoothed for int8, the smoothed graphs' own, written and
+    checked beside them. int8 calibrates each on its kind's feeds, rows repeated to its batch and cut to its
+    source length, and then gives it its kind's ranges (``batched_ranges.share_ranges``)."""
     from mt5lite.exporters.onnx.batched import write_batched_decoders
+    from mt5lite.exporters.onnx.buckets import recorded_constants, write_source_buckets
 
-    decoder = spec.graphs["decoder"]
-    batches = {batch: role for batch, role in manifest.decoder_batches.items() if batch > 1}
-    folder = Path(decoder.onnx).parent
-    if folder == source.resolve() or not batches:
-        files = {role: str(inside(source, manifest.graphs[role].file)) for role in batches.values()}
-    else:  # the smoothed decoder (int8): its steps at those batches, written and checked beside it
-        single = GraphSpec(Path(decoder.onnx).name, tuple(decoder.inputs), tuple(decoder.outputs))
-        written = write_batched_decoders(folder, {"decoder": single}, list(batches))
-        files = {role: str(folder / written[role].file) for role in batches.values()}
-    for batch, role in batches.items():
-        graph = manifest.graphs[role]
-        spec.graphs[role] = GraphJob(files[role], list(graph.inputs), list(graph.outputs), decoder.mask_value,
-                                     decoder.calibration, batch)
+    further = [role for role in manifest.graphs if role not in ROLES]
+    folder = Path(spec.graphs["decoder"].onnx).parent
+    if folder == source.resolve() or not further:
+        files = {role: str(inside(source, manifest.graphs[role].file)) for role in further}
+    else:  # the smoothed graphs (int8): at those batches and lengths, written and checked beside them
+        smoothed = {role: GraphSpec(Path(job.onnx).name, tuple(job.inputs), tuple(job.outputs))
+                    for role, job in spec.graphs.items()}
+        written = write_batched_decoders(folder, smoothed, manifest.further_batches)
+        written = write_source_buckets(folder, written, recorded_constants(source, manifest.graphs))
+        files = {role: str(folder / written[role].file) for role in further}
+    for role in further:
+        parsed, graph = parse_role(role), manifest.graphs[role]
+        kind = spec.graphs[parsed.kind]
+        spec.graphs[role] = GraphJob(files[role], list(graph.inputs), list(graph.outputs), kind.mask_value,
+                                     kind.calibration, parsed.batch, parsed.source)
 
 
 def convert_steps(spec: WorkerSpec, scratch: Path) -> dict:

@@ -19,6 +19,12 @@ class GraphJob:
     mask_value: float | None = None  # int8: the attention-masking constant (``int8_masking``)
     calibration: str | None = None  # int8: the ``FeedStore`` directory of its calibration feeds
     batch: int = 1  # a batched decoder step's batch: its calibration feeds are batch-1 feeds, rows repeated
+    source: int | None = None  # a source-length bucket's length: its calibration feeds are cut to it
+
+    @property
+    def base(self) -> bool:
+        """Whether this is a graph of the contract itself, not one at another batch or source length."""
+        return self.batch == 1 and self.source is None
 
 
 @dataclass

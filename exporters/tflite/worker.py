@@ -60,22 +60,30 @@ def capture(spec: WorkerSpec) -> dict:
             "logits_range": data.logits_range}
 
 
-#: Feeds a batched decoder step is run on while calibrating: its ranges are then replaced by the batch-1 step's.
+#: Feeds a further graph (a batched decoder step, a source-length bucket) is run on while calibrating: its ranges
+#: are then replaced by its kind's (the encoder's or the decoder step's).
 BATCHED_CALIBRATION_FEEDS = 2
 
 
 def _representative_data(spec: WorkerSpec):
     """The calibration feeds of every graph, tagged with its signature key (the converter's multi-signature
-    form). A batched decoder step gets only the first few of the batch-1 step's feeds, each row repeated to its
-    batch: its ranges are the batch-1 step's, copied after calibration (``batched_ranges.share_ranges``)."""
+    form). A further graph gets only the first few of its kind's feeds, each row repeated to its batch and cut to
+    its source length: its ranges are its kind's, copied after calibration (``batched_ranges.share_ranges``)."""
+    from mt5lite.contract import SOURCE_AXIS
     from mt5lite.exporters.quantize.calibration import FeedStore
+
+    def shaped(name, value, graph):
+        value = repeat_rows(value, name, graph.batch)
+        axis = SOURCE_AXIS.get(name)
+        return value if graph.source is None or axis is None else value[(slice(None),) * axis + (
+            slice(0, graph.source),)]
 
     names = {role: [t.name for t in graph.inputs] for role, graph in spec.graphs.items()}
     for role, graph in spec.graphs.items():
         for index, feed in enumerate(FeedStore(graph.calibration)):
-            if graph.batch > 1 and index >= BATCHED_CALIBRATION_FEEDS:
+            if not graph.base and index >= BATCHED_CALIBRATION_FEEDS:
                 break
-            yield role, {name: repeat_rows(feed[name], name, graph.batch) for name in names[role]}
+            yield role, {name: shaped(name, feed[name], graph) for name in names[role]}
 
 
 def convert(spec: WorkerSpec) -> dict:
@@ -160,6 +168,17 @@ def _convert(converter, spec: WorkerSpec) -> bytes:
     return converter.convert()
 
 
+def _further_graphs(spec: WorkerSpec) -> dict[str, list[str]]:
+    """The further graphs of ``spec`` (batched decoder steps, source-length buckets) by the kind they are of."""
+    from mt5lite.contract import role_kind
+
+    found: dict[str, list[str]] = {}
+    for role, graph in spec.graphs.items():
+        if not graph.base:
+            found.setdefault(role_kind(role), []).append(role)
+    return found
+
+
 def calibrate_float(spec: WorkerSpec) -> dict:
     """The float model of ``convert`` (``spec.float_model``) with the range of every tensor recorded on the
     representative dataset, written to ``spec.calibrated_model``: what TensorFlow's converter does before it
@@ -173,9 +192,8 @@ def calibrate_float(spec: WorkerSpec) -> dict:
     calibrated = calibrator.Calibrator(model).calibrate(
         RepresentativeDataset(lambda: _representative_data(spec)).input_gen)
     del model
-    batched = [role for role, graph in spec.graphs.items() if graph.batch > 1]
-    if batched:  # quantized as the batch-1 step, row for row
-        calibrated = share_ranges(calibrated, "decoder", batched)
+    for kind, further in _further_graphs(spec).items():  # quantized as their kind, row for row
+        calibrated = share_ranges(calibrated, kind, further)
     Path(spec.calibrated_model).write_bytes(calibrated)
     return {"bytes": len(calibrated)}
 
@@ -213,10 +231,11 @@ def quantize(spec: WorkerSpec) -> dict:
         weight = initializer_array(tensor, Path(graph.onnx).parent) * np.load(stand_in.factors)[:, None]
         # MatMul's [in, out] is TFLite's [out, in]
         model = splice_lm_head(model, weight.T, tuple(spec.logits_range), stand_in.rows)
-    for role in (role for role, graph in spec.graphs.items() if graph.batch > 1):
-        if mismatched := quantization_mismatches(model, "decoder", role):
-            raise ConversionError(f"the {role} signature has {mismatched} tensors quantized otherwise than the "
-                                  "decoder signature's; its rows would not compute what the batch-1 step computes")
+    for kind, further in _further_graphs(spec).items():
+        for role in further:
+            if mismatched := quantization_mismatches(model, kind, role):
+                raise ConversionError(f"the {role} signature has {mismatched} tensors quantized otherwise than the "
+                                      f"{kind} signature's; it would not compute what the {kind} computes")
     Path(spec.output).write_bytes(model)
     return {"bytes": len(model), "float_nodes": len(float_nodes)}
 

@@ -60,11 +60,13 @@ class KvCache(val k: Tensor, val v: Tensor) {
 
 /**
  * The graphs of an export driven as the contract says: encode once, then one decoder step per token with the
- * host's cache. A step of several rows (beams) runs in as few calls as the export's decoder steps allow (`decoder`
- * takes 1 row, `decoder_b4` 4): the largest that fits first. Shapes come from the manifest's specs; the time of
- * every encoder run and every step is kept for the app to show.
+ * host's cache. Each call runs the graphs of its input's padded length (`encoder_s16` and `decoder_s16` for an
+ * input padded to 16 positions, `encoder` and `decoder` at the export's full length), and a step of several rows
+ * (beams) runs in as few calls as the export's decoder steps allow (`decoder` takes 1 row, `decoder_b4` 4): the
+ * largest that fits first. [graphs] opens a graph by role. Shapes come from the manifest's specs; the time of every
+ * encoder run and every step is kept for the app to show.
  */
-class Stepper(private val encoder: Graph, private val decoders: Map<Int, Graph>, private val manifest: Manifest) {
+class Stepper(private val graphs: (String) -> Graph, private val manifest: Manifest) {
     private val cacheShape = manifest.graphs.getValue("decoder").inputs.first { it.name == "self_k_cache" }.shape
 
     /** The vocabulary width of the logits (embedding rows). */
@@ -84,7 +86,7 @@ class Stepper(private val encoder: Graph, private val decoders: Map<Int, Graph>,
     fun encode(ids: LongArray, mask: LongArray): Encoded {
         val started = System.nanoTime()
         val shape = intArrayOf(1, ids.size)
-        val out = encoder.run(mapOf("input_ids" to Tensor.of(shape, ids), "attention_mask" to Tensor.of(shape, mask)))
+        val out = graphs(manifest.roleAt("encoder", 1, ids.size)).run(mapOf("input_ids" to Tensor.of(shape, ids), "attention_mask" to Tensor.of(shape, mask)))
         encodeMillis.add((System.nanoTime() - started) / 1e6)
         return Encoded(Tensor.of(shape, mask), output(out, "cross_k"), output(out, "cross_v"))
     }
@@ -102,7 +104,7 @@ class Stepper(private val encoder: Graph, private val decoders: Map<Int, Graph>,
         val logits = ArrayList<FloatArray>()
         var start = 0
         while (start < rows) {
-            val size = decoders.keys.filter { it <= rows - start }.max() ?: 1
+            val size = manifest.decoderBatches.keys.filter { it <= rows - start }.max() ?: 1
             val part = IntArray(size) { start + it }
             val (rowsOf, cacheOf) = if (size == rows) Pair(encoded, cache) else Pair(encoded.select(part), cache.select(part))
             val feeds = mapOf(
@@ -110,7 +112,7 @@ class Stepper(private val encoder: Graph, private val decoders: Map<Int, Graph>,
                 "position" to Tensor.of(intArrayOf(1), longArrayOf(position.toLong())),
                 "encoder_attention_mask" to rowsOf.mask, "cross_k" to rowsOf.crossK, "cross_v" to rowsOf.crossV,
                 "self_k_cache" to cacheOf.k, "self_v_cache" to cacheOf.v)
-            val out = decoders.getValue(size).run(feeds)
+            val out = graphs(manifest.roleAt("decoder", size, encoded.mask.shape[1])).run(feeds)
             cache.write(position, output(out, "new_self_k"), output(out, "new_self_v"), start)
             val flat = output(out, "logits").floatData()
             for (r in 0 until size) logits.add(flat.copyOfRange(r * vocabSize, (r + 1) * vocabSize))

@@ -28,10 +28,15 @@ class T5Generator(directory: File, loader: GraphLoader, verifyHashes: Boolean = 
                 "the model's ${manifest.vocabSize} rows; the files are from different models")
         }
     }
-    private val stepper = Stepper(open(loader, "encoder"),
-        manifest.decoderBatches.mapValues { open(loader, it.value) }, manifest)
+    /** The graphs opened so far by role: the encoder and the decoder step at once, the others when first run. */
+    private val opened = HashMap<String, Graph>()
+    private val stepper = Stepper({ role -> opened.getOrPut(role) { open(loader, role) } }, manifest)
     private val decoder = Decoder(stepper, manifest.eosId, manifest.decoderStartId,
         (tokenizer.pieceCount until manifest.vocabSize).toList().toIntArray())
+
+    init {
+        for (role in listOf("encoder", "decoder")) opened[role] = open(loader, role)  // a bad file fails here
+    }
 
     private fun open(loader: GraphLoader, role: String): Graph {
         val spec = manifest.graphs.getValue(role)
@@ -66,7 +71,7 @@ class T5Generator(directory: File, loader: GraphLoader, verifyHashes: Boolean = 
     /** Generated ids for [text] (up to and including eos). */
     fun generateIds(text: String, options: DecodingOptions = DecodingOptions(), overflow: Overflow = Overflow.ERROR): IntArray {
         val ids = encode(text, overflow)
-        val width = manifest.maxSourceLength
+        val width = manifest.sourceLengths.first { it >= ids.size }  // the shortest graphs that hold it
         val padded = LongArray(width) { if (it < ids.size) ids[it].toLong() else manifest.padId.toLong() }
         val mask = LongArray(width) { if (it < ids.size) 1L else 0L }
         return decoder.generate(padded, mask, options)

@@ -26,9 +26,35 @@ class Manifest private constructor(
     fun file(name: String): File = inside(root, name)
 
     /** The batch sizes the decoder steps serve, each with its graph's role: 1 is `decoder`, 4 `decoder_b4`. */
-    val decoderBatches: Map<Int, String> = graphs.keys.filter { it == "decoder" || BATCHED_DECODER.matches(it) }
-        .associateBy { if (it == "decoder") 1 else BATCHED_DECODER.matchEntire(it)!!.groupValues[1].toInt() }
-        .toSortedMap()
+    val decoderBatches: Map<Int, String> = graphs.keys.mapNotNull { role -> Role.parse(role)?.let { Pair(it, role) } }
+        .filter { it.first.kind == "decoder" && it.first.source == null }
+        .associate { Pair(it.first.batch, it.second) }.toSortedMap()
+
+    /**
+     * The source lengths the graphs take, ascending: the source-length buckets (`encoder_s16` and the decoder steps
+     * over 16 positions), then [maxSourceLength]. An input runs the shortest that holds it.
+     */
+    val sourceLengths: List<Int> = (graphs.keys.mapNotNull { Role.parse(it) }
+        .filter { it.kind == "encoder" && it.source != null }.map { it.source!! } + maxSourceLength).distinct().sorted()
+
+    /** The role of the graph of [kind] at [batch] over [source] positions ([maxSourceLength]: the full length). */
+    fun roleAt(kind: String, batch: Int, source: Int): String =
+        Role(kind, batch, if (source == maxSourceLength) null else source).name
+
+    /** What a graph's role says: its kind, the batch it takes and its source-length bucket (null: the full length). */
+    data class Role(val kind: String, val batch: Int = 1, val source: Int? = null) {
+        val name: String get() = kind + (if (batch > 1) "_b$batch" else "") + (if (source != null) "_s$source" else "")
+
+        companion object {
+            /** The role [role] names, or null for a role the contract does not know. */
+            fun parse(role: String): Role? {
+                val found = GRAPH_ROLE.matchEntire(role) ?: return null
+                val (kind, batch, source) = found.destructured
+                if (batch.isNotEmpty() && (kind == "encoder" || batch.toInt() == 1)) return null
+                return Role(kind, if (batch.isEmpty()) 1 else batch.toInt(), if (source.isEmpty()) null else source.toInt())
+            }
+        }
+    }
 
     companion object {
         const val NAME = "manifest.json"
@@ -39,8 +65,12 @@ class Manifest private constructor(
         val DECODER_INPUTS = listOf("decoder_input_ids", "position", "encoder_attention_mask", "cross_k", "cross_v",
             "self_k_cache", "self_v_cache")
         val DECODER_OUTPUTS = listOf("logits", "new_self_k", "new_self_v")
-        /** A static export's decoder step at a further batch size: `decoder_b4` runs 4 rows (beams) in one call. */
-        val BATCHED_DECODER = Regex("decoder_b([2-9]|[1-9][0-9]+)")
+        /**
+         * A graph's role: `encoder`, `decoder`, and a static export's further graphs of the same weights: `decoder_b4`
+         * runs 4 rows (beams) in one call, `encoder_s16` and `decoder_s16` take 16 source positions, `decoder_b4_s16`
+         * both.
+         */
+        val GRAPH_ROLE = Regex("(encoder|decoder)(?:_b([1-9][0-9]*))?(?:_s([1-9][0-9]*))?")
         private val REQUIRED = listOf("format", "format_version", "engine", "export_id", "graphs", "files",
             "tokenizer", "special_tokens", "max_source_length", "max_target_length", "vocab_size")
 
@@ -82,14 +112,14 @@ class Manifest private constructor(
             for (role in listOf("encoder", "decoder")) if (rawGraphs[role] !is Map<*, *>) problems.add("graphs: no $role graph")
             graphs@ for ((key, graph) in rawGraphs) {
                 val role = key.toString()
-                val (inputs, outputs) = when {
-                    role == "encoder" -> Pair(ENCODER_INPUTS, ENCODER_OUTPUTS)
-                    role == "decoder" || BATCHED_DECODER.matches(role) -> Pair(DECODER_INPUTS, DECODER_OUTPUTS)
-                    else -> {
-                        problems.add("graphs: unknown graph '$role' (the contract's are encoder, decoder and decoder_bN)")
-                        continue@graphs
-                    }
+                val parsed = Role.parse(role)
+                if (parsed == null) {
+                    problems.add("graphs: unknown graph '$role' (the contract's are encoder, decoder, decoder_bN, " +
+                        "encoder_sN, decoder_sN and decoder_bN_sN)")
+                    continue@graphs
                 }
+                val (inputs, outputs) = if (parsed.kind == "encoder") Pair(ENCODER_INPUTS, ENCODER_OUTPUTS)
+                    else Pair(DECODER_INPUTS, DECODER_OUTPUTS)
                 if (graph !is Map<*, *>) continue
                 val spec = graphSpec(role, graph, path)
                 if (spec.file !in files) problems.add("graphs.$role: file ${spec.file} is not listed in files")
@@ -98,9 +128,14 @@ class Manifest private constructor(
                     problems.add("graphs.$role: tensor names are not the contract's")
                 }
                 val batch = spec.inputs.firstOrNull { it.name == "decoder_input_ids" }?.shape?.get(0)
-                val named = BATCHED_DECODER.matchEntire(role)?.groupValues?.get(1)?.toInt() ?: 1
-                if (inputs == DECODER_INPUTS && batch != null && batch != named) {
-                    problems.add("graphs.$role: decoder_input_ids has batch $batch, not $named")
+                if (inputs == DECODER_INPUTS && batch != null && batch != parsed.batch) {
+                    problems.add("graphs.$role: decoder_input_ids has batch $batch, not ${parsed.batch}")
+                }
+                val mask = spec.inputs.firstOrNull { it.name.endsWith("attention_mask") }?.shape?.get(1)
+                val source = parsed.source ?: (top["max_source_length"] as? Long)?.toInt()
+                if (mask != null && mask != source) {
+                    problems.add("graphs.$role: ${spec.inputs.first { it.name.endsWith("attention_mask") }.name} " +
+                        "has $mask source positions, not $source")
                 }
                 graphs[role] = spec
             }

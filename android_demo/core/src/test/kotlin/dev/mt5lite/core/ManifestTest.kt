@@ -38,6 +38,9 @@ class ManifestTest {
         assertEquals("encoder", manifest.graphs.getValue("encoder").signature)
         assertEquals(manifest.graphs.getValue("encoder").file, manifest.graphs.getValue("decoder").file)
         assertEquals(mapOf(1 to "decoder", 4 to "decoder_b4"), manifest.decoderBatches)
+        assertEquals(listOf(16, manifest.maxSourceLength), manifest.sourceLengths)
+        assertEquals("decoder_b4_s16", manifest.roleAt("decoder", 4, 16))
+        assertEquals("encoder", manifest.roleAt("encoder", 1, manifest.maxSourceLength))
     }
 
     @Test
@@ -82,6 +85,10 @@ class ManifestTest {
         refused(dir, "graphs.decoder_b8: decoder_input_ids has batch 4, not 8")
         manifest.writeText(text.replace("\"decoder_b4\": {", "\"decoder_x\": {"))
         refused(dir, "graphs: unknown graph 'decoder_x'")
+        manifest.writeText(text.replace("\"encoder_s16\": {", "\"encoder_s8\": {"))
+        refused(dir, "graphs.encoder_s8: attention_mask has 16 source positions, not 8")
+        manifest.writeText(text.replace("\"encoder_s16\": {", "\"encoder_b2\": {"))
+        refused(dir, "graphs: unknown graph 'encoder_b2'")
     }
 
     @Test

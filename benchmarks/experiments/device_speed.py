@@ -1,18 +1,23 @@
-"""Beam search on static exports, the beams in one step call (``decoder_b4``) against row by row, side by side.
+"""What a device user feels on static exports, side by side: beam search with the beams in one step call
+(``decoder_b4``) against row by row, and time to first token with source-length buckets against padding every input
+to ``max_source_length``.
 
-    python -m benchmarks.experiments.beam_batch [--model mt5-small|demo] [--exports static-int8 tflite-int8]
+    python -m benchmarks.experiments.device_speed [--model mt5-small|demo] [--exports static-int8 tflite-int8]
         [--threads 2] [--inputs 8] [--new-tokens 32] [--output FILE.json]
 
 Per export, taking turns input by input so that load on a shared machine hits all alike:
 
 - greedy ms per generated token (batch 1);
 - 4-beam ms per generated token with the batch-4 step, and row by row (the batch-1 step run once per beam);
-- whether the beam ids of the two are identical (they must be: the step at batch 4 is the same graph).
+- whether the beam ids of the two are identical (they must be: the step at batch 4 is the same graph);
+- time to first token (the encoder and the first decoder step) for inputs of 8, 16, 32 and 128 tokens, running
+  the shortest source-length bucket that holds them and padded to ``max_source_length``; whether the greedy ids of
+  the held-out inputs are identical both ways.
 
 "Per generated token" is per step of the decoding loop (a beam step generates one token for each input). The
 models: ``mt5-small`` is random weights of google/mt5-small's shape (``benchmarks.models.mt5_small``): outputs are
 noise, only speed and identity mean anything; ``demo`` is the trained demo model. Exports are cached under
-``build/beam-batch/<model>/``. Writes JSON; never a pass/fail on timing.
+``build/device-speed/<model>/``. Writes JSON; never a pass/fail on timing.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ from mt5lite.paths import BUILD_DIR, DEMO_MODEL
 MODELS = {"mt5-small": (mt5_small, "random weights of google/mt5-small's shape, 250,100-piece tokenizer"),
           "demo": (lambda: DEMO_MODEL, "the demo model")}
 BEAMS = 4
+#: Input lengths in tokens (eos included) whose time to first token is measured.
+FIRST_TOKEN_LENGTHS = (8, 16, 32, 128)
+#: Times each length is measured per variant (the median is reported).
+FIRST_TOKEN_REPEATS = 7
 
 
 def build(model: Path, work: Path, exports: list[str]) -> dict[str, Path]:
@@ -62,8 +71,46 @@ def _decode(generator, steps: list, text: str, beams: int, new_tokens: int) -> t
     return time.perf_counter() - started, ids, len(steps)
 
 
+def _options(beams: int, new_tokens: int):
+    from mt5lite.runtimes.options import DecodingOptions
+
+    return DecodingOptions(num_beams=beams, max_new_tokens=new_tokens)
+
+
+def first_token(generators: dict, texts: list[str]) -> dict:
+    """Median ms from input ids to the first token's logits (encoder and one decoder step) per input length of
+    ``FIRST_TOKEN_LENGTHS`` and generator, taking turns; the inputs are the first tokens of ``texts`` joined,
+    eos last, each padded as its generator pads (``source_lengths``)."""
+    import numpy as np
+
+    from benchmarks.timing import forced_decode
+
+    some = next(iter(generators.values()))
+    tokenizer = some.tokenizer
+    pieces = [piece for text in texts for piece in tokenizer.encode(text, None)[:-1]]
+    eos = some.manifest.special_tokens.eos
+    times: dict[str, dict[int, list[float]]] = {name: {n: [] for n in FIRST_TOKEN_LENGTHS} for name in generators}
+    lengths = [n for n in FIRST_TOKEN_LENGTHS if n <= some.max_source_length and n - 1 <= len(pieces)]
+    for repeat in range(FIRST_TOKEN_REPEATS + 1):  # the first round warms up (sessions load on first use)
+        for n in lengths:
+            for name, generator in generators.items():
+                width = min(length for length in generator.source_lengths if length >= n)
+                ids = np.zeros((1, width), np.int64)
+                ids[0, :n] = [*pieces[: n - 1], eos]
+                mask = (np.arange(width) < n).astype(np.int64)[None]
+                seconds, _ = forced_decode(generator.stepper, ids, mask, generator.decoder.decoder_start_id, 1)
+                if repeat:
+                    times[name][n].append(1000 * seconds)
+    ms = {name: {str(n): round(statistics.median(times[name][n]), 3) for n in lengths} for name in generators}
+    short, longest = "16", str(max(lengths))
+    return {"ms": ms, "lengths": lengths,
+            "short_over_longest": {name: round(ms[name][short] / ms[name][longest], 3) for name in generators
+                                   if short in ms[name] and longest != short}}
+
+
 def measure(path: Path, texts: list[str], threads: int, new_tokens: int) -> dict:
-    """Greedy, 4 beams batched and 4 beams row by row on the export at ``path``, input by input in turn."""
+    """Greedy, 4 beams batched and 4 beams row by row on the export at ``path``, input by input in turn; then time
+    to first token with and without source-length buckets."""
     from mt5lite.runtimes.generators import open_export
 
     variants = {"greedy": (1, False), "beams_batched": (BEAMS, False), "beams_row_by_row": (BEAMS, True)}
@@ -83,15 +130,23 @@ def measure(path: Path, texts: list[str], threads: int, new_tokens: int) -> dict
             ids[name].append(found)
     ms = {name: round(statistics.median(values), 3) for name, values in per_token.items()}
     identical = sum(a == b for a, b in zip(ids["beams_batched"], ids["beams_row_by_row"], strict=True))
-    return {"ms_per_token": ms,
+    full = open_export(path, threads=threads, full_length=True)
+    greedy = sum(generators["greedy"].generate_ids([text], _options(1, new_tokens)) ==
+                 full.generate_ids([text], _options(1, new_tokens)) for text in texts)
+    return {"first_token": first_token({"buckets": generators["greedy"], "full_length": full}, texts),
+            "bucket_ids_identical": f"{greedy} of {len(texts)}",
+            "source_lengths": generators["greedy"].source_lengths,
+            "ms_per_token": ms,
             "beams_batched_over_greedy": round(ms["beams_batched"] / ms["greedy"], 3),
             "beams_row_by_row_over_greedy": round(ms["beams_row_by_row"] / ms["greedy"], 3),
             "beam_ids_identical": f"{identical} of {len(texts)}",
-            "decoder_batches": sorted(generators["beams_batched"].decoder_batches)}
+            "decoder_batches": sorted(generators["beams_batched"].decoder_batches),
+            "bytes": sum(f.stat().st_size for f in path.iterdir() if f.suffix in (".onnx", ".bin", ".tflite"))}
 
 
 def markdown(report: dict) -> str:
-    """The report as a Markdown page: per export, greedy and 4-beam ms per generated token, side by side."""
+    """The report as a Markdown page: per export, greedy and 4-beam ms per generated token, and time to first
+    token with and without source-length buckets, side by side."""
     lines = [f"Model: {report['model']}; {report['threads']} threads; {report['inputs']} held-out sentences, at "
              f"most {report['max_new_tokens']} new tokens; {report['beams']} beams. Each variant decodes every "
              "input in turn (side by side); ms per generated token is the median over the inputs of the decoding "
@@ -103,6 +158,23 @@ def markdown(report: dict) -> str:
         lines.append(f"| {name} | {ms['greedy']:.2f} | {ms['beams_batched']:.2f} "
                      f"({row['beams_batched_over_greedy']:.2f}x greedy) | {ms['beams_row_by_row']:.2f} "
                      f"({row['beams_row_by_row_over_greedy']:.2f}x) | {row['beam_ids_identical']} |")
+    lines += ["", "Time to first token (encoder and first decoder step, median of "
+              f"{FIRST_TOKEN_REPEATS}), ms, by input length in tokens: with source-length buckets (the shortest "
+              "graphs that hold the input) and padded to the export's full length, as before buckets.", ""]
+    for name, row in report["exports"].items():
+        found = row.get("first_token")
+        if not found:
+            continue
+        lengths = found["lengths"]
+        lines += [f"**{name}** (source lengths {', '.join(map(str, row['source_lengths']))}; greedy ids with "
+                  f"buckets identical to full length: {row['bucket_ids_identical']}):", "",
+                  "| | " + " | ".join(f"{n} tokens" for n in lengths) + f" | 16 over {lengths[-1]} |",
+                  "|---|" + "---|" * (len(lengths) + 1)]
+        for variant, label in (("buckets", "buckets"), ("full_length", "full length")):
+            cells = " | ".join(f"{found['ms'][variant][str(n)]:.1f}" for n in lengths)
+            ratio = found["short_over_longest"].get(variant)
+            lines.append(f"| {label} | {cells} | {'' if ratio is None else f'{100 * ratio:.0f}%'} |")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -114,10 +186,10 @@ def main() -> None:
     parser.add_argument("--model", choices=list(MODELS), default="mt5-small")
     parser.add_argument("--exports", nargs="+", default=["static-int8"],
                         choices=["onnx-fp32", "static-int8", "tflite-int8"])
-    speed_arguments(parser, inputs=8, new_tokens=32, output="beam-batch.json")
+    speed_arguments(parser, inputs=8, new_tokens=32, output="device-speed.json")
     args = parser.parse_args()
     os.environ.setdefault("USE_TF", "0")
-    work = BUILD_DIR / "beam-batch" / args.model
+    work = BUILD_DIR / "device-speed" / args.model
     checkpoint, described = MODELS[args.model]
     paths = build(checkpoint(), work, args.exports)
     texts = [s.text for s in read_sentences(HELDOUT_SENTENCES)][: args.inputs]
