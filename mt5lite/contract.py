@@ -265,6 +265,24 @@ def repeat_rows(value: np.ndarray, name: str, times: int) -> np.ndarray:
     return value if axis is None or times == 1 else np.repeat(value, times, axis=axis)
 
 
+def to_source_length(tensors: dict[str, np.ndarray], length: int) -> dict[str, np.ndarray]:
+    """``tensors`` by name with every source-length axis (``SOURCE_AXIS``) cut or zero-padded to ``length``
+    positions: feeds padded for a longer or shorter source-length bucket, outputs cut back (no copy where a tensor
+    already has ``length``)."""
+    out = {}
+    for name, value in tensors.items():
+        axis = SOURCE_AXIS.get(name)
+        if axis is None or value.shape[axis] == length:
+            out[name] = value
+        elif value.shape[axis] > length:
+            out[name] = value[(slice(None),) * axis + (slice(0, length),)]
+        else:
+            padding = [(0, 0)] * value.ndim
+            padding[axis] = (0, length - value.shape[axis])
+            out[name] = np.pad(value, padding)
+    return out
+
+
 def concat_rows(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Outputs of several batch slices joined back along each tensor's batch axis."""
     return {name: np.concatenate([p[name] for p in parts], axis=BATCH_AXIS[name]) for name in parts[0]}

@@ -20,8 +20,8 @@ from mt5lite.contract import (
     LENGTHS,
     NAMES,
     ROLES,
-    GraphSpec,
     SOURCE_AXIS,
+    GraphSpec,
     Role,
     contract_dtype,
     decoder_batches,
@@ -400,7 +400,8 @@ def _spec_problems(graphs: dict, lengths: dict) -> list[str]:
                 continue
             axis, key = LENGTH_AXES.get(name, (None, None))
             size = shape[axis] if axis is not None and len(shape) > axis else None
-            if isinstance(size, int) and size != lengths.get(key) and not (parsed.source and key == "max_source_length"):
+            bucketed = parsed.source is not None and key == "max_source_length"  # checked as a source length below
+            if isinstance(size, int) and size != lengths.get(key) and not bucketed:
                 problems.append(f"{role} {name} has {size} along axis {axis}, but {key} is {lengths.get(key)!r}")
             for what, axis, size in (("batch", BATCH_AXIS[name], parsed.batch if parsed.batch > 1 else None),
                                      ("source length", SOURCE_AXIS.get(name), parsed.source)):

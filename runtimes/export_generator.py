@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mt5lite.contract import SOURCE_AXIS, batch_rows, concat_rows
+from mt5lite.contract import batch_rows, concat_rows, to_source_length
 from mt5lite.manifest import Manifest, inside, load_manifest
 from mt5lite.runtimes.decoding import Decoder, StepHook
 from mt5lite.runtimes.options import DecodingOptions
@@ -53,37 +53,26 @@ class StaticBatches:
         self.max_target_length = backend.max_target_length
         self.vocab_size = backend.vocab_size
 
-    def _fitted(self, feeds: dict[str, np.ndarray], mask: str) -> tuple[dict[str, np.ndarray], int]:
-        """``feeds`` padded along the source axis to the shortest length the graphs take that holds them (as they
-        are when they already have such a length, as this export's own inputs do: no copy), and that length.
-        Feeds padded for another export (a parity check) run here too."""
-        width = feeds[mask].shape[1]
-        length = min(length for length in self.lengths if length >= width)
-        if length == width:
-            return feeds, length
-        padded = {}
-        for name, value in feeds.items():
-            axis = SOURCE_AXIS.get(name)
-            padding = [(0, 0)] * value.ndim
-            if axis is not None:
-                padding[axis] = (0, length - width)
-            padded[name] = value if axis is None else np.pad(value, padding)
-        return padded, length
+    def _length(self, width: int) -> int:
+        """The shortest source length the graphs take that holds ``width`` positions."""
+        return min(length for length in self.lengths if length >= width)
 
     def encode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Every encoder output, one input row at a time (over as many source positions as ``feeds`` have)."""
+        """Every encoder output, one input row at a time, over as many source positions as ``feeds`` have (feeds
+        padded for another export, as a parity check has them, are padded here to a length the graphs take and the
+        outputs cut back)."""
         width = feeds["input_ids"].shape[1]
-        feeds, length = self._fitted(feeds, "attention_mask")
+        length = self._length(width)
+        feeds = to_source_length(feeds, length)
         rows, role = len(feeds["input_ids"]), self.roles["encoder", 1, length]
         outputs = concat_rows([self.backend.encode(batch_rows(feeds, slice(row, row + 1)), role)
                                for row in range(rows)])
-        return outputs if length == width else {
-            name: value[(slice(None),) * SOURCE_AXIS[name] + (slice(0, width),)] if name in SOURCE_AXIS else value
-            for name, value in outputs.items()}
+        return to_source_length(outputs, width)
 
     def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One decoder step of every row, in chunks of the batch sizes the export serves."""
-        feeds, source = self._fitted(feeds, "encoder_attention_mask")
+        source = self._length(feeds["encoder_attention_mask"].shape[1])
+        feeds = to_source_length(feeds, source)
         batches = {batch: role for (kind, batch, length), role in self.roles.items()
                    if kind == "decoder" and length == source}
         rows, start, parts = len(feeds["decoder_input_ids"]), 0, []

@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from mt5lite.contract import parse_role
+from mt5lite.contract import encoder_feeds, parse_role
 from mt5lite.errors import CheckpointError, InputError, ModelFileError, ParityError
 from mt5lite.exporters.onnx.buckets import recorded_constants, write_source_buckets
 from mt5lite.exporters.onnx.export import OnnxExportConfig
@@ -137,3 +137,17 @@ def test_roles_name_kind_batch_and_length():
     assert parse_role("decoder_b4_s16").name == "decoder_b4_s16"
     assert (parse_role("encoder_s16").kind, parse_role("encoder_s16").source) == ("encoder", 16)
     assert [parse_role(r) for r in ("encoder_b4", "decoder_b1", "decoder_s16_b4", "decoder_s0")] == [None] * 4
+
+
+def test_inputs_padded_otherwise_run_on_the_bucket_that_holds_them(static_export):
+    """Feeds padded for another export (a parity check compares two) are padded to a length the graphs take, and
+    the outputs cut back to the feeds' own length."""
+    generator = open_export(static_export)
+    ids, mask = generator.tokenizer.encode_batch(SHORT)  # padded to the longest input only
+    assert ids.shape[1] < 16
+    found = generator.stepper.encode(encoder_feeds(ids, mask))
+    padded = generator.stepper.encode(encoder_feeds(*generator.encode_batch(SHORT)))
+    assert found["cross_k"].shape[3] == ids.shape[1]
+    np.testing.assert_array_equal(found["cross_k"], padded["cross_k"][:, :, :, : ids.shape[1]])
+    assert generator.tokenizer.encode_batch(SHORT, pad_to=[16, 32])[0].shape == (4, 16)
+    assert generator.tokenizer.encode_batch(SHORT, pad_to=24)[0].shape == (4, 24)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mt5lite.contract import SOURCE_AXIS, GraphSpec, Role, parse_role, source_buckets, with_shape
+from mt5lite.contract import SOURCE_AXIS, GraphSpec, Role, parse_role, source_buckets, to_source_length, with_shape
 from mt5lite.errors import CheckpointError, ModelFileError, first_line
 from mt5lite.exporters.onnx.variants import check_variant, constant_values, random_feeds, write_variant
 
@@ -123,20 +123,11 @@ def write_source_buckets(directory: Path, graphs: dict[str, GraphSpec], constant
 def _padded_run(feeds: dict[str, np.ndarray], full: GraphSpec):
     """A ``check_variant`` runner: the graph at full length (``full``) on ``feeds`` zero-padded to its length, its
     outputs cut back to the bucket's length."""
+    length = next(value.shape[SOURCE_AXIS[name]] for name, value in feeds.items() if name in SOURCE_AXIS)
+    padded = to_source_length(feeds, next(t.shape[SOURCE_AXIS[t.name]] for t in full.inputs if t.name in SOURCE_AXIS))
+
     def run(session, names):
-        padded = {}
-        for name, value in feeds.items():
-            axis = SOURCE_AXIS.get(name)
-            if axis is None:
-                padded[name] = value
-                continue
-            width = [(0, 0)] * value.ndim
-            width[axis] = (0, full.tensors[name].shape[axis] - value.shape[axis])
-            padded[name] = np.pad(value, width)
-        outputs = dict(zip(names, session.run(names, padded), strict=True))
-        length = next(value.shape[SOURCE_AXIS[name]] for name, value in feeds.items() if name in SOURCE_AXIS)
-        return {name: value[(slice(None),) * SOURCE_AXIS[name] + (slice(0, length),)] if name in SOURCE_AXIS
-                else value for name, value in outputs.items()}
+        return to_source_length(dict(zip(names, session.run(names, padded), strict=True)), length)
     return run
 
 

@@ -202,7 +202,8 @@ def capture_calibration_data(export_dir: Path, samples: list[Sentence], max_deco
     from mt5lite.runtimes.options import DecodingOptions
     from mt5lite.runtimes.tokenizer import Overflow
 
-    generator = open_export(export_dir)  # ONNX Runtime, or ExecuTorch for its own int8
+    # ONNX Runtime, or ExecuTorch for its own int8; at full length, the graphs quantized (buckets get their ranges)
+    generator = open_export(export_dir, full_length=True)
     encoder_store = _MemoryFeeds() if store is None else FeedStore(Path(store) / "encoder")
     recorder = _StepRecorder(max_decoder_steps, seed, _MemoryFeeds() if store is None else
                              FeedStore(Path(store) / "decoder"))

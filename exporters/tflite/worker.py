@@ -69,21 +69,16 @@ def _representative_data(spec: WorkerSpec):
     """The calibration feeds of every graph, tagged with its signature key (the converter's multi-signature
     form). A further graph gets only the first few of its kind's feeds, each row repeated to its batch and cut to
     its source length: its ranges are its kind's, copied after calibration (``batched_ranges.share_ranges``)."""
-    from mt5lite.contract import SOURCE_AXIS
+    from mt5lite.contract import to_source_length
     from mt5lite.exporters.quantize.calibration import FeedStore
-
-    def shaped(name, value, graph):
-        value = repeat_rows(value, name, graph.batch)
-        axis = SOURCE_AXIS.get(name)
-        return value if graph.source is None or axis is None else value[(slice(None),) * axis + (
-            slice(0, graph.source),)]
 
     names = {role: [t.name for t in graph.inputs] for role, graph in spec.graphs.items()}
     for role, graph in spec.graphs.items():
         for index, feed in enumerate(FeedStore(graph.calibration)):
             if not graph.base and index >= BATCHED_CALIBRATION_FEEDS:
                 break
-            yield role, {name: shaped(name, feed[name], graph) for name in names[role]}
+            feed = {name: repeat_rows(feed[name], name, graph.batch) for name in names[role]}
+            yield role, feed if graph.source is None else to_source_length(feed, graph.source)
 
 
 def convert(spec: WorkerSpec) -> dict:

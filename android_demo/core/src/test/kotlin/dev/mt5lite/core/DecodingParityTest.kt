@@ -22,7 +22,7 @@ class DecodingParityTest {
 
         override fun open(file: File, signature: String, spec: GraphSpec): Graph = object : Graph {
             override fun run(inputs: Map<String, Tensor>): Map<String, Tensor> =
-                if (signature == "encoder") encode(spec, inputs) else step(spec, inputs)
+                if (Manifest.Role.parse(signature)?.kind == "encoder") encode(spec, inputs) else step(spec, inputs)
         }
 
         private fun encode(spec: GraphSpec, inputs: Map<String, Tensor>): Map<String, Tensor> {
