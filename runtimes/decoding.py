@@ -102,9 +102,11 @@ class _Finished:
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    logits = logits.astype(np.float32)
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    """``log_softmax`` along the last axis in float32, in one new array (beam search: 4 x 250k per step)."""
+    shifted = np.array(logits, dtype=np.float32)
+    shifted -= shifted.max(axis=-1, keepdims=True)
+    shifted -= np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return shifted
 
 
 #: ``_topk`` bounds the k-th largest value of a row by the maxima of blocks of this many values.
@@ -233,7 +235,8 @@ class Decoder:
             logits = self._step(running[:, :, position].reshape(-1), position, state)
             log_probs = _log_softmax(logits)
             log_probs[:, self.suppressed] = -np.inf
-            log_probs = log_probs.reshape(batch, beams, vocab) + running_scores[:, :, None]
+            log_probs = log_probs.reshape(batch, beams, vocab)
+            log_probs += running_scores[:, :, None]
             top_scores, top_indices = _topk(log_probs.reshape(batch, beams * vocab), keep)
             source_beams, top_ids = top_indices // vocab, top_indices % vocab
             candidates = _gather_beams(running, source_beams)

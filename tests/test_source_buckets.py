@@ -151,3 +151,11 @@ def test_inputs_padded_otherwise_run_on_the_bucket_that_holds_them(static_export
     np.testing.assert_array_equal(found["cross_k"], padded["cross_k"][:, :, :, : ids.shape[1]])
     assert generator.tokenizer.encode_batch(SHORT, pad_to=[16, 32])[0].shape == (4, 16)
     assert generator.tokenizer.encode_batch(SHORT, pad_to=24)[0].shape == (4, 24)
+
+
+def test_onnx_runtime_loads_a_further_graph_when_it_first_runs(static_export):
+    """Each ONNX Runtime session packs the weights it reads for itself: only what runs is loaded."""
+    generator = open_export(static_export)
+    assert sorted(generator.backend.sessions) == ["decoder", "encoder"]
+    generator.generate(["words fr: 12"])
+    assert sorted(generator.backend.sessions) == ["decoder", "decoder_s16", "encoder", "encoder_s16"]

@@ -5,7 +5,8 @@ ranges recorded for the batched step differ in the last bit (a random model of m
 scales one ulp apart), and int8 rounding then differs now and then: 4-beam ids differed from row-by-row decoding on
 4 of 6 inputs. ``share_ranges`` copies the batch-1 step's recorded min/max into the batched step's tensors, op for
 op, before quantization, so every scale, zero point and bias comes out identical and each row computes what the
-batch-1 step computes.
+batch-1 step computes. A source-length bucket (``encoder_s16``, ``decoder_s16``) gets its kind's ranges the same way,
+so a short input padded to 16 computes what it computes padded to the export's full length.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def _pairs(model, source: str, target: str):
 
 def share_ranges(flatbuffer: bytes, source: str, targets: list[str]) -> bytes:
     """``flatbuffer`` (a calibrated float model) with the ranges of signature ``source``'s tensors copied into the
-    matching tensors of each signature of ``targets`` (the same graph at another batch; ``_pairs``)."""
+    matching tensors of each signature of ``targets`` (the same graph at another batch or source length;
+    ``_pairs``)."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
