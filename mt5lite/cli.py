@@ -595,7 +595,7 @@ def _export_parsers(sub) -> None:
                            "(4: beam search's 4 beams in one call); none: batch 1 only")
     onnx.add_argument("--source-buckets", type=int, nargs="*", default=None, metavar="S",
                       help="with --static-shapes: shorter source lengths every graph is exported at too, sharing its "
-                           "weights (a short input runs the shortest that fits); default: 16 32 64, those below "
+                           "weights (a short input runs the shortest that fits); default: 16 32, those below "
                            "--max-source-length; none: --max-source-length only")
     onnx.add_argument("--opset", type=int, default=17, help="ONNX opset of both graphs (11 to 21)")
 

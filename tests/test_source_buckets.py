@@ -29,7 +29,7 @@ SHORT = ["words fr: 12", "words de: 3", "numbers en: forty-two", "words ja: 7"]
 
 def test_the_static_export_has_buckets_below_its_source_length(static_export):
     manifest = load_manifest(static_export)
-    assert manifest.max_source_length == 32 and manifest.source_lengths == [16, 32]  # default 16, 32, 64 below S
+    assert manifest.max_source_length == 32 and manifest.source_lengths == [16, 32]  # default 16, 32 below S
     assert sorted(manifest.graphs) == ["decoder", "decoder_b4", "decoder_b4_s16", "decoder_s16", "encoder",
                                        "encoder_s16"]
     assert manifest.graphs["encoder_s16"].tensors["input_ids"].shape == (1, 16)

@@ -55,7 +55,7 @@ class OnnxExportConfig(Checked):
     # beams in one call instead of 4), each sharing every weight with the batch-1 step
     decoder_batches: tuple[int, ...] = (4,)
     # static_shapes: the shorter source lengths the graphs are exported at too (encoder_s16, decoder_s16, ...), so a
-    # short input does not pay for S positions; None: 16, 32 and 64, those below max_source_length
+    # short input does not pay for S positions; None: 16 and 32, those below max_source_length
     source_buckets: tuple[int, ...] | None = None
 
     def problems(self) -> list[str]:
