@@ -25,10 +25,10 @@ from mt5lite.contract import SOURCE_AXIS, GraphSpec, Role, parse_role, source_bu
 from mt5lite.errors import CheckpointError, ModelFileError, first_line
 from mt5lite.exporters.onnx.variants import check_variant, constant_values, random_feeds, write_variant
 
-#: The source lengths a static export serves besides ``max_source_length`` (those below it), unless told otherwise.
-#: Each costs little in ONNX (a few hundred KB of graph), but in TFLite every decoder signature carries its own
-#: copy of the lm_head's per-channel scales and zero points (mt5's 250k rows: about 3.6 MB), so the default keeps
-#: two: 16 for short phrases, 32 for a sentence.
+#: The source lengths a static export serves besides ``max_source_length`` (those below it), unless told otherwise:
+#: 16 for a phrase, 32 for a sentence. Each is a few hundred KB of graph structure (ONNX) or of signature (TFLite,
+#: whose identical quantization vectors are stored once: ``exporters.tflite.flatbuffer``), and one more graph to
+#: convert, calibrate and load.
 DEFAULT_BUCKETS = (16, 32)
 
 

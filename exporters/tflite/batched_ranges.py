@@ -65,16 +65,15 @@ def share_ranges(flatbuffer: bytes, source: str, targets: list[str]) -> bytes:
     """``flatbuffer`` (a calibrated float model) with the ranges of signature ``source``'s tensors copied into the
     matching tensors of each signature of ``targets`` (the same graph at another batch or source length;
     ``_pairs``)."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
+
+    from mt5lite.exporters.tflite.flatbuffer import pack
 
     model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
     for target in targets:
         for reference, tensor in _pairs(model, source, target):
             _copy_range(reference, tensor)
-    builder = flatbuffers.Builder(len(flatbuffer))
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack(model, len(flatbuffer))
 
 
 def quantization_mismatches(flatbuffer: bytes, source: str, target: str) -> int:

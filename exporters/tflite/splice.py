@@ -138,8 +138,9 @@ def splice_lm_head(flatbuffer: bytes, weight: np.ndarray, logits_range: tuple[fl
     ``rows``-sized dimension gets ``out`` instead (the logits), and their outputs, and what passes them on
     unchanged, the scale and zero point of ``logits_range``. Raises ``ConversionError`` when no such op is found,
     or when their weight buffer is not theirs alone."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
+
+    from mt5lite.exporters.tflite.flatbuffer import pack
 
     model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
     names = op_names(model)
@@ -159,9 +160,7 @@ def splice_lm_head(flatbuffer: bytes, weight: np.ndarray, logits_range: tuple[fl
     model.buffers[buffer].data = values.reshape(-1).view(np.uint8)
     for graph, op in found:
         _splice_op(model, graph, op, scales, rows, activation_params(*logits_range), names)
-    builder = flatbuffers.Builder(len(flatbuffer) + weight.size)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack(model, len(flatbuffer) + weight.size)
 
 
 def _splice_op(model, graph, op, scales: np.ndarray, rows: int, logits_params: tuple, names: list[str]) -> None:
