@@ -87,6 +87,25 @@ def test_the_embedding_is_stored_once_for_both_signatures(request, precision):
     assert weights["shared_bytes"] >= embedding and weights["buffer_bytes"] == sum(sizes.values())
 
 
+def test_the_decoder_signatures_share_their_quantization_vectors(tflite_int8):
+    """Every decoder signature quantizes the lm_head alike (per output channel): its scales and zero points are
+    stored once in the file, each signature's tensor pointing at them (``exporters.tflite.flatbuffer.pack``)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    manifest = load_manifest(tflite_int8)
+    model = schema.Model.GetRootAsModel((tflite_int8 / "model.tflite").read_bytes(), 0)
+    lm_heads = []
+    for index in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(index)
+        for tensor in map(graph.Tensors, range(graph.TensorsLength())):
+            quantization = tensor.Quantization()
+            if quantization is not None and quantization.ScaleLength() == manifest.vocab_size:
+                table = quantization._tab  # where the scale (field 8) and zero-point (field 10) vectors start
+                lm_heads.append((table.Vector(table.Offset(8)), table.Vector(table.Offset(10))))
+    decoders = [role for role in manifest.graphs if role.startswith("decoder")]
+    assert len(lm_heads) == len(decoders) == 4 and len(set(lm_heads)) == 1
+
+
 def test_full_int8_is_integer_only_with_calibrated_masks(tflite_int8):
     manifest = load_manifest(tflite_int8)
     quantization = manifest.quantization
