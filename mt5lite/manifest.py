@@ -381,13 +381,18 @@ def _spec_problems(graphs: dict, lengths: dict) -> list[str]:
     """How a manifest's tensor entries (``graphs``, names already checked) disagree with the contract: a dtype
     other than the contract's, a shape that is not a list of sizes or names, a length the host builds its feeds
     from (``lengths``: ``max_target_length``, ``vocab_size``, ``max_source_length``) that the shapes contradict, a
-    batched decoder step (``decoder_bN``) whose batch axes are not N, or a source-length bucket (``encoder_sN``)
-    whose source axes are not N or not shorter than ``max_source_length``."""
+    batched decoder step (``decoder_bN``) whose batch axes are not N, a source-length bucket (``encoder_sN``)
+    whose source axes are not N or not shorter than ``max_source_length``, or one without each full-length graph
+    (``decoder_b4`` -> ``decoder_b4_s16``)."""
+    parsed = {role: parse_role(role) for role in graphs}
     problems = []
-    for role in graphs:
-        parsed = parse_role(role)
-        if parsed.source is not None and not (isinstance(lengths.get("max_source_length"), int)
-                                              and parsed.source < lengths["max_source_length"]):
+    for bucket in sorted({found.source for found in parsed.values() if found.source}):
+        missing = [Role(found.kind, found.batch, bucket).name for found in parsed.values() if found.source is None
+                   and Role(found.kind, found.batch, bucket).name not in graphs]
+        problems += [f"source-length bucket {bucket} has no {', '.join(missing)}"] if missing else []
+    for role, found in parsed.items():
+        if found.source is not None and not (isinstance(lengths.get("max_source_length"), int)
+                                             and found.source < lengths["max_source_length"]):
             problems.append(f"{role} is a source-length bucket not shorter than max_source_length "
                             f"({lengths.get('max_source_length')!r})")
         for entry in graphs[role]["inputs"] + graphs[role]["outputs"]:
@@ -400,11 +405,11 @@ def _spec_problems(graphs: dict, lengths: dict) -> list[str]:
                 continue
             axis, key = LENGTH_AXES.get(name, (None, None))
             size = shape[axis] if axis is not None and len(shape) > axis else None
-            bucketed = parsed.source is not None and key == "max_source_length"  # checked as a source length below
+            bucketed = found.source is not None and key == "max_source_length"  # checked as a source length below
             if isinstance(size, int) and size != lengths.get(key) and not bucketed:
                 problems.append(f"{role} {name} has {size} along axis {axis}, but {key} is {lengths.get(key)!r}")
-            for what, axis, size in (("batch", BATCH_AXIS[name], parsed.batch if parsed.batch > 1 else None),
-                                     ("source length", SOURCE_AXIS.get(name), parsed.source)):
+            for what, axis, size in (("batch", BATCH_AXIS[name], found.batch if found.batch > 1 else None),
+                                     ("source length", SOURCE_AXIS.get(name), found.source)):
                 if size is not None and axis is not None and shape[axis:axis + 1] != [size]:
                     problems.append(f"{role} {name} has shape {shape}, not {what} {size} along axis {axis}")
     return problems

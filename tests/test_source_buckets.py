@@ -121,6 +121,7 @@ def test_bucket_lengths_are_checked():
      r"encoder_s8 input_ids has shape \[1, 16\], not source length 8"),
     (lambda graphs: graphs.update(encoder_s40=graphs["encoder"]), "encoder_s40 is a source-length bucket not shorter"),
     (lambda graphs: graphs.update(encoder_b4=graphs["encoder"]), "unknown graph 'encoder_b4'"),
+    (lambda graphs: graphs.pop("decoder_b4_s16"), "source-length bucket 16 has no decoder_b4_s16"),
 ])
 def test_manifest_refuses_a_bad_bucket(static_export, tmp_path, change, message):
     root = tmp_path / "export"

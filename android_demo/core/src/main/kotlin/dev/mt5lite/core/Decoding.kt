@@ -86,7 +86,8 @@ class Stepper(private val graphs: (String) -> Graph, private val manifest: Manif
     fun encode(ids: LongArray, mask: LongArray): Encoded {
         val started = System.nanoTime()
         val shape = intArrayOf(1, ids.size)
-        val out = graphs(manifest.roleAt("encoder", 1, ids.size)).run(mapOf("input_ids" to Tensor.of(shape, ids), "attention_mask" to Tensor.of(shape, mask)))
+        val out = graphs(manifest.roleAt("encoder", 1, ids.size))
+            .run(mapOf("input_ids" to Tensor.of(shape, ids), "attention_mask" to Tensor.of(shape, mask)))
         encodeMillis.add((System.nanoTime() - started) / 1e6)
         return Encoded(Tensor.of(shape, mask), output(out, "cross_k"), output(out, "cross_v"))
     }

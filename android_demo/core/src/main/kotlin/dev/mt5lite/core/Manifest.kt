@@ -139,6 +139,14 @@ class Manifest private constructor(
                 }
                 graphs[role] = spec
             }
+            val parsedRoles = graphs.keys.mapNotNull { Role.parse(it) }
+            for (bucket in parsedRoles.mapNotNull { it.source }.distinct().sorted()) {  // each bucket has every graph
+                val missing = parsedRoles.filter { it.source == null }.map { Role(it.kind, it.batch, bucket).name }
+                    .filter { it !in graphs }
+                if (missing.isNotEmpty()) {
+                    problems.add("graphs: source-length bucket $bucket has no ${missing.joinToString(", ")}")
+                }
+            }
             if (problems.isNotEmpty()) throw ModelFileException("$directory: " + problems.joinToString("; "))
             val special = asMap(top["special_tokens"], "special_tokens", path)
             val tokenizer = asMap(top["tokenizer"], "tokenizer", path)

@@ -89,6 +89,8 @@ class ManifestTest {
         refused(dir, "graphs.encoder_s8: attention_mask has 16 source positions, not 8")
         manifest.writeText(text.replace("\"encoder_s16\": {", "\"encoder_b2\": {"))
         refused(dir, "graphs: unknown graph 'encoder_b2'")
+        manifest.writeText(text.replace("\"decoder_b4_s16\": {", "\"decoder_b2_s16\": {"))
+        refused(dir, "graphs: source-length bucket 16 has no decoder_b4_s16")
     }
 
     @Test
