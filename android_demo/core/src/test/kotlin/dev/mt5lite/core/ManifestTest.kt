@@ -77,20 +77,21 @@ class ManifestTest {
         refused(dir, "this app reads 'mt5lite-export' version 3; re-export the model")
         manifest.writeText(text.substring(0, text.length / 2))
         refused(dir, "not valid JSON")
-        manifest.writeText(text.replace("\"spiece.model\":", "\"../spiece.model\":"))
-        refused(dir, "points outside the model folder")
-        manifest.writeText(text.replace("\"signature\": \"decoder\"", "\"sig\": \"decoder\""))
-        refused(dir, "graphs.decoder names no signature")
-        manifest.writeText(text.replace("\"decoder_b4\": {", "\"decoder_b8\": {"))
-        refused(dir, "graphs.decoder_b8: decoder_input_ids has batch 4, not 8")
-        manifest.writeText(text.replace("\"decoder_b4\": {", "\"decoder_x\": {"))
-        refused(dir, "graphs: unknown graph 'decoder_x'")
-        manifest.writeText(text.replace("\"encoder_s16\": {", "\"encoder_s8\": {"))
-        refused(dir, "graphs.encoder_s8: attention_mask has 16 source positions, not 8")
-        manifest.writeText(text.replace("\"encoder_s16\": {", "\"encoder_b2\": {"))
-        refused(dir, "graphs: unknown graph 'encoder_b2'")
-        manifest.writeText(text.replace("\"decoder_b4_s16\": {", "\"decoder_b2_s16\": {"))
-        refused(dir, "graphs: source-length bucket 16 has no decoder_b4_s16")
+        val edits = listOf(  // what is replaced in manifest.json -> by what -> what the refusal says
+            Triple("\"spiece.model\":", "\"../spiece.model\":", "points outside the model folder"),
+            Triple("\"signature\": \"decoder\"", "\"sig\": \"decoder\"", "graphs.decoder names no signature"),
+            Triple("\"decoder_b4\": {", "\"decoder_b8\": {", "graphs.decoder_b8: decoder_input_ids has batch 4, not 8"),
+            Triple("\"decoder_b4\": {", "\"decoder_x\": {", "graphs: unknown graph 'decoder_x'"),
+            Triple("\"encoder_s16\": {", "\"encoder_s8\": {",
+                "graphs.encoder_s8: attention_mask has 16 source positions, not 8"),
+            Triple("\"encoder_s16\": {", "\"encoder_b2\": {", "graphs: unknown graph 'encoder_b2'"),
+            Triple("\"decoder_b4_s16\": {", "\"decoder_b2_s16\": {",
+                "graphs: source-length bucket 16 has no decoder_b4_s16"))
+        for ((from, to, expected) in edits) {
+            assertTrue("'$from' is not in the manifest", text.contains(from))
+            manifest.writeText(text.replace(from, to))
+            refused(dir, expected)
+        }
     }
 
     @Test
