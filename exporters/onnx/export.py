@@ -182,7 +182,7 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, con
             specs = write_batched_decoders(staging, specs, config.decoder_batches)
             # ... and every graph at the shorter source lengths (the decoder step's are its inputs' alone)
             buckets = chosen_buckets(config.source_buckets, config.max_source_length)
-            constants = {bucket: {"encoder": traced_constants(steps[0][1], specs["encoder"], bucket,
+            constants = {bucket: {"encoder": traced_constants(dict(steps)["encoder"], specs["encoder"], bucket,
                                                               staging / ENCODER_FILE, config.opset), "decoder": {}}
                          for bucket in _progress(buckets, progress and bool(buckets), "source-length buckets")}
             specs = write_source_buckets(staging, specs, constants)
