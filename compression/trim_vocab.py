@@ -3,10 +3,12 @@
 mt5-small spends 256M of its 300M parameters on one embedding row and one ``lm_head`` row per piece (250,112); an
 application in a few languages uses a few percent of them. The pass tokenizes the corpus with the original
 tokenizer and keeps every piece it uses, every special and byte-fallback piece, and optionally the ``keep_top``
-best-scored pieces. The tokenizer is rewritten through sentencepiece's own protobuf schema with the kept pieces in
-their original order and scores, so pad, eos and unk keep their ids and text the corpus covers tokenizes to the same
-pieces (the unigram lattice only loses paths that used dropped pieces; the best path used none). The model keeps the
-same rows of the embedding and of the ``lm_head`` (a tied head stays tied).
+best-scored pieces, or every piece spelled only with characters the used pieces contain (``keep_spelled``: a name
+the corpus never saw, written in its languages' letters, may need pieces the corpus never used; measured on the
+natural model in ``docs/results/natural-demo.md``). The tokenizer is rewritten through sentencepiece's own protobuf
+schema with the kept pieces in their original order and scores, so pad, eos and unk keep their ids and text the
+corpus covers tokenizes to the same pieces (the unigram lattice only loses paths that used dropped pieces; the best
+path used none). The model keeps the same rows of the embedding and of the ``lm_head`` (a tied head stays tied).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from mt5lite.checked import Checked
 from mt5lite.compression.passes import PASSES, CompressionPass, make_report, measure
 from mt5lite.errors import InputError
+from mt5lite.spiece import SPACE
 
 #: sentencepiece ``ModelProto.SentencePiece.Type``: pieces that are not learned text and are always kept.
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -38,6 +41,9 @@ class TrimVocabConfig(Checked):
         "help": "texts in the languages to keep: the project's TSV formats (every field but the language tag) or "
                 "plain text, one text per line (default: the project's multilingual data and task data)"})
     keep_top: int = field(default=0, metadata={"help": "also keep the K best-scored pieces"})
+    keep_spelled: bool = field(default=False, metadata={
+        "help": "also keep every piece spelled only with characters the corpus's pieces contain (more pieces; text "
+                "in the corpus's languages that the corpus never used, such as unseen names, keeps its pieces)"})
     max_pieces: int = field(default=0, metadata={
         "help": "at most this many pieces (0: no limit); special and byte pieces always stay, then the corpus's "
                 "most used pieces"})
@@ -71,6 +77,13 @@ def read_corpus(paths: tuple[Path, ...]) -> list[str]:
     return texts
 
 
+def spelled_ids(tokenizer, used: set[int]) -> list[int]:
+    """The ids of the learned pieces spelled only with characters that the pieces ``used`` contain (sentencepiece's
+    word-boundary mark counts as one of them), in id order."""
+    characters = {SPACE} | {c for i in used for c in tokenizer.pieces[i].piece}
+    return [i for i, p in enumerate(tokenizer.pieces) if p.type == NORMAL and set(p.piece) <= characters]
+
+
 def kept_ids(tokenizer, texts: list[str], config: TrimVocabConfig) -> tuple[list[int], dict]:
     """The ids of the pieces to keep, in their original order, and the numbers behind the choice."""
     import sentencepiece as spm
@@ -91,12 +104,14 @@ def kept_ids(tokenizer, texts: list[str], config: TrimVocabConfig) -> tuple[list
     ranked = sorted(used, key=lambda i: (-counts[i], i))
     by_score = sorted((i for i, p in enumerate(tokenizer.pieces) if p.type == NORMAL),
                       key=lambda i: (-tokenizer.pieces[i].score, i))[: config.keep_top]
-    chosen = list(always) + ranked + [i for i in by_score if i not in used]
+    spelled = spelled_ids(tokenizer, used) if config.keep_spelled else []
+    chosen = list(always) + ranked + [i for i in by_score + spelled if i not in used]
     if config.max_pieces:
         chosen = chosen[: config.max_pieces]
     dropped_used = len(used - set(chosen))
     return sorted(set(chosen)), {"corpus_texts": len(texts), "corpus_pieces_used": len(used),
                                  "special_and_byte_pieces": len(always), "kept_by_score": len(set(by_score) - used),
+                                 "kept_by_spelling": len(set(spelled) - used - set(by_score)),
                                  "used_pieces_dropped_by_max_pieces": dropped_used}
 
 

@@ -462,6 +462,10 @@ def _add_pass_options(parser: argparse.ArgumentParser) -> None:
             shown = " ".join(str(v) for v in default) if many else default
             # A None default is an optional file unless the field names its type
             kind = f.metadata.get("type") or (Path if many or default is None else type(default))
+            if kind is bool:  # a switch: given is True, absent keeps the config's default
+                parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, action="store_true",
+                                    help=f"{name}: {f.metadata.get('help', '')}")
+                continue
             parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
                                 nargs="+" if many else None, type=kind,
                                 help=f"{name}: {f.metadata.get('help', '')} (default: {shown})")

@@ -46,11 +46,10 @@ import os
 from pathlib import Path
 
 from mt5lite.errors import CheckpointError
-from mt5lite.spiece import read_sentencepiece
+from mt5lite.spiece import SPACE, read_sentencepiece
 
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
-SPACE = "\u2581"  # sentencepiece's escaped space "▁"
 
 #: sentencepiece ``ModelProto.SentencePiece.Type`` and ``TrainerSpec.ModelType`` values used here.
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED = 1, 2, 3, 4, 5

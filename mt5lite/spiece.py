@@ -8,6 +8,9 @@ from pathlib import Path
 
 from mt5lite.errors import InputError
 
+#: sentencepiece's escaped space, the word-boundary mark in a piece's text ("▁").
+SPACE = "\u2581"
+
 
 def read_sentencepiece(path: str | os.PathLike, error: type[Exception] = InputError):
     """``path`` parsed as a sentencepiece ``ModelProto``; ``error`` (``InputError`` by default) when it is not a

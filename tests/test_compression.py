@@ -17,7 +17,8 @@ from mt5lite.compression.prune import DropLayersConfig, PruneFfnConfig, PruneHea
 from mt5lite.compression.sharing import ShareLayersConfig, TieEmbeddingsConfig
 from mt5lite.compression.sparsity import MagnitudePruneConfig
 from mt5lite.compression.training import DistillConfig, FinetuneConfig, training_directory
-from mt5lite.compression.trim_vocab import TrimVocabConfig, trim_vocab
+from mt5lite.compression.trim_vocab import TrimVocabConfig, trim_tokenizer, trim_vocab
+from mt5lite.compression.trim_vocab import kept_ids as trim_kept_ids
 from mt5lite.data import read_task_pairs
 from mt5lite.runtimes.options import DecodingOptions
 from mt5lite.runtimes.torch_reference import TorchReference
@@ -189,6 +190,30 @@ def test_unknown_pass_lists_the_known_ones(tmp_path):
     assert "unknown compression pass 'prune-everything'; known: " in stderr
     assert all(name in stderr for name in PASSES)
     assert not (tmp_path / "out").exists() and "trim-vocab" in PASSES
+
+
+@pytest.mark.parametrize("keep_spelled", [False, True])
+def test_keep_spelled_keeps_the_pieces_of_unseen_words_in_the_corpus_letters(demo_model, tmp_path, keep_spelled):
+    # Corpus: 10 German number words; the other 20 of the held-out set are unseen. Those spelled with the corpus's
+    # letters tokenize as before only when the pieces spelled in those letters are kept.
+    tokenizer = read_sentencepiece(demo_model / "spiece.model")
+    words = [p.target for p in read_task_pairs() if p.lang == "de" and p.source.startswith("words")]
+    corpus, unseen = words[:10], words[10:]
+    corpus_file = tmp_path / "corpus.txt"
+    corpus_file.write_text("\n".join(corpus), encoding="utf-8")
+    keep, details = trim_kept_ids(tokenizer, corpus, TrimVocabConfig(corpus=(corpus_file,), keep_spelled=keep_spelled))
+    original = spm.SentencePieceProcessor(model_proto=tokenizer.SerializeToString())
+    trimmed = spm.SentencePieceProcessor(model_proto=trim_tokenizer(tokenizer, keep).SerializeToString())
+    letters = set("".join(corpus)) | {" "}
+    spelled_so = [word for word in unseen if set(word) <= letters]
+    same = [original.encode(w) == [keep[i] for i in trimmed.encode(w)] for w in spelled_so]
+    assert len(spelled_so) >= 10
+    assert all(same) if keep_spelled else not any(same)
+    assert (details["kept_by_spelling"] > 0) == keep_spelled
+
+
+def test_keep_spelled_is_a_switch_on_the_command_line(tmp_path):
+    assert "smaller than the 259 special and byte pieces" in _refused(tmp_path, "--keep-spelled", "--max-pieces", "100")
 
 
 def _refused(tmp_path, *args) -> str:

@@ -11,8 +11,10 @@ Sections (``SECTIONS``; each writes its part of one JSON and Markdown report, re
   2,560 held-out pairs: greedy agreement (also where fp32 is exactly right), exact match and chrF overall and per
   language, the quality gate.
 - ``trim``: ``trim-vocab`` to 5 and to 20 of the languages (the corpus: their training pairs and monolingual
-  text, and every training input, English names), each exported (fp32 ONNX) and decoded beside the untrimmed
-  export: outputs identical in the kept languages, exact match and chrF in the dropped ones, how much of their own
+  text, and every training input, English names), with and without the pieces spelled in their characters
+  (``--keep-spelled``), each exported (fp32 ONNX) and decoded beside the untrimmed
+  export: outputs identical in the kept languages (also counting only the untrimmed outputs the trimmed
+  vocabulary spells without bytes), exact match and chrF in the dropped ones, how much of their own
   text no piece covers any more and the warning ``mt5lite generate`` prints, size and ms/token side by side.
 - ``scripts``: the share of greedy-identical outputs of static int8 and full-int8 TFLite against fp32, per script,
   on the held-out pairs and on the project's held-out natural sentences (``data/sentences/heldout.tsv``).
@@ -46,11 +48,13 @@ from mt5lite.reports import markdown_table, write_report
 #: does to the outputs of a model that is unsure of many of them.
 INT8_RECIPES = ("static-int8", "dynamic-int8", "weight-int8", "tflite-int8", "executorch-int8", "fp16")
 #: The languages each trimmed model keeps: 5 in five scripts, and 20 in nine.
-TRIM_LANGUAGES = {
-    "trim-5": ("de", "ru", "ar", "hi", "ja"),
-    "trim-20": ("de", "fr", "es", "pt", "it", "nl", "pl", "tr", "vi", "id", "ru", "uk", "ar", "fa", "hi", "bn",
-                "ja", "zh", "ko", "th"),
-}
+FIVE = ("de", "ru", "ar", "hi", "ja")
+TWENTY = ("de", "fr", "es", "pt", "it", "nl", "pl", "tr", "vi", "id", "ru", "uk", "ar", "fa", "hi", "bn", "ja", "zh",
+          "ko", "th")
+#: Each trimmed model: the languages it keeps, and whether it also keeps the pieces spelled in their characters
+#: (``TrimVocabConfig.keep_spelled``).
+TRIMS = {"trim-5": (FIVE, False), "trim-5-spelled": (FIVE, True), "trim-20": (TWENTY, False),
+         "trim-20-spelled": (TWENTY, True)}
 #: Scripts of the held-out natural sentences' tags outside the natural corpus's languages.
 SENTENCE_SCRIPTS = {"en": "Latn", "mul": "mixed"}
 
@@ -136,12 +140,14 @@ def trim_corpus(languages: tuple[str, ...], path: Path) -> Path:
     return path
 
 
-def trimmed(model: Path, languages: tuple[str, ...], work: Path) -> Path:
-    """``model`` trimmed to the pieces ``languages`` use (a ``compress`` run; reused when built)."""
+def trimmed(model: Path, languages: tuple[str, ...], keep_spelled: bool, work: Path) -> Path:
+    """``model`` trimmed to the pieces ``languages`` use, and with ``keep_spelled`` to those spelled in their
+    characters (a ``compress`` run; reused when built)."""
     from mt5lite.compression.compress import compress
     from mt5lite.compression.trim_vocab import TrimVocabConfig
 
-    configs = {"trim-vocab": TrimVocabConfig(corpus=(trim_corpus(languages, work / "corpus.tsv"),))}
+    configs = {"trim-vocab": TrimVocabConfig(corpus=(trim_corpus(languages, work / "corpus.tsv"),),
+                                             keep_spelled=keep_spelled)}
     return once(work / "model", lambda out: compress(model, out, ["trim-vocab"], configs, pairs=None, force=True))
 
 
@@ -167,17 +173,23 @@ def trim(context: dict) -> dict:
     own_text = {lang: [pairs[i].target for i in rows] for lang, rows in rows_of.items()}  # not the English sources
     uncovered_before = {lang: full.uncovered(text) for lang, text in own_text.items()}
     results = {}
-    for name, languages in TRIM_LANGUAGES.items():
-        checkpoint = trimmed(context["model"], languages, work / name)
+    for name, (languages, keep_spelled) in TRIMS.items():
+        checkpoint = trimmed(context["model"], languages, keep_spelled, work / name)
         export = once(work / name / "onnx", lambda out, c=checkpoint: export_fp32(c, out))
         tokenizer = Tokenizer(export / "spiece.model")
         outputs = [tokenizer.decode(ids) for ids in decode(export, texts, threads)]
         ours = score(outputs, pairs)
+        # An untrimmed output with a character no kept piece spells (a wrong output in another language's letters)
+        # is one the trimmed model can only write in bytes.
+        spelled = [tokenizer.uncovered([text])[0] == 0 for text in untrimmed]
         per_language = {}
         for lang, rows in rows_of.items():
             missing, characters = tokenizer.uncovered(own_text[lang])
+            writable = [i for i in rows if spelled[i]]
             per_language[lang] = {
                 "kept": lang in languages, "identical": sum(outputs[i] == untrimmed[i] for i in rows) / len(rows),
+                "identical_where_spelled": sum(outputs[i] == untrimmed[i] for i in writable) / max(len(writable), 1),
+                "not_spelled": len(rows) - len(writable),
                 "exact_match": ours["per_language"][lang]["exact_match"],
                 "exact_match_untrimmed": before["per_language"][lang]["exact_match"],
                 "chrf": ours["per_language"][lang]["chrf"], "chrf_untrimmed": before["per_language"][lang]["chrf"],
@@ -185,13 +197,14 @@ def trim(context: dict) -> dict:
                 "warning": uncovered_warning(missing, characters)}
         generators = {"untrimmed": open_export(onnx, threads=threads), name: open_export(export, threads=threads)}
         speed = side_by_side(generators, [p.source for p in pairs if p.lang in languages][:24], 16)
-        results[name] = {"languages": list(languages), "pieces": tokenizer.piece_count,
+        results[name] = {"languages": list(languages), "keep_spelled": keep_spelled, "pieces": tokenizer.piece_count,
                          "pieces_untrimmed": full.piece_count, "size_bytes": directory_bytes(export),
                          "size_bytes_untrimmed": directory_bytes(onnx), "ms_per_token": speed[name],
                          "ms_per_token_untrimmed": speed["untrimmed"], "per_language": per_language}
         kept = [row for row in per_language.values() if row["kept"]]
         print(f"{name}: {tokenizer.piece_count} pieces, kept languages identical "
-              f"{min(row['identical'] for row in kept):.3f} (lowest)", flush=True)
+              f"{min(row['identical'] for row in kept):.3f} (lowest), where spelled "
+              f"{min(row['identical_where_spelled'] for row in kept):.3f}", flush=True)
     return results
 
 
@@ -285,14 +298,18 @@ def markdown(report: dict) -> str:
              for r in report["int8"]["rows"]])]
     for name, found in report.get("trim", {}).items():
         rows = [[lang, "kept" if row["kept"] else "dropped", f"{row['identical']:.3f}",
+                 f"{row['identical_where_spelled']:.3f} ({row['not_spelled']})" if "not_spelled" in row else "-",
                  f"{row['chrf']:.1f} ({row['chrf_untrimmed']:.1f})",
                  f"{row['uncovered']:.0%} ({row['uncovered_untrimmed']:.0%})", "yes" if row["warning"] else "-"]
                 for lang, row in found["per_language"].items()]
-        parts += [f"## {name}: {', '.join(found['languages'])}",
+        spelled = " and the pieces spelled in their characters" if found.get("keep_spelled") else ""
+        parts += [f"## {name}: {', '.join(found['languages'])}{spelled}",
                   f"{found['pieces']:,} pieces of {found['pieces_untrimmed']:,}; fp32 ONNX export (every file) "
                   f"{found['size_bytes'] / 1e6:.1f} MB against {found['size_bytes_untrimmed'] / 1e6:.1f} MB; "
                   f"{found['ms_per_token']:.2f} ms/token against {found['ms_per_token_untrimmed']:.2f} (side by side).",
-                  markdown_table(["language", "", "identical to untrimmed", "chrF (untrimmed)",
+                  markdown_table(["language", "", "identical to untrimmed",
+                                  "identical where the untrimmed output is in kept pieces' letters (outputs not)",
+                                  "chrF (untrimmed)",
                                   "target characters no piece covers (untrimmed)", "warning"], rows)]
     for name, found in report.get("scripts", {}).items():
         parts += [f"## Greedy-identical to fp32 per script: {name.replace('_', ' ')}", markdown_table(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mt5lite.data import Sentence, TaskPair
+from mt5lite.spiece import SPACE  # a piece that starts with it starts a word
 
 #: mT5's span corruption: the share of units hidden and the mean length of a hidden span.
 NOISE_DENSITY = 0.15
@@ -35,8 +36,6 @@ MEAN_NOISE_SPAN_LENGTH = 3.0
 MAX_PIECES = 120
 #: A sequence needs this many units for a span to be hidden with text left around it.
 MIN_UNITS = 2
-#: sentencepiece's escaped space: a piece that starts with it starts a word.
-SPACE = "\u2581"
 
 
 def _random_segmentation(items: int, segments: int, rng: np.random.Generator) -> np.ndarray:
