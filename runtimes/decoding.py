@@ -61,9 +61,11 @@ class StepState:
         shape = (layers, rows, heads, max_target_length, d_kv)
         return cls(mask, cross_k, cross_v, np.zeros(shape, np.float32), np.zeros(shape, np.float32))
 
-    def keep_rows(self, rows: np.ndarray) -> None:
-        """Carry the cache of ``rows`` forward (beam search: each new beam continues the beam it came from)."""
-        self.cache_k, self.cache_v = self.cache_k[:, rows], self.cache_v[:, rows]
+    def keep_rows(self, rows: np.ndarray, filled: int) -> None:
+        """Carry the cache of ``rows`` forward (beam search: each new beam continues the beam it came from). Only
+        the first ``filled`` positions are moved: the later ones are still zero in every row."""
+        for cache in (self.cache_k, self.cache_v):
+            cache[:, :, :, :filled] = cache[:, rows, :, :filled]
 
 
 def run_step(backend: StepBackend, tokens: np.ndarray, position: int, state: StepState,
@@ -101,23 +103,16 @@ class _Finished:
         self.lengths = _gather_beams(lengths, best)
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    """``log_softmax`` along the last axis in float32, in one new array (beam search: 4 x 250k per step)."""
-    shifted = np.array(logits, dtype=np.float32)
-    shifted -= shifted.max(axis=-1, keepdims=True)
-    shifted -= np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-    return shifted
-
-
 #: ``_topk`` bounds the k-th largest value of a row by the maxima of blocks of this many values.
 TOPK_BLOCK = 256
 
 
 def _topk(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` along the last axis, largest first (ties: lower index first), as a full stable sort orders them.
-    Beam search picks 8 of a million (4 beams x mt5's 250k vocabulary) at every step, so a long row is not sorted:
+    Beam search picks 8 of each beam's logits (mT5: 250k) at every step, so a long row is not sorted:
     the k-th largest of its blocks' maxima is at most its k-th largest value (k blocks hold a value that large),
-    and only the values at least that large, in index order, are sorted."""
+    and only the values at least that large, in index order, are sorted. They lie in the blocks whose maximum
+    reaches it (and the tail after the last whole block), so only those are read again."""
     width = values.shape[-1]
     blocks = width // TOPK_BLOCK
     if blocks < 4 * k:  # short rows: sort them
@@ -126,12 +121,40 @@ def _topk(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     rows = values.reshape(-1, width)
     maxima = rows[:, : blocks * TOPK_BLOCK].reshape(len(rows), blocks, TOPK_BLOCK).max(axis=-1)
     bounds = np.partition(maxima, blocks - k, axis=-1)[:, blocks - k]
+    tail = np.arange(blocks * TOPK_BLOCK, width)  # the values after the last whole block
     order = np.empty((len(rows), k), dtype=np.int64)
     for row, (row_values, bound) in enumerate(zip(rows, bounds, strict=True)):
-        candidates = np.flatnonzero(row_values >= bound)  # ascending index: ties keep index order
+        # Only blocks whose maximum reaches the bound hold such values: scan those, in ascending index order so
+        # that ties keep index order.
+        reached = np.flatnonzero(maxima[row] >= bound)
+        candidates = np.concatenate([(reached[:, None] * TOPK_BLOCK + np.arange(TOPK_BLOCK)).ravel(), tail])
+        candidates = candidates[row_values[candidates] >= bound]
         order[row] = candidates[np.argsort(-row_values[candidates], kind="stable")[:k]]
     order = order.reshape(values.shape[:-1] + (k,))
     return np.take_along_axis(values, order, axis=-1), order
+
+
+def _beam_candidates(logits: np.ndarray, running_scores: np.ndarray, suppressed: np.ndarray, keep: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``keep`` continuations of each input's beams: their scores (the beam's score plus the token's
+    log-probability, ``log_softmax`` in float32, the ``suppressed`` ids excluded) and flat indices
+    ``beam * vocab + token``, largest first, ties to the lower index. ``logits`` is ``[batch * beams, vocab]`` and
+    is overwritten. Only ``keep`` tokens per beam are scored: log-softmax shifts a beam's logits by one number, so
+    its best logits are its best tokens, and no log-softmax of the whole row is written."""
+    batch, beams = running_scores.shape
+    vocab = logits.shape[-1]
+    peak = logits.max(axis=-1, keepdims=True)
+    exps = logits - peak
+    np.exp(exps, out=exps)
+    normaliser = np.log(exps.sum(axis=-1, keepdims=True))
+    logits[:, suppressed] = -np.inf
+    values, tokens = _topk(logits, keep)
+    scores = ((values - peak) - normaliser) + running_scores.reshape(-1, 1)
+    flat = (tokens + (np.arange(batch * beams) % beams)[:, None] * vocab).reshape(batch, beams * keep)
+    in_index_order = np.argsort(flat, axis=-1)  # so that _topk's ties go to the lower index, as over the whole row
+    flat = np.take_along_axis(flat, in_index_order, axis=-1)
+    scores, best = _topk(np.take_along_axis(scores.reshape(batch, beams * keep), in_index_order, axis=-1), keep)
+    return scores, np.take_along_axis(flat, best, axis=-1)
 
 
 def _gather_beams(tensor: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -233,11 +256,7 @@ class Decoder:
         for cur_len in range(1, max_length):
             position = cur_len - 1
             logits = self._step(running[:, :, position].reshape(-1), position, state)
-            log_probs = _log_softmax(logits)
-            log_probs[:, self.suppressed] = -np.inf
-            log_probs = log_probs.reshape(batch, beams, vocab)
-            log_probs += running_scores[:, :, None]
-            top_scores, top_indices = _topk(log_probs.reshape(batch, beams * vocab), keep)
+            top_scores, top_indices = _beam_candidates(logits, running_scores, self.suppressed, keep)
             source_beams, top_ids = top_indices // vocab, top_indices % vocab
             candidates = _gather_beams(running, source_beams)
             candidates[:, :, cur_len] = top_ids
@@ -248,7 +267,7 @@ class Decoder:
             running = _gather_beams(candidates, next_beams)
             running_scores = _gather_beams(top_scores + hits.astype(np.float32) * NEG, next_beams)
             flat_source = (_gather_beams(source_beams, next_beams) + np.arange(batch)[:, None] * beams).reshape(-1)
-            state.keep_rows(flat_source)
+            state.keep_rows(flat_source, filled=cur_len)
 
             # Candidates among the top `beams` that stopped join the finished hypotheses, length-normalised.
             just_finished = hits & top_beam_mask[None, :]

@@ -177,15 +177,23 @@ class Decoder(private val stepper: Stepper, private val eosId: Int, private val 
 
         for (curLen in 1 until maxLength) {
             val position = curLen - 1
-            val scores = FloatArray(beams * vocab)
             val logits = stepper.step(LongArray(beams) { running[it][position] }, position, rows, cache)
+            // A beam's log-softmax shifts its logits by one number, so its best logits are its best tokens: score
+            // only those (in index order, so that ties go to the lower index as over all beams x vocab values).
+            val pool = IntArray(beams * keep)
+            val poolScores = FloatArray(beams * keep)
             for (b in 0 until beams) {
-                val logProbs = logSoftmax(logits[b])
-                for (id in suppressed) logProbs[id] = Float.NEGATIVE_INFINITY
-                for (t in 0 until vocab) scores[b * vocab + t] = logProbs[t] + runningScores[b]
+                val row = logits[b]
+                val (max, logSum) = logNormaliser(row)
+                for (id in suppressed) row[id] = Float.NEGATIVE_INFINITY
+                topK(row, keep).sorted().forEachIndexed { j, t ->
+                    pool[b * keep + j] = b * vocab + t
+                    poolScores[b * keep + j] = ((row[t] - max) - logSum) + runningScores[b]
+                }
             }
-            val topIndices = topK(scores, keep)
-            val topScores = FloatArray(keep) { scores[topIndices[it]] }
+            val picked = topK(poolScores, keep)
+            val topIndices = IntArray(keep) { pool[picked[it]] }
+            val topScores = FloatArray(keep) { poolScores[picked[it]] }
             val sourceBeams = IntArray(keep) { topIndices[it] / vocab }
             val topIds = IntArray(keep) { topIndices[it] % vocab }
             val candidates = Array(keep) { j -> running[sourceBeams[j]].copyOf().also { it[curLen] = topIds[j].toLong() } }
@@ -244,7 +252,7 @@ class Decoder(private val stepper: Stepper, private val eosId: Int, private val 
 
         /**
          * Indices of the [k] largest values, largest first, ties by lower index (numpy's stable argsort): one pass
-         * that keeps the best [k] in order (beam search takes 8 of beams x vocabulary values at every step).
+         * that keeps the best [k] in order (beam search takes 8 of each beam's vocabulary at every step).
          */
         fun topK(values: FloatArray, k: Int): IntArray {
             val best = IntArray(minOf(k, values.size))
@@ -262,14 +270,16 @@ class Decoder(private val stepper: Stepper, private val eosId: Int, private val 
             return best
         }
 
-        /** log-softmax in float32 as numpy computes it (max-shifted, exp, pairwise sum, log). */
-        fun logSoftmax(logits: FloatArray): FloatArray {
+        /**
+         * log-softmax's two numbers in float32 as numpy computes them (max-shifted, exp, pairwise sum, log): the
+         * maximum and the log of the shifted exponentials' sum, so that a value's log-probability is
+         * `(x - max) - logSum`.
+         */
+        fun logNormaliser(logits: FloatArray): Pair<Float, Float> {
             var max = Float.NEGATIVE_INFINITY
             for (x in logits) if (x > max) max = x
-            val shifted = FloatArray(logits.size) { logits[it] - max }
-            val exps = FloatArray(logits.size) { Math.exp(shifted[it].toDouble()).toFloat() }
-            val logSum = Math.log(pairwiseSum(exps, 0, exps.size).toDouble()).toFloat()
-            return FloatArray(logits.size) { shifted[it] - logSum }
+            val exps = FloatArray(logits.size) { Math.exp((logits[it] - max).toDouble()).toFloat() }
+            return Pair(max, Math.log(pairwiseSum(exps, 0, exps.size).toDouble()).toFloat())
         }
 
         /** numpy's float32 pairwise summation (8 accumulators, blocks of 128). */
