@@ -19,10 +19,9 @@ from pathlib import Path
 from mt5lite.checked import Checked
 from mt5lite.compression.passes import PASSES, CompressionPass, make_report, measure
 from mt5lite.errors import InputError
-from mt5lite.spiece import SPACE
+from mt5lite.spiece import BYTE, CONTROL, NORMAL, SPACE, UNKNOWN, USER_DEFINED
 
-#: sentencepiece ``ModelProto.SentencePiece.Type``: pieces that are not learned text and are always kept.
-NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+#: Pieces that are not learned text and are always kept.
 ALWAYS_KEPT = (UNKNOWN, CONTROL, USER_DEFINED, BYTE)
 
 

@@ -46,13 +46,12 @@ import os
 from pathlib import Path
 
 from mt5lite.errors import CheckpointError
-from mt5lite.spiece import SPACE, read_sentencepiece
+from mt5lite.spiece import CONTROL, NORMAL, SPACE, UNKNOWN, UNUSED, USER_DEFINED, read_sentencepiece
 
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 
-#: sentencepiece ``ModelProto.SentencePiece.Type`` and ``TrainerSpec.ModelType`` values used here.
-NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED = 1, 2, 3, 4, 5
+#: sentencepiece ``TrainerSpec.ModelType`` value used here (the piece types are ``mt5lite.spiece``'s).
 UNIGRAM = 1
 
 

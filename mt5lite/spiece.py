@@ -10,6 +10,8 @@ from mt5lite.errors import InputError
 
 #: sentencepiece's escaped space, the word-boundary mark in a piece's text ("▁").
 SPACE = "\u2581"
+#: sentencepiece ``ModelProto.SentencePiece.Type`` values.
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 
 def read_sentencepiece(path: str | os.PathLike, error: type[Exception] = InputError):
