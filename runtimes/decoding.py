@@ -56,16 +56,26 @@ class StepState:
 
     @classmethod
     def start(cls, mask: np.ndarray, cross_k: np.ndarray, cross_v: np.ndarray, max_target_length: int) -> StepState:
-        """The state before the first step: an empty cache of ``max_target_length`` positions per row."""
+        """The state before the first step: an empty cache of ``max_target_length`` positions per row. The mask and
+        cross K/V are held as read-only views, the same arrays every step, so that an engine may keep them in its
+        input buffers instead of copying them in at each step (``mt5lite.runtimes.litert``)."""
         layers, rows, heads, _, d_kv = cross_k.shape
         shape = (layers, rows, heads, max_target_length, d_kv)
-        return cls(mask, cross_k, cross_v, np.zeros(shape, np.float32), np.zeros(shape, np.float32))
+        return cls(_read_only(mask), _read_only(cross_k), _read_only(cross_v), np.zeros(shape, np.float32),
+                   np.zeros(shape, np.float32))
 
     def keep_rows(self, rows: np.ndarray, filled: int) -> None:
         """Carry the cache of ``rows`` forward (beam search: each new beam continues the beam it came from). Only
         the first ``filled`` positions are moved: the later ones are still zero in every row."""
         for cache in (self.cache_k, self.cache_v):
             cache[:, :, :, :filled] = cache[:, rows, :, :filled]
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """A view of ``array`` that cannot be written through."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 def run_step(backend: StepBackend, tokens: np.ndarray, position: int, state: StepState,

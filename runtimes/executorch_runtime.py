@@ -26,6 +26,7 @@ from mt5lite.errors import ModelFileError, first_line
 from mt5lite.manifest import MANIFEST_NAME, Manifest, inside, lfs_hint
 from mt5lite.quiet import quiet_third_party_logs
 from mt5lite.runtimes.export_generator import ExportGenerator, GraphBackend
+from mt5lite.runtimes.torch_arrays import shared_tensor
 
 #: ExecuTorch's ScalarType codes -> the manifest's dtypes.
 SCALAR_TYPES = {3: "int32", 4: "int64", 5: "float16", 6: "float32"}
@@ -127,10 +128,8 @@ class ExecutorchBackend(GraphBackend):
         return found
 
     def _run(self, role: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
         spec = self.specs[role]
-        inputs = [torch.from_numpy(np.ascontiguousarray(feeds[t.name], dtype=t.dtype)) for t in spec.inputs]
+        inputs = [shared_tensor(np.ascontiguousarray(feeds[t.name], dtype=t.dtype)) for t in spec.inputs]
         try:  # not inside native_log: it would cost every step a pipe and a thread
             outputs = self._methods()[role].execute(inputs)
         except (RuntimeError, ValueError) as exc:  # feeds follow the verified manifest: a failure is the file's

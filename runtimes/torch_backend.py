@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mt5lite.runtimes.torch_arrays import shared_tensor
+
 
 class TorchBackend:
     """A Hugging Face T5/mT5 model (eval mode, fp32) as a ``StepBackend`` with a cache of ``max_target_length``."""
@@ -31,8 +33,8 @@ class TorchBackend:
         import torch
 
         with torch.inference_mode():
-            hidden = self.model.get_encoder()(input_ids=torch.from_numpy(feeds["input_ids"]),
-                                              attention_mask=torch.from_numpy(feeds["attention_mask"]))[0]
+            hidden = self.model.get_encoder()(input_ids=shared_tensor(feeds["input_ids"]),
+                                              attention_mask=shared_tensor(feeds["attention_mask"]))[0]
             cross = [block.layer[1].EncDecAttention for block in self.model.decoder.block]
             keys = torch.stack([self._split(attention.k(hidden)) for attention in cross])
             values = torch.stack([self._split(attention.v(hidden)) for attention in cross])
@@ -44,13 +46,13 @@ class TorchBackend:
         from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
         position = int(feeds["position"][0])
-        mask = torch.from_numpy(feeds["encoder_attention_mask"])
+        mask = shared_tensor(feeds["encoder_attention_mask"])
         self_cache, cross_cache = DynamicCache(), DynamicCache()
         for layer in range(feeds["cross_k"].shape[0]):
-            self_cache.update(torch.from_numpy(np.ascontiguousarray(feeds["self_k_cache"][layer, :, :, :position])),
-                              torch.from_numpy(np.ascontiguousarray(feeds["self_v_cache"][layer, :, :, :position])),
+            self_cache.update(shared_tensor(np.ascontiguousarray(feeds["self_k_cache"][layer, :, :, :position])),
+                              shared_tensor(np.ascontiguousarray(feeds["self_v_cache"][layer, :, :, :position])),
                               layer)
-            cross_cache.update(torch.from_numpy(feeds["cross_k"][layer]), torch.from_numpy(feeds["cross_v"][layer]),
+            cross_cache.update(shared_tensor(feeds["cross_k"][layer]), shared_tensor(feeds["cross_v"][layer]),
                                layer)
         cache = EncoderDecoderCache(self_cache, cross_cache)  # cross K/V present: transformers reuses them
         # The encoder's hidden states are only read to compute cross K/V, which the cache already holds; the
@@ -59,7 +61,7 @@ class TorchBackend:
         placeholder = torch.zeros(batch, source, self.model.config.d_model)
         with torch.inference_mode():
             out = self.model(encoder_outputs=(placeholder,), attention_mask=mask,
-                             decoder_input_ids=torch.from_numpy(feeds["decoder_input_ids"]), past_key_values=cache,
+                             decoder_input_ids=shared_tensor(feeds["decoder_input_ids"]), past_key_values=cache,
                              use_cache=True, cache_position=torch.tensor([position]))
             layers = out.past_key_values.self_attention_cache.layers
             new_k = torch.stack([layer.keys[:, :, position : position + 1] for layer in layers])

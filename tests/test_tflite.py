@@ -137,6 +137,43 @@ def test_litert_beam_search_and_generate(tflite_fp32):
         "mille deux cent trente-quatre", "300"]
 
 
+def test_litert_keeps_read_only_inputs_in_place_and_copies_the_rest(tflite_fp32):
+    """A read-only input given again is not copied in again (the step's cross K/V and mask), yet every step sees
+    its own values: an array changed in place (the cache) or a new read-only array is copied, and the outputs equal
+    a fresh interpreter's."""
+    import numpy as np
+
+    from mt5lite.runtimes.decoding import StepState
+
+    def backend():
+        return LiteRTGenerator(tflite_fp32, threads=1).backend
+
+    kept, fresh = backend(), backend()
+    signature = kept._runners()["decoder"]
+    copies = []
+    setter = signature._wrapper.SetTensor
+    signature._wrapper = type("Counting", (), {  # the real wrapper, its copies counted by input index
+        "SetTensor": lambda self, index, value, subgraph: (copies.append(index), setter(index, value, subgraph)),
+        "__getattr__": lambda self, name: getattr(setter.__self__, name)})()
+    ids = np.zeros((1, kept.specs["encoder"].inputs[0].shape[1]), np.int64)
+    ids[0, :3] = [5, 6, 1]
+    mask = (ids != 0).astype(np.int64)
+    encoded = fresh.encode(encoder_feeds(ids, mask))
+    state = StepState.start(mask, encoded["cross_k"], encoded["cross_v"], kept.max_target_length)
+    other = StepState.start(mask, encoded["cross_k"] * 2, encoded["cross_v"], kept.max_target_length)
+    index = {name: signature._inputs[name] for name in ("cross_k", "self_k_cache")}
+    for step, chosen in enumerate((state, state, other, state)):
+        chosen.cache_k[:, :, :, step] = step + 1  # changed in place: must be copied in every time
+        feeds = {"decoder_input_ids": np.array([[0]]), "position": np.array([step]),
+                 "encoder_attention_mask": chosen.mask, "cross_k": chosen.cross_k, "cross_v": chosen.cross_v,
+                 "self_k_cache": chosen.cache_k, "self_v_cache": chosen.cache_v}
+        copies.clear()
+        got, want = kept.step(feeds), fresh.step(feeds)
+        assert all(np.array_equal(got[name], want[name]) for name in want)
+        assert index["self_k_cache"] in copies
+        assert (index["cross_k"] in copies) == (step != 1)  # the same read-only array as the call before: kept
+
+
 def test_refusals(demo_export, static_export, tflite_fp32, tmp_path):
     with pytest.raises(InputError, match="--samples is 50: static calibration needs at least 100"):
         export_tflite(static_export, tmp_path / "int8", "int8", calibration=CalibrationDraw(samples=50), gate=False)
