@@ -57,11 +57,12 @@ class StepState:
     @classmethod
     def start(cls, mask: np.ndarray, cross_k: np.ndarray, cross_v: np.ndarray, max_target_length: int) -> StepState:
         """The state before the first step: an empty cache of ``max_target_length`` positions per row. The mask and
-        cross K/V are held as read-only views, the same arrays every step, so that an engine may keep them in its
-        input buffers instead of copying them in at each step (``mt5lite.runtimes.litert``)."""
+        cross K/V are held read-only, the same arrays every step, so that an engine may keep them in its input
+        buffers instead of copying them in at each step (``mt5lite.runtimes.litert``); the mask is copied first,
+        since it is the caller's array (cross K/V are the encoder's outputs)."""
         layers, rows, heads, _, d_kv = cross_k.shape
         shape = (layers, rows, heads, max_target_length, d_kv)
-        return cls(_read_only(mask), _read_only(cross_k), _read_only(cross_v), np.zeros(shape, np.float32),
+        return cls(_read_only(mask.copy()), _read_only(cross_k), _read_only(cross_v), np.zeros(shape, np.float32),
                    np.zeros(shape, np.float32))
 
     def keep_rows(self, rows: np.ndarray, filled: int) -> None:
