@@ -14,6 +14,8 @@ def shared_tensor(array: np.ndarray):
     array's memory, without torch's warning that it could write to it."""
     import torch
 
+    if array.flags.writeable:  # the common case: nothing to silence
+        return torch.from_numpy(array)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
         return torch.from_numpy(array)
