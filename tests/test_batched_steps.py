@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -15,6 +16,7 @@ from mt5lite.contract import parse_role
 from mt5lite.errors import InputError, ModelFileError, ParityError
 from mt5lite.exporters.onnx.batched import write_batched_decoders
 from mt5lite.exporters.onnx.export import OnnxExportConfig
+from mt5lite.exporters.onnx.variants import without_activation_rounding
 from mt5lite.exporters.tflite.batched_ranges import quantization_mismatches
 from mt5lite.exporters.validation import heldout_sample
 from mt5lite.manifest import MANIFEST_NAME, load_manifest
@@ -37,7 +39,19 @@ def test_static_export_serves_batch_4_from_the_same_weights(static_export):
     assert (static_export / batched.file).stat().st_size < 0.01 * (static_export / "weights.bin").stat().st_size
 
 
-@pytest.mark.parametrize("export", ["static_export", "static_int8", "tflite_fp32", "tflite_int8"])
+@pytest.fixture(scope="module")
+def static_weight_int8(static_export, tmp_path_factory) -> Path:
+    """The static export quantized by weight-int8: ``MatMulNBits`` rounds its activations to int8 at run time."""
+    from mt5lite.exporters.quantize.recipes import QuantizeConfig, quantize_export
+
+    out = tmp_path_factory.mktemp("weight-int8") / "int8"
+    quantize_export(static_export, out, QuantizeConfig(recipe="weight-int8", samples=100, max_decoder_steps=64),
+                    gate=False)
+    return out
+
+
+@pytest.mark.parametrize("export", ["static_export", "static_int8", "static_weight_int8", "tflite_fp32",
+                                    "tflite_int8"])
 def test_beams_in_one_call_are_identical_to_row_by_row(export, request, monkeypatch):
     path = request.getfixturevalue(export)
     batched, rows = open_export(path), open_export(path, row_by_row=True)
@@ -56,10 +70,12 @@ def test_beams_in_one_call_are_identical_to_row_by_row(export, request, monkeypa
     assert batches == {"batched": {4}, "rows": {1}}
 
 
-def test_a_step_that_mixes_rows_is_refused(static_export, tmp_path):
-    """A decoder whose logits depend on the other rows (here: plus their mean) passes at batch 1 but not at 4."""
+@pytest.mark.parametrize("export", ["static_export", "static_weight_int8"])
+def test_a_step_that_mixes_rows_is_refused(export, request, tmp_path):
+    """A decoder whose logits depend on the other rows (here: plus their mean) passes at batch 1 but not at 4, also
+    where the check runs its twins without run-time activation rounding."""
     root = tmp_path / "export"
-    shutil.copytree(static_export, root)
+    shutil.copytree(request.getfixturevalue(export), root)
     model = onnx.load(str(root / "decoder.onnx"), load_external_data=False)
     producer = next(node for node in model.graph.node if "logits" in node.output)
     producer.output[list(producer.output).index("logits")] = "logits_rows"
@@ -70,6 +86,25 @@ def test_a_step_that_mixes_rows_is_refused(static_export, tmp_path):
     graphs = dict(load_manifest(root, verify_hashes=False).graphs)
     with pytest.raises(ParityError, match="decoder step at batch 4.*batch-1 decoder step row by row"):
         write_batched_decoders(root, graphs, [4])
+
+
+def test_variants_are_checked_without_run_time_activation_rounding(static_weight_int8):
+    """Rounding activations to int8 inside ``MatMulNBits`` turns last-bit kernel differences into whole steps, so the
+    check runs twins at accuracy level 0 (same weights, float compute), written beside the graphs and removed."""
+    manifest = load_manifest(static_weight_int8)
+    specs = (manifest.graphs["decoder"], manifest.graphs["decoder_b4"])
+    before = sorted(p.name for p in static_weight_int8.iterdir())
+
+    def levels(path):
+        model = onnx.load(str(path), load_external_data=False)
+        return {a.i for n in model.graph.node if n.op_type == "MatMulNBits" for a in n.attribute
+                if a.name == "accuracy_level"}
+
+    assert levels(static_weight_int8 / "decoder.onnx") == {4}
+    with without_activation_rounding(static_weight_int8, specs) as files:
+        assert [f.parent for f in files] == [static_weight_int8] * 2  # beside weights.bin, which they point into
+        assert [levels(f) for f in files] == [{0}, {0}]
+    assert sorted(p.name for p in static_weight_int8.iterdir()) == before
 
 
 def test_batch_sizes_are_checked():
