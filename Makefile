@@ -174,7 +174,7 @@ natural-demo: install
 # 4 beams in one call of the batch-4 step against row by row, beside greedy, and time to first token with and without
 # source-length buckets (about 40 minutes the first time, building the exports under $(BUILD)/device-speed/).
 device-speed: install
-	$(BIN)/python -m benchmarks.experiments.device_speed --exports static-int8 tflite-int8 --threads 2 \
+	$(BIN)/python -m benchmarks.experiments.device_speed --exports static-int8 weight-int8 tflite-int8 --threads 2 \
 		--output $(BUILD)/reports/device-speed.json
 
 mt5-small-fixture: install

@@ -2,7 +2,8 @@
 (``decoder_b4``) against row by row, and time to first token with source-length buckets against padding every input
 to ``max_source_length``.
 
-    python -m benchmarks.experiments.device_speed [--model mt5-small|demo] [--exports static-int8 tflite-int8]
+    python -m benchmarks.experiments.device_speed [--model mt5-small|demo]
+        [--exports static-int8 weight-int8 tflite-int8]
         [--threads 2] [--inputs 8] [--new-tokens 32] [--output FILE.json]
 
 Per export, taking turns input by input so that load on a shared machine hits all alike:
@@ -12,7 +13,11 @@ Per export, taking turns input by input so that load on a shared machine hits al
 - whether the beam ids of the two are identical (they must be: the step at batch 4 is the same graph);
 - time to first token (the encoder and the first decoder step) for inputs of 8, 16, 32 and 128 tokens, running
   the shortest source-length bucket that holds them and padded to ``max_source_length``; whether the greedy ids of
-  the held-out inputs are identical both ways.
+  the held-out inputs are identical both ways;
+- the decoder step alone (exactly ``--new-tokens`` greedy steps, the encoder left out) over its floor: the bytes of
+  weights one step reads (``benchmarks.bench.weights_per_token``, at the bytes per weight ``make bench`` counts for
+  the export) over this machine's read bandwidth, measured before and after the exports' turns (the faster of the
+  two: the stricter floor).
 
 "Per generated token" is per step of the decoding loop (a beam step generates one token for each input). The
 models: ``mt5-small`` is random weights of google/mt5-small's shape (``benchmarks.models.mt5_small``): outputs are
@@ -30,6 +35,7 @@ import statistics
 import time
 from pathlib import Path
 
+from benchmarks.bench import read_bandwidth
 from benchmarks.models import mt5_small, once
 from benchmarks.timing import speed_arguments
 from mt5lite.paths import BUILD_DIR, DEMO_MODEL
@@ -38,6 +44,9 @@ from mt5lite.paths import BUILD_DIR, DEMO_MODEL
 MODELS = {"mt5-small": (mt5_small, "random weights of google/mt5-small's shape, 250,100-piece tokenizer"),
           "demo": (lambda: DEMO_MODEL, "the demo model")}
 BEAMS = 4
+#: The ``make bench`` system each export is (its bytes per weight give the floor).
+SYSTEM_OF = {"onnx-fp32": "ours-onnx-fp32", "static-int8": "ours-onnx-static-int8",
+             "weight-int8": "ours-onnx-weight-int8", "tflite-int8": "ours-tflite-int8"}
 #: Input lengths in tokens (eos included) whose time to first token is measured.
 FIRST_TOKEN_LENGTHS = (8, 16, 32, 128)
 #: Times each length is measured per variant (the median is reported); each time is the second of two runs in a
@@ -47,8 +56,8 @@ FIRST_TOKEN_REPEATS = 7
 
 
 def build(model: Path, work: Path, exports: list[str]) -> dict[str, Path]:
-    """The static fp32 ONNX export of ``model`` and each of ``exports`` made from it (``static-int8``: ONNX's
-    static int8 recipe; ``tflite-int8``: full-int8 TFLite), reused when already there."""
+    """The static fp32 ONNX export of ``model`` and each of ``exports`` made from it (``static-int8`` and
+    ``weight-int8``: ONNX's int8 recipes; ``tflite-int8``: full-int8 TFLite), reused when already there."""
     from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
     from mt5lite.exporters.quantize.recipes import QuantizeConfig, quantize_export
     from mt5lite.exporters.tflite.export import export_tflite
@@ -56,7 +65,9 @@ def build(model: Path, work: Path, exports: list[str]) -> dict[str, Path]:
     fp32 = once(work / "onnx-fp32", lambda p: export_onnx(model, p, OnnxExportConfig(static_shapes=True),
                                                          force=True, progress=True))
     made_from_fp32 = {
-        "static-int8": lambda p: quantize_export(fp32, p, QuantizeConfig(), force=True, progress=True, gate=False),
+        **{recipe: lambda p, recipe=recipe: quantize_export(fp32, p, QuantizeConfig(recipe=recipe), force=True,
+                                                             progress=True, gate=False)
+           for recipe in ("static-int8", "weight-int8")},
         "tflite-int8": lambda p: export_tflite(fp32, p, "int8", force=True, gate=False, progress=True),
     }
     return {name: once(work / name, made_from_fp32[name]) if name in made_from_fp32 else fp32 for name in exports}
@@ -132,6 +143,7 @@ def measure(path: Path, texts: list[str], threads: int, new_tokens: int, corpus:
             per_token[name].append(1000 * seconds / count)
             ids[name].append(found)
     ms = {name: round(statistics.median(values), 3) for name, values in per_token.items()}
+    step = statistics.median(steps_alone(generators["greedy"], texts, new_tokens))
     identical = sum(a == b for a, b in zip(ids["beams_batched"], ids["beams_row_by_row"], strict=True))
     full = open_export(path, threads=threads, full_length=True)
     greedy = sum(generators["greedy"].generate_ids([text], _options(1, new_tokens)) ==
@@ -140,11 +152,33 @@ def measure(path: Path, texts: list[str], threads: int, new_tokens: int, corpus:
             "bucket_ids_identical": f"{greedy} of {len(texts)}",
             "source_lengths": generators["greedy"].source_lengths,
             "ms_per_token": ms,
+            "step_ms": round(step, 3),
             "beams_batched_over_greedy": round(ms["beams_batched"] / ms["greedy"], 3),
             "beams_row_by_row_over_greedy": round(ms["beams_row_by_row"] / ms["greedy"], 3),
             "beam_ids_identical": f"{identical} of {len(texts)}",
             "decoder_batches": sorted(generators["beams_batched"].decoder_batches),
             "bytes": sum(f.stat().st_size for f in path.iterdir() if f.suffix in (".onnx", ".bin", ".tflite"))}
+
+
+def steps_alone(generator, texts: list[str], new_tokens: int) -> list[float]:
+    """Ms per decoder step of exactly ``new_tokens`` greedy steps per text (the encoder left out), batch 1."""
+    from benchmarks.timing import timed_decode
+
+    return [1000 * timed_decode(generator, text, new_tokens)[1] / new_tokens for text in texts]
+
+
+def with_floors(exports: dict, checkpoint: Path, bandwidth: float) -> dict:
+    """``exports``' rows with the floor of their decoder step (ms) at ``bandwidth`` (bytes per second) and the
+    step's multiple of it."""
+    from benchmarks.bench import weights_per_token
+    from benchmarks.bench_systems import SYSTEMS
+
+    weights = weights_per_token(json.loads((checkpoint / "config.json").read_text(encoding="utf-8")))
+    rows = {}
+    for name, row in exports.items():
+        floor = 1000 * weights * SYSTEMS[SYSTEM_OF[name]].weight_bytes / bandwidth
+        rows[name] = {**row, "floor_ms": round(floor, 3), "step_over_floor": round(row["step_ms"] / floor, 3)}
+    return rows
 
 
 def markdown(report: dict) -> str:
@@ -161,6 +195,14 @@ def markdown(report: dict) -> str:
         lines.append(f"| {name} | {ms['greedy']:.2f} | {ms['beams_batched']:.2f} "
                      f"({row['beams_batched_over_greedy']:.2f}x greedy) | {ms['beams_row_by_row']:.2f} "
                      f"({row['beams_row_by_row_over_greedy']:.2f}x) | {row['beam_ids_identical']} |")
+    lines += ["", f"The decoder step alone (median ms of {report['max_new_tokens']} greedy steps, encoder left out) "
+              "over its floor: the weights one step reads over this machine's read bandwidth, "
+              f"{' and '.join(map(str, report['read_bandwidth_gb_s']))} GB/s before and after the turns (the floor "
+              "takes the faster). Random weights decode near ties, where weight-int8's run-time rounding of "
+              "activations can turn batched beams from row-by-row ones (docs/onnx-export.md).", "",
+              "| export | step ms | floor ms | step over floor |", "|---|---|---|---|"]
+    for name, row in report["exports"].items():
+        lines.append(f"| {name} | {row['step_ms']:.2f} | {row['floor_ms']:.2f} | {row['step_over_floor']:.2f}x |")
     lines += ["", "Time to first token (encoder and first decoder step, median of "
               f"{FIRST_TOKEN_REPEATS}), ms, by input length in tokens: with source-length buckets (the shortest "
               "graphs that hold the input) and padded to the export's full length, as before buckets.", ""]
@@ -188,19 +230,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=list(MODELS), default="mt5-small")
     parser.add_argument("--exports", nargs="+", default=["static-int8"],
-                        choices=["onnx-fp32", "static-int8", "tflite-int8"])
+                        choices=list(SYSTEM_OF))
     speed_arguments(parser, inputs=8, new_tokens=32, output="device-speed.json")
     args = parser.parse_args()
     os.environ.setdefault("USE_TF", "0")
     work = BUILD_DIR / "device-speed" / args.model
     checkpoint, described = MODELS[args.model]
-    paths = build(checkpoint(), work, args.exports)
+    model = checkpoint()
+    paths = build(model, work, args.exports)
     corpus = [s.text for s in read_sentences(HELDOUT_SENTENCES)]  # time to first token: 128 tokens of it
     texts = corpus[: args.inputs]
     report = {"model": described, "threads": args.threads, "inputs": len(texts), "max_new_tokens": args.new_tokens,
               "beams": BEAMS, "machine": platform.processor() or platform.machine(),
-              "exports": {name: measure(path, texts, args.threads, args.new_tokens, corpus)
-                          for name, path in paths.items()}}
+              "read_bandwidth_gb_s": [round(read_bandwidth(args.threads) / 1e9, 1)]}
+    exports = {name: measure(path, texts, args.threads, args.new_tokens, corpus) for name, path in paths.items()}
+    report["read_bandwidth_gb_s"].append(round(read_bandwidth(args.threads) / 1e9, 1))
+    report["exports"] = with_floors(exports, model, 1e9 * max(report["read_bandwidth_gb_s"]))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(report["exports"], indent=2))
