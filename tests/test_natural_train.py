@@ -175,3 +175,34 @@ def test_a_tiny_run_writes_a_loadable_checkpoint_and_a_report_of_every_language(
     assert "| ja |" in (output / "README.md").read_text(encoding="utf-8")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["natural"]  # no staging or training left
 
+
+
+def test_fine_tuning_adds_copy_pairs_and_spelling_pairs_made_from_sources_only():
+    from mt5lite.data import TaskPair
+    from mt5lite.natural.augment import copy_pairs, fine_tuning_pairs, spelling_pairs
+
+    pairs = [TaskPair("zu", "translate zu: Belgium", "i-Belgium"), TaskPair("de", "translate de: Belgium", "Belgien"),
+             TaskPair("zu", "translate zu: Croatian", "isi-Croatian"), TaskPair("ja", "translate ja: Chile", "チリ")]
+    assert copy_pairs(pairs) == [pairs[0], pairs[2]]
+    assert spelling_pairs(pairs) == [TaskPair("en", f"spell: {name}", f"-{name}")
+                                     for name in ("Belgium", "Chile", "Croatian")]  # one per name, no target read
+    augmented = fine_tuning_pairs(pairs, copy_repeats=3, spelling_repeats=2)
+    assert augmented[: len(pairs)] == pairs and len(augmented) == 4 + 2 * 2 + 2 * 3
+    assert fine_tuning_pairs(pairs, 1, 0) == pairs
+
+
+def test_a_spelling_target_spells_the_name_in_the_pieces_a_prefix_glues_it_into():
+    """The reason for the spelling pairs, on the natural corpus's own tokenizer settings: the source writes the name
+    as it follows a space, the zu target and the spelling target as it follows a hyphen."""
+    from mt5lite.natural.augment import SPELLING
+
+    texts = [s.text for s in read_sentences(NATURAL_DIR / "monolingual.tsv")][:4000]
+    texts += [p.source for p in read_task_pairs(NATURAL_DIR / "train.tsv")][:4000]
+    processor = spm.SentencePieceProcessor(model_proto=train_tokenizer(texts, 2000, 4, 0.999, 1))
+    def after_hyphen(text):
+        pieces = processor.encode(text, out_type=str)
+        return pieces[pieces.index("-") + 1:]
+
+    spelled = after_hyphen(SPELLING.format(text="Belgium"))
+    assert spelled == after_hyphen("i-Belgium") == after_hyphen("isi-Belgium")
+    assert spelled != processor.encode("Belgium", out_type=str)  # after a space: other pieces

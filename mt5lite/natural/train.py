@@ -4,7 +4,8 @@
 
 Steps: train the tokenizer on the monolingual text and the training pairs (never dev or held-out) -> build the model
 (the demo's builder: mT5's quirks, ``lm_head`` scaled) -> pre-train on span corruption of ``monolingual.tsv`` ->
-fine-tune on ``train.tsv`` with dropout 0.1, keeping the checkpoint with the lowest loss on ``dev.tsv`` (both
+fine-tune on ``train.tsv`` (its copy pairs seen again, with spelling pairs: ``mt5lite.natural.augment``) with
+dropout 0.1, keeping the checkpoint with the lowest loss on ``dev.tsv`` (both
 through ``compression.training.train``, whose checkpoints go to
 ``<output>.training/`` beside the output, so a killed run resumes) -> greedy exact match and chrF per language on
 ``heldout.tsv``, against copying the English name -> checkpoint, ``eval_report.json`` and model card, staged beside
@@ -29,8 +30,9 @@ from mt5lite.compression.training import TrainingOptions, train, training_direct
 from mt5lite.data import Sentence, TaskPair, read_sentences, read_task_pairs
 from mt5lite.demo.train import build_model, seed_everything
 from mt5lite.errors import InputError
+from mt5lite.natural.augment import english_name, fine_tuning_pairs
 from mt5lite.natural.config import NaturalConfig, Stage
-from mt5lite.natural.corpus import LANGUAGES, NATURAL_DIR, PROMPT
+from mt5lite.natural.corpus import LANGUAGES, NATURAL_DIR
 from mt5lite.natural.model_card import evaluation_markdown, write_model_card
 from mt5lite.natural.span_corruption import pretraining_pairs
 from mt5lite.natural.tokenizer import sentinel_ids, train_tokenizer
@@ -94,7 +96,7 @@ def heldout_pairs(per_language: int) -> list[TaskPair]:
 
 def copy_baseline(pair: TaskPair) -> str:
     """The trivial baseline's output: the source after its ``translate xx: `` prefix, i.e. the English name."""
-    return pair.source.removeprefix(PROMPT.format(lang=pair.lang, text=""))
+    return english_name(pair)
 
 
 def _side_by_side(model_scores: dict, baseline_scores: dict) -> dict:
@@ -122,7 +124,8 @@ def train_model(config: NaturalConfig, options: dict[str, TrainingOptions], stag
     (staging / "spiece.model").write_bytes(spiece)
     # The demo's builder (mT5's quirks, lm_head scaled): it reads only the shape fields both configs share.
     model = build_model(config, spm.SentencePieceProcessor(model_proto=spiece).get_piece_size())
-    examples = {"pretrain": pretraining_examples(sentences, spiece, options["pretrain"], config), "finetune": pairs}
+    examples = {"pretrain": pretraining_examples(sentences, spiece, options["pretrain"], config),
+                "finetune": fine_tuning_pairs(pairs, config.copy_repeats, config.spelling_repeats)}
     stages = {name: run_stage(model, spiece, examples[name], options[name], name) for name in options}
     stages["pretrain"]["languages"] = len({s.lang for s in sentences})
     return model, spiece, stages
