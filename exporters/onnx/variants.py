@@ -66,25 +66,25 @@ def tolerance_of(directory: Path, spec: GraphSpec) -> tuple[float, float]:
 
 
 def _rounds_activations(node) -> bool:
-    """Whether ``node`` is a ``MatMulNBits`` that quantizes its float input per block at run time (an accuracy
-    level above 0: int8 compute)."""
+    """Whether ``node`` is a ``MatMulNBits`` that rounds its float input at run time: accuracy level 2, 3 or 4
+    (fp16, bf16 or int8 compute; weight-int8 uses 4, int8 per block); 0 and 1 compute in float32."""
     from onnx.helper import get_attribute_value
 
     return node.op_type == "MatMulNBits" and any(
-        a.name == "accuracy_level" and get_attribute_value(a) > 0 for a in node.attribute)
+        a.name == "accuracy_level" and get_attribute_value(a) >= 2 for a in node.attribute)
 
 
 @contextmanager
 def without_activation_rounding(directory: Path, specs: tuple[GraphSpec, ...]) -> Iterator[list[Path]]:
     """The files of ``specs`` in ``directory`` to run a variant check on: the graphs themselves, or, where they
-    quantize activations per block at run time (``MatMulNBits`` at accuracy level 1-4), twins at accuracy level 0
+    round activations at run time (``MatMulNBits`` at accuracy level 2-4), twins at accuracy level 0
     (the same int8 weights, float compute), written beside them and removed afterwards.
 
     Rounding each activation to int8 at run time turns the last-bit differences of kernels for other row counts
     into whole quantization steps, which grow layer by layer: mt5-small's shape with random weights, a batch-4
     step against the batch-1 step row by row, differed by 2.2 on logits of 12.8. The variant check asks whether the
     variant computes what its base computes, row for row; the twins answer that without the rounding. What the
-    rounding does to decoded ids is measured separately (``docs/quantization.md``)."""
+    rounding does to decoded ids is measured separately (``docs/onnx-export.md``)."""
     import onnx
 
     models = [onnx.load(str(directory / spec.file), load_external_data=False) for spec in specs]
