@@ -78,8 +78,9 @@ sentencepiece pieces (unigram, byte fallback, split digits, identity normalisati
   {finetune["learning_rate"]}, dropout {finetune["dropout"]}) on {finetune["examples"]:,} pairs: `train.tsv`, its
   pairs whose target copies the English name seen {training.get("copy_repeats", 1)} times in all, and a spelling pair
   per English name (`spell: Belgium` -> `-Belgium`) {training.get("spelling_repeats", 0)} times
-  (`mt5lite.natural.augment`); {finetune["seconds"]:.0f} s. The checkpoint kept is step {finetune["kept_step"]}'s, the one with the lowest loss
-  on `dev.tsv` (measured every {training["save_steps"]} steps).
+  (`mt5lite.natural.augment`); {finetune["seconds"]:.0f} s. The checkpoint kept is step
+  {finetune["kept_step"]}'s, the one with the lowest loss on `dev.tsv` (measured every {training["save_steps"]}
+  steps).
 
 Seed {training["seed"]}, {training["threads"]} CPU threads. No held-out or dev target is in the training pairs or the
 monolingual text (`data/README.md`).
