@@ -170,9 +170,10 @@ natural-model: install
 natural-demo: install
 	$(BIN)/python -m benchmarks.experiments.natural_demo --threads 2 --output $(BUILD)/reports/natural-demo.json
 
-# Static exports of a random model of mt5-small's shape, static int8 ONNX and full-int8 TFLite: beam search with the
-# 4 beams in one call of the batch-4 step against row by row, beside greedy, and time to first token with and without
-# source-length buckets (about 40 minutes the first time, building the exports under $(BUILD)/device-speed/).
+# Static exports of a random model of mt5-small's shape, static int8 and weight-int8 ONNX and full-int8 TFLite: beam
+# search with the 4 beams in one call of the batch-4 step against row by row, beside greedy, time to first token with
+# and without source-length buckets, and the decoder step over its floor (about 50 minutes the first time, building
+# the exports under $(BUILD)/device-speed/).
 device-speed: install
 	$(BIN)/python -m benchmarks.experiments.device_speed --exports static-int8 weight-int8 tflite-int8 --threads 2 \
 		--output $(BUILD)/reports/device-speed.json

@@ -98,6 +98,12 @@ def read_bandwidth(threads: int, megabytes: int = 1024, repeats: int = 5) -> flo
     return data.nbytes / best
 
 
+def floor_ms(config: dict, weight_bytes: float, bandwidth: float) -> float:
+    """The floor of one decoder step in ms: the bytes of the weights it reads (``weights_per_token`` at
+    ``weight_bytes`` each) over ``bandwidth`` (bytes per second)."""
+    return 1000 * weights_per_token(config) * weight_bytes / bandwidth
+
+
 def weights_per_token(config: dict) -> int:
     """Weights one decoder step reads: each decoder layer's self-attention, cross-attention query and output
     (cross K/V are computed once per input), feed-forward, plus the ``lm_head``."""
@@ -247,12 +253,13 @@ def bench_model(model: str, systems: list[str], threads: int, inputs: int, quali
 
     make, trained = MODELS[model]
     checkpoint = make()
-    weights = weights_per_token(json.loads((checkpoint / "config.json").read_text(encoding="utf-8")))
+    config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+    weights = weights_per_token(config)
     work = BUILD_DIR / "bench" / model
     work.mkdir(parents=True, exist_ok=True)
     records = {name: {"model": model, "system": name, "family": SYSTEMS[name].family,
                       "weight_bytes": SYSTEMS[name].weight_bytes, "weights_per_token": weights,
-                      "floor_ms_per_token": 1000 * weights * SYSTEMS[name].weight_bytes / bandwidth}
+                      "floor_ms_per_token": floor_ms(config, SYSTEMS[name].weight_bytes, bandwidth)}
                for name in systems}
     workers = _load(_build(systems, checkpoint, work, records), threads, work, records)
     pairs = []

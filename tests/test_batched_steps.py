@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,7 @@ def static_weight_int8(static_export, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("export", ["static_export", "static_int8", "static_weight_int8", "tflite_fp32",
                                     "tflite_int8"])
 def test_beams_in_one_call_are_identical_to_row_by_row(export, request, monkeypatch):
+    """(weight-int8 rounds activations at run time, so a near tie may turn; the demo model's inputs have none.)"""
     path = request.getfixturevalue(export)
     batched, rows = open_export(path), open_export(path, row_by_row=True)
     roles = {"batched": [], "rows": []}
@@ -86,6 +88,7 @@ def test_a_step_that_mixes_rows_is_refused(export, request, tmp_path):
     graphs = dict(load_manifest(root, verify_hashes=False).graphs)
     with pytest.raises(ParityError, match="decoder step at batch 4.*batch-1 decoder step row by row"):
         write_batched_decoders(root, graphs, [4])
+    assert not list(root.glob(".check-*"))  # weight-int8's float-compute twins are gone after a refusal too
 
 
 def test_variants_are_checked_without_run_time_activation_rounding(static_weight_int8):
@@ -105,6 +108,25 @@ def test_variants_are_checked_without_run_time_activation_rounding(static_weight
         assert [f.parent for f in files] == [static_weight_int8] * 2  # beside weights.bin, which they point into
         assert [levels(f) for f in files] == [{0}, {0}]
     assert sorted(p.name for p in static_weight_int8.iterdir()) == before
+
+
+def test_a_weight_int8_batched_step_is_checked_on_its_twins(static_weight_int8, tmp_path, monkeypatch):
+    from mt5lite.exporters.onnx import variants
+
+    root = tmp_path / "export"
+    shutil.copytree(static_weight_int8, root)
+    opened = []
+    original = variants.without_activation_rounding
+
+    @contextmanager
+    def recorded(directory, specs):
+        with original(directory, specs) as files:
+            opened.extend(file.name for file in files)
+            yield files
+
+    monkeypatch.setattr(variants, "without_activation_rounding", recorded)
+    write_batched_decoders(root, dict(load_manifest(root, verify_hashes=False).graphs), [4])
+    assert opened == [".check-decoder.onnx", ".check-decoder_b4.onnx"]
 
 
 def test_batch_sizes_are_checked():

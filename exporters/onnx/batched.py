@@ -4,7 +4,8 @@ The decoder-step graph takes its batch from its inputs: no op fixes it (heads ar
 cache write and the masks broadcast). So the step at batch B is the same nodes and the same initializers, pointing
 into the same ``weights.bin``, with the batch axes of its inputs and outputs declared B: a copy of the graph's
 structure, no weights. Before it is kept it runs on B different rows and must give what the batch-1 step gives for
-each row.
+each row (graphs whose ``MatMulNBits`` round activations at run time are compared as float-compute twins:
+``variants.without_activation_rounding``).
 """
 
 from __future__ import annotations

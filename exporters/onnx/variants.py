@@ -14,7 +14,8 @@ import numpy as np
 from mt5lite.contract import GraphSpec
 
 #: A graph at another shape must match the graph it comes from to this (max |diff| <= atol + rtol x max
-#: |reference|): GEMM kernels for other row counts may sum in another order (weight-int8 on the demo model: 2.4e-6).
+#: |reference|): GEMM kernels for other row counts may sum in another order (weight-int8 on the demo model: 2.4e-6,
+#: measured before its checks ran at accuracy level 0; see ``without_activation_rounding``).
 TOLERANCE = (1e-5, 1e-6)
 #: ... except where activations are quantized dynamically (``DynamicQuantizeLinear``): one scale spans the batch
 #: and every source position, as in every dynamic-shape export, so the outputs differ by quantization noise (demo
@@ -108,8 +109,8 @@ def check_variant(directory: Path, base: GraphSpec, variant: GraphSpec, feeds: d
                   run_base: Callable, what: str, compared_with: str) -> None:
     """Run ``variant`` on ``feeds`` and ``run_base(session)`` (the base graph's outputs for the same inputs, by
     name, shaped like the variant's); ``ParityError`` naming ``what`` and ``compared_with`` when any output
-    differs beyond the tolerance (``tolerance_of``). Graphs that round activations to int8 at run time are
-    checked without that rounding (``without_activation_rounding``)."""
+    differs beyond the tolerance (``tolerance_of``). Graphs that round activations at run time (int8, fp16 or
+    bf16 compute in ``MatMulNBits``) are checked without that rounding (``without_activation_rounding``)."""
     import onnxruntime as ort
 
     from mt5lite.verification.teacher_forced import Differences, check_diffs

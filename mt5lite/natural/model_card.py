@@ -76,8 +76,8 @@ sentencepiece pieces (unigram, byte fallback, split digits, identity normalisati
   ({pretrain["examples"]:,} examples); {pretrain["seconds"]:.0f} s.
 - **Fine-tuning**: {finetune["steps"]} steps of batch {finetune["batch_size"]} (learning rate
   {finetune["learning_rate"]}, dropout {finetune["dropout"]}) on {finetune["examples"]:,} pairs: `train.tsv`, its
-  pairs whose target copies the English name seen {training.get("copy_repeats", 1)} times in all, and a spelling pair
-  per English name (`spell: Belgium` -> `-Belgium`) {training.get("spelling_repeats", 0)} times
+  pairs whose target contains the English name seen {training["copy_repeats"]} times in all, and a spelling pair
+  per English name (`spell: Belgium` -> `-Belgium`) {training["spelling_repeats"]} times
   (`mt5lite.natural.augment`); {finetune["seconds"]:.0f} s. The checkpoint kept is step
   {finetune["kept_step"]}'s, the one with the lowest loss on `dev.tsv` (measured every {training["save_steps"]}
   steps).
