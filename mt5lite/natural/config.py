@@ -57,7 +57,7 @@ class NaturalConfig:
     # without dropout and that choice, the first model memorised its pairs (loss 0.023) and wrote memorised names
     # where a copy of the English one was due (zu "Belgium" -> "i-Bene", not "i-Belgium").
     finetune: Stage = Stage(steps=8000, batch_size=64, learning_rate=5e-4, dropout=0.1)
-    # Fine-tuning pairs beyond train.tsv's (mt5lite.natural.augment): the pairs whose target copies the English name
+    # Fine-tuning pairs beyond train.tsv's (mt5lite.natural.augment): the pairs whose target contains the English name
     # seen this many times in all, and a spelling pair per English name this many times.
     copy_repeats: int = 3
     spelling_repeats: int = 3
