@@ -6,10 +6,10 @@ cross-attention keys and values of every decoder layer, ``cross_k``/``cross_v [L
 ``DecoderStepGraph``: one token per sequence ``[B,1]``, its ``position [1]``, the encoder mask, the cross K/V and a
 fixed-size self-attention cache ``[L,B,H,T_max,d_kv]`` -> ``logits [B,V]`` and the step's ``new_self_k``/
 ``new_self_v [L,B,H,1,d_kv]``, which the host writes into the cache at ``position``. No growing concat and no
-control flow: the cache write is a one-hot select, the causal mask comes from ``arange(T_max) <= position``, and
-T5's relative position bias is a constant ``[T_max, H, T_max]`` table gathered by position, exact at every
-position up to ``T_max``: one table for the stack (T5, mT5), or one per layer where each layer has its own bias
-(umT5; ``mt5lite.families``).
+control flow: the step attends over the cache (masked from ``position`` on: ``arange(T_max) < position``) and its
+own key side by side, so nothing of the cache's size is copied, and T5's relative position bias is a constant
+``[T_max, H, T_max]`` table gathered by position, exact at every position up to ``T_max``: one table for the stack
+(T5, mT5), or one per layer where each layer has its own bias (umT5; ``mt5lite.families``).
 """
 
 from __future__ import annotations
@@ -97,12 +97,12 @@ class DecoderStepGraph(nn.Module):
     def forward(self, decoder_input_ids, position, encoder_attention_mask, cross_k, cross_v, self_k_cache,
                 self_v_cache):
         hidden = self.embed(decoder_input_ids)  # [B,1,D]
-        is_position = torch.eq(self.positions, position).reshape(1, 1, self.t_max, 1)  # where this step's K/V go
-        visible = torch.le(self.positions, position).reshape(1, 1, 1, self.t_max)  # causal: keys 0..position
+        earlier = torch.lt(self.positions, position).reshape(1, 1, 1, self.t_max)  # causal: the cache's keys 0..p-1
         self_biases = []
         for index in range(self.tables):
             bias = torch.index_select(getattr(self, f"position_bias_{index}"), 0, position).unsqueeze(2)  # [1,H,1,T]
-            self_biases.append(torch.where(visible, bias, torch.full_like(bias, MASK_VALUE)))
+            own = torch.index_select(bias, 3, position)  # [1,H,1,1]: the step's own key, at distance 0
+            self_biases.append(torch.cat([torch.where(earlier, bias, torch.full_like(bias, MASK_VALUE)), own], -1))
         cross_bias = (1.0 - encoder_attention_mask.to(hidden.dtype))[:, None, None, :] * MASK_VALUE  # [B,1,1,S]
 
         width = self.heads * self.d_kv
@@ -116,10 +116,9 @@ class DecoderStepGraph(nn.Module):
             value = _step_heads(attn.v(normed), self.heads, self.d_kv)
             new_keys.append(key)
             new_values.append(value)
-            keys = torch.where(is_position, key, self_k_cache[index])  # [B,H,T,d_kv]
-            values = torch.where(is_position, value, self_v_cache[index])
             self_bias = self_biases[self.table_of_layer[index]]
-            hidden = hidden + attn.o(_merge_step_heads(self._attend(query, keys, values, self_bias), width))
+            attended = self._attend_step(query, key, value, self_k_cache[index], self_v_cache[index], self_bias)
+            hidden = hidden + attn.o(_merge_step_heads(attended, width))
 
             attn = cross_layer.EncDecAttention
             query = _step_heads(attn.q(cross_layer.layer_norm(hidden)), self.heads, self.d_kv)
@@ -131,6 +130,16 @@ class DecoderStepGraph(nn.Module):
         hidden = self.final_layer_norm(hidden) * self.output_scale
         logits = self.lm_head(hidden)[:, 0, :]  # [B,V]
         return logits, torch.stack(new_keys), torch.stack(new_values)
+
+    def _attend_step(self, query, key, value, key_cache, value_cache, bias):
+        """Self-attention of one step over the cache's keys and its own, apart: the scores over the cache and the
+        step's own score side by side (``bias`` ``[.,H,1,T+1]`` masks the cache from ``position`` on), one
+        softmax, then the cache's values and the step's own weighted and summed. Nothing of the cache's size is
+        written, where selecting the step's K/V into a copy of the cache would copy all of it at every layer."""
+        scores = torch.cat([torch.matmul(query, key_cache.transpose(-1, -2)),
+                            torch.matmul(query, key.transpose(-1, -2))], -1) + bias  # [B,H,1,T+1]
+        weights = torch.softmax(scores.float(), dim=-1).to(value.dtype)
+        return torch.matmul(weights[..., :self.t_max], value_cache) + weights[..., self.t_max:] * value
 
     @staticmethod
     def _attend(query, keys, values, bias):
