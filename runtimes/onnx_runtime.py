@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 from mt5lite.contract import LENGTHS, engine_problems
 from mt5lite.errors import ModelFileError, first_line
 from mt5lite.manifest import MANIFEST_NAME, Manifest, inside, lfs_hint
+from mt5lite.runtimes.cpu import arm64_features, missing_features
 from mt5lite.runtimes.export_generator import ExportGenerator, GraphBackend
 
 #: ONNX Runtime's type names -> the manifest's dtypes.
@@ -42,6 +44,19 @@ def _load_error(exc: Exception) -> str:
             return (f"the graph has {what} {found[1]}, the installed ONNX Runtime {ort.__version__} reads up to "
                     f"{found[2]}: upgrade onnxruntime, or export with the toolkit that runs here")
     return first_line(exc)
+
+
+def slow_kernel_warning(manifest: Manifest, features: set[str] | None) -> str | None:
+    """The one line that says an export's int8 kernels are missing on a CPU with ``features`` (``arm64_features``):
+    its recipe's ``arm64_needs`` that the CPU lacks, and what to use instead; None when nothing is missing."""
+    quantization = manifest.quantization
+    missing = missing_features(list(quantization.details.get("arm64_needs", ())) if quantization else [], features)
+    if not missing:
+        return None
+    return (f"this CPU lacks {', '.join(missing)} (arm64 dot-product instructions; a Cortex-A72 or A53, e.g. Raspberry "
+            f"Pi 4 or 3), which the {quantization.recipe} export's int8 kernels need: ONNX Runtime then dequantizes "
+            "every weight at every step, many times slower; on this CPU use a static-int8 export (mt5lite quantize "
+            "--recipe static-int8) or full-int8 TFLite")
 
 
 def _stamp_problems(session, manifest: Manifest) -> list[str]:
@@ -75,6 +90,8 @@ class OnnxBackend(GraphBackend):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        if warning := slow_kernel_warning(manifest, arm64_features()):
+            warnings.warn(warning, stacklevel=2)
         self.sessions, self.paths = {}, {}
         self.outputs = {role: [t.name for t in graph.outputs] for role, graph in manifest.graphs.items()}
         self.max_target_length = manifest.max_target_length

@@ -51,6 +51,23 @@ def static_weight_int8(static_export, tmp_path_factory) -> Path:
     return out
 
 
+def test_weight_int8_records_its_arm64_need_and_warns_where_it_is_missing(static_weight_int8, monkeypatch):
+    """ONNX Runtime's 8-bit ``MatMulNBits`` kernels need the arm64 dot-product instructions; opening the export on a
+    CPU without them (a Cortex-A72: Raspberry Pi 4) warns in one line, and nowhere else."""
+    import warnings
+
+    from mt5lite.runtimes import onnx_runtime
+
+    assert load_manifest(static_weight_int8).quantization.details["arm64_needs"] == ["asimddp"]
+    monkeypatch.setattr(onnx_runtime, "arm64_features", lambda: set())
+    with pytest.warns(UserWarning, match="asimddp.*--recipe static-int8"):
+        open_export(static_weight_int8)
+    monkeypatch.setattr(onnx_runtime, "arm64_features", lambda: {"asimddp"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        open_export(static_weight_int8)
+
+
 @pytest.mark.parametrize("export", ["static_export", "static_int8", "static_weight_int8", "tflite_fp32",
                                     "tflite_int8"])
 def test_beams_in_one_call_are_identical_to_row_by_row(export, request, monkeypatch):

@@ -286,6 +286,10 @@ def _dynamic_int8(source: Path, target: Path, model, config: QuantizeConfig, fee
 #: MatMulNBits' block: 128 input channels per scale (32 and 64 were slower on mt5-small's shape: 9.4 and 7.9 against
 #: 7.4 ms/token; the scales' bytes shrink as the block grows).
 WEIGHT_BLOCK = 128
+#: What ``MatMulNBits``' 8-bit kernels need on arm64 (ONNX Runtime's MLAS sets them up only with the dot-product
+#: instructions; without them, a Cortex-A72 or A53, it dequantizes the whole weight at every call: at accuracy level 4
+#: as at level 1). Recorded in the manifest; the ONNX Runtime backend warns on a CPU without it.
+WEIGHT_INT8_ARM64_NEEDS = ("asimddp",)
 
 
 def _weight_int8(source: Path, target: Path, model, config: QuantizeConfig, feeds, external: bool,
@@ -358,8 +362,10 @@ RECIPES: Registry[QuantRecipe] = Registry("quantization recipe", {
         lambda c: {"per_channel": c.per_channel, "format": Format(c.format).value, "groups": list(c.chosen_groups)},
         smoothing(ErrorModel("dynamic", "per-channel"))),
     "weight-int8": QuantRecipe(
-        "int8 weights in blocks of 128 (MatMulNBits), float activations; fastest on ONNX Runtime", "int8", False,
-        WEIGHT_GROUPS, _weight_int8, lambda c: {"block_size": WEIGHT_BLOCK, "groups": list(c.chosen_groups)},
+        "int8 weights in blocks of 128 (MatMulNBits), float activations; fastest on ONNX Runtime where the CPU has "
+        "int8 dot products (x86-64, arm64 from ARMv8.2: not a Raspberry Pi 4)", "int8", False,
+        WEIGHT_GROUPS, _weight_int8, lambda c: {"block_size": WEIGHT_BLOCK, "groups": list(c.chosen_groups),
+                                                "arm64_needs": list(WEIGHT_INT8_ARM64_NEEDS)},
         smoothing(ErrorModel("blockwise", "blockwise"))),
     "fp16": QuantRecipe(
         "fp16 weights and compute; FFN output projections and layer norms kept in fp32, the residual stream scaled "

@@ -9,6 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 THREADS=${THREADS:-2}                   # the same on both sides
+# The CPU qemu emulates: a Raspberry Pi 4's Cortex-A72 (ARMv8.0: no dot-product instructions), not qemu's default
+# "max", which has them and so runs kernels a Pi 4 never gets (docs/raspberry-pi.md).
+PI_CPU=${PI_CPU:-cortex-a72}
 pi=$PWD/$BUILD/pi
 root=$pi/root                           # the arm64 root; $pi/root.stamp marks it complete
 exports=(onnx onnx-int8 tflite)
@@ -19,7 +22,8 @@ now() { echo "$EPOCHREALTIME"; }
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
 # Everything inside the root runs with a clean environment: nothing from the host's venv or make leaks in.
 in_root() { chroot "$root" /usr/bin/env -i HOME=/root LC_ALL=C.UTF-8 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_CERT=/etc/ssl/host-ca-bundle.crt PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
+    QEMU_CPU="$PI_CPU" PIP_CERT=/etc/ssl/host-ca-bundle.crt \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 # Unmount whatever is mounted under the root (our /proc; debootstrap's own /proc, /sys and, in a container, bound
 # /dev nodes if it died), deepest first, so nothing of the host is ever deleted or left mounted.
 unmount_root() {
@@ -137,13 +141,14 @@ done
 # 7. The summary, for the record.
 mkdir -p "$BUILD/reports"
 PI="$pi" N="$n" ROOT_CACHED="$root_cached" PIP_S="$pip_s" TOTAL_S="$(since "$t_all")" MIRROR="$mirror" \
-THREADS="$THREADS" .venv/bin/python - "$BUILD/reports/test-pi.json" <<'EOF'
+THREADS="$THREADS" PI_CPU="$PI_CPU" .venv/bin/python - "$BUILD/reports/test-pi.json" <<'EOF'
 import json, os, sys
 from pathlib import Path
 pi, env = Path(os.environ["PI"]), os.environ
 rows = [line.split("\t") for line in (pi / "results.tsv").read_text().splitlines()]
 summary = {
     "platform": "Debian bookworm arm64 (debootstrap minbase) under qemu-user, mirror " + env["MIRROR"],
+    "emulated_cpu": env["PI_CPU"],  # QEMU_CPU
     "root_cached": env["ROOT_CACHED"] == "true",  # true: this run reused the root built earlier
     "root_build_seconds": float((pi / "root.stamp").read_text()),  # debootstrap, when the root was built
     "pip_install_seconds": float(env["PIP_S"]),
