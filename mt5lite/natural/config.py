@@ -50,7 +50,8 @@ class NaturalConfig:
     num_heads: int = 4
     # Pre-training (span corruption of the monolingual text, packed into windows of ~117 pieces: 5,479 a pass) and
     # fine-tuning (the 32,299 names pairs). Measured on 2 idle cores with 2 threads (1 thread: 1.2 and 1.8): 2.1 and
-    # 3.3-3.6 steps/s; `make natural-model` took 75 minutes on 2026-12-04 (2,108 s + 2,384 s + evaluation). The
+    # 3.3-3.6 steps/s; `make natural-model` took 75 minutes on 2026-12-04 (2,108 s + 2,384 s + evaluation), 88 on
+    # 2026-12-05 with 11,000 fine-tuning steps (1,267 s + 3,991 s). The
     # learning rates are the demo's (its measured best, 5e-4), untuned here: train() has no warm-up.
     pretrain: Stage = Stage(steps=2700, batch_size=32, learning_rate=5e-4)
     # Fine-tuning keeps the checkpoint with the lowest loss on data/natural/dev.tsv (evaluated every save_steps):
