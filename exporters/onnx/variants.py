@@ -18,9 +18,11 @@ from mt5lite.contract import GraphSpec
 #: measured before its checks ran at accuracy level 0; see ``without_activation_rounding``).
 TOLERANCE = (1e-5, 1e-6)
 #: ... except where activations are quantized dynamically (``DynamicQuantizeLinear``): one scale spans the batch
-#: and every source position, as in every dynamic-shape export, so the outputs differ by quantization noise (demo
-#: model: 0.29 on logits of about 20). A graph that mixed rows or positions up would be off by the outputs' own size.
-DYNAMIC_TOLERANCE = (0.0, 0.05)
+#: and every source position, as in every dynamic-shape export, so the outputs differ by quantization noise: 1.5% of
+#: the largest |value| on the demo model (0.29 on logits of about 20), 5.2% on the natural model's static int8
+#: (cross_k of its 32-position bucket, 2026-12-05). A graph that mixed rows or positions up would be off by the
+#: outputs' own size, so 15% still tells the two apart.
+DYNAMIC_TOLERANCE = (0.0, 0.15)
 
 
 def constant_values(model) -> dict[str, object]:
