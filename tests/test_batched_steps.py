@@ -89,13 +89,26 @@ def test_beams_in_one_call_are_identical_to_row_by_row(export, request, monkeypa
     assert batches == {"batched": {4}, "rows": {1}}
 
 
-@pytest.mark.parametrize("export", ["static_export", "static_weight_int8"])
+@pytest.fixture(scope="module")
+def static_dynamic_int8(static_export, tmp_path_factory) -> Path:
+    """The static export quantized by dynamic-int8: ``DynamicQuantizeLinear`` scales span every row and position."""
+    from mt5lite.exporters.quantize.recipes import QuantizeConfig, quantize_export
+
+    out = tmp_path_factory.mktemp("dynamic-int8") / "int8"
+    quantize_export(static_export, out, QuantizeConfig(recipe="dynamic-int8"), gate=False)
+    return out
+
+
+@pytest.mark.parametrize("export", ["static_export", "static_dynamic_int8", "static_weight_int8"])
 def test_a_step_that_mixes_rows_is_refused(export, request, tmp_path):
     """A decoder whose logits depend on the other rows (here: plus their mean) passes at batch 1 but not at 4, also
-    where the check runs its twins without run-time activation rounding."""
+    where the check runs its twins without run-time activation rounding, and where dynamically quantized products
+    hold it to the wider ``DYNAMIC_TOLERANCE``."""
     root = tmp_path / "export"
     shutil.copytree(request.getfixturevalue(export), root)
     model = onnx.load(str(root / "decoder.onnx"), load_external_data=False)
+    dynamic = any(node.op_type == "DynamicQuantizeLinear" for node in model.graph.node)
+    assert dynamic == (export == "static_dynamic_int8"), "the dynamic case is no longer covered"
     producer = next(node for node in model.graph.node if "logits" in node.output)
     producer.output[list(producer.output).index("logits")] = "logits_rows"
     model.graph.node.extend([
