@@ -7,7 +7,8 @@ cross-attention keys and values of every decoder layer, ``cross_k``/``cross_v [L
 fixed-size self-attention cache ``[L,B,H,T_max,d_kv]`` -> ``logits [B,V]`` and the step's ``new_self_k``/
 ``new_self_v [L,B,H,1,d_kv]``, which the host writes into the cache at ``position``. No growing concat and no
 control flow: the step attends over the cache (masked from ``position`` on: ``arange(T_max) < position``) and its
-own key side by side, so nothing of the cache's size is copied, and T5's relative position bias is a constant
+own key side by side, so the step's K/V are never selected into a copy of the cache, and T5's relative position
+bias is a constant
 ``[T_max, H, T_max]`` table gathered by position, exact at every position up to ``T_max``: one table for the stack
 (T5, mT5), or one per layer where each layer has its own bias (umT5; ``mt5lite.families``).
 """
@@ -134,8 +135,8 @@ class DecoderStepGraph(nn.Module):
     def _attend_step(self, query, key, value, key_cache, value_cache, bias):
         """Self-attention of one step over the cache's keys and its own, apart: the scores over the cache and the
         step's own score side by side (``bias`` ``[.,H,1,T+1]`` masks the cache from ``position`` on), one
-        softmax, then the cache's values and the step's own weighted and summed. Nothing of the cache's size is
-        written, where selecting the step's K/V into a copy of the cache would copy all of it at every layer."""
+        softmax, then the cache's values and the step's own weighted and summed. Selecting the step's K/V into the
+        cache instead (a ``Where``) would write a copy of the layer's whole cache at every step."""
         scores = torch.cat([torch.matmul(query, key_cache.transpose(-1, -2)),
                             torch.matmul(query, key.transpose(-1, -2))], -1) + bias  # [B,H,1,T+1]
         weights = torch.softmax(scores.float(), dim=-1).to(value.dtype)
