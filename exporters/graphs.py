@@ -7,10 +7,9 @@ cross-attention keys and values of every decoder layer, ``cross_k``/``cross_v [L
 fixed-size self-attention cache ``[L,B,H,T_max,d_kv]`` -> ``logits [B,V]`` and the step's ``new_self_k``/
 ``new_self_v [L,B,H,1,d_kv]``, which the host writes into the cache at ``position``. No growing concat and no
 control flow: the step attends over the cache (masked from ``position`` on: ``arange(T_max) < position``) and its
-own key side by side, so the step's K/V are never selected into a copy of the cache, and T5's relative position
-bias is a constant
-``[T_max, H, T_max]`` table gathered by position, exact at every position up to ``T_max``: one table for the stack
-(T5, mT5), or one per layer where each layer has its own bias (umT5; ``mt5lite.families``).
+own key side by side, so the step's K/V are never selected into a copy of the cache, and T5's relative position bias
+is a constant ``[T_max, H, T_max]`` table gathered by position, exact at every position up to ``T_max``: one table
+for the stack (T5, mT5), or one per layer where each layer has its own bias (umT5; ``mt5lite.families``).
 """
 
 from __future__ import annotations
