@@ -1,4 +1,4 @@
-"""Where the files bundled with the package are: the multilingual data, the demo model and the natural model.
+"""Where the files bundled with the package are: the multilingual data and the demo model.
 
 They travel in the wheel as package data (``mt5lite.bundled_data`` is the ``data/`` folder of the source tree,
 ``mt5lite.bundled_models`` the ``models/`` folder), so the defaults work from any working directory, in an
@@ -19,9 +19,8 @@ def _bundled(package: str, *parts: str) -> Path:
 DATA_DIR = _bundled("mt5lite.bundled_data")
 #: The bundled demo model, the default ``--model`` of every command.
 DEMO_MODEL = _bundled("mt5lite.bundled_models", "demo")
-#: The natural model (``models/natural``, 28.3 MB; what ``mt5lite train-natural`` writes by default): committed in
-#: the source tree, but not in the wheel (pyproject.toml's package data names the demo model only), so a device
-#: install stays small. It is there in a source checkout and an editable install.
-NATURAL_MODEL = _bundled("mt5lite.bundled_models", "natural")
 #: Generated artefacts, relative to the working directory (ignored by git in the source tree).
 BUILD_DIR = Path("build")
+#: Where ``mt5lite train-natural`` (``make natural-model``) writes the natural model: a build artefact (28.3 MB),
+#: not committed, since only the demo model is.
+NATURAL_MODEL = BUILD_DIR / "natural"
