@@ -106,16 +106,32 @@ def load_model(path: str | os.PathLike, allow_pickle: bool = False):
     return model
 
 
-def save_checkpoint(model, spiece: bytes, output_dir: str | os.PathLike) -> None:
+def round_weights(model, dtype: str) -> None:
+    """Round every weight of ``model`` to the torch dtype named ``dtype`` (``"float16"``) and back, in place: the
+    fp32 model that loading a checkpoint saved in ``dtype`` gives."""
+    import torch
+
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(parameter.to(getattr(torch, dtype)))
+
+
+def save_checkpoint(model, spiece: bytes, output_dir: str | os.PathLike, dtype: str | None = None) -> None:
     """Write ``model`` as a Hugging Face checkpoint (safetensors, config, generation config) with the tokenizer
     ``spiece`` (a serialized sentencepiece model), transformers' slow T5 tokenizer files and a ``tokenizer.json``
-    with which ``AutoTokenizer`` gives sentencepiece's own ids (``mt5lite.hf_tokenizer``)."""
+    with which ``AutoTokenizer`` gives sentencepiece's own ids (``mt5lite.hf_tokenizer``). With ``dtype``
+    (``"float16"``) the weights are stored in it; ``model`` is left as it was."""
+    import torch
     from transformers import GenerationConfig, T5Tokenizer
 
     from mt5lite.hf_tokenizer import write_tokenizer_json
 
     output = Path(output_dir)
-    model.save_pretrained(output, safe_serialization=True)
+    before = next(model.parameters()).dtype
+    try:
+        model.to(getattr(torch, dtype) if dtype else before).save_pretrained(output, safe_serialization=True)
+    finally:
+        model.to(before)
     (output / TOKENIZER_FILE).write_bytes(spiece)
     T5Tokenizer(vocab_file=str(output / TOKENIZER_FILE), extra_ids=0, legacy=False).save_pretrained(output)
     write_tokenizer_json(output / TOKENIZER_FILE, output)

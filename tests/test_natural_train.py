@@ -1,5 +1,6 @@
 """The natural model's training: span corruption (mT5's noise share and spans, exact inverse, seeded), corrupted
-examples that survive the trip through text, and one tiny end-to-end run of ``train_natural``."""
+examples that survive the trip through text, one tiny end-to-end run of ``train_natural``, and the committed
+natural model against its own report."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import sentencepiece as spm
+import torch
 
 from mt5lite.data import read_sentences, read_task_pairs
 from mt5lite.natural.augment import fine_tuning_pairs
@@ -164,6 +166,7 @@ def test_a_tiny_run_writes_a_loadable_checkpoint_and_a_report_of_every_language(
     report = train_natural(TINY, output)
     model = load_model(output)
     assert model.config.d_model == TINY.d_model and not model.config.tie_word_embeddings
+    assert _stored_dtypes(output) == {"F16"} and next(model.parameters()).dtype == torch.float32
     assert json.loads((output / REPORT_NAME).read_text(encoding="utf-8")) == report
     assert set(report["heldout"]["per_language"]) == set(LANGUAGES)
     for row in report["heldout"]["per_language"].values():
@@ -210,3 +213,32 @@ def test_a_spelling_target_spells_the_name_in_the_pieces_a_prefix_glues_it_into(
     spelled = after_hyphen(SPELLING.format(text="Belgium"))
     assert spelled == after_hyphen("i-Belgium") == after_hyphen("isi-Belgium")
     assert len(spelled) > len(processor.encode("Belgium", out_type=str))  # after a space: fewer, longer pieces
+
+
+def _stored_dtypes(model_dir) -> set[str]:
+    """The dtypes of the tensors in a checkpoint's safetensors file (its header)."""
+    data = (model_dir / "model.safetensors").read_bytes()
+    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    return {entry["dtype"] for name, entry in header.items() if name != "__metadata__"}
+
+
+@pytest.mark.needs("train")
+def test_the_committed_natural_model_is_the_one_its_card_describes():
+    """``models/natural`` (stored in float16, committed): its first two evaluation batches decode again to the
+    per-language held-out figures of its report, i.e. the report was measured on these weights."""
+    from mt5lite.natural.train import REPORT_NAME, heldout_pairs
+    from mt5lite.paths import NATURAL_MODEL
+    from mt5lite.verification.evaluation import evaluate_model
+
+    report = json.loads((NATURAL_MODEL / REPORT_NAME).read_text(encoding="utf-8"))
+    assert _stored_dtypes(NATURAL_MODEL) == {"F16"} and report["training"]["storage_dtype"] == "float16"
+    pairs = heldout_pairs(report["training"]["eval_per_language"])[:128]  # the evaluation's first two batches of 64
+    complete = [lang for lang in dict.fromkeys(p.lang for p in pairs)
+                if sum(p.lang == lang for p in pairs) == report["heldout"]["per_language"][lang]["n"]]
+    again = evaluate_model(NATURAL_MODEL, pairs, threads=report["training"]["threads"])
+    assert len(complete) >= 3
+    for lang in complete:
+        recorded, found = report["heldout"]["per_language"][lang]["model"], again["per_language"][lang]
+        assert abs(found["chrf"] - recorded["chrf"]) < 0.5
+        assert abs(found["exact_match"] - recorded["exact_match"]) <= 0.03
+        assert recorded["chrf"] > report["heldout"]["per_language"][lang]["baseline"]["chrf"]

@@ -1,6 +1,6 @@
 """Every stage of mT5 Lite on the natural model (issue 29): a model that learned natural text in 64 languages.
 
-    python -m benchmarks.experiments.natural_demo [--model build/natural] [--sections ...] [--threads 2]
+    python -m benchmarks.experiments.natural_demo [--model models/natural] [--sections ...] [--threads 2]
 
 Sections (``SECTIONS``; each writes its part of one JSON and Markdown report, rewritten after each section):
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -346,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: {args.model}: no natural model there; run make natural-model\n")
     context = {"model": args.model, "work": args.work, "threads": args.threads, "student_steps": args.student_steps,
                "pairs": heldout_pairs(args.per_language)}
-    report = {"model": str(args.model), "threads": args.threads}
+    report = {"model": os.path.relpath(args.model), "threads": args.threads}
     if args.output.is_file():  # the sections not run now keep what an earlier run of the same model measured
         earlier = json.loads(args.output.read_text(encoding="utf-8"))
         if earlier.get("model") == report["model"]:

@@ -66,7 +66,8 @@ d_model {training["d_model"]}, d_kv {training["d_kv"]} x {training["num_heads"]}
 d_ff {training["d_ff"]} gated-GELU, {training["num_layers"]}+{training["num_decoder_layers"]} layers, relative
 position buckets, untied `lm_head`, {report["vocab_size"]} embedding rows for {report["tokenizer_pieces"]}
 sentencepiece pieces (unigram, byte fallback, split digits, identity normalisation; pad 0, eos 1, unk 2; sentinels
-`<extra_id_0>` .. `<extra_id_{training["sentinels"] - 1}>` as user-defined pieces).
+`<extra_id_0>` .. `<extra_id_{training["sentinels"] - 1}>` as user-defined pieces). The weights are stored in
+{training["storage_dtype"]}, rounded so before the evaluation below; loading them with mT5 Lite gives fp32.
 
 ## Training
 

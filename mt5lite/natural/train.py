@@ -1,6 +1,6 @@
 """Train the natural model: a scaled-down mT5, pre-trained with span corruption, fine-tuned on CLDR names.
 
-    python -m mt5lite.natural.train --output build/natural [--force] [--pretrain-steps N --finetune-steps N]
+    python -m mt5lite.natural.train --output models/natural [--force] [--pretrain-steps N --finetune-steps N]
 
 Steps: train the tokenizer on the monolingual text and the training pairs (never dev or held-out) -> build the model
 (the demo's builder: mT5's quirks, ``lm_head`` scaled) -> pre-train on span corruption of ``monolingual.tsv`` ->
@@ -8,8 +8,9 @@ fine-tune on ``train.tsv`` (its copy pairs seen again, with spelling pairs: ``mt
 dropout 0.1, keeping the checkpoint with the lowest loss on ``dev.tsv`` (both
 through ``compression.training.train``, whose checkpoints go to
 ``<output>.training/`` beside the output, so a killed run resumes) -> greedy exact match and chrF per language on
-``heldout.tsv``, against copying the English name -> checkpoint, ``eval_report.json`` and model card, staged beside
-the output and renamed into place once complete. Everything is seeded (``NaturalConfig``).
+``heldout.tsv`` with the weights rounded to ``NaturalConfig.storage_dtype`` (float16), against copying the English
+name -> checkpoint (stored in float16), ``eval_report.json`` and model card, staged beside the output and renamed
+into place once complete. Everything is seeded (``NaturalConfig``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from mt5lite.checkpoint import save_checkpoint
+from mt5lite.checkpoint import round_weights, save_checkpoint
 from mt5lite.compression.compress import greedy_quality
 from mt5lite.compression.training import TrainingOptions, train, training_directory
 from mt5lite.data import Sentence, TaskPair, read_sentences, read_task_pairs
@@ -141,15 +142,24 @@ def train_natural(config: NaturalConfig, output_dir: str | Path, progress: bool 
     with staged_directory(output, force) as staging, \
             training_directory(output.parent / f"{output.name}.training"):
         model, spiece, stages = train_model(config, options, staging)
-        heldout = evaluate_heldout(model, staging / "spiece.model", heldout_pairs(config.eval_per_language), progress)
-        save_checkpoint(model, spiece, staging)
-        report = {"model": str(output), "parameters": sum(p.numel() for p in model.parameters()),
-                  "vocab_size": model.config.vocab_size,
-                  "tokenizer_pieces": spm.SentencePieceProcessor(model_proto=spiece).get_piece_size(),
-                  "scripts": len({LANGUAGES[lang] for lang in heldout["per_language"]}),
-                  "heldout": heldout, "training": {**asdict(config), **stages}}
-        write_report(report, staging / REPORT_NAME, evaluation_markdown(report))
-        write_model_card(staging, report)
+        return write_model(model, spiece, stages, config, output, staging, progress)
+
+
+def write_model(model, spiece: bytes, stages: dict, config: NaturalConfig, output: Path, staging: Path,
+                progress: bool = False) -> dict:
+    """The trained ``model``'s weights rounded to ``config.storage_dtype``, evaluated on the held-out pairs and
+    written to ``staging`` (``spiece.model`` already there): the checkpoint, stored in that dtype, its report
+    (``stages``: each training run's curve) and model card. Returns the report."""
+    round_weights(model, config.storage_dtype)
+    heldout = evaluate_heldout(model, staging / "spiece.model", heldout_pairs(config.eval_per_language), progress)
+    save_checkpoint(model, spiece, staging, config.storage_dtype)
+    report = {"model": str(output), "parameters": sum(p.numel() for p in model.parameters()),
+              "vocab_size": model.config.vocab_size,
+              "tokenizer_pieces": spm.SentencePieceProcessor(model_proto=spiece).get_piece_size(),
+              "scripts": len({LANGUAGES[lang] for lang in heldout["per_language"]}),
+              "heldout": heldout, "training": {**asdict(config), **stages}}
+    write_report(report, staging / REPORT_NAME, evaluation_markdown(report))
+    write_model_card(staging, report)
     return report
 
 
@@ -176,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     """Train the natural model and write it, with its report and model card, to ``--output``."""
     parser = argparse.ArgumentParser(prog="python -m mt5lite.natural.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", type=Path, required=True, help="checkpoint directory, e.g. build/natural")
+    parser.add_argument("--output", type=Path, required=True, help="checkpoint directory, e.g. models/natural")
     parser.add_argument("--force", action="store_true", help="replace an existing output directory")
     parser.add_argument("--pretrain-steps", type=int, default=NaturalConfig.pretrain.steps,
                         help=f"span-corruption steps (default: {NaturalConfig.pretrain.steps})")
