@@ -80,6 +80,7 @@ def hidden_directory(output: str | os.PathLike, kind: str) -> Path:
     """A new empty hidden directory beside ``output`` (``.NAME.KIND-<random>``) owned by this process; the caller
     removes it, with ``remove_hidden``."""
     output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)  # an output in a folder not made yet
     path = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.{kind}-"))
     _owner_file(path).write_text(f"{os.getpid()} {_start_time(os.getpid())}", encoding="utf-8")
     return path

@@ -382,6 +382,17 @@ def test_a_killed_run_leaves_nothing_the_next_run_does_not_sweep(demo_export, tm
     assert sweep(out) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["q", "r"]
 
 
+def test_scratch_beside_an_output_in_a_folder_not_made_yet_makes_the_folder(tmp_path):
+    """``mt5lite quantize --output new/folder/q``: the scratch directories are made before the staging one, so they
+    make the output's folder too (they failed with a raw FileNotFoundError)."""
+    from mt5lite.staging import scratch_directory
+
+    out = tmp_path / "new" / "folder" / "q"
+    with scratch_directory(out, "calibration") as scratch:
+        assert scratch.is_dir() and scratch.parent == out.parent
+    assert list(out.parent.iterdir()) == []
+
+
 def test_sweep_removes_unowned_hidden_directories_only_once_stale(tmp_path):
     """A hidden directory without an owner file (an older version's, or one killed before writing it) is swept once
     it is older than UNOWNED_STALE_S, never while it may still be in use; other names are never touched."""
