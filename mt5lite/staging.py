@@ -109,9 +109,8 @@ def staged_directory(output: str | os.PathLike, force: bool = False) -> Iterator
     and ``output`` is left as it was."""
     output = Path(output)
     refuse_existing(output, force)
-    output.parent.mkdir(parents=True, exist_ok=True)
     sweep(output)  # what killed runs on this output left
-    staging = hidden_directory(output, "tmp")
+    staging = hidden_directory(output, "tmp")  # makes the output's folder if need be
     try:
         yield staging
         umask = os.umask(0)
