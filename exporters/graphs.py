@@ -4,12 +4,13 @@
 cross-attention keys and values of every decoder layer, ``cross_k``/``cross_v [L,B,H,S,d_kv]``, computed once.
 
 ``DecoderStepGraph``: one token per sequence ``[B,1]``, its ``position [1]``, the encoder mask, the cross K/V and a
-fixed-size self-attention cache ``[L,B,H,T_max,d_kv]`` -> ``logits [B,V]`` and the step's ``new_self_k``/
-``new_self_v [L,B,H,1,d_kv]``, which the host writes into the cache at ``position``. No growing concat and no
-control flow: the step attends over the cache (masked from ``position`` on: ``arange(T_max) < position``) and its
-own key side by side, so the step's K/V are never selected into a copy of the cache, and T5's relative position bias
-is a constant ``[T_max, H, T_max]`` table gathered by position, exact at every position up to ``T_max``: one table
-for the stack (T5, mT5), or one per layer where each layer has its own bias (umT5; ``mt5lite.families``).
+fixed-size self-attention cache ``[B,H,T_max,d_kv]``, one input per layer each -> ``logits [B,V]`` and the step's
+``new_self_k``/``new_self_v [L,B,H,1,d_kv]``, which the host writes into the cache at ``position``. No growing
+concat and no control flow: the step attends over the cache (masked from ``position`` on: ``arange(T_max) <
+position``) and its own key side by side, so the step's K/V are never selected into a copy of the cache, and T5's
+relative position bias is a constant ``[T_max, H, T_max]`` table gathered by position, exact at every position up
+to ``T_max``: one table for the stack (T5, mT5), or one per layer where each layer has its own bias (umT5;
+``mt5lite.families``).
 """
 
 from __future__ import annotations
@@ -94,8 +95,11 @@ class DecoderStepGraph(nn.Module):
             self.register_buffer(f"position_bias_{index}", bias[0].permute(1, 0, 2).contiguous(), persistent=False)
         self.register_buffer("positions", torch.arange(max_target_length, dtype=torch.int64), persistent=False)
 
-    def forward(self, decoder_input_ids, position, encoder_attention_mask, cross_k, cross_v, self_k_cache,
-                self_v_cache):
+    def forward(self, decoder_input_ids, position, encoder_attention_mask, *layers):
+        # layers: cross_k, cross_v, self_k_cache and self_v_cache one layer per input, [B,H,.,d_kv] each, in that
+        # order (mt5lite.contract.graph_names): no graph slices a stacked input, which would copy it every step.
+        count = len(self.blocks)
+        cross_k, cross_v, self_k_cache, self_v_cache = (layers[i * count:(i + 1) * count] for i in range(4))
         hidden = self.embed(decoder_input_ids)  # [B,1,D]
         earlier = torch.lt(self.positions, position).reshape(1, 1, 1, self.t_max)  # causal: the cache's keys 0..p-1
         self_biases = []

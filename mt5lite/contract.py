@@ -5,6 +5,10 @@
 - **decoder step**: ``decoder_input_ids [B,1]``, ``position [1]``, ``encoder_attention_mask [B,S]``, the cross K/V
   and a fixed-size self-attention cache ``self_k_cache``/``self_v_cache [L,B,H,T_max,d_kv]`` -> ``logits [B,V]``,
   ``new_self_k``/``new_self_v [L,B,H,1,d_kv]``; the host writes the new K/V into the cache at ``position``.
+  The graph takes the four stacked tensors one layer per input (``cross_k_0`` ... ``cross_k_{L-1}``, each
+  ``[B,H,S,d_kv]``): a graph that sliced a stacked input would copy every layer's cache at every step, while the
+  host's ``[l]`` of a C-contiguous stacked array is a view. Hosts keep the stacked arrays; ``graph_feeds`` hands a
+  graph the views it names.
 
 Exporters write these names into every graph and the manifest; runtimes build their feeds by name from here and
 refuse an export whose graphs name their tensors otherwise.
@@ -24,6 +28,9 @@ DECODER_INPUTS = ("decoder_input_ids", "position", "encoder_attention_mask", "cr
 DECODER_OUTPUTS = ("logits", "new_self_k", "new_self_v")
 ROLES = ("encoder", "decoder")
 NAMES = {"encoder": (ENCODER_INPUTS, ENCODER_OUTPUTS), "decoder": (DECODER_INPUTS, DECODER_OUTPUTS)}
+#: The stacked ``[L,...]`` tensors a decoder step takes one layer per input, ``cross_k_0`` ... ``cross_k_{L-1}``.
+LAYERED = ("cross_k", "cross_v", "self_k_cache", "self_v_cache")
+LAYER_INPUT = re.compile(r"(" + "|".join(LAYERED) + r")_([0-9]+)")
 #: A static export's further graphs, each the same graph and weights as its kind's at another fixed shape:
 #: ``decoder_b4`` is the decoder step at batch 4 (the beams of beam search in one call), ``encoder_s16`` the encoder
 #: over 16 source positions instead of ``max_source_length`` (a source-length bucket), ``decoder_b4_s16`` both.
@@ -101,9 +108,66 @@ def source_buckets(roles) -> list[int]:
                    if parsed and parsed.kind == "encoder" and parsed.source})
 
 
+def layer_input(name: str, layer: int) -> str:
+    """The decoder step's input of layer ``layer`` of stacked tensor ``name``: ``cross_k_3``."""
+    return f"{name}_{layer}"
+
+
+def split_layer(name: str) -> tuple[str, int | None]:
+    """The stacked tensor a graph's tensor ``name`` is one layer of, and the layer (``cross_k_3`` -> ``cross_k``,
+    3); any other name is itself, with layer None."""
+    found = LAYER_INPUT.fullmatch(name)
+    return (found[1], int(found[2])) if found else (name, None)
+
+
+def graph_names(kind: str, layers: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The input and output names of a graph of ``kind`` (``encoder`` or ``decoder``) over ``layers`` decoder
+    layers, in order: the decoder step takes its stacked inputs one per layer (``LAYERED``)."""
+    inputs, outputs = NAMES[kind]
+    if kind == "decoder":
+        inputs = tuple(name for name in inputs if name not in LAYERED) + tuple(
+            layer_input(name, layer) for name in LAYERED for layer in range(layers))
+    return inputs, outputs
+
+
+def graph_feeds(names, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The feeds of a graph whose inputs are ``names``, from the host's ``feeds`` by contract name: a per-layer input
+    (``cross_k_3``) gets layer 3 of the stacked ``cross_k`` (a view, no copy), every other its own feed."""
+    out = {}
+    for name in names:
+        base, layer = split_layer(name)
+        out[name] = feeds[name] if layer is None or name in feeds else feeds[base][layer]
+    return out
+
+
+def _in_layer(axis: int | None, layer: int | None) -> int | None:
+    """A stacked tensor's ``axis`` in one ``layer`` of it (None: the tensor itself), which lacks the layer axis."""
+    return axis - 1 if layer is not None and axis is not None else axis
+
+
+def batch_axis(name: str) -> int | None:
+    """The batch axis of contract tensor ``name`` (one layer of a stacked tensor has it one axis earlier)."""
+    base, layer = split_layer(name)
+    return _in_layer(BATCH_AXIS[base], layer)
+
+
+def source_axis(name: str) -> int | None:
+    """The source-length axis of contract tensor ``name``, None where it has none."""
+    base, layer = split_layer(name)
+    return _in_layer(SOURCE_AXIS.get(base), layer)
+
+
+def length_axis(name: str) -> tuple[int | None, str | None]:
+    """The axis of contract tensor ``name`` that must agree with a length of the manifest, and that length's key
+    (``LENGTH_AXES``); (None, None) for a tensor without one."""
+    base, layer = split_layer(name)
+    axis, key = LENGTH_AXES.get(base, (None, None))
+    return _in_layer(axis, layer), key
+
+
 def contract_dtype(name: str) -> str:
     """The dtype the contract gives tensor ``name``."""
-    return "int64" if name in INT64_TENSORS else "float32"
+    return "int64" if split_layer(name)[0] in INT64_TENSORS else "float32"
 
 
 @dataclass(frozen=True)
@@ -180,8 +244,8 @@ class ContractDims:
 
 
 def graph_specs(dims: ContractDims, files: dict[str, str]) -> dict[str, GraphSpec]:
-    """Names, dtypes and shapes of both graphs as the manifest records them; with ``static_shapes`` batch is 1
-    and the source length is ``max_source_length``, else both are symbolic."""
+    """Names, dtypes and shapes of both graphs as the manifest records them (``graph_names``); with
+    ``static_shapes`` batch is 1 and the source length is ``max_source_length``, else both are symbolic."""
     batch = 1 if dims.static_shapes else "batch"
     source = dims.max_source_length if dims.static_shapes else "source_length"
     cross = [dims.layers, batch, dims.heads, source, dims.d_kv]
@@ -194,8 +258,11 @@ def graph_specs(dims: ContractDims, files: dict[str, str]) -> dict[str, GraphSpe
         "self_k_cache": cache, "self_v_cache": cache, "logits": [batch, dims.vocab_size],
         "new_self_k": new, "new_self_v": new,
     }
-    return {role: GraphSpec(files[role], tuple(TensorSpec.of(name, shapes[name]) for name in NAMES[role][0]),
-                            tuple(TensorSpec.of(name, shapes[name]) for name in NAMES[role][1]))
+    def spec(name: str) -> TensorSpec:
+        base, layer = split_layer(name)
+        return TensorSpec.of(name, shapes[base] if layer is None else shapes[base][1:])
+
+    return {role: GraphSpec(files[role], *(tuple(map(spec, names)) for names in graph_names(role, dims.layers)))
             for role in ROLES}
 
 
@@ -204,7 +271,7 @@ def with_shape(spec: GraphSpec, file: str, batch: int | None = None, source: int
     at ``source`` instead (None: as it is)."""
     def reshaped(tensor: TensorSpec) -> TensorSpec:
         shape = list(tensor.shape)
-        for axis, size in ((BATCH_AXIS[tensor.name], batch), (SOURCE_AXIS.get(tensor.name), source)):
+        for axis, size in ((batch_axis(tensor.name), batch), (source_axis(tensor.name), source)):
             if axis is not None and size is not None:
                 shape[axis] = size
         return TensorSpec(tensor.name, tensor.dtype, tuple(shape))
@@ -254,14 +321,14 @@ def batch_rows(feeds: dict[str, np.ndarray], rows: slice) -> dict[str, np.ndarra
     """The feeds of batch rows ``rows`` (each tensor cut along its own batch axis)."""
     out = {}
     for name, value in feeds.items():
-        axis = BATCH_AXIS[name]
+        axis = batch_axis(name)
         out[name] = value if axis is None else value[(slice(None),) * axis + (rows,)]
     return out
 
 
 def repeat_rows(value: np.ndarray, name: str, times: int) -> np.ndarray:
     """Tensor ``name`` with each batch row repeated ``times`` times along its batch axis (``position`` unchanged)."""
-    axis = BATCH_AXIS[name]
+    axis = batch_axis(name)
     return value if axis is None or times == 1 else np.repeat(value, times, axis=axis)
 
 
@@ -271,7 +338,7 @@ def to_source_length(tensors: dict[str, np.ndarray], length: int) -> dict[str, n
     already has ``length``)."""
     out = {}
     for name, value in tensors.items():
-        axis = SOURCE_AXIS.get(name)
+        axis = source_axis(name)
         if axis is None or value.shape[axis] == length:
             out[name] = value
         elif value.shape[axis] > length:
@@ -285,7 +352,7 @@ def to_source_length(tensors: dict[str, np.ndarray], length: int) -> dict[str, n
 
 def concat_rows(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Outputs of several batch slices joined back along each tensor's batch axis."""
-    return {name: np.concatenate([p[name] for p in parts], axis=BATCH_AXIS[name]) for name in parts[0]}
+    return {name: np.concatenate([p[name] for p in parts], axis=batch_axis(name)) for name in parts[0]}
 
 
 def through_eos(ids: list[int], eos_id: int) -> list[int]:

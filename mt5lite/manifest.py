@@ -15,18 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from mt5lite.contract import (
-    BATCH_AXIS,
-    LENGTH_AXES,
     LENGTHS,
-    NAMES,
     ROLES,
-    SOURCE_AXIS,
     GraphSpec,
     Role,
+    batch_axis,
     contract_dtype,
     decoder_batches,
+    graph_names,
+    length_axis,
     parse_role,
     role_kind,
+    source_axis,
     source_buckets,
 )
 from mt5lite.errors import ModelFileError, first_line
@@ -34,8 +34,9 @@ from mt5lite.errors import ModelFileError, first_line
 MANIFEST_NAME = "manifest.json"
 FORMAT = "mt5lite-export"
 #: 2: every manifest names its ``engine`` (version 1 left ONNX Runtime implied). 3: weights stored once: an ONNX
-#: graph lists its ``external_data`` files, and a TFLite graph names its ``signature`` in the one ``.tflite``.
-FORMAT_VERSION = 3
+#: graph lists its ``external_data`` files, and a TFLite graph names its ``signature`` in the one ``.tflite``. 4: the
+#: decoder step takes its cross K/V and cache one layer per input (``cross_k_0``; ``mt5lite.contract``).
+FORMAT_VERSION = 4
 REQUIRED_KEYS = ("format", "format_version", "engine", "export_id", "graphs", "files", "tokenizer", "special_tokens",
                  "max_source_length", "max_target_length", "vocab_size", "model")
 #: What every graph entry names, whatever the engine (engines may need more, e.g. LiteRT a ``signature``).
@@ -335,7 +336,8 @@ def load_manifest(directory: str | Path, verify_hashes: bool = True) -> Manifest
         unnamed.append(f"the tokenizer file {tokenizer!r} is not among the hashed files")
     if unnamed:
         raise ModelFileError(f"{path}: " + "; ".join(unnamed) + "; re-export the model")
-    named = _name_problems(manifest["graphs"])
+    model = manifest["model"] if isinstance(manifest["model"], dict) else {}
+    named = _name_problems(manifest["graphs"], model.get("num_decoder_layers"))
     contract = named or _spec_problems(manifest["graphs"], {k: manifest[k] for k in LENGTHS})
     if contract:
         raise ModelFileError(f"{path}: " + "; ".join(f"graphs: {problem}" for problem in contract)
@@ -356,10 +358,12 @@ def load_manifest(directory: str | Path, verify_hashes: bool = True) -> Manifest
         raise ModelFileError(f"{path}: malformed entry ({first_line(exc)}); re-export the model") from None
 
 
-def _name_problems(graphs: dict) -> list[str]:
+def _name_problems(graphs: dict, layers) -> list[str]:
     """How a manifest's ``graphs`` differ from the contract's tensor names (empty when they match): both roles
-    present, no unknown role, every graph (a batched decoder step too) naming the tensors of its kind."""
+    present, no unknown role, every graph (a batched decoder step too) naming the tensors of its kind over the
+    model's ``layers`` decoder layers."""
     graphs = graphs if isinstance(graphs, dict) else {}
+    layers = layers if isinstance(layers, int) and layers > 0 else 0
     problems = [f"no {role} graph" for role in ROLES if not isinstance(graphs.get(role), dict)]
     for role, spec in graphs.items():
         kind = role_kind(role)
@@ -370,7 +374,7 @@ def _name_problems(graphs: dict) -> list[str]:
         if not isinstance(spec, dict):
             problems += [] if role in ROLES else [f"{role} is not a graph entry"]
             continue
-        for part, expected in zip(("inputs", "outputs"), NAMES[kind], strict=True):
+        for part, expected in zip(("inputs", "outputs"), graph_names(kind, layers), strict=True):
             found = [t.get("name") for t in spec.get(part, []) if isinstance(t, dict)]
             if sorted(found) != sorted(expected):
                 problems.append(f"{role} {part} are {found}, the contract's are {list(expected)}")
@@ -403,13 +407,13 @@ def _spec_problems(graphs: dict, lengths: dict) -> list[str]:
             if not isinstance(shape, list) or not all(isinstance(d, (int, str)) for d in shape):
                 problems.append(f"{role} {name} has shape {shape!r}, not a list of sizes and names")
                 continue
-            axis, key = LENGTH_AXES.get(name, (None, None))
+            axis, key = length_axis(name)
             size = shape[axis] if axis is not None and len(shape) > axis else None
             bucketed = found.source is not None and key == "max_source_length"  # checked as a source length below
             if isinstance(size, int) and size != lengths.get(key) and not bucketed:
                 problems.append(f"{role} {name} has {size} along axis {axis}, but {key} is {lengths.get(key)!r}")
-            for what, axis, size in (("batch", BATCH_AXIS[name], found.batch if found.batch > 1 else None),
-                                     ("source length", SOURCE_AXIS.get(name), found.source)):
+            for what, axis, size in (("batch", batch_axis(name), found.batch if found.batch > 1 else None),
+                                     ("source length", source_axis(name), found.source)):
                 if size is not None and axis is not None and shape[axis:axis + 1] != [size]:
                     problems.append(f"{role} {name} has shape {shape}, not {what} {size} along axis {axis}")
     return problems

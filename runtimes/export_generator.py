@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mt5lite.contract import batch_rows, concat_rows, to_source_length
+from mt5lite.contract import GraphSpec, batch_rows, concat_rows, graph_feeds, to_source_length
 from mt5lite.manifest import Manifest, inside, load_manifest
 from mt5lite.runtimes.decoding import Decoder, StepHook
 from mt5lite.runtimes.options import DecodingOptions
@@ -21,21 +21,26 @@ from mt5lite.runtimes.tokenizer import Overflow, Tokenizer
 
 class GraphBackend(ABC):
     """An engine's ``StepBackend`` (``mt5lite.runtimes.decoding``): ``encode`` and ``step`` run the export's encoder
-    and decoder graph through the engine's ``_run``."""
+    and decoder graph through the engine's ``_run``, on the feeds each graph names (``specs``: the manifest's graphs
+    by role)."""
+
+    specs: dict[str, GraphSpec]
 
     @abstractmethod
     def _run(self, role: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run graph ``role`` (``encoder`` or ``decoder``) on ``feeds`` by name; every output by name."""
+        """Run graph ``role`` (``encoder`` or ``decoder``) on ``feeds``, one per input of the graph by its name;
+        every output by name."""
 
     def encode(self, feeds: dict[str, np.ndarray], role: str = "encoder") -> dict[str, np.ndarray]:
         """Run the encoder (graph ``role``: a static export's source-length buckets are ``encoder_sN``); returns
         every output by name (hidden states, cross K/V ``[L,B,H,S,d_kv]``)."""
-        return self._run(role, feeds)
+        return self._run(role, graph_feeds([t.name for t in self.specs[role].inputs], feeds))
 
     def step(self, feeds: dict[str, np.ndarray], role: str = "decoder") -> dict[str, np.ndarray]:
-        """Run one decoder step (graph ``role``: a static export's batched steps are ``decoder_bN``); returns
+        """Run one decoder step (graph ``role``: a static export's batched steps are ``decoder_bN``) on the
+        contract's feeds (the cross K/V and cache stacked; the graph gets each layer's view); returns
         ``logits [B,V]``, ``new_self_k`` and ``new_self_v`` by name."""
-        return self._run(role, feeds)
+        return self._run(role, graph_feeds([t.name for t in self.specs[role].inputs], feeds))
 
 
 class StaticBatches:

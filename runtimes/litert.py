@@ -23,13 +23,23 @@ from mt5lite.manifest import MANIFEST_NAME, Manifest, inside, lfs_hint
 from mt5lite.runtimes.export_generator import ExportGenerator, GraphBackend
 
 
+def _same_array(value: np.ndarray, held: np.ndarray | None) -> bool:
+    """Whether ``value`` is the read-only array ``held``, or a view of the same memory as it (one layer of the
+    same stacked array: ``mt5lite.contract.graph_feeds`` makes a new view of it at every call)."""
+    if held is None or value is held:
+        return value is held
+    return (value.base is not None and value.base is held.base and value.shape == held.shape
+            and value.strides == held.strides and value.ctypes.data == held.ctypes.data)
+
+
 class _Signature:
     """One signature of a LiteRT interpreter, called by tensor name with its inputs kept in place.
 
     ``SignatureRunner.__call__`` resizes every input, allocates and copies every input in, each call. An export's
     shapes are static, so this allocates once; and an input given as the same read-only array as in the call before
-    is not copied again (the decoding loop hands its encoder outputs and mask read-only, the same arrays every step:
-    at 4 beams over 128 source positions of mt5-small, 6.3 MB a step). It reads ai-edge-litert's ``SignatureRunner``
+    is not copied again, nor a view of the same memory (the decoding loop hands its encoder outputs and mask
+    read-only, the same arrays every step: at 4 beams over 128 source positions of mt5-small, 6.3 MB a
+    step). It reads ai-edge-litert's ``SignatureRunner``
     internals (``_interpreter_wrapper``, ``_inputs``, ``_outputs``, ``_subgraph_index``; the version is pinned)."""
 
     def __init__(self, runner):
@@ -41,7 +51,7 @@ class _Signature:
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every output by name after running on ``feeds`` (every input by name, in the signature's shapes)."""
         for name, value in feeds.items():
-            if value is not self._held.get(name):
+            if not _same_array(value, self._held.get(name)):
                 self._wrapper.SetTensor(self._inputs[name], value, self._subgraph)
                 if value.flags.writeable:
                     self._held.pop(name, None)

@@ -78,7 +78,7 @@ class OnnxBackend(GraphBackend):
     def __init__(self, export_dir: str | os.PathLike, manifest: Manifest, threads: int | None = None):
         import onnxruntime as ort
 
-        self.root, self.manifest = Path(export_dir), manifest
+        self.root, self.manifest, self.specs = Path(export_dir), manifest, manifest.graphs
         self.options = options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

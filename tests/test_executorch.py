@@ -189,8 +189,9 @@ def test_a_manifest_that_misdescribes_a_method_is_refused(tiny_pte, tmp_path):
         manifest["graphs"]["decoder"]["method"] = "encoder"  # the other method: its tensors differ
         _write_json(d, manifest)
 
+    # the decoder step's 3 inputs and its 4 stacked tensors one per layer, 2 layers
     with pytest.raises(ModelFileError, match="its 'encoder' method does not match .*manifest.json: it has 2 inputs, "
-                                             "the manifest 7"):
+                                             "the manifest 11"):
         open_export(_rehashed_copy(tiny_pte, tmp_path / "swapped", lengthen))
 
 

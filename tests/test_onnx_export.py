@@ -36,9 +36,17 @@ def test_export_layout_and_manifest(demo_export):
     assert manifest.max_target_length == 32 and manifest.special_tokens == SpecialTokens(pad=0, eos=1,
                                                                                          decoder_start=0)
     assert manifest.vocab_size == 1280 and manifest.tokenizer.pieces == 1200
-    decoder_inputs = [t.name for t in manifest.graphs["decoder"].inputs]
-    assert decoder_inputs == ["decoder_input_ids", "position", "encoder_attention_mask", "cross_k", "cross_v",
-                              "self_k_cache", "self_v_cache"]
+    decoder = manifest.graphs["decoder"]
+    layers = manifest.model.num_decoder_layers
+    layered = ("cross_k", "cross_v", "self_k_cache", "self_v_cache")
+    assert [t.name for t in decoder.inputs] == ["decoder_input_ids", "position", "encoder_attention_mask", *(
+        f"{name}_{layer}" for name in layered for layer in range(layers))]
+    # one layer per input: the graph never slices a stacked cache (that would copy all of it at every step)
+    assert decoder.tensors["self_k_cache_0"].shape == ("batch", manifest.model.num_heads, 32, manifest.model.d_kv)
+    graph = onnx.load(str(demo_export / "decoder.onnx"), load_external_data=False).graph
+    inputs = {t.name for t in decoder.inputs}
+    assert not [node.op_type for node in graph.node if node.op_type in {"Gather", "Split", "Slice"}
+                and node.input[0] in inputs]
 
 
 @pytest.mark.parametrize("graph", ["encoder.onnx", "decoder.onnx"])

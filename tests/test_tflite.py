@@ -161,7 +161,7 @@ def test_litert_keeps_read_only_inputs_in_place_and_copies_the_rest(tflite_fp32)
     encoded = fresh.encode(encoder_feeds(ids, mask))
     state = StepState.start(mask, encoded["cross_k"], encoded["cross_v"], kept.max_target_length)
     other = StepState.start(mask, encoded["cross_k"] * 2, encoded["cross_v"], kept.max_target_length)
-    index = {name: signature._inputs[name] for name in ("cross_k", "self_k_cache")}
+    index = {name: signature._inputs[name] for name in ("cross_k_0", "cross_k_1", "self_k_cache_0")}
     for step, chosen in enumerate((state, state, other, state)):
         chosen.cache_k[:, :, :, step] = step + 1  # changed in place: must be copied in every time
         feeds = {"decoder_input_ids": np.array([[0]]), "position": np.array([step]),
@@ -170,8 +170,9 @@ def test_litert_keeps_read_only_inputs_in_place_and_copies_the_rest(tflite_fp32)
         copies.clear()
         got, want = kept.step(feeds), fresh.step(feeds)
         assert all(np.array_equal(got[name], want[name]) for name in want)
-        assert index["self_k_cache"] in copies
-        assert (index["cross_k"] in copies) == (step != 1)  # the same read-only array as the call before: kept
+        assert index["self_k_cache_0"] in copies
+        for name in ("cross_k_0", "cross_k_1"):  # a new view of each layer, of the same read-only array: kept
+            assert (index[name] in copies) == (step != 1)
 
 
 def test_refusals(demo_export, static_export, tflite_fp32, tmp_path):

@@ -159,6 +159,7 @@ def quantize_programs(programs: dict, specs: dict, data) -> tuple[dict, dict]:
     import numpy as np
     import torch
 
+    from mt5lite.contract import graph_feeds
     from mt5lite.exporters.executorch.mixed import MEASURE_RUNS, MixedPrecision, linear_weights, measure_linears
     from mt5lite.exporters.quantize.outliers.step import sampled_runs
 
@@ -168,7 +169,8 @@ def quantize_programs(programs: dict, specs: dict, data) -> tuple[dict, dict]:
         feeds = getattr(data, role).feeds
 
         def arguments(indices, feeds=feeds, names=names):  # one feed at a time: a store on disk stays there
-            return (tuple(torch.from_numpy(np.ascontiguousarray(feeds[i][name])) for name in names) for i in indices)
+            return (tuple(torch.from_numpy(np.ascontiguousarray(value))
+                          for value in graph_feeds(names, feeds[i]).values()) for i in indices)
 
         measured = list(arguments(sampled_runs(feeds, MEASURE_RUNS)))
         weights = linear_weights(program.module())

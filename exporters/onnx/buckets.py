@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mt5lite.contract import SOURCE_AXIS, GraphSpec, Role, parse_role, source_buckets, to_source_length, with_shape
+from mt5lite.contract import GraphSpec, Role, parse_role, source_axis, source_buckets, to_source_length, with_shape
 from mt5lite.errors import CheckpointError, ModelFileError, first_line
 from mt5lite.exporters.onnx.variants import check_variant, constant_values, random_feeds, write_variant
 
@@ -126,8 +126,9 @@ def write_source_buckets(directory: Path, graphs: dict[str, GraphSpec], constant
 def _padded_run(feeds: dict[str, np.ndarray], full: GraphSpec):
     """A ``check_variant`` runner: the graph at full length (``full``) on ``feeds`` zero-padded to its length, its
     outputs cut back to the bucket's length."""
-    length = next(value.shape[SOURCE_AXIS[name]] for name, value in feeds.items() if name in SOURCE_AXIS)
-    padded = to_source_length(feeds, next(t.shape[SOURCE_AXIS[t.name]] for t in full.inputs if t.name in SOURCE_AXIS))
+    length = next(value.shape[source_axis(name)] for name, value in feeds.items() if source_axis(name) is not None)
+    padded = to_source_length(feeds, next(t.shape[source_axis(t.name)] for t in full.inputs
+                                          if source_axis(t.name) is not None))
 
     def run(session, names):
         return to_source_length(dict(zip(names, session.run(names, padded), strict=True)), length)

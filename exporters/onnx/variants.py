@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mt5lite.contract import GraphSpec
+from mt5lite.contract import GraphSpec, layer_input
 
 #: A graph at another shape must match the graph it comes from to this (max |diff| <= atol + rtol x max
 #: |reference|): GEMM kernels for other row counts may sum in another order (weight-int8 on the demo model: 2.4e-6,
@@ -145,7 +145,8 @@ def random_feeds(spec: GraphSpec, seed: int = 0) -> dict[str, np.ndarray]:
             lengths = rng.integers(1, shape[1] + 1, size=(shape[0], 1))
             feeds[tensor.name] = (np.arange(shape[1]) < lengths).astype(np.int64)
         elif tensor.name == "position":
-            feeds[tensor.name] = np.array([spec.tensors["self_k_cache"].shape[3] // 2], dtype=np.int64)
+            cache = spec.tensors[layer_input("self_k_cache", 0)]  # [B,H,T_max,d_kv]
+            feeds[tensor.name] = np.array([cache.shape[2] // 2], dtype=np.int64)
         else:
             feeds[tensor.name] = rng.standard_normal(shape).astype(np.float32)
     return feeds

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mt5lite.checked import Checked
-from mt5lite.contract import DECODER_OUTPUTS, encoder_feeds
+from mt5lite.contract import DECODER_OUTPUTS, encoder_feeds, graph_feeds
 from mt5lite.data import CALIBRATION_SENTENCES, Sentence
 from mt5lite.errors import InputError
 
@@ -63,18 +63,25 @@ def draw_samples(sentences: list[Sentence], count: int, seed: int = 0, source: s
 
 class FeedReader:
     """A sequence of feed dicts (a list, or a ``FeedStore`` on disk) as ONNX Runtime's ``CalibrationDataReader``
-    (``get_next``, ``rewind``)."""
+    (``get_next``, ``rewind``): the contract's feeds, or with ``inputs`` the feeds of a graph with those inputs
+    (``mt5lite.contract.graph_feeds``: the decoder step's stacked tensors one layer per input)."""
 
-    def __init__(self, feeds):
+    def __init__(self, feeds, inputs: tuple[str, ...] | None = None):
         self.feeds = feeds
+        self.inputs = inputs
         self._next = 0
+
+    def for_graph(self, inputs) -> FeedReader:
+        """The same feeds as a graph whose inputs are ``inputs`` takes them."""
+        return FeedReader(self.feeds, tuple(inputs))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         """The next feed dict, or None at the end."""
         if self._next >= len(self.feeds):
             return None
         self._next += 1
-        return self.feeds[self._next - 1]
+        feed = self.feeds[self._next - 1]
+        return feed if self.inputs is None else graph_feeds(self.inputs, feed)
 
     def rewind(self) -> None:
         """Start again from the first feed."""

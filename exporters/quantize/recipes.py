@@ -249,10 +249,13 @@ def _static_int8(source: Path, target: Path, model, config: QuantizeConfig, feed
     method = {Method.MINMAX: CalibrationMethod.MinMax, Method.ENTROPY: CalibrationMethod.Entropy,
               Method.PERCENTILE: CalibrationMethod.Percentile}[Method(config.method)]
 
+    weights = {t.name for t in model.graph.initializer}
+    reader = feeds.for_graph(i.name for i in model.graph.input if i.name not in weights)
+
     def run(nodes: list[str], ops: list[str], out: Path) -> None:
-        feeds.rewind()
+        reader.rewind()
         quantize_static(
-            str(source), str(out), feeds,
+            str(source), str(out), reader,
             quant_format=QuantFormat.QDQ if Format(config.format) is Format.QDQ else QuantFormat.QOperator,
             op_types_to_quantize=ops, per_channel=config.per_channel, reduce_range=False,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mt5lite.contract import graph_feeds
 from mt5lite.exporters.tflite.onnx_to_tf import ConversionError
 
 #: Float constants at or below this are attention masks (the graphs use -1e9 and float32's lowest).
@@ -97,7 +98,9 @@ def int8_mask_value(onnx_path: str | Path, feeds, tolerance: float = LEAK_TOLERA
     if not any(True for _ in _mask_tensors(model, str(onnx_path.parent))):
         return {"value": None, "bound": None, "softmax_rows": 0, "masked_rows": 0, "tolerance": tolerance}
     exported, names = _softmax_inputs(model, onnx_path.parent)
-    masks = [[np.packbits(scores <= MASK_CONSTANT_THRESHOLD / 2, axis=-1) for scores in exported.run(names, feed)]
+    inputs = [i.name for i in exported.get_inputs()]
+    masks = [[np.packbits(scores <= MASK_CONSTANT_THRESHOLD / 2, axis=-1)
+              for scores in exported.run(names, graph_feeds(inputs, feed))]
              for feed in feeds]  # the keys the constants mask
     del exported
     with_mask_value(model, 0.0, str(onnx_path.parent))
@@ -105,7 +108,7 @@ def int8_mask_value(onnx_path: str | Path, feeds, tolerance: float = LEAK_TOLERA
     bound, rows, masked_rows = np.inf, 0, 0
     log_ratio = np.log(tolerance / (1.0 - tolerance))
     for index, feed in enumerate(feeds):
-        for packed, own in zip(masks[index], zeroed.run(names, feed), strict=True):
+        for packed, own in zip(masks[index], zeroed.run(names, graph_feeds(inputs, feed)), strict=True):
             masked = np.unpackbits(packed, axis=-1, count=own.shape[-1]).astype(bool)
             counted = masked.any(axis=-1) & (~masked).any(axis=-1)
             rows += int(counted.size)

@@ -69,7 +69,7 @@ def _representative_data(spec: WorkerSpec):
     """The calibration feeds of every graph, tagged with its signature key (the converter's multi-signature
     form). A further graph gets only the first few of its kind's feeds, each row repeated to its batch and cut to
     its source length: its ranges are its kind's, copied after calibration (``batched_ranges.share_ranges``)."""
-    from mt5lite.contract import to_source_length
+    from mt5lite.contract import graph_feeds, to_source_length
     from mt5lite.exporters.quantize.calibration import FeedStore
 
     names = {role: [t.name for t in graph.inputs] for role, graph in spec.graphs.items()}
@@ -77,7 +77,8 @@ def _representative_data(spec: WorkerSpec):
         for index, feed in enumerate(FeedStore(graph.calibration)):
             if not graph.base and index >= BATCHED_CALIBRATION_FEEDS:
                 break
-            feed = {name: repeat_rows(feed[name], name, graph.batch) for name in names[role]}
+            feed = {name: repeat_rows(value, name, graph.batch)
+                    for name, value in graph_feeds(names[role], feed).items()}
             yield role, feed if graph.source is None else to_source_length(feed, graph.source)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mt5lite.contract import ROLES
+from mt5lite.contract import ROLES, graph_feeds
 from mt5lite.exporters.onnx.probe import load_with_weights, probe_session
 from mt5lite.exporters.quantize.outliers.smoothing import Graph
 from mt5lite.exporters.quantize.outliers.step import SmoothedGraphs, check_fold, sampled_runs, write_graphs
@@ -65,9 +65,9 @@ def residual_peak(files: dict[str, Path], feeds: dict, runs: int = PEAK_RUNS) ->
         model = onnx.load(str(files[role]), load_external_data=False)
         names = stream_tensors(Graph(role, model))
         session = probe_session(model, files[role].parent, names)
-        inputs = {i.name for i in session.get_inputs()}
+        inputs = [i.name for i in session.get_inputs()]
         for index in sampled_runs(feeds[role], runs):
-            feed = {k: v for k, v in feeds[role][index].items() if k in inputs}
+            feed = graph_feeds(inputs, feeds[role][index])
             peak = max([peak] + [float(np.abs(v).max()) for v in session.run(names, feed)])
     return peak
 

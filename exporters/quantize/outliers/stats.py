@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mt5lite.contract import graph_feeds
+
 #: Rows kept per tensor for error measurements (mt5-small's widest activation: 1,024 channels, 2 MB).
 SAMPLE_ROWS = 512
 
@@ -84,11 +86,11 @@ def collect_stats(onnx_path: str | Path, names: list[str], feeds, transform=None
 
     onnx_path = Path(onnx_path)
     session = probe_session(onnx.load(str(onnx_path), load_external_data=False), onnx_path.parent, names)
-    inputs = {i.name for i in session.get_inputs()}
+    inputs = [i.name for i in session.get_inputs()]
     found = StatsAccumulator(len(feeds), rows, seed)
     for index in range(len(feeds)):
         feed = feeds[index] if transform is None else transform(feeds[index])
-        values = session.run(names, {k: v for k, v in feed.items() if k in inputs})
+        values = session.run(names, graph_feeds(inputs, feed))
         for name, value in zip(names, values, strict=True):
             found.add(name, value)
     return found.finish()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mt5lite.contract import ROLES
+from mt5lite.contract import ROLES, graph_feeds
 from mt5lite.errors import ParityError
 from mt5lite.exporters.onnx.probe import load_with_weights
 from mt5lite.exporters.quantize.outliers.rotation import choose_rotation, normalized_inputs, random_rotation, rotate
@@ -227,10 +227,10 @@ def check_fold(files: dict[str, Path], smoothed: SmoothedGraphs, feeds: dict, ru
     for role in ROLES:
         original = ort.InferenceSession(str(files[role]), providers=["CPUExecutionProvider"])
         folded = ort.InferenceSession(str(smoothed.files[role]), providers=["CPUExecutionProvider"])
-        names = [o.name for o in original.get_outputs()]
+        names, inputs = [o.name for o in original.get_outputs()], [i.name for i in original.get_inputs()]
         for index in sampled_runs(feeds[role], runs):
             feed = feeds[role][index]
-            check.add(dict(zip(names, original.run(names, feed), strict=True)),
-                      dict(zip(names, folded.run(names, rescale_states(feed, smoothed.scales)), strict=True)),
-                      smoothed.scales)
+            rescaled = graph_feeds(inputs, rescale_states(feed, smoothed.scales))
+            check.add(dict(zip(names, original.run(names, graph_feeds(inputs, feed)), strict=True)),
+                      dict(zip(names, folded.run(names, rescaled), strict=True)), smoothed.scales)
     return check.verdict()

@@ -69,7 +69,7 @@ def run_graphs(model, feeds: dict, max_target_length: int, runs: int | None = No
     decoder feeds rescaled by ``scales`` (``cross_scale``, ``output_rotation``: ``EncoderGraph``'s)."""
     import torch
 
-    from mt5lite.contract import NAMES
+    from mt5lite.contract import graph_feeds, graph_names
     from mt5lite.exporters.graphs import DecoderStepGraph, EncoderGraph
     from mt5lite.exporters.quantize.outliers.step import sampled_runs
 
@@ -78,9 +78,9 @@ def run_graphs(model, feeds: dict, max_target_length: int, runs: int | None = No
     found = []
     with torch.no_grad():
         for role, graph in graphs.items():
-            inputs, outputs = NAMES[role]
+            inputs, outputs = graph_names(role, model.config.num_decoder_layers)
             for index in range(len(feeds[role])) if runs is None else sampled_runs(feeds[role], runs):
-                feed = rescale_states(feeds[role][index], scales or {})
+                feed = graph_feeds(inputs, rescale_states(feeds[role][index], scales or {}))
                 values = graph(*[torch.from_numpy(np.ascontiguousarray(feed[name])) for name in inputs])
                 found.append({name: v.numpy() for name, v in zip(outputs, values, strict=True)})
     return found

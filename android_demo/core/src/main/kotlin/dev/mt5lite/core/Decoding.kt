@@ -17,23 +17,27 @@ class DecodingOptions(
     }
 }
 
-/** One input's encoder results that every decoder step reads: its mask and the cross-attention K/V, per row. */
-class Encoded(val mask: Tensor, val crossK: Tensor, val crossV: Tensor) {
+/**
+ * One input's encoder results that every decoder step reads: its mask and the cross-attention K/V, one `[B,H,S,d_kv]`
+ * tensor per decoder layer, as the decoder step takes them (`cross_k_0`, ...).
+ */
+class Encoded(val mask: Tensor, val crossK: List<Tensor>, val crossV: List<Tensor>) {
     /** The same input repeated to [times] rows (the beams of beam search share it). */
     fun repeated(times: Int): Encoded = select(IntArray(times))
 
     /** These [rows] of the batch. */
     fun select(rows: IntArray): Encoded =
-        Encoded(mask.selectRows(0, rows), crossK.selectRows(1, rows), crossV.selectRows(1, rows))
+        Encoded(mask.selectRows(0, rows), crossK.map { it.selectRows(0, rows) }, crossV.map { it.selectRows(0, rows) })
 }
 
 /**
- * The fixed-size self-attention cache, `[L,B,H,T_max,d_kv]` for K and for V (a row per hypothesis), as the
- * manifest shapes it. The host writes each step's K/V at its position (the contract has no growing concat).
+ * The fixed-size self-attention cache, `[B,H,T_max,d_kv]` per decoder layer for K and for V (a row per hypothesis),
+ * as the decoder step takes it (`self_k_cache_0`, ...). The host writes each step's K/V at its position (the
+ * contract has no growing concat).
  */
-class KvCache(val k: Tensor, val v: Tensor) {
+class KvCache(val k: List<Tensor>, val v: List<Tensor>) {
     /** The cache of these [rows], copied (beam search: each new beam continues the beam it came from). */
-    fun select(rows: IntArray): KvCache = KvCache(k.selectRows(1, rows), v.selectRows(1, rows))
+    fun select(rows: IntArray): KvCache = KvCache(k.map { it.selectRows(0, rows) }, v.map { it.selectRows(0, rows) })
 
     /** Write a step's `new_self_k`/`new_self_v` (`[L,b,H,1,d_kv]`) at [position] into rows [firstRow] onward. */
     fun write(position: Int, newK: Tensor, newV: Tensor, firstRow: Int = 0) {
@@ -41,16 +45,16 @@ class KvCache(val k: Tensor, val v: Tensor) {
         put(v, newV, position, firstRow)
     }
 
-    private fun put(cache: Tensor, new: Tensor, position: Int, firstRow: Int) {
-        val (layers, rows, heads, steps) = listOf(cache.shape[0], cache.shape[1], cache.shape[2], cache.shape[3])
-        val (newRows, dkv) = Pair(new.shape[1], cache.shape[4])
-        val target = cache.floatData()
+    private fun put(cache: List<Tensor>, new: Tensor, position: Int, firstRow: Int) {
+        val (newRows, heads, dkv) = Triple(new.shape[1], new.shape[2], new.shape[4])
         val source = new.floatData()
-        for (l in 0 until layers) {
+        for ((l, layer) in cache.withIndex()) {
+            val target = layer.floatData()
+            val steps = layer.shape[2]
             for (r in 0 until newRows) {
                 for (h in 0 until heads) {
                     val from = ((l * newRows + r) * heads + h) * dkv
-                    val to = (((l * rows + firstRow + r) * heads + h) * steps + position) * dkv
+                    val to = (((firstRow + r) * heads + h) * steps + position) * dkv
                     System.arraycopy(source, from, target, to, dkv)
                 }
             }
@@ -67,7 +71,8 @@ class KvCache(val k: Tensor, val v: Tensor) {
  * encoder run and every step is kept for the app to show.
  */
 class Stepper(private val graphs: (String) -> Graph, private val manifest: Manifest) {
-    private val cacheShape = manifest.graphs.getValue("decoder").inputs.first { it.name == "self_k_cache" }.shape
+    private val cacheShape = manifest.graphs.getValue("decoder").inputs.first { it.name == "self_k_cache_0" }.shape
+    private val layers = manifest.graphs.getValue("decoder").inputs.count { it.name.startsWith("self_k_cache_") }
 
     /** The vocabulary width of the logits (embedding rows). */
     val vocabSize: Int = manifest.vocabSize
@@ -89,13 +94,14 @@ class Stepper(private val graphs: (String) -> Graph, private val manifest: Manif
         val out = graphs(manifest.roleAt("encoder", 1, ids.size))
             .run(mapOf("input_ids" to Tensor.of(shape, ids), "attention_mask" to Tensor.of(shape, mask)))
         encodeMillis.add((System.nanoTime() - started) / 1e6)
-        return Encoded(Tensor.of(shape, mask), output(out, "cross_k"), output(out, "cross_v"))
+        return Encoded(Tensor.of(shape, mask), output(out, "cross_k").layers(), output(out, "cross_v").layers())
     }
 
     /** An empty cache of [rows] rows. */
     fun newCache(rows: Int = 1): KvCache {
-        val shape = cacheShape.copyOf().also { it[1] = rows }
-        return KvCache(Tensor.zeros(shape, Tensor.DType.FLOAT32), Tensor.zeros(shape, Tensor.DType.FLOAT32))
+        val shape = cacheShape.copyOf().also { it[0] = rows }
+        return KvCache(List(layers) { Tensor.zeros(shape, Tensor.DType.FLOAT32) },
+            List(layers) { Tensor.zeros(shape, Tensor.DType.FLOAT32) })
     }
 
     /** Run one step of every row: [tokens] at [position]; writes their K/V into [cache]; returns each row's logits. */
@@ -108,11 +114,16 @@ class Stepper(private val graphs: (String) -> Graph, private val manifest: Manif
             val size = manifest.decoderBatches.keys.filter { it <= rows - start }.max() ?: 1
             val part = IntArray(size) { start + it }
             val (rowsOf, cacheOf) = if (size == rows) Pair(encoded, cache) else Pair(encoded.select(part), cache.select(part))
-            val feeds = mapOf(
+            val feeds = HashMap(mapOf(
                 "decoder_input_ids" to Tensor.of(intArrayOf(size, 1), LongArray(size) { tokens[start + it] }),
                 "position" to Tensor.of(intArrayOf(1), longArrayOf(position.toLong())),
-                "encoder_attention_mask" to rowsOf.mask, "cross_k" to rowsOf.crossK, "cross_v" to rowsOf.crossV,
-                "self_k_cache" to cacheOf.k, "self_v_cache" to cacheOf.v)
+                "encoder_attention_mask" to rowsOf.mask))
+            for (l in 0 until layers) {  // one input per layer: the graph never copies a layer out of a stacked cache
+                feeds["cross_k_$l"] = rowsOf.crossK[l]
+                feeds["cross_v_$l"] = rowsOf.crossV[l]
+                feeds["self_k_cache_$l"] = cacheOf.k[l]
+                feeds["self_v_cache_$l"] = cacheOf.v[l]
+            }
             val out = graphs(manifest.roleAt("decoder", size, encoded.mask.shape[1])).run(feeds)
             cache.write(position, output(out, "new_self_k"), output(out, "new_self_v"), start)
             val flat = output(out, "logits").floatData()

@@ -59,12 +59,16 @@ class Manifest private constructor(
     companion object {
         const val NAME = "manifest.json"
         const val FORMAT = "mt5lite-export"
-        const val FORMAT_VERSION = 3L
+        const val FORMAT_VERSION = 4L
         val ENCODER_INPUTS = listOf("input_ids", "attention_mask")
         val ENCODER_OUTPUTS = listOf("encoder_hidden_states", "cross_k", "cross_v")
-        val DECODER_INPUTS = listOf("decoder_input_ids", "position", "encoder_attention_mask", "cross_k", "cross_v",
-            "self_k_cache", "self_v_cache")
+        /** The decoder step's stacked tensors, which it takes one layer per input: `cross_k_0` ... `cross_k_{L-1}`. */
+        val LAYERED = listOf("cross_k", "cross_v", "self_k_cache", "self_v_cache")
         val DECODER_OUTPUTS = listOf("logits", "new_self_k", "new_self_v")
+
+        /** The decoder step's input names over [layers] decoder layers (`mt5lite.contract.graph_names`). */
+        fun decoderInputs(layers: Int): List<String> = listOf("decoder_input_ids", "position", "encoder_attention_mask") +
+            LAYERED.flatMap { name -> (0 until layers).map { "${name}_$it" } }
         /**
          * A graph's role: `encoder`, `decoder`, and a static export's further graphs of the same weights: `decoder_b4`
          * runs 4 rows (beams) in one call, `encoder_s16` and `decoder_s16` take 16 source positions, `decoder_b4_s16`
@@ -118,17 +122,18 @@ class Manifest private constructor(
                         "encoder_sN, decoder_sN and decoder_bN_sN)")
                     continue@graphs
                 }
-                val (inputs, outputs) = if (parsed.kind == "encoder") Pair(ENCODER_INPUTS, ENCODER_OUTPUTS)
-                    else Pair(DECODER_INPUTS, DECODER_OUTPUTS)
                 if (graph !is Map<*, *>) continue
                 val spec = graphSpec(role, graph, path)
+                val layers = spec.inputs.count { it.name.startsWith("cross_k_") }
+                val (inputs, outputs) = if (parsed.kind == "encoder") Pair(ENCODER_INPUTS, ENCODER_OUTPUTS)
+                    else Pair(decoderInputs(layers), DECODER_OUTPUTS)
                 if (spec.file !in files) problems.add("graphs.$role: file ${spec.file} is not listed in files")
                 if (spec.inputs.map { it.name }.sorted() != inputs.sorted() ||
                     spec.outputs.map { it.name }.sorted() != outputs.sorted()) {
                     problems.add("graphs.$role: tensor names are not the contract's")
                 }
                 val batch = spec.inputs.firstOrNull { it.name == "decoder_input_ids" }?.shape?.get(0)
-                if (inputs == DECODER_INPUTS && batch != null && batch != parsed.batch) {
+                if (parsed.kind == "decoder" && batch != null && batch != parsed.batch) {
                     problems.add("graphs.$role: decoder_input_ids has batch $batch, not ${parsed.batch}")
                 }
                 val mask = spec.inputs.firstOrNull { it.name.endsWith("attention_mask") }?.shape?.get(1)

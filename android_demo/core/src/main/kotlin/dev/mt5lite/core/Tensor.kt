@@ -36,6 +36,16 @@ class Tensor private constructor(val dtype: DType, val shape: IntArray, val floa
         return if (target is FloatArray) of(newShape, target) else of(newShape, target as LongArray)
     }
 
+    /** Each index along the first axis as a tensor of its own (copied): a stacked `[L,...]` tensor's layers. */
+    fun layers(): List<Tensor> {
+        val inner = shape.copyOfRange(1, shape.size)
+        val count = elementCount(inner)
+        return List(shape[0]) { l ->
+            if (floats != null) of(inner, floats.copyOfRange(l * count, (l + 1) * count))
+            else of(inner, longData().copyOfRange(l * count, (l + 1) * count))
+        }
+    }
+
     companion object {
         fun elementCount(shape: IntArray): Int = shape.fold(1) { acc, d -> acc * d }
 

@@ -47,8 +47,9 @@ class DecodingParityTest {
                 if (token != call["token"] || position != call["position"]) {
                     problems.add("step $next: token $token at $position, Python fed ${call["token"]} at ${call["position"]}")
                 }
-                for (name in listOf("k", "v")) {
-                    val sum = positionWeightedSum(inputs.getValue("self_${name}_cache").selectRows(1, intArrayOf(row)))
+                for (name in listOf("k", "v")) {  // over every layer's input, as Python sums the stacked cache
+                    val sum = inputs.filterKeys { it.startsWith("self_${name}_cache_") }.values
+                        .sumByDouble { positionWeightedSum(it.selectRows(0, intArrayOf(row))) }
                     val expected = call["${name}_sum"] as Double
                     if (Math.abs(sum - expected) > 1e-4 * (1.0 + Math.abs(expected))) {
                         problems.add("step $next: self_${name}_cache sums to $sum, Python's to $expected")
@@ -72,10 +73,10 @@ class DecodingParityTest {
         }
     }
 
-    /** Each cache value weighted by its position + 1, as the Python side sums it (`[L,1,H,T,d_kv]`). */
+    /** Each value of one layer's cache weighted by its position + 1, as the Python side sums it (`[1,H,T,d_kv]`). */
     private fun positionWeightedSum(cache: Tensor): Double {
-        val steps = cache.shape[3]
-        val dkv = cache.shape[4]
+        val steps = cache.shape[2]
+        val dkv = cache.shape[3]
         val data = cache.floatData()
         var sum = 0.0
         for (i in data.indices) sum += data[i].toDouble() * ((i / dkv) % steps + 1)

@@ -73,8 +73,8 @@ class ManifestTest {
         val dir = copy()
         val manifest = File(dir, "manifest.json")
         val text = manifest.readText()
-        manifest.writeText(text.replace("\"format_version\": 3", "\"format_version\": 2"))
-        refused(dir, "this app reads 'mt5lite-export' version 3; re-export the model")
+        manifest.writeText(text.replace("\"format_version\": 4", "\"format_version\": 3"))
+        refused(dir, "this app reads 'mt5lite-export' version 4; re-export the model")
         manifest.writeText(text.substring(0, text.length / 2))
         refused(dir, "not valid JSON")
         val edits = listOf(  // what is replaced in manifest.json -> by what -> what the refusal says
