@@ -42,8 +42,10 @@ def main(argv: list[str]) -> int:
     os.dup2(2, 1)  # whatever the libraries print goes to stderr
     os.environ.setdefault("USE_TF", "0")
     from benchmarks.bench_systems import SYSTEMS, reason
+    from mt5lite.runtimes.generators import claim_process
 
     try:
+        claim_process(Path(artifact), int(threads))  # an mt5lite export: this process runs nothing else
         runner = SYSTEMS[name].load(Path(artifact), int(threads))
     except Exception as exc:  # any library's failure to load: one line back to the driver
         answers.write(json.dumps({"error": reason(exc)}) + "\n")

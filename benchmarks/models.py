@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,10 +18,20 @@ from pathlib import Path
 from mt5lite.paths import DEMO_MODEL
 
 
+def _finished(path: Path) -> bool:
+    """Whether ``path`` holds a finished export this version of the runtimes reads (its ``manifest.json`` of this
+    format version), or a finished checkpoint (its ``compress_report.json``)."""
+    from mt5lite.manifest import FORMAT_VERSION, MANIFEST_NAME
+
+    if (path / MANIFEST_NAME).is_file():
+        return json.loads((path / MANIFEST_NAME).read_text(encoding="utf-8")).get("format_version") == FORMAT_VERSION
+    return (path / "compress_report.json").is_file()
+
+
 def once(path: Path, make: Callable[[Path], object]) -> Path:
-    """``make(path)`` unless ``path`` already holds a finished export or checkpoint (its ``manifest.json`` or
-    ``compress_report.json``); prints how long a build took."""
-    if not ((path / "manifest.json").is_file() or (path / "compress_report.json").is_file()):
+    """``make(path)`` unless ``path`` already holds a finished export or checkpoint (``_finished``: an export of an
+    older format is made again); prints how long a build took."""
+    if not _finished(path):
         started = time.perf_counter()
         make(path)
         print(f"{path.name}: {time.perf_counter() - started:.0f} s")

@@ -108,12 +108,13 @@ def uncovered_warning(missing: int, characters: int) -> str | None:
 def cmd_generate(args: argparse.Namespace) -> int:
     """Generate text for each input: with ONNX Runtime when --model is an export directory (it has a
     manifest.json), with the PyTorch reference when it is a Hugging Face checkpoint."""
-    from mt5lite.runtimes.generators import open_generator
+    from mt5lite.runtimes.generators import claim_process, open_generator
     from mt5lite.runtimes.tokenizer import Overflow
 
     texts = _read_inputs(args)
     options = _decoding_options(args)
     overflow = Overflow.TRUNCATE if args.truncate else Overflow.ERROR
+    claim_process(args.model, args.threads)  # this command runs nothing but the model
     generator = open_generator(args.model, args.allow_pickle, args.threads, args.max_source_length)
     warning = uncovered_warning(*generator.tokenizer.uncovered(texts))
     if warning:
@@ -376,12 +377,14 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a checkpoint or an export on a held-out set with references and write the report."""
     from mt5lite.data import read_task_pairs
+    from mt5lite.runtimes.generators import claim_process
     from mt5lite.verification.evaluation import evaluate_model, write_evaluation_report
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     options = _decoding_options(args)
     pairs = read_task_pairs(args.data)
+    claim_process(args.model, args.threads)  # this command runs nothing but the model
     report = evaluate_model(args.model, pairs, options, allow_pickle=args.allow_pickle, threads=args.threads,
                             batch_size=args.batch_size, progress=True)
     report["data"] = str(args.data)

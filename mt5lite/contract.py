@@ -16,6 +16,7 @@ refuse an export whose graphs name their tensors otherwise.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -113,6 +114,7 @@ def layer_input(name: str, layer: int) -> str:
     return f"{name}_{layer}"
 
 
+@functools.lru_cache(maxsize=1024)
 def split_layer(name: str) -> tuple[str, int | None]:
     """The stacked tensor a graph's tensor ``name`` is one layer of, and the layer (``cross_k_3`` -> ``cross_k``,
     3); any other name is itself, with layer None."""

@@ -21,11 +21,15 @@ class Engine:
     generator: str  # the ``ExportGenerator`` subclass
     install: str  # what to pip install for it
     label: str  # its name in messages
+    # "module:function", called with the thread count by a process that runs nothing but exports, before it opens
+    # one (``claim_process``): ONNX Runtime's global thread pools
+    process_setup: str | None = None
 
 
 #: Every engine a manifest may name (``Manifest.engine``).
 ENGINES: Registry[Engine] = Registry("engine", {
-    "onnxruntime": Engine("mt5lite.runtimes.onnx_runtime", "OnnxGenerator", "mt5lite", "ONNX Runtime"),
+    "onnxruntime": Engine("mt5lite.runtimes.onnx_runtime", "OnnxGenerator", "mt5lite", "ONNX Runtime",
+                          "mt5lite.runtimes.ort_threads:share_global_pools"),
     "litert": Engine("mt5lite.runtimes.litert", "LiteRTGenerator", "mt5lite[litert]", "LiteRT"),
     "executorch": Engine("mt5lite.runtimes.executorch_runtime", "ExecutorchGenerator", "mt5lite[executorch]",
                          "ExecuTorch"),
@@ -48,6 +52,19 @@ def open_export(export_dir: str | os.PathLike, threads: int | None = None, row_b
     engine = engine_for(load_manifest(export_dir, verify_hashes=False), export_dir)
     generator = getattr(importlib.import_module(engine.module), engine.generator)
     return generator(export_dir, threads=threads, row_by_row=row_by_row, full_length=full_length)
+
+
+def claim_process(model_dir: str | os.PathLike, threads: int | None = None) -> None:
+    """Set this process up for running the export in ``model_dir`` with ``threads`` threads, as its engine wants a
+    process that runs nothing but exports (``Engine.process_setup``: ONNX Runtime's global thread pools, so its
+    sessions stop waking their workers from sleep at every node); nothing for a checkpoint. Call it before opening
+    the export, and only in such a process."""
+    if not (Path(model_dir) / MANIFEST_NAME).is_file():
+        return
+    setup = engine_for(load_manifest(model_dir, verify_hashes=False), model_dir).process_setup
+    if setup:
+        module, function = setup.split(":")
+        getattr(importlib.import_module(module), function)(threads)
 
 
 def open_generator(model_dir: str | os.PathLike, allow_pickle: bool = False, threads: int | None = None,

@@ -21,6 +21,7 @@ from mt5lite.errors import ModelFileError, first_line
 from mt5lite.manifest import MANIFEST_NAME, Manifest, inside, lfs_hint
 from mt5lite.runtimes.cpu import arm64_features, missing_features
 from mt5lite.runtimes.export_generator import ExportGenerator, GraphBackend
+from mt5lite.runtimes.ort_threads import session_options
 
 #: ONNX Runtime's type names -> the manifest's dtypes.
 ONNX_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(float16)": "float16",
@@ -76,20 +77,8 @@ class OnnxBackend(GraphBackend):
     itself."""
 
     def __init__(self, export_dir: str | os.PathLike, manifest: Manifest, threads: int | None = None):
-        import onnxruntime as ort
-
         self.root, self.manifest, self.specs = Path(export_dir), manifest, manifest.graphs
-        self.options = options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        # An export runs several sessions in turn (the encoder, then a step graph per batch and source length), each
-        # with its own thread pool. Spinning workers of one session hold the cores the next one needs: on 2 cores the
-        # encoder then the first step took 25 + 16 ms spinning against 15 + 10 ms not, while a session running step
-        # after step decodes no slower without spinning (mt5-small shape, static int8).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
+        self.options = session_options(threads)
         if warning := slow_kernel_warning(manifest, arm64_features()):
             warnings.warn(warning, stacklevel=2)
         self.sessions, self.paths = {}, {}
