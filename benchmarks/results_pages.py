@@ -34,6 +34,9 @@ PAGES = {
     "device-speed": ("build/reports/device-speed.json", "make device-speed",
                      "benchmarks.experiments.device_speed:markdown",
                      "Beams and short inputs on static exports, mt5-small's shape"),
+    "device-speed-trimmed": ("build/reports/device-speed-trimmed.json", "make device-speed",
+                             "benchmarks.experiments.device_speed:markdown",
+                             "Beams and short inputs on static exports, mt5-small's shape trimmed"),
 }
 
 

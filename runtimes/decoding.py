@@ -116,33 +116,45 @@ class _Finished:
 
 #: ``_topk`` bounds the k-th largest value of a row by the maxima of blocks of this many values.
 TOPK_BLOCK = 256
+#: Rows at most this wide are sorted whole by ``_topk`` (beam search's candidates: beams x 2 beams).
+TOPK_SORTED = 64
 
 
 def _topk(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` along the last axis, largest first (ties: lower index first), as a full stable sort orders them.
-    Beam search picks 8 of each beam's logits (mT5: 250k) at every step, so a long row is not sorted:
-    the k-th largest of its blocks' maxima is at most its k-th largest value (k blocks hold a value that large),
-    and only the values at least that large, in index order, are sorted. They lie in the blocks whose maximum
-    reaches it (and the tail after the last whole block), so only those are read again."""
+    Beam search picks 8 of each beam's logits (mT5: 250k; trimmed, a few thousand) at every step, so a row is not
+    sorted: only the values at least as large as a bound on its k-th largest value, in index order, are. A long
+    row's bound is the k-th largest of its blocks' maxima (k blocks hold a value that large), and only the blocks
+    whose maximum reaches it (and the tail after the last whole block) are read again; a shorter row's bound is its
+    k-th largest value itself (a partition, not a sort: a stable sort of 4 beams x 4.5k logits took 0.22 ms)."""
     width = values.shape[-1]
-    blocks = width // TOPK_BLOCK
-    if blocks < 4 * k:  # short rows: sort them
+    if width <= TOPK_SORTED:  # short rows: sort them
         order = np.argsort(-values, axis=-1, kind="stable")[..., :k]
         return np.take_along_axis(values, order, axis=-1), order
     rows = values.reshape(-1, width)
-    maxima = rows[:, : blocks * TOPK_BLOCK].reshape(len(rows), blocks, TOPK_BLOCK).max(axis=-1)
-    bounds = np.partition(maxima, blocks - k, axis=-1)[:, blocks - k]
-    tail = np.arange(blocks * TOPK_BLOCK, width)  # the values after the last whole block
+    blocks = width // TOPK_BLOCK
+    if blocks < 4 * k:
+        bounds = np.partition(rows, width - k, axis=-1)[:, width - k]
+        found = (np.flatnonzero(row >= bound) for row, bound in zip(rows, bounds, strict=True))
+    else:
+        maxima = rows[:, : blocks * TOPK_BLOCK].reshape(len(rows), blocks, TOPK_BLOCK).max(axis=-1)
+        bounds = np.partition(maxima, blocks - k, axis=-1)[:, blocks - k]
+        tail = np.arange(blocks * TOPK_BLOCK, width)  # the values after the last whole block
+        found = (_reaching(row, bound, np.flatnonzero(row_maxima >= bound), tail)
+                 for row, bound, row_maxima in zip(rows, bounds, maxima, strict=True))
     order = np.empty((len(rows), k), dtype=np.int64)
-    for row, (row_values, bound) in enumerate(zip(rows, bounds, strict=True)):
-        # Only blocks whose maximum reaches the bound hold such values: scan those, in ascending index order so
-        # that ties keep index order.
-        reached = np.flatnonzero(maxima[row] >= bound)
-        candidates = np.concatenate([(reached[:, None] * TOPK_BLOCK + np.arange(TOPK_BLOCK)).ravel(), tail])
-        candidates = candidates[row_values[candidates] >= bound]
+    for row, (row_values, candidates) in enumerate(zip(rows, found, strict=True)):
+        # candidates in ascending index order, so that the stable sort keeps ties in index order
         order[row] = candidates[np.argsort(-row_values[candidates], kind="stable")[:k]]
     order = order.reshape(values.shape[:-1] + (k,))
     return np.take_along_axis(values, order, axis=-1), order
+
+
+def _reaching(row: np.ndarray, bound, blocks: np.ndarray, tail: np.ndarray) -> np.ndarray:
+    """The indices of ``row``'s values at least ``bound``, in ascending order, read only in ``blocks`` (of
+    ``TOPK_BLOCK`` values) and the ``tail`` after the last whole block."""
+    candidates = np.concatenate([(blocks[:, None] * TOPK_BLOCK + np.arange(TOPK_BLOCK)).ravel(), tail])
+    return candidates[row[candidates] >= bound]
 
 
 def _beam_candidates(logits: np.ndarray, running_scores: np.ndarray, suppressed: np.ndarray, keep: int

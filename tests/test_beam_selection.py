@@ -21,13 +21,15 @@ def _rows(rng: np.random.Generator, shape: tuple[int, ...], ties: bool) -> np.nd
     return (rng.standard_normal(shape) * 3).astype(np.float32)
 
 
-@pytest.mark.parametrize("width", [300, 40 * TOPK_BLOCK, 40 * TOPK_BLOCK + 77])
+# sorted whole, bounded by a partition (a trimmed vocabulary: 4,608 rows), bounded by blocks' maxima
+@pytest.mark.parametrize("width", [20, 300, 4608, 40 * TOPK_BLOCK, 40 * TOPK_BLOCK + 77])
 @pytest.mark.parametrize("ties", [False, True])
 def test_topk_equals_a_stable_sort(width, ties):
     rng = np.random.default_rng(width)
     for k in (1, 3, 8):
         values = _rows(rng, (3, width), ties)
         values[1, -3:] = 50.0  # the best values of a row in the tail after the last whole block
+        values[2, : width - 5] = -np.inf  # suppressed ids: fewer finite values than some k
         found = _topk(values, k)
         expected = _reference_topk(values, k)
         assert np.array_equal(found[0], expected[0]) and np.array_equal(found[1], expected[1])
