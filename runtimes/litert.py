@@ -38,9 +38,9 @@ class _Signature:
     ``SignatureRunner.__call__`` resizes every input, allocates and copies every input in, each call. An export's
     shapes are static, so this allocates once; and an input given as the same read-only array as in the call before
     is not copied again, nor a view of the same memory (the decoding loop hands its encoder outputs and mask
-    read-only, the same arrays every step: at 4 beams over 128 source positions of mt5-small, 6.3 MB a
-    step). It reads ai-edge-litert's ``SignatureRunner``
-    internals (``_interpreter_wrapper``, ``_inputs``, ``_outputs``, ``_subgraph_index``; the version is pinned)."""
+    read-only, the same arrays every step: at 4 beams over 128 source positions of mt5-small, 6.3 MB a step). It
+    reads ai-edge-litert's ``SignatureRunner`` internals (``_interpreter_wrapper``, ``_inputs``, ``_outputs``,
+    ``_subgraph_index``; the version is pinned)."""
 
     def __init__(self, runner):
         self._wrapper, self._subgraph = runner._interpreter_wrapper, runner._subgraph_index
