@@ -206,6 +206,11 @@ class GraphSpec:
     signature: str | None = None  # LiteRT: the signature of the one .tflite
     method: str | None = None  # ExecuTorch: the method of the one .pte
 
+    @functools.cached_property
+    def input_names(self) -> tuple[str, ...]:
+        """The graph's input names, in order (what ``graph_feeds`` builds its feeds for)."""
+        return tuple(t.name for t in self.inputs)
+
     @property
     def tensors(self) -> dict[str, TensorSpec]:
         """Every tensor by name, inputs then outputs."""

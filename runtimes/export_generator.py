@@ -34,13 +34,13 @@ class GraphBackend(ABC):
     def encode(self, feeds: dict[str, np.ndarray], role: str = "encoder") -> dict[str, np.ndarray]:
         """Run the encoder (graph ``role``: a static export's source-length buckets are ``encoder_sN``); returns
         every output by name (hidden states, cross K/V ``[L,B,H,S,d_kv]``)."""
-        return self._run(role, graph_feeds([t.name for t in self.specs[role].inputs], feeds))
+        return self._run(role, graph_feeds(self.specs[role].input_names, feeds))
 
     def step(self, feeds: dict[str, np.ndarray], role: str = "decoder") -> dict[str, np.ndarray]:
         """Run one decoder step (graph ``role``: a static export's batched steps are ``decoder_bN``) on the
         contract's feeds (the cross K/V and cache stacked; the graph gets each layer's view); returns
         ``logits [B,V]``, ``new_self_k`` and ``new_self_v`` by name."""
-        return self._run(role, graph_feeds([t.name for t in self.specs[role].inputs], feeds))
+        return self._run(role, graph_feeds(self.specs[role].input_names, feeds))
 
 
 class StaticBatches:
