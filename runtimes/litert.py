@@ -90,6 +90,7 @@ class LiteRTBackend(GraphBackend):
                         interpreters[path] = Interpreter(model_path=str(path), num_threads=self.threads)
                     runner = interpreters[path].get_signature_runner(spec.signature)
                     details = {**runner.get_input_details(), **runner.get_output_details()}
+                    signature = _Signature(runner)  # allocates: XNNPACK refuses a bad tensor only here
                 except (ValueError, RuntimeError) as exc:
                     raise ModelFileError(f"{path}: LiteRT cannot load its {spec.signature!r} signature "
                                          f"({first_line(exc)}){lfs_hint(path)}") from None
@@ -99,7 +100,7 @@ class LiteRTBackend(GraphBackend):
                 if problems:
                     raise ModelFileError(f"{path}: its {spec.signature!r} signature does not match "
                                          f"{self.root / MANIFEST_NAME}: " + "; ".join(problems))
-                runners[role] = _Signature(runner)
+                runners[role] = signature
             self._local.runners = runners
         return runners
 
@@ -111,7 +112,6 @@ class LiteRTBackend(GraphBackend):
             path = inside(self.root, self.specs[role].file)
             raise ModelFileError(f"{path}: LiteRT failed running its {self.specs[role].signature!r} signature "
                                  f"({first_line(exc)})") from None
-
 
 
 class LiteRTGenerator(ExportGenerator):
