@@ -16,7 +16,7 @@ from mt5lite.runtimes.onnx_runtime import OnnxGenerator
 from mt5lite.runtimes.options import DecodingOptions
 from mt5lite.runtimes.torch_backend import TorchBackend
 from mt5lite.runtimes.torch_reference import TorchReference
-from mt5lite.verification.teacher_forced import teacher_forced
+from mt5lite.verification.teacher_forced import Differences, teacher_forced
 
 # Ops that TFLite has as builtins (after onnx2tf); no If, Loop or Scan.
 TFLITE_FRIENDLY_OPS = {
@@ -96,6 +96,14 @@ def test_every_cache_position_matches_pytorch_up_to_the_last(tiny_model, tiny_ex
     found = teacher_forced(TorchBackend(model, t_max), generator.stepper, ids, mask, targets, start_id=0)
     assert set(found.max_abs_diff) == {"encoder_hidden_states", "cross_k", "cross_v", "logits"}
     assert max(found.max_abs_diff.values()) <= FP32_ATOL, found.max_abs_diff
+    assert len(found.same_top) == 2 * t_max and found.top_agreement == 1.0 and not found.flip_margins
+
+
+def test_differences_count_the_picks_and_the_reference_margin_at_a_flip():
+    found = Differences()
+    reference = np.array([[0.0, 3.0, 1.0], [2.0, 0.0, 1.5]])
+    found.add_picks(np.array([[0.0, 2.0, 2.5], [2.0, 0.0, 1.0]]), reference)  # row 0 flips to token 2
+    assert found.same_top == [False, True] and found.flip_margins == [2.0] and found.top_agreement == 0.5
 
 
 def test_static_shapes_export(demo_model, tmp_path):

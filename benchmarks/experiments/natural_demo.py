@@ -36,6 +36,8 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.experiments.outliers_demo import build
 from benchmarks.experiments.outliers_demo import row as recipe_row
 from benchmarks.models import once
@@ -232,10 +234,41 @@ def scripts(context: dict) -> dict:
         by_script = defaultdict(list)
         for index, (script, _) in enumerate(rows):
             by_script[script].append(index)
-        result[name] = {script: {"n": len(indices), **{
-            recipe: sum(ids[i] == reference[i] for i in indices) / len(indices) for recipe, ids in candidates.items()}}
+        picks = {recipe: {script: token_picks(onnx, out, [texts[i] for i in indices], [reference[i] for i in indices],
+                                              threads) for script, indices in by_script.items()}
+                 for recipe, out in exports.items()}
+        result[name] = {script: {"n": len(indices), "tokens": len(picks[SCRIPT_RECIPES[0]][script].same_top), **{
+            recipe: sum(ids[i] == reference[i] for i in indices) / len(indices) for recipe, ids in candidates.items()},
+            "per_token": {recipe: round(found[script].top_agreement, 4) for recipe, found in picks.items()},
+            "flip_margin_median": {recipe: _median(found[script].flip_margins) for recipe, found in picks.items()}}
             for script, indices in sorted(by_script.items())}
+        result[name]["all"] = {"n": len(rows), "per_token": {
+            recipe: round(sum(sum(f.same_top) for f in found.values())
+                          / sum(len(f.same_top) for f in found.values()), 4) for recipe, found in picks.items()},
+            "flip_margin_median": {recipe: _median([m for f in found.values() for m in f.flip_margins])
+                                   for recipe, found in picks.items()},
+            **{recipe: sum(ids[i] == reference[i] for i in range(len(rows))) / len(rows)
+               for recipe, ids in candidates.items()}}
     return result
+
+
+def token_picks(reference: Path, candidate: Path, texts: list[str], targets: list[list[int]], threads: int):
+    """Teacher-forced on ``reference``'s greedy ids ``targets``: at every step, whether export ``candidate`` picks
+    the token ``reference`` picks (``teacher_forced.Differences``: ``same_top``, ``flip_margins``)."""
+    from mt5lite.runtimes.generators import open_export
+    from mt5lite.verification.teacher_forced import Differences, teacher_forced
+
+    sides = open_export(reference, threads=threads), open_export(candidate, threads=threads)
+    found = Differences()
+    for start in range(0, len(texts), 32):
+        ids, mask = sides[0].encode_batch(texts[start : start + 32])
+        found.merge(teacher_forced(sides[0].stepper, sides[1].stepper, ids, mask, targets[start : start + 32],
+                                   sides[0].decoder.decoder_start_id))
+    return found
+
+
+def _median(values: list[float]) -> float | None:
+    return round(float(np.median(values)), 3) if values else None
 
 
 def outliers(context: dict) -> dict:
@@ -335,9 +368,13 @@ def markdown(report: dict) -> str:
                                   "target characters no piece covers (untrimmed)", "warning"], rows)]
     for name, found in report.get("scripts", {}).items():
         recipes = [recipe for recipe in SCRIPT_RECIPES if recipe in next(iter(found.values()))]
-        parts += [f"## Greedy-identical to fp32 per script: {name.replace('_', ' ')}", markdown_table(
-            ["script", "n", *recipes], [[script, row["n"], *(f"{row[recipe]:.3f}" for recipe in recipes)]
-                                        for script, row in found.items()])]
+        per_token = all("per_token" in row for row in found.values())
+        header = ["script", "n", *recipes] + ([f"{r} per token (median margin at a flip)" for r in recipes]
+                                              if per_token else [])
+        parts += [f"## Greedy-identical to fp32 per script: {name.replace('_', ' ')}", markdown_table(header, [
+            [script, row["n"], *(f"{row[recipe]:.3f}" for recipe in recipes),
+             *([f"{row['per_token'][r]:.3f} ({_margin(row['flip_margin_median'][r])})" for r in recipes]
+               if per_token else [])] for script, row in found.items()])]
     if "outliers" in report:
         groups = sorted({g for found in report["outliers"].values() for g in found})
         parts += ["## Activation outliers (worst channel over median, per node group)", markdown_table(
@@ -351,6 +388,10 @@ def markdown(report: dict) -> str:
                                    f"{row['chrf']:.1f}", f"{found['gaps'][lang]:+.1f}"]
                                   for lang, row in found["student"]["per_language"].items()])]
     return "\n\n".join(parts)
+
+
+def _margin(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,13 +17,16 @@ from mt5lite.runtimes.decoding import StepBackend, StepState, run_step
 
 
 class Differences:
-    """Running max |candidate - reference| and max |reference| per output, and the relative logit error of every
-    compared step ``||candidate - reference|| / ||reference||``."""
+    """Running max |candidate - reference| and max |reference| per output, the relative logit error of every
+    compared step ``||candidate - reference|| / ||reference||``, and whether the two pick the same token there (with
+    the reference's margin for its own pick over the candidate's where they do not)."""
 
     def __init__(self):
         self.max_abs_diff: dict[str, float] = {}
         self.max_abs_reference: dict[str, float] = {}
         self.relative_logit_errors: list[float] = []
+        self.same_top: list[bool] = []  # per compared step: the candidate's argmax is the reference's
+        self.flip_margins: list[float] = []  # where not: reference logit of its pick minus that of the candidate's
 
     def add(self, name: str, candidate: np.ndarray, reference: np.ndarray) -> None:
         """Fold in one comparison (arrays of the same shape, already restricted to valid entries)."""
@@ -39,11 +42,25 @@ class Differences:
             self.max_abs_diff[name] = max(value, self.max_abs_diff.get(name, 0.0))
             self.max_abs_reference[name] = max(other.max_abs_reference[name], self.max_abs_reference.get(name, 0.0))
         self.relative_logit_errors += other.relative_logit_errors
+        self.same_top += other.same_top
+        self.flip_margins += other.flip_margins
+
+    def add_picks(self, candidate: np.ndarray, reference: np.ndarray) -> None:
+        """Fold in one step's token picks: ``[rows, V]`` logits of both sides, real rows only."""
+        picked, wanted = candidate.argmax(-1), reference.argmax(-1)
+        self.same_top += list(picked == wanted)
+        rows = np.flatnonzero(picked != wanted)
+        self.flip_margins += list(reference[rows, wanted[rows]] - reference[rows, picked[rows]])
 
     @property
     def mean_relative_logit_error(self) -> float:
         """The mean over every compared step of ``||candidate - reference|| / ||reference||`` of the logits."""
         return float(np.mean(self.relative_logit_errors)) if self.relative_logit_errors else 0.0
+
+    @property
+    def top_agreement(self) -> float:
+        """The share of compared steps where the candidate picks the reference's token (1.0 when none)."""
+        return float(np.mean(self.same_top)) if self.same_top else 1.0
 
 
 def _valid_positions(name: str, value: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -83,6 +100,7 @@ def teacher_forced(reference: StepBackend, candidate: StepBackend, input_ids: np
         reference_logits = logits["reference"][live].astype(np.float64)
         diff = logits["candidate"][live].astype(np.float64) - reference_logits
         found.add("logits", logits["candidate"][live], logits["reference"][live])
+        found.add_picks(logits["candidate"][live].astype(np.float64), reference_logits)
         found.relative_logit_errors += list(np.linalg.norm(diff, axis=-1) / np.linalg.norm(reference_logits, axis=-1))
     return found
 
