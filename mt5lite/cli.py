@@ -154,7 +154,8 @@ def cmd_export_tflite(args: argparse.Namespace) -> int:
     gate = _gate(args)  # the held-out pairs read before any work, so a bad file fails fast
     calibration = CalibrationDraw(args.calibration, args.samples, args.max_decoder_steps)
     result = export_tflite(args.export, args.output, args.quantize, force=args.force, calibration=calibration,
-                           gate=gate, progress=True, options=TfliteOptions(allow_flex=args.allow_flex))
+                           gate=gate, progress=True,
+                           options=TfliteOptions(allow_flex=args.allow_flex, float_attention=not args.int8_attention))
     checked = ", checked" if result.validation.checked_against_tolerance else ", reported only"
     for row in result.validation.rows:
         print(f"  {row['output']} vs ONNX fp32: max |diff| {row['max_abs_diff']:.2e} (tolerance {row['tolerance']:.2e}"
@@ -614,6 +615,10 @@ def _export_parsers(sub) -> None:
                         "activations, calibrated)")
     tflite.add_argument("--allow-flex", action="store_true",
                         help="allow Flex (SELECT_TF) ops; the Android app then needs the select-tf-ops library")
+    tflite.add_argument("--int8-attention", action="store_true",
+                        help="with --quantize int8: attention's activation products and softmax int8 too (every op "
+                             "int8, for accelerators that run nothing else; slower on CPU, where XNNPACK has no "
+                             "kernel for them)")
     _add_calibration_args(tflite)
     _add_gate_args(tflite)
 

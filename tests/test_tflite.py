@@ -106,22 +106,53 @@ def test_the_decoder_signatures_share_their_quantization_vectors(tflite_int8):
     assert len(lm_heads) == len(decoders) == 4 and len(set(lm_heads)) == 1
 
 
-def test_full_int8_is_integer_only_with_calibrated_masks(tflite_int8):
+def test_full_int8_is_integer_but_attention_with_calibrated_masks(tflite_int8):
+    from mt5lite.exporters.tflite.attention import BACK, FORWARD
+
     manifest = load_manifest(tflite_int8)
     quantization = manifest.quantization
-    assert manifest.precision == "int8" and quantization.details["activations"] == "int8"
+    assert manifest.precision == "int8"
+    assert quantization.details["activations"] == "int8; float: attention's scores, softmax and weighted values"
     calibration = quantization.calibration
     assert calibration["samples"] >= 100 and len(calibration["languages"]) >= 10 and calibration["decoder_steps"]
     for role in ("encoder", "decoder"):
         mask = calibration["masking_constants"][role]
         assert -1000 < mask["value"] < 0 and mask["value"] <= mask["bound"] and mask["masked_rows"] > 0
     for role, signature in read_signatures(tflite_int8 / "model.tflite")[0].items():
-        float_ops = {op.name for op in signature.ops if op.name != "QUANTIZE" and "float32" in op.input_dtypes}
-        assert not float_ops, (role, float_ops)  # only the float inputs' QUANTIZE ops read float32
-        weights = [op.input_dtypes[1] for op in signature.ops if op.name == "FULLY_CONNECTED"]
-        assert weights and all(w == "int8" for w in weights), role
+        float_ops = {op.name for op in signature.ops if "float32" in op.input_dtypes}
+        assert float_ops <= {"QUANTIZE", "SOFTMAX"} | BACK | FORWARD, (role, float_ops)  # attention, and inputs
+        softmax = [op for op in signature.ops if op.name == "SOFTMAX"]
+        assert softmax and all(op.input_dtypes == ("float32",) for op in softmax), role
+        # Every product of two activations float, but the self-attention's weights times the cached values (one per
+        # decoder layer), which TensorFlow's quantizer quantizes through the slice of the softmax
+        int8_products = [op for op in signature.ops if op.name == "BATCH_MATMUL" and "int8" in op.input_dtypes]
+        assert len(int8_products) == (manifest.model.num_decoder_layers if role.startswith("decoder") else 0), role
+        products = [op.input_dtypes[:2] for op in signature.ops if op.name == "FULLY_CONNECTED"]
+        assert products and all(dtypes == ("int8", "int8") for dtypes in products), role
     for tensor in manifest.graphs["decoder"].outputs:  # the contract's float outputs are kept
         assert tensor.dtype == "float32"
+
+
+def test_attention_nodes_are_every_score_softmax_and_weighted_value_but_no_projection(tflite_fp32):
+    from ai_edge_litert import schema_py_generated as schema
+
+    from mt5lite.exporters.tflite.attention import attention_nodes
+    from mt5lite.exporters.tflite.splice import op_names
+
+    flatbuffer = (tflite_fp32 / "model.tflite").read_bytes()
+    found = set(attention_nodes(flatbuffer))
+    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    names = op_names(model)
+    kinds: dict[str, set] = {}
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            kinds.setdefault(names[op.opcodeIndex], set()).add(graph.tensors[op.outputs[0]].name.decode())
+    assert kinds["BATCH_MATMUL"] | kinds["SOFTMAX"] <= found
+    assert not found & (kinds["FULLY_CONNECTED"] | kinds["RSQRT"] | kinds["GATHER"] | kinds.get("GELU", set()))
+    assert found & kinds["CONCATENATION"] and found & kinds["ADD"]  # the scores' concatenation, bias and mask adds
+    assert kinds["ADD"] - found  # but not the residual stream's adds
+    assert found <= set().union(*(kinds[k] for k in ("BATCH_MATMUL", "SOFTMAX", "ADD", "MUL", "CONCATENATION",
+                                                     "STRIDED_SLICE") if k in kinds))
 
 
 def test_tflite_fp32_matches_pytorch(demo_model, tflite_fp32):

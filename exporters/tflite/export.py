@@ -8,8 +8,9 @@ shape differs from the contract -> tokenizer -> manifest -> validate against the
 place.
 
 Precisions: ``fp32``; ``fp16`` (fp16 weights); ``dynamic-int8`` (int8 weights, dynamic-range kernels); ``int8``
-(full integer: int8 weights and activations, every op an int8 builtin, float inputs and outputs as the contract
-says). Full int8 is calibrated like the ONNX static recipe, on real encoder inputs and the decoder-step inputs
+(full integer: int8 weights and activations, float inputs and outputs as the contract says; attention's products of
+two activations and its softmax stay float unless ``TfliteOptions.float_attention`` is off:
+``mt5lite.exporters.tflite.attention``). Full int8 is calibrated like the ONNX static recipe, on real encoder inputs and the decoder-step inputs
 captured while the fp32 export decodes multilingual samples, and its attention-mask constants are replaced by a
 finite value chosen from those inputs (``mt5lite.exporters.tflite.masking``): -1e9 in an int8 tensor wipes out every
 score.
@@ -31,6 +32,7 @@ from mt5lite.contract import ROLES, GraphSpec, parse_role
 from mt5lite.errors import InputError, ModelFileError
 from mt5lite.exporters.quantize.calibration import CalibrationDraw, CalibrationWarning
 from mt5lite.exporters.result import ExportResult, Validation
+from mt5lite.exporters.tflite.float_parts import FLOAT_PARTS
 from mt5lite.exporters.tflite.onnx_to_tf import ConversionError
 from mt5lite.exporters.tflite.spec import GraphJob, LmHeadStandIn, WorkerSpec
 from mt5lite.exporters.writer import ExportWriter
@@ -62,8 +64,8 @@ TFLITE_PRECISIONS: Registry[TflitePrecision] = Registry("TFLite precision", {
     "fp32": TflitePrecision("float32 weights and compute", exact=True),
     "fp16": TflitePrecision("fp16 weights", optimize=True, supported_types=("float16",)),
     "dynamic-int8": TflitePrecision("int8 weights, dynamic-range kernels", optimize=True),
-    "int8": TflitePrecision("full integer: int8 weights and activations, every op an int8 builtin", optimize=True,
-                            calibrated=True),
+    "int8": TflitePrecision("full integer: int8 weights and activations (attention's own arithmetic float)",
+                            optimize=True, calibrated=True),
 })
 
 
@@ -132,6 +134,7 @@ class TfliteOptions:
 
     allow_flex: bool = False
     validate_samples: int = 16
+    float_attention: bool = True  # int8: attention's activation products and softmax stay float (tflite.attention)
 
 
 def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, quantize: str = "fp32",
@@ -159,8 +162,8 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
     with writer:
         staging, scratch = writer.staging, writer.scratch["scratch"]
         spec = conversion_spec(source, manifest, staging / TFLITE_FILE, quantize, scratch, allow_flex)
-        prepared = _prepare_int8(source, spec, calibration, scratch, progress, manifest.model) \
-            if precision.calibrated else {}
+        prepared = _prepare_int8(source, spec, calibration, scratch, progress, manifest.model,
+                                 options.float_attention) if precision.calibrated else {}
         _add_further_graphs(spec, manifest, source)
         converted = convert_steps(spec, scratch)
         if precision.calibrated:
@@ -232,7 +235,7 @@ def convert_steps(spec: WorkerSpec, scratch: Path) -> dict:
 
 
 def _prepare_int8(source: Path, spec: WorkerSpec, calibration: CalibrationDraw, scratch: Path, progress: bool,
-                  dims: ModelDims) -> dict:
+                  dims: ModelDims, float_attention: bool = True) -> dict:
     """Capture the representative data and choose each graph's masking constant, in a child process that writes
     the feeds beside the output (``calibrate``); smooth the activation outliers into the weights
     (``outliers.step``, as full int8 quantizes: one range per tensor, weights per channel; the residual
@@ -249,8 +252,9 @@ def _prepare_int8(source: Path, spec: WorkerSpec, calibration: CalibrationDraw, 
         graph.calibration = found["stores"][role]
     outliers = _smooth(spec, scratch, dims)
     # Outliers in the residual stream itself (its rotation was needed): the stream stays float (tflite_residual)
-    spec.float_residual = (outliers.get("rotation") or {}).get("seed") is not None
-    activations = "int8; the residual stream and RMS norms float" if spec.float_residual else "int8"
+    residual = (outliers.get("rotation") or {}).get("seed") is not None
+    spec.float_parts = [part for part, wanted in (("attention", float_attention), ("residual", residual)) if wanted]
+    activations = "; ".join(["int8", *(f"float: {FLOAT_PARTS[part].description}" for part in spec.float_parts)])
     return {"weights": "int8", "activations": activations, "inputs_outputs": "float32", "outliers": outliers,
             "calibration": found["calibration"]}
 

@@ -52,7 +52,7 @@ class WorkerSpec:
     store: str | None = None  # capture: where the feeds go
     progress: bool = False
     logits_range: list[float] | None = None  # int8: the logits' calibrated range (from ONNX Runtime)
-    float_residual: bool = False  # int8: the residual stream's adds and RMS norms stay float
+    float_parts: list[str] = field(default_factory=list)  # int8: the parts that stay float (float_parts.FLOAT_PARTS)
     use_stand_in: bool = True  # int8: convert with the lm_head as a stand-in (False: the real one, for comparison)
     lm_head_stand_ins: dict[str, LmHeadStandIn] = field(default_factory=dict)  # role -> what ``convert`` stood in
 

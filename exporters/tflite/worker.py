@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from mt5lite.contract import repeat_rows
+from mt5lite.exporters.tflite.float_parts import FLOAT_PARTS
 from mt5lite.exporters.tflite.spec import LmHeadStandIn, WorkerSpec
 
 
@@ -150,7 +151,7 @@ def _convert(converter, spec: WorkerSpec) -> bytes:
     from mt5lite.exporters.tflite.export import TFLITE_PRECISIONS
 
     precision = TFLITE_PRECISIONS[spec.quantize]
-    # Calibrated int8 runs int8 builtins only; the contract's float inputs and outputs stay float.
+    # Calibrated int8 runs int8 builtins (the parts kept float aside); the contract's inputs and outputs stay float.
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if precision.calibrated else tf.lite.OpsSet.TFLITE_BUILTINS]
     if spec.allow_flex:
         ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
@@ -199,19 +200,18 @@ def quantize(spec: WorkerSpec) -> dict:
     identical read-only buffers stored once (both as TensorFlow's converter does, for a model under 2 GB), and
     the real lm_head written over its stand-in (``spec.lm_head_stand_ins``: role -> the ONNX initializer and the
     factors folded into it; the logits' calibrated range in ``spec.logits_range``); with
-    ``spec.float_residual`` the residual stream's adds and the RMS norms' arithmetic stay float
-    (``mt5lite.exporters.tflite.residual``). Writes ``spec.output``; returns its size and the float ops."""
+    the parts ``spec.float_parts`` names stay float (``FLOAT_PARTS``). Writes ``spec.output``; returns its size and
+    the float ops."""
     import onnx
     import tensorflow as tf
     from tensorflow.lite.python import convert as tf_convert
 
     from mt5lite.exporters.tflite.batched_ranges import quantization_mismatches
     from mt5lite.exporters.tflite.onnx_to_tf import ConversionError, initializer_array
-    from mt5lite.exporters.tflite.residual import residual_nodes
     from mt5lite.exporters.tflite.splice import splice_lm_head
 
     calibrated = Path(spec.calibrated_model).read_bytes()
-    float_nodes = residual_nodes(calibrated) if spec.float_residual else []
+    float_nodes = sorted({node for part in spec.float_parts for node in FLOAT_PARTS[part].nodes(calibrated)})
     model = tf_convert.mlir_quantize(calibrated, input_data_type=tf.float32, output_data_type=tf.float32,
                                      denylisted_nodes=float_nodes or None)
     del calibrated
