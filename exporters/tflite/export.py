@@ -10,10 +10,10 @@ place.
 Precisions: ``fp32``; ``fp16`` (fp16 weights); ``dynamic-int8`` (int8 weights, dynamic-range kernels); ``int8``
 (full integer: int8 weights and activations, float inputs and outputs as the contract says; attention's products of
 two activations and its softmax stay float unless ``TfliteOptions.float_attention`` is off:
-``mt5lite.exporters.tflite.attention``). Full int8 is calibrated like the ONNX static recipe, on real encoder inputs and the decoder-step inputs
-captured while the fp32 export decodes multilingual samples, and its attention-mask constants are replaced by a
-finite value chosen from those inputs (``mt5lite.exporters.tflite.masking``): -1e9 in an int8 tensor wipes out every
-score.
+``mt5lite.exporters.tflite.attention``). Full int8 is calibrated like the ONNX static recipe, on real encoder
+inputs and the decoder-step inputs captured while the fp32 export decodes multilingual samples, and its
+attention-mask constants are replaced by a finite value chosen from those inputs (``mt5lite.exporters.tflite.
+masking``): -1e9 in an int8 tensor wipes out every score.
 """
 
 from __future__ import annotations
