@@ -155,7 +155,7 @@ def cmd_export_tflite(args: argparse.Namespace) -> int:
     calibration = CalibrationDraw(args.calibration, args.samples, args.max_decoder_steps)
     result = export_tflite(args.export, args.output, args.quantize, force=args.force, calibration=calibration,
                            gate=gate, progress=True,
-                           options=TfliteOptions(allow_flex=args.allow_flex, float_attention=not args.int8_attention))
+                           options=TfliteOptions(allow_flex=args.allow_flex, float_parts=tuple(args.float_parts)))
     checked = ", checked" if result.validation.checked_against_tolerance else ", reported only"
     for row in result.validation.rows:
         print(f"  {row['output']} vs ONNX fp32: max |diff| {row['max_abs_diff']:.2e} (tolerance {row['tolerance']:.2e}"
@@ -588,6 +588,7 @@ def _evaluate_parser(sub) -> None:
 def _export_parsers(sub) -> None:
     from mt5lite.exporters.executorch.export import PTE_PRECISIONS
     from mt5lite.exporters.tflite.export import TFLITE_PRECISIONS
+    from mt5lite.exporters.tflite.float_parts import DEFAULT_FLOAT_PARTS, FLOAT_PARTS
 
     export = sub.add_parser("export", help="export a checkpoint (onnx, executorch), or convert an ONNX export (tflite)",
                             formatter_class=_Formatter)
@@ -615,10 +616,9 @@ def _export_parsers(sub) -> None:
                         "activations, calibrated)")
     tflite.add_argument("--allow-flex", action="store_true",
                         help="allow Flex (SELECT_TF) ops; the Android app then needs the select-tf-ops library")
-    tflite.add_argument("--int8-attention", action="store_true",
-                        help="with --quantize int8: attention's activation products and softmax int8 too (every op "
-                             "int8, for accelerators that run nothing else; slower on CPU, where XNNPACK has no "
-                             "kernel for them)")
+    tflite.add_argument("--float-parts", nargs="*", choices=list(FLOAT_PARTS), default=list(DEFAULT_FLOAT_PARTS),
+                        metavar="PART", help="with --quantize int8: the parts that stay float (no PART: every op "
+                        "int8, for accelerators that run nothing else)")
     _add_calibration_args(tflite)
     _add_gate_args(tflite)
 

@@ -318,7 +318,8 @@ def test_residual_outliers_from_training_are_rotated_and_a_plain_stream_is_not(d
 
 def test_full_int8_tflite_keeps_a_rotated_residual_stream_float(tiny_mt5, tmp_path):
     """Where the residual stream itself carries outlier channels (rotated by the outlier step), full-int8 TFLite
-    keeps the stream's adds and the RMS norms' arithmetic float, every product int8, and its manifest says so."""
+    keeps the stream's adds and the RMS norms' arithmetic float even when asked for every op int8 (``float_parts``
+    empty), every product int8, and its manifest says so."""
     from mt5lite.checkpoint import save_checkpoint
     from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
     from mt5lite.exporters.quantize.calibration import CalibrationDraw
@@ -330,11 +331,12 @@ def test_full_int8_tflite_keeps_a_rotated_residual_stream_float(tiny_mt5, tmp_pa
     save_checkpoint(model, (tiny_mt5 / "spiece.model").read_bytes(), tmp_path / "model")
     export_onnx(tmp_path / "model", tmp_path / "onnx", OnnxExportConfig(max_source_length=64, max_target_length=8,
                                                                         static_shapes=True, rtol=AMPLIFIED_RTOL))
-    export_tflite(tmp_path / "onnx", tmp_path / "tflite", quantize="int8", options=TfliteOptions(validate_samples=2),
-                  calibration=CalibrationDraw(samples=100, max_decoder_steps=32), gate=False)
+    export_tflite(tmp_path / "onnx", tmp_path / "tflite", quantize="int8", gate=False,
+                  options=TfliteOptions(validate_samples=2, float_parts=()),
+                  calibration=CalibrationDraw(samples=100, max_decoder_steps=32))
     quantization = load_manifest(tmp_path / "tflite").quantization
     assert quantization.outliers["rotation"]["seed"] is not None
-    assert "residual stream" in quantization.details["activations"]
+    assert quantization.details["activations"] == "int8; float: the residual stream and RMS norms"
     config = load_model(tiny_mt5).config
     norms = 2 * config.num_layers + 3 * config.num_decoder_layers + 2
     residual_adds = norms - 2  # every norm but each stack's first reads a residual add

@@ -106,13 +106,14 @@ def test_the_decoder_signatures_share_their_quantization_vectors(tflite_int8):
     assert len(lm_heads) == len(decoders) == 4 and len(set(lm_heads)) == 1
 
 
-def test_full_int8_is_integer_but_attention_with_calibrated_masks(tflite_int8):
+def test_full_int8_is_integer_but_attention_and_residual_with_calibrated_masks(tflite_int8):
     from mt5lite.exporters.tflite.attention import BACK, FORWARD
 
     manifest = load_manifest(tflite_int8)
     quantization = manifest.quantization
     assert manifest.precision == "int8"
-    assert quantization.details["activations"] == "int8; float: attention's scores, softmax and weighted values"
+    assert quantization.details["activations"] == ("int8; float: attention's scores, softmax and weighted values; "
+                                                   "float: the residual stream and RMS norms")
     calibration = quantization.calibration
     assert calibration["samples"] >= 100 and len(calibration["languages"]) >= 10 and calibration["decoder_steps"]
     for role in ("encoder", "decoder"):
@@ -120,7 +121,8 @@ def test_full_int8_is_integer_but_attention_with_calibrated_masks(tflite_int8):
         assert -1000 < mask["value"] < 0 and mask["value"] <= mask["bound"] and mask["masked_rows"] > 0
     for role, signature in read_signatures(tflite_int8 / "model.tflite")[0].items():
         float_ops = {op.name for op in signature.ops if "float32" in op.input_dtypes}
-        assert float_ops <= {"QUANTIZE", "SOFTMAX"} | BACK | FORWARD, (role, float_ops)  # attention, and inputs
+        residual = {"MUL", "MEAN", "ADD", "RSQRT"}  # the residual adds and RMS norms
+        assert float_ops <= {"QUANTIZE", "SOFTMAX"} | BACK | FORWARD | residual, (role, float_ops)
         softmax = [op for op in signature.ops if op.name == "SOFTMAX"]
         assert softmax and all(op.input_dtypes == ("float32",) for op in softmax), role
         # Every product of two activations float, but the self-attention's weights times the cached values (one per

@@ -9,11 +9,11 @@ place.
 
 Precisions: ``fp32``; ``fp16`` (fp16 weights); ``dynamic-int8`` (int8 weights, dynamic-range kernels); ``int8``
 (full integer: int8 weights and activations, float inputs and outputs as the contract says; attention's products of
-two activations and its softmax stay float unless ``TfliteOptions.float_attention`` is off:
-``mt5lite.exporters.tflite.attention``). Full int8 is calibrated like the ONNX static recipe, on real encoder
-inputs and the decoder-step inputs captured while the fp32 export decodes multilingual samples, and its
-attention-mask constants are replaced by a finite value chosen from those inputs (``mt5lite.exporters.tflite.
-masking``): -1e9 in an int8 tensor wipes out every score.
+two activations and its softmax, and the residual stream's adds and RMS norms, stay float unless
+``TfliteOptions.float_parts`` says otherwise: ``mt5lite.exporters.tflite.float_parts``). Full int8 is calibrated
+like the ONNX static recipe, on real encoder inputs and the decoder-step inputs captured while the fp32 export
+decodes multilingual samples, and its attention-mask constants are replaced by a finite value chosen from those
+inputs (``mt5lite.exporters.tflite.masking``): -1e9 in an int8 tensor wipes out every score.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from mt5lite.contract import ROLES, GraphSpec, parse_role
 from mt5lite.errors import InputError, ModelFileError
 from mt5lite.exporters.quantize.calibration import CalibrationDraw, CalibrationWarning
 from mt5lite.exporters.result import ExportResult, Validation
-from mt5lite.exporters.tflite.float_parts import FLOAT_PARTS
+from mt5lite.exporters.tflite.float_parts import DEFAULT_FLOAT_PARTS, FLOAT_PARTS
 from mt5lite.exporters.tflite.onnx_to_tf import ConversionError
 from mt5lite.exporters.tflite.spec import GraphJob, LmHeadStandIn, WorkerSpec
 from mt5lite.exporters.writer import ExportWriter
@@ -64,7 +64,7 @@ TFLITE_PRECISIONS: Registry[TflitePrecision] = Registry("TFLite precision", {
     "fp32": TflitePrecision("float32 weights and compute", exact=True),
     "fp16": TflitePrecision("fp16 weights", optimize=True, supported_types=("float16",)),
     "dynamic-int8": TflitePrecision("int8 weights, dynamic-range kernels", optimize=True),
-    "int8": TflitePrecision("full integer: int8 weights and activations (attention's own arithmetic float)",
+    "int8": TflitePrecision("int8 weights and activations (attention's arithmetic and the residual stream float)",
                             optimize=True, calibrated=True),
 })
 
@@ -134,7 +134,9 @@ class TfliteOptions:
 
     allow_flex: bool = False
     validate_samples: int = 16
-    float_attention: bool = True  # int8: attention's activation products and softmax stay float (tflite.attention)
+    #: int8: the parts that stay float (``float_parts.FLOAT_PARTS``; empty: every op int8, as an accelerator that runs
+    #: nothing else needs; the residual stream stays float anyway where the outlier step rotated it)
+    float_parts: tuple[str, ...] = DEFAULT_FLOAT_PARTS
 
 
 def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, quantize: str = "fp32",
@@ -163,7 +165,7 @@ def export_tflite(onnx_dir: str | os.PathLike, output_dir: str | os.PathLike, qu
         staging, scratch = writer.staging, writer.scratch["scratch"]
         spec = conversion_spec(source, manifest, staging / TFLITE_FILE, quantize, scratch, allow_flex)
         prepared = _prepare_int8(source, spec, calibration, scratch, progress, manifest.model,
-                                 options.float_attention) if precision.calibrated else {}
+                                 options.float_parts) if precision.calibrated else {}
         _add_further_graphs(spec, manifest, source)
         converted = convert_steps(spec, scratch)
         if precision.calibrated:
@@ -235,7 +237,7 @@ def convert_steps(spec: WorkerSpec, scratch: Path) -> dict:
 
 
 def _prepare_int8(source: Path, spec: WorkerSpec, calibration: CalibrationDraw, scratch: Path, progress: bool,
-                  dims: ModelDims, float_attention: bool = True) -> dict:
+                  dims: ModelDims, float_parts: tuple[str, ...] = ()) -> dict:
     """Capture the representative data and choose each graph's masking constant, in a child process that writes
     the feeds beside the output (``calibrate``); smooth the activation outliers into the weights
     (``outliers.step``, as full int8 quantizes: one range per tensor, weights per channel; the residual
@@ -251,9 +253,10 @@ def _prepare_int8(source: Path, spec: WorkerSpec, calibration: CalibrationDraw, 
         graph.mask_value = masks[role]["value"]
         graph.calibration = found["stores"][role]
     outliers = _smooth(spec, scratch, dims)
-    # Outliers in the residual stream itself (its rotation was needed): the stream stays float (tflite_residual)
-    residual = (outliers.get("rotation") or {}).get("seed") is not None
-    spec.float_parts = [part for part, wanted in (("attention", float_attention), ("residual", residual)) if wanted]
+    # Outliers in the residual stream itself (its rotation was needed): the stream stays float whatever was asked
+    rotated = (outliers.get("rotation") or {}).get("seed") is not None
+    wanted = set(float_parts) | ({"residual"} if rotated else set())
+    spec.float_parts = [part for part in FLOAT_PARTS if part in wanted]
     activations = "; ".join(["int8", *(f"float: {FLOAT_PARTS[part].description}" for part in spec.float_parts)])
     return {"weights": "int8", "activations": activations, "inputs_outputs": "float32", "outliers": outliers,
             "calibration": found["calibration"]}

@@ -24,3 +24,5 @@ FLOAT_PARTS: Registry[FloatPart] = Registry("float part", {
     "attention": FloatPart("attention's scores, softmax and weighted values", attention_nodes),
     "residual": FloatPart("the residual stream and RMS norms", residual_nodes),
 })
+#: What full int8 keeps float unless told otherwise: both (README, "TFLite"; docs/tflite.md has the measurements).
+DEFAULT_FLOAT_PARTS = ("attention", "residual")
