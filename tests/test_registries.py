@@ -55,6 +55,7 @@ CASE_MAPS = {
     "quantization group": ("tests.test_registries", "GROUP_COUNTS"),
     "engine": ("tests.test_registries", "ENGINE_CASES"),
     "TFLite precision": ("tests.test_tflite", "PRECISION_CASES"),
+    "float part": ("tests.test_tflite", "FLOAT_PART_CASES"),
     "ExecuTorch precision": ("tests.test_executorch", "PRECISION_CASES"),
     "compression pass": ("tests.test_compression", "PASS_CASES"),
     "compression recipe": ("tests.test_training", "RECIPE_CASES"),

@@ -28,6 +28,9 @@ FP32_ATOL = 1e-4  # TFLite fp32 vs PyTorch, on logits
 #: Every TFLite precision gets a build in test_no_flex_ops_in_any_default_build (tests/test_registries.py checks
 #: that this covers the registry).
 PRECISION_CASES = ("fp32", "fp16", "dynamic-int8", "int8")
+#: float part -> the op kinds its nodes may be (``exporters.tflite.float_parts``).
+FLOAT_PART_CASES = {"attention": {"BATCH_MATMUL", "SOFTMAX", "ADD", "MUL", "CONCATENATION", "STRIDED_SLICE"},
+                    "residual": {"MUL", "MEAN", "ADD", "RSQRT"}}
 
 
 def _pairs(step: int = 10):
@@ -133,6 +136,23 @@ def test_full_int8_is_integer_but_attention_and_residual_with_calibrated_masks(t
         assert products and all(dtypes == ("int8", "int8") for dtypes in products), role
     for tensor in manifest.graphs["decoder"].outputs:  # the contract's float outputs are kept
         assert tensor.dtype == "float32"
+
+
+@pytest.mark.parametrize("part", FLOAT_PART_CASES)
+def test_each_float_part_finds_ops_of_its_kinds_in_every_graph(tflite_fp32, part):
+    from ai_edge_litert import schema_py_generated as schema
+
+    from mt5lite.exporters.tflite.float_parts import FLOAT_PARTS
+    from mt5lite.exporters.tflite.splice import op_names
+
+    flatbuffer = (tflite_fp32 / "model.tflite").read_bytes()
+    found = set(FLOAT_PARTS[part].nodes(flatbuffer))
+    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    names = op_names(model)
+    for graph in model.subgraphs:
+        kinds = {graph.tensors[op.outputs[0]].name.decode(): names[op.opcodeIndex] for op in graph.operators}
+        mine = found & set(kinds)
+        assert mine and {kinds[name] for name in mine} <= FLOAT_PART_CASES[part], part
 
 
 def test_attention_nodes_are_every_score_softmax_and_weighted_value_but_no_projection(tflite_fp32):
