@@ -145,9 +145,8 @@ def test_each_float_part_finds_ops_of_its_kinds_in_every_graph(tflite_fp32, part
     from mt5lite.exporters.tflite.float_parts import FLOAT_PARTS
     from mt5lite.exporters.tflite.splice import op_names
 
-    flatbuffer = (tflite_fp32 / "model.tflite").read_bytes()
-    found = set(FLOAT_PARTS[part].nodes(flatbuffer))
-    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    model = schema.ModelT.InitFromPackedBuf((tflite_fp32 / "model.tflite").read_bytes(), 0)
+    found = set(FLOAT_PARTS[part].nodes(model))
     names = op_names(model)
     for graph in model.subgraphs:
         kinds = {graph.tensors[op.outputs[0]].name.decode(): names[op.opcodeIndex] for op in graph.operators}
@@ -161,9 +160,8 @@ def test_attention_nodes_are_every_score_softmax_and_weighted_value_but_no_proje
     from mt5lite.exporters.tflite.attention import attention_nodes
     from mt5lite.exporters.tflite.splice import op_names
 
-    flatbuffer = (tflite_fp32 / "model.tflite").read_bytes()
-    found = set(attention_nodes(flatbuffer))
-    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    model = schema.ModelT.InitFromPackedBuf((tflite_fp32 / "model.tflite").read_bytes(), 0)
+    found = set(attention_nodes(model))
     names = op_names(model)
     kinds: dict[str, set] = {}
     for graph in model.subgraphs:

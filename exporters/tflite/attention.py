@@ -24,14 +24,11 @@ BACK = {"ADD", "CONCATENATION", "BATCH_MATMUL"}
 FORWARD = {"STRIDED_SLICE", "BATCH_MATMUL", "MUL", "ADD"}
 
 
-def attention_nodes(flatbuffer: bytes) -> list[str]:
+def attention_nodes(model) -> list[str]:
     """The output tensor names (what TensorFlow's quantizer denylists by) of every attention's scores, softmax and
-    weighted values in every subgraph of ``flatbuffer``."""
-    from ai_edge_litert import schema_py_generated as schema
-
+    weighted values in every subgraph of ``model`` (a ``ModelT``)."""
     from mt5lite.exporters.tflite.splice import op_names
 
-    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
     names = op_names(model)
     found = set()
     for graph in model.subgraphs:

@@ -16,7 +16,7 @@ class FloatPart:
     """A part of a model that a full-int8 conversion can keep float."""
 
     description: str  # what the manifest's "activations" names
-    nodes: Callable[[bytes], list[str]]  # a calibrated model's flatbuffer -> the output names of the part's ops
+    nodes: Callable[[object], list[str]]  # the calibrated model (a ``ModelT``) -> the output names of its ops
 
 
 #: Every part full int8 can keep float, by the name ``WorkerSpec.float_parts`` gives it.

@@ -14,14 +14,11 @@ stays an int8 table).
 from __future__ import annotations
 
 
-def residual_nodes(flatbuffer: bytes) -> list[str]:
+def residual_nodes(model) -> list[str]:
     """The output tensor names (what TensorFlow's quantizer denylists by) of the residual adds and the RMS norms'
-    arithmetic of every subgraph of ``flatbuffer``."""
-    from ai_edge_litert import schema_py_generated as schema
-
+    arithmetic of every subgraph of ``model`` (a ``ModelT``)."""
     from mt5lite.exporters.tflite.splice import op_names
 
-    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
     names = op_names(model)
     found = set()
     for graph in model.subgraphs:

@@ -195,6 +195,16 @@ def calibrate_float(spec: WorkerSpec) -> dict:
     return {"bytes": len(calibrated)}
 
 
+def _float_nodes(flatbuffer: bytes, parts: list[str]) -> list[str]:
+    """The output names of the ops of ``parts`` (``FLOAT_PARTS``) in the model ``flatbuffer``, read once for all."""
+    if not parts:
+        return []
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    return sorted({node for part in parts for node in FLOAT_PARTS[part].nodes(model)})
+
+
 def quantize(spec: WorkerSpec) -> dict:
     """The calibrated model (``spec.calibrated_model``) quantized to full int8 with float inputs and outputs, its
     identical read-only buffers stored once (both as TensorFlow's converter does, for a model under 2 GB), and
@@ -211,7 +221,7 @@ def quantize(spec: WorkerSpec) -> dict:
     from mt5lite.exporters.tflite.splice import splice_lm_head
 
     calibrated = Path(spec.calibrated_model).read_bytes()
-    float_nodes = sorted({node for part in spec.float_parts for node in FLOAT_PARTS[part].nodes(calibrated)})
+    float_nodes = _float_nodes(calibrated, spec.float_parts)
     model = tf_convert.mlir_quantize(calibrated, input_data_type=tf.float32, output_data_type=tf.float32,
                                      denylisted_nodes=float_nodes or None)
     del calibrated
