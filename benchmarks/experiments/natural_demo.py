@@ -242,13 +242,12 @@ def scripts(context: dict) -> dict:
             "per_token": {recipe: round(found[script].top_agreement, 4) for recipe, found in picks.items()},
             "flip_margin_median": {recipe: _median(found[script].flip_margins) for recipe, found in picks.items()}}
             for script, indices in sorted(by_script.items())}
-        result[name]["all"] = {"n": len(rows), "per_token": {
-            recipe: round(sum(sum(f.same_top) for f in found.values())
-                          / sum(len(f.same_top) for f in found.values()), 4) for recipe, found in picks.items()},
-            "flip_margin_median": {recipe: _median([m for f in found.values() for m in f.flip_margins])
-                                   for recipe, found in picks.items()},
-            **{recipe: sum(ids[i] == reference[i] for i in range(len(rows))) / len(rows)
-               for recipe, ids in candidates.items()}}
+        merged = {recipe: _merged(found.values()) for recipe, found in picks.items()}
+        result[name]["all"] = {"n": len(rows),
+                               "per_token": {recipe: round(f.top_agreement, 4) for recipe, f in merged.items()},
+                               "flip_margin_median": {recipe: _median(f.flip_margins) for recipe, f in merged.items()},
+                               **{recipe: sum(ids[i] == reference[i] for i in range(len(rows))) / len(rows)
+                                  for recipe, ids in candidates.items()}}
     return result
 
 
@@ -265,6 +264,16 @@ def token_picks(reference: Path, candidate: Path, texts: list[str], targets: lis
         found.merge(teacher_forced(sides[0].stepper, sides[1].stepper, ids, mask, targets[start : start + 32],
                                    sides[0].decoder.decoder_start_id))
     return found
+
+
+def _merged(parts):
+    """One ``teacher_forced.Differences`` holding every one of ``parts``."""
+    from mt5lite.verification.teacher_forced import Differences
+
+    merged = Differences()
+    for found in parts:
+        merged.merge(found)
+    return merged
 
 
 def _median(values: list[float]) -> float | None:
