@@ -7,7 +7,10 @@ For each model (``MODELS``) every system (``bench_systems.SYSTEMS``) is built fr
 input by input:
 
 - batch 1: 32 source tokens, exactly 32 greedy tokens (forced: the weights may be random) -> ms per token;
-- time to first token (encoder + one step) for 32 and for 128 source tokens;
+- beam search, 4 beams, on the same inputs (at most 32 steps) -> ms per generated token (per step of the decoding
+  loop, encoder included), and its multiple of greedy; a system with no beam search keeps the reason instead;
+- time to first token (encoder + one step) for 8, 16, 32 and 128 source tokens (a static export runs the shortest
+  source-length bucket that holds the input), and the 16-token figure's share of the 128-token one;
 - batch 8 (32 x 32) -> tokens per second;
 - batch 1 again, each system alone (all its inputs in a row): its median alone and in the rotation must agree
   within the noise, or one system is slowing another;
@@ -45,7 +48,9 @@ from mt5lite.registry import Registry
 from mt5lite.verification.comparison import directory_bytes
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCE_TOKENS, LONG_SOURCE_TOKENS, NEW_TOKENS, BATCH = 32, 128, 32, 8
+SOURCE_TOKENS, NEW_TOKENS, BATCH, BEAMS = 32, 32, 8, 4
+#: Input lengths in tokens (eos included) whose time to first token is measured.
+FIRST_TOKEN_LENGTHS = (8, 16, 32, 128)
 #: Seconds between two turns: thread pools that spin after a run (ONNX Runtime's, OpenMP's) go to sleep before the
 #: next system starts, so no system is timed against another's spinning threads.
 SETTLE = 0.05
@@ -161,15 +166,16 @@ class Worker:
         self.process.wait()
 
 
-def _turns(workers: dict, requests: list[dict], failures: dict, key: str = "seconds") -> dict[str, list]:
-    """Every request, each worker in turn (input by input); a worker that fails leaves ``workers`` and its reason
-    goes to ``failures``."""
+def _turns(workers: dict, requests: list[dict], failures: dict, key: str | None = "seconds") -> dict[str, list]:
+    """Every request, each worker in turn (input by input): each answer's ``key`` (``None``: the whole answer) by
+    worker. A worker that fails leaves ``workers`` and its reason goes to ``failures``."""
     results = {name: [] for name in workers}
     for request in requests:
         for name, worker in list(workers.items()):
             time.sleep(SETTLE)
             try:
-                results[name].append(worker.ask(**request)[key])
+                answer = worker.ask(**request)
+                results[name].append(answer if key is None else answer[key])
             except Unavailable as exc:
                 del workers[name]
                 failures[name] = f"failed while decoding: {exc}"
@@ -206,14 +212,18 @@ def _load(artifacts: dict[str, Path], threads: int, work: Path, records: dict) -
 
 def _measure(workers: dict[str, Worker], tokenizer, inputs: int, pairs) -> tuple[dict, dict]:
     """Every measurement, the systems taking turns; returns the samples by measure and system, and the failures."""
-    short, long_ = source_ids(tokenizer, SOURCE_TOKENS, inputs), source_ids(tokenizer, LONG_SOURCE_TOKENS, inputs)
+    short = source_ids(tokenizer, SOURCE_TOKENS, inputs)
     failures: dict[str, str] = {}
-    _turns(workers, [{"op": "forced", "ids": [short[0]], "new_tokens": 4}], failures)  # warm-up
+    _turns(workers, [{"op": "forced", "ids": [short[0]], "new_tokens": 4},  # warm-up
+                     {"op": "beams", "ids": [short[0]], "new_tokens": 4, "beams": BEAMS}], failures, key=None)
     batch1 = [{"op": "forced", "ids": [ids], "new_tokens": NEW_TOKENS} for ids in short]
     samples = {
         "rotation": _turns(workers, batch1, failures),
-        "first_short": _turns(workers, [{"op": "forced", "ids": [ids], "new_tokens": 1} for ids in short], failures),
-        "first_long": _turns(workers, [{"op": "forced", "ids": [ids], "new_tokens": 1} for ids in long_], failures),
+        "beams": _turns(workers, [{"op": "beams", "ids": [ids], "new_tokens": NEW_TOKENS, "beams": BEAMS}
+                                  for ids in short], failures, key=None),
+        "first_token": {length: _turns(workers, [{"op": "forced", "ids": [ids], "new_tokens": 1}
+                                                 for ids in source_ids(tokenizer, length, inputs)], failures)
+                        for length in FIRST_TOKEN_LENGTHS},
         "batch8": _turns({name: w for name, w in workers.items() if SYSTEMS[name].batched},
                          [{"op": "forced", "ids": [short[(k + j) % inputs] for j in range(BATCH)],
                            "new_tokens": NEW_TOKENS} for k in range(max(2, inputs // BATCH))], failures),
@@ -224,15 +234,26 @@ def _measure(workers: dict[str, Worker], tokenizer, inputs: int, pairs) -> tuple
     return samples, failures
 
 
+def _beam_columns(answers: list[dict], greedy_ms: float) -> dict:
+    """A system's beam-search columns from its ``beams`` answers: median ms per generated token (seconds over the
+    steps the loop ran) and its multiple of greedy ``greedy_ms``; or why it has none."""
+    if "unsupported" in answers[0]:
+        return {"beam_search": answers[0]["unsupported"]}
+    ms = statistics.median(1000 * a["seconds"] / a["steps"] for a in answers)
+    return {f"beam{BEAMS}_ms_per_token": ms, f"beam{BEAMS}_over_greedy": ms / greedy_ms,
+            f"beam{BEAMS}_steps": statistics.median(a["steps"] for a in answers)}
+
+
 def _rows(record: dict, samples: dict, peak_rss: int, pairs) -> list[dict]:
     """The batch-1 record (and the batch-8 one) of a system that ran."""
     name = record["system"]
     ms = 1000 * statistics.median(samples["rotation"][name]) / NEW_TOKENS
+    first = {str(length): 1000 * statistics.median(times[name]) for length, times in samples["first_token"].items()}
     row = {**record, "batch": 1, "ms_per_token": ms,
            "ms_per_token_alone": 1000 * statistics.median(samples["alone"][name]) / NEW_TOKENS,
-           "first_token_ms": {str(SOURCE_TOKENS): 1000 * statistics.median(samples["first_short"][name]),
-                              str(LONG_SOURCE_TOKENS): 1000 * statistics.median(samples["first_long"][name])},
-           "floor_multiple": ms / record["floor_ms_per_token"], "peak_rss_bytes": peak_rss}
+           "first_token_ms": first, "first_token_16_over_128": first["16"] / first["128"],
+           "floor_multiple": ms / record["floor_ms_per_token"], "peak_rss_bytes": peak_rss,
+           **_beam_columns(samples["beams"][name], ms)}
     if pairs:
         texts, reference = samples["quality"][name][0], samples["quality"].get("pytorch-fp32", [None])[0]
         row["exact_match"] = sum(t == p.target for t, p in zip(texts, pairs, strict=True)) / len(pairs)
@@ -301,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         records += bench_model(model, args.systems, args.threads, args.inputs, args.quality_pairs,
                                bandwidth[str(args.threads)])
     result = {"date": date.today().isoformat(), "threads": args.threads, "inputs": args.inputs,
-              "source_tokens": SOURCE_TOKENS, "new_tokens": NEW_TOKENS,
+              "source_tokens": SOURCE_TOKENS, "new_tokens": NEW_TOKENS, "beams": BEAMS,
               "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                           "cpus": os.cpu_count()},
               "read_bandwidth_bytes_per_second": bandwidth, "records": records}

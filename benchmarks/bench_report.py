@@ -21,7 +21,10 @@ def markdown(result: dict) -> str:
              f"{result['machine']['processor']}, {result['machine']['cpus']} CPUs, {result['threads']} threads; "
              f"batch 1: {result['source_tokens']} source tokens, {result['new_tokens']} forced new tokens, median "
              f"over {result['inputs']} inputs, every system taking turns in its own process; read bandwidth "
-             f"{bandwidth}. The floor is the bytes of weights one decoded token reads over that bandwidth."]
+             f"{bandwidth}. The floor is the bytes of weights one decoded token reads over that bandwidth. "
+             f"{result['beams']} beams: ms per generated token (per step of the decoding loop, encoder included) on "
+             "the same inputs, and its multiple of greedy. First token: the encoder and one step, by source "
+             "length; a static export runs the shortest source-length bucket that holds the input."]
     models = dict.fromkeys(r["model"] for r in result["records"])
     for model in models:
         rows = [r for r in result["records"] if r["model"] == model]
@@ -29,18 +32,23 @@ def markdown(result: dict) -> str:
         table = []
         for r in (r for r in rows if r["batch"] == 1):
             if "unavailable" in r:
-                table.append([r["system"], f"unavailable: {r['unavailable']}"] + [""] * 9)
+                table.append([r["system"], f"unavailable: {r['unavailable']}"] + [""] * 11)
                 continue
             first = r["first_token_ms"]
+            beam = f"beam{result['beams']}"
+            beams = r.get("beam_search") or f"{r[beam + '_ms_per_token']:.2f} ({r[beam + '_over_greedy']:.2f}x)"
             table.append([
                 r["system"], f"{r['ms_per_token']:.2f} / {r['ms_per_token_alone']:.2f}",
-                f"{r['floor_ms_per_token']:.2f}", f"{r['floor_multiple']:.1f}x",
-                " / ".join(f"{v:.1f}" for v in first.values()),
+                f"{r['floor_ms_per_token']:.2f}", f"{r['floor_multiple']:.1f}x", beams,
+                " / ".join(f"{v:.1f}" for v in first.values()), f"{r['first_token_16_over_128']:.0%}",
                 _number(batch8.get(r["system"], {}).get("tokens_per_second"), 0),
                 f"{r['peak_rss_bytes'] / 1e6:.0f}", f"{r['bytes'] / 1e6:.1f}",
                 _number(r.get("greedy_agreement"), 3), _number(r.get("exact_match"), 3)])
-        header = ["system", "ms/token (rotation / alone)", "floor ms/token", "x floor", "first token ms (32 / 128)",
-                  "tokens/s batch 8", "peak RSS MB", "MB on disk", "agreement with PyTorch fp32", "exact match"]
+        lengths = " / ".join(next((r["first_token_ms"] for r in rows if "first_token_ms" in r), {}))
+        header = ["system", "ms/token (rotation / alone)", "floor ms/token", "x floor",
+                  f"{result['beams']} beams ms/token (x greedy)", f"first token ms ({lengths})",
+                  "first token 16 / 128", "tokens/s batch 8", "peak RSS MB", "MB on disk",
+                  "agreement with PyTorch fp32", "exact match"]
         parts += [f"## {model}", markdown_table(header, table)]
     return "\n\n".join(parts) + "\n"
 

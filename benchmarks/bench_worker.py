@@ -28,8 +28,18 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def beams(runner, request: dict) -> dict:
+    """Beam search of ``request``'s ids: ``{"seconds", "steps"}`` (the steps the decoding loop ran), or
+    ``{"unsupported": reason}`` from a runner with no ``beams`` (its ``no_beam_search`` says why)."""
+    if not hasattr(runner, "beams"):
+        return {"unsupported": runner.no_beam_search}
+    seconds, steps = runner.beams(np.asarray(request["ids"], dtype=np.int64), request["new_tokens"], request["beams"])
+    return {"seconds": seconds, "steps": steps}
+
+
 OPERATIONS = {
     "forced": lambda runner, r: {"seconds": runner.forced(np.asarray(r["ids"], dtype=np.int64), r["new_tokens"])},
+    "beams": beams,
     "greedy": lambda runner, r: {"texts": [runner.greedy(text) for text in r["texts"]]},
     "rss": lambda runner, r: {"peak_rss": peak_rss()},
 }

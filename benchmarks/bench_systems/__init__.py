@@ -7,6 +7,9 @@ token ids of the checkpoint's own sentencepiece model:
 
 - ``forced(ids, new_tokens)``: exactly ``new_tokens`` greedy steps for a ``[B, S]`` batch (eos ignored, so every
   system does the same work); returns the seconds taken, encoder included;
+- ``beams(ids, new_tokens, beams)``: beam search of a ``[1, S]`` input, at most ``new_tokens`` steps (a peer
+  that can is held to exactly that many); returns the seconds taken, encoder included, and the steps run. A runner
+  with no beam search has no ``beams`` and says why in ``no_beam_search``;
 - ``greedy(text)``: natural greedy decoding of one input up to eos; returns the text (the quality columns).
 
 A system that cannot run here raises ``Unavailable`` with a one-line reason; the table keeps its row. One module

@@ -38,12 +38,16 @@ class CTranslate2Runner:
     def _tokens(self, ids: np.ndarray) -> list[list[str]]:
         return [[self.pieces.id_to_piece(int(i)) for i in row] for row in ids]
 
-    def forced(self, ids: np.ndarray, new_tokens: int) -> float:
+    def forced(self, ids: np.ndarray, new_tokens: int, beams: int = 1) -> float:
         """Seconds for ``translate_batch`` of exactly ``new_tokens`` tokens."""
         started = time.perf_counter()
-        self.translator.translate_batch(self._tokens(ids), beam_size=1, max_decoding_length=new_tokens,
+        self.translator.translate_batch(self._tokens(ids), beam_size=beams, max_decoding_length=new_tokens,
                                         min_decoding_length=new_tokens)
         return time.perf_counter() - started
+
+    def beams(self, ids: np.ndarray, new_tokens: int, beams: int) -> tuple[float, int]:
+        """(seconds, steps) of ``translate_batch``'s beam search held to exactly ``new_tokens`` steps."""
+        return self.forced(ids, new_tokens, beams), new_tokens
 
     def greedy(self, text: str) -> str:
         """Greedy output of one input."""

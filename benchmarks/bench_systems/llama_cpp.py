@@ -53,6 +53,10 @@ class LlamaCppRunner:
     """llama.cpp's T5 support: ``llama_encode`` the input, then ``llama_decode`` one token at a time from the
     decoder start token, argmax over the logits (the same host loop as ours)."""
 
+    #: No ``beams``: what the table says instead.
+    no_beam_search = ("llama.cpp has no beam search: it left its API in June 2024 (ggml-org/llama.cpp#7736, "
+                      "'to be implemented in user code')")
+
     def __init__(self, artifact: Path, threads: int):
         import llama_cpp
 

@@ -3,6 +3,7 @@ LiteRT; ExecuTorch fp32 and int8 (XNNPACK); all through the project's own decodi
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +57,13 @@ class ExportRunner:
         from mt5lite.runtimes.generators import open_export
 
         self.generator = open_export(artifact, threads=threads)
+        self.steps: list[int] = []  # one entry per decoder step run (the step hook)
+        self.generator.add_step_hook(lambda feeds, outputs: self.steps.append(1))
 
     def _feeds(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mask = np.ones_like(ids)
-        if self.generator.static_shapes:  # batch-1 graphs of a fixed source length: pad to it
-            width = self.generator.max_source_length - ids.shape[1]
+        if self.generator.static_shapes:  # graphs of fixed source lengths: pad to the shortest that holds the input
+            width = min(n for n in self.generator.source_lengths if n >= ids.shape[1]) - ids.shape[1]
             ids = np.pad(ids, ((0, 0), (0, width)), constant_values=self.generator.tokenizer.pad_id)
             mask = np.pad(mask, ((0, 0), (0, width)))
         return ids.astype(np.int64), mask.astype(np.int64)
@@ -72,6 +75,17 @@ class ExportRunner:
         ids, mask = self._feeds(ids)
         return forced_decode(self.generator.stepper, ids, mask, self.generator.decoder.decoder_start_id,
                              new_tokens)[0]
+
+    def beams(self, ids: np.ndarray, new_tokens: int, beams: int) -> tuple[float, int]:
+        """(seconds, steps) of the decoding loop's beam search over at most ``new_tokens`` steps (it stops when no
+        beam can improve: the steps are counted); a static export runs its batched step for the beams."""
+        from mt5lite.runtimes.options import DecodingOptions
+
+        ids, mask = self._feeds(ids)
+        self.steps.clear()
+        started = time.perf_counter()
+        self.generator.decoder.generate(ids, mask, DecodingOptions(num_beams=beams, max_new_tokens=new_tokens))
+        return time.perf_counter() - started, len(self.steps)
 
     def greedy(self, text: str) -> str:
         """Greedy output of one input."""

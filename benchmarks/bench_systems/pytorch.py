@@ -25,18 +25,22 @@ class TorchRunner:
         if dynamic_int8:
             self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
 
-    def _generate(self, ids: np.ndarray, **options):
+    def _generate(self, ids: np.ndarray, num_beams: int = 1, **options):
         import torch
 
         with torch.inference_mode():
-            return self.model.generate(input_ids=torch.from_numpy(ids.astype(np.int64)), do_sample=False, num_beams=1,
-                                       **options)
+            return self.model.generate(input_ids=torch.from_numpy(ids.astype(np.int64)), do_sample=False,
+                                       num_beams=num_beams, **options)
 
-    def forced(self, ids: np.ndarray, new_tokens: int) -> float:
+    def forced(self, ids: np.ndarray, new_tokens: int, num_beams: int = 1) -> float:
         """Seconds for ``generate`` of exactly ``new_tokens`` tokens."""
         started = time.perf_counter()
-        self._generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+        self._generate(ids, num_beams, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
         return time.perf_counter() - started
+
+    def beams(self, ids: np.ndarray, new_tokens: int, beams: int) -> tuple[float, int]:
+        """(seconds, steps) of ``generate``'s beam search held to exactly ``new_tokens`` steps."""
+        return self.forced(ids, new_tokens, beams), new_tokens
 
     def greedy(self, text: str) -> str:
         """Greedy output of one input."""
