@@ -72,7 +72,7 @@ class KvCache(val k: List<Tensor>, val v: List<Tensor>) {
  */
 class Stepper(private val graphs: (String) -> Graph, private val manifest: Manifest) {
     private val cacheShape = manifest.graphs.getValue("decoder").inputs.first { it.name == "self_k_cache_0" }.shape
-    private val layers = manifest.graphs.getValue("decoder").inputs.count { it.name.startsWith("self_k_cache_") }
+    private val layers = manifest.graphs.getValue("decoder").layers
 
     /** The vocabulary width of the logits (embedding rows). */
     val vocabSize: Int = manifest.vocabSize

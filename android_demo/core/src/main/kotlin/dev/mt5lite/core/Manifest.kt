@@ -124,9 +124,8 @@ class Manifest private constructor(
                 }
                 if (graph !is Map<*, *>) continue
                 val spec = graphSpec(role, graph, path)
-                val layers = spec.inputs.count { it.name.startsWith("cross_k_") }
                 val (inputs, outputs) = if (parsed.kind == "encoder") Pair(ENCODER_INPUTS, ENCODER_OUTPUTS)
-                    else Pair(decoderInputs(layers), DECODER_OUTPUTS)
+                    else Pair(decoderInputs(spec.layers), DECODER_OUTPUTS)
                 if (spec.file !in files) problems.add("graphs.$role: file ${spec.file} is not listed in files")
                 if (spec.inputs.map { it.name }.sorted() != inputs.sorted() ||
                     spec.outputs.map { it.name }.sorted() != outputs.sorted()) {

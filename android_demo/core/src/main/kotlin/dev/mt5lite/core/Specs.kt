@@ -10,7 +10,10 @@ class GraphSpec(
     val signature: String,
     val inputs: List<TensorSpec>,
     val outputs: List<TensorSpec>
-)
+) {
+    /** The decoder layers a decoder step takes (its `cross_k_N` inputs, one per layer); 0 for an encoder. */
+    val layers: Int get() = inputs.count { it.name.startsWith("cross_k_") }
+}
 
 /** A model file that is missing, damaged, foreign or inconsistent with its manifest. The message is one line. */
 class ModelFileException(message: String) : RuntimeException(message)
