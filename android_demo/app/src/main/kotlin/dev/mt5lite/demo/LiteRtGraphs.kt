@@ -22,7 +22,7 @@ class LiteRtGraphs : GraphLoader, Closeable {
 
     override fun open(file: File, signature: String, spec: GraphSpec): Graph {
         val model = try {
-            models.getOrPut(file.path) { CompiledModel.create(file.path, CompiledModel.Options(Accelerator.CPU)) }
+            models.getOrPut(file.path) { CompiledModel.create(file.path, cpuOptions()) }
         } catch (e: LiteRtException) {
             throw ModelFileException("${file.name}: LiteRT cannot load it (${e.message?.lines()?.first()})")
         }
@@ -36,6 +36,20 @@ class LiteRtGraphs : GraphLoader, Closeable {
     override fun close() {
         models.values.forEach { it.close() }
         models.clear()
+    }
+
+    /**
+     * The CPU (XNNPACK) with its weight cache in memory (XNNPACK's `:memory:`, an anonymous file): without it,
+     * XNNPACK packs the weights once per signature that uses them, and a static export's decoder and encoder
+     * signatures (batch 4, source-length buckets) would hold them several times over. Measured through the same
+     * native API on mt5-small's shape, int8: 1,184 MB resident after compiling without the cache, 207 MB with it.
+     */
+    private fun cpuOptions() = CompiledModel.Options(Accelerator.CPU).apply {
+        cpuOptions = CompiledModel.CpuOptions(xnnPackWeightCachePath = IN_MEMORY_WEIGHT_CACHE)
+    }
+
+    private companion object {
+        const val IN_MEMORY_WEIGHT_CACHE = ":memory:"
     }
 
     private class SignatureGraph(

@@ -115,7 +115,12 @@ internal class LiteRtModelFile private constructor(
             return model.value
         }
 
-        /** CPU-only compilation options, carrying "num_threads = N" for the XNNPACK accelerator when N > 0. */
+        /**
+         * CPU-only compilation options for the XNNPACK accelerator: an in-memory weight cache, and "num_threads = N"
+         * when N > 0. Without the cache XNNPACK packs the weights once per signature that uses them: a static export's
+         * six decoder and three encoder signatures held mt5-small's int8 weights six times over (1,184 MB resident
+         * after compiling its 304 MB file, 207 MB with the cache; trimmed, 318 against 72 MB).
+         */
         private fun createOptions(lib: LiteRtNative, file: File, threads: Int): Pointer {
             val out = PointerByReference()
             val status = lib.LiteRtCreateOptions(out)
@@ -123,7 +128,7 @@ internal class LiteRtModelFile private constructor(
             val options = out.value
             try {
                 checkOptions(file, lib.LiteRtSetOptionsHardwareAccelerators(options, LiteRtNative.HW_ACCELERATOR_CPU))
-                if (threads > 0) addCpuThreads(lib, file, options, threads)
+                addCpuOptions(lib, file, options, threads)
             } catch (e: RuntimeException) {
                 lib.LiteRtDestroyOptions(options)
                 throw e
@@ -135,8 +140,9 @@ internal class LiteRtModelFile private constructor(
          * Adds the CPU accelerator's opaque options: a NUL-terminated TOML string in malloc'd memory, which
          * the options take over and release with libc's `free`.
          */
-        private fun addCpuThreads(lib: LiteRtNative, file: File, options: Pointer, threads: Int) {
-            val toml = "num_threads = $threads\n".toByteArray(Charsets.UTF_8)
+        private fun addCpuOptions(lib: LiteRtNative, file: File, options: Pointer, threads: Int) {
+            val cache = "weight_cache_file_path = \"$IN_MEMORY_WEIGHT_CACHE\"\n"
+            val toml = (cache + if (threads > 0) "num_threads = $threads\n" else "").toByteArray(Charsets.UTF_8)
             val payload = Pointer(Native.malloc(toml.size + 1L))
             payload.write(0, toml, 0, toml.size)
             payload.setByte(toml.size.toLong(), 0)
@@ -152,6 +158,9 @@ internal class LiteRtModelFile private constructor(
         private fun checkOptions(file: File, status: Int) {
             if (status != 0) throw ModelFileException("$file: cannot set CPU options: LiteRT ${LiteRtNative.describe(status)}")
         }
+
+        /** XNNPACK's name for a weight cache that lives in memory (an anonymous file), not on disk. */
+        const val IN_MEMORY_WEIGHT_CACHE = ":memory:"
 
         /** libc's `free`, the destructor for payloads allocated with [Native.malloc]. */
         private val libcFree: Pointer by lazy { NativeLibrary.getInstance(Platform.C_LIBRARY_NAME).getFunction("free") }
