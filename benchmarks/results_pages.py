@@ -37,6 +37,8 @@ PAGES = {
     "device-speed-trimmed": ("build/reports/device-speed-trimmed.json", "make device-speed",
                              "benchmarks.experiments.device_speed:markdown",
                              "Beams and short inputs on static exports, mt5-small's shape trimmed"),
+    "bench": ("build/bench/bench.json", "make bench", "benchmarks.bench_report:markdown",
+              "Ours against the peers"),
 }
 
 

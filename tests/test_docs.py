@@ -119,7 +119,7 @@ def test_the_pages_have_snippets_and_the_site_lists_every_page():
 
 
 RESULT_PAGES = ["pipeline", "outliers-demo", "outliers-mt5-small", "natural-demo", "device-speed",
-                "device-speed-trimmed"]
+                "device-speed-trimmed", "bench"]
 
 
 @pytest.mark.parametrize("name", RESULT_PAGES)
