@@ -96,7 +96,7 @@ def test_threads_sharing_one_onnx_generator_get_the_sequential_results(demo_expo
     assert all(found == {sequential[text]} for text, found in outputs.items())
 
 
-def test_threads_sharing_one_litert_generator_get_one_interpreter_each(tflite_int8):
+def test_threads_sharing_one_litert_generator_get_one_compiled_model_each(tflite_int8):
     from mt5lite.data import read_task_pairs
     from mt5lite.runtimes.litert import LiteRTGenerator
 
@@ -107,7 +107,7 @@ def test_threads_sharing_one_litert_generator_get_one_interpreter_each(tflite_in
     outputs, results = _concurrent(generator, texts, 4, 6)
     assert all(found == {sequential[text]} for text, found in outputs.items())
     seen = {runner for _, _, runner in results}
-    assert len(seen) == 4 and main_runners not in seen  # one interpreter set per thread, none shared
+    assert len(seen) == 4 and main_runners not in seen  # one set of compiled models per thread, none shared
 
 
 # --- version skew: newer than what runs here --------------------------------------------------------------------
