@@ -68,7 +68,9 @@ class _Signature:
                         for name, d in {**inputs, **outputs}.items()}
         self._inputs = {name: model.create_input_buffer_by_name(signature, name) for name in inputs}
         self._outputs = {name: model.create_output_buffer_by_name(signature, name) for name in outputs}
-        self._shapes = {name: (np.dtype(self.details[name][0]), tuple(self.details[name][1])) for name in outputs}
+        #: name -> (dtype, shape, element count) of every output, read back after each run
+        self._shapes = {name: (np.dtype(dtype), tuple(shape), int(np.prod(shape)))
+                        for name, (dtype, shape) in self.details.items() if name in outputs}
         self._held: dict[str, np.ndarray] = {}  # input name -> the read-only array its buffer holds
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -82,8 +84,8 @@ class _Signature:
                 else:
                     self._held[name] = value
         self._model.run_by_name(self._signature, self._inputs, self._outputs)
-        return {name: self._outputs[name].read(int(np.prod(shape)), dtype).reshape(shape)
-                for name, (dtype, shape) in self._shapes.items()}
+        return {name: self._outputs[name].read(size, dtype).reshape(shape)
+                for name, (dtype, shape, size) in self._shapes.items()}
 
 
 class LiteRTBackend(GraphBackend):
