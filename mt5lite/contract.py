@@ -339,6 +339,11 @@ def repeat_rows(value: np.ndarray, name: str, times: int) -> np.ndarray:
     return value if axis is None or times == 1 else np.repeat(value, times, axis=axis)
 
 
+def bucket_length(width: int, lengths) -> int:
+    """The shortest of ``lengths`` (a static export's source lengths) that holds ``width`` positions."""
+    return min(length for length in lengths if length >= width)
+
+
 def to_source_length(tensors: dict[str, np.ndarray], length: int) -> dict[str, np.ndarray]:
     """``tensors`` by name with every source-length axis (``SOURCE_AXIS``) cut or zero-padded to ``length``
     positions: feeds padded for a longer or shorter source-length bucket, outputs cut back (no copy where a tensor

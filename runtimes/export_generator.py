@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mt5lite.contract import GraphSpec, batch_rows, concat_rows, graph_feeds, to_source_length
+from mt5lite.contract import GraphSpec, batch_rows, bucket_length, concat_rows, graph_feeds, to_source_length
 from mt5lite.manifest import Manifest, inside, load_manifest
 from mt5lite.runtimes.decoding import Decoder, StepHook
 from mt5lite.runtimes.options import DecodingOptions
@@ -60,7 +60,7 @@ class StaticBatches:
 
     def _length(self, width: int) -> int:
         """The shortest source length the graphs take that holds ``width`` positions."""
-        return min(length for length in self.lengths if length >= width)
+        return bucket_length(width, self.lengths)
 
     def encode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every encoder output, one input row at a time, over as many source positions as ``feeds`` have (feeds

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
+from mt5lite.contract import bucket_length
 from mt5lite.errors import InputError
 
 
@@ -112,7 +113,7 @@ class Tokenizer:
                 raise InputError(f"input {index}: {exc}") from None
         width = longest = max(len(r) for r in rows)
         if pad_to:
-            width = min(length for length in ([pad_to] if isinstance(pad_to, int) else pad_to) if length >= longest)
+            width = bucket_length(longest, [pad_to] if isinstance(pad_to, int) else pad_to)
         ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(rows), width), dtype=np.int64)
         for row, tokens in enumerate(rows):

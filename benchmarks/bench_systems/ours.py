@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.bench_systems import MAX_NEW_TOKENS, SYSTEMS, System, built
+from mt5lite.contract import bucket_length, to_source_length
 
 
 def _onnx_fp32(checkpoint: Path, work: Path, static: bool = False) -> Path:
@@ -61,12 +62,10 @@ class ExportRunner:
         self.generator.add_step_hook(lambda feeds, outputs: self.steps.append(1))
 
     def _feeds(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mask = np.ones_like(ids)
+        feeds = {"input_ids": ids.astype(np.int64), "attention_mask": np.ones_like(ids, dtype=np.int64)}
         if self.generator.static_shapes:  # graphs of fixed source lengths: pad to the shortest that holds the input
-            width = min(n for n in self.generator.source_lengths if n >= ids.shape[1]) - ids.shape[1]
-            ids = np.pad(ids, ((0, 0), (0, width)), constant_values=self.generator.tokenizer.pad_id)
-            mask = np.pad(mask, ((0, 0), (0, width)))
-        return ids.astype(np.int64), mask.astype(np.int64)
+            feeds = to_source_length(feeds, bucket_length(ids.shape[1], self.generator.source_lengths))
+        return feeds["input_ids"], feeds["attention_mask"]
 
     def forced(self, ids: np.ndarray, new_tokens: int) -> float:
         """Seconds for the encoder and ``new_tokens`` greedy steps of the batch."""
