@@ -20,9 +20,10 @@ TOLERANCE = (1e-5, 1e-6)
 #: ... except where activations are quantized dynamically (``DynamicQuantizeLinear``): one scale spans the batch
 #: and every source position, as in every dynamic-shape export, so the outputs differ by quantization noise: 1.5% of
 #: the largest |value| on the demo model (0.29 on logits of about 20), 5.2% on the natural model's static int8
-#: (cross_k of its 32-position bucket, 2026-12-05). A graph that mixed rows or positions up would be off by the
-#: outputs' own size, so 15% still tells the two apart.
-DYNAMIC_TOLERANCE = (0.0, 0.15)
+#: (cross_k of its 32-position bucket, 2026-12-05), 16% on the trained outlier fixture's encoder output (its
+#: 16-position bucket, 2026-12-06: amplified residual channels make one scale coarser for the rest). A graph that
+#: mixed rows or positions up would be off by the outputs' own size, so 25% still tells the two apart.
+DYNAMIC_TOLERANCE = (0.0, 0.25)
 
 
 def constant_values(model) -> dict[str, object]:
