@@ -102,6 +102,7 @@ def first_token(generators: dict, texts: list[str]) -> dict:
     import numpy as np
 
     from benchmarks.timing import forced_decode
+    from mt5lite.contract import bucket_length
 
     some = next(iter(generators.values()))
     tokenizer = some.tokenizer
@@ -112,7 +113,7 @@ def first_token(generators: dict, texts: list[str]) -> dict:
     for repeat in range(FIRST_TOKEN_REPEATS + 1):  # the first round warms up (sessions load on first use)
         for n in lengths:
             for name, generator in generators.items():
-                width = min(length for length in generator.source_lengths if length >= n)
+                width = bucket_length(n, generator.source_lengths)
                 ids = np.zeros((1, width), np.int64)
                 ids[0, :n] = [*pieces[: n - 1], eos]
                 mask = (np.arange(width) < n).astype(np.int64)[None]
