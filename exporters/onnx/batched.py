@@ -27,8 +27,8 @@ def write_batched_decoders(directory: Path, graphs: dict[str, GraphSpec], batche
     """Write ``decoder_b{B}.onnx`` beside the staged ``decoder`` graph in ``directory`` for every batch ``B`` of
     ``batches``: the decoder step with its batch fixed at B, pointing into the same weight file. Each is checked
     (ONNX checker, full shape inference) and run against the batch-1 step row by row (``ParityError`` beyond
-    ``variants.TOLERANCE``, or ``DYNAMIC_TOLERANCE`` for dynamically quantized activations). Returns ``graphs``
-    with exactly these batched steps, and no graph derived from them (earlier ones dropped)."""
+    ``variants.TOLERANCE``; quantized graphs in float compute, ``variants.without_activation_rounding``). Returns
+    ``graphs`` with exactly these batched steps, and no graph derived from them (earlier ones dropped)."""
     problems = batch_problems(batches)
     if problems:
         raise InputError("; ".join(problems))

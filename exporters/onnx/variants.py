@@ -15,15 +15,8 @@ from mt5lite.contract import GraphSpec, layer_input
 
 #: A graph at another shape must match the graph it comes from to this (max |diff| <= atol + rtol x max
 #: |reference|): GEMM kernels for other row counts may sum in another order (weight-int8 on the demo model: 2.4e-6,
-#: measured before its checks ran at accuracy level 0; see ``without_activation_rounding``).
+#: measured before its checks ran without run-time activation rounding; see ``without_activation_rounding``).
 TOLERANCE = (1e-5, 1e-6)
-#: ... except where activations are quantized dynamically (``DynamicQuantizeLinear``): one scale spans the batch
-#: and every source position, as in every dynamic-shape export, so the outputs differ by quantization noise: 1.5% of
-#: the largest |value| on the demo model (0.29 on logits of about 20), 5.2% on the natural model's static int8
-#: (cross_k of its 32-position bucket, 2026-12-05), 16% on the trained outlier fixture's encoder output (its
-#: 16-position bucket, 2026-12-06: amplified residual channels make one scale coarser for the rest). A graph that
-#: mixed rows or positions up would be off by the outputs' own size, so 25% still tells the two apart.
-DYNAMIC_TOLERANCE = (0.0, 0.25)
 
 
 def constant_values(model) -> dict[str, object]:
@@ -59,16 +52,6 @@ def write_variant(directory: Path, base: GraphSpec, variant: GraphSpec, role: st
     onnx.checker.check_model(str(directory / variant.file), full_check=True)
 
 
-def tolerance_of(directory: Path, spec: GraphSpec) -> tuple[float, float]:
-    """The tolerance a variant of graph ``spec`` is held to: ``DYNAMIC_TOLERANCE`` where it quantizes activations
-    dynamically, else ``TOLERANCE``."""
-    import onnx
-
-    model = onnx.load(str(directory / spec.file), load_external_data=False)
-    return DYNAMIC_TOLERANCE if any(node.op_type == "DynamicQuantizeLinear" for node in model.graph.node) \
-        else TOLERANCE
-
-
 def _rounds_activations(node) -> bool:
     """Whether ``node`` is a ``MatMulNBits`` that rounds its float input at run time: accuracy level 2, 3 or 4
     (fp16, bf16 or int8 compute; weight-int8 uses 4, int8 per block); 0 and 1 compute in float32."""
@@ -78,29 +61,69 @@ def _rounds_activations(node) -> bool:
         a.name == "accuracy_level" and get_attribute_value(a) >= 2 for a in node.attribute)
 
 
+def _float_product(product, quantized) -> list:
+    """Nodes that compute a ``MatMulInteger`` (``product``) of a ``DynamicQuantizeLinear``'s output (``quantized``)
+    in float: the quantizer's float input over its scale, times the integer weights less their zero point, into the
+    same output. The ``Mul`` by both scales after it then gives the float product of the input and the dequantized
+    weights, with no activation rounded."""
+    from onnx import TensorProto, helper
+
+    out = product.output[0]
+    weights, zero = product.input[1], product.input[3] if len(product.input) > 3 else ""
+    nodes = [helper.make_node("Div", [quantized.input[0], quantized.output[1]], [f"{out}/float_a"]),
+             helper.make_node("Cast", [weights], [f"{out}/float_b"], to=TensorProto.FLOAT)]
+    if zero:
+        nodes += [helper.make_node("Cast", [zero], [f"{out}/float_zero"], to=TensorProto.FLOAT),
+                  helper.make_node("Sub", [f"{out}/float_b", f"{out}/float_zero"], [f"{out}/float_bz"])]
+    return [*nodes, helper.make_node("MatMul", [f"{out}/float_a", nodes[-1].output[0]], [out])]
+
+
+def float_compute(model) -> bool:
+    """Turn off run-time activation rounding in ``model`` (an ``onnx.ModelProto``), in place; whether it had any.
+    ``MatMulNBits`` at accuracy level 2-4 goes to level 0 (the same int8 weights, float compute); a ``MatMulInteger``
+    of a ``DynamicQuantizeLinear``'s output becomes the float product with the dequantized weights
+    (``_float_product``): dynamic quantization takes one scale over every row and source position, so a graph at
+    another batch or length rounds the same values otherwise."""
+    quantizers = {node.output[0]: node for node in model.graph.node if node.op_type == "DynamicQuantizeLinear"}
+    nodes, changed = [], False
+    for node in model.graph.node:
+        if node.op_type == "MatMulInteger" and node.input[0] in quantizers:
+            nodes.extend(_float_product(node, quantizers[node.input[0]]))
+            changed = True
+            continue
+        if _rounds_activations(node):
+            next(a for a in node.attribute if a.name == "accuracy_level").i = 0
+            changed = True
+        nodes.append(node)
+    if changed:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        del model.graph.value_info[:]  # the products' outputs were int32
+    return changed
+
+
 @contextmanager
 def without_activation_rounding(directory: Path, specs: tuple[GraphSpec, ...]) -> Iterator[list[Path]]:
     """The files of ``specs`` in ``directory`` to run a variant check on: the graphs themselves, or, where they
-    round activations at run time (``MatMulNBits`` at accuracy level 2-4), twins at accuracy level 0
-    (the same int8 weights, float compute), written beside them and removed afterwards.
+    round activations at run time, twins in float compute (``float_compute``: the same int8 weights), written
+    beside them and removed afterwards.
 
     Rounding each activation to int8 at run time turns the last-bit differences of kernels for other row counts
     into whole quantization steps, which grow layer by layer: mt5-small's shape with random weights, a batch-4
-    step against the batch-1 step row by row, differed by 2.2 on logits of 12.8. The variant check asks whether the
-    variant computes what its base computes, row for row; the twins answer that without the rounding. What the
-    rounding does to decoded ids is measured separately (``docs/onnx-export.md``)."""
+    step against the batch-1 step row by row, differed by 2.2 on logits of 12.8 (weight-int8's ``MatMulNBits``).
+    Dynamic quantization's one scale over every row and position rounds a batch or a shorter source otherwise:
+    16% of the largest output on the trained outlier fixture's 16-position encoder (2026-12-06). The variant check
+    asks whether the variant computes what its base computes, row for row; the twins answer that without the
+    rounding. What the rounding does to decoded ids is measured separately (``docs/onnx-export.md``)."""
     import onnx
 
     models = [onnx.load(str(directory / spec.file), load_external_data=False) for spec in specs]
-    if not any(_rounds_activations(node) for model in models for node in model.graph.node):
+    if not any([float_compute(model) for model in models]):
         yield [directory / spec.file for spec in specs]
         return
     twins = [directory / f".check-{spec.file}" for spec in specs]
     try:
         for model, twin in zip(models, twins, strict=True):
-            for node in model.graph.node:
-                if _rounds_activations(node):
-                    next(a for a in node.attribute if a.name == "accuracy_level").i = 0
             onnx.save_model(model, str(twin))
         yield twins
     finally:
@@ -112,8 +135,8 @@ def check_variant(directory: Path, base: GraphSpec, variant: GraphSpec, feeds: d
                   run_base: Callable, what: str, compared_with: str) -> None:
     """Run ``variant`` on ``feeds`` and ``run_base(session)`` (the base graph's outputs for the same inputs, by
     name, shaped like the variant's); ``ParityError`` naming ``what`` and ``compared_with`` when any output
-    differs beyond the tolerance (``tolerance_of``). Graphs that round activations at run time (int8, fp16 or
-    bf16 compute in ``MatMulNBits``) are checked without that rounding (``without_activation_rounding``)."""
+    differs beyond ``TOLERANCE``. Graphs that round activations at run time (int8, fp16 or bf16 compute in
+    ``MatMulNBits``, dynamic quantization) are checked without that rounding (``without_activation_rounding``)."""
     import onnxruntime as ort
 
     from mt5lite.verification.teacher_forced import Differences, check_diffs
@@ -129,7 +152,7 @@ def check_variant(directory: Path, base: GraphSpec, variant: GraphSpec, feeds: d
     found = Differences()
     for name in names:
         found.add(name, got[name], expected[name])
-    check_diffs(what, found, *tolerance_of(directory, base),
+    check_diffs(what, found, *TOLERANCE,
                 {name: list(got[name].shape) for name in names}, compared_with)
 
 
