@@ -122,6 +122,45 @@ def test_dynamic_int8_variants_are_checked_on_float_products(static_dynamic_int8
     assert sorted(p.name for p in static_dynamic_int8.iterdir()) == before
 
 
+@pytest.mark.parametrize("weights", ["int8", "uint8"])
+def test_a_dynamically_quantized_product_computes_in_float_in_its_twin(weights):
+    """``DynamicQuantizeLinear`` -> ``MatMulInteger`` -> ``Cast`` -> ``Mul`` (ONNX Runtime's dynamic int8) becomes
+    x @ dequantized weights in float, with weights of either sign and per-column zero points that are not 0; a
+    ``MatMulInteger`` that reads another quantizer's zero point is left as it was."""
+    import onnxruntime as ort
+    from onnx import TensorProto, numpy_helper
+
+    from mt5lite.exporters.onnx.variants import float_compute
+
+    rng = np.random.default_rng(0)
+    low, high, dtype = (-128, 128, np.int8) if weights == "int8" else (0, 256, np.uint8)
+    w = rng.integers(low, high, (16, 8)).astype(dtype)
+    zero = rng.integers(1, 50, 8).astype(dtype)  # per column, none of them 0
+    scale = (rng.random(8) * 0.01 + 0.001).astype(np.float32)
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["x_q", "x_s", "x_z"]),
+             helper.make_node("MatMulInteger", ["x_q", "w", "x_z", "w_z"], ["p"]),
+             helper.make_node("Cast", ["p"], ["p_f"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["x_s", "w_s"], ["s"]),
+             helper.make_node("Mul", ["p_f", "s"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 8])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(zero, "w_z"),
+                               numpy_helper.from_array(scale, "w_s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = rng.standard_normal((3, 16)).astype(np.float32)
+    exact = x @ ((w.astype(np.float32) - zero.astype(np.float32)) * scale)
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString()).run(["y"], {"x": x})[0]
+
+    rounded = run(model)
+    assert float_compute(model) and "MatMulInteger" not in {n.op_type for n in model.graph.node}
+    assert np.abs(run(model) - exact).max() <= 1e-5 * np.abs(exact).max() < np.abs(rounded - exact).max()
+    other = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    other.graph.node[1].input[2] = "w_z"  # not the quantizer's zero point: not this rewrite's pattern
+    assert not float_compute(other)
+
+
 @pytest.mark.parametrize("export", ["static_export", "static_dynamic_int8", "static_weight_int8"])
 def test_a_step_that_mixes_rows_is_refused(export, request, tmp_path):
     """A decoder whose logits depend on the other rows (here: plus their mean) passes at batch 1 but not at 4, also
@@ -141,7 +180,7 @@ def test_a_step_that_mixes_rows_is_refused(export, request, tmp_path):
     graphs = dict(load_manifest(root, verify_hashes=False).graphs)
     with pytest.raises(ParityError, match="decoder step at batch 4.*batch-1 decoder step row by row"):
         write_batched_decoders(root, graphs, [4])
-    assert not list(root.glob(".check-*"))  # weight-int8's float-compute twins are gone after a refusal too
+    assert not list(root.glob(".check-*"))  # the float-compute twins are gone after a refusal too
 
 
 def test_variants_are_checked_without_run_time_activation_rounding(static_weight_int8):

@@ -4,8 +4,8 @@ The decoder-step graph takes its batch from its inputs: no op fixes it (heads ar
 cache write and the masks broadcast). So the step at batch B is the same nodes and the same initializers, pointing
 into the same ``weights.bin``, with the batch axes of its inputs and outputs declared B: a copy of the graph's
 structure, no weights. Before it is kept it runs on B different rows and must give what the batch-1 step gives for
-each row (graphs whose ``MatMulNBits`` round activations at run time are compared as float-compute twins:
-``variants.without_activation_rounding``).
+each row (graphs that round activations at run time, weight-int8's ``MatMulNBits`` and dynamic int8's
+``MatMulInteger``, are compared as float-compute twins: ``variants.without_activation_rounding``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def write_batched_decoders(directory: Path, graphs: dict[str, GraphSpec], batche
     """Write ``decoder_b{B}.onnx`` beside the staged ``decoder`` graph in ``directory`` for every batch ``B`` of
     ``batches``: the decoder step with its batch fixed at B, pointing into the same weight file. Each is checked
     (ONNX checker, full shape inference) and run against the batch-1 step row by row (``ParityError`` beyond
-    ``variants.TOLERANCE``; quantized graphs in float compute, ``variants.without_activation_rounding``). Returns
+    ``variants.TOLERANCE``; weight-int8 and dynamic int8 in float compute, ``without_activation_rounding``). Returns
     ``graphs`` with exactly these batched steps, and no graph derived from them (earlier ones dropped)."""
     problems = batch_problems(batches)
     if problems:

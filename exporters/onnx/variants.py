@@ -83,12 +83,14 @@ def float_compute(model) -> bool:
     ``MatMulNBits`` at accuracy level 2-4 goes to level 0 (the same int8 weights, float compute); a ``MatMulInteger``
     of a ``DynamicQuantizeLinear``'s output becomes the float product with the dequantized weights
     (``_float_product``): dynamic quantization takes one scale over every row and source position, so a graph at
-    another batch or length rounds the same values otherwise."""
+    another batch or length rounds the same values otherwise. (ONNX Runtime may fold the weights' ``Cast``, so a
+    session of such a twin can hold them in float32.)"""
     quantizers = {node.output[0]: node for node in model.graph.node if node.op_type == "DynamicQuantizeLinear"}
     nodes, changed = [], False
     for node in model.graph.node:
-        if node.op_type == "MatMulInteger" and node.input[0] in quantizers:
-            nodes.extend(_float_product(node, quantizers[node.input[0]]))
+        quantizer = quantizers.get(node.input[0]) if node.op_type == "MatMulInteger" else None
+        if quantizer is not None and node.input[2:3] == quantizer.output[2:3]:  # its zero point, too
+            nodes.extend(_float_product(node, quantizer))
             changed = True
             continue
         if _rounds_activations(node):
