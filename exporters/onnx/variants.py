@@ -120,7 +120,7 @@ def without_activation_rounding(directory: Path, specs: tuple[GraphSpec, ...]) -
     import onnx
 
     models = [onnx.load(str(directory / spec.file), load_external_data=False) for spec in specs]
-    if not any([float_compute(model) for model in models]):
+    if not any([float_compute(model) for model in models]):  # a list, not a generator: every model is rewritten
         yield [directory / spec.file for spec in specs]
         return
     twins = [directory / f".check-{spec.file}" for spec in specs]
