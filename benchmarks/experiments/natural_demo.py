@@ -24,8 +24,9 @@ Sections (``SECTIONS``; each writes its part of one JSON and Markdown report, re
 - ``student``: the lite recipe (trim, drop layers + prune FFN, distil, fine-tune) with the natural model as the
   teacher, on its fine-tuning pairs; chrF and exact match per language of teacher and student (PyTorch, greedy).
 
-Never a pass/fail on timing; the gate's verdicts are reported, not enforced. Builds go to ``--work``; sections not
-run keep what an earlier run on the same model wrote to ``--output``.
+Never a pass/fail on timing; the gate's verdicts are reported, not enforced. Builds go to ``--work``, in a folder
+named by the model's content hash, so a retrained model never reuses what an earlier one built; sections not run
+keep what an earlier run on the same model (the same hash) wrote to ``--output``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from mt5lite.natural.corpus import LANGUAGES
 from mt5lite.natural.train import MONOLINGUAL, TRAIN_PAIRS, heldout_pairs
 from mt5lite.paths import BUILD_DIR, DEMO_MODEL, NATURAL_MODEL
 from mt5lite.reports import markdown_table, write_report
+from mt5lite.workflow.stamps import content_hash
 
 #: The int8 recipes measured (``outliers_demo.build`` builds each), and fp16 as the control: what rounding alone
 #: does to the outputs of a model that is unsure of many of them.
@@ -341,7 +343,8 @@ SECTIONS = {"parity": parity, "int8": int8, "trim": trim, "scripts": scripts, "o
 
 def markdown(report: dict) -> str:
     """The Markdown twin of the report (the sections that ran)."""
-    parts = ["# Every stage on the natural model", f"Model `{report['model']}`; {report['threads']} threads."]
+    parts = ["# Every stage on the natural model",
+             f"Model `{report['model']}` (content sha256 {report['model_sha256']}...); {report['threads']} threads."]
     if "parity" in report:
         found = report["parity"]
         parts += ["## fp32 parity", markdown_table(["stage", "max |diff| per output (tolerance)"], [
@@ -418,12 +421,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (args.model / "config.json").is_file():
         parser.exit(2, f"{parser.prog}: error: {args.model}: no natural model there; run make natural-model\n")
-    context = {"model": args.model, "work": args.work, "threads": args.threads, "student_steps": args.student_steps,
-               "pairs": heldout_pairs(args.per_language)}
-    report = {"model": os.path.relpath(args.model), "threads": args.threads}
+    digest = content_hash(args.model)[:16]
+    context = {"model": args.model, "work": args.work / digest, "threads": args.threads,
+               "student_steps": args.student_steps, "pairs": heldout_pairs(args.per_language)}
+    report = {"model": os.path.relpath(args.model), "model_sha256": digest, "threads": args.threads}
     if args.output.is_file():  # the sections not run now keep what an earlier run of the same model measured
         earlier = json.loads(args.output.read_text(encoding="utf-8"))
-        if earlier.get("model") == report["model"]:
+        if earlier.get("model_sha256") == digest:
             report = {**earlier, **report}
     for name in args.sections:
         report[name] = SECTIONS[name](context)
