@@ -27,7 +27,7 @@ help:
 	@echo "make evaluate        score MODEL on the demo task's held-out set"
 	@echo "make demo-model      retrain the bundled demo model from scratch (about 20 minutes on 2 cores)"
 	@echo "make natural-model   train the natural model (span corruption, then CLDR names in 64 languages) from"
-	@echo "                     scratch into models/natural (about 90 minutes on 2 cores)"
+	@echo "                     scratch into models/natural (about 110 minutes on 2 cores)"
 	@echo "make natural-demo    every stage on the natural model (parity, int8 per language, trimming, scripts, outliers,"
 	@echo "                     the lite student): $(BUILD)/reports/natural-demo.{json,md}"
 	@echo "make device-speed    on mt5-small's shape: 4-beam against greedy ms/token (the beams in one call of the"

@@ -484,7 +484,7 @@ def cmd_train_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train_natural(args: argparse.Namespace) -> int:
-    """Train the natural model (span corruption, then CLDR names in 64 languages; about 90 minutes on 2 cores)."""
+    """Train the natural model (span corruption, then CLDR names in 64 languages; about 110 minutes on 2 cores)."""
     from mt5lite.natural.train import train_and_write
 
     train_and_write(args.output, args.pretrain_steps, args.finetune_steps, args.force)
