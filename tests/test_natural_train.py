@@ -224,6 +224,18 @@ def _stored_dtypes(model_dir) -> set[str]:
 
 
 @pytest.mark.needs("train")
+def test_the_card_names_every_language_where_the_model_does_not_beat_the_baseline():
+    from mt5lite.natural.model_card import baseline_verdict
+
+    def report(rows: dict) -> dict:
+        return {"heldout": {"per_language": {lang: {"n": 40, "model": {"chrf": ours}, "baseline": {"chrf": copy}}
+                                             for lang, (ours, copy) in rows.items()}}}
+
+    assert baseline_verdict(report({"de": (55.0, 40.0), "yo": (18.6, 26.6), "zu": (71.7, 71.7)})) == (
+        "It beats the baseline's chrF in 1 of 3 languages; not in yo (18.6 against 26.6), zu (71.7 against 71.7).")
+    assert baseline_verdict(report({"de": (55.0, 40.0)})) == "It beats the baseline's chrF in 1 of 1 languages."
+
+
 def test_the_committed_natural_model_is_the_one_its_card_describes():
     """``models/natural`` (stored in float16, committed): its first two evaluation batches decode again to the
     per-language held-out figures of its report, i.e. the report was measured on these weights."""

@@ -21,6 +21,16 @@ def heldout_table(report: dict) -> str:
     return markdown_table(COLUMNS, rows)
 
 
+def baseline_verdict(report: dict) -> str:
+    """In how many languages the model's held-out chrF beats the baseline's, naming each language where it does not
+    (with both figures)."""
+    per_language = report["heldout"]["per_language"]
+    misses = [f"{lang} ({row['model']['chrf']:.1f} against {row['baseline']['chrf']:.1f})"
+              for lang, row in per_language.items() if row["model"]["chrf"] <= row["baseline"]["chrf"]]
+    verdict = f"It beats the baseline's chrF in {len(per_language) - len(misses)} of {len(per_language)} languages"
+    return verdict + (f"; not in {', '.join(misses)}." if misses else ".")
+
+
 def evaluation_markdown(report: dict) -> str:
     """The Markdown twin of ``eval_report.json``."""
     heldout = report["heldout"]
@@ -28,7 +38,7 @@ def evaluation_markdown(report: dict) -> str:
         f"# Evaluation: `{report['model']}`",
         f"Greedy decoding on {heldout['n']} held-out pairs of `data/natural/heldout.tsv`: chrF "
         f"{heldout['model']['chrf']:.1f} (copying the English name: {heldout['baseline']['chrf']:.1f}), exact match "
-        f"{heldout['model']['exact_match']:.3f} ({heldout['baseline']['exact_match']:.3f}).",
+        f"{heldout['model']['exact_match']:.3f} ({heldout['baseline']['exact_match']:.3f}). {baseline_verdict(report)}",
         heldout_table(report),
     ])
 
@@ -91,7 +101,7 @@ monolingual text (`data/README.md`).
 Greedy decoding on `data/natural/heldout.tsv` ({heldout["n"]} pairs): chrF **{heldout["model"]["chrf"]:.1f}**,
 exact match **{heldout["model"]["exact_match"]:.3f}**. The baseline copies the English name (the source after
 `translate xx: `), which is right where a language writes the name as English does: chrF
-{heldout["baseline"]["chrf"]:.1f}, exact match {heldout["baseline"]["exact_match"]:.3f}.
+{heldout["baseline"]["chrf"]:.1f}, exact match {heldout["baseline"]["exact_match"]:.3f}. {baseline_verdict(report)}
 
 {heldout_table(report)}
 
