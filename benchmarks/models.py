@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -28,12 +29,27 @@ def _finished(path: Path) -> bool:
     return (path / "compress_report.json").is_file()
 
 
-def once(path: Path, make: Callable[[Path], object]) -> Path:
-    """``make(path)`` unless ``path`` already holds a finished export or checkpoint (``_finished``: an export of an
-    older format is made again); prints how long a build took."""
-    if not _finished(path):
+def _made_by(inputs: tuple[Path, ...], options: object) -> str:
+    """The key of what a build is made by: the toolkit's code, the content of each input file or folder, and the
+    options (their ``str`` where JSON has no form for them)."""
+    from mt5lite.workflow.stamps import code_hash, content_hash
+
+    payload = {"code": code_hash(), "inputs": [content_hash(path) for path in inputs], "options": options}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def once(path: Path, make: Callable[[Path], object], inputs: tuple[Path, ...] = (), options: object = None) -> Path:
+    """``make(path)`` unless ``path`` already holds a finished export or checkpoint (``_finished``) made by this
+    code from these ``inputs`` (their content) with these ``options``: a stamp beside ``path`` keeps the key, so
+    new code, a changed input or other options build it again (``make`` overwrites). Prints how long a build
+    took."""
+    from mt5lite.reports import atomic_write
+
+    stamp, key = path.parent / f".{path.name}.made-by", _made_by(inputs, options)
+    if not (_finished(path) and stamp.is_file() and stamp.read_text(encoding="utf-8") == key):
         started = time.perf_counter()
         make(path)
+        atomic_write(stamp, key)
         print(f"{path.name}: {time.perf_counter() - started:.0f} s")
     return path
 
@@ -47,11 +63,11 @@ def mt5_small() -> Path:
 
 def trimmed_mt5_small(original: Path, work: Path) -> Path:
     """``original`` with ``trim-vocab`` on the project's multilingual data (the default corpus), at
-    ``work / "trimmed"`` (reused when already there)."""
+    ``work / "trimmed"`` (reused when made by this code from the same model: ``once``)."""
     from mt5lite.compression.compress import compress
 
     return once(work / "trimmed", lambda path: compress(original, path, ["trim-vocab"], {}, force=True,
-                                                        progress=True))
+                                                        progress=True), inputs=(original,))
 
 
 def training_file(path: Path) -> Path:
@@ -69,7 +85,8 @@ def training_file(path: Path) -> Path:
 def lite_stages(work: Path, train: Path, steps: int, pairs, teacher: Path = DEMO_MODEL) -> dict[str, Path]:
     """The "lite" recipe's checkpoint after each stage, by stage (``teacher``: the demo model by default, then
     ``trimmed``, ``pruned``, ``distilled``, ``student``), each a ``compress`` run under ``work`` trained on ``train``
-    for ``steps`` distillation steps (fine-tuning: half) and scored on ``pairs``; reused when already there."""
+    for ``steps`` distillation steps (fine-tuning: half) and scored on ``pairs``; reused when made by this code
+    from the same inputs with the same options (``once``)."""
     from mt5lite.compression.compress import compress
     from mt5lite.compression.prune import DropLayersConfig, PruneFfnConfig
     from mt5lite.compression.training import DistillConfig, FinetuneConfig
@@ -88,8 +105,8 @@ def lite_stages(work: Path, train: Path, steps: int, pairs, teacher: Path = DEMO
     ]
     source = teacher
     for name, configs in plan:
-        paths[name] = work / name
-        if not (paths[name] / "compress_report.json").is_file():
-            compress(source, paths[name], list(configs), configs, pairs=pairs, force=True, progress=True)
+        paths[name] = once(work / name, lambda out, s=source, c=configs: compress(
+            s, out, list(c), c, pairs=pairs, force=True, progress=True), inputs=(source, teacher, train),
+            options={"configs": configs, "pairs": pairs})
         source = paths[name]
     return paths

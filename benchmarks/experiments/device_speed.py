@@ -62,20 +62,22 @@ FIRST_TOKEN_REPEATS = 7
 
 def build(model: Path, work: Path, exports: list[str]) -> dict[str, Path]:
     """The static fp32 ONNX export of ``model`` and each of ``exports`` made from it (``static-int8`` and
-    ``weight-int8``: ONNX's int8 recipes; ``tflite-int8``: full-int8 TFLite), reused when already there."""
+    ``weight-int8``: ONNX's int8 recipes; ``tflite-int8``: full-int8 TFLite), reused when made by this code from
+    the same files (``once``)."""
     from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
     from mt5lite.exporters.quantize.recipes import QuantizeConfig, quantize_export
     from mt5lite.exporters.tflite.export import export_tflite
 
     fp32 = once(work / "onnx-fp32", lambda p: export_onnx(model, p, OnnxExportConfig(static_shapes=True),
-                                                         force=True, progress=True))
+                                                         force=True, progress=True), inputs=(model,))
     made_from_fp32 = {
         **{recipe: lambda p, recipe=recipe: quantize_export(fp32, p, QuantizeConfig(recipe=recipe), force=True,
                                                              progress=True, gate=False)
            for recipe in ("static-int8", "weight-int8")},
         "tflite-int8": lambda p: export_tflite(fp32, p, "int8", force=True, gate=False, progress=True),
     }
-    return {name: once(work / name, made_from_fp32[name]) if name in made_from_fp32 else fp32 for name in exports}
+    return {name: once(work / name, made_from_fp32[name], inputs=(fp32,), options=name) if name in made_from_fp32
+            else fp32 for name in exports}
 
 
 def _decode(generator, steps: list, text: str, beams: int, new_tokens: int) -> tuple[float, list[int], int]:

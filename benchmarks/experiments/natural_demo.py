@@ -25,13 +25,15 @@ Sections (``SECTIONS``; each writes its part of one JSON and Markdown report, re
   teacher, on its fine-tuning pairs; chrF and exact match per language of teacher and student (PyTorch, greedy).
 
 Never a pass/fail on timing; the gate's verdicts are reported, not enforced. Builds go to ``--work``, in a folder
-named by the model's content hash, so a retrained model never reuses what an earlier one built; sections not run
-keep what an earlier run on the same model (the same hash) wrote to ``--output``.
+named by the hash of the model's weights, config and tokenizer (``model_digest``), so a retrained model never reuses
+what an earlier one built, and each build is remade when the code or what it is made from changes (``once``);
+sections not run keep what an earlier run on the same model (the same hash) wrote to ``--output``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 from collections import defaultdict
@@ -64,6 +66,8 @@ TRIMS = {"trim-5": (FIVE, False), "trim-5-spelled": (FIVE, True), "trim-20": (TW
 #: The exports the scripts section compares with fp32, and fp16 as the control: what rounding alone changes where
 #: the model is unsure (the sentences are not its task), so a low share is not read as int8's fault.
 SCRIPT_RECIPES = ("static-int8", "tflite-int8", "fp16")
+#: The files of a checkpoint that make what it computes: its digest (``model_digest``) is over these.
+MODEL_FILES = ("config.json", "model.safetensors", "spiece.model")
 #: Scripts of the held-out natural sentences' tags outside the natural corpus's languages.
 SENTENCE_SCRIPTS = {"en": "Latn", "mul": "mixed"}
 
@@ -88,8 +92,16 @@ def export_fp32(model: Path, out: Path):
 
 
 def fp32_onnx(model: Path, work: Path) -> Path:
-    """The fp32 static-shape ONNX export of ``model`` under ``work`` (reused when built)."""
-    return once(work / "onnx", lambda out: export_fp32(model, out))
+    """The fp32 static-shape ONNX export of ``model`` under ``work`` (reused when made by this code from the same
+    model: ``once``)."""
+    return once(work / "onnx", lambda out: export_fp32(model, out), inputs=(model,))
+
+
+def recipe_export(recipe: str, model: Path, onnx: Path, out: Path, calibration: Path) -> Path:
+    """``recipe``'s export of ``model`` from its fp32 ONNX export ``onnx``, calibrated on ``calibration``, at ``out``
+    (``outliers_demo.build``; reused when made by this code from the same files)."""
+    return once(out, lambda path: build(recipe, model, onnx, path, calibration=calibration),
+                inputs=(model, onnx, calibration), options=recipe)
 
 
 def parity(context: dict) -> dict:
@@ -121,7 +133,7 @@ def int8(context: dict) -> dict:
     work, onnx = context["work"], fp32_onnx(context["model"], context["work"])
     rows = []
     for recipe in INT8_RECIPES:
-        out = build(recipe, context["model"], onnx, work / recipe, calibration=TRAIN_PAIRS)
+        out = recipe_export(recipe, context["model"], onnx, work / recipe, TRAIN_PAIRS)
         report = compare_exports(onnx, out, context["pairs"], threads=context["threads"], speed_samples=24)
         rows.append(recipe_row("natural", recipe, report) | {
             "chrf": report["chrf"], "chrf_reference": report["chrf_reference"],
@@ -151,13 +163,14 @@ def trim_corpus(languages: tuple[str, ...], path: Path) -> Path:
 
 def trimmed(model: Path, languages: tuple[str, ...], keep_spelled: bool, work: Path) -> Path:
     """``model`` trimmed to the pieces ``languages`` use, and with ``keep_spelled`` to those spelled in their
-    characters (a ``compress`` run; reused when built)."""
+    characters (a ``compress`` run; reused when made by this code from the same files)."""
     from mt5lite.compression.compress import compress
     from mt5lite.compression.trim_vocab import TrimVocabConfig
 
     configs = {"trim-vocab": TrimVocabConfig(corpus=(trim_corpus(languages, work / "corpus.tsv"),),
                                              keep_spelled=keep_spelled)}
-    return once(work / "model", lambda out: compress(model, out, ["trim-vocab"], configs, pairs=None, force=True))
+    return once(work / "model", lambda out: compress(model, out, ["trim-vocab"], configs, pairs=None, force=True),
+                inputs=(model, work / "corpus.tsv"), options=configs)
 
 
 def trim(context: dict) -> dict:
@@ -184,7 +197,7 @@ def trim(context: dict) -> dict:
     results = {}
     for name, (languages, keep_spelled) in TRIMS.items():
         checkpoint = trimmed(context["model"], languages, keep_spelled, work / name)
-        export = once(work / name / "onnx", lambda out, c=checkpoint: export_fp32(c, out))
+        export = once(work / name / "onnx", lambda out, c=checkpoint: export_fp32(c, out), inputs=(checkpoint,))
         tokenizer = Tokenizer(export / "spiece.model")
         outputs = [tokenizer.decode(ids) for ids in decode(export, texts, threads)]
         ours = score(outputs, pairs)
@@ -222,8 +235,7 @@ def scripts(context: dict) -> dict:
     on the held-out pairs and the held-out natural sentences."""
     work, threads = context["work"], context["threads"]
     onnx = fp32_onnx(context["model"], work)
-    exports = {recipe: once(work / recipe, lambda out, r=recipe: build(r, context["model"], onnx, out,
-                                                                       calibration=TRAIN_PAIRS))
+    exports = {recipe: recipe_export(recipe, context["model"], onnx, work / recipe, TRAIN_PAIRS)
                for recipe in SCRIPT_RECIPES}
     sentences = read_sentences(HELDOUT_SENTENCES)
     sets = {"heldout_pairs": [(LANGUAGES[p.lang], p.source) for p in context["pairs"]],
@@ -294,7 +306,7 @@ def outliers(context: dict) -> dict:
              "demo": (DEMO_MODEL, fp32_onnx(DEMO_MODEL, work / "demo"), DEV_TASK, work / "demo" / "static-int8")}
     result = {}
     for name, (model, onnx, calibration, out) in built.items():
-        once(out, lambda path, m=model, o=onnx, c=calibration: build("static-int8", m, o, path, calibration=c))
+        recipe_export("static-int8", model, onnx, out, calibration)
         groups = load_manifest(out, verify_hashes=False).quantization.outliers["groups"]
         result[name] = {group: {"worst_ratio": row["worst_ratio"], "worst_node": row["worst_node"],
                                 "smoothed": row["smoothed"], "products": row["products"]}
@@ -341,10 +353,17 @@ SECTIONS = {"parity": parity, "int8": int8, "trim": trim, "scripts": scripts, "o
             "student": student}
 
 
+def model_digest(model: Path) -> str:
+    """sha256 over the files that make the model what it computes (``MODEL_FILES``; not its card or report), first
+    16 hex digits: what names its build folder and keys the report's sections."""
+    return hashlib.sha256("".join(content_hash(model / name) for name in MODEL_FILES).encode()).hexdigest()[:16]
+
+
 def markdown(report: dict) -> str:
     """The Markdown twin of the report (the sections that ran)."""
     parts = ["# Every stage on the natural model",
-             f"Model `{report['model']}` (content sha256 {report['model_sha256']}...); {report['threads']} threads."]
+             f"Model `{report['model']}` (its weights, config and tokenizer: sha256 {report['model_sha256']}...); "
+             f"{report['threads']} threads."]
     if "parity" in report:
         found = report["parity"]
         parts += ["## fp32 parity", markdown_table(["stage", "max |diff| per output (tolerance)"], [
@@ -421,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (args.model / "config.json").is_file():
         parser.exit(2, f"{parser.prog}: error: {args.model}: no natural model there; run make natural-model\n")
-    digest = content_hash(args.model)[:16]
+    digest = model_digest(args.model)
     context = {"model": args.model, "work": args.work / digest, "threads": args.threads,
                "student_steps": args.student_steps, "pairs": heldout_pairs(args.per_language)}
     report = {"model": os.path.relpath(args.model), "model_sha256": digest, "threads": args.threads}

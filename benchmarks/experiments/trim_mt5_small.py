@@ -38,7 +38,7 @@ CALIBRATION = {"samples": 128, "max_decoder_steps": 256}
 
 def build(original: Path, work: Path) -> dict[str, Path]:
     """The trimmed checkpoint (``benchmarks.models.trimmed_mt5_small``, `make bench`'s trimmed row) and every
-    export, reused when already there."""
+    export, reused when made by this code from the same files (``once``)."""
     from mt5lite.exporters.onnx.export import OnnxExportConfig, export_onnx
     from mt5lite.exporters.quantize.calibration import CalibrationDraw
     from mt5lite.exporters.quantize.recipes import QuantizeConfig, quantize_export
@@ -52,13 +52,14 @@ def build(original: Path, work: Path) -> dict[str, Path]:
         path.with_suffix(".validation.json").write_text(json.dumps(asdict(validation), indent=2), encoding="utf-8")
 
     for name, model in (("untrimmed", original), ("trimmed", paths["trimmed"])):
-        fp32 = once(work / f"{name}-onnx-fp32", lambda p, m=model: export_fp32(m, p))
+        fp32 = once(work / f"{name}-onnx-fp32", lambda p, m=model: export_fp32(m, p), inputs=(model,))
         paths[f"{name}-onnx-fp32"] = fp32
         paths[f"{name}-onnx-int8"] = once(work / f"{name}-onnx-int8", lambda p, s=fp32: quantize_export(
-            s, p, QuantizeConfig(**CALIBRATION), force=True, progress=True, gate=False))
+            s, p, QuantizeConfig(**CALIBRATION), force=True, progress=True, gate=False), inputs=(fp32,),
+            options=CALIBRATION)
     paths["trimmed-tflite-int8"] = once(work / "trimmed-tflite-int8", lambda p: export_tflite(
         paths["trimmed-onnx-fp32"], p, "int8", force=True, calibration=CalibrationDraw(**CALIBRATION),
-        progress=True, gate=False))
+        progress=True, gate=False), inputs=(paths["trimmed-onnx-fp32"],), options=CALIBRATION)
     return paths
 
 
