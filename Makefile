@@ -176,7 +176,8 @@ natural-demo: install
 # Static exports of a random model of mt5-small's shape, static int8 and weight-int8 ONNX and full-int8 TFLite: beam
 # search with the 4 beams in one call of the batch-4 step against row by row, beside greedy, time to first token with
 # and without source-length buckets, and the decoder step over its floor; then the same on that model trimmed to the
-# project's data (about 70 minutes the first time, building the exports under $(BUILD)/device-speed/).
+# project's data (about 70 minutes the first time, building the exports under $(BUILD)/device-speed/; built again
+# whenever the toolkit's code, the benchmarks' or the bundled data change: benchmarks.models.once).
 device-speed: install
 	$(BIN)/python -m benchmarks.experiments.device_speed --exports static-int8 weight-int8 tflite-int8 --threads 2 \
 		--output $(BUILD)/reports/device-speed.json

@@ -29,24 +29,47 @@ def _finished(path: Path) -> bool:
     return (path / "compress_report.json").is_file()
 
 
-def _made_by(inputs: tuple[Path, ...], options: object) -> str:
-    """The key of what a build is made by: the toolkit's code, the content of each input file or folder, and the
-    options (their ``str`` where JSON has no form for them)."""
-    from mt5lite.workflow.stamps import code_hash, content_hash
+#: The files of a checkpoint that make what it computes (not its card or reports): a checkpoint given as an input
+#: of a build is known by these.
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "spiece.model")
 
-    payload = {"code": code_hash(), "inputs": [content_hash(path) for path in inputs], "options": options}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+def input_hash(path: Path) -> str:
+    """sha256 of what a build reads from ``path``: a checkpoint's ``CHECKPOINT_FILES``, or any other file or
+    folder whole; a missing path is an error, never the hash of nothing."""
+    from mt5lite.workflow.stamps import content_hash
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: an input of a build is missing")
+    if (path / "config.json").is_file():
+        return hashlib.sha256("".join(content_hash(path / name) for name in CHECKPOINT_FILES
+                                      if (path / name).is_file()).encode()).hexdigest()
+    return content_hash(path)
+
+
+def _made_by(name: str, inputs: tuple[Path, ...], options: object) -> str:
+    """The key of what a build is made by: the toolkit's code (``stage_key``), the benchmarks' own code and the
+    bundled data (default corpora and calibration sets), the content of each input, and the options."""
+    from mt5lite.paths import DATA_DIR
+    from mt5lite.workflow.stamps import content_hash, stage_key
+
+    def files(folder: Path, pattern: str) -> dict[str, str]:  # never the bytecode caches beside them
+        return {str(path.relative_to(folder)): content_hash(path) for path in sorted(folder.rglob(pattern))}
+
+    context = {"benchmarks": files(Path(__file__).parent, "*.py"), "data": files(DATA_DIR, "*.tsv"), "options": options}
+    return stage_key(name, context, {str(index): input_hash(path) for index, path in enumerate(inputs)})
 
 
 def once(path: Path, make: Callable[[Path], object], inputs: tuple[Path, ...] = (), options: object = None) -> Path:
     """``make(path)`` unless ``path`` already holds a finished export or checkpoint (``_finished``) made by this
-    code from these ``inputs`` (their content) with these ``options``: a stamp beside ``path`` keeps the key, so
-    new code, a changed input or other options build it again (``make`` overwrites). Prints how long a build
-    took."""
+    code from these ``inputs`` (their content: ``input_hash``) with these ``options``: a stamp beside ``path``
+    keeps the key, so new code, new data, a changed input or other options build it again (``make`` overwrites;
+    the old stamp goes first, so a failed build is never taken for a finished one). Prints how long a build took."""
     from mt5lite.reports import atomic_write
 
-    stamp, key = path.parent / f".{path.name}.made-by", _made_by(inputs, options)
+    stamp, key = path.parent / f".{path.name}.made-by", _made_by(path.name, inputs, options)
     if not (_finished(path) and stamp.is_file() and stamp.read_text(encoding="utf-8") == key):
+        stamp.unlink(missing_ok=True)
         started = time.perf_counter()
         make(path)
         atomic_write(stamp, key)

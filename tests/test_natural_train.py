@@ -223,8 +223,9 @@ def _stored_dtypes(model_dir) -> set[str]:
         return {weights.get_slice(name).get_dtype() for name in weights.keys()}
 
 
-@pytest.mark.needs("train")
 def test_the_card_names_every_language_where_the_model_does_not_beat_the_baseline():
+    """The card's verdict on the copy baseline counts the languages and names each one the model does not beat,
+    a tie included."""
     from mt5lite.natural.model_card import baseline_verdict
 
     def report(rows: dict) -> dict:
@@ -236,6 +237,7 @@ def test_the_card_names_every_language_where_the_model_does_not_beat_the_baselin
     assert baseline_verdict(report({"de": (55.0, 40.0)})) == "It beats the baseline's chrF in 1 of 1 languages."
 
 
+@pytest.mark.needs("train")
 def test_the_committed_natural_model_is_the_one_its_card_describes():
     """``models/natural`` (stored in float16, committed): its first two evaluation batches decode again to the
     per-language held-out figures of its report, i.e. the report was measured on these weights."""

@@ -33,7 +33,6 @@ sections not run keep what an earlier run on the same model (the same hash) wrot
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 from collections import defaultdict
@@ -43,14 +42,13 @@ import numpy as np
 
 from benchmarks.experiments.outliers_demo import build
 from benchmarks.experiments.outliers_demo import row as recipe_row
-from benchmarks.models import once
+from benchmarks.models import input_hash, once
 from benchmarks.timing import side_by_side
 from mt5lite.data import HELDOUT_SENTENCES, read_sentences
 from mt5lite.natural.corpus import LANGUAGES
 from mt5lite.natural.train import MONOLINGUAL, TRAIN_PAIRS, heldout_pairs
 from mt5lite.paths import BUILD_DIR, DEMO_MODEL, NATURAL_MODEL
 from mt5lite.reports import markdown_table, write_report
-from mt5lite.workflow.stamps import content_hash
 
 #: The int8 recipes measured (``outliers_demo.build`` builds each), and fp16 as the control: what rounding alone
 #: does to the outputs of a model that is unsure of many of them.
@@ -66,8 +64,6 @@ TRIMS = {"trim-5": (FIVE, False), "trim-5-spelled": (FIVE, True), "trim-20": (TW
 #: The exports the scripts section compares with fp32, and fp16 as the control: what rounding alone changes where
 #: the model is unsure (the sentences are not its task), so a low share is not read as int8's fault.
 SCRIPT_RECIPES = ("static-int8", "tflite-int8", "fp16")
-#: The files of a checkpoint that make what it computes: its digest (``model_digest``) is over these.
-MODEL_FILES = ("config.json", "model.safetensors", "spiece.model")
 #: Scripts of the held-out natural sentences' tags outside the natural corpus's languages.
 SENTENCE_SCRIPTS = {"en": "Latn", "mul": "mixed"}
 
@@ -354,9 +350,9 @@ SECTIONS = {"parity": parity, "int8": int8, "trim": trim, "scripts": scripts, "o
 
 
 def model_digest(model: Path) -> str:
-    """sha256 over the files that make the model what it computes (``MODEL_FILES``; not its card or report), first
-    16 hex digits: what names its build folder and keys the report's sections."""
-    return hashlib.sha256("".join(content_hash(model / name) for name in MODEL_FILES).encode()).hexdigest()[:16]
+    """The first 16 hex digits of the hash of what the model computes (``input_hash``: its weights, config and
+    tokenizer, not its card or report): what names its build folder and keys the report's sections."""
+    return input_hash(model)[:16]
 
 
 def markdown(report: dict) -> str:
