@@ -76,6 +76,9 @@ class _Signature:
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every output by name after running on ``feeds`` (every input by name, in the signature's shapes)."""
         for name, value in feeds.items():
+            if list(value.shape) != self.details[name][1]:  # LiteRT would write fewer elements without a word
+                raise ValueError(f"input {name!r} has shape {list(value.shape)}; the signature takes "
+                                 f"{self.details[name][1]}")
             if not _same_array(value, self._held.get(name)):
                 data = np.ascontiguousarray(value)
                 self._inputs[name].write(data.view(np.int32) if data.dtype == np.int64 else data)
