@@ -72,13 +72,14 @@ class _Signature:
         self._shapes = {name: (np.dtype(dtype), tuple(shape), int(np.prod(shape)))
                         for name, (dtype, shape) in self.details.items() if name in outputs}
         self._held: dict[str, np.ndarray] = {}  # input name -> the read-only array its buffer holds
+        self._input_shapes = {name: tuple(self.details[name][1]) for name in inputs}
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every output by name after running on ``feeds`` (every input by name, in the signature's shapes)."""
         for name, value in feeds.items():
-            if list(value.shape) != self.details[name][1]:  # LiteRT would write fewer elements without a word
+            if value.shape != self._input_shapes[name]:  # LiteRT would write fewer elements without a word
                 raise ValueError(f"input {name!r} has shape {list(value.shape)}; the signature takes "
-                                 f"{self.details[name][1]}")
+                                 f"{list(self._input_shapes[name])}")
             if not _same_array(value, self._held.get(name)):
                 data = np.ascontiguousarray(value)
                 self._inputs[name].write(data.view(np.int32) if data.dtype == np.int64 else data)
